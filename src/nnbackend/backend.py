@@ -1,0 +1,500 @@
+"""Backends: which Array API namespace and device new arrays are created on.
+
+Arrays decide where compute happens; a :class:`Backend` decides only where *new* arrays go
+(weights, optimizer state, batches) and how host data moves in and out. This module is the one
+place that knows about CuPy, PyTorch, JAX or array-api-strict by name; the math never does.
+
+Resolution of a backend request (:func:`get_backend`):
+
+=====================  ======================================================================
+request                result
+=====================  ======================================================================
+``None``               the innermost :func:`use_backend` default, else ``$NNBACKEND``, else
+                       ``"auto"``
+``"numpy"``            NumPy on the CPU
+``"cupy"``             CuPy on the current CUDA device (``"cupy:N"``: device ``N``); raises
+                       :class:`BackendUnavailableError` naming the cause when it cannot be met
+``"auto"``             CuPy when it imports and a CUDA device is usable, else NumPy
+``"torch"``            PyTorch through ``array_api_compat.torch`` (CPU unless ``device=``)
+``"array_api_strict"`` the strict reference implementation (useful in tests)
+a namespace module     that namespace (``numpy``, ``cupy``, ``array_api_strict``,
+                       ``array_api_compat.torch``, ``jax.numpy``, ...)
+a :class:`Backend`     itself (with ``device=`` replaced when given)
+=====================  ======================================================================
+
+Importing this module imports neither CuPy nor PyTorch and never touches a GPU: CuPy is probed
+lazily, the first time it is asked for, and the result is cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import array_api_compat.numpy
+import numpy as np
+
+from ._typing import Array, Device, DType, Namespace
+from .errors import BackendUnavailableError
+
+__all__ = [
+    "ENV_VAR",
+    "Backend",
+    "BackendInfo",
+    "BackendUnavailableError",
+    "available_backends",
+    "backend_of",
+    "dtype_name",
+    "get_backend",
+    "is_host_array",
+    "to_numpy",
+    "use_backend",
+]
+
+ENV_VAR = "NNBACKEND"
+"""Environment variable holding the default backend request (``numpy``, ``cupy``, ``auto``, ...)."""
+
+_NAMES = {
+    "numpy": "numpy",
+    "np": "numpy",
+    "cupy": "cupy",
+    "cuda": "cupy",
+    "gpu": "cupy",
+    "auto": "auto",
+    "torch": "torch",
+    "pytorch": "torch",
+    "array_api_strict": "array_api_strict",
+    "array-api-strict": "array_api_strict",
+    "strict": "array_api_strict",
+    "jax": "jax",
+}
+_CUPY_INSTALL_HINT = "pip install 'nnbackend[cuda12]' (or [cuda13], matching your CUDA driver)"
+_FLOAT_NAMES = ("float32", "float64")
+
+_default_request: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "nnbackend_default_backend", default=None
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where new arrays live: an Array API namespace and one of its devices.
+
+    Attributes
+    ----------
+    name : str
+        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"``, ``"jax"``, or the module
+        name of another Array API namespace.
+    xp : namespace
+        The Array API namespace (the ``array_api_compat`` wrapper where one exists), identical to
+        what ``array_api_compat.array_namespace`` returns for this backend's arrays.
+    device : device
+        The device new arrays are created on (``"cpu"`` for NumPy, ``cupy.cuda.Device(n)``,
+        ``array_api_strict.Device("device1")``, ``torch.device("cpu")``, ...).
+    """
+
+    name: str
+    xp: Namespace
+    device: Device
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, device={self.device!r})"
+
+    @property
+    def default_float(self) -> DType:
+        """float32: the default floating dtype of every nnbackend array."""
+        return self.xp.float32
+
+    def dtype(self, spec: Any = None) -> DType:
+        """Return the floating dtype of this namespace named by ``spec``.
+
+        ``spec`` may be ``None`` (float32), ``"float32"``/``"float64"``, a NumPy dtype or scalar
+        type, or a dtype of this namespace.
+        """
+        if spec is None:
+            return self.default_float
+        name = _float_name(spec, self.xp)
+        if name is None:
+            msg = f"dtype must be float32 or float64, got {spec!r}"
+            raise TypeError(msg)
+        return getattr(self.xp, name)
+
+    def asarray(self, data: Any, *, dtype: Any = None, copy: bool | None = None) -> Array:
+        """Move host data (or an array of any namespace) onto this backend's device.
+
+        Parameters
+        ----------
+        data : array_like
+            NumPy array, nested sequence, scalar, or an array of any namespace.
+        dtype : optional
+            Target dtype (see :meth:`dtype` for floating names); ``None`` keeps the data's dtype.
+            The cast happens on the host, so every backend receives bit-identical values.
+        copy : bool, optional
+            ``True`` always copies (use it when the library will own and mutate the result).
+        """
+        if _is_array_of(data, self):
+            if dtype is not None and data.dtype != self._dtype_any(dtype):
+                return self.xp.astype(data, self._dtype_any(dtype))
+            return self.xp.asarray(data, copy=True) if copy else data
+        host = to_numpy(data) if _is_foreign_array(data) else data
+        host = np.asarray(host, dtype=None if dtype is None else _numpy_dtype(dtype, self.xp))
+        if self.name == "numpy":
+            return np.array(host, copy=True) if copy else host
+        return self.xp.asarray(host, device=self.device, copy=copy)
+
+    def zeros(self, shape: tuple[int, ...], *, dtype: Any = None) -> Array:
+        """Zeros of ``shape`` on this backend's device (float32 unless ``dtype`` says otherwise)."""
+        return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        """Copy an array of this backend to a NumPy array on the host (synchronises)."""
+        return to_numpy(x)
+
+    def synchronize(self) -> None:
+        """Block until all work queued on this backend's device has finished (for timing)."""
+        if self.name == "cupy":
+            self.device.synchronize()
+        elif self.name == "torch" and getattr(self.device, "type", "cpu") == "cuda":
+            _import("torch").cuda.synchronize(self.device)
+
+    def _dtype_any(self, spec: Any) -> DType:
+        """Like :meth:`dtype` but accepts every dtype of the namespace (labels are integers)."""
+        name = _dtype_name(spec, self.xp)
+        return getattr(self.xp, name) if name is not None else spec
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution
+
+
+def get_backend(spec: Any = None, *, device: Any = None) -> Backend:
+    """Resolve a backend request to a :class:`Backend` (see the module docstring for the table).
+
+    Parameters
+    ----------
+    spec : str, namespace, Backend or None
+        The request. ``None`` reads the :func:`use_backend` default, then ``$NNBACKEND``, then
+        ``"auto"``.
+    device : optional
+        A device of that namespace: a CUDA device index or ``cupy.cuda.Device`` for CuPy,
+        ``array_api_strict.Device("device1")``, ``"cuda:0"`` for PyTorch, ...
+
+    Raises
+    ------
+    BackendUnavailableError
+        The backend exists but cannot be used here (CuPy missing, no usable CUDA device, ...).
+    ValueError
+        The request names no known backend.
+    """
+    source = "backend"
+    if spec is None:
+        spec = _default_request.get()
+    if spec is None:
+        env = os.environ.get(ENV_VAR, "").strip()
+        spec, source = (env, f"${ENV_VAR}") if env else ("auto", "backend")
+    if isinstance(spec, Backend):
+        return spec if device is None else _resolve_name(spec.name, device, source, spec.xp)
+    if isinstance(spec, str):
+        name, _, index = spec.strip().lower().partition(":")
+        canonical = _NAMES.get(name)
+        if canonical is None or (index and canonical not in ("cupy", "torch")):
+            msg = (
+                f"{source} {spec!r} is not a known backend; use one of 'auto', 'numpy', 'cupy', "
+                "'cupy:N', 'torch', 'array_api_strict', 'jax', or pass an Array API namespace"
+            )
+            raise ValueError(msg)
+        if index:
+            if device is not None:
+                msg = f"{source} {spec!r} names a device and device={device!r} names another"
+                raise ValueError(msg)
+            device = int(index) if canonical == "cupy" and index.isdigit() else index
+            if canonical == "cupy" and not isinstance(device, int):
+                msg = f"{source} {spec!r}: the CUDA device must be a number, as in 'cupy:0'"
+                raise ValueError(msg)
+            if canonical == "torch":
+                device = spec.strip().partition(":")[2]
+        return _resolve_name(canonical, device, source)
+    if isinstance(spec, ModuleType) or hasattr(spec, "__array_api_version__"):
+        return _from_namespace(spec, device)
+    msg = f"backend must be a name, an Array API namespace or a Backend, got {spec!r}"
+    raise TypeError(msg)
+
+
+@contextlib.contextmanager
+def use_backend(spec: Any, *, device: Any = None) -> Iterator[Backend]:
+    """Make ``spec`` the default backend inside a ``with`` block (thread- and task-local).
+
+    The request is resolved on entry, so an unavailable backend fails at the ``with`` line.
+
+    Examples
+    --------
+    >>> with use_backend("numpy") as be:
+    ...     layer = Linear(4, 2)          # created on NumPy whatever $NNBACKEND says
+    """
+    backend = get_backend(spec, device=device)
+    token = _default_request.set(backend)
+    try:
+        yield backend
+    finally:
+        _default_request.reset(token)
+
+
+def _resolve_name(name: str, device: Any, source: str, xp: Namespace | None = None) -> Backend:
+    if name == "numpy":
+        if device not in (None, "cpu"):
+            msg = f"NumPy arrays live on the CPU only; got device={device!r}"
+            raise ValueError(msg)
+        return Backend("numpy", array_api_compat.numpy, "cpu")
+    if name == "auto":
+        cupy, count, _ = _cupy_status()
+        if cupy is not None and count > 0:
+            return _cupy_backend(device, source)
+        return _resolve_name("numpy", device, source)
+    if name == "cupy":
+        return _cupy_backend(device, source)
+    if name == "torch":
+        torch = _import_or_unavailable("torch", "PyTorch", "pip install torch")
+        dev = torch.device("cpu" if device is None else device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            msg = f"{source} 'torch' on {dev}: PyTorch {torch.__version__} sees no CUDA device"
+            raise BackendUnavailableError(msg)
+        return Backend("torch", xp or _import("array_api_compat.torch"), dev)
+    if name == "array_api_strict":
+        strict = xp or _import_or_unavailable(
+            "array_api_strict", "array-api-strict", "pip install array-api-strict"
+        )
+        return Backend("array_api_strict", strict, device or strict.Device("CPU_DEVICE"))
+    if name == "jax":
+        jax = _import_or_unavailable("jax", "JAX", "pip install jax")
+        return Backend("jax", xp or _import("jax.numpy"), device or jax.devices()[0])
+    raise AssertionError(name)  # pragma: no cover - _NAMES is exhaustive
+
+
+def _from_namespace(ns: Any, device: Any) -> Backend:
+    if array_api_compat.is_numpy_namespace(ns):
+        return _resolve_name("numpy", device, "backend")
+    if array_api_compat.is_cupy_namespace(ns):
+        return _resolve_name("cupy", device, "backend")
+    if array_api_compat.is_torch_namespace(ns):
+        return _resolve_name("torch", device, "backend")
+    if array_api_compat.is_array_api_strict_namespace(ns):
+        return _resolve_name("array_api_strict", device, "backend", ns)
+    if array_api_compat.is_jax_namespace(ns):
+        return _resolve_name("jax", device, "backend")
+    if not hasattr(ns, "__array_api_version__"):
+        msg = f"{getattr(ns, '__name__', ns)!r} is not an Array API namespace"
+        raise TypeError(msg)
+    return Backend(getattr(ns, "__name__", type(ns).__name__), ns, device)
+
+
+# --------------------------------------------------------------------------------------------
+# CuPy probe
+
+
+def _cupy_device_count(cupy: ModuleType) -> int:
+    """Number of usable CUDA devices; raises CuPy's own error when the driver is unusable."""
+    count = int(cupy.cuda.runtime.getDeviceCount())
+    if count:
+        with cupy.cuda.Device(0):  # a device can be listed yet unusable: run one tiny kernel
+            cupy.arange(2, dtype=cupy.float32).sum().item()
+    return count
+
+
+@functools.cache
+def _cupy_status() -> tuple[ModuleType | None, int, str]:
+    """Import CuPy and count its usable devices, once. Returns (cupy or None, count, reason)."""
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError as exc:
+        return None, 0, f"CuPy is not installed ({exc}); {_CUPY_INSTALL_HINT}"
+    except Exception as exc:  # a broken install raises anything from its extension modules
+        return None, 0, f"CuPy is installed but failed to import: {type(exc).__name__}: {exc}"
+    version = getattr(cupy, "__version__", "?")
+    try:
+        count = _cupy_device_count(cupy)
+    except Exception as exc:
+        reason = (
+            f"CuPy {version} is installed but no usable CUDA device was found "
+            f"({type(exc).__name__}: {exc})"
+        )
+        return cupy, 0, reason
+    if count == 0:
+        return cupy, 0, f"CuPy {version} is installed but CUDA reports no devices"
+    return cupy, count, f"CuPy {version} with {count} CUDA device(s)"
+
+
+def _cupy_backend(device: Any, source: str) -> Backend:
+    cupy, count, reason = _cupy_status()
+    if cupy is None or count == 0:
+        msg = f"{source} 'cupy' cannot be used: {reason}"
+        raise BackendUnavailableError(msg)
+    if device is None:
+        dev = cupy.cuda.Device()
+    elif isinstance(device, int):
+        dev = cupy.cuda.Device(device)
+    else:
+        dev = device
+    if not 0 <= dev.id < count:
+        msg = f"{source} 'cupy:{dev.id}' cannot be used: only {count} CUDA device(s) present"
+        raise BackendUnavailableError(msg)
+    return Backend("cupy", _import("array_api_compat.cupy"), dev)
+
+
+# --------------------------------------------------------------------------------------------
+# Availability report
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One row of :func:`available_backends`: whether a backend can be used here, and why."""
+
+    name: str
+    available: bool
+    reason: str
+    devices: tuple[str, ...] = ()
+
+
+def available_backends() -> list[BackendInfo]:
+    """List every known backend with its availability and the reason (imports them to check)."""
+    rows = [BackendInfo("numpy", True, f"NumPy {np.__version__} on the CPU", ("cpu",))]
+    cupy, count, reason = _cupy_status()
+    rows.append(
+        BackendInfo("cupy", count > 0, reason, tuple(f"cuda:{i}" for i in range(count)))
+    )
+    for name, module, label in (
+        ("torch", "torch", "PyTorch"),
+        ("array_api_strict", "array_api_strict", "array-api-strict"),
+        ("jax", "jax", "JAX"),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except Exception as exc:
+            rows.append(BackendInfo(name, False, f"{label} is not installed ({exc})"))
+            continue
+        devices: tuple[str, ...] = ("cpu",)
+        if name == "torch" and mod.cuda.is_available():
+            devices += tuple(f"cuda:{i}" for i in range(mod.cuda.device_count()))
+        elif name == "array_api_strict":
+            devices = tuple(str(d) for d in mod.__array_namespace_info__().devices())
+        elif name == "jax":
+            devices = tuple(str(d) for d in mod.devices())
+        rows.append(BackendInfo(name, True, f"{label} {mod.__version__}", devices))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays: host transfer and introspection
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any supported namespace to a host NumPy array (synchronises)."""
+    if isinstance(x, np.ndarray | np.generic):
+        return np.asarray(x)
+    if array_api_compat.is_cupy_array(x):
+        return x.get()  # type: ignore[no-any-return]
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().resolve_conj().numpy()  # type: ignore[no-any-return]
+    if array_api_compat.is_array_api_strict_object(x):
+        strict = array_api_compat.array_namespace(x)
+        return np.asarray(x.to_device(strict.Device("CPU_DEVICE")))
+    if array_api_compat.is_array_api_obj(x):
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
+def backend_of(x: Array) -> Backend:
+    """The :class:`Backend` an array lives on (its namespace and device)."""
+    xp = array_api_compat.array_namespace(x)
+    dev = array_api_compat.device(x)
+    for name, predicate in (
+        ("numpy", array_api_compat.is_numpy_namespace),
+        ("cupy", array_api_compat.is_cupy_namespace),
+        ("torch", array_api_compat.is_torch_namespace),
+        ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
+        ("jax", array_api_compat.is_jax_namespace),
+    ):
+        if predicate(xp):
+            return Backend(name, xp, dev)
+    return Backend(getattr(xp, "__name__", "unknown"), xp, dev)
+
+
+def dtype_name(dtype: Any) -> str:
+    """Plain name of a dtype of any namespace: ``"float32"`` for np/cupy/strict/torch float32."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def is_host_array(x: Array) -> bool:
+    """True when reading ``x`` on the host costs no device synchronisation (CPU memory)."""
+    if isinstance(x, np.ndarray) or array_api_compat.is_array_api_strict_object(x):
+        return True
+    if array_api_compat.is_torch_array(x):
+        return bool(x.device.type == "cpu")
+    return False
+
+
+def _is_foreign_array(data: Any) -> bool:
+    return not isinstance(data, np.ndarray) and array_api_compat.is_array_api_obj(data)
+
+
+def _is_array_of(data: Any, backend: Backend) -> bool:
+    if not array_api_compat.is_array_api_obj(data):
+        return False
+    if backend.name == "numpy":
+        return isinstance(data, np.ndarray)
+    try:
+        return bool(
+            array_api_compat.array_namespace(data) is backend.xp
+            and array_api_compat.device(data) == backend.device
+        )
+    except TypeError:
+        return False
+
+
+def _dtype_name(spec: Any, xp: Namespace) -> str | None:
+    """Name of a dtype given as a string, a NumPy dtype/type, or a dtype of ``xp``."""
+    if isinstance(spec, str):
+        try:
+            return np.dtype(spec).name
+        except TypeError:
+            return None
+    for name in ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
+                 "bool"):
+        if spec == getattr(xp, name, None):
+            return name
+    try:
+        return np.dtype(spec).name
+    except TypeError:
+        return None
+
+
+def _float_name(spec: Any, xp: Namespace) -> str | None:
+    name = _dtype_name(spec, xp)
+    return name if name in _FLOAT_NAMES else None
+
+
+def _numpy_dtype(spec: Any, xp: Namespace) -> np.dtype[Any]:
+    name = _dtype_name(spec, xp)
+    if name is None:
+        msg = f"unsupported dtype {spec!r}"
+        raise TypeError(msg)
+    return np.dtype(name)
+
+
+def _import(name: str) -> Any:
+    return importlib.import_module(name)
+
+
+def _import_or_unavailable(module: str, label: str, hint: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        msg = f"{label} is not installed ({exc}); {hint}"
+        raise BackendUnavailableError(msg) from exc

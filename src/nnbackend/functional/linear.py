@@ -1,0 +1,46 @@
+"""The affine map z = x Wᵀ + b and its backward pass (Array API only).
+
+Shapes: x (N, in), W (out, in), b (out,), z (N, out). Per sample this is the seed's
+z = W a + b; the batch is stacked along the first axis.
+
+Backward, with δ = ∂L/∂z of shape (N, out)::
+
+    ∂L/∂W = δᵀ x         (out, in)
+    ∂L/∂b = Σₙ δₙ         (out,)
+    ∂L/∂x = δ W          (N, in)
+"""
+
+from __future__ import annotations
+
+from .._typing import Array, Namespace
+
+__all__ = ["linear", "linear_backward"]
+
+
+def linear(x: Array, W: Array, b: Array | None = None, /, *, xp: Namespace | None = None) -> Array:
+    """z = x Wᵀ + b for x (N, in), W (out, in), b (out,) or None; returns z (N, out)."""
+    z = x @ W.T
+    if b is not None:
+        z += b  # z is a fresh array: add the bias in place rather than allocate another
+    return z
+
+
+def linear_backward(
+    dz: Array,
+    x: Array,
+    W: Array,
+    /,
+    *,
+    input_grad: bool = True,
+    bias_grad: bool = True,
+    xp: Namespace,
+) -> tuple[Array | None, Array, Array | None]:
+    """Gradients of z = x Wᵀ + b given δ = ∂L/∂z.
+
+    Returns ``(dx, dW, db)``: ∂L/∂x = δ W (``None`` unless ``input_grad``), ∂L/∂W = δᵀ x,
+    ∂L/∂b = Σₙ δₙ (``None`` unless ``bias_grad``).
+    """
+    dW = dz.T @ x
+    db = xp.sum(dz, axis=0) if bias_grad else None
+    dx = dz @ W if input_grad else None
+    return dx, dW, db

@@ -1,0 +1,236 @@
+"""Loss functions, each returning the loss and its gradient with respect to the prediction.
+
+Every function returns ``(loss, grad)``: ``loss`` is a 0-d array on the prediction's device (no
+host synchronisation), ``grad`` = ∂loss/∂prediction has the prediction's shape and dtype.
+
+With reduction ``"mean"`` over ``n`` terms (elements for MSE and BCE, samples for
+cross-entropy) and ``"sum"`` without the 1/n:
+
+================================  =============================================  ==================
+loss                              value                                          gradient
+================================  =============================================  ==================
+mse(ŷ, y)                         1/n Σ (ŷ − y)²                                 2 (ŷ − y) / n
+cross_entropy(z, labels)          −1/N Σₙ Σ_c qₙ_c log softmax(zₙ)_c             (p Σ_c q − q) / N
+binary_cross_entropy_with_logits  1/n Σ max(z,0) − z y + log(1 + e^−|z|)          (σ(z) − y) / n
+================================  =============================================  ==================
+
+For cross-entropy, q is the target distribution: the one-hot of an integer label, or the given
+class probabilities, mixed with the uniform distribution by label smoothing ε:
+q = (1 − ε) q + ε / C; p = softmax(z). With Σ_c q = 1 the gradient is the familiar (p − q) / N.
+"""
+
+from __future__ import annotations
+
+import math
+
+from array_api_compat import array_namespace, device
+
+from .._checks import check_array, check_floating, check_same_placement
+from .._typing import Array, Namespace
+from ..backend import is_host_array
+
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "mse"]
+
+_REDUCTIONS = ("mean", "sum")
+
+
+def mse(
+    prediction: Array,
+    target: Array,
+    /,
+    *,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    """Mean squared error L = 1/n Σ (ŷ − y)² over all n elements, and ∂L/∂ŷ = 2 (ŷ − y) / n.
+
+    Parameters
+    ----------
+    prediction, target : array, same shape and dtype (floating)
+    reduction : {"mean", "sum"}
+        ``"sum"`` drops the 1/n.
+    """
+    xp = _check_pair(prediction, target, where="mse", reduction=reduction)
+    diff = prediction - target
+    scale = 1.0 / _size(diff) if reduction == "mean" else 1.0
+    loss = xp.sum(diff * diff) * scale
+    diff *= 2.0 * scale  # diff is ours: it becomes the gradient without another allocation
+    return loss, diff
+
+
+def binary_cross_entropy_with_logits(
+    logits: Array,
+    target: Array,
+    /,
+    *,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    """Binary cross-entropy on logits z with targets y ∈ [0, 1], numerically stable.
+
+    ℓ = −[y log σ(z) + (1 − y) log(1 − σ(z))] = max(z, 0) − z y + log(1 + e^−|z|),
+    ∂ℓ/∂z = σ(z) − y; averaged over all n elements (``"mean"``) or summed (``"sum"``).
+    """
+    xp = _check_pair(logits, target, where="binary_cross_entropy_with_logits",
+                     reduction=reduction)
+    scale = 1.0 / _size(logits) if reduction == "mean" else 1.0
+    elementwise = xp.maximum(logits, 0.0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
+    loss = xp.sum(elementwise) * scale
+    grad = 0.5 * xp.tanh(0.5 * logits) + 0.5  # σ(z) in its stable tanh form
+    grad -= target
+    grad *= scale
+    return loss, grad
+
+
+def cross_entropy(
+    logits: Array,
+    target: Array,
+    /,
+    *,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[Array, Array]:
+    """Softmax cross-entropy from logits, with integer labels or class probabilities.
+
+    Parameters
+    ----------
+    logits : array (N, C), floating
+    target : array (N,) of integer class labels in [0, C), or (N, C) class probabilities
+        (one-hot or soft) of the logits' dtype.
+    reduction : {"mean", "sum"}
+        Mean over the N samples, or their sum.
+    label_smoothing : float in [0, 1]
+        ε: the target becomes (1 − ε) q + ε / C.
+
+    Returns
+    -------
+    loss : 0-d array
+        −1/N Σₙ Σ_c qₙ_c log pₙ_c with p = softmax(logits), computed through a max-shifted
+        log-softmax so that no logit overflows.
+    grad : array (N, C)
+        ∂loss/∂logits = (p Σ_c q − q) / N.
+
+    Notes
+    -----
+    Labels outside [0, C) raise ``ValueError`` when the labels live in host memory. On an
+    accelerator that check would stall the device, so instead the affected samples' loss and
+    gradient become NaN, which training's non-finite-loss check reports.
+    """
+    where = "cross_entropy"
+    xp = check_array(logits, where=where, what="logits")
+    check_array(target, where=where, what="target")
+    check_floating(logits, xp, where=where, what="logits")
+    check_same_placement(target, array_namespace(target), logits, xp, where=where,
+                         what="target", ref_what="logits")
+    _check_reduction(reduction, where)
+    if not 0.0 <= label_smoothing <= 1.0:
+        msg = f"{where}: label_smoothing must lie in [0, 1], got {label_smoothing!r}"
+        raise ValueError(msg)
+    if logits.ndim != 2:
+        msg = f"{where}: logits must have shape (N, C), got {tuple(logits.shape)}"
+        raise ValueError(msg)
+    n, classes = logits.shape
+    scale = 1.0 / n if reduction == "mean" else 1.0
+
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    exp = xp.exp(shifted)
+    sum_exp = xp.sum(exp, axis=1, keepdims=True)
+    log_p = shifted - xp.log(sum_exp)
+    p = exp
+    p /= sum_exp  # exp is ours: normalise it in place into the softmax
+
+    if xp.isdtype(target.dtype, "integral"):
+        onehot, valid = _onehot(target, classes, xp, where=where, logits=logits)
+        off = label_smoothing / classes
+        on = 1.0 - label_smoothing + off
+        per_class = xp.where(onehot, on * log_p, off * log_p) if label_smoothing else xp.where(
+            onehot, log_p, 0.0
+        )
+        loss = -xp.sum(per_class) * scale
+        p -= xp.where(onehot, on, off)
+        grad = p
+        if valid is not None:  # labels on a device: poison invalid samples instead of syncing
+            loss = xp.where(xp.all(valid), loss, xp.nan)
+            grad = xp.where(valid[:, None], grad, xp.nan)
+    else:
+        check_floating(target, xp, where=where, what="target")
+        if tuple(target.shape) != tuple(logits.shape):
+            msg = (
+                f"{where}: probability targets must have the logits' shape {tuple(logits.shape)}"
+                f", got {tuple(target.shape)} (integer labels have shape (N,))"
+            )
+            raise ValueError(msg)
+        _check_same_dtype(target, logits, where)
+        q = target if not label_smoothing else (1.0 - label_smoothing) * target + (
+            label_smoothing / classes
+        )
+        loss = -xp.sum(q * log_p) * scale
+        p *= xp.sum(q, axis=1, keepdims=True)
+        p -= q
+        grad = p
+    grad *= scale
+    return loss, grad
+
+
+def _onehot(
+    labels: Array, classes: int, xp: Namespace, *, where: str, logits: Array
+) -> tuple[Array, Array | None]:
+    """Boolean one-hot (N, C) of integer labels, and a validity mask where it cannot be checked."""
+    n = logits.shape[0]
+    if labels.ndim != 1 or labels.shape[0] != n:
+        msg = (
+            f"{where}: integer labels must have shape (N,) = ({n},) to match logits "
+            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
+        )
+        raise ValueError(msg)
+    if xp.isdtype(labels.dtype, "bool"):
+        msg = f"{where}: labels must be integers, got dtype {labels.dtype}"
+        raise TypeError(msg)
+    valid = None
+    if is_host_array(labels):
+        if n and (int(xp.min(labels)) < 0 or int(xp.max(labels)) >= classes):
+            low, high = int(xp.min(labels)), int(xp.max(labels))
+            msg = (
+                f"{where}: class labels must lie in [0, {classes}) for logits with {classes} "
+                f"classes, got labels from {low} to {high}"
+            )
+            raise ValueError(msg)
+    else:
+        valid = (labels >= 0) & (labels < classes)
+    classes_range = xp.arange(classes, dtype=labels.dtype, device=device(labels))
+    return labels[:, None] == classes_range[None, :], valid
+
+
+def _check_pair(prediction: Array, target: Array, *, where: str, reduction: str) -> Namespace:
+    xp = check_array(prediction, where=where, what="prediction")
+    check_array(target, where=where, what="target")
+    check_floating(prediction, xp, where=where, what="prediction")
+    check_same_placement(target, array_namespace(target), prediction, xp, where=where,
+                         what="target", ref_what="prediction")
+    check_floating(target, xp, where=where, what="target")
+    if tuple(prediction.shape) != tuple(target.shape):
+        msg = (
+            f"{where}: prediction has shape {tuple(prediction.shape)} but target has shape "
+            f"{tuple(target.shape)}; they must match"
+        )
+        raise ValueError(msg)
+    _check_same_dtype(target, prediction, where)
+    _check_reduction(reduction, where)
+    return xp
+
+
+def _check_same_dtype(target: Array, prediction: Array, where: str) -> None:
+    if target.dtype != prediction.dtype:
+        msg = (
+            f"{where}: target dtype {target.dtype} differs from the prediction's "
+            f"{prediction.dtype}; cast the target (no silent promotion)"
+        )
+        raise TypeError(msg)
+
+
+def _check_reduction(reduction: str, where: str) -> None:
+    if reduction not in _REDUCTIONS:
+        msg = f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}"
+        raise ValueError(msg)
+
+
+def _size(x: Array) -> int:
+    return math.prod(x.shape)

@@ -1,0 +1,76 @@
+"""Weight initialisers, drawn on the host from a seeded NumPy Generator.
+
+Each initialiser maps ``(shape, rng) -> numpy.ndarray`` (float64). Layers cast the draw to their
+dtype on the host and transfer it once, so the same seed gives bit-identical initial weights on
+every backend and device.
+
+For a weight of shape ``(fan_out, fan_in)``:
+
+- He / Kaiming normal (for ReLU):      W ~ N(0, 2 / fan_in)
+- Xavier / Glorot uniform (for tanh):  W ~ U(-a, a),  a = sqrt(6 / (fan_in + fan_out))
+- LeCun normal:                        W ~ N(0, 1 / fan_in)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Initializer", "get_initializer", "he_normal", "lecun_normal", "xavier_uniform", "zeros"]
+
+Initializer = Callable[[tuple[int, ...], np.random.Generator], np.ndarray]
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) != 2:
+        msg = f"initialisers expect a weight of shape (fan_out, fan_in), got {shape}"
+        raise ValueError(msg)
+    fan_out, fan_in = shape
+    return fan_in, fan_out
+
+
+def he_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """He (Kaiming) normal: N(0, 2 / fan_in), the variance-preserving choice for ReLU."""
+    fan_in, _ = _fans(shape)
+    return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+
+
+def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Xavier (Glorot) uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+    fan_in, fan_out = _fans(shape)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def lecun_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """LeCun normal: N(0, 1 / fan_in)."""
+    fan_in, _ = _fans(shape)
+    return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=shape)
+
+
+def zeros(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """All zeros (biases)."""
+    return np.zeros(shape)
+
+
+_BY_NAME: dict[str, Initializer] = {
+    "he": he_normal,
+    "kaiming": he_normal,
+    "xavier": xavier_uniform,
+    "glorot": xavier_uniform,
+    "lecun": lecun_normal,
+    "zeros": zeros,
+}
+
+
+def get_initializer(init: str | Initializer | Any) -> Initializer:
+    """Resolve ``"he"``, ``"xavier"``, ``"lecun"``, ``"zeros"`` or a callable to an initialiser."""
+    if callable(init):
+        return init  # type: ignore[no-any-return]
+    if isinstance(init, str) and init.lower() in _BY_NAME:
+        return _BY_NAME[init.lower()]
+    msg = f"unknown init {init!r}; use one of {sorted(_BY_NAME)} or a callable (shape, rng)"
+    raise ValueError(msg)

@@ -1,0 +1,20 @@
+"""Layers: ``Parameter``, ``Module`` and the building blocks of a network."""
+
+from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .linear import Linear
+from .module import Module, Parameter
+from .sequential import Sequential
+
+__all__ = [
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+]

@@ -1,0 +1,106 @@
+"""The fully connected layer z = x Wᵀ + b."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._checks import check_array, check_floating
+from .._typing import Array, Backprop, Namespace
+from ..backend import get_backend
+from ..functional.linear import linear, linear_backward
+from ..init import Initializer, get_initializer
+from .module import Module, Parameter, _check_matches_parameters
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    """Fully connected layer: z = x Wᵀ + b (per sample, the seed's z = W a + b).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Widths of the input x (N, in_features) and the output z (N, out_features).
+    bias : bool
+        Learn a bias b of shape (out_features,), initialised to zero.
+    init : {"he", "xavier", "lecun"} or callable
+        Initialiser of W (out_features, in_features): a name, or ``f(shape, rng) -> ndarray``.
+        Drawn on the host from ``numpy.random.default_rng(seed)`` in float64, cast to ``dtype``,
+        then transferred once: the same seed gives bit-identical weights on every backend.
+    dtype : optional
+        float32 (default) or float64.
+    backend : optional
+        Where the parameters live (see :func:`nnbackend.get_backend`; default: the current one).
+    seed : int, optional
+        Seed of the initialiser; ``None`` draws fresh entropy.
+
+    Backward, with δ = ∂L/∂z: ∂L/∂W = δᵀ x, ∂L/∂b = Σₙ δₙ, ∂L/∂x = δ W.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        init: str | Initializer = "he",
+        dtype: Any = None,
+        backend: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        for label, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                msg = f"Linear: {label} must be a positive integer, got {value!r}"
+                raise ValueError(msg)
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        be = get_backend(backend)
+        dt = be.dtype(dtype)
+        shape = (self.out_features, self.in_features)
+        draw = np.asarray(get_initializer(init)(shape, np.random.default_rng(seed)))
+        if draw.shape != shape:
+            msg = f"{self!r}: init returned shape {draw.shape}, expected {shape}"
+            raise ValueError(msg)
+        self.weight = Parameter(be.asarray(draw, dtype=dt, copy=True), "weight")
+        self.bias = Parameter(be.zeros((self.out_features,), dtype=dt), "bias") if bias else None
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}→{self.out_features}" + ("" if self.bias else ", bias=False")
+
+    def _check_input(self, x: Array) -> Namespace:
+        where = repr(self)
+        xp = check_array(x, where=where, what="input")
+        check_floating(x, xp, where=where, what="input")
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            msg = (
+                f"{where} expected input of shape (N, {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+            raise ValueError(msg)
+        _check_matches_parameters(x, xp, self.weight.data, where=where)
+        return xp
+
+    def _reference_array(self) -> Array:
+        return self.weight.data
+
+    def _infer(self, x: Array, *, xp: Namespace) -> Array:
+        return linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
+        weight, bias = self.weight, self.bias
+        W = weight.data
+        z = linear(x, W, None if bias is None else bias.data)
+
+        def backprop(dz: Array) -> Array | None:
+            dx, dW, db = linear_backward(
+                dz, x, W, input_grad=input_grad, bias_grad=bias is not None, xp=xp
+            )
+            weight.accumulate_grad(dW)
+            if bias is not None:
+                bias.accumulate_grad(db)
+            return dx
+
+        return z, backprop

@@ -1,0 +1,129 @@
+"""``Sequential``: a(l) = f_l(a(l−1)), layer after layer, and the chain rule backwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .._typing import Array, Backprop, Namespace
+from .module import Module
+
+__all__ = ["Sequential"]
+
+
+class Sequential(Module):
+    """Apply layers in order: a(0) = x, a(l) = layer_l(a(l−1)); the output is a(L).
+
+    Backward runs the layers' closures in reverse (the chain rule):
+    δ(l−1) = ∂L/∂a(l−1) = backprop_l(δ(l)).
+
+    Parameters
+    ----------
+    *layers : Module
+    backend : optional
+        When given, every parameter is moved there (see :meth:`Module.to`).
+
+    Notes
+    -----
+    The network's input is data, so ``forward`` does not compute ∂L/∂x unless asked
+    (``input_grad=True``): the first layer with parameters skips δ W, and parameterless layers
+    in front of it run in inference mode.
+    """
+
+    def __init__(self, *layers: Module, backend: Any = None) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                msg = f"Sequential: layer {i} must be a Module, got {type(layer).__name__}"
+                raise TypeError(msg)
+            setattr(self, str(i), layer)
+        self.layers: tuple[Module, ...] = tuple(layers)
+        _check_widths(self.layers)
+        if backend is not None:
+            self.to(backend)
+        _check_one_placement(self)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def __getitem__(self, index: int) -> Module:
+        return self.layers[index]
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)" if inner else "Sequential()"
+
+    def _where(self) -> str:
+        return "Sequential"
+
+    def _check_input(self, x: Array) -> Namespace:
+        for layer in self.layers:  # the first layer with parameters knows the expected input
+            if layer._reference_array() is not None:
+                return layer._check_input(x)
+        return super()._check_input(x)
+
+    def forward(self, x: Array, *, input_grad: bool = False) -> tuple[Array, Backprop]:
+        """Training forward; ``backprop(dy)`` returns ∂L/∂x only when ``input_grad`` is True."""
+        return super().forward(x, input_grad=input_grad)
+
+    def _infer(self, x: Array, *, xp: Namespace) -> Array:
+        for layer in self.layers:
+            x = layer._infer(x, xp=xp)
+        return x
+
+    def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
+        start = 0
+        if not input_grad:  # layers before the first parameter need no backward pass at all
+            while start < len(self.layers) and self.layers[start]._reference_array() is None:
+                x = self.layers[start]._infer(x, xp=xp)
+                start += 1
+        backprops = []
+        for i in range(start, len(self.layers)):
+            x, backprop = self.layers[i]._forward(x, xp=xp, input_grad=input_grad or i > start)
+            backprops.append(backprop)
+        backprops.reverse()
+
+        def backprop_all(dy: Array) -> Array | None:
+            for backprop in backprops:
+                dy = backprop(dy)
+            return dy
+
+        return x, backprop_all
+
+
+def _check_widths(layers: tuple[Module, ...]) -> None:
+    """Reject a chain whose Linear widths do not connect, naming both layers."""
+    width, source = None, None
+    for i, layer in enumerate(layers):
+        in_features = getattr(layer, "in_features", None)
+        if width is not None and in_features is not None and in_features != width:
+            msg = (
+                f"Sequential: layer {i} {layer!r} expects {in_features} features, but layer "
+                f"{source} produces {width}"
+            )
+            raise ValueError(msg)
+        out_features = getattr(layer, "out_features", None)
+        if out_features is not None:
+            width, source = out_features, f"{i} {layer!r}"
+
+
+def _check_one_placement(model: Module) -> None:
+    """All parameters must share one namespace, device and dtype."""
+    from ..backend import backend_of, dtype_name
+
+    first: tuple[str, Any, str] | None = None
+    for name, p in model.named_parameters():
+        be = backend_of(p.data)
+        here = (be.name, be.device, dtype_name(p.dtype))
+        if first is None:
+            first, first_name = here, name
+        elif here != first:
+            msg = (
+                f"Sequential: parameter {name!r} is {here[0]} on {here[1]!r} ({here[2]}) but "
+                f"{first_name!r} is {first[0]} on {first[1]!r} ({first[2]}); pass backend=... "
+                "or create every layer with the same backend and dtype"
+            )
+            raise ValueError(msg)
