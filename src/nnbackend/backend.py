@@ -402,7 +402,7 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.get()  # type: ignore[no-any-return]
     if array_api_compat.is_torch_array(x):
         return x.detach().cpu().resolve_conj().numpy()  # type: ignore[no-any-return]
-    if array_api_compat.is_array_api_strict_object(x):
+    if _is_strict_array(x):
         strict = array_api_compat.array_namespace(x)
         return np.asarray(x.to_device(strict.Device("CPU_DEVICE")))
     if array_api_compat.is_array_api_obj(x):
@@ -433,11 +433,15 @@ def dtype_name(dtype: Any) -> str:
 
 def is_host_array(x: Array) -> bool:
     """True when reading ``x`` on the host costs no device synchronisation (CPU memory)."""
-    if isinstance(x, np.ndarray) or array_api_compat.is_array_api_strict_object(x):
+    if isinstance(x, np.ndarray) or _is_strict_array(x):
         return True
     if array_api_compat.is_torch_array(x):
         return bool(x.device.type == "cpu")
     return False
+
+
+def _is_strict_array(x: Any) -> bool:
+    return type(x).__module__.startswith("array_api_strict")
 
 
 def _is_foreign_array(data: Any) -> bool:

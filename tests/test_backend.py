@@ -1,0 +1,257 @@
+"""Backend resolution, availability reporting and host transfers."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import array_api_compat
+import numpy as np
+import pytest
+
+import nnbackend as nb
+from nnbackend import backend as backend_module
+from nnbackend.backend import _cupy_status
+
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+
+
+@pytest.fixture
+def fresh_probe() -> Any:
+    """Clear the cached CuPy probe before and after a test that changes what it sees."""
+    _cupy_status.cache_clear()
+    yield
+    _cupy_status.cache_clear()
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(nb.backend.ENV_VAR, raising=False)
+
+
+def test_import_touches_neither_cupy_nor_torch() -> None:
+    code = (
+        "import sys, nnbackend as nb\n"
+        "nb.Linear(3, 2, backend='numpy')\n"
+        "assert 'cupy' not in sys.modules, 'cupy imported'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    env_free = {"NNBACKEND": "numpy", "PATH": ""}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env_free)
+
+
+def test_numpy_by_name_and_by_namespace(no_env: None) -> None:
+    for spec in ("numpy", "NumPy", " np ", np, array_api_compat.numpy):
+        be = nb.get_backend(spec)
+        assert be.name == "numpy"
+        assert be.xp is array_api_compat.numpy
+        assert be.device == "cpu"
+        assert be.xp is array_api_compat.array_namespace(np.ones(2))
+
+
+def test_backend_passes_through() -> None:
+    be = nb.get_backend("numpy")
+    assert nb.get_backend(be) is be
+
+
+def test_environment_variable_sets_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNBACKEND", "array_api_strict")
+    assert nb.get_backend().name == "array_api_strict"
+    monkeypatch.setenv("NNBACKEND", "numpy")
+    assert nb.get_backend().name == "numpy"
+
+
+def test_environment_variable_typo_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNBACKEND", "nunpy")
+    with pytest.raises(ValueError, match=r"\$NNBACKEND 'nunpy' is not a known backend"):
+        nb.get_backend()
+
+
+def test_use_backend_overrides_environment_and_nests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNBACKEND", "numpy")
+    with nb.use_backend("array_api_strict") as outer:
+        assert outer.name == "array_api_strict"
+        assert nb.get_backend() is outer
+        assert nb.Linear(2, 3).backend.name == "array_api_strict"
+        with nb.use_backend("numpy") as inner:
+            assert nb.get_backend() is inner
+        assert nb.get_backend() is outer
+    assert nb.get_backend().name == "numpy"
+
+
+def test_use_backend_restores_after_an_exception(no_env: None) -> None:
+    with pytest.raises(RuntimeError), nb.use_backend("array_api_strict"):
+        raise RuntimeError
+    assert nb.get_backend().name in ("numpy", "cupy")
+
+
+def test_use_backend_resolves_on_entry() -> None:
+    with pytest.raises(ValueError, match="not a known backend"), nb.use_backend("tpu"):
+        pass  # pragma: no cover
+
+
+def test_auto_without_cupy_falls_back_to_numpy(
+    monkeypatch: pytest.MonkeyPatch, fresh_probe: None
+) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    assert nb.get_backend("auto").name == "numpy"
+    with pytest.raises(nb.BackendUnavailableError, match=r"CuPy is not installed.*cuda12"):
+        nb.get_backend("cupy")
+    row = next(r for r in nb.available_backends() if r.name == "cupy")
+    assert not row.available
+    assert "not installed" in row.reason
+
+
+@pytest.mark.skipif(not HAS_CUPY, reason="CuPy is not installed: the real import path is untested")
+def test_cupy_installed_real_probe(fresh_probe: None) -> None:
+    """With CuPy installed, 'cupy' either works or names the cause (CuPy's own error)."""
+    _, count, reason = _cupy_status()
+    if count:
+        be = nb.get_backend("cupy")
+        assert be.name == "cupy"
+        assert nb.get_backend("auto").name == "cupy"
+        return
+    assert nb.get_backend("auto").name == "numpy"
+    with pytest.raises(nb.BackendUnavailableError) as info:
+        nb.get_backend("cupy")
+    message = str(info.value)
+    assert "CuPy" in message
+    assert "is installed but no usable CUDA device" in message
+    assert reason in message
+
+
+def test_cupy_installed_without_driver_quotes_cupys_error(
+    monkeypatch: pytest.MonkeyPatch, fresh_probe: None
+) -> None:
+    class FakeCUDARuntimeError(RuntimeError):
+        pass
+
+    def no_driver(cupy: Any) -> int:
+        raise FakeCUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    fake_cupy = SimpleNamespace(__version__="13.9.9")
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(backend_module, "_cupy_device_count", no_driver)
+    with pytest.raises(nb.BackendUnavailableError) as info:
+        nb.get_backend("cupy:0")
+    assert str(info.value) == (
+        "backend 'cupy' cannot be used: CuPy 13.9.9 is installed but no usable CUDA device was "
+        "found (FakeCUDARuntimeError: cudaErrorNoDevice: no CUDA-capable device is detected)"
+    )
+    assert nb.get_backend("auto").name == "numpy"
+
+
+def test_cupy_device_index_out_of_range(
+    monkeypatch: pytest.MonkeyPatch, fresh_probe: None
+) -> None:
+    class FakeDevice:
+        def __init__(self, index: int = 0) -> None:
+            self.id = index
+
+    fake_cupy = SimpleNamespace(__version__="13.9.9", cuda=SimpleNamespace(Device=FakeDevice))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(backend_module, "_cupy_device_count", lambda cupy: 1)
+    with pytest.raises(nb.BackendUnavailableError, match=r"'cupy:3'.*only 1 CUDA device"):
+        nb.get_backend("cupy:3")
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ("tpu", "'tpu' is not a known backend"),
+        ("numpy:1", "'numpy:1' is not a known backend"),
+        ("cupy:x", "the CUDA device must be a number"),
+    ],
+)
+def test_bad_names(spec: str, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        nb.get_backend(spec)
+
+
+def test_bad_types_and_devices() -> None:
+    with pytest.raises(TypeError, match="must be a name, an Array API namespace or a Backend"):
+        nb.get_backend(3.5)
+    with pytest.raises(TypeError, match="is not an Array API namespace"):
+        nb.get_backend(sys)
+    with pytest.raises(ValueError, match="NumPy arrays live on the CPU only"):
+        nb.get_backend("numpy", device="cuda:0")
+
+
+def test_array_api_strict_devices() -> None:
+    strict = pytest.importorskip("array_api_strict")
+    be = nb.get_backend(strict, device=strict.Device("device1"))
+    assert be.name == "array_api_strict"
+    assert be.xp is strict
+    assert be.device == strict.Device("device1")
+    assert nb.get_backend("array-api-strict").device == strict.Device("CPU_DEVICE")
+
+
+def test_torch_namespace() -> None:
+    pytest.importorskip("torch")
+    import array_api_compat.torch as xt
+
+    be = nb.get_backend(xt)
+    assert be.name == "torch"
+    assert be.xp is xt
+    assert str(be.device) == "cpu"
+    assert nb.get_backend("torch").xp is xt
+
+
+def test_available_backends_lists_every_known_backend() -> None:
+    rows = {row.name: row for row in nb.available_backends()}
+    assert set(rows) == {"numpy", "cupy", "torch", "array_api_strict", "jax"}
+    assert rows["numpy"].available
+    assert rows["numpy"].reason.startswith("NumPy ")
+    for row in rows.values():
+        assert row.reason
+        assert row.available == bool(row.devices)
+
+
+def test_transfers_round_trip(case: Any) -> None:
+    host = np.arange(12, dtype=np.float64).reshape(3, 4) / 7
+    x = case.asarray(host)
+    case.check_placement(x)
+    back = nb.to_numpy(x)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, host.astype(case.dtype_name))
+    labels = case.backend.asarray(np.array([2, 0, 1]))
+    case.check_placement(labels, dtype="int64")
+    assert nb.backend_of(x) == case.backend
+
+
+def test_asarray_copy_protects_the_source(case: Any) -> None:
+    host = np.ones(3, dtype=case.dtype_name)
+    owned = case.backend.asarray(host, copy=True)
+    owned += 1.0
+    np.testing.assert_array_equal(host, np.ones(3))
+
+
+def test_asarray_of_another_namespace_goes_through_the_host() -> None:
+    strict = pytest.importorskip("array_api_strict")
+    be = nb.get_backend(strict, device=strict.Device("device1"))
+    x = be.asarray(np.array([1.0, 2.0], dtype=np.float32))
+    on_numpy = nb.get_backend("numpy").asarray(x)
+    assert isinstance(on_numpy, np.ndarray)
+    np.testing.assert_array_equal(on_numpy, [1.0, 2.0])
+
+
+def test_dtype_resolution() -> None:
+    be = nb.get_backend("numpy")
+    assert be.dtype() == np.float32
+    assert be.dtype("float64") == np.float64
+    assert be.dtype(np.float64) == np.float64
+    with pytest.raises(TypeError, match="dtype must be float32 or float64, got 'int32'"):
+        be.dtype("int32")
+
+
+def test_no_float64_device_refuses_float64() -> None:
+    strict = pytest.importorskip("array_api_strict")
+    be = nb.get_backend(strict, device=strict.Device("no_float64"))
+    with pytest.raises(ValueError, match="does not support dtype"):
+        be.asarray(np.ones(2), dtype="float64")
+    with pytest.raises(ValueError, match="does not support dtype"):
+        nb.Linear(2, 2, dtype="float64", backend=be)
+    assert nb.Linear(2, 2, backend=be).weight.data.dtype == strict.float32
