@@ -171,7 +171,10 @@ def _compare(
     for name, analytic, numeric in pairs:
         got = to_numpy(analytic)
         if got.shape != numeric.shape:
-            msg = f"gradcheck: {name}: analytic gradient has shape {got.shape}, expected {numeric.shape}"
+            msg = (
+                f"gradcheck: {name}: analytic gradient has shape {got.shape}, "
+                f"expected {numeric.shape}"
+            )
             raise GradcheckError(msg)
         error = np.abs(got - numeric)
         report.max_abs_error[name] = float(error.max(initial=0.0))

@@ -365,7 +365,7 @@ class BackendInfo:
 def available_backends() -> list[BackendInfo]:
     """List every known backend with its availability and the reason (imports them to check)."""
     rows = [BackendInfo("numpy", True, f"NumPy {np.__version__} on the CPU", ("cpu",))]
-    cupy, count, reason = _cupy_status()
+    _, count, reason = _cupy_status()
     rows.append(
         BackendInfo("cupy", count > 0, reason, tuple(f"cuda:{i}" for i in range(count)))
     )
@@ -401,7 +401,7 @@ def to_numpy(x: Any) -> np.ndarray:
     if array_api_compat.is_cupy_array(x):
         return x.get()  # type: ignore[no-any-return]
     if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().resolve_conj().numpy()  # type: ignore[no-any-return]
+        return x.detach().cpu().resolve_conj().numpy()  # type: ignore[no-any-return,unused-ignore]
     if _is_strict_array(x):
         strict = array_api_compat.array_namespace(x)
         return np.asarray(x.to_device(strict.Device("CPU_DEVICE")))
@@ -466,7 +466,7 @@ def _dtype_name(spec: Any, xp: Namespace) -> str | None:
     """Name of a dtype given as a string, a NumPy dtype/type, or a dtype of ``xp``."""
     if isinstance(spec, str):
         try:
-            return np.dtype(spec).name
+            return str(np.dtype(spec).name)
         except TypeError:
             return None
     for name in ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -474,7 +474,7 @@ def _dtype_name(spec: Any, xp: Namespace) -> str | None:
         if spec == getattr(xp, name, None):
             return name
     try:
-        return np.dtype(spec).name
+        return str(np.dtype(spec).name)
     except TypeError:
         return None
 

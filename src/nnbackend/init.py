@@ -69,7 +69,7 @@ _BY_NAME: dict[str, Initializer] = {
 def get_initializer(init: str | Initializer | Any) -> Initializer:
     """Resolve ``"he"``, ``"xavier"``, ``"lecun"``, ``"zeros"`` or a callable to an initialiser."""
     if callable(init):
-        return init  # type: ignore[no-any-return]
+        return init  # type: ignore[no-any-return,unused-ignore]
     if isinstance(init, str) and init.lower() in _BY_NAME:
         return _BY_NAME[init.lower()]
     msg = f"unknown init {init!r}; use one of {sorted(_BY_NAME)} or a callable (shape, rng)"

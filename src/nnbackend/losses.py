@@ -72,7 +72,10 @@ class CrossEntropyLoss(Loss):
 
 
 class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy on logits: mean of max(z, 0) − z y + log(1 + e^−|z|); ∂/∂z = σ(z) − y."""
+    """Binary cross-entropy on logits z with targets y in [0, 1].
+
+    L = mean of max(z, 0) − z y + log(1 + e^−|z|) (stable for any z); ∂L/∂z = (σ(z) − y) / n.
+    """
 
     def __call__(self, prediction: Array, target: Array) -> tuple[Array, Array]:
         return binary_cross_entropy_with_logits(prediction, target, reduction=self.reduction)
