@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The project's test command: a fresh virtual environment, the project installed from its own
+# files with the test extras, PyTorch (the reference for the cross-checks) and CuPy (so the
+# "CuPy installed, no usable GPU" path is exercised for real), then lint, type check and tests.
+#
+#   bash ci/test.sh                 # everything
+#   bash ci/test.sh tests/test_x.py # extra arguments go to pytest
+#
+# VENV (default .venv) chooses where the environment lives; NNBACKEND_CI_REUSE_VENV=1 reuses it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${VENV:-.venv}"
+python="${PYTHON:-python3}"
+if [ "${NNBACKEND_CI_REUSE_VENV:-0}" != "1" ] || [ ! -x "$venv/bin/python" ]; then
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+fi
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e ".[test,lint,cuda12]" "torch==2.13.0"
+
+echo "== versions"
+python - <<'PY'
+import nnbackend as nb
+print("nnbackend", nb.__version__)
+for row in nb.available_backends():
+    print(f"  {row.name:17} {'yes' if row.available else 'no ':3} {row.reason}")
+PY
+
+echo "== ruff"
+ruff check .
+echo "== mypy"
+mypy src/nnbackend
+
+echo "== pytest"
+status=0
+python -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests (exit 5): that is a failure for this project" >&2
+  exit 1
+fi
+exit "$status"
