@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
-from .._checks import check_array, check_floating, check_same_placement
+from .._checks import check_array, check_floating, check_same_placement, namespace_of
 from .._typing import Array, Namespace
 from ..backend import is_host_array
 
@@ -118,7 +118,7 @@ def cross_entropy(
     xp = check_array(logits, where=where, what="logits")
     check_array(target, where=where, what="target")
     check_floating(logits, xp, where=where, what="logits")
-    check_same_placement(target, array_namespace(target), logits, xp, where=where,
+    check_same_placement(target, namespace_of(target), logits, xp, where=where,
                          what="target", ref_what="logits")
     _check_reduction(reduction, where)
     if not 0.0 <= label_smoothing <= 1.0:
@@ -203,7 +203,7 @@ def _check_pair(prediction: Array, target: Array, *, where: str, reduction: str)
     xp = check_array(prediction, where=where, what="prediction")
     check_array(target, where=where, what="target")
     check_floating(prediction, xp, where=where, what="prediction")
-    check_same_placement(target, array_namespace(target), prediction, xp, where=where,
+    check_same_placement(target, namespace_of(target), prediction, xp, where=where,
                          what="target", ref_what="prediction")
     check_floating(target, xp, where=where, what="target")
     if tuple(prediction.shape) != tuple(target.shape):

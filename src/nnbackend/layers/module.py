@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
-from .._checks import check_array, check_floating, describe_placement
+from .._checks import check_array, check_floating, describe_placement, namespace_of
 from .._typing import Array, Backprop, Namespace
 from ..backend import Backend, backend_of, dtype_name, get_backend
 
@@ -252,11 +252,7 @@ def _check_matches_parameters(
     what: str = "input",
     ref_what: str = "the parameters",
 ) -> None:
-    try:
-        same_namespace = array_namespace(ref) is xp
-    except TypeError:  # pragma: no cover - parameters are always arrays
-        same_namespace = False
-    if not same_namespace or device(x) != device(ref):
+    if namespace_of(ref) is not xp or device(x) != device(ref):
         msg = (
             f"{where}: {what} is {describe_placement(x)}; expected {describe_placement(ref)}, "
             f"where {ref_what} live (move it with model.backend.asarray(...))"
@@ -288,7 +284,7 @@ def _checked_backprop(backprop: Backprop, y: Array, xp: Namespace, *, where: str
             msg = f"{where}: gradient dy has shape {tuple(dy.shape)}, output y has {tuple(y.shape)}"
             raise ValueError(msg)
         _check_matches_parameters(
-            dy, array_namespace(dy), y, where=where, what="gradient dy", ref_what="the output y"
+            dy, namespace_of(dy), y, where=where, what="gradient dy", ref_what="the output y"
         )
         called = True
         return backprop(dy)
