@@ -582,6 +582,9 @@ def test_sequential_with_mismatched_widths() -> None:
                       nb.Linear(9, 2, backend="numpy"))
     assert str(info.value) == ("Sequential: layer 2 Linear(9→2) expects 9 features, but layer "
                                "0 Linear(4→8) produces 8")
+    with pytest.raises(ValueError, match=r"^Sequential: layer 1 Linear\(9→2\) expects 9 "
+                                         r"features, but layer 0 Linear\(4→8\) produces 8$"):
+        nb.Sequential(nb.Linear(4, 8, backend="numpy"), nb.Linear(9, 2, backend="numpy"))
 
 
 def test_sequential_rejects_non_modules() -> None:
