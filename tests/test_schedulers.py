@@ -1,0 +1,346 @@
+"""Learning-rate schedules: closed forms, torch.optim.lr_scheduler, composition, state dicts."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import nnbackend as nb
+from nnbackend.optim import (
+    SGD,
+    Adam,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearWarmup,
+    LRScheduler,
+    ReduceLROnPlateau,
+    StepLR,
+)
+
+BASE_LR = 0.1
+EPOCHS = 40
+
+
+def _opt(lr: float = BASE_LR) -> SGD:
+    return SGD([nb.Parameter(np.zeros(2), "w")], lr)
+
+
+def _ours(make: Callable[[SGD], Any], epochs: int = EPOCHS) -> list[float]:
+    """The learning rate the optimizer sees in epochs 0 … epochs−1."""
+    opt = _opt()
+    sched = make(opt)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.lr)
+        assert sched.get_last_lr() == opt.lr
+        sched.step()
+    return lrs
+
+
+def _torch(make: Callable[[Any, Any], Any], epochs: int = EPOCHS) -> list[float]:
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=BASE_LR)
+    sched = make(torch.optim.lr_scheduler, opt)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()  # torch warns when the schedule steps before the optimizer
+        sched.step()
+    return lrs
+
+
+def _close(got: list[float], want: list[float], rtol: float = 1e-12) -> None:
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-15)
+
+
+CLOSED_FORMS: dict[str, tuple[Callable[[SGD], Any], Callable[[int], float]]] = {
+    "step": (lambda o: StepLR(o, step_size=7, gamma=0.5), lambda e: BASE_LR * 0.5 ** (e // 7)),
+    "exponential": (lambda o: ExponentialLR(o, gamma=0.9), lambda e: BASE_LR * 0.9**e),
+    "cosine": (
+        lambda o: CosineAnnealingLR(o, T_max=15, eta_min=0.001),
+        lambda e: 0.001 + (BASE_LR - 0.001) * (1 + math.cos(math.pi * e / 15)) / 2,
+    ),
+    "warmup": (
+        lambda o: LinearWarmup(o, 4, start_factor=0.2),
+        lambda e: BASE_LR * (0.2 + 0.8 * e / 4) if e < 4 else BASE_LR,
+    ),
+    "warmup-default-factor": (
+        lambda o: LinearWarmup(o, 4),
+        lambda e: BASE_LR * (e + 1) / 5 if e < 4 else BASE_LR,
+    ),
+    "warmup-then-cosine": (
+        lambda o: LinearWarmup(o, 5, start_factor=0.1, after=CosineAnnealingLR(o, T_max=20)),
+        lambda e: (BASE_LR * (0.1 + 0.9 * e / 5) if e < 5
+                   else BASE_LR * (1 + math.cos(math.pi * (e - 5) / 20)) / 2),
+    ),
+    "warmup-then-step": (
+        lambda o: LinearWarmup(o, 3, start_factor=0.5, after=StepLR(o, 10, gamma=0.1)),
+        lambda e: BASE_LR * (0.5 + 0.5 * e / 3) if e < 3 else BASE_LR * 0.1 ** ((e - 3) // 10),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CLOSED_FORMS))
+def test_closed_forms(name: str) -> None:
+    make, formula = CLOSED_FORMS[name]
+    _close(_ours(make), [formula(e) for e in range(EPOCHS)], rtol=1e-15)
+
+
+TORCH_EQUIVALENTS: dict[str, tuple[Callable[[SGD], Any], Callable[[Any, Any], Any]]] = {
+    "step": (lambda o: StepLR(o, 7, gamma=0.5), lambda s, o: s.StepLR(o, 7, gamma=0.5)),
+    "exponential": (lambda o: ExponentialLR(o, 0.9), lambda s, o: s.ExponentialLR(o, 0.9)),
+    "cosine": (
+        lambda o: CosineAnnealingLR(o, 15, eta_min=0.001),
+        lambda s, o: s.CosineAnnealingLR(o, 15, eta_min=0.001),
+    ),
+    "cosine-past-T_max": (
+        lambda o: CosineAnnealingLR(o, 12),
+        lambda s, o: s.CosineAnnealingLR(o, 12),
+    ),
+    "warmup": (
+        lambda o: LinearWarmup(o, 6, start_factor=0.25),
+        lambda s, o: s.LinearLR(o, start_factor=0.25, total_iters=6),
+    ),
+    "warmup-then-cosine": (
+        lambda o: LinearWarmup(o, 5, start_factor=0.1, after=CosineAnnealingLR(o, 20)),
+        lambda s, o: s.SequentialLR(
+            o, [s.LinearLR(o, start_factor=0.1, total_iters=5), s.CosineAnnealingLR(o, 20)],
+            milestones=[5],
+        ),
+    ),
+    "warmup-then-exponential": (
+        lambda o: LinearWarmup(o, 4, start_factor=0.5, after=ExponentialLR(o, 0.8)),
+        lambda s, o: s.SequentialLR(
+            o, [s.LinearLR(o, start_factor=0.5, total_iters=4), s.ExponentialLR(o, 0.8)],
+            milestones=[4],
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TORCH_EQUIVALENTS))
+def test_matches_torch_lr_scheduler(name: str) -> None:
+    ours, theirs = TORCH_EQUIVALENTS[name]
+    _close(_ours(ours), _torch(theirs))
+
+
+METRICS = [5.0, 4.0, 4.0, 3.9999, 4.1, 4.2, 4.3, 3.0, 3.0, 3.0, 3.0, 3.0, 2.0, 2.5, 2.5, 2.5,
+           2.5, 2.5, 2.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, math.nan, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"patience": 2},
+        {"patience": 1, "factor": 0.5, "cooldown": 2},
+        {"patience": 0, "factor": 0.5, "min_lr": 0.02},
+        {"patience": 1, "threshold": 0.3, "threshold_mode": "abs"},
+        {"mode": "max", "patience": 1, "factor": 0.3},
+        {"mode": "max", "patience": 2, "threshold": 0.1, "threshold_mode": "abs", "cooldown": 1},
+        {"patience": 0, "factor": 0.5, "eps": 0.02},
+    ],
+)
+def test_reduce_on_plateau_matches_torch(kwargs: dict[str, Any]) -> None:
+    torch = pytest.importorskip("torch")
+    opt = _opt()
+    sched = ReduceLROnPlateau(opt, **kwargs)
+    topt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=BASE_LR)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kwargs)
+    ours, theirs = [], []
+    for metric in METRICS:
+        sched.step(metric)
+        tsched.step(metric)
+        ours.append(opt.lr)
+        theirs.append(topt.param_groups[0]["lr"])
+        assert sched.get_last_lr() == opt.lr
+    assert len(set(theirs)) > 1  # the sequence really reduces
+    _close(ours, theirs, rtol=1e-15)
+
+
+def test_reduce_on_plateau_by_hand() -> None:
+    opt = _opt(1.0)
+    sched = ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    for metric, lr in [(1.0, 1.0), (1.0, 1.0), (1.0, 0.5), (0.5, 0.5), (0.6, 0.5), (0.7, 0.25)]:
+        sched.step(metric)
+        assert opt.lr == lr
+    assert sched.best == 0.5 and sched.last_epoch == 6
+
+
+def test_warmup_then_plateau() -> None:
+    """Warm-up ignores the metric; at epoch W the rate is the base; then the plateau watches."""
+    opt = _opt(1.0)
+    sched = LinearWarmup(opt, 2, start_factor=0.5,
+                         after=ReduceLROnPlateau(opt, factor=0.1, patience=0))
+    seen = [opt.lr]
+    for metric in [9.0, 9.0, 3.0, 2.0, 2.0, 1.0, 1.0]:
+        sched.step(metric)
+        seen.append(opt.lr)
+        assert sched.get_last_lr() == opt.lr
+    # epochs 0, 1: 0.5, 0.75; epoch 2: 1.0; then 3.0 (best), 2.0 (better), 2.0 (bad: ×0.1), ...
+    _close(seen, [0.5, 0.75, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01])
+    with pytest.raises(TypeError, match="ReduceLROnPlateau needs the metric"):
+        sched.step()
+
+
+def test_schedule_drives_adam_like_torch() -> None:
+    """Adam with linear warm-up then cosine over 60 steps: the same trajectory as torch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    theta0 = rng.standard_normal(5)
+    grads = rng.standard_normal((60, 5))
+    p = nb.Parameter(theta0.copy(), "w")
+    opt = Adam([p], 0.05)
+    sched = LinearWarmup(opt, 10, start_factor=0.1, after=CosineAnnealingLR(opt, 50))
+    tp = torch.tensor(theta0, requires_grad=True)
+    topt = torch.optim.Adam([tp], 0.05)
+    s = torch.optim.lr_scheduler
+    tsched = s.SequentialLR(topt, [s.LinearLR(topt, start_factor=0.1, total_iters=10),
+                                   s.CosineAnnealingLR(topt, 50)], milestones=[10])
+    for g in grads:
+        p.grad = g.copy()
+        opt.step()
+        sched.step()
+        tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+        tsched.step()
+    np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("make", "uses_metric"),
+    [
+        (lambda o: StepLR(o, 3, gamma=0.5), False),
+        (lambda o: CosineAnnealingLR(o, 10, eta_min=0.01), False),
+        (lambda o: LinearWarmup(o, 4, after=CosineAnnealingLR(o, 10)), False),
+        (lambda o: ReduceLROnPlateau(o, patience=1, cooldown=1), True),
+        (lambda o: LinearWarmup(o, 2, after=ReduceLROnPlateau(o, patience=0)), True),
+    ],
+    ids=["step", "cosine", "warmup-cosine", "plateau", "warmup-plateau"],
+)
+def test_state_dict_round_trip(make: Callable[[SGD], Any], uses_metric: bool) -> None:
+    """Saved after 7 epochs (through JSON) and loaded into a fresh schedule, both continue alike."""
+    metrics = [3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    opt = _opt()
+    sched = make(opt)
+
+    def advance(s: Any, k: int) -> None:
+        if uses_metric:
+            s.step(metrics[k])
+        else:
+            s.step()
+
+    for k in range(7):
+        advance(sched, k)
+    saved = json.loads(json.dumps(sched.state_dict()))
+    fresh_opt = _opt(0.7)
+    fresh = make(fresh_opt)
+    fresh.load_state_dict(saved)
+    assert fresh_opt.lr == opt.lr  # loading sets the optimizer's rate too
+    for k in range(7, len(metrics)):
+        advance(sched, k)
+        advance(fresh, k)
+        assert fresh_opt.lr == opt.lr
+        assert fresh.get_last_lr() == sched.get_last_lr()
+
+
+def test_state_dict_contents() -> None:
+    sd = CosineAnnealingLR(_opt(), 10, eta_min=0.01).state_dict()
+    assert sd == {"type": "CosineAnnealingLR", "config": {"T_max": 10, "eta_min": 0.01},
+                  "base_lr": BASE_LR, "last_epoch": 0, "last_lr": BASE_LR}
+
+
+@pytest.mark.parametrize(
+    ("make_sd", "error", "match"),
+    [
+        (lambda: StepLR(_opt(), 3).state_dict(), ValueError, r"saved by 'StepLR', not 'Cos"),
+        (lambda: {"type": "CosineAnnealingLR", "base_lr": 0.1, "last_lr": 0.1}, KeyError,
+         r"lacks \['last_epoch'\]"),
+        (lambda: {"type": "CosineAnnealingLR", "base_lr": 0.1, "last_lr": 0.1,
+                  "last_epoch": 1.5}, TypeError, r"last_epoch must be an integer, got 1\.5"),
+        (lambda: {"type": "CosineAnnealingLR", "base_lr": -0.1, "last_lr": 0.1,
+                  "last_epoch": 1}, ValueError, r"base_lr must be >= 0, got -0\.1"),
+        (lambda: [1, 2], TypeError, r"expected a dict, got list"),
+    ],
+)
+def test_load_state_dict_validates(make_sd: Callable[[], Any], error: type[Exception],
+                                   match: str) -> None:
+    opt = _opt()
+    sched = CosineAnnealingLR(opt, 10)
+    sched.step()
+    before = (sched.last_epoch, sched.base_lr, opt.lr)
+    with pytest.raises(error, match=match):
+        sched.load_state_dict(make_sd())
+    assert (sched.last_epoch, sched.base_lr, opt.lr) == before
+
+
+def test_warmup_load_is_all_or_nothing() -> None:
+    opt = _opt()
+    sched = LinearWarmup(opt, 3, after=CosineAnnealingLR(opt, 10))
+    sd = sched.state_dict()
+    sd["after"] = {**sd["after"], "last_epoch": -1}
+    with pytest.raises(ValueError, match=r"last_epoch must be >= 0, got -1"):
+        sched.load_state_dict(sd)
+    sd["after"] = None
+    with pytest.raises(ValueError, match=r"saved warm-up has no 'after' schedule"):
+        sched.load_state_dict(sd)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda o: StepLR(o, 0), ValueError, r"StepLR: step_size must be >= 1, got 0"),
+        (lambda o: StepLR(o, 2.5), TypeError, r"step_size must be an integer, got 2\.5"),
+        (lambda o: StepLR(o, 2, gamma=0.0), ValueError, r"gamma must be > 0, got 0\.0"),
+        (lambda o: ExponentialLR(o, -0.5), ValueError, r"gamma must be > 0, got -0\.5"),
+        (lambda o: CosineAnnealingLR(o, 0), ValueError, r"T_max must be >= 1, got 0"),
+        (lambda o: CosineAnnealingLR(o, 5, eta_min=-1.0), ValueError,
+         r"eta_min must be >= 0, got -1\.0"),
+        (lambda o: LinearWarmup(o, -1), ValueError, r"warmup_steps must be >= 0, got -1"),
+        (lambda o: LinearWarmup(o, 3, start_factor=1.5), ValueError,
+         r"start_factor must lie in \[0, 1\], got 1\.5"),
+        (lambda o: LinearWarmup(o, 3, after=StepLR(_opt(), 2)), ValueError,
+         r"drives another optimizer"),
+        (lambda o: LinearWarmup(o, 3, after=o), TypeError, r"after must be a schedule"),
+        (lambda o: ReduceLROnPlateau(o, mode="up"), ValueError,
+         r"mode must be 'min' or 'max', got 'up'"),
+        (lambda o: ReduceLROnPlateau(o, factor=1.0), ValueError,
+         r"factor must lie in \[0, 1\), got 1\.0"),
+        (lambda o: ReduceLROnPlateau(o, factor=0), ValueError,
+         r"factor must lie in \(0, 1\), got 0"),
+        (lambda o: ReduceLROnPlateau(o, threshold_mode="pct"), ValueError,
+         r"threshold_mode must be 'rel' or 'abs', got 'pct'"),
+        (lambda o: ReduceLROnPlateau(o, patience=-1), ValueError,
+         r"patience must be >= 0, got -1"),
+        (lambda o: StepLR(object(), 2), TypeError, r"optimizer with an 'lr' attribute"),
+    ],
+)
+def test_settings_are_validated(make: Callable[[SGD], Any], error: type[Exception],
+                                match: str) -> None:
+    with pytest.raises(error, match=match):
+        make(_opt())
+
+
+def test_metric_misuse_is_named() -> None:
+    opt = _opt()
+    with pytest.raises(TypeError, match=r"got metric=0\.5, but only a ReduceLROnPlateau"):
+        LinearWarmup(opt, 2).step(0.5)
+    with pytest.raises(TypeError, match=r"metric must be a number, got 'low'"):
+        ReduceLROnPlateau(opt).step("low")  # type: ignore[arg-type]
+
+
+def test_closed_form_base_class_contract() -> None:
+    assert issubclass(CosineAnnealingLR, LRScheduler)
+    sched = StepLR(_opt(), 2, gamma=0.5)
+    assert [sched.lr_at(e) for e in range(5)] == [0.1, 0.1, 0.05, 0.05, 0.025]
+    assert repr(sched) == "StepLR(step_size=2, gamma=0.5)"
+    opt = _opt()
+    sched = ExponentialLR(opt, 0.5)
+    sched.step()
+    opt.lr = 1.0  # set by hand: lasts until the next step recomputes α(e) from α₀
+    sched.step()
+    assert opt.lr == BASE_LR * 0.25
