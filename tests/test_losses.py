@@ -386,3 +386,21 @@ def test_loss_object_validation_and_repr() -> None:
     assert repr(nb.BCEWithLogitsLoss(reduction="sum")) == "BCEWithLogitsLoss(reduction='sum')"
     assert (repr(nb.CrossEntropyLoss(label_smoothing=0.1))
             == "CrossEntropyLoss(reduction='mean', label_smoothing=0.1)")
+
+
+@pytest.mark.parametrize("name", ["mse", "bce", "ce-labels"])
+def test_mean_over_empty_batch_is_a_clear_error(name: str) -> None:
+    logits = np.zeros((0, 3), dtype=np.float32)
+    target = np.zeros((0,), dtype=np.int64) if name == "ce-labels" else logits
+    fn = {"mse": F.mse, "bce": F.binary_cross_entropy_with_logits,
+          "ce-labels": F.cross_entropy}[name]
+    with pytest.raises(ValueError, match="empty batch"):
+        fn(logits, target)
+    loss, grad = fn(logits, target, reduction="sum")
+    assert float(loss) == 0.0
+    assert grad.shape == (0, 3)
+
+
+def test_boolean_labels_are_rejected() -> None:
+    with pytest.raises(TypeError, match="class labels must be integers, got dtype bool"):
+        F.cross_entropy(np.zeros((2, 3), dtype=np.float32), np.array([True, False]))

@@ -183,10 +183,12 @@ def _compare(
         )
         bad = error > atol + rtol * np.abs(numeric)
         if bad.any():
-            worst = np.unravel_index(np.argmax(np.where(bad, error, -1.0)), error.shape)
+            worst = tuple(
+                int(i) for i in np.unravel_index(np.argmax(np.where(bad, error, -1.0)), error.shape)
+            )
             msg = (
-                f"gradcheck: {name}: analytic and numerical gradients differ at {tuple(worst)}: "
-                f"analytic {got[worst]!r}, numerical {numeric[worst]!r} "
+                f"gradcheck: {name}: analytic and numerical gradients differ at {worst}: "
+                f"analytic {float(got[worst])!r}, numerical {float(numeric[worst])!r} "
                 f"(|diff| {error[worst]:.3g} > atol {atol} + rtol {rtol} · |numerical|; "
                 f"{int(bad.sum())} of {bad.size} elements fail)"
             )

@@ -51,7 +51,7 @@ def mse(
     """
     xp = _check_pair(prediction, target, where="mse", reduction=reduction)
     diff = prediction - target
-    scale = 1.0 / _size(diff) if reduction == "mean" else 1.0
+    scale = _mean_scale(reduction, math.prod(diff.shape), "mse")
     loss = xp.sum(diff * diff) * scale
     diff *= 2.0 * scale  # diff is ours: it becomes the gradient without another allocation
     return loss, diff
@@ -71,7 +71,8 @@ def binary_cross_entropy_with_logits(
     """
     xp = _check_pair(logits, target, where="binary_cross_entropy_with_logits",
                      reduction=reduction)
-    scale = 1.0 / _size(logits) if reduction == "mean" else 1.0
+    scale = _mean_scale(reduction, math.prod(logits.shape),
+                        "binary_cross_entropy_with_logits")
     elementwise = xp.maximum(logits, 0.0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
     loss = xp.sum(elementwise) * scale
     grad = 0.5 * xp.tanh(0.5 * logits) + 0.5  # σ(z) in its stable tanh form
@@ -128,7 +129,7 @@ def cross_entropy(
         msg = f"{where}: logits must have shape (N, C), got {tuple(logits.shape)}"
         raise ValueError(msg)
     n, classes = logits.shape
-    scale = 1.0 / n if reduction == "mean" else 1.0
+    scale = _mean_scale(reduction, n, where)
 
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
     exp = xp.exp(shifted)
@@ -137,15 +138,24 @@ def cross_entropy(
     p = exp
     p /= sum_exp  # exp is ours: normalise it in place into the softmax
 
+    if xp.isdtype(target.dtype, "bool"):
+        msg = f"{where}: class labels must be integers, got dtype {target.dtype}"
+        raise TypeError(msg)
     if xp.isdtype(target.dtype, "integral"):
-        onehot, valid = _onehot(target, classes, xp, where=where, logits=logits)
-        off = label_smoothing / classes
-        on = 1.0 - label_smoothing + off
-        per_class = xp.where(onehot, on * log_p, off * log_p) if label_smoothing else xp.where(
-            onehot, log_p, 0.0
-        )
-        loss = -xp.sum(per_class) * scale
-        p -= xp.where(onehot, on, off)
+        labels, valid = _checked_labels(target, classes, xp, where=where, logits=logits)
+        # loss = −[(1 − ε) Σₙ log pₙ,yₙ + ε/C Σₙ Σ_c log pₙ_c]
+        picked = xp.take_along_axis(log_p, labels[:, None], axis=1)
+        total = xp.sum(picked) * (1.0 - label_smoothing)
+        if label_smoothing:
+            total = total + xp.sum(log_p) * (label_smoothing / classes)
+        loss = -total * scale
+        # grad = p − q with q = (1 − ε) onehot + ε/C
+        classes_range = xp.arange(classes, dtype=labels.dtype, device=device(labels))
+        onehot = xp.astype(labels[:, None] == classes_range, p.dtype)
+        if label_smoothing:
+            onehot *= 1.0 - label_smoothing
+            onehot += label_smoothing / classes
+        p -= onehot
         grad = p
         if valid is not None:  # labels on a device: poison invalid samples instead of syncing
             loss = xp.where(xp.all(valid), loss, xp.nan)
@@ -170,10 +180,14 @@ def cross_entropy(
     return loss, grad
 
 
-def _onehot(
+def _checked_labels(
     labels: Array, classes: int, xp: Namespace, *, where: str, logits: Array
 ) -> tuple[Array, Array | None]:
-    """Boolean one-hot (N, C) of integer labels, and a validity mask where it cannot be checked."""
+    """Labels safe to index with, and a validity mask where their range cannot be checked.
+
+    Host labels are range-checked (one cheap reduction). Device labels are not (that would
+    stall the device): invalid ones are replaced by 0 for indexing and reported as a mask.
+    """
     n = logits.shape[0]
     if labels.ndim != 1 or labels.shape[0] != n:
         msg = (
@@ -181,22 +195,18 @@ def _onehot(
             f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
         )
         raise ValueError(msg)
-    if xp.isdtype(labels.dtype, "bool"):
-        msg = f"{where}: labels must be integers, got dtype {labels.dtype}"
-        raise TypeError(msg)
-    valid = None
     if is_host_array(labels):
-        if n and (int(xp.min(labels)) < 0 or int(xp.max(labels)) >= classes):
+        if n:
             low, high = int(xp.min(labels)), int(xp.max(labels))
-            msg = (
-                f"{where}: class labels must lie in [0, {classes}) for logits with {classes} "
-                f"classes, got labels from {low} to {high}"
-            )
-            raise ValueError(msg)
-    else:
-        valid = (labels >= 0) & (labels < classes)
-    classes_range = xp.arange(classes, dtype=labels.dtype, device=device(labels))
-    return labels[:, None] == classes_range[None, :], valid
+            if low < 0 or high >= classes:
+                msg = (
+                    f"{where}: class labels must lie in [0, {classes}) for logits with "
+                    f"{classes} classes, got labels from {low} to {high}"
+                )
+                raise ValueError(msg)
+        return labels, None
+    valid = (labels >= 0) & (labels < classes)
+    return xp.where(valid, labels, xp.zeros_like(labels)), valid
 
 
 def _check_pair(prediction: Array, target: Array, *, where: str, reduction: str) -> Namespace:
@@ -232,5 +242,11 @@ def _check_reduction(reduction: str, where: str) -> None:
         raise ValueError(msg)
 
 
-def _size(x: Array) -> int:
-    return math.prod(x.shape)
+def _mean_scale(reduction: str, count: int, where: str) -> float:
+    """1/n for ``"mean"`` (refusing an empty batch, whose mean is undefined), 1 for ``"sum"``."""
+    if reduction == "sum":
+        return 1.0
+    if count == 0:
+        msg = f"{where}: the mean over an empty batch is undefined (use reduction='sum')"
+        raise ValueError(msg)
+    return 1.0 / count

@@ -62,7 +62,10 @@ class Linear(Module):
         shape = (self.out_features, self.in_features)
         draw = np.asarray(get_initializer(init)(shape, np.random.default_rng(seed)))
         if draw.shape != shape:
-            msg = f"{self!r}: init returned shape {draw.shape}, expected {shape}"
+            msg = (
+                f"Linear({self.in_features}→{self.out_features}): init returned shape "
+                f"{draw.shape}, expected {shape}"
+            )
             raise ValueError(msg)
         self.weight = Parameter(be.asarray(draw, dtype=dt, copy=True), "weight")
         self.bias = Parameter(be.zeros((self.out_features,), dtype=dt), "bias") if bias else None
