@@ -1,0 +1,362 @@
+"""Mini-batches on the device, and a host-side train/test split.
+
+:func:`batches` moves a data set to the backend's device once and then serves shuffled
+mini-batches by indexing on the device, so an epoch costs one small host→device transfer (the
+permutation) instead of one per batch. The permutation of epoch ``e`` is drawn on the host from
+``np.random.default_rng([seed, e])``: a run resumed at epoch ``e`` sees exactly the batches an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from array_api_compat import is_array_api_obj
+from numpy.typing import NDArray
+
+from ._checks import namespace_of
+from ._typing import Array
+from .backend import Backend, get_backend, to_numpy
+
+__all__ = ["Batches", "batches", "train_test_split"]
+
+
+class Batches:
+    """A re-iterable of ``(xb, yb)`` mini-batches on one backend; each ``iter()`` is one epoch.
+
+    Build it with :func:`batches`. Every sample appears exactly once per epoch, in batches of
+    ``batch_size`` rows (the last one smaller unless ``drop_last``).
+
+    Attributes
+    ----------
+    X, y : array
+        The whole data set on the backend's device (features and targets).
+    n_samples : int
+        Number of samples ``N``.
+    batch_size : int
+        Rows per batch ``B``; ``len(self)`` is ``⌈N / B⌉`` (``⌊N / B⌋`` with ``drop_last``).
+    backend : Backend
+        Where the batches live.
+    shuffle, drop_last : bool
+        As given to :func:`batches`.
+    seed : int
+        The shuffle seed (drawn from fresh entropy once when :func:`batches` got ``None``).
+    epoch : int
+        The epoch the next ``iter()`` serves; :meth:`set_epoch` sets it and each full pass
+        advances it by one.
+    """
+
+    def __init__(
+        self,
+        X: Array,
+        y: Array,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        backend: Backend,
+    ) -> None:
+        self.X = X
+        self.y = y
+        self.n_samples = int(X.shape[0])
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.backend = backend
+        self.epoch = 0
+        # Indices in the widest integer type the namespace has (take() needs an integer array).
+        self._index_dtype = "int64" if hasattr(backend.xp, "int64") else "int32"
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n_samples // self.batch_size
+        return math.ceil(self.n_samples / self.batch_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"Batches(n_samples={self.n_samples}, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}, backend={self.backend!r})"
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` serve epoch ``epoch`` (its shuffle order is fixed by it)."""
+        _check_non_negative_int(epoch, "Batches.set_epoch: epoch")
+        self.epoch = epoch
+
+    def permutation(self, epoch: int) -> NDArray[np.int64]:
+        """The host order of the samples in epoch ``epoch``: ``default_rng([seed, epoch])``."""
+        if not self.shuffle:
+            return np.arange(self.n_samples, dtype=np.int64)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
+
+    def __iter__(self) -> Iterator[tuple[Array, Array]]:
+        epoch, size = self.epoch, self.batch_size
+        bounds = [(i, min(i + size, self.n_samples)) for i in range(0, len(self) * size, size)]
+        if self.shuffle:
+            # One transfer of the whole permutation per epoch; batches slice it on the device.
+            order = self.backend.asarray(
+                self.permutation(epoch).astype(self._index_dtype), copy=False
+            )
+            xp = self.backend.xp
+            for start, stop in bounds:
+                idx = order[start:stop]
+                yield xp.take(self.X, idx, axis=0), xp.take(self.y, idx, axis=0)
+        else:
+            for start, stop in bounds:  # the standard wants every axis indexed: hence `...`
+                yield self.X[start:stop, ...], self.y[start:stop, ...]
+        self.epoch = epoch + 1
+
+
+def batches(
+    X: Any,
+    y: Any,
+    *,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int | None = None,
+    drop_last: bool = False,
+    backend: Any = None,
+    dtype: Any = None,
+) -> Batches:
+    """Mini-batches of ``(X, y)`` on ``backend``, re-iterable once per epoch.
+
+    ``X`` and ``y`` are moved to the backend's device once, here. Each epoch then yields
+    ``(X[idx], y[idx])`` for consecutive slices ``idx`` of a permutation π_e of ``0..N-1``
+    (the identity when ``shuffle=False``, where batches are views ``X[i:i+B]``, no copies).
+
+    Parameters
+    ----------
+    X : array_like, shape (N, ...)
+        Features: a NumPy array, nested sequence, or an array of any namespace (already on the
+        backend's device: no copy). Converted to ``dtype``.
+    y : array_like, shape (N, ...)
+        Targets. Integer class labels become int64 (int32 where the namespace has no int64);
+        floating (one-hot, regression) and bool targets become ``dtype``.
+    batch_size : int
+        Rows per batch ``B`` (positive).
+    shuffle : bool
+        Draw a new order every epoch: π_e = ``np.random.default_rng([seed, e]).permutation(N)``.
+    seed : int, optional
+        Shuffle seed (non-negative). ``None`` draws fresh entropy once, here.
+    drop_last : bool
+        Leave out the last batch when it has fewer than ``B`` rows.
+    backend : str, namespace or Backend, optional
+        Where the batches live (see :func:`nnbackend.get_backend`; ``None`` is the default).
+    dtype : optional
+        Floating dtype of the features: ``"float32"`` (default) or ``"float64"``, a NumPy
+        dtype, or a dtype of the backend's namespace.
+
+    Returns
+    -------
+    Batches
+        ``len()`` is the number of batches; ``set_epoch(e)`` selects the epoch to serve next,
+        and each full pass advances it by itself.
+
+    Raises
+    ------
+    ValueError
+        ``X`` or ``y`` has no sample axis, their lengths differ, ``batch_size`` is not
+        positive, or ``drop_last`` would leave no batch.
+    TypeError
+        ``batch_size`` or ``seed`` is not an integer, ``dtype`` is not a floating dtype, or
+        ``y`` is neither numeric nor bool.
+
+    Examples
+    --------
+    >>> data = batches(X, y, batch_size=64, seed=0, backend="numpy")
+    >>> for epoch in range(10):
+    ...     for xb, yb in data:          # a new order every epoch
+    ...         ...
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        msg = f"batches: batch_size must be a positive integer, got {batch_size!r}"
+        raise TypeError(msg)
+    if batch_size <= 0:
+        msg = f"batches: batch_size must be a positive integer, got {batch_size}"
+        raise ValueError(msg)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+    else:
+        _check_non_negative_int(seed, "batches: seed")
+    be = get_backend(backend)
+    float_dtype = be.dtype(dtype)
+    X = X if is_array_api_obj(X) else np.asarray(X)
+    y = y if is_array_api_obj(y) else np.asarray(y)
+    n = _check_samples(X, y, where="batches")
+    if drop_last and n < batch_size:
+        msg = (
+            f"batches: drop_last=True with batch_size={batch_size} leaves no batch of the "
+            f"{n} samples"
+        )
+        raise ValueError(msg)
+    kind = _kind(y)
+    if kind == "i":
+        target_dtype: Any = "int64" if hasattr(be.xp, "int64") else "int32"
+    elif kind in "bf":
+        target_dtype = float_dtype
+    else:
+        msg = f"batches: y must hold numbers or bools, got dtype {y.dtype}"
+        raise TypeError(msg)
+    return Batches(
+        be.asarray(X, dtype=float_dtype),
+        be.asarray(y, dtype=target_dtype),
+        batch_size=int(batch_size),
+        shuffle=shuffle,
+        seed=int(seed),
+        drop_last=drop_last,
+        backend=be,
+    )
+
+
+def train_test_split(
+    X: Any,
+    y: Any,
+    *,
+    test_size: float | int = 0.25,
+    seed: int | None = None,
+    stratify: bool = False,
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """Shuffle and split host arrays into train and test parts (scikit-learn's order).
+
+    The test part has ``n_test = ⌈test_size · N⌉`` samples for a float ``test_size`` (the
+    count itself for an int); the train part has the other ``N − n_test``.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, ...)
+        Features (arrays of any namespace are copied to the host).
+    y : array_like, shape (N, ...)
+        Targets; integer class labels of shape ``(N,)`` when ``stratify``.
+    test_size : float or int
+        Fraction in (0, 1) or a count in [1, N − 1].
+    seed : int, optional
+        Seed of the NumPy generator that draws the split.
+    stratify : bool
+        Keep each class's share: class ``c`` with ``N_c`` samples contributes
+        ``N_c · n_test / N`` test samples, rounded (largest remainders) so the counts add up
+        to ``n_test``. Every class needs at least two samples.
+
+    Returns
+    -------
+    X_train, X_test, y_train, y_test : numpy.ndarray
+        New arrays (the inputs are not modified), each part in random order.
+
+    Raises
+    ------
+    ValueError
+        Lengths differ, ``test_size`` leaves either part empty, or (with ``stratify``) ``y``
+        is not 1-D integer labels or a class has fewer than two samples.
+    """
+    X_host = to_numpy(X)
+    y_host = to_numpy(y)
+    n = _check_samples(X_host, y_host, where="train_test_split")
+    n_test = _test_count(test_size, n)
+    rng = np.random.default_rng(seed)
+    if stratify:
+        test = _stratified_test_indices(y_host, n_test, rng)
+        mask = np.ones(n, dtype=bool)
+        mask[test] = False
+        train = rng.permutation(np.flatnonzero(mask))
+        test = rng.permutation(test)
+    else:
+        order = rng.permutation(n)
+        test, train = order[:n_test], order[n_test:]
+    return X_host[train], X_host[test], y_host[train], y_host[test]
+
+
+def _test_count(test_size: float | int, n: int) -> int:
+    """Number of test samples from a fraction or a count; both parts must be non-empty."""
+    if isinstance(test_size, bool) or not isinstance(test_size, int | float | np.number):
+        msg = f"train_test_split: test_size must be a float in (0, 1) or an int, got {test_size!r}"
+        raise TypeError(msg)
+    if isinstance(test_size, int | np.integer):
+        n_test = int(test_size)
+        if not 1 <= n_test <= n - 1:
+            msg = (
+                f"train_test_split: test_size={n_test} must lie in [1, {n - 1}] "
+                f"for {n} samples"
+            )
+            raise ValueError(msg)
+        return n_test
+    if not 0.0 < float(test_size) < 1.0:
+        msg = f"train_test_split: test_size must lie strictly between 0 and 1, got {test_size}"
+        raise ValueError(msg)
+    n_test = math.ceil(float(test_size) * n)
+    if n_test >= n:
+        msg = f"train_test_split: test_size={test_size} of {n} samples leaves no training sample"
+        raise ValueError(msg)
+    return n_test
+
+
+def _stratified_test_indices(
+    y: NDArray[Any], n_test: int, rng: np.random.Generator
+) -> NDArray[np.int64]:
+    """Test indices holding each class's share of ``n_test`` (largest-remainder rounding)."""
+    if y.ndim != 1 or y.dtype.kind not in "iub":
+        msg = (
+            "train_test_split: stratify=True needs integer class labels of shape (N,), "
+            f"got {y.dtype} of shape {y.shape}"
+        )
+        raise ValueError(msg)
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        lonely = classes[counts < 2].tolist()
+        msg = (
+            f"train_test_split: stratify=True needs at least 2 samples of every class; "
+            f"class(es) {lonely} have 1"
+        )
+        raise ValueError(msg)
+    ideal = counts * (n_test / len(y))
+    take = np.floor(ideal).astype(np.int64)
+    extra = n_test - int(take.sum())
+    take[np.argsort(-(ideal - take), kind="stable")[:extra]] += 1
+    parts = [
+        rng.permutation(np.flatnonzero(inverse == k))[:t] for k, t in enumerate(take.tolist())
+    ]
+    return np.concatenate(parts)
+
+
+def _check_samples(X: Array, y: Array, *, where: str) -> int:
+    """Both arrays have a sample axis of the same length; return that length."""
+    for name, a in (("X", X), ("y", y)):
+        if len(a.shape) == 0:
+            msg = f"{where}: {name} must have a sample axis (shape (N, ...)), got a 0-d array"
+            raise ValueError(msg)
+    n, n_y = int(X.shape[0]), int(y.shape[0])
+    if n != n_y:
+        msg = (
+            f"{where}: X and y must hold the same number of samples, got X of shape "
+            f"{tuple(X.shape)} and y of shape {tuple(y.shape)}"
+        )
+        raise ValueError(msg)
+    if n == 0:
+        msg = f"{where}: X and y hold no samples (shapes {tuple(X.shape)}, {tuple(y.shape)})"
+        raise ValueError(msg)
+    return n
+
+
+def _check_non_negative_int(value: Any, what: str) -> None:
+    """Raise TypeError/ValueError unless ``value`` is an int >= 0 (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"{what} must be a non-negative integer, got {value!r}"
+        raise TypeError(msg)
+    if value < 0:
+        msg = f"{what} must be a non-negative integer, got {value}"
+        raise ValueError(msg)
+
+
+def _kind(a: Array) -> str:
+    """'b' (bool), 'i' (integer), 'f' (real floating) or '?' for an array of any namespace."""
+    if isinstance(a, np.ndarray):
+        kind = "i" if a.dtype.kind == "u" else a.dtype.kind
+        return kind if kind in "bif" else "?"
+    xp = namespace_of(a)
+    for kind, name in (("b", "bool"), ("i", "integral"), ("f", "real floating")):
+        if xp.isdtype(a.dtype, name):
+            return kind
+    return "?"
