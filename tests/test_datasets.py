@@ -1,0 +1,276 @@
+"""Data sets: digits against scikit-learn, synthetic generators, and IDX files written here."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nnbackend.datasets import (
+    IDXFormatError,
+    load_digits,
+    load_idx,
+    load_idx_dataset,
+    make_blobs,
+    make_regression,
+    make_spirals,
+)
+
+# ------------------------------------------------------------------------------------ digits
+
+
+def test_load_digits_is_sklearn_data_over_16() -> None:
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    X, y = load_digits()
+    raw = sklearn_datasets.load_digits()
+    assert X.shape == (1797, 64) and X.dtype == np.float32
+    assert y.shape == (1797,) and y.dtype == np.int64
+    np.testing.assert_array_equal(X, (raw.data / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(y, raw.target)
+    assert X.min() == 0.0 and X.max() == 1.0
+    np.testing.assert_array_equal(np.unique(y), np.arange(10))
+
+
+def test_load_digits_without_sklearn_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r'pip install "nnbackend\[datasets\]"'):
+        load_digits()
+
+
+# ------------------------------------------------------------------------------------ synthetic
+
+
+def test_make_blobs_shapes_balance_and_clusters() -> None:
+    X, y = make_blobs(301, 3, 4, cluster_std=0.5, seed=0)
+    assert X.shape == (301, 3) and X.dtype == np.float32
+    assert y.shape == (301,) and y.dtype == np.int64
+    np.testing.assert_array_equal(np.bincount(y), [76, 75, 75, 75])
+    assert not np.array_equal(y, np.sort(y))  # shuffled
+    for k in range(4):
+        cluster = X[y == k].astype(np.float64)
+        center = cluster.mean(axis=0)
+        assert np.all(np.abs(center) < 10.0 + 3 * 0.5 / np.sqrt(75))
+        np.testing.assert_allclose(cluster.std(axis=0, ddof=1), 0.5, rtol=0.3)
+    centers = np.stack([X[y == k].mean(axis=0) for k in range(4)])
+    distances = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
+    assert distances[np.triu_indices(4, 1)].min() > 1
+
+
+def test_make_blobs_without_spread_puts_each_class_on_its_center() -> None:
+    X, y = make_blobs(40, 2, 5, cluster_std=0.0, seed=1)
+    for k in range(5):
+        assert len(np.unique(X[y == k], axis=0)) == 1
+    assert np.all(np.abs(X) <= 10.0)
+
+
+def test_make_spirals_geometry_and_balance() -> None:
+    X, y = make_spirals(302, 3, noise=0.0, seed=0)
+    assert X.shape == (302, 2) and X.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(np.bincount(y), [101, 101, 100])
+    x64 = X.astype(np.float64)
+    r = np.hypot(x64[:, 0], x64[:, 1])
+    assert r.min() == 0.0 and r.max() == pytest.approx(1.0, abs=1e-6)
+    # Without noise each arm is exactly the curve angle = 4k + 4r (mod 2π), radius r = j/(m-1).
+    angle = np.arctan2(x64[:, 0], x64[:, 1])
+    residual = np.angle(np.exp(1j * (angle - 4.0 * y - 4.0 * r)))
+    assert np.abs(residual[r > 1e-3]).max() < 1e-4
+    for k, m in enumerate([101, 101, 100]):
+        np.testing.assert_allclose(np.sort(r[y == k]), np.linspace(0, 1, m), atol=1e-6)
+
+
+def test_make_spirals_noise_moves_the_angle() -> None:
+    X0, y0 = make_spirals(300, seed=3, noise=0.0)
+    X1, y1 = make_spirals(300, seed=3)
+    np.testing.assert_array_equal(y0, y1)  # same shuffle, only the angles moved
+    np.testing.assert_allclose(np.hypot(*X0.T), np.hypot(*X1.T), atol=1e-6)
+    assert np.abs(X0 - X1).max() > 0.05
+
+
+def test_make_regression_is_a_linear_map() -> None:
+    X, y, W = make_regression(200, 5, n_targets=2, seed=0, coef=True)
+    assert (X.shape, y.shape, W.shape) == ((200, 5), (200, 2), (5, 2))
+    assert X.dtype == y.dtype == W.dtype == np.float32
+    np.testing.assert_allclose(y, X.astype(np.float64) @ W.astype(np.float64), rtol=1e-5,
+                               atol=1e-5)
+    Xn, yn, Wn = make_regression(4000, 3, noise=0.5, seed=1, coef=True)
+    residual = yn.astype(np.float64) - Xn.astype(np.float64) @ Wn.astype(np.float64)
+    assert residual.std() == pytest.approx(0.5, rel=0.05)
+    _, y2 = make_regression(10, 4, seed=2)
+    assert y2.shape == (10, 1)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda s: make_blobs(50, 2, 3, seed=s), lambda s: make_spirals(60, seed=s),
+     lambda s: make_regression(20, 3, noise=0.1, seed=s)],
+)
+def test_generators_are_deterministic(make: Any) -> None:
+    for a, b in zip(make(7), make(7), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(make(7)[0], make(8)[0])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: make_blobs(0), ValueError, r"make_blobs: n_samples must be a positive integer, "
+                                            r"got 0"),
+        (lambda: make_blobs(10, 2.0), TypeError, r"n_features must be a positive integer, "
+                                                 r"got 2\.0"),
+        (lambda: make_blobs(10, 2, True), TypeError, r"centers must be a positive integer, "
+                                                     r"got True"),
+        (lambda: make_blobs(10, cluster_std=-1.0), ValueError, r"cluster_std must be a finite "
+                                                               r"number >= 0, got -1\.0"),
+        (lambda: make_spirals(10, 0), ValueError, r"make_spirals: n_classes .* got 0"),
+        (lambda: make_spirals(10, noise=float("nan")), ValueError, r"noise .* got nan"),
+        (lambda: make_regression(10, 0), ValueError, r"make_regression: n_features .* got 0"),
+        (lambda: make_regression(10, 2, n_targets=-1), ValueError, r"n_targets .* got -1"),
+    ],
+)
+def test_generator_errors(call: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()
+
+
+# ------------------------------------------------------------------------------------ IDX
+
+_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
+          np.float64: 0x0E}
+
+
+def _idx_bytes(array: np.ndarray, code: int | None = None) -> bytes:
+    """The IDX encoding of ``array``, written independently with struct."""
+    code = _CODES[array.dtype.type] if code is None else code
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("dtype", list(_CODES))
+def test_idx_round_trip_every_type(tmp_path: Path, dtype: Any) -> None:
+    rng = np.random.default_rng(0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        array = rng.integers(info.min, info.max, size=(3, 4, 5), endpoint=True).astype(dtype)
+    else:
+        array = rng.standard_normal((3, 4, 5)).astype(dtype) * 1e3
+    got = load_idx(_write(tmp_path / "a.idx", _idx_bytes(array)))
+    assert got.dtype == np.dtype(dtype) and got.dtype.isnative and got.flags.writeable
+    np.testing.assert_array_equal(got, array)
+
+
+def test_idx_labels_and_gzip_by_magic(tmp_path: Path) -> None:
+    labels = np.arange(10, dtype=np.uint8)
+    np.testing.assert_array_equal(load_idx(_write(tmp_path / "l", _idx_bytes(labels))), labels)
+    packed = gzip.compress(_idx_bytes(labels))
+    for name in ("l.gz", "l-without-suffix"):
+        np.testing.assert_array_equal(load_idx(_write(tmp_path / name, packed)), labels)
+    empty = np.zeros((0, 3), dtype=np.uint8)
+    assert load_idx(_write(tmp_path / "e", _idx_bytes(empty))).shape == (0, 3)
+
+
+def test_idx_dataset(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(6, 3, 2), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2], dtype=np.uint8)
+    images_path = _write(tmp_path / "images.gz", gzip.compress(_idx_bytes(images)))
+    labels_path = _write(tmp_path / "labels", _idx_bytes(labels))
+    X, y = load_idx_dataset(images_path, labels_path)
+    assert X.shape == (6, 6) and X.dtype == np.float32
+    assert y.dtype == np.int64
+    np.testing.assert_allclose(X, images.reshape(6, 6) / 255.0, rtol=1e-7)
+    assert X.min() >= 0.0 and X.max() <= 1.0
+    np.testing.assert_array_equal(y, labels)
+    floats = rng.standard_normal((6, 2, 2)).astype(np.float32)
+    X_f, _ = load_idx_dataset(_write(tmp_path / "f", _idx_bytes(floats)), labels_path)
+    np.testing.assert_array_equal(X_f, floats.reshape(6, 4))  # not scaled
+
+
+def test_idx_dataset_errors_name_the_files(tmp_path: Path) -> None:
+    images = _write(tmp_path / "imgs", _idx_bytes(np.zeros((5, 2, 2), dtype=np.uint8)))
+    labels = _write(tmp_path / "lbls", _idx_bytes(np.zeros(4, dtype=np.uint8)))
+    with pytest.raises(IDXFormatError, match=r"imgs holds 5 images but .*lbls holds 4 labels"):
+        load_idx_dataset(images, labels)
+    flat = _write(tmp_path / "flat", _idx_bytes(np.zeros((5, 4), dtype=np.uint8)))
+    with pytest.raises(IDXFormatError, match=r"flat: images must have shape \(N, rows, cols\), "
+                                             r"got shape \(5, 4\)"):
+        load_idx_dataset(flat, labels)
+    two_d = _write(tmp_path / "l2", _idx_bytes(np.zeros((5, 1), dtype=np.uint8)))
+    with pytest.raises(IDXFormatError, match=r"l2: labels must be integers of shape \(N,\), "
+                                             r"got uint8 of shape \(5, 1\)"):
+        load_idx_dataset(images, two_d)
+    float_labels = _write(tmp_path / "lf", _idx_bytes(np.zeros(5, dtype=np.float32)))
+    with pytest.raises(IDXFormatError, match=r"got float32 of shape \(5,\)"):
+        load_idx_dataset(images, float_labels)
+
+
+_GOOD = _idx_bytes(np.arange(6, dtype=np.int16).reshape(2, 3))
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"\x01" + _GOOD[1:], r"the first two bytes must be zero, got b'\\x01\\x00'"),
+        (_GOOD[:2] + b"\x0a" + _GOOD[3:], r"unknown IDX type code 0x0A; known: 0x08 \(uint8\)"),
+        (b"\x00\x00\x08\x00", r"declares 0 dimensions"),
+        (b"\x00\x08", r"too short for an IDX header \(2 bytes, need at least 4\)"),
+        (_GOOD[:10], r"truncated IDX header: 2 dimensions need 12 header bytes, the file has 10"),
+        (_GOOD[:-1], r"truncated IDX data: shape \(2, 3\) of int16 needs 12 bytes, the file has "
+                     r"11 after the header"),
+        (_GOOD + b"\x00", r"trailing bytes after the IDX data: .* needs 12 bytes, the file has 13"),
+        (b"\x00\x00\x08\x03" + b"\xff" * 12 + b"\x00", r"needs 79228162458924105385300197375 "
+                                                       r"bytes, the file has 1"),
+        (b"\x1f\x8b" + b"junk", r"corrupt gzip data"),
+        (gzip.compress(_GOOD)[:-6], r"corrupt gzip data"),
+    ],
+    ids=["magic", "type-code", "no-dims", "short", "header-truncated", "data-truncated",
+         "trailing", "huge-dims", "not-gzip", "gzip-truncated"],
+)
+def test_idx_format_errors_name_the_file(tmp_path: Path, data: bytes, match: str) -> None:
+    path = _write(tmp_path / "broken-file", data)
+    with pytest.raises(IDXFormatError, match=match) as info:
+        load_idx(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_idx_file_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no-such-file"):
+        load_idx(tmp_path / "no-such-file")
+
+
+_HEADERS = st.builds(
+    lambda code, dims, body: bytes([0, 0, code, len(dims)])
+    + b"".join(d.to_bytes(4, "big") for d in dims) + body,
+    st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x0A]),
+    st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 4), max_size=4),
+    st.binary(max_size=64),
+)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=80) | _HEADERS | _HEADERS.map(gzip.compress)
+       | st.binary(max_size=40).map(lambda b: b"\x1f\x8b" + b))
+def test_random_bytes_raise_only_idx_format_errors(tmp_path: Path, data: bytes) -> None:
+    path = _write(tmp_path / "random", data)
+    try:
+        array = load_idx(path)
+    except IDXFormatError as exc:
+        assert str(path) in str(exc)
+    else:  # the bytes happened to be a well-formed file: it must decode to exactly its size
+        assert 4 + 4 * array.ndim + array.nbytes == len(gzip.decompress(data)
+                                                         if data[:2] == b"\x1f\x8b" else data)
