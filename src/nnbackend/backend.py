@@ -55,6 +55,7 @@ __all__ = [
     "dtype_name",
     "get_backend",
     "is_host_array",
+    "supports_views",
     "to_numpy",
     "use_backend",
 ]
@@ -429,6 +430,19 @@ def backend_of(x: Array) -> Backend:
 def dtype_name(dtype: Any) -> str:
     """Plain name of a dtype of any namespace: ``"float32"`` for np/cupy/strict/torch float32."""
     return str(dtype).rsplit(".", 1)[-1]
+
+
+def supports_views(xp: Namespace) -> bool:
+    """Whether ``xp``'s arrays are mutable in place and reshaped slices of them are views.
+
+    True for NumPy, CuPy and PyTorch; False for array-api-strict (the standard promises no
+    views) and JAX (immutable arrays). Optimizers pack parameters into flat buffers only here.
+    """
+    return bool(
+        array_api_compat.is_numpy_namespace(xp)
+        or array_api_compat.is_cupy_namespace(xp)
+        or array_api_compat.is_torch_namespace(xp)
+    )
 
 
 def is_host_array(x: Array) -> bool:

@@ -23,7 +23,7 @@ from array_api_compat import device
 
 from .._checks import check_array, check_floating, describe_placement, namespace_of
 from .._typing import Array, Backprop, Namespace
-from ..backend import Backend, backend_of, dtype_name, get_backend
+from ..backend import Backend, backend_of, dtype_name, get_backend, supports_views
 
 __all__ = ["Module", "Parameter"]
 
@@ -34,37 +34,61 @@ class Parameter:
     Attributes
     ----------
     data : array
-        The value; owned by the library (optimizers update it in place where the backend allows).
+        The value; owned by the library (optimizers update it in place where the backend allows,
+        and may rebind it to a view of their flat buffer).
     grad : array or None
         ∂L/∂data accumulated by backward passes since the last ``zero_grad``; same shape, dtype
         and device as ``data``.
     name : str
         The name within its module (``"weight"``, ``"bias"``).
+    grad_buffer : array or None
+        Where the first gradient after ``zero_grad`` is written (a view of an optimizer's flat
+        gradient buffer), or None to take the gradient array as it comes. Rebinding ``data``
+        to another array clears it.
     """
 
-    __slots__ = ("data", "grad", "name")
+    __slots__ = ("_data", "grad", "grad_buffer", "name")
 
     def __init__(self, data: Array, name: str = "") -> None:
-        self.data = data
+        self._data = data
         self.grad: Array | None = None
+        self.grad_buffer: Array | None = None
         self.name = name
+
+    @property
+    def data(self) -> Array:
+        """The parameter's value."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Array) -> None:
+        if value is not self._data:
+            self.grad_buffer = None  # it matched the old array's shape, dtype and device
+            self._data = value
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of ``data``."""
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def dtype(self) -> Any:
         """dtype of ``data``."""
-        return self.data.dtype
+        return self._data.dtype
 
     def accumulate_grad(self, grad: Array) -> None:
-        """grad ← grad + g (the first contribution after ``zero_grad`` is taken as is)."""
-        if self.grad is None:
-            self.grad = grad
-        else:
+        """grad ← grad + g (the first contribution after ``zero_grad`` is taken as is).
+
+        With a ``grad_buffer``, the first contribution is copied into it, so that gradients
+        live in the optimizer's flat buffer; ``grad`` is never kept by reference then.
+        """
+        if self.grad is not None:
             self.grad += grad
+        elif self.grad_buffer is not None:
+            self.grad_buffer[...] = grad
+            self.grad = self.grad_buffer
+        else:
+            self.grad = grad
 
     def __repr__(self) -> str:
         return (
@@ -203,7 +227,10 @@ class Module:
                 msg = f"{self._where()}: {name!r} has dtype {want}, state dict gives {got}"
                 raise TypeError(msg)
         for name, p in own.items():
-            p.data = backend_of(p.data).asarray(state[name], copy=True)
+            if supports_views(namespace_of(p.data)):  # in place: optimizers' views stay valid
+                p.data[...] = backend_of(p.data).asarray(state[name])
+            else:
+                p.data = backend_of(p.data).asarray(state[name], copy=True)
             p.grad = None
 
     def to(self, backend: Any) -> Module:

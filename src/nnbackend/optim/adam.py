@@ -117,6 +117,10 @@ class Adam(Optimizer):
     weight_decay : float
         λ ≥ 0: λ θ added to the gradient (L2 regularisation, which the moments then rescale).
     amsgrad : bool
+    flat : bool
+        Pack parameters, gradients and state into one flat buffer per device and dtype where
+        the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant number of
+        array calls; False keeps the per-parameter reference path.
 
     State per parameter: ``"step"``, ``"m"``, ``"v"`` and with AMSGrad ``"vmax"`` (each the
     shape of θ).
@@ -142,12 +146,14 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
+        flat: bool = True,
     ) -> None:
-        super().__init__(params)
-        self._apply(self._validate({
+        values = self._validate({
             "lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
             "amsgrad": amsgrad,
-        }))
+        })
+        super().__init__(params, flat=flat)
+        self._apply(values)
 
     @classmethod
     def _validate(cls, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,24 +177,23 @@ class Adam(Optimizer):
     def _expected_state(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
         return ("m", "v", "vmax") if hyperparameters["amsgrad"] else ("m", "v")
 
-    def step(self) -> None:
-        """One Adam update for each parameter with a gradient (see the class docstring)."""
-        lr, (beta1, beta2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
-        amsgrad, decoupled = self.amsgrad, self._decoupled
-        for p, grad, st, xp in self._with_grads():
-            if "m" not in st:
-                st["m"] = zeros_like(p.data, xp=xp)
-                st["v"] = zeros_like(p.data, xp=xp)
-            vmax = st.get("vmax")
-            if amsgrad and vmax is None:
-                vmax = zeros_like(p.data, xp=xp)
-            p.data, st["m"], st["v"], vmax = adam_update(
-                p.data, grad, st["m"], st["v"], vmax if amsgrad else None,
-                step=st["step"], lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
-                decoupled_weight_decay=decoupled, xp=xp,
-            )
-            if amsgrad:
-                st["vmax"] = vmax
+    def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
+                xp: Namespace) -> Array:
+        if "m" not in state:
+            state["m"] = zeros_like(data, xp=xp)
+            state["v"] = zeros_like(data, xp=xp)
+        vmax = state.get("vmax")
+        if self.amsgrad and vmax is None:
+            vmax = zeros_like(data, xp=xp)
+        beta1, beta2 = self.betas
+        data, state["m"], state["v"], vmax = adam_update(
+            data, grad, state["m"], state["v"], vmax if self.amsgrad else None,
+            step=step, lr=self.lr, beta1=beta1, beta2=beta2, eps=self.eps,
+            weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled, xp=xp,
+        )
+        if self.amsgrad:
+            state["vmax"] = vmax
+        return data
 
 
 class AdamW(Adam):
@@ -215,6 +220,7 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
+        flat: bool = True,
     ) -> None:
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
+                         amsgrad=amsgrad, flat=flat)

@@ -13,6 +13,12 @@ Array API code; the classes add validation, state bookkeeping and (de)serialisat
 
 Conventions every optimizer follows:
 
+* On backends with views (NumPy, CuPy, PyTorch) the parameters, their gradients and the state
+  live in one flat buffer per namespace, device and dtype (see :mod:`nnbackend.optim._flat`):
+  creating an optimizer rebinds each ``Parameter.data`` to a view of it, and a step is a constant
+  number of array calls however many parameter tensors there are. Elsewhere, and whenever the
+  flat layout no longer holds, the same update runs per parameter (the reference path).
+
 * Parameters whose ``.grad`` is None are skipped (their state and step count do not move).
 * State arrays are allocated once, lazily on the first step that sees a gradient, with the
   parameter's shape, dtype and device. They are updated through augmented assignment, which is
@@ -37,6 +43,7 @@ from .._checks import check_floating, namespace_of
 from .._typing import Array, Namespace
 from ..backend import backend_of, dtype_name, to_numpy
 from ..layers.module import Module, Parameter
+from ._flat import FlatGroup, pack
 
 __all__ = ["Optimizer", "ParamsLike", "maximum_into", "zeros_like"]
 
@@ -76,9 +83,10 @@ class Optimizer:
 
     _lr: float
 
-    def __init__(self, params: ParamsLike) -> None:
+    def __init__(self, params: ParamsLike, *, flat: bool = True) -> None:
         self.params: list[Parameter] = _collect_parameters(params, where=type(self).__name__)
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
+        self._flat_groups: list[FlatGroup] = pack(self.params) if flat else []
 
     # ---------------------------------------------------------------- hyperparameters
 
@@ -112,6 +120,30 @@ class Optimizer:
 
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient."""
+        done: set[int] = set()
+        for group in self._flat_groups:
+            count = group.common_step(self.params, self.state)
+            if count is None:
+                continue
+            new_state = not group.state
+            self._update(group.data, group.grad, group.state, count + 1, group.xp)
+            if new_state:
+                group.share_state(self.state)
+            for i in group.indices:
+                self.state[i]["step"] = count + 1
+            done.update(group.indices)
+        for p, grad, st, xp in self._with_grads(skip=done):
+            st["step"] = st.get("step", 0) + 1
+            p.data = self._update(p.data, grad, st, st["step"], xp)
+
+    def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
+                xp: Namespace) -> Array:
+        """Update one array ``data`` (a parameter, or a flat buffer of them) from ``grad``.
+
+        ``state`` holds the optimizer's state arrays for ``data`` (allocate missing ones with
+        :func:`zeros_like` of ``data``; store updated ones back); ``step`` counts this update.
+        Returns the updated ``data`` (the same object where the backend updates in place).
+        """
         raise NotImplementedError
 
     def zero_grad(self) -> None:
@@ -119,15 +151,15 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def _with_grads(self) -> Iterable[tuple[Parameter, Array, dict[str, Any], Namespace]]:
-        """Yield ``(parameter, grad, state, xp)`` for each parameter with a gradient.
-
-        The parameter's step count (``state["step"]``) is advanced before it is yielded.
-        """
+    def _with_grads(
+        self, *, skip: set[int] | frozenset[int] = frozenset()
+    ) -> Iterable[tuple[Parameter, Array, dict[str, Any], Namespace]]:
+        """Yield ``(parameter, grad, state, xp)`` for each parameter with a gradient, except
+        those whose index is in ``skip``."""
         where = type(self).__name__
-        for p, st in zip(self.params, self.state, strict=True):
+        for i, (p, st) in enumerate(zip(self.params, self.state, strict=True)):
             grad = p.grad
-            if grad is None:
+            if grad is None or i in skip:
                 continue
             data = p.data
             if grad.shape != data.shape or grad.dtype != data.dtype:
@@ -136,7 +168,6 @@ class Optimizer:
                     f"{dtype_name(grad.dtype)}; expected the parameter's"
                 )
                 raise ValueError(msg)
-            st["step"] = st.get("step", 0) + 1
             yield p, grad, st, namespace_of(data)
 
     # ---------------------------------------------------------------- state dicts
@@ -205,6 +236,8 @@ class Optimizer:
             }
             for p, entry in zip(self.params, checked, strict=True)
         ]
+        for group in self._flat_groups:
+            group.adopt_state(self.state)
 
     def _checked_hyperparameters(self, hyper: Any, *, where: str) -> dict[str, Any]:
         if not isinstance(hyper, Mapping):

@@ -114,6 +114,10 @@ class RMSprop(Optimizer):
     weight_decay : float
         λ ≥ 0, added to the gradient as λ θ.
     centered : bool
+    flat : bool
+        Pack parameters, gradients and state into one flat buffer per device and dtype where
+        the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant number of
+        array calls; False keeps the per-parameter reference path.
 
     State per parameter: ``"step"``, ``"square_avg"``, and ``"grad_avg"`` (centered) and
     ``"momentum_buffer"`` (momentum) as needed, each the shape of θ.
@@ -140,12 +144,14 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         centered: bool = False,
+        flat: bool = True,
     ) -> None:
-        super().__init__(params)
-        self._apply(self._validate({
+        values = self._validate({
             "lr": lr, "alpha": alpha, "eps": eps, "momentum": momentum,
             "weight_decay": weight_decay, "centered": centered,
-        }))
+        })
+        super().__init__(params, flat=flat)
+        self._apply(values)
 
     @classmethod
     def _validate(cls, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,24 +174,22 @@ class RMSprop(Optimizer):
             names.append("momentum_buffer")
         return tuple(names)
 
-    def step(self) -> None:
-        """One RMSprop update for each parameter with a gradient (see the class docstring)."""
-        lr, alpha, eps, mu, wd = self.lr, self.alpha, self.eps, self.momentum, self.weight_decay
-        centered = self.centered
-        for p, grad, st, xp in self._with_grads():
-            if "square_avg" not in st:
-                st["square_avg"] = zeros_like(p.data, xp=xp)
-            grad_avg = st.get("grad_avg") if centered else None
-            if centered and grad_avg is None:
-                grad_avg = st["grad_avg"] = zeros_like(p.data, xp=xp)
-            buf = st.get("momentum_buffer") if mu != 0.0 else None
-            if mu != 0.0 and buf is None:
-                buf = st["momentum_buffer"] = zeros_like(p.data, xp=xp)
-            p.data, st["square_avg"], grad_avg, buf = rmsprop_update(
-                p.data, grad, st["square_avg"], grad_avg, buf, lr=lr, alpha=alpha, eps=eps,
-                momentum=mu, weight_decay=wd, xp=xp,
-            )
-            if grad_avg is not None:
-                st["grad_avg"] = grad_avg
-            if buf is not None:
-                st["momentum_buffer"] = buf
+    def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
+                xp: Namespace) -> Array:
+        if "square_avg" not in state:
+            state["square_avg"] = zeros_like(data, xp=xp)
+        grad_avg = state.get("grad_avg") if self.centered else None
+        if self.centered and grad_avg is None:
+            grad_avg = zeros_like(data, xp=xp)
+        buf = state.get("momentum_buffer") if self.momentum != 0.0 else None
+        if self.momentum != 0.0 and buf is None:
+            buf = zeros_like(data, xp=xp)
+        data, state["square_avg"], grad_avg, buf = rmsprop_update(
+            data, grad, state["square_avg"], grad_avg, buf, lr=self.lr, alpha=self.alpha,
+            eps=self.eps, momentum=self.momentum, weight_decay=self.weight_decay, xp=xp,
+        )
+        if grad_avg is not None:
+            state["grad_avg"] = grad_avg
+        if buf is not None:
+            state["momentum_buffer"] = buf
+        return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .._typing import Array
+from .._typing import Array, Namespace
 from .optimizer import (
     Optimizer,
     ParamsLike,
@@ -99,6 +99,10 @@ class SGD(Optimizer):
         Nesterov momentum (requires momentum > 0).
     weight_decay : float
         λ ≥ 0: L2 penalty (λ/2)‖θ‖² added to the loss, i.e. λ θ added to the gradient.
+    flat : bool
+        Pack parameters, gradients and state into one flat buffer per device and dtype where
+        the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant number of
+        array calls; False keeps the per-parameter reference path.
 
     State per parameter: ``"step"`` and, with momentum, ``"velocity"`` (v, shape of θ).
     """
@@ -120,11 +124,13 @@ class SGD(Optimizer):
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        flat: bool = True,
     ) -> None:
-        super().__init__(params)
-        self._apply(self._validate({
+        values = self._validate({
             "lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay,
-        }))
+        })
+        super().__init__(params, flat=flat)
+        self._apply(values)
 
     @classmethod
     def _validate(cls, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,16 +150,15 @@ class SGD(Optimizer):
     def _expected_state(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
         return ("velocity",) if hyperparameters["momentum"] != 0.0 else ()
 
-    def step(self) -> None:
-        """θ ← θ − α g, or the momentum update above, for each parameter with a gradient."""
-        lr, momentum, nesterov, wd = self.lr, self.momentum, self.nesterov, self.weight_decay
-        for p, grad, st, xp in self._with_grads():
-            velocity = st.get("velocity")
-            if velocity is None and momentum != 0.0:
-                velocity = zeros_like(p.data, xp=xp)
-            p.data, velocity = sgd_update(
-                p.data, grad, velocity, lr=lr, momentum=momentum, nesterov=nesterov,
-                weight_decay=wd,
-            )
-            if velocity is not None:
-                st["velocity"] = velocity
+    def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
+                xp: Namespace) -> Array:
+        velocity = state.get("velocity")
+        if velocity is None and self.momentum != 0.0:
+            velocity = zeros_like(data, xp=xp)
+        data, velocity = sgd_update(
+            data, grad, velocity, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+        )
+        if velocity is not None:
+            state["velocity"] = velocity
+        return data

@@ -1,0 +1,156 @@
+"""Flat buffers: an optimizer step in a constant number of array calls.
+
+On backends whose arrays support views (NumPy, CuPy, PyTorch), an optimizer packs the parameters
+of each (namespace, device, dtype) into one flat buffer and rebinds every ``Parameter.data`` to a
+view of it; their gradients land in a second flat buffer (``Parameter.accumulate_grad`` writes
+into its view) and the optimizer's state arrays live in flat buffers too. One update of the flat
+arrays then updates every parameter: the same handful of array calls whether the model has two
+parameter tensors or two hundred (on a GPU, each call is at least one kernel launch).
+
+The per-parameter path stays the reference: it runs on backends without views (array-api-strict,
+JAX) and whenever the flat layout no longer holds (a parameter or gradient rebound by the user,
+parameters stepped unequally often), and both paths are tested for parity. The views make the
+two interchangeable: the per-parameter path updates the same memory the flat one does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from array_api_compat import device
+
+from .._checks import namespace_of
+from .._typing import Array, Namespace
+from ..backend import supports_views
+from ..layers.module import Parameter
+
+__all__ = ["FlatGroup", "pack"]
+
+
+class FlatGroup:
+    """The parameters of one namespace, device and dtype, packed into flat buffers.
+
+    Attributes
+    ----------
+    indices : list of int
+        Positions of the group's parameters in the optimizer's parameter list.
+    data, grad : array (n,)
+        The flat parameter values and gradients; each parameter's ``data`` is a view of
+        ``data`` and its gradient, when accumulated, a view of ``grad``.
+    state : dict of str to array (n,)
+        The optimizer's flat state arrays (allocated by the first flat step).
+    """
+
+    def __init__(self, indices: list[int], params: Sequence[Parameter], xp: Namespace) -> None:
+        self.indices = indices
+        self.xp = xp
+        ref = params[0].data
+        self._slices: list[tuple[int, int, tuple[int, ...]]] = []
+        offset = 0
+        for p in params:
+            size = math.prod(p.shape)
+            self._slices.append((offset, offset + size, p.shape))
+            offset += size
+        self.data = xp.empty((offset,), dtype=ref.dtype, device=device(ref))
+        self.grad = xp.zeros((offset,), dtype=ref.dtype, device=device(ref))
+        self.data_views = self.views(self.data)
+        self.grad_views = self.views(self.grad)
+        for p, view, grad_view in zip(params, self.data_views, self.grad_views, strict=True):
+            view[...] = p.data
+            p.data = view
+            grad = p.grad
+            if grad is not None and grad.shape == view.shape and grad.dtype == view.dtype:
+                grad_view[...] = grad
+                p.grad = grad_view
+            p.grad_buffer = grad_view
+        self.state: dict[str, Array] = {}
+        self.state_views: dict[str, list[Array]] = {}
+
+    def views(self, flat: Array) -> list[Array]:
+        """One view of ``flat`` per parameter, in the parameter's shape."""
+        xp = self.xp
+        return [xp.reshape(flat[start:stop], shape) for start, stop, shape in self._slices]
+
+    def common_step(self, params: Sequence[Parameter], states: Sequence[dict[str, Any]]
+                    ) -> int | None:
+        """The step count every parameter shares, or None if the flat layout does not hold.
+
+        It holds when every parameter still views the flat buffers, every gradient has been
+        accumulated into its view and all step counts are equal (Adam's bias correction depends
+        on them). State arrays that are not the group's views (allocated by the per-parameter
+        path, or loaded from a state dict) are first copied into flat state.
+        """
+        step: int | None = None
+        for k, i in enumerate(self.indices):
+            p = params[i]
+            if p.data is not self.data_views[k] or p.grad is not self.grad_views[k]:
+                return None
+            count = states[i].get("step", 0)
+            if step is None:
+                step = count
+            elif count != step:
+                return None
+        if not self._state_is_shared(states):
+            self.adopt_state(states)
+            if not self._state_is_shared(states):
+                return None
+        return step
+
+    def _state_is_shared(self, states: Sequence[dict[str, Any]]) -> bool:
+        """Whether each parameter's state arrays are exactly the group's views."""
+        for k, i in enumerate(self.indices):
+            st = states[i]
+            if len(st) != len(self.state_views) + ("step" in st):
+                return False
+            for name, views in self.state_views.items():
+                if st.get(name) is not views[k]:
+                    return False
+        return True
+
+    def share_state(self, states: Sequence[dict[str, Any]]) -> None:
+        """Give every parameter a view of each flat state array it does not view yet."""
+        for name, flat in self.state.items():
+            if name not in self.state_views:
+                self.state_views[name] = self.views(flat)
+            for k, i in enumerate(self.indices):
+                states[i][name] = self.state_views[name][k]
+
+    def adopt_state(self, states: Sequence[dict[str, Any]]) -> None:
+        """Rebuild the flat state from per-parameter state arrays (after a state-dict load).
+
+        Only when every parameter holds the same state names with one step count; otherwise
+        the flat state is dropped and the group runs the per-parameter path.
+        """
+        self.state, self.state_views = {}, {}
+        entries = [states[i] for i in self.indices]
+        names = {name for name in entries[0] if name != "step"}
+        steps = {st.get("step", 0) for st in entries}
+        if len(steps) != 1 or any({n for n in st if n != "step"} != names for st in entries):
+            return
+        for name in sorted(names):
+            flat = self.xp.empty(self.data.shape, dtype=self.data.dtype,
+                                 device=device(self.data))
+            for view, st in zip(self.views(flat), entries, strict=True):
+                view[...] = st[name]
+            self.state[name] = flat
+        self.share_state(states)
+
+
+def pack(params: Sequence[Parameter]) -> list[FlatGroup]:
+    """Pack the view-capable parameters into one :class:`FlatGroup` per namespace/device/dtype.
+
+    Parameters of other backends are left as they are (they take the per-parameter path).
+    """
+    groups: dict[tuple[int, str, str], tuple[Namespace, list[int]]] = {}
+    for i, p in enumerate(params):
+        xp = namespace_of(p.data)
+        if not supports_views(xp):
+            continue
+        key = (id(xp), repr(device(p.data)), str(p.data.dtype))
+        groups.setdefault(key, (xp, []))[1].append(i)
+    return [
+        FlatGroup(indices, [params[i] for i in indices], xp)
+        for xp, indices in groups.values()
+    ]
