@@ -9,3 +9,11 @@ class BackendUnavailableError(RuntimeError):
 
 class GradcheckError(AssertionError):
     """An analytic gradient disagrees with its central finite-difference estimate."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, malformed, or does not fit the model or optimizer.
+
+    The message names the file and the cause (a truncated or corrupt archive, a format version
+    this nnbackend cannot read, a parameter whose name, shape or dtype differs, ...).
+    """

@@ -1,0 +1,637 @@
+"""Checkpoints: a model's parameters, its optimizer's state and metadata in one pickle-free file.
+
+::
+
+    checkpoint.save("run.npz", model, optimizer, epoch=5, loss=0.31)
+    meta = checkpoint.load("run.npz", model, optimizer)     # meta["epoch"] == 5
+
+A checkpoint is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) that never holds a Python
+object, so loading one never unpickles anything. Format version 1 holds:
+
+=========================  =================================================================
+entry                      contents
+=========================  =================================================================
+``model/<name>``           each parameter, by its dotted name (``"0.weight"``), as saved
+``optim/<i>/<key>``        each state array of the optimizer's i-th parameter (``"m"``, ...)
+``__metadata__``           UTF-8 JSON (a 1-d uint8 array): the reserved entries below and the
+                           user's keyword metadata
+=========================  =================================================================
+
+Reserved metadata: ``format`` (``"nnbackend-checkpoint"``), ``format_version`` (1),
+``library_version``, ``backend`` and ``device`` (where the model lived), ``architecture``
+(``repr(model)``, for people: it is not compared on load), ``parameters`` (name, shape and dtype
+of each) and ``optimizer`` (``None``, or its type, hyperparameters, the model's name of each of
+its parameters, and the step counts and array names of each parameter's state).
+
+Saving is atomic: the archive is written to a temporary file beside the target, flushed to disk,
+and renamed over it, so a crash or an error mid-save leaves the previous checkpoint intact.
+Loading validates the whole file against the model and optimizer before either changes, so a
+failed load leaves both untouched; the arrays are then copied onto each parameter's own device
+(a checkpoint written on NumPy loads into a model on CuPy, PyTorch or array-api-strict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import math
+import os
+import reprlib
+import stat
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .backend import dtype_name, to_numpy
+from .errors import CheckpointError
+from .layers.module import Module
+from .optim.optimizer import Optimizer
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "RESERVED_METADATA", "CheckpointError", "load", "save"]
+
+FORMAT = "nnbackend-checkpoint"
+"""The ``format`` entry of every checkpoint's metadata."""
+
+FORMAT_VERSION = 1
+"""The checkpoint format version this nnbackend writes, and the newest it reads."""
+
+RESERVED_METADATA = frozenset({
+    "format", "format_version", "library_version", "backend", "device", "architecture",
+    "parameters", "optimizer",
+})
+"""Metadata names the checkpoint records itself; user metadata may not use them."""
+
+_METADATA_KEY = "__metadata__"
+_MODEL_PREFIX = "model/"
+_OPTIM_PREFIX = "optim/"
+
+
+class _MalformedEntry(ValueError):
+    """An archive entry that zipfile and numpy read but a checkpoint may not hold."""
+
+
+# Everything that reading untrusted bytes through zipfile, zlib, numpy and json can raise.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, OSError, EOFError,
+    ValueError, TypeError, KeyError, IndexError, NotImplementedError, RuntimeError,
+    OverflowError,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+
+
+def save(
+    path: str | os.PathLike[str],
+    model: Module,
+    optimizer: Optimizer | None = None,
+    **metadata: Any,
+) -> Path:
+    """Write ``model``'s parameters, ``optimizer``'s state and ``metadata`` to ``path``, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write, used exactly as given (no ``.npz`` is appended). Its directory must
+        exist. An existing file is replaced only once the new one is complete and on disk, and
+        keeps its permission bits; a new file gets the usual ``0o666 & ~umask``.
+    model : Module
+        Every parameter is stored as a host (NumPy) copy of shape and dtype as in the model.
+    optimizer : Optimizer, optional
+        Its type, hyperparameters and per-parameter state (step counts and state arrays, e.g.
+        Adam's m and v of each parameter's shape), so that training resumes exactly.
+    **metadata
+        JSON-serialisable values (str, int, float, bool, None, and lists and dicts of them) such
+        as ``epoch=5, step=1200, loss=0.31``; :func:`load` returns them. Tuples come back as
+        lists. The names in :data:`RESERVED_METADATA` are taken.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Raises
+    ------
+    TypeError
+        A metadata value is not JSON-serialisable or uses a reserved name (raised before
+        anything is written), or ``model``/``optimizer`` has the wrong type.
+    OSError
+        Writing failed; the temporary file is removed and a previous file at ``path`` is left
+        as it was.
+    """
+    target = Path(path)
+    _check_model_type(model, where="checkpoint.save")
+    _check_optimizer_type(optimizer, where="checkpoint.save")
+    user = _checked_user_metadata(metadata)
+    arrays: dict[str, np.ndarray] = {}
+    parameters = []
+    for name, p in model.named_parameters():
+        host = np.asarray(to_numpy(p.data))
+        arrays[_MODEL_PREFIX + name] = host
+        parameters.append({"name": name, "shape": list(host.shape), "dtype": host.dtype.name})
+    backend = model.backend
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": _library_version(),
+        "backend": None if backend is None else backend.name,
+        "device": None if backend is None else str(backend.device),
+        "architecture": repr(model),
+        "parameters": parameters,
+        "optimizer": None if optimizer is None else _optimizer_entries(optimizer, model, arrays),
+    }
+    header.update(user)
+    payload = json.dumps(header).encode("utf-8")
+    _write_atomically(target, {_METADATA_KEY: np.frombuffer(payload, dtype=np.uint8), **arrays})
+    return target
+
+
+def _optimizer_entries(
+    optimizer: Optimizer, model: Module, arrays: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The optimizer's metadata; its state arrays go into ``arrays`` as ``optim/<i>/<key>``."""
+    state_dict = optimizer.state_dict()
+    names = {id(p): name for name, p in model.named_parameters()}
+    state = []
+    for i, entry in enumerate(state_dict["state"]):
+        scalars: dict[str, Any] = {}
+        keys: list[str] = []
+        for key, value in entry.items():
+            if isinstance(value, bool | int | float):
+                scalars[key] = value
+            elif isinstance(value, np.ndarray) and not value.dtype.hasobject:
+                arrays[f"{_OPTIM_PREFIX}{i}/{key}"] = value
+                keys.append(key)
+            else:
+                msg = (
+                    f"checkpoint.save: {type(optimizer).__name__} state {i} {key!r} is a "
+                    f"{type(value).__name__}; only numbers and numeric arrays can be saved"
+                )
+                raise TypeError(msg)
+        state.append({"scalars": scalars, "arrays": keys})
+    return {
+        "type": state_dict["type"],
+        "hyperparameters": state_dict["hyperparameters"],
+        "parameters": [names.get(id(p)) for p in optimizer.params],
+        "state": state,
+    }
+
+
+def _checked_user_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's metadata, each value checked to be JSON-serialisable and its name free."""
+    for key, value in metadata.items():
+        if key in RESERVED_METADATA:
+            msg = (
+                f"checkpoint metadata {key!r} is reserved (the checkpoint records it itself); "
+                f"reserved names are {sorted(RESERVED_METADATA)}"
+            )
+            raise TypeError(msg)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            msg = (
+                f"checkpoint metadata {key!r} must be JSON-serialisable (str, int, float, bool, "
+                f"None, and lists and dicts of them), got {type(value).__name__} "
+                f"{reprlib.repr(value)} ({exc})"
+            )
+            raise TypeError(msg) from exc
+    return dict(metadata)
+
+
+def _write_atomically(target: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write the archive to a temporary file beside ``target``, fsync it, rename it over."""
+    directory = target.parent
+    mode = _file_mode(target)
+    fd, tmp = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        try:
+            file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with file:
+            # A file object, not a name: np.savez appends ".npz" to names that lack it.
+            np.savez(file, **cast("dict[str, Any]", arrays))
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, mode)  # mkstemp creates 0o600
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _file_mode(target: Path) -> int:
+    """Permission bits for the new file: those of the file it replaces, else 0o666 & ~umask."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(target).st_mode)
+    umask = os.umask(0o022)  # the only portable way to read the umask is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable where directories can be opened and synced (not on Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(
+    path: str | os.PathLike[str], model: Module, optimizer: Optimizer | None = None
+) -> dict[str, Any]:
+    """Restore ``model`` (and ``optimizer``) from a checkpoint written by :func:`save`.
+
+    The whole file is read and validated first: that it is an intact archive of plain arrays,
+    that its metadata has the right format and a format version this nnbackend reads, that its
+    parameter names are exactly the model's and each shape and dtype matches, and that the
+    optimizer state (when ``optimizer`` is given) was saved by the same optimizer type over as
+    many parameters. Only then are the values copied onto each parameter's own namespace and
+    device, so a failed load leaves the model and the optimizer as they were.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A checkpoint written by :func:`save`.
+    model : Module
+        Built with the same architecture; its parameters receive the saved values (gradients
+        are reset to None).
+    optimizer : Optimizer, optional
+        Receives the saved hyperparameters and state. When None, optimizer state in the file is
+        ignored.
+
+    Returns
+    -------
+    dict
+        The metadata: the user's keyword metadata given to :func:`save` (``"epoch"``, ...) and
+        the reserved entries (``"format_version"``, ``"library_version"``, ``"backend"``,
+        ``"device"``, ``"architecture"``, ``"parameters"``, ``"optimizer"``, ...).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    CheckpointError
+        The file is not a readable checkpoint (truncated, corrupt, another kind of file, a newer
+        format version) or does not match the model or optimizer; the message names the file
+        and the cause.
+    """
+    file = Path(path)
+    _check_model_type(model, where="checkpoint.load")
+    _check_optimizer_type(optimizer, where="checkpoint.load")
+    if not file.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
+    arrays = _read_archive(file)
+    header = _checked_header(file, arrays)
+    model_state = _model_state(file, header, arrays, model)
+    optim_state = (
+        None if optimizer is None else _optimizer_state(file, header, arrays, model, optimizer)
+    )
+    _apply(file, model, model_state, optimizer, optim_state)
+    return header
+
+
+def _read_archive(file: Path) -> dict[str, np.ndarray]:
+    """Every entry of the archive as a NumPy array, each checked against its zip CRC."""
+    try:
+        arrays: dict[str, np.ndarray] = {}
+        with open(file, "rb") as f, zipfile.ZipFile(f) as archive:
+            for info in archive.infolist():
+                name = info.filename
+                if not name.endswith(".npy") or info.is_dir():
+                    msg = f"entry {name!r} is not a .npy array"
+                    raise _MalformedEntry(msg)
+                key = name[: -len(".npy")]
+                if key in arrays:
+                    msg = f"entry {name!r} appears twice"
+                    raise _MalformedEntry(msg)
+                arrays[key] = _parse_npy(archive.read(info), name)
+    except _READ_ERRORS as exc:
+        cause = _message(exc)
+        if not isinstance(exc, _MalformedEntry):
+            cause = f"{type(exc).__name__}: {cause}"
+        msg = f"checkpoint {file} cannot be read: {cause}"
+        raise CheckpointError(msg) from exc
+    return arrays
+
+
+def _parse_npy(data: bytes, name: str) -> np.ndarray:
+    """One ``.npy`` entry: numbers only (no pickles), and exactly as many bytes as announced."""
+    buffer = io.BytesIO(data)
+    version = npy_format.read_magic(buffer)
+    if version == (1, 0):
+        shape, _, dtype = npy_format.read_array_header_1_0(buffer)
+    elif version == (2, 0):
+        shape, _, dtype = npy_format.read_array_header_2_0(buffer)
+    else:
+        msg = f"entry {name!r} has .npy format version {version}; 1.0 and 2.0 are read"
+        raise _MalformedEntry(msg)
+    if dtype.hasobject:
+        msg = f"entry {name!r} holds Python objects ({dtype}); checkpoints are never unpickled"
+        raise _MalformedEntry(msg)
+    if any(n < 0 for n in shape):
+        msg = f"entry {name!r} has a negative dimension in its shape {shape}"
+        raise _MalformedEntry(msg)
+    announced, held = math.prod(shape) * dtype.itemsize, len(data) - buffer.tell()
+    if announced != held:
+        msg = f"entry {name!r} announces {announced} bytes of data and holds {held}"
+        raise _MalformedEntry(msg)
+    buffer.seek(0)
+    return npy_format.read_array(buffer, allow_pickle=False)
+
+
+def _checked_header(file: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The metadata, checked for format, version and structure, and against the entries."""
+    raw = arrays.get(_METADATA_KEY)
+    if raw is None:
+        entries = sorted(arrays)
+        shown = entries[:8] + (["..."] if len(entries) > 8 else [])
+        msg = (
+            f"checkpoint {file} is not an nnbackend checkpoint: it has no {_METADATA_KEY!r} "
+            f"entry (entries: {shown})"
+        )
+        raise CheckpointError(msg)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        msg = (
+            f"checkpoint {file}: {_METADATA_KEY!r} must be a 1-d uint8 array of UTF-8 JSON, "
+            f"got {raw.dtype} of shape {raw.shape}"
+        )
+        raise CheckpointError(msg)
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        msg = f"checkpoint {file}: its metadata is not valid UTF-8 JSON ({_message(exc)})"
+        raise CheckpointError(msg) from exc
+    if not isinstance(header, dict):
+        msg = (
+            f"checkpoint {file} is not an nnbackend checkpoint: its metadata is a JSON "
+            f"{type(header).__name__}, not an object"
+        )
+        raise CheckpointError(msg)
+    if header.get("format") != FORMAT:
+        msg = (
+            f"checkpoint {file} is not an nnbackend checkpoint: format "
+            f"{header.get('format')!r}, not {FORMAT!r}"
+        )
+        raise CheckpointError(msg)
+    version = header.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        msg = f"checkpoint {file}: format_version must be a positive integer, got {version!r}"
+        raise CheckpointError(msg)
+    if version > FORMAT_VERSION:
+        msg = (
+            f"checkpoint {file} has format_version {version}, written by nnbackend "
+            f"{header.get('library_version')!r}; this nnbackend ({_library_version()}) reads "
+            f"format_version {FORMAT_VERSION} and older: upgrade nnbackend to load it"
+        )
+        raise CheckpointError(msg)
+    _check_structure(file, header)
+    _check_entries(file, header, arrays)
+    return header
+
+
+def _check_structure(file: Path, header: Mapping[str, Any]) -> None:
+    """The parts of the metadata that loading relies on have the types :func:`save` writes."""
+
+    def require(ok: bool, what: str) -> None:
+        if not ok:
+            msg = f"checkpoint {file}: malformed metadata: {what}"
+            raise CheckpointError(msg)
+
+    params: Any = header.get("parameters")
+    require(isinstance(params, list), "'parameters' must be a list")
+    for i, entry in enumerate(params):
+        require(
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("dtype"), str)
+            and _is_shape(entry.get("shape")),
+            f"parameters[{i}] must be {{'name': str, 'shape': [int, ...], 'dtype': str}}, "
+            f"got {reprlib.repr(entry)}",
+        )
+    names = [entry["name"] for entry in params]
+    require(len(set(names)) == len(names), f"parameter names repeat in {names}")
+    opt: Any = header.get("optimizer")
+    if opt is None:
+        return
+    require(isinstance(opt, dict), "'optimizer' must be null or a dict")
+    require(isinstance(opt.get("type"), str), "optimizer 'type' must be a string")
+    require(isinstance(opt.get("hyperparameters"), dict),
+            "optimizer 'hyperparameters' must be a dict")
+    state: Any = opt.get("state")
+    owners: Any = opt.get("parameters")
+    require(isinstance(state, list), "optimizer 'state' must be a list")
+    require(
+        isinstance(owners, list) and len(owners) == len(state)
+        and all(n is None or isinstance(n, str) for n in owners),
+        "optimizer 'parameters' must list a name (or null) for each state entry",
+    )
+    for i, entry in enumerate(state):
+        require(
+            isinstance(entry, dict)
+            and isinstance(entry.get("scalars"), dict)
+            and isinstance(entry.get("arrays"), list)
+            and all(isinstance(k, str) for k in entry["arrays"])
+            and len(set(entry["arrays"])) == len(entry["arrays"])
+            and not set(entry["arrays"]) & entry["scalars"].keys(),
+            f"optimizer state[{i}] must be {{'scalars': dict, 'arrays': [distinct names]}}, "
+            f"got {reprlib.repr(entry)}",
+        )
+
+
+def _check_entries(file: Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    """The archive holds exactly the declared arrays, each of its declared shape and dtype."""
+    declared = {_METADATA_KEY} | {_MODEL_PREFIX + e["name"] for e in header["parameters"]}
+    if header["optimizer"] is not None:
+        for i, entry in enumerate(header["optimizer"]["state"]):
+            declared.update(f"{_OPTIM_PREFIX}{i}/{key}" for key in entry["arrays"])
+    missing, unexpected = sorted(declared - arrays.keys()), sorted(arrays.keys() - declared)
+    if missing or unexpected:
+        msg = f"checkpoint {file}: the archive does not hold the arrays its metadata declares"
+        msg += f"; missing {missing}" if missing else ""
+        msg += f"; unexpected {unexpected}" if unexpected else ""
+        raise CheckpointError(msg)
+    for entry in header["parameters"]:
+        value = arrays[_MODEL_PREFIX + entry["name"]]
+        if list(value.shape) != entry["shape"] or value.dtype.name != entry["dtype"]:
+            msg = (
+                f"checkpoint {file}: parameter {entry['name']!r} is declared "
+                f"{entry['dtype']} {tuple(entry['shape'])} but stored as {value.dtype} "
+                f"{value.shape}"
+            )
+            raise CheckpointError(msg)
+
+
+def _model_state(
+    file: Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], model: Module
+) -> dict[str, np.ndarray]:
+    """The saved parameters by name, checked against the model's names, shapes and dtypes."""
+    own = dict(model.named_parameters())
+    saved = [entry["name"] for entry in header["parameters"]]
+    missing = [name for name in own if name not in saved]
+    unexpected = [name for name in saved if name not in own]
+    if missing or unexpected:
+        msg = f"checkpoint {file} does not match the model {type(model).__name__}"
+        msg += f"; model parameters missing from the checkpoint: {missing}" if missing else ""
+        msg += f"; unexpected parameters in the checkpoint: {unexpected}" if unexpected else ""
+        msg += f". The checkpoint was saved from:\n{header.get('architecture')}"
+        raise CheckpointError(msg)
+    state = {}
+    for name, p in own.items():
+        value = arrays[_MODEL_PREFIX + name]
+        if tuple(value.shape) != p.shape:
+            msg = (
+                f"checkpoint {file}: parameter {name!r} has shape {p.shape} in the model and "
+                f"{tuple(value.shape)} in the checkpoint"
+            )
+            raise CheckpointError(msg)
+        want = dtype_name(p.dtype)
+        if value.dtype.name != want:
+            msg = (
+                f"checkpoint {file}: parameter {name!r} has dtype {want} in the model and "
+                f"{value.dtype.name} in the checkpoint"
+            )
+            raise CheckpointError(msg)
+        state[name] = value
+    return state
+
+
+def _optimizer_state(
+    file: Path,
+    header: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    model: Module,
+    optimizer: Optimizer,
+) -> dict[str, Any]:
+    """The saved optimizer state as a ``state_dict``, checked against ``optimizer``."""
+    saved = header["optimizer"]
+    kind = type(optimizer).__name__
+    if saved is None:
+        msg = (
+            f"checkpoint {file} holds no optimizer state (it was saved without an optimizer); "
+            f"cannot restore {kind}: pass optimizer=None to load the model alone"
+        )
+        raise CheckpointError(msg)
+    if saved["type"] != kind:
+        msg = (
+            f"checkpoint {file} holds optimizer state saved by {saved['type']}; the optimizer "
+            f"given is {kind}"
+        )
+        raise CheckpointError(msg)
+    if len(saved["state"]) != len(optimizer.params):
+        msg = (
+            f"checkpoint {file}: the saved {kind} optimised {len(saved['state'])} parameters, "
+            f"this one optimises {len(optimizer.params)}"
+        )
+        raise CheckpointError(msg)
+    names = {id(p): name for name, p in model.named_parameters()}
+    for i, (p, was) in enumerate(zip(optimizer.params, saved["parameters"], strict=True)):
+        now = names.get(id(p))
+        if was is not None and now is not None and was != now:
+            msg = (
+                f"checkpoint {file}: {kind} parameter {i} was the model's {was!r} when saved "
+                f"and is its {now!r} here"
+            )
+            raise CheckpointError(msg)
+    state = [
+        {
+            **entry["scalars"],
+            **{key: arrays[f"{_OPTIM_PREFIX}{i}/{key}"] for key in entry["arrays"]},
+        }
+        for i, entry in enumerate(saved["state"])
+    ]
+    return {"type": saved["type"], "hyperparameters": saved["hyperparameters"], "state": state}
+
+
+def _apply(
+    file: Path,
+    model: Module,
+    model_state: Mapping[str, np.ndarray],
+    optimizer: Optimizer | None,
+    optim_state: Mapping[str, Any] | None,
+) -> None:
+    """Load the optimizer (which validates itself first), then the model; undo both on error.
+
+    Both ``load_state_dict`` methods rebind arrays rather than write into them, so putting the
+    old references back restores the previous state exactly.
+    """
+    params = [(p, p.data, p.grad) for p in model.parameters()]
+    if optimizer is not None:
+        opt_state = optimizer.state
+        opt_hyper = {name: getattr(optimizer, name) for name in optimizer.hyperparameters()}
+    try:
+        if optimizer is not None and optim_state is not None:
+            optimizer.load_state_dict(optim_state)
+        model.load_state_dict(model_state)
+    except BaseException as exc:
+        for p, data, grad in params:
+            p.data, p.grad = data, grad
+        if optimizer is not None:
+            optimizer.state = opt_state
+            for name, value in opt_hyper.items():
+                setattr(optimizer, name, value)
+        if isinstance(exc, KeyError | ValueError | TypeError):
+            msg = f"checkpoint {file} does not fit: {_message(exc)}"
+            raise CheckpointError(msg) from exc
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_model_type(model: Any, *, where: str) -> None:
+    """Raise TypeError unless ``model`` is a Module."""
+    if not isinstance(model, Module):
+        msg = f"{where}: model must be an nnbackend Module, got {type(model).__name__}"
+        raise TypeError(msg)
+
+
+def _check_optimizer_type(optimizer: Any, *, where: str) -> None:
+    """Raise TypeError unless ``optimizer`` is an Optimizer or None."""
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        msg = f"{where}: optimizer must be an nnbackend Optimizer or None, got {optimizer!r}"
+        raise TypeError(msg)
+
+
+def _is_shape(value: Any) -> bool:
+    """True for a list of non-negative Python ints."""
+    return isinstance(value, list) and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value
+    )
+
+
+def _message(exc: BaseException) -> str:
+    """An exception's message (KeyError's without the quotes its str adds)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        return str(exc.args[0])
+    return str(exc)
+
+
+def _library_version() -> str:
+    """``nnbackend.__version__``, imported late: the package may still be initialising."""
+    from . import __version__
+
+    return __version__
