@@ -1,0 +1,891 @@
+"""Checkpoints: exact round trips and resumes, metadata, cross-backend loads, validation that
+leaves the model and optimizer untouched, corrupt and hostile files, and atomic saves."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import struct
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+from conftest import Case
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnbackend as nb
+from nnbackend import checkpoint
+from nnbackend.errors import CheckpointError
+from nnbackend.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+
+# -------------------------------------------------------------------------------------------
+# A small problem: a 4→8→3 ReLU network, cross-entropy, batches fixed on the host by index
+
+OPTIMIZERS: dict[str, Callable[[nb.Module], Optimizer]] = {
+    "adam": lambda m: Adam(m, lr=0.01),
+    "adam-amsgrad-l2": lambda m: Adam(m, lr=0.01, amsgrad=True, weight_decay=1e-3),
+    "adamw": lambda m: AdamW(m, lr=0.01),
+    "sgd-momentum": lambda m: SGD(m, lr=0.1, momentum=0.9),
+    "sgd-nesterov": lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    "rmsprop-centered": lambda m: RMSprop(m, lr=0.01, momentum=0.5, centered=True),
+}
+
+
+def _mlp(*, seed: int = 0, backend: Any = "numpy", dtype: str = "float32",
+         hidden: int = 8, bias: bool = True) -> nb.Sequential:
+    return nb.Sequential(
+        nb.Linear(4, hidden, seed=seed, backend=backend, dtype=dtype, bias=bias),
+        nb.ReLU(),
+        nb.Linear(hidden, 3, seed=seed + 1, backend=backend, dtype=dtype, bias=bias),
+    )
+
+
+def _batch(k: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(100 + k)
+    return rng.standard_normal((16, 4)), rng.integers(0, 3, size=16)
+
+
+def _train(model: nb.Module, opt: Optimizer, steps: range) -> None:
+    be = model.backend
+    assert be is not None
+    dtype = model.parameters()[0].dtype
+    for k in steps:
+        X, y = _batch(k)
+        out, backprop = model.forward(be.asarray(X, dtype=dtype), input_grad=False)
+        _, dy = nb.CrossEntropyLoss()(out, be.asarray(y))
+        backprop(dy)
+        opt.step()
+        opt.zero_grad()
+
+
+def _host(model: nb.Module) -> dict[str, np.ndarray]:
+    return {name: nb.to_numpy(a).copy() for name, a in model.state_dict().items()}
+
+
+def _assert_arrays_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    assert got.dtype == want.dtype, what
+    assert got.shape == want.shape, what
+    np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def _assert_params_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert list(got) == list(want)
+    for name in want:
+        _assert_arrays_equal(got[name], want[name], name)
+
+
+def _assert_optim_equal(got: Optimizer, want: Optimizer) -> None:
+    a, b = got.state_dict(), want.state_dict()
+    assert a["type"] == b["type"]
+    assert a["hyperparameters"] == b["hyperparameters"]
+    assert len(a["state"]) == len(b["state"])
+    for i, (x, y) in enumerate(zip(a["state"], b["state"], strict=True)):
+        assert x.keys() == y.keys(), i
+        for key in y:
+            if key == "step":
+                assert x[key] == y[key]
+            else:
+                _assert_arrays_equal(x[key], y[key], f"state {i} {key}")
+
+
+class Snapshot:
+    """Everything a failed load must leave as it was: array identities and values."""
+
+    def __init__(self, model: nb.Module, opt: Optimizer | None = None) -> None:
+        self.model, self.opt = model, opt
+        self.refs = [(p, p.data, p.grad) for p in model.parameters()]
+        self.values = _host(model)
+        if opt is not None:
+            self.opt_state = opt.state
+            self.opt_refs = [dict(st) for st in opt.state]  # the same array objects
+            self.opt_dict = opt.state_dict()
+            self.opt_hyper = opt.hyperparameters()
+
+    def assert_unchanged(self) -> None:
+        for p, data, grad in self.refs:
+            assert p.data is data and p.grad is grad
+        _assert_params_equal(_host(self.model), self.values)
+        if self.opt is not None:
+            assert self.opt.state is self.opt_state
+            for now, was in zip(self.opt.state, self.opt_refs, strict=True):
+                assert now.keys() == was.keys()
+                assert all(now[k] is v for k, v in was.items() if k != "step")
+                assert now.get("step") == was.get("step")
+            assert self.opt.hyperparameters() == self.opt_hyper
+            saved = self.opt_dict
+            now = self.opt.state_dict()
+            for x, y in zip(now["state"], saved["state"], strict=True):
+                for key in y:
+                    np.testing.assert_array_equal(x[key], y[key])
+
+
+@pytest.fixture
+def trained() -> tuple[nb.Sequential, Adam]:
+    """A float32 NumPy model after three Adam steps."""
+    model = _mlp()
+    opt = Adam(model, lr=0.01)
+    _train(model, opt, range(3))
+    return model, opt
+
+
+@pytest.fixture
+def saved(tmp_path: Path, trained: tuple[nb.Sequential, Adam]) -> Path:
+    model, opt = trained
+    return checkpoint.save(tmp_path / "ckpt.npz", model, opt, epoch=3)
+
+
+def _fresh() -> tuple[nb.Sequential, Adam]:
+    """A float32 model and Adam that differ from ``trained`` (and have their own state)."""
+    model = _mlp(seed=50)
+    opt = Adam(model, lr=0.5, betas=(0.5, 0.6))
+    _train(model, opt, range(10, 12))
+    return model, opt
+
+
+def _rewrite(src: Path, dst: Path, *, header: Callable[[dict[str, Any]], None] | None = None,
+             arrays: Callable[[dict[str, np.ndarray]], None] | None = None) -> Path:
+    """Copy a checkpoint, editing its metadata and/or arrays on the way."""
+    with np.load(src, allow_pickle=False) as f:
+        content = {k: f[k] for k in f.files}
+    meta = json.loads(content["__metadata__"].tobytes())
+    if header is not None:
+        header(meta)
+    content["__metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    if arrays is not None:
+        arrays(content)
+    with open(dst, "wb") as out:
+        np.savez(out, **content)
+    return dst
+
+
+# -------------------------------------------------------------------------------------------
+# Round trips and exact resume
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+@pytest.mark.parametrize("make_opt", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_round_trip_is_bit_identical_and_resumes_exactly(
+    tmp_path: Path, make_opt: Callable[[nb.Module], Optimizer], steps: int
+) -> None:
+    model = _mlp()
+    opt = make_opt(model)
+    _train(model, opt, range(steps))
+    checkpoint.save(tmp_path / "ckpt.npz", model, opt, epoch=steps)
+
+    resumed = _mlp(seed=77)
+    opt2 = make_opt(resumed)
+    _train(resumed, opt2, range(20, 22))  # state of its own, which the load must replace
+    opt2.lr = 0.123
+    meta = checkpoint.load(tmp_path / "ckpt.npz", resumed, opt2)
+    assert meta["epoch"] == steps
+    _assert_params_equal(_host(resumed), _host(model))
+    _assert_optim_equal(opt2, opt)
+    assert all(p.grad is None for p in resumed.parameters())
+    assert opt2.params == resumed.parameters()
+
+    # The saved run (never reloaded) and the resumed one continue in lockstep, bit for bit.
+    _train(model, opt, range(steps, steps + 4))
+    _train(resumed, opt2, range(steps, steps + 4))
+    _assert_params_equal(_host(resumed), _host(model))
+    _assert_optim_equal(opt2, opt)
+
+
+def test_loaded_arrays_are_copies(saved: Path, trained: tuple[nb.Sequential, Adam]) -> None:
+    model, opt = _fresh()
+    checkpoint.load(saved, model, opt)
+    before = _host(trained[0])
+    for p in model.parameters():
+        p.data += 1.0
+    opt.state[0]["m"] += 1.0
+    _assert_params_equal(_host(trained[0]), before)
+    model2, opt2 = _fresh()
+    checkpoint.load(saved, model2, opt2)
+    _assert_params_equal(_host(model2), before)
+    _assert_optim_equal(opt2, trained[1])
+
+
+def test_file_is_a_plain_npz_with_json_metadata(
+    saved: Path, trained: tuple[nb.Sequential, Adam]
+) -> None:
+    model, opt = trained
+    with np.load(saved, allow_pickle=False) as f:
+        content = {k: f[k] for k in f.files}
+    assert set(content) == {
+        "__metadata__", "model/0.weight", "model/0.bias", "model/2.weight", "model/2.bias",
+        *(f"optim/{i}/{key}" for i in range(4) for key in ("m", "v")),
+    }
+    _assert_params_equal({k[len("model/"):]: v for k, v in content.items()
+                          if k.startswith("model/")}, _host(model))
+    np.testing.assert_array_equal(content["optim/2/v"], nb.to_numpy(opt.state[2]["v"]))
+    meta = json.loads(content["__metadata__"].tobytes().decode("utf-8"))
+    assert meta["format"] == "nnbackend-checkpoint"
+    assert meta["format_version"] == 1
+    assert meta["optimizer"]["state"][0] == {"scalars": {"step": 3}, "arrays": ["m", "v"]}
+
+
+def test_metadata_round_trip(tmp_path: Path, trained: tuple[nb.Sequential, Adam]) -> None:
+    model, opt = trained
+    user = {"epoch": 7, "step": 1200, "dataset": "digits", "seed": 0, "loss": 0.3125,
+            "best": None, "done": False, "tags": ["a", "b"], "history": {"loss": [1.5, 0.5]},
+            "diverged_loss": math.inf}
+    checkpoint.save(tmp_path / "ckpt.npz", model, opt, **user)
+    meta = checkpoint.load(tmp_path / "ckpt.npz", _mlp(seed=9))
+    for key, value in user.items():
+        assert meta[key] == value, key
+    assert meta["format"] == "nnbackend-checkpoint"
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION == 1
+    assert meta["library_version"] == nb.__version__
+    assert (meta["backend"], meta["device"]) == ("numpy", "cpu")
+    assert meta["architecture"] == repr(model)
+    assert meta["parameters"] == [
+        {"name": "0.weight", "shape": [8, 4], "dtype": "float32"},
+        {"name": "0.bias", "shape": [8], "dtype": "float32"},
+        {"name": "2.weight", "shape": [3, 8], "dtype": "float32"},
+        {"name": "2.bias", "shape": [3], "dtype": "float32"},
+    ]
+    assert meta["optimizer"]["type"] == "Adam"
+    assert meta["optimizer"]["hyperparameters"] == {
+        "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
+    }
+    assert meta["optimizer"]["parameters"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert set(meta) == checkpoint.RESERVED_METADATA | user.keys()
+
+
+def test_nan_metadata_round_trips(tmp_path: Path) -> None:
+    model = _mlp()
+    checkpoint.save(tmp_path / "ckpt", model, loss=math.nan)
+    assert math.isnan(checkpoint.load(tmp_path / "ckpt", model)["loss"])
+
+
+def test_model_only_round_trip_and_ignored_optimizer_state(
+    tmp_path: Path, saved: Path, trained: tuple[nb.Sequential, Adam]
+) -> None:
+    model, _ = _fresh()
+    meta = checkpoint.load(saved, model)  # the optimizer state in the file is ignored
+    assert meta["optimizer"]["type"] == "Adam"
+    _assert_params_equal(_host(model), _host(trained[0]))
+
+    path = checkpoint.save(tmp_path / "model-only.npz", trained[0], epoch=1)
+    other = _mlp(seed=3)
+    assert checkpoint.load(path, other)["optimizer"] is None
+    _assert_params_equal(_host(other), _host(trained[0]))
+
+
+def test_model_without_parameters(tmp_path: Path) -> None:
+    model = nb.Sequential(nb.ReLU(), nb.Tanh())
+    meta = checkpoint.load(checkpoint.save(tmp_path / "empty.npz", model, epoch=1), model)
+    assert (meta["epoch"], meta["parameters"], meta["backend"]) == (1, [], None)
+
+
+def test_optimizer_over_some_parameters(tmp_path: Path) -> None:
+    model = _mlp()
+    opt = SGD(model.parameters()[2:], lr=0.1, momentum=0.9)
+    _train(model, opt, range(2))
+    checkpoint.save(tmp_path / "ckpt.npz", model, opt)
+    resumed = _mlp(seed=5)
+    opt2 = SGD(resumed.parameters()[2:], lr=0.7, momentum=0.1)
+    meta = checkpoint.load(tmp_path / "ckpt.npz", resumed, opt2)
+    assert meta["optimizer"]["parameters"] == ["2.weight", "2.bias"]
+    _assert_params_equal(_host(resumed), _host(model))
+    _assert_optim_equal(opt2, opt)
+
+
+# -------------------------------------------------------------------------------------------
+# Paths and files
+
+
+@pytest.mark.parametrize("name", ["ckpt", "run.ckpt", "weights.npz.bak", "model.npz"])
+@pytest.mark.parametrize("as_str", [True, False], ids=["str", "path"])
+def test_file_name_is_kept_as_given(tmp_path: Path, name: str, as_str: bool) -> None:
+    model = _mlp()
+    target = tmp_path / name
+    returned = checkpoint.save(str(target) if as_str else target, model, epoch=2)
+    assert isinstance(returned, Path)
+    assert returned == target
+    assert sorted(os.listdir(tmp_path)) == [name]
+    assert zipfile.is_zipfile(target)
+    assert checkpoint.load(str(target) if as_str else target, _mlp(seed=4))["epoch"] == 2
+
+
+def test_relative_path_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    model = _mlp()
+    assert checkpoint.save("ckpt", model, epoch=1) == Path("ckpt")
+    assert os.listdir(tmp_path) == ["ckpt"]
+    assert checkpoint.load("ckpt", model)["epoch"] == 1
+
+
+def test_save_replaces_an_existing_checkpoint(
+    tmp_path: Path, trained: tuple[nb.Sequential, Adam]
+) -> None:
+    model, opt = trained
+    path = checkpoint.save(tmp_path / "ckpt.npz", model, opt, epoch=3)
+    _train(model, opt, range(3, 5))
+    checkpoint.save(path, model, opt, epoch=5)
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+    resumed, opt2 = _fresh()
+    assert checkpoint.load(path, resumed, opt2)["epoch"] == 5
+    _assert_params_equal(_host(resumed), _host(model))
+    _assert_optim_equal(opt2, opt)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+def test_permissions_follow_umask_and_the_replaced_file(tmp_path: Path) -> None:
+    model = _mlp()
+    umask = os.umask(0o027)
+    try:
+        path = checkpoint.save(tmp_path / "new.npz", model)
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    os.chmod(path, 0o604)
+    checkpoint.save(path, model)
+    assert os.stat(path).st_mode & 0o777 == 0o604
+
+
+def test_missing_directory_raises_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        checkpoint.save(tmp_path / "no" / "such" / "dir.npz", _mlp())
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    model = _mlp()
+    snap = Snapshot(model)
+    target = tmp_path / "absent.npz"
+    with pytest.raises(FileNotFoundError, match=r"absent\.npz") as info:
+        checkpoint.load(target, model)
+    assert info.value.filename == str(target)
+    snap.assert_unchanged()
+
+
+def test_wrong_argument_types(tmp_path: Path, saved: Path) -> None:
+    model = _mlp()
+    with pytest.raises(TypeError, match="model must be an nnbackend Module, got dict"):
+        checkpoint.save(tmp_path / "x.npz", model.state_dict())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="optimizer must be an nnbackend Optimizer"):
+        checkpoint.save(tmp_path / "x.npz", model, "adam")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model must be an nnbackend Module"):
+        checkpoint.load(saved, None)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.npz").exists()
+
+
+# -------------------------------------------------------------------------------------------
+# Across backends
+
+
+def test_numpy_checkpoint_loads_on_every_backend(tmp_path: Path, case: Case) -> None:
+    model = _mlp(dtype=case.dtype_name)
+    opt = Adam(model, lr=0.01)
+    _train(model, opt, range(3))
+    path = checkpoint.save(tmp_path / "ckpt.npz", model, opt, epoch=3)
+
+    target = _mlp(seed=30, backend=case.backend, dtype=case.dtype_name)
+    opt2 = Adam(target, lr=0.2)
+    assert checkpoint.load(path, target, opt2)["device"] == "cpu"
+    for p in target.parameters():
+        case.check_placement(p.data)
+    for state in opt2.state:
+        case.check_placement(state["m"])
+        case.check_placement(state["v"])
+    _assert_params_equal(_host(target), _host(model))
+    _assert_optim_equal(opt2, opt)
+    _train(target, opt2, range(3, 4))  # the restored state is usable where it now lives
+    for p in target.parameters():
+        case.check_placement(p.data)
+
+
+def test_checkpoint_from_every_backend_loads_on_numpy(tmp_path: Path, case: Case) -> None:
+    model = _mlp(backend=case.backend, dtype=case.dtype_name)
+    opt = SGD(model, lr=0.1, momentum=0.9)
+    _train(model, opt, range(2))
+    path = checkpoint.save(tmp_path / "ckpt.npz", model, opt)
+    target = _mlp(seed=30, dtype=case.dtype_name)
+    opt2 = SGD(target, lr=0.3)
+    meta = checkpoint.load(path, target, opt2)
+    assert (meta["backend"], meta["device"]) == (case.backend.name, str(case.backend.device))
+    for p in target.parameters():
+        assert isinstance(p.data, np.ndarray)
+        assert p.data.dtype == np.dtype(case.dtype_name)
+    _assert_params_equal(_host(target), _host(model))
+    _assert_optim_equal(opt2, opt)
+
+
+# -------------------------------------------------------------------------------------------
+# Mismatches: a CheckpointError naming the problem, and nothing changed
+
+
+@pytest.mark.parametrize(
+    ("build", "pattern"),
+    [
+        (lambda: nb.Sequential(nb.Linear(4, 8), nb.ReLU(), nb.Linear(8, 8), nb.ReLU(),
+                               nb.Linear(8, 3)),
+         r"missing from the checkpoint: \['4\.weight', '4\.bias'\](.|\n)*saved from:\n"
+         r"Sequential\(\n  \(0\): Linear\(4→8\)"),
+        (lambda: nb.Sequential(nb.Linear(4, 8), nb.Linear(8, 3)),
+         r"missing from the checkpoint: \['1\.weight', '1\.bias'\]; unexpected parameters in "
+         r"the checkpoint: \['2\.weight', '2\.bias'\]"),
+        (lambda: _mlp(bias=False),
+         r"unexpected parameters in the checkpoint: \['0\.bias', '2\.bias'\]"),
+        (lambda: _mlp(hidden=9),
+         r"parameter '0\.weight' has shape \(9, 4\) in the model and \(8, 4\) in the checkpoint"),
+        (lambda: _mlp(dtype="float64"),
+         r"parameter '0\.weight' has dtype float64 in the model and float32 in the checkpoint"),
+    ],
+    ids=["extra-layer", "renamed", "no-bias", "shape", "dtype"],
+)
+def test_model_mismatch(saved: Path, build: Callable[[], nb.Module], pattern: str) -> None:
+    model = build()
+    opt = Adam(model, lr=0.3)
+    _train(model, opt, range(1))
+    snap = Snapshot(model, opt)
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        checkpoint.load(saved, model, opt)
+    assert str(saved) in str(info.value)
+    snap.assert_unchanged()
+
+
+def _opt_other_type(model: nb.Module) -> Optimizer:
+    return SGD(model, lr=0.1, momentum=0.9)
+
+
+def _opt_subset(model: nb.Module) -> Optimizer:
+    return Adam(model.parameters()[:2], lr=0.1)
+
+
+def _opt_reordered(model: nb.Module) -> Optimizer:
+    return Adam(model.parameters()[::-1], lr=0.1)
+
+
+@pytest.mark.parametrize(
+    ("make_opt", "pattern"),
+    [
+        (_opt_other_type, r"holds optimizer state saved by Adam; the optimizer given is SGD"),
+        (_opt_subset, r"the saved Adam optimised 4 parameters, this one optimises 2"),
+        (_opt_reordered, r"Adam parameter 0 was the model's '0\.weight' when saved and is its "
+                         r"'2\.bias' here"),
+    ],
+    ids=["type", "count", "order"],
+)
+def test_optimizer_mismatch(
+    saved: Path, make_opt: Callable[[nb.Module], Optimizer], pattern: str
+) -> None:
+    model = _mlp(seed=40)
+    opt = make_opt(model)
+    _train(model, opt, range(2))
+    snap = Snapshot(model, opt)
+    with pytest.raises(CheckpointError, match=pattern):
+        checkpoint.load(saved, model, opt)
+    snap.assert_unchanged()
+
+
+def test_missing_optimizer_state(tmp_path: Path, trained: tuple[nb.Sequential, Adam]) -> None:
+    path = checkpoint.save(tmp_path / "model-only.npz", trained[0])
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+    with pytest.raises(CheckpointError, match=r"holds no optimizer state .*optimizer=None"):
+        checkpoint.load(path, model, opt)
+    snap.assert_unchanged()
+
+
+def test_invalid_optimizer_state_is_caught_before_anything_changes(
+    tmp_path: Path, saved: Path
+) -> None:
+    def bad_lr(meta: dict[str, Any]) -> None:
+        meta["optimizer"]["hyperparameters"]["lr"] = -1.0
+
+    def bad_step(meta: dict[str, Any]) -> None:
+        meta["optimizer"]["state"][3]["scalars"]["step"] = 0
+
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+    for name, edit, pattern in [
+        ("lr", bad_lr, r"does not fit: Adam: lr must be >= 0, got -1\.0"),
+        ("step", bad_step, r"does not fit: .*state 3: 'step' must be >= 1, got 0"),
+    ]:
+        path = _rewrite(saved, tmp_path / f"{name}.npz", header=edit)
+        with pytest.raises(CheckpointError, match=pattern):
+            checkpoint.load(path, model, opt)
+        snap.assert_unchanged()
+
+    # An optimizer state array of the wrong dtype (the metadata does not declare those).
+    def f64_state(arrays: dict[str, np.ndarray]) -> None:
+        arrays["optim/1/m"] = arrays["optim/1/m"].astype(np.float64)
+
+    path = _rewrite(saved, tmp_path / "f64.npz", arrays=f64_state)
+    with pytest.raises(CheckpointError, match=r"state 1 'm' has dtype float64"):
+        checkpoint.load(path, model, opt)
+    snap.assert_unchanged()
+
+
+def test_failure_while_applying_rolls_back(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should copying onto the model fail after the optimizer took its state, both revert."""
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+
+    def fail(state: Any) -> None:
+        raise ValueError("device out of memory")
+
+    monkeypatch.setattr(model, "load_state_dict", fail)
+    with pytest.raises(CheckpointError, match="does not fit: device out of memory"):
+        checkpoint.load(saved, model, opt)
+    snap.assert_unchanged()
+
+    def interrupt(state: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "load_state_dict", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.load(saved, model, opt)
+    snap.assert_unchanged()
+
+
+# -------------------------------------------------------------------------------------------
+# Files that are not (or no longer) checkpoints
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(meta: dict[str, Any]) -> None:
+        meta[key] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("header", "arrays", "pattern"),
+    [
+        (_set("format_version", 2), None,
+         r"format_version 2, written by nnbackend '0\.1\.0'; this nnbackend \(0\.1\.0\) reads "
+         r"format_version 1 and older: upgrade nnbackend"),
+        (_set("format_version", "1"), None, r"format_version must be a positive integer, got '1'"),
+        (_set("format_version", 0), None, r"format_version must be a positive integer, got 0"),
+        (_set("format", "other-format"), None,
+         r"is not an nnbackend checkpoint: format 'other-format'"),
+        (_set("parameters", {"0.weight": [8, 4]}), None,
+         r"malformed metadata: 'parameters' must be a list"),
+        (_set("optimizer", {"type": "Adam"}), None,
+         r"malformed metadata: optimizer 'hyperparameters' must be a dict"),
+        (lambda m: m["parameters"][0].update(shape=[8, -4]), None,
+         r"malformed metadata: parameters\[0\] must be"),
+        (lambda m: m["parameters"][1].update(name="0.weight"), None,
+         r"malformed metadata: parameter names repeat"),
+        (lambda m: m["parameters"][0].update(shape=[4, 8]), None,
+         r"parameter '0\.weight' is declared float32 \(4, 8\) but stored as float32 \(8, 4\)"),
+        (None, lambda a: a.update({"model/0.weight": a["model/0.weight"].reshape(4, 8)}),
+         r"parameter '0\.weight' is declared float32 \(8, 4\) but stored as float32 \(4, 8\)"),
+        (None, lambda a: a.pop("optim/2/v"),
+         r"does not hold the arrays its metadata declares; missing \['optim/2/v'\]"),
+        (None, lambda a: a.update(extra=np.zeros(3)),
+         r"does not hold the arrays its metadata declares; unexpected \['extra'\]"),
+        (None, lambda a: a.update(__metadata__=np.array([123], dtype=np.int64)),
+         r"'__metadata__' must be a 1-d uint8 array of UTF-8 JSON, got int64"),
+        (None, lambda a: a.update(__metadata__=np.frombuffer(b"{\"format\": ", np.uint8)),
+         r"its metadata is not valid UTF-8 JSON"),
+        (None, lambda a: a.update(__metadata__=np.frombuffer(b"[1, 2]", np.uint8)),
+         r"is not an nnbackend checkpoint: its metadata is a JSON list, not an object"),
+    ],
+    ids=["future-version", "version-str", "version-0", "format", "params-dict", "optim-partial",
+         "negative-shape", "repeated-name", "declared-shape", "stored-shape", "missing-array",
+         "extra-array", "metadata-int64", "metadata-cut", "metadata-list"],
+)
+def test_tampered_checkpoint(
+    tmp_path: Path, saved: Path, header: Any, arrays: Any, pattern: str
+) -> None:
+    path = _rewrite(saved, tmp_path / "tampered.npz", header=header, arrays=arrays)
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        checkpoint.load(path, model, opt)
+    assert "tampered.npz" in str(info.value)
+    snap.assert_unchanged()
+
+
+def test_foreign_npz(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "foreign.npz"
+    np.savez(path, weights=rng.standard_normal((8, 4)), bias=rng.standard_normal(8))
+    model = _mlp()
+    snap = Snapshot(model)
+    with pytest.raises(CheckpointError, match=r"foreign\.npz is not an nnbackend checkpoint: it "
+                       r"has no '__metadata__' entry \(entries: \['bias', 'weights'\]\)"):
+        checkpoint.load(path, model)
+    snap.assert_unchanged()
+
+
+_UNPICKLED: list[str] = []
+
+
+def _record_unpickling(tag: str) -> None:
+    _UNPICKLED.append(tag)
+
+
+class _Trap:
+    """Unpickling this object records that it happened."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _record_unpickling, ("unpickled",)
+
+
+def test_pickled_entries_are_never_unpickled(tmp_path: Path, saved: Path) -> None:
+    def add_object(arrays: dict[str, np.ndarray]) -> None:
+        arrays["model/0.bias"] = np.array([_Trap()], dtype=object)
+
+    path = _rewrite(saved, tmp_path / "pickle.npz", arrays=add_object)
+    model = _mlp()
+    snap = Snapshot(model)
+    with pytest.raises(CheckpointError, match=r"'model/0\.bias\.npy' holds Python objects"):
+        checkpoint.load(path, model)
+    assert _UNPICKLED == []
+    snap.assert_unchanged()
+
+
+def test_other_kinds_of_file(tmp_path: Path, saved: Path) -> None:
+    model = _mlp()
+    snap = Snapshot(model)
+    npy = tmp_path / "single.npy"
+    np.save(npy, np.zeros(3))
+    text = tmp_path / "notes.zip"
+    with zipfile.ZipFile(text, "w") as z:
+        z.writestr("notes.txt", "hello")
+    wrong_npy = tmp_path / "wrongsize.npz"
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(4))
+    with zipfile.ZipFile(wrong_npy, "w") as z:
+        z.writestr("__metadata__.npy", buffer.getvalue()[:-8])
+    random = tmp_path / "random.bin"
+    random.write_bytes(np.random.default_rng(1).bytes(4096))
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    for path, pattern in [
+        (npy, "BadZipFile"),
+        (text, r"entry 'notes\.txt' is not a \.npy array"),
+        (wrong_npy, r"entry '__metadata__\.npy' announces 32 bytes of data and holds 24"),
+        (random, "BadZipFile"),
+        (empty, "BadZipFile"),
+        (tmp_path, "IsADirectoryError|PermissionError"),
+    ]:
+        with pytest.raises(CheckpointError,
+                           match=rf"checkpoint {re.escape(str(path))} cannot be read: {pattern}"):
+            checkpoint.load(path, model)
+        snap.assert_unchanged()
+
+
+def test_truncated_files(tmp_path: Path, saved: Path) -> None:
+    data = saved.read_bytes()
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+    cut = tmp_path / "cut.npz"
+    for size in (0, 1, 4, 30, 200, len(data) // 3, len(data) // 2, len(data) - 100,
+                 len(data) - 22, len(data) - 1):
+        cut.write_bytes(data[:size])
+        with pytest.raises(CheckpointError, match=r"cut\.npz cannot be read"):
+            checkpoint.load(cut, model, opt)
+        snap.assert_unchanged()
+
+
+# -------------------------------------------------------------------------------------------
+# Fuzzing: whatever the bytes, a CheckpointError or (corruption in fields nobody reads) the
+# exact saved values; never another exception, never silently wrong values
+
+
+class Valid(NamedTuple):
+    """A valid checkpoint's bytes, a directory to write variants into, and what it holds."""
+
+    data: bytes
+    directory: Path
+    meta: dict[str, Any]
+    model: nb.Sequential
+    opt: Adam
+
+
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory: pytest.TempPathFactory) -> Valid:
+    model = _mlp()
+    opt = Adam(model, lr=0.01)
+    _train(model, opt, range(2))
+    directory = tmp_path_factory.mktemp("fuzz")
+    path = checkpoint.save(directory / "valid.npz", model, opt, epoch=2)
+    meta = checkpoint.load(path, _mlp(seed=2))
+    return Valid(path.read_bytes(), directory, meta, model, opt)
+
+
+def _load_fuzzed(data: bytes, valid: Valid) -> None:
+    path = valid.directory / "fuzzed.npz"
+    path.write_bytes(data)
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+    try:
+        meta = checkpoint.load(path, model, opt)
+    except CheckpointError as exc:
+        assert "fuzzed.npz" in str(exc)
+        snap.assert_unchanged()
+        return
+    assert meta == valid.meta
+    _assert_params_equal(_host(model), _host(valid.model))
+    _assert_optim_equal(opt, valid.opt)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=3000))
+def test_random_bytes_never_load(
+    valid: Valid, data: bytes
+) -> None:
+    path = valid.directory / "random.npz"
+    path.write_bytes(data)
+    model = _mlp()
+    snap = Snapshot(model)
+    with pytest.raises(CheckpointError, match=r"random\.npz"):
+        checkpoint.load(path, model)
+    snap.assert_unchanged()
+
+
+@settings(max_examples=50, deadline=None)
+@given(fraction=st.floats(0.0, 1.0, exclude_max=True))
+def test_truncations_never_load(valid: Valid, fraction: float) -> None:
+    path = valid.directory / "truncated.npz"
+    path.write_bytes(valid.data[: int(fraction * len(valid.data))])
+    model = _mlp()
+    snap = Snapshot(model)
+    with pytest.raises(CheckpointError, match=r"truncated\.npz"):
+        checkpoint.load(path, model)
+    snap.assert_unchanged()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 7)),
+                   min_size=1, max_size=4),
+    keep=st.one_of(st.none(), st.floats(0.5, 1.0, exclude_max=True)),
+)
+def test_bit_flips_are_caught(
+    valid: Valid, flips: list[tuple[float, int]], keep: float | None
+) -> None:
+    corrupt = bytearray(valid.data)
+    for where, bit in flips:
+        corrupt[int(where * len(corrupt))] ^= 1 << bit
+    if keep is not None:
+        corrupt = corrupt[: int(keep * len(corrupt))]
+    _load_fuzzed(bytes(corrupt), valid)
+
+
+def test_flipped_bits_in_the_data_are_caught(valid: Valid) -> None:
+    """A flip inside any array's stored bytes fails the zip CRC check (a deterministic sweep)."""
+    with zipfile.ZipFile(io.BytesIO(valid.data)) as z:
+        infos = z.infolist()
+    assert len(infos) == 13
+    for info in infos:
+        # The stored bytes follow the 30-byte local header, the file name and the extra field.
+        name_len, extra_len = struct.unpack_from("<HH", valid.data, info.header_offset + 26)
+        start = info.header_offset + 30 + name_len + extra_len
+        for offset in (start, start + info.compress_size // 2, start + info.compress_size - 1):
+            corrupt = bytearray(valid.data)
+            corrupt[offset] ^= 0x10
+            path = valid.directory / "flipped.npz"
+            path.write_bytes(bytes(corrupt))
+            with pytest.raises(CheckpointError, match=r"flipped\.npz"):
+                checkpoint.load(path, _mlp(), Adam(_mlp()))
+
+
+# -------------------------------------------------------------------------------------------
+# Atomic saves
+
+
+class _Boom(Exception):
+    pass
+
+
+def _partial_savez(file: Any, **arrays: Any) -> None:
+    file.write(b"PK\x03\x04 half a checkpoint")
+    raise _Boom("disk full while writing")
+
+
+def _interrupted_savez(file: Any, **arrays: Any) -> None:
+    file.write(b"PK\x03\x04")
+    raise KeyboardInterrupt
+
+
+def _failing(exc: BaseException) -> Callable[..., None]:
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("target", "replacement", "raised"),
+    [
+        (np, ("savez", _partial_savez), _Boom),
+        (np, ("savez", _interrupted_savez), KeyboardInterrupt),
+        (os, ("fsync", _failing(OSError(5, "Input/output error"))), OSError),
+        (os, ("replace", _failing(PermissionError(13, "Permission denied"))), PermissionError),
+    ],
+    ids=["savez", "interrupt", "fsync", "replace"],
+)
+@pytest.mark.parametrize("existing", [True, False], ids=["overwrite", "new"])
+def test_failed_save_leaves_the_previous_file_and_no_temporaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Any,
+    replacement: tuple[str, Callable[..., None]], raised: type[BaseException], existing: bool,
+) -> None:
+    model, opt = _fresh()
+    path = tmp_path / "ckpt.npz"
+    if existing:
+        checkpoint.save(path, _mlp(), epoch=1)
+    before = path.read_bytes() if existing else None
+    with monkeypatch.context() as patch:
+        patch.setattr(target, *replacement)
+        with pytest.raises(raised):
+            checkpoint.save(path, model, opt, epoch=2)
+    assert os.listdir(tmp_path) == (["ckpt.npz"] if existing else [])
+    if existing:
+        assert path.read_bytes() == before
+        assert checkpoint.load(path, _mlp(seed=8))["epoch"] == 1
+    checkpoint.save(path, model, opt, epoch=3)  # and the next save works
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+    assert checkpoint.load(path, _mlp(seed=8))["epoch"] == 3
+
+
+def _cycle() -> list[Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
+
+
+@pytest.mark.parametrize(
+    ("metadata", "pattern"),
+    [
+        ({"epoch": object()},
+         r"checkpoint metadata 'epoch' must be JSON-serialisable .*got object"),
+        ({"epoch": 1, "loss": np.float32(0.5)},
+         r"checkpoint metadata 'loss' must be JSON-serialisable .*got float32"),
+        ({"history": {"loss": {1.0, 2.0}}}, r"'history' must be JSON-serialisable .*got dict"),
+        ({"data": b"bytes"}, r"'data' must be JSON-serialisable .*got bytes"),
+        ({"loop": _cycle()}, r"'loop' must be JSON-serialisable .*Circular reference"),
+        ({"format": "mine"}, r"checkpoint metadata 'format' is reserved"),
+        ({"epoch": 1, "parameters": []}, r"checkpoint metadata 'parameters' is reserved"),
+    ],
+    ids=["object", "numpy-scalar", "set", "bytes", "cycle", "format", "parameters"],
+)
+def test_bad_metadata_is_refused_before_writing(
+    tmp_path: Path, trained: tuple[nb.Sequential, Adam], metadata: dict[str, Any], pattern: str
+) -> None:
+    model, opt = trained
+    path = checkpoint.save(tmp_path / "ckpt.npz", model, opt, epoch=1)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=pattern):
+        checkpoint.save(path, model, opt, **metadata)
+    with pytest.raises(TypeError, match=pattern):
+        checkpoint.save(tmp_path / "new.npz", model, opt, **metadata)
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+    assert path.read_bytes() == before
