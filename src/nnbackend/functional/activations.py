@@ -7,7 +7,7 @@ which is all each derivative needs, so a layer retains one array per call:
 function       forward  y = f(x)                     backward  ∂L/∂x
 =============  ====================================  ===================================
 identity       y = x                                 dy
-relu           y = max(x, 0)                         dy · [y > 0] = dy · sign(y)
+relu           y = max(x, 0)                         dy · [y > 0]
 leaky_relu     y = x if x > 0 else s·x               dy if y > 0 else s·dy
 sigmoid        y = ½ tanh(½ x) + ½  (= 1/(1+e⁻ˣ))    dy · y (1 − y)
 tanh           y = tanh x                            dy · (1 − y²)
@@ -62,11 +62,11 @@ def relu(x: Array, /, *, xp: Namespace | None = None) -> Array:
 def relu_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) -> Array:
     """∂L/∂x = ∂L/∂y · [y > 0] (the subgradient at 0 is taken as 0, as in PyTorch).
 
-    As y = max(x, 0) ≥ 0, the indicator [y > 0] is exactly sign(y): two elementwise passes with
-    no boolean temporary, and on NumPy several times faster than ``where`` on large arrays.
+    The indicator is cast to the gradient's dtype and multiplied: on NumPy as fast as a
+    boolean mask on small arrays and ~18× faster than ``where`` on large ones.
     """
     xp = xp or array_namespace(dy, y)
-    return dy * xp.sign(y)
+    return dy * xp.astype(y > 0.0, dy.dtype)
 
 
 def leaky_relu(

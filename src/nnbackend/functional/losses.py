@@ -25,7 +25,13 @@ import math
 
 from array_api_compat import device
 
-from .._checks import check_array, check_floating, check_same_placement, namespace_of
+from .._checks import (
+    check_array,
+    check_floating,
+    check_same_placement,
+    dtype_kind,
+    namespace_of,
+)
 from .._typing import Array, Namespace
 from ..backend import is_host_array
 
@@ -117,11 +123,11 @@ def cross_entropy(
     """
     where = "cross_entropy"
     xp = check_array(logits, where=where, what="logits")
-    check_array(target, where=where, what="target")
     check_floating(logits, xp, where=where, what="logits")
-    check_same_placement(target, namespace_of(target), logits, xp, where=where,
-                         what="target", ref_what="logits")
-    _check_reduction(reduction, where)
+    check_same_placement(target, check_array(target, where=where, what="target"), logits, xp,
+                         where=where, what="target", ref_what="logits")
+    if reduction not in _REDUCTIONS:
+        _check_reduction(reduction, where)
     if not 0.0 <= label_smoothing <= 1.0:
         msg = f"{where}: label_smoothing must lie in [0, 1], got {label_smoothing!r}"
         raise ValueError(msg)
@@ -131,31 +137,24 @@ def cross_entropy(
     n, classes = logits.shape
     scale = _mean_scale(reduction, n, where)
 
+    # log pₙ_c = sₙ_c − log Σ_c' exp sₙ_c' with the max-shifted logits s (no overflow)
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
-    exp = xp.exp(shifted)
-    sum_exp = xp.sum(exp, axis=1, keepdims=True)
-    log_p = shifted - xp.log(sum_exp)
-    p = exp
-    p /= sum_exp  # exp is ours: normalise it in place into the softmax
+    p = xp.exp(shifted)
+    sum_exp = xp.sum(p, axis=1, keepdims=True)
+    log_sum_exp = xp.log(sum_exp)
+    p /= sum_exp  # the softmax, normalised in place
 
-    if xp.isdtype(target.dtype, "bool"):
+    kind = dtype_kind(target.dtype, xp)
+    if kind == "bool":
         msg = f"{where}: class labels must be integers, got dtype {target.dtype}"
         raise TypeError(msg)
-    if xp.isdtype(target.dtype, "integral"):
-        labels, valid = _checked_labels(target, classes, xp, where=where, logits=logits)
-        # loss = −[(1 − ε) Σₙ log pₙ,yₙ + ε/C Σₙ Σ_c log pₙ_c]
-        picked = xp.take_along_axis(log_p, labels[:, None], axis=1)
-        total = xp.sum(picked) * (1.0 - label_smoothing)
-        if label_smoothing:
-            total = total + xp.sum(log_p) * (label_smoothing / classes)
-        loss = -total * scale
-        # grad = p − q with q = (1 − ε) onehot + ε/C
-        classes_range = xp.arange(classes, dtype=labels.dtype, device=device(labels))
-        onehot = xp.astype(labels[:, None] == classes_range, p.dtype)
-        if label_smoothing:
-            onehot *= 1.0 - label_smoothing
-            onehot += label_smoothing / classes
-        p -= onehot
+    log_p = shifted
+    log_p -= log_sum_exp  # shifted is ours: it becomes log p in place
+    if kind.endswith("integer"):
+        q, valid = _label_distribution(target, classes, label_smoothing, xp, where=where,
+                                       logits=logits)
+        loss = xp.sum(q * log_p) * -scale
+        p -= q
         grad = p
         if valid is not None:  # labels on a device: poison invalid samples instead of syncing
             loss = xp.where(xp.all(valid), loss, xp.nan)
@@ -172,7 +171,7 @@ def cross_entropy(
         q = target if not label_smoothing else (1.0 - label_smoothing) * target + (
             label_smoothing / classes
         )
-        loss = -xp.sum(q * log_p) * scale
+        loss = xp.sum(q * log_p) * -scale
         p *= xp.sum(q, axis=1, keepdims=True)
         p -= q
         grad = p
@@ -180,13 +179,16 @@ def cross_entropy(
     return loss, grad
 
 
-def _checked_labels(
-    labels: Array, classes: int, xp: Namespace, *, where: str, logits: Array
+def _label_distribution(
+    labels: Array, classes: int, smoothing: float, xp: Namespace, *, where: str, logits: Array
 ) -> tuple[Array, Array | None]:
-    """Labels safe to index with, and a validity mask where their range cannot be checked.
+    """The target distribution q = (1 − ε) onehot(labels) + ε/C of shape (N, C), in the logits'
+    dtype, and a validity mask where the labels' range cannot be checked.
 
-    Host labels are range-checked (one cheap reduction). Device labels are not (that would
-    stall the device): invalid ones are replaced by 0 for indexing and reported as a mask.
+    Host labels are range-checked: a label outside [0, C) has an all-zero one-hot row, so the
+    one-hot sums to N exactly when every label is valid (one reduction, no extra pass over the
+    labels). Device labels are not checked (that would stall the device); the caller poisons
+    the samples the mask marks invalid.
     """
     n = logits.shape[0]
     if labels.ndim != 1 or labels.shape[0] != n:
@@ -195,18 +197,23 @@ def _checked_labels(
             f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
         )
         raise ValueError(msg)
+    classes_range = xp.arange(classes, dtype=labels.dtype, device=device(labels))
+    q = xp.astype(labels[:, None] == classes_range, logits.dtype)
+    valid = None
     if is_host_array(labels):
-        if n:
+        if n and float(xp.sum(q)) != n:
             low, high = int(xp.min(labels)), int(xp.max(labels))
-            if low < 0 or high >= classes:
-                msg = (
-                    f"{where}: class labels must lie in [0, {classes}) for logits with "
-                    f"{classes} classes, got labels from {low} to {high}"
-                )
-                raise ValueError(msg)
-        return labels, None
-    valid = (labels >= 0) & (labels < classes)
-    return xp.where(valid, labels, xp.zeros_like(labels)), valid
+            msg = (
+                f"{where}: class labels must lie in [0, {classes}) for logits with {classes} "
+                f"classes, got labels from {low} to {high}"
+            )
+            raise ValueError(msg)
+    else:
+        valid = (labels >= 0) & (labels < classes)
+    if smoothing:
+        q *= 1.0 - smoothing
+        q += smoothing / classes
+    return q, valid
 
 
 def _check_pair(prediction: Array, target: Array, *, where: str, reduction: str) -> Namespace:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_array, check_floating
+from .._checks import check_array, check_floating, matching_namespace
 from .._typing import Array, Backprop, Namespace
 from ..backend import get_backend
 from ..functional.linear import linear, linear_backward
@@ -74,6 +74,9 @@ class Linear(Module):
         return f"{self.in_features}→{self.out_features}" + ("" if self.bias else ", bias=False")
 
     def _check_input(self, x: Array) -> Namespace:
+        xp = matching_namespace(x, self.weight.data)
+        if xp is not None and x.ndim == 2 and x.shape[1] == self.in_features:
+            return xp
         where = repr(self)
         xp = check_array(x, where=where, what="input")
         check_floating(x, xp, where=where, what="input")

@@ -19,9 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from array_api_compat import device
-
-from .._checks import check_array, check_floating, describe_placement, namespace_of
+from .._checks import (
+    check_array,
+    check_floating,
+    describe_placement,
+    matching_namespace,
+    namespace_of,
+    same_device,
+)
 from .._typing import Array, Backprop, Namespace
 from ..backend import Backend, backend_of, dtype_name, get_backend, supports_views
 
@@ -138,7 +143,7 @@ class Module:
         """
         xp = self._check_input(x)
         y, backprop = self._forward(x, xp=xp, input_grad=input_grad)
-        return y, _checked_backprop(backprop, y, xp, where=self._where())
+        return y, _checked_backprop(backprop, y, self)
 
     def __call__(self, x: Array) -> Array:
         """Inference: y = f(x), retaining nothing for a backward pass."""
@@ -152,6 +157,11 @@ class Module:
 
     def _check_input(self, x: Array) -> Namespace:
         """Validate an input at the public boundary and return its namespace."""
+        ref = self._reference_array()
+        if ref is not None:
+            xp = matching_namespace(x, ref)
+            if xp is not None:
+                return xp
         where = self._where()
         xp = check_array(x, where=where, what="input")
         check_floating(x, xp, where=where, what="input")
@@ -279,7 +289,7 @@ def _check_matches_parameters(
     what: str = "input",
     ref_what: str = "the parameters",
 ) -> None:
-    if namespace_of(ref) is not xp or device(x) != device(ref):
+    if namespace_of(ref) is not xp or not same_device(x, ref, xp):
         msg = (
             f"{where}: {what} is {describe_placement(x)}; expected {describe_placement(ref)}, "
             f"where {ref_what} live (move it with model.backend.asarray(...))"
@@ -294,7 +304,7 @@ def _check_matches_parameters(
         raise TypeError(msg)
 
 
-def _checked_backprop(backprop: Backprop, y: Array, xp: Namespace, *, where: str) -> Backprop:
+def _checked_backprop(backprop: Backprop, y: Array, module: Module) -> Backprop:
     """Wrap a closure for the public boundary: validate ∂L/∂y and allow one call."""
     called = False
 
@@ -302,18 +312,24 @@ def _checked_backprop(backprop: Backprop, y: Array, xp: Namespace, *, where: str
         nonlocal called
         if called:
             msg = (
-                f"{where}: this backward closure was already used; run forward again to "
-                "backpropagate again"
+                f"{module._where()}: this backward closure was already used; run forward again "
+                "to backpropagate again"
             )
             raise RuntimeError(msg)
-        check_array(dy, where=where, what="the gradient dy")
-        if tuple(dy.shape) != tuple(y.shape):
-            msg = f"{where}: gradient dy has shape {tuple(dy.shape)}, output y has {tuple(y.shape)}"
-            raise ValueError(msg)
-        _check_matches_parameters(
-            dy, namespace_of(dy), y, where=where, what="gradient dy", ref_what="the output y"
-        )
+        if matching_namespace(dy, y) is None or dy.shape != y.shape:
+            _explain_bad_gradient(dy, y, module._where())
         called = True
         return backprop(dy)
 
     return checked
+
+
+def _explain_bad_gradient(dy: Any, y: Array, where: str) -> None:
+    """Raise the error that says how ∂L/∂y fails to match the output y."""
+    check_array(dy, where=where, what="the gradient dy")
+    if tuple(dy.shape) != tuple(y.shape):
+        msg = f"{where}: gradient dy has shape {tuple(dy.shape)}, output y has {tuple(y.shape)}"
+        raise ValueError(msg)
+    _check_matches_parameters(
+        dy, namespace_of(dy), y, where=where, what="gradient dy", ref_what="the output y"
+    )
