@@ -41,7 +41,7 @@ def namespace_of(x: object) -> Namespace:
     return xp
 
 
-_KINDS = ("bool", "signed integer", "unsigned integer", "real floating", "complex floating")
+_KINDS = ("real floating", "signed integer", "unsigned integer", "bool", "complex floating")
 _KIND: dict[tuple[int, Any], str] = {}
 
 
