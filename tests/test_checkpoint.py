@@ -552,6 +552,17 @@ def test_failure_while_applying_rolls_back(
     snap.assert_unchanged()
 
 
+def test_transfer_failure_changes_nothing(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copies onto the device (which may run out of memory) precede every change."""
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+    monkeypatch.setattr(nb.Backend, "asarray", _failing(MemoryError("out of device memory")))
+    with pytest.raises(MemoryError, match="out of device memory"):
+        checkpoint.load(saved, model, opt)
+    monkeypatch.undo()
+    snap.assert_unchanged()
+
+
 # -------------------------------------------------------------------------------------------
 # Files that are not (or no longer) checkpoints
 

@@ -51,7 +51,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .backend import dtype_name, to_numpy
+from .backend import backend_of, dtype_name, to_numpy
 from .errors import CheckpointError
 from .layers.module import Module
 from .optim.optimizer import Optimizer
@@ -572,19 +572,27 @@ def _apply(
     optimizer: Optimizer | None,
     optim_state: Mapping[str, Any] | None,
 ) -> None:
-    """Load the optimizer (which validates itself first), then the model; undo both on error.
+    """Move the values to the model's devices, load the optimizer, then the model.
 
-    Both ``load_state_dict`` methods rebind arrays rather than write into them, so putting the
-    old references back restores the previous state exactly.
+    Everything that can fail is done before the first change: the checks (ours, then the
+    optimizer's own, which precede its first change) and the transfers to the devices, which
+    may run out of memory. What is left, the model's copies into its (pre-validated)
+    parameters, fails only if interrupted. On any error the previous references are put back,
+    which restores everything ``load_state_dict`` rebinds (an interrupt in the middle of the
+    model's in-place copies, on backends with views, leaves those already made).
     """
-    params = [(p, p.data, p.grad) for p in model.parameters()]
+    own = dict(model.named_parameters())
+    params = [(p, p.data, p.grad) for p in own.values()]
     if optimizer is not None:
         opt_state = optimizer.state
         opt_hyper = {name: getattr(optimizer, name) for name in optimizer.hyperparameters()}
     try:
+        on_device = {
+            name: backend_of(p.data).asarray(model_state[name]) for name, p in own.items()
+        }
         if optimizer is not None and optim_state is not None:
             optimizer.load_state_dict(optim_state)
-        model.load_state_dict(model_state)
+        model.load_state_dict(on_device)
     except BaseException as exc:
         for p, data, grad in params:
             p.data, p.grad = data, grad
