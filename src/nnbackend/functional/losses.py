@@ -32,6 +32,7 @@ from .._checks import (
     dtype_kind,
     namespace_of,
 )
+from .._native import summer
 from .._typing import Array, Namespace
 from ..backend import is_host_array
 
@@ -140,7 +141,8 @@ def cross_entropy(
     # log pₙ_c = sₙ_c − log Σ_c' exp sₙ_c' with the max-shifted logits s (no overflow)
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
     p = xp.exp(shifted)
-    sum_exp = xp.sum(p, axis=1, keepdims=True)
+    total = summer(xp)
+    sum_exp = total(p, axis=1, keepdims=True)
     log_sum_exp = xp.log(sum_exp)
     p /= sum_exp  # the softmax, normalised in place
 
@@ -153,7 +155,7 @@ def cross_entropy(
     if kind.endswith("integer"):
         q, valid = _label_distribution(target, classes, label_smoothing, xp, where=where,
                                        logits=logits)
-        loss = xp.sum(q * log_p) * -scale
+        loss = total(q * log_p) * -scale
         p -= q
         grad = p
         if valid is not None:  # labels on a device: poison invalid samples instead of syncing
@@ -201,7 +203,7 @@ def _label_distribution(
     q = xp.astype(labels[:, None] == classes_range, logits.dtype)
     valid = None
     if is_host_array(labels):
-        if n and float(xp.sum(q)) != n:
+        if n and float(summer(xp)(q)) != n:
             low, high = int(xp.min(labels)), int(xp.max(labels))
             msg = (
                 f"{where}: class labels must lie in [0, {classes}) for logits with {classes} "

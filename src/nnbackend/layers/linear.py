@@ -102,7 +102,8 @@ class Linear(Module):
 
         def backprop(dz: Array) -> Array | None:
             dx, dW, db = linear_backward(
-                dz, x, W, input_grad=input_grad, bias_grad=bias is not None, xp=xp
+                dz, x, W, input_grad=input_grad, bias_grad=bias is not None, xp=xp,
+                weight_grad_out=weight.grad_buffer if weight.grad is None else None,
             )
             weight.accumulate_grad(dW)
             if bias is not None:

@@ -90,7 +90,8 @@ class Parameter:
         if self.grad is not None:
             self.grad += grad
         elif self.grad_buffer is not None:
-            self.grad_buffer[...] = grad
+            if grad is not self.grad_buffer:  # a layer may have written it there already
+                self.grad_buffer[...] = grad
             self.grad = self.grad_buffer
         else:
             self.grad = grad
