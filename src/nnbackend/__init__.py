@@ -4,7 +4,9 @@ The same code trains on NumPy (CPU) and CuPy (CUDA GPUs), or on any other Array 
 chosen by a backend flag (see :func:`get_backend`).
 """
 
-from . import functional, init, optim
+__version__ = "0.1.0"  # first: submodules (checkpoint) read it
+
+from . import checkpoint, data, datasets, functional, init, optim, train
 from ._gradcheck import GradcheckReport, gradcheck, numerical_gradient
 from .backend import (
     Backend,
@@ -15,7 +17,8 @@ from .backend import (
     to_numpy,
     use_backend,
 )
-from .errors import BackendUnavailableError, GradcheckError
+from .data import batches, train_test_split
+from .errors import BackendUnavailableError, CheckpointError, GradcheckError
 from .layers import (
     Identity,
     LeakyReLU,
@@ -44,8 +47,7 @@ from .optim import (
     StepLR,
     clip_grad_norm,
 )
-
-__version__ = "0.1.0"
+from .train import EarlyStopping, History, NonFiniteLossError, evaluate, fit, predict
 
 __all__ = [
     "SGD",
@@ -55,11 +57,14 @@ __all__ = [
     "Backend",
     "BackendInfo",
     "BackendUnavailableError",
+    "CheckpointError",
     "CosineAnnealingLR",
     "CrossEntropyLoss",
+    "EarlyStopping",
     "ExponentialLR",
     "GradcheckError",
     "GradcheckReport",
+    "History",
     "Identity",
     "LRScheduler",
     "LeakyReLU",
@@ -69,6 +74,7 @@ __all__ = [
     "Loss",
     "MSELoss",
     "Module",
+    "NonFiniteLossError",
     "Optimizer",
     "Parameter",
     "RMSprop",
@@ -82,13 +88,22 @@ __all__ = [
     "__version__",
     "available_backends",
     "backend_of",
+    "batches",
+    "checkpoint",
     "clip_grad_norm",
+    "data",
+    "datasets",
+    "evaluate",
+    "fit",
     "functional",
     "get_backend",
     "gradcheck",
     "init",
     "numerical_gradient",
     "optim",
+    "predict",
     "to_numpy",
+    "train",
+    "train_test_split",
     "use_backend",
 ]

@@ -1,0 +1,502 @@
+"""Training loop: ``fit``, ``evaluate``, ``predict``, early stopping and the progress bar.
+
+One training step is::
+
+    y, backprop = model.forward(xb)          # forward, retaining what backward needs
+    loss, dy = loss_fn(y, yb)                # 0-d loss on the device, ∂L/∂y
+    optimizer.zero_grad(); backprop(dy)      # ∂L/∂θ accumulated in every Parameter.grad
+    optimizer.step()                         # θ ← update(θ, ∂L/∂θ)
+
+Nothing in a step reads a value back to the host. Per-step losses stay on the device and are
+brought back together every ``log_every`` steps (one synchronisation for the whole window), which
+is also when a NaN or infinite loss is detected and reported with the exact epoch and step.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from ._typing import Array, Namespace
+from .backend import to_numpy
+from .layers.module import Module
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "NonFiniteLossError",
+    "evaluate",
+    "fit",
+    "predict",
+]
+
+Metric = Callable[[Array, Array], Array]
+"""``metric(prediction, target) -> 0-d array``: the *sum* of a per-sample score over the batch."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+class OptimizerLike(Protocol):
+    def step(self) -> None: ...
+    def zero_grad(self) -> None: ...
+
+
+@dataclass
+class History:
+    """Per-epoch records of a :func:`fit` run.
+
+    ``history.epochs`` is a list of dicts with ``epoch`` (1-based), ``loss``, each metric, their
+    ``val_`` counterparts when validation data was given, ``time`` (seconds) and
+    ``samples_per_s``. ``history["loss"]`` is the column of one key across epochs.
+    """
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+    best_epoch: int | None = None
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [row[key] for row in self.epochs if key in row]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def last(self) -> dict[str, float]:
+        """The record of the last epoch run (empty before training)."""
+        return self.epochs[-1] if self.epochs else {}
+
+
+class Callback:
+    """Hook into :func:`fit`. Return True from :meth:`on_epoch_end` to stop training."""
+
+    def on_train_begin(self, model: Module) -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float], model: Module) -> bool:
+        """Called after each epoch with its record; True stops training."""
+        return False
+
+    def on_train_end(self, model: Module, history: History) -> None:
+        """Called once after the last epoch (also after an early stop)."""
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch record, e.g. ``"val_loss"`` or ``"val_accuracy"``.
+    patience : int
+        Epochs without improvement before stopping.
+    min_delta : float
+        The smallest change that counts as an improvement.
+    mode : {"auto", "min", "max"}
+        Whether smaller or larger is better; ``"auto"`` is "max" for accuracies, else "min".
+    restore_best_weights : bool
+        At the end, put back the parameters of the best epoch (a device-side copy, no host trip).
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = True,
+    ) -> None:
+        if patience < 0:
+            msg = f"EarlyStopping: patience must be >= 0, got {patience!r}"
+            raise ValueError(msg)
+        if mode not in ("auto", "min", "max"):
+            msg = f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}"
+            raise ValueError(msg)
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = abs(min_delta)
+        self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self.restore_best_weights = restore_best_weights
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, Array] | None = None
+        self._waited = 0
+
+    def on_train_begin(self, model: Module) -> None:
+        self.best, self.best_epoch, self._best_state, self._waited = None, None, None, 0
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float], model: Module) -> bool:
+        if self.monitor not in logs:
+            msg = (
+                f"EarlyStopping: monitored {self.monitor!r} is not in the epoch record "
+                f"{sorted(logs)} (val_* keys need val_data)"
+            )
+            raise KeyError(msg)
+        value = logs[self.monitor]
+        if self.best is None:
+            improved = True
+        elif self.maximize:
+            improved = value > self.best + self.min_delta
+        else:
+            improved = value < self.best - self.min_delta
+        if improved:
+            self.best, self.best_epoch, self._waited = value, epoch, 0
+            if self.restore_best_weights:
+                self._best_state = {
+                    name: array_namespace(a).asarray(a, copy=True)
+                    for name, a in model.state_dict().items()
+                }
+            return False
+        self._waited += 1
+        return self._waited >= self.patience
+
+    def on_train_end(self, model: Module, history: History) -> None:
+        history.best_epoch = self.best_epoch
+        if self.restore_best_weights and self._best_state is not None:
+            model.load_state_dict(self._best_state)
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def accuracy_count(prediction: Array, target: Array) -> Array:
+    """Number of samples whose arg-max class matches the label (or the target's arg-max)."""
+    xp = array_namespace(prediction)
+    predicted = xp.argmax(prediction, axis=1)
+    truth = target if target.ndim == 1 else xp.argmax(target, axis=1)
+    return xp.sum(xp.astype(predicted == xp.astype(truth, predicted.dtype), xp.int64))
+
+
+_METRICS: dict[str, Metric] = {"accuracy": accuracy_count}
+
+
+def _applicable(name: str, prediction: Array, target: Array) -> bool:
+    """Accuracy applies to class scores (N, C>1) with labels or (N, C) targets."""
+    if name != "accuracy":
+        return True
+    return prediction.ndim == 2 and prediction.shape[1] > 1 and (
+        target.ndim == 1 or tuple(target.shape) == tuple(prediction.shape)
+    )
+
+
+def _resolve_metrics(metrics: Sequence[str | Metric]) -> dict[str, Metric]:
+    resolved: dict[str, Metric] = {}
+    for metric in metrics:
+        if isinstance(metric, str):
+            if metric not in _METRICS:
+                msg = f"unknown metric {metric!r}; use one of {sorted(_METRICS)} or a callable"
+                raise ValueError(msg)
+            resolved[metric] = _METRICS[metric]
+        elif callable(metric):
+            resolved[getattr(metric, "__name__", f"metric{len(resolved)}")] = metric
+        else:
+            msg = f"a metric must be a name or a callable, got {metric!r}"
+            raise TypeError(msg)
+    return resolved
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def _as_batches(data: Any, model: Module, *, batch_size: int, shuffle: bool, seed: int | None
+                ) -> Iterable[tuple[Array, Array]]:
+    """A re-iterable of (x, y) batches: ``data`` itself, or batches of an ``(X, y)`` pair."""
+    if isinstance(data, tuple) and len(data) == 2:
+        from .data import batches
+
+        ref = model._reference_array()
+        return batches(
+            data[0], data[1], batch_size=batch_size, shuffle=shuffle, seed=seed,
+            backend=model.backend, dtype=None if ref is None else ref.dtype,
+        )
+    if isinstance(data, Iterator):
+        msg = (
+            "training data must be re-iterable once per epoch (a batches(...) object or an "
+            "(X, y) pair), not a one-shot iterator"
+        )
+        raise TypeError(msg)
+    reiterable: Iterable[tuple[Array, Array]] = data
+    return reiterable
+
+
+class _Progress:
+    """One tqdm bar over the whole run when available and stderr is a terminal; else silent."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total or None, unit="batch", leave=True, file=sys.stderr,
+                                dynamic_ncols=True)
+
+    def epoch(self, epoch: int, epochs: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
+
+    def update(self, steps: int, **postfix: str) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------------------------ loop
+
+
+def fit(
+    model: Module,
+    loss_fn: Callable[[Array, Array], tuple[Array, Array]],
+    optimizer: OptimizerLike,
+    train_data: Any,
+    *,
+    epochs: int,
+    val_data: Any = None,
+    metrics: Sequence[str | Metric] = ("accuracy",),
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    batch_size: int = 32,
+    seed: int | None = None,
+    initial_epoch: int = 0,
+    log_every: int = 10,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> History:
+    """Train ``model`` for ``epochs`` epochs and return the per-epoch :class:`History`.
+
+    Parameters
+    ----------
+    model, loss_fn, optimizer
+        A :class:`Module`; a loss returning ``(loss, ∂loss/∂y)``; an optimizer over the model's
+        parameters (``zero_grad()``, ``step()``).
+    train_data
+        A re-iterable of ``(x, y)`` batches on the model's backend (see
+        :func:`nnbackend.data.batches`; its ``set_epoch`` is called when present, so a resumed
+        run shuffles exactly as an uninterrupted one), or an ``(X, y)`` pair of host arrays,
+        batched with ``batch_size`` and shuffled with ``seed``.
+    epochs : int
+        The epoch to stop after (counting from 1; with ``initial_epoch=k`` runs k+1 .. epochs).
+    val_data : optional
+        Like ``train_data``; evaluated after every epoch into ``val_loss`` and ``val_<metric>``.
+    metrics : sequence of str or callable
+        ``"accuracy"`` (skipped where the targets are not classes), or callables returning the
+        batch *sum* of a per-sample score.
+    callbacks : sequence of Callback
+        E.g. :class:`EarlyStopping`.
+    progress : bool
+        Show a tqdm progress bar with loss, accuracy and samples/s (only on a terminal).
+    log_every : int
+        Steps between host reads of the loss (for the bar and the NaN check).
+    on_epoch : callable, optional
+        ``on_epoch(epoch, record)`` after each epoch (the command line saves checkpoints here).
+
+    Raises
+    ------
+    NonFiniteLossError
+        The loss became NaN or infinite; names the epoch and the step within it.
+    """
+    if epochs < initial_epoch:
+        msg = f"fit: epochs={epochs} is before initial_epoch={initial_epoch}"
+        raise ValueError(msg)
+    if log_every < 1:
+        msg = f"fit: log_every must be >= 1, got {log_every!r}"
+        raise ValueError(msg)
+    metric_fns = _resolve_metrics(metrics)
+    train = _as_batches(train_data, model, batch_size=batch_size, shuffle=True, seed=seed)
+    val = None if val_data is None else _as_batches(
+        val_data, model, batch_size=max(batch_size, 256), shuffle=False, seed=None
+    )
+    history = History()
+    per_epoch = len(train) if isinstance(train, Sized) else 0
+    bar = _Progress(progress, per_epoch * (epochs - initial_epoch))
+    model.train()
+    for callback in callbacks:
+        callback.on_train_begin(model)
+    try:
+        for epoch in range(initial_epoch + 1, epochs + 1):
+            bar.epoch(epoch, epochs)
+            record = _train_epoch(model, loss_fn, optimizer, train, metric_fns, epoch=epoch,
+                                  bar=bar, log_every=log_every)
+            if val is not None:
+                scores = evaluate(model, loss_fn, val, metrics=tuple(metric_fns.values()),
+                                  metric_names=tuple(metric_fns))
+                record.update({f"val_{key}": value for key, value in scores.items()})
+                model.train()
+            bar.update(0, **{key: f"{value:.4f}" for key, value in record.items()
+                             if key in ("loss", "val_loss") or key.endswith("accuracy")},
+                       **{"samples/s": f"{record['samples_per_s']:,.0f}"})
+            history.epochs.append(record)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+            stop = [callback.on_epoch_end(epoch, record, model) for callback in callbacks]
+            if any(stop):
+                history.stopped_early = True
+                break
+    finally:
+        bar.close()
+        model.eval()
+    for callback in callbacks:
+        callback.on_train_end(model, history)
+    return history
+
+
+def _train_epoch(
+    model: Module,
+    loss_fn: Callable[[Array, Array], tuple[Array, Array]],
+    optimizer: OptimizerLike,
+    train: Iterable[tuple[Array, Array]],
+    metric_fns: dict[str, Metric],
+    *,
+    epoch: int,
+    bar: _Progress,
+    log_every: int,
+) -> dict[str, float]:
+    set_epoch = getattr(train, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch - 1)
+    start = time.perf_counter()
+    xp: Namespace | None = None
+    window: list[Array] = []  # per-step losses (0-d, on the device) since the last host read
+    loss_sum = 0.0  # host float, updated at each read: Σ batch_loss · batch_size
+    window_sizes: list[int] = []
+    metric_sums: dict[str, Array] = {}
+    samples = steps = 0
+    for xb, yb in train:
+        y, backprop = model.forward(xb)
+        loss, dy = loss_fn(y, yb)
+        optimizer.zero_grad()
+        backprop(dy)
+        optimizer.step()
+        n = int(xb.shape[0])
+        xp = xp or array_namespace(loss)
+        for name, fn in metric_fns.items():
+            if _applicable(name, y, yb):
+                count = fn(y, yb)
+                metric_sums[name] = metric_sums[name] + count if name in metric_sums else count
+        window.append(loss)
+        window_sizes.append(n)
+        samples += n
+        steps += 1
+        if len(window) >= log_every:
+            loss_sum += _read_window(window, window_sizes, xp, epoch=epoch,
+                                     first_step=steps - len(window) + 1)
+            bar.update(len(window), loss=f"{loss_sum / samples:.4f}",
+                       **_bar_metrics(bar, metric_sums, samples), **_rate(samples, start))
+            window, window_sizes = [], []
+    if window and xp is not None:
+        loss_sum += _read_window(window, window_sizes, xp, epoch=epoch,
+                                 first_step=steps - len(window) + 1)
+        bar.update(len(window))
+    if samples == 0:
+        msg = f"fit: epoch {epoch} had no training batches"
+        raise ValueError(msg)
+    elapsed = time.perf_counter() - start
+    record: dict[str, float] = {"epoch": float(epoch), "loss": loss_sum / samples}
+    for name, total_count in metric_sums.items():
+        record[name] = float(to_numpy(total_count)) / samples
+    record["time"] = elapsed
+    record["samples_per_s"] = samples / elapsed if elapsed > 0 else math.inf
+    return record
+
+
+def _read_window(
+    losses: list[Array], sizes: list[int], xp: Namespace, *, epoch: int, first_step: int
+) -> float:
+    """Bring a window of per-step losses to the host at once; raise on the first non-finite."""
+    values = to_numpy(xp.stack(losses)).astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        msg = (
+            f"the training loss became {values[bad]} at epoch {epoch}, step {first_step + bad} "
+            "(lower the learning rate, check the inputs for NaN/inf, or the labels' range)"
+        )
+        raise NonFiniteLossError(msg)
+    return float(values @ np.asarray(sizes, dtype=np.float64))
+
+
+def _bar_metrics(bar: _Progress, sums: Mapping[str, Array], samples: int) -> dict[str, str]:
+    """The running metrics for a visible bar (read with the loss window; nothing when hidden)."""
+    if bar.bar is None:
+        return {}
+    return {name: f"{float(to_numpy(total)) / samples:.4f}" for name, total in sums.items()}
+
+
+def _rate(samples: int, start: float) -> dict[str, str]:
+    elapsed = time.perf_counter() - start
+    return {"samples/s": f"{samples / elapsed:,.0f}"} if elapsed > 0 else {}
+
+
+def evaluate(
+    model: Module,
+    loss_fn: Callable[[Array, Array], tuple[Array, Array]],
+    data: Any,
+    *,
+    metrics: Sequence[str | Metric] = ("accuracy",),
+    batch_size: int = 256,
+    metric_names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Mean loss and metrics of ``model`` (in inference mode) over ``data``.
+
+    ``data`` is a re-iterable of ``(x, y)`` batches or an ``(X, y)`` pair of host arrays.
+    Returns ``{"loss": ..., "<metric>": ...}`` as host floats (one synchronisation at the end).
+    """
+    metric_fns = _resolve_metrics(metrics)
+    if metric_names is not None:
+        metric_fns = dict(zip(metric_names, metric_fns.values(), strict=True))
+    batches = _as_batches(data, model, batch_size=batch_size, shuffle=False, seed=None)
+    was_training = model.training
+    model.eval()
+    loss_total: Array | None = None
+    sums: dict[str, Array] = {}
+    samples = 0
+    try:
+        for xb, yb in batches:
+            y = model(xb)
+            loss, _ = loss_fn(y, yb)
+            n = int(xb.shape[0])
+            loss_total = loss * n if loss_total is None else loss_total + loss * n
+            for name, fn in metric_fns.items():
+                if _applicable(name, y, yb):
+                    sums[name] = fn(y, yb) if name not in sums else sums[name] + fn(y, yb)
+            samples += n
+    finally:
+        model.train(was_training)
+    if loss_total is None:
+        msg = "evaluate: the data had no batches"
+        raise ValueError(msg)
+    scores = {"loss": float(to_numpy(loss_total)) / samples}
+    scores.update({name: float(to_numpy(total)) / samples for name, total in sums.items()})
+    return scores
+
+
+def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
+    """Model outputs for every row of ``X`` (host data or an array on the model's backend).
+
+    Runs in inference mode, batch by batch, and returns one array on the model's device.
+    """
+    backend = model.backend
+    if backend is None:
+        msg = "predict: the model has no parameters to take a backend from"
+        raise ValueError(msg)
+    ref = model._reference_array()
+    x_all = backend.asarray(X, dtype=None if ref is None else ref.dtype)
+    xp = backend.xp
+    outputs = [model(x_all[i : i + batch_size, ...]) for i in range(0, x_all.shape[0], batch_size)]
+    return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)

@@ -1,0 +1,150 @@
+"""The ``nnbackend`` command, run end to end in subprocesses as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnbackend as nb
+from nnbackend.cli import main
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "NNBACKEND": "numpy", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "nnbackend", *args],
+        capture_output=True, text=True, env=environment, timeout=300, check=False,
+    )
+
+
+def test_main_job_defaults_reach_the_accuracy_target() -> None:
+    """The README's main job: ``nnbackend train`` with its defaults on the digits."""
+    result = run("train", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["dataset"] == "digits"
+    assert summary["backend"] == "numpy"
+    assert summary["test_accuracy"] >= 0.97
+    assert len(summary["history"]) == summary["epochs"]
+
+
+def test_text_output_ends_with_the_test_accuracy() -> None:
+    result = run("train", "--dataset", "blobs", "--epochs", "10", "--hidden", "16")
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("test loss ")
+    assert float(last.split("test accuracy ")[1].split()[0]) > 0.9
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--optimizer", "sgd", "--activation", "sigmoid"),
+        ("--optimizer", "momentum", "--activation", "tanh", "--hidden", "32,16"),
+        ("--optimizer", "rmsprop", "--loss", "mse"),
+        ("--optimizer", "adamw", "--dtype", "float64"),
+    ],
+    ids=["sgd-sigmoid", "momentum-tanh-2layers", "rmsprop-mse", "adamw-float64"],
+)
+def test_options_train_a_working_model(options: tuple[str, ...]) -> None:
+    assert main(["train", "--dataset", "blobs", "--epochs", "4", "--json", *options]) == 0
+
+
+def test_save_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "run.npz"
+    base = ["train", "--dataset", "spirals", "--hidden", "32", "--json", "--seed", "1"]
+    assert main([*base, "--epochs", "2", "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert ckpt.is_file()
+    assert main([*base, "--epochs", "4", "--resume", str(ckpt), "--save", str(ckpt)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [row["epoch"] for row in summary["history"]] == [3.0, 4.0]
+    assert nb.checkpoint.load(ckpt, nb.Sequential(nb.Linear(2, 32), nb.ReLU(),
+                                                  nb.Linear(32, 3)))["epoch"] == 4
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "curves.png"
+    assert main(["train", "--dataset", "blobs", "--epochs", "2", "--json",
+                 "--plot", str(target)]) == 0
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_idx_dataset(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3, dtype=np.uint8), 40)
+    images = np.zeros((120, 4, 4), dtype=np.uint8)
+    for k in range(3):
+        images[labels == k, k, :] = 255  # class k lights row k
+    images = np.maximum(images, rng.integers(0, 40, size=images.shape)).astype(np.uint8)
+    for name, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
+        header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+            int(d).to_bytes(4, "big") for d in array.shape
+        )
+        (tmp_path / name).write_bytes(header + array.tobytes())
+    result = run("train", "--dataset", f"idx:{tmp_path}", "--epochs", "15", "--json",
+                 "--hidden", "8", "--optimizer", "adam", "--lr", "0.01")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["test_accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["train", "--epochs", "0"], "expected a positive integer, got '0'"),
+        (["train", "--dataset", "cifar"], "expected digits, blobs, spirals or idx:PATH"),
+        (["train", "--hidden", "64,x"], "expected comma-separated positive widths"),
+        (["train", "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+        (["train", "--lr", "-1"], "expected a positive number, got '-1'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(args: list[str], complaint: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["train", "--backend", "cupy"], "nnbackend: error: backend 'cupy' cannot be used: CuPy"),
+        (["train", "--backend", "tpu"], "nnbackend: error: backend 'tpu' is not a known backend"),
+        (["train", "--resume", "/nonexistent/run.npz"], "nnbackend: error: "),
+        (["train", "--dataset", "idx:/nonexistent"], "not a directory holding MNIST IDX files"),
+    ],
+)
+def test_failed_runs_exit_1_with_one_line(args: list[str], complaint: str) -> None:
+    if args[1:] == ["--backend", "cupy"] and nb.get_backend("auto").name == "cupy":
+        pytest.skip("a usable CUDA device is present")
+    result = run(*args)
+    assert result.returncode == 1
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_info_lists_backends_with_reasons() -> None:
+    result = run("info")
+    assert result.returncode == 0, result.stderr
+    for name in ("numpy", "cupy", "torch", "array_api_strict"):
+        assert f"\n  {name} " in result.stdout
+    assert "BLAS threads:" in result.stdout
+    assert "default backend: Backend('numpy'" in result.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("nnbackend")
+    if not script.exists():
+        pytest.skip("the console script is not next to this interpreter")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert "train" in result.stdout
