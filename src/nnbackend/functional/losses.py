@@ -22,6 +22,7 @@ q = (1 − ε) q + ε / C; p = softmax(z). With Σ_c q = 1 the gradient is the f
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from array_api_compat import device
 
@@ -199,8 +200,7 @@ def _label_distribution(
             f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
         )
         raise ValueError(msg)
-    classes_range = xp.arange(classes, dtype=labels.dtype, device=device(labels))
-    q = xp.astype(labels[:, None] == classes_range, logits.dtype)
+    q = xp.astype(labels[:, None] == _class_range(classes, labels, xp), logits.dtype)
     valid = None
     if is_host_array(labels):
         if n and float(summer(xp)(q)) != n:
@@ -249,6 +249,24 @@ def _check_reduction(reduction: str, where: str) -> None:
     if reduction not in _REDUCTIONS:
         msg = f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}"
         raise ValueError(msg)
+
+
+_CLASS_RANGES: dict[tuple[int, int, Any, Any], Array] = {}
+
+
+def _class_range(classes: int, labels: Array, xp: Namespace) -> Array:
+    """0, 1, …, C−1 in the labels' dtype and device, cached (it is read, never written)."""
+    dev = device(labels)
+    key = (id(xp), classes, labels.dtype, dev)
+    try:
+        return _CLASS_RANGES[key]
+    except KeyError:
+        if len(_CLASS_RANGES) > 64:
+            _CLASS_RANGES.clear()
+        found = _CLASS_RANGES[key] = xp.arange(classes, dtype=labels.dtype, device=dev)
+        return found
+    except TypeError:  # an unhashable dtype or device
+        return xp.arange(classes, dtype=labels.dtype, device=dev)
 
 
 def _mean_scale(reduction: str, count: int, where: str) -> float:
