@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from nnbackend.data import batches
-from nnbackend.datasets import make_blobs
 
 import nnbackend as nb
 from nnbackend import checkpoint, train
+from nnbackend.data import batches
+from nnbackend.datasets import make_blobs
 from nnbackend.optim import SGD, Adam
 from nnbackend.train import EarlyStopping, NonFiniteLossError, evaluate, fit, predict
 
