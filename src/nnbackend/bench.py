@@ -1,0 +1,1620 @@
+"""Benchmarks: nnbackend against PyTorch eager and a hand-written NumPy floor.
+
+``nnbackend bench`` (:func:`run_cli`) and the pytest-benchmark suite in ``benchmarks/`` share
+the workloads, timer and counters defined here.
+
+Rows
+----
+For every MLP size (:data:`SIZES`) and workload (:data:`WORKLOADS`), one row per target:
+
+===================  ==========================================================================
+target               what runs
+===================  ==========================================================================
+``floor``            :class:`NumpyMLP`, a hand-written NumPy MLP: preallocated buffers,
+                     ``matmul(..., out=)``, in-place ReLU masks, a fused softmax-cross-entropy
+                     gradient and in-place SGD/Adam. The speed a NumPy library could hope for.
+``torch-cpu``        PyTorch eager on the CPU, written directly against torch:
+                     ``torch.nn.Linear``/``ReLU``, ``F.cross_entropy``, ``torch.optim.SGD``/
+                     ``Adam`` with their defaults; thread count left at torch's default.
+``nnbackend-numpy``  nnbackend on NumPy.
+``torch-cuda``       PyTorch eager on CUDA, where a device is available.
+``nnbackend-cupy``   nnbackend on CuPy, where a CUDA device is usable.
+===================  ==========================================================================
+
+Every target starts from the same weights (nnbackend's He initialisation, seeded) and the same
+data: x ~ N(0, 1) of shape (B, n₀) in float32 and integer labels uniform in [0, C), drawn once
+from ``numpy.random.default_rng(seed)``. Hidden layers use ReLU; the loss is softmax
+cross-entropy on the logits.
+
+=============  ==============================================================  =============
+workload       one step                                                        FLOPs
+=============  ==============================================================  =============
+``forward``    inference: logits = model(x), nothing retained                 2 B Σ nᵢ nₒ
+``fwd-bwd``    zero_grad, forward, loss and ∂L/∂z, backward into the grads   6 B Σ nᵢ nₒ
+``train-sgd``  fwd-bwd, then an SGD step (lr = 0.01)                          6 B Σ nᵢ nₒ
+``train-adam`` fwd-bwd, then an Adam step (lr = 1e-3, β = (0.9, 0.999))       6 B Σ nᵢ nₒ
+=============  ==============================================================  =============
+
+FLOPs count the matrix products only, by the usual convention: 2 B nᵢ nₒ per layer forward
+(x Wᵀ) and twice that backward (δᵀ x and δ W), summed over the layers (nᵢ → nₒ). No target
+computes ∂L/∂x of the first layer, so the training count overstates the work by 2 B n₀ n₁;
+GFLOP/s is a rate on this fixed count, comparable between rows.
+
+Measurements
+------------
+time per step
+    :func:`measure`: a warm-up (at least two steps and a tenth of the budget), then
+    ``repeats`` repeats of timed blocks of steps (a block lasts about 2 ms, so the clock's
+    resolution does not matter) with ``time.perf_counter``; the device is synchronised before
+    each block's clock stops. The time per step is the minimum over the repeats of the median
+    block: the median shrugs off a stray interruption, the minimum picks the quietest repeat.
+samples/s, GFLOP/s
+    B / time and FLOPs / time.
+GEMM fraction
+    The step's matrix products alone (the same shapes and transposed layouts, into
+    preallocated outputs) timed the same way, in the same run, on the same library and device,
+    divided by the step's time: the share of the step no implementation of this algorithm can
+    remove. 1 − fraction is elementwise work, allocation and per-call overhead.
+array calls per step
+    nnbackend and the floor: counted by running one step (after two warm-up steps) on arrays
+    wrapped by :class:`CountingNamespace`; every call of a namespace function and every
+    operator, indexing and array-producing attribute on an array counts once (see the class).
+    torch: ATen operators dispatched during the step, the C++ autograd backward included (a
+    ``TorchDispatchMode``); a lower level than the Array API calls, shown for scale.
+ratios
+    ``×torch``: throughput relative to PyTorch eager on the same kind of device; ``×floor``:
+    relative to the hand-written NumPy floor. Above 1 is faster.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
+
+import array_api_compat
+import numpy as np
+
+from . import __version__
+from .backend import BackendUnavailableError, get_backend, to_numpy
+from .layers import Linear, Module, ReLU, Sequential
+from .losses import CrossEntropyLoss
+from .optim import SGD, Adam
+
+__all__ = [
+    "ADAM_LR",
+    "SGD_LR",
+    "SIZES",
+    "TARGETS",
+    "WORKLOADS",
+    "CallCount",
+    "CountedArray",
+    "CountingNamespace",
+    "MLPSpec",
+    "NumpyMLP",
+    "Row",
+    "Target",
+    "Timing",
+    "Workload",
+    "build_model",
+    "build_workload",
+    "count_calls",
+    "format_table",
+    "gemm_workload",
+    "get_target",
+    "host_parameters",
+    "machine_info",
+    "make_data",
+    "make_row",
+    "measure",
+    "run",
+    "run_cli",
+    "thread_info",
+]
+
+SGD_LR = 0.01
+"""Learning rate of the ``train-sgd`` workload (every target)."""
+ADAM_LR = 1e-3
+"""Learning rate of the ``train-adam`` workload (every target; other Adam settings default)."""
+
+WORKLOADS = ("forward", "fwd-bwd", "train-sgd", "train-adam")
+"""The benchmarked steps, in table order (see the module docstring)."""
+
+TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "torch-cuda", "nnbackend-cupy")
+"""Every row kind, in table order: references first, so ratios are known when rows print."""
+
+_BACKEND_NAMES: dict[str, tuple[str, ...]] = {
+    "numpy": ("nnbackend-numpy",),
+    "cupy": ("nnbackend-cupy",),
+    "torch": ("torch-cpu", "torch-cuda"),
+    "numpy-handwritten": ("floor",),
+    "handwritten": ("floor",),
+    "floor": ("floor",),
+}
+_PUBLIC_BACKENDS = "numpy, cupy, torch, numpy-handwritten"
+_PLOT_HINT = "pip install 'nnbackend[plot]'"
+
+
+# ============================================================================================
+# Counting wrapper namespace
+
+
+def _unwrap(value: Any) -> Any:
+    """The plain array behind a :class:`CountedArray`, recursively through containers."""
+    kind = type(value)
+    if kind is CountedArray:
+        return value._a
+    if kind is tuple:
+        return tuple(_unwrap(v) for v in value)
+    if kind is list:
+        return [_unwrap(v) for v in value]
+    if kind is dict:
+        return {k: _unwrap(v) for k, v in value.items()}
+    return value
+
+
+class CountingNamespace:
+    """A proxy of an array namespace that counts every call made through it.
+
+    Wrap the arrays a computation starts from with :meth:`wrap`: the results are
+    :class:`CountedArray` proxies whose ``__array_namespace__`` is this namespace, so code that
+    resolves its namespace from its inputs (``array_api_compat.array_namespace``, as nnbackend
+    does) calls back through it, and every operation is counted:
+
+    - each call of a namespace function (``xp.sum``, ``xp.matmul``, ``xp.isdtype``, ...,
+      sub-namespaces such as ``xp.linalg`` included), named by the function;
+    - each operator on an array (``+``, ``@``, ``+=``, ``>``, unary ``-``, ...), indexing
+      (``x[i]``, ``x[i] = v``), array-producing attribute (``.T``, ``.mT``), method call, and
+      conversion to a Python number (``float(x)``, ``int(x)``, ``bool(x)``), named by its
+      special method (``"__matmul__"``);
+    - on NumPy, each NumPy function or ufunc called directly on a wrapped array (code that
+      bypasses the namespace for speed), named ``"np.matmul"``, ``"np.add.reduce"``, ...
+
+    Metadata (``shape``, ``dtype``, ``ndim``, ``size``, ``device``) and the namespace's
+    constants and dtypes are free. Work a namespace function does internally is one call: the
+    count is what the calling code issues, not what the library beneath executes.
+
+    The proxies pass the checks code uses to choose a code path, so the count is that of the
+    path the real arrays take: arrays report the wrapped array's class as their ``__class__``
+    (as ``wrapt`` and ``unittest.mock`` proxies do), so ``isinstance(x, numpy.ndarray)`` holds
+    for wrapped NumPy arrays, and the namespace carries the wrapped namespace's ``__name__``,
+    so ``array_api_compat.is_numpy_namespace`` recognises it. (An identity test such as
+    ``xp is array_api_compat.numpy`` is not fooled; nnbackend uses one only to skip a device
+    comparison, which costs no array call.)
+
+    Parameters
+    ----------
+    xp : namespace
+        The namespace to count (``array_api_compat.numpy``, ``numpy``, ...).
+
+    Attributes
+    ----------
+    counts : collections.Counter
+        Calls by name since the last :meth:`reset`.
+
+    Examples
+    --------
+    >>> ns = CountingNamespace(array_api_compat.numpy)
+    >>> a, b, c = (ns.wrap(np.ones((2, 2))) for _ in range(3))
+    >>> total = ns.sum(a @ b + c)
+    >>> ns.calls
+    3
+    """
+
+    def __init__(self, xp: Any, *, _counts: Counter[str] | None = None,
+                 _prefix: str = "") -> None:
+        self._xp = xp
+        self._prefix = _prefix
+        self._wrappers: dict[str, Any] = {}
+        self.counts: Counter[str] = Counter() if _counts is None else _counts
+        # the wrapped namespace's name: name-based tests (array_api_compat.is_numpy_namespace)
+        # must choose the same code path as for the real namespace
+        self.__name__: str = getattr(xp, "__name__", type(xp).__name__)
+
+    @property
+    def calls(self) -> int:
+        """Total number of counted calls since the last :meth:`reset`."""
+        return sum(self.counts.values())
+
+    def reset(self) -> None:
+        """Set every count back to zero."""
+        self.counts.clear()
+
+    def wrap(self, value: Any) -> Any:
+        """Wrap an array (or the arrays in a tuple or list) so its operations are counted."""
+        kind = type(value)
+        if kind is CountedArray:
+            return value
+        if kind is tuple:
+            return tuple(self.wrap(v) for v in value)
+        if kind is list:
+            return [self.wrap(v) for v in value]
+        if array_api_compat.is_array_api_obj(value):
+            return CountedArray(value, self)
+        return value
+
+    @staticmethod
+    def unwrap(value: Any) -> Any:
+        """The plain array behind a :class:`CountedArray` (other values are returned as is)."""
+        return _unwrap(value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name != "__array_namespace_info__":
+            return getattr(self._xp, name)
+        wrapper = self._wrappers.get(name)
+        if wrapper is not None:
+            return wrapper
+        value = getattr(self._xp, name)
+        if isinstance(value, ModuleType):
+            wrapper = CountingNamespace(value, _counts=self.counts,
+                                        _prefix=f"{self._prefix}{name}.")
+        elif callable(value) and not isinstance(value, type):
+            wrapper = self._counting(f"{self._prefix}{name}", value)
+        else:
+            return value  # constants and dtypes are free
+        self._wrappers[name] = wrapper
+        return wrapper
+
+    def _counting(self, name: str, function: Callable[..., Any]) -> _CountingFunction:
+        """``function`` counting its calls under ``name``, unwrapping args and wrapping results."""
+        return _CountingFunction(self, name, function)
+
+    def _call_native(self, function: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """Call a NumPy function or ufunc method on unwrapped arguments; wrap the result (the
+        ``out=`` proxy itself when the result was written into it)."""
+        out = kwargs.get("out")
+        result = function(*_unwrap(args), **_unwrap(kwargs))
+        if out is not None:
+            outs = out if isinstance(out, tuple) else (out,)
+            results = result if isinstance(result, tuple) else (result,)
+            mapped = tuple(o if type(o) is CountedArray and r is o._a else self.wrap(r)
+                           for o, r in zip(outs, results, strict=False))
+            return mapped if isinstance(result, tuple) else mapped[0]
+        return self.wrap(result)
+
+    def __repr__(self) -> str:
+        return f"CountingNamespace({self.__name__}, calls={self.calls})"
+
+
+class _CountingFunction:
+    """A function of a :class:`CountingNamespace`: counts calls, and calls of its callable
+    attributes (``xp.add.reduce`` counts as ``"add.reduce"``)."""
+
+    def __init__(self, namespace: CountingNamespace, name: str,
+                 function: Callable[..., Any]) -> None:
+        self._ns, self.__name__, self._function = namespace, name, function
+        self.__doc__ = getattr(function, "__doc__", None)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._ns.counts[self.__name__] += 1
+        return self._ns._call_native(self._function, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._function, name)
+        if callable(value) and not isinstance(value, type):
+            return _CountingFunction(self._ns, f"{self.__name__}.{name}", value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"<counted {self.__name__}>"
+
+
+class CountedArray:
+    """An array proxy created by :meth:`CountingNamespace.wrap`; counts its operations.
+
+    Operators and methods delegate to the wrapped array and wrap array results again; in-place
+    operators return the proxy itself when the wrapped array was updated in place. NumPy
+    functions and ufuncs called directly on proxies (a library's native fast path, or
+    ``ndarray + proxy``) are counted through NumPy's ``__array_ufunc__`` and
+    ``__array_function__`` protocols, named ``"np.add"``, ``"np.add.reduce"``, ``"np.sum"``.
+    """
+
+    __slots__ = ("_a", "_ns")
+
+    _a: Any
+    _ns: CountingNamespace
+
+    def __init__(self, array: Any, namespace: CountingNamespace) -> None:
+        object.__setattr__(self, "_a", array)
+        object.__setattr__(self, "_ns", namespace)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._a)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        name = f"{ufunc.__name__}" if method == "__call__" else f"{ufunc.__name__}.{method}"
+        self._ns.counts[f"np.{name}"] += 1
+        return self._ns._call_native(getattr(ufunc, method), inputs, kwargs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        self._ns.counts[f"np.{func.__name__}"] += 1
+        return self._ns._call_native(func, args, kwargs)
+
+    def __array_namespace__(self, *, api_version: str | None = None) -> CountingNamespace:
+        return self._ns
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(to_numpy(self._a), dtype=dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._a.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self._a.dtype
+
+    @property
+    def ndim(self) -> int:
+        return int(self._a.ndim)
+
+    @property
+    def size(self) -> int:
+        return math.prod(tuple(self._a.shape))
+
+    @property
+    def device(self) -> Any:
+        return array_api_compat.device(self._a)
+
+    @property
+    def T(self) -> Any:
+        self._ns.counts["T"] += 1
+        return self._ns.wrap(self._a.T)
+
+    @property
+    def mT(self) -> Any:
+        self._ns.counts["mT"] += 1
+        return self._ns.wrap(self._a.mT)
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._a, name)
+        if not callable(value):
+            return self._ns.wrap(value)
+        return self._ns._counting(f".{name}", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        msg = f"CountedArray: cannot set attribute {name!r} on a counted array"
+        raise AttributeError(msg)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._ns.counts["__getitem__"] += 1
+        return self._ns.wrap(self._a[_unwrap(key)])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._ns.counts["__setitem__"] += 1
+        self._a[_unwrap(key)] = _unwrap(value)
+
+    def __repr__(self) -> str:
+        return f"CountedArray({self._a!r})"
+
+    def __str__(self) -> str:
+        return str(self._a)
+
+
+def _counted_operator(name: str, *, inplace: bool) -> Callable[..., Any]:
+    """A special method of :class:`CountedArray` that counts and delegates ``name``."""
+
+    def operator(self: CountedArray, *args: Any) -> Any:
+        self._ns.counts[name] += 1
+        result = getattr(self._a, name)(*_unwrap(args))
+        if result is NotImplemented:
+            return result
+        if inplace and result is self._a:
+            return self
+        return self._ns.wrap(result)
+
+    operator.__name__ = operator.__qualname__ = name
+    return operator
+
+
+def _counted_conversion(name: str) -> Callable[[CountedArray], Any]:
+    """``float(x)``-style conversion of :class:`CountedArray`: counted, returns a Python value."""
+
+    def conversion(self: CountedArray) -> Any:
+        self._ns.counts[name] += 1
+        return getattr(self._a, name)()
+
+    conversion.__name__ = conversion.__qualname__ = name
+    return conversion
+
+
+_BINARY = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or",
+           "xor", "lshift", "rshift")
+for _op in _BINARY:
+    setattr(CountedArray, f"__{_op}__", _counted_operator(f"__{_op}__", inplace=False))
+    setattr(CountedArray, f"__r{_op}__", _counted_operator(f"__r{_op}__", inplace=False))
+    setattr(CountedArray, f"__i{_op}__", _counted_operator(f"__i{_op}__", inplace=True))
+for _op in ("lt", "le", "eq", "ne", "gt", "ge", "neg", "pos", "abs", "invert"):
+    setattr(CountedArray, f"__{_op}__", _counted_operator(f"__{_op}__", inplace=False))
+for _op in ("bool", "int", "float", "complex", "index"):
+    setattr(CountedArray, f"__{_op}__", _counted_conversion(f"__{_op}__"))
+CountedArray.__hash__ = None  # type: ignore[assignment]  # arrays are unhashable
+del _op
+
+
+# ============================================================================================
+# Sizes, data and models
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """An MLP shape and its default batch size.
+
+    Attributes
+    ----------
+    name : str
+    widths : tuple of int
+        n₀ (inputs), the hidden widths, C (classes): ``(64, 128, 10)`` is 64 → 128 → 10.
+    batch : int
+        B, the batch size of the benchmark.
+    """
+
+    name: str
+    widths: tuple[int, ...]
+    batch: int
+
+    @property
+    def layers(self) -> tuple[tuple[int, int], ...]:
+        """(nᵢ, nₒ) of each Linear layer."""
+        return tuple(zip(self.widths[:-1], self.widths[1:], strict=True))
+
+    @property
+    def label(self) -> str:
+        """``"64-128-10"``."""
+        return "-".join(str(w) for w in self.widths)
+
+    def flops(self, workload: str, batch: int | None = None) -> float:
+        """Matrix-product FLOPs of one step: 2 B Σ nᵢ nₒ for forward, 6 B Σ nᵢ nₒ otherwise."""
+        _check_workload(workload)
+        factor = 2 if workload == "forward" else 6
+        return float(factor * (batch or self.batch) * sum(i * o for i, o in self.layers))
+
+
+SIZES: dict[str, MLPSpec] = {
+    "tiny": MLPSpec("tiny", (8, 16, 4), 4),  # for tests: not listed in the command's help
+    "small": MLPSpec("small", (64, 128, 10), 32),
+    "medium": MLPSpec("medium", (784, 256, 10), 128),
+    "large": MLPSpec("large", (784, 1024, 1024, 10), 256),
+}
+"""The benchmarked MLPs by name (``tiny`` exists for fast tests)."""
+
+_PUBLIC_SIZES = ("small", "medium", "large")
+
+
+def _check_workload(workload: str) -> None:
+    if workload not in WORKLOADS:
+        msg = f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}"
+        raise ValueError(msg)
+
+
+def make_data(
+    spec: MLPSpec, batch: int | None = None, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch on the host: x ~ N(0, 1) (B, n₀) float32 and labels (B,) int64 in [0, C)."""
+    batch = batch or spec.batch
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, spec.widths[0]), dtype=np.float32)
+    labels = rng.integers(0, spec.widths[-1], size=batch, dtype=np.int64)
+    return x, labels
+
+
+def build_model(spec: MLPSpec, backend: Any = "numpy", *, seed: int = 0,
+                dtype: Any = None) -> Sequential:
+    """nnbackend's MLP for ``spec``: Linear layers (He init, seeds ``seed``, ``seed + 1``, ...)
+    with ReLU between them and no activation after the last."""
+    be = get_backend(backend)
+    layers: list[Module] = []
+    for i, (n_in, n_out) in enumerate(spec.layers):
+        if i:
+            layers.append(ReLU())
+        layers.append(Linear(n_in, n_out, seed=seed + i, dtype=dtype, backend=be))
+    return Sequential(*layers)
+
+
+def host_parameters(model: Module) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Host copies of (W (nₒ, nᵢ), b (nₒ,)) of each Linear layer of ``model``, in order."""
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    weight: np.ndarray | None = None
+    for name, p in model.named_parameters():
+        if name.endswith("weight"):
+            weight = to_numpy(p.data).copy()
+        elif name.endswith("bias") and weight is not None:
+            pairs.append((weight, to_numpy(p.data).copy()))
+            weight = None
+    if weight is not None:
+        msg = "host_parameters: every Linear layer needs a bias"
+        raise ValueError(msg)
+    return pairs
+
+
+# ============================================================================================
+# The hand-written NumPy floor
+
+
+@dataclass
+class _Buffers:
+    """Per-batch-size scratch arrays of :class:`NumpyMLP`."""
+
+    z: list[Any]  # layer outputs (B, nₒ), ReLU applied in place on hidden layers
+    dz: list[Any]  # ∂L/∂ of hidden outputs (B, nₒ)
+    mask: list[Any]  # [a > 0] of hidden outputs (B, nₒ), bool
+    grad: Any  # ∂L/∂logits (B, C), starts as the shifted logits
+    rowmax: Any  # (B, 1)
+    rowsum: Any  # (B, 1)
+    rowsum_flat: Any  # (B,) view of rowsum
+    loss: Any  # (B,) per-sample losses
+    rows: Any  # 0..B−1
+
+
+class NumpyMLP:
+    """A hand-written NumPy MLP with ReLU, softmax cross-entropy and SGD or Adam: the floor.
+
+    Everything a thin NumPy library cannot do cheaply is done here: all buffers are allocated
+    once per batch size, matrix products write into them (``matmul(..., out=)``), ReLU and its
+    mask are applied in place, the softmax-cross-entropy gradient is fused, and the parameters
+    and gradients are views of two flat buffers, so the optimizers update everything in place
+    with a constant number of calls and no temporaries.
+
+    Forward, per layer: z = a Wᵀ + b, a = max(z, 0) on hidden layers. Loss, with s the max-
+    shifted logits: L = 1/B Σₙ (log Σ_c e^{sₙc} − sₙ,yₙ); gradient ∂L/∂z = (softmax − onehot)/B,
+    computed as e^s / (B Σ e^s) with 1/B subtracted at the labels. Backward: ∂L/∂W = δᵀ a,
+    ∂L/∂b = Σₙ δₙ, δ_prev = (δ W) ⊙ [a > 0].
+
+    SGD (θ ← θ − α g) folds α into the loss gradient, so the products yield α g directly and
+    the update is one subtraction. Adam (PyTorch's ``torch.optim.Adam``, no weight decay) keeps
+    the moments scaled as m̄ = m / (1 − β1) and v̄ = v / (1 − β2), which saves two passes::
+
+        m̄ ← β1 m̄ + g,   v̄ ← β2 v̄ + g²,   k = √((1 − β2) / (1 − β2ᵗ))
+        θ ← θ − α (1 − β1) / ((1 − β1ᵗ) k) · m̄ / (√v̄ + ε / k)
+
+    which is algebraically θ ← θ − α m̂ / (√v̂ + ε).
+
+    Parameters
+    ----------
+    parameters : sequence of (W, b)
+        W (nₒ, nᵢ) and b (nₒ,) of each layer, host arrays of one floating dtype (see
+        :func:`host_parameters`); copied.
+    optimizer : {"sgd", "adam"}
+    lr : float, optional
+        α > 0 (default :data:`SGD_LR` or :data:`ADAM_LR`).
+    betas, eps : Adam's β1, β2 and ε.
+    xp : module
+        NumPy, or a :class:`CountingNamespace` over it (to count the floor's calls).
+
+    Attributes
+    ----------
+    weights, biases : list of arrays
+        The parameters (views of one flat buffer), updated in place.
+    weight_grads, bias_grads : list of arrays
+        After :meth:`loss_and_grad`: ∂L/∂W and ∂L/∂b. After an SGD :meth:`train_step` they
+        hold α ∂L/∂W and α ∂L/∂b.
+    """
+
+    def __init__(
+        self,
+        parameters: Sequence[tuple[Any, Any]],
+        *,
+        optimizer: str = "sgd",
+        lr: float | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        xp: Any = np,
+    ) -> None:
+        if optimizer not in ("sgd", "adam"):
+            msg = f"NumpyMLP: optimizer must be 'sgd' or 'adam', got {optimizer!r}"
+            raise ValueError(msg)
+        if not parameters:
+            msg = "NumpyMLP: needs at least one (W, b) layer"
+            raise ValueError(msg)
+        self.xp = xp
+        self.optimizer = optimizer
+        self.lr = float(lr if lr is not None else SGD_LR if optimizer == "sgd" else ADAM_LR)
+        if not self.lr > 0.0:  # SGD divides by α (it is folded into the loss gradient)
+            msg = f"NumpyMLP: lr must be positive, got {lr!r}"
+            raise ValueError(msg)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        host = [(np.asarray(W), np.asarray(b)) for W, b in parameters]
+        for i, (W, b) in enumerate(host):
+            if W.ndim != 2 or b.shape != (W.shape[0],) or b.dtype != W.dtype:
+                msg = (f"NumpyMLP: layer {i} has W {W.shape} {W.dtype} and b {b.shape} "
+                       f"{b.dtype}; need shapes (o, i) and (o,) of one dtype")
+                raise ValueError(msg)
+        shapes = [shape for W, b in host for shape in (W.shape, b.shape)]
+        sizes = [math.prod(shape) for shape in shapes]
+        dtype = host[0][0].dtype
+        # one flat buffer for the parameters and one for the gradients, the layers' arrays
+        # being views of them: an optimizer step is a constant number of calls
+        self._theta = xp.asarray(np.concatenate([a.ravel() for pair in host for a in pair]))
+        self._grad = xp.zeros(sum(sizes), dtype=dtype)
+        theta_views, grad_views, offset = [], [], 0
+        for shape, size in zip(shapes, sizes, strict=True):
+            theta_views.append(xp.reshape(self._theta[offset:offset + size], shape))
+            grad_views.append(xp.reshape(self._grad[offset:offset + size], shape))
+            offset += size
+        self.weights, self.biases = theta_views[0::2], theta_views[1::2]
+        self.weight_grads, self.bias_grads = grad_views[0::2], grad_views[1::2]
+        self._step = 0
+        self._adam: tuple[Any, Any, Any] | None = None
+        if optimizer == "adam":  # m̄, v̄ and a scratch array
+            self._adam = (xp.zeros_like(self._theta), xp.zeros_like(self._theta),
+                          xp.empty_like(self._theta))
+        self._buffers: dict[int, _Buffers] = {}
+
+    def _buffers_for(self, batch: int) -> _Buffers:
+        """The scratch arrays for batch size ``batch`` (allocated on first use)."""
+        buffers = self._buffers.get(batch)
+        if buffers is None:
+            xp, dtype = self.xp, self.weights[0].dtype
+            widths = [W.shape[0] for W in self.weights]
+            hidden = widths[:-1]
+            rowsum = xp.empty((batch, 1), dtype=dtype)
+            buffers = _Buffers(
+                z=[xp.empty((batch, n), dtype=dtype) for n in widths],
+                dz=[xp.empty((batch, n), dtype=dtype) for n in hidden],
+                mask=[xp.empty((batch, n), dtype=bool) for n in hidden],
+                grad=xp.empty((batch, widths[-1]), dtype=dtype),
+                rowmax=xp.empty((batch, 1), dtype=dtype),
+                rowsum=rowsum,
+                rowsum_flat=xp.reshape(rowsum, (batch,)),
+                loss=xp.empty((batch,), dtype=dtype),
+                rows=xp.arange(batch),
+            )
+            self._buffers[batch] = buffers
+        return buffers
+
+    def forward(self, x: Any) -> Any:
+        """Logits (B, C) of x (B, n₀); the result is a buffer the next call overwrites."""
+        return self._forward(x, self._buffers_for(x.shape[0]))
+
+    def _forward(self, x: Any, buffers: _Buffers) -> Any:
+        xp, a, last = self.xp, x, len(self.weights) - 1
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            z = buffers.z[i]
+            xp.matmul(a, W.T, out=z)
+            z += b
+            if i < last:
+                xp.maximum(z, 0.0, out=z)
+            a = z
+        return a
+
+    def _loss_and_grad(self, x: Any, labels: Any, scale: float) -> Any:
+        """Forward, loss and backward with ∂L/∂logits multiplied by ``scale`` · B."""
+        xp, batch = self.xp, x.shape[0]
+        buffers = self._buffers_for(batch)
+        logits = self._forward(x, buffers)
+        g, rows, losses = buffers.grad, buffers.rows, buffers.loss
+        # ufunc reductions: np.max and np.sum add ~1 µs of argument handling to the same loop
+        xp.maximum.reduce(logits, axis=1, keepdims=True, out=buffers.rowmax)
+        xp.subtract(logits, buffers.rowmax, out=g)  # s = z − max z
+        picked = g[rows, labels]  # s at the labels
+        xp.exp(g, out=g)
+        xp.add.reduce(g, axis=1, keepdims=True, out=buffers.rowsum)
+        xp.log(buffers.rowsum_flat, out=losses)
+        losses -= picked  # ℓₙ = log Σ_c e^{sₙc} − sₙ,yₙ
+        loss = xp.add.reduce(losses) * (1.0 / batch)
+        # grad = scale · (softmax − onehot): one pass divides e^s by Σe^s / scale
+        buffers.rowsum *= 1.0 / scale
+        g /= buffers.rowsum
+        g[rows, labels] -= scale
+        self._backward(x, g, buffers)
+        return loss
+
+    def _backward(self, x: Any, dz: Any, buffers: _Buffers) -> None:
+        xp = self.xp
+        for i in range(len(self.weights) - 1, -1, -1):
+            a = x if i == 0 else buffers.z[i - 1]
+            xp.matmul(dz.T, a, out=self.weight_grads[i])
+            xp.add.reduce(dz, axis=0, out=self.bias_grads[i])
+            if i:
+                da, mask = buffers.dz[i - 1], buffers.mask[i - 1]
+                xp.matmul(dz, self.weights[i], out=da)
+                xp.greater(a, 0.0, out=mask)
+                xp.multiply(da, mask, out=da)
+                dz = da
+
+    def loss_and_grad(self, x: Any, labels: Any) -> Any:
+        """Mean cross-entropy of the batch; fills :attr:`weight_grads` and :attr:`bias_grads`."""
+        return self._loss_and_grad(x, labels, 1.0 / x.shape[0])
+
+    def train_step(self, x: Any, labels: Any) -> Any:
+        """One optimizer step on the batch; returns the loss before the step."""
+        if self._adam is None:
+            loss = self._loss_and_grad(x, labels, self.lr / x.shape[0])
+            self._theta -= self._grad
+            return loss
+        loss = self._loss_and_grad(x, labels, 1.0 / x.shape[0])
+        self._adam_step(*self._adam)
+        return loss
+
+    def _adam_step(self, m: Any, v: Any, tmp: Any) -> None:
+        """The Adam update of the flat parameters from the flat gradient (class docstring)."""
+        xp, (beta1, beta2), g = self.xp, self.betas, self._grad
+        self._step += 1
+        t = self._step
+        k = math.sqrt((1.0 - beta2) / (1.0 - beta2**t))
+        step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1**t) * k)
+        m *= beta1
+        m += g
+        xp.multiply(g, g, out=tmp)
+        v *= beta2
+        v += tmp
+        xp.sqrt(v, out=tmp)
+        tmp += self.eps / k
+        xp.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        self._theta -= tmp
+
+
+# ============================================================================================
+# Targets and workloads
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a row runs: ``impl`` (nnbackend, torch, floor) on ``backend`` and ``device``."""
+
+    name: str
+    impl: str
+    backend: str
+    device: str
+
+    @property
+    def library(self) -> str:
+        """The array library whose matrix products the step uses (numpy, cupy or torch)."""
+        return "torch" if self.impl == "torch" else self.backend
+
+    @property
+    def on_gpu(self) -> bool:
+        """True for CUDA targets."""
+        return self.device.startswith("cuda")
+
+
+def _import_torch() -> Any:
+    try:
+        return importlib.import_module("torch")
+    except ImportError as exc:
+        msg = f"PyTorch is not installed ({exc}); pip install torch"
+        raise BackendUnavailableError(msg) from exc
+
+
+def get_target(name: str) -> Target:
+    """The :class:`Target` named ``name`` (one of :data:`TARGETS`).
+
+    Raises
+    ------
+    BackendUnavailableError
+        The target cannot run here; the message says why (no CUDA device, torch missing, ...).
+    ValueError
+        ``name`` is not one of :data:`TARGETS`.
+    """
+    if name == "floor":
+        return Target(name, "floor", "numpy", "cpu")
+    if name == "nnbackend-numpy":
+        return Target(name, "nnbackend", "numpy", "cpu")
+    if name == "nnbackend-cupy":
+        be = get_backend("cupy")
+        return Target(name, "nnbackend", "cupy", f"cuda:{be.device.id}")
+    if name in ("torch-cpu", "torch-cuda"):
+        torch = _import_torch()
+        if name == "torch-cpu":
+            return Target(name, "torch", "torch", "cpu")
+        if not torch.cuda.is_available():
+            msg = f"PyTorch {torch.__version__} sees no CUDA device"
+            raise BackendUnavailableError(msg)
+        return Target(name, "torch", "torch", "cuda:0")
+    msg = f"unknown benchmark target {name!r}; choose from {', '.join(TARGETS)}"
+    raise ValueError(msg)
+
+
+def _no_sync() -> None:
+    """Nothing to wait for (CPU targets)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmarked step: ``step()`` may return before a device has finished; ``sync()``
+    waits for it. Calling the workload runs both (what pytest-benchmark times)."""
+
+    step: Callable[[], object]
+    sync: Callable[[], None] = _no_sync
+
+    def __call__(self) -> object:
+        result = self.step()
+        self.sync()
+        return result
+
+
+def _sync_for(target: Target) -> Callable[[], None]:
+    """The device synchronisation of ``target``."""
+    if target.impl == "nnbackend" and target.backend == "cupy":
+        return get_backend("cupy").synchronize
+    if target.impl == "torch" and target.on_gpu:
+        torch = _import_torch()
+        return lambda: torch.cuda.synchronize()
+    return _no_sync
+
+
+def build_workload(
+    target: Target,
+    spec: MLPSpec,
+    workload: str,
+    *,
+    batch: int | None = None,
+    seed: int = 0,
+    namespace: CountingNamespace | None = None,
+) -> Workload:
+    """The step of ``workload`` on ``spec`` for ``target``, on fresh weights and data.
+
+    Parameters
+    ----------
+    target, spec, workload
+        What runs, which MLP, which step (see the module docstring).
+    batch : int, optional
+        Batch size (default ``spec.batch``).
+    seed : int
+        Seed of the weights and the data.
+    namespace : CountingNamespace, optional
+        nnbackend and floor only: run on arrays wrapped by this counting namespace (it must
+        wrap the target's namespace: ``array_api_compat.numpy`` for nnbackend on NumPy,
+        ``numpy`` for the floor).
+    """
+    _check_workload(workload)
+    batch = batch or spec.batch
+    x_host, labels_host = make_data(spec, batch, seed=seed)
+    if target.impl == "nnbackend":
+        return _nnbackend_workload(target, spec, workload, x_host, labels_host, seed, namespace)
+    if target.impl == "floor":
+        return _floor_workload(spec, workload, x_host, labels_host, seed, namespace)
+    if target.impl == "torch":
+        if namespace is not None:
+            msg = "build_workload: torch targets are counted with count_calls, not a namespace"
+            raise ValueError(msg)
+        return _torch_workload(target, spec, workload, x_host, labels_host, seed)
+    msg = f"build_workload: unknown implementation {target.impl!r}"
+    raise ValueError(msg)
+
+
+def _nnbackend_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.ndarray,
+                        labels_host: np.ndarray, seed: int,
+                        namespace: CountingNamespace | None) -> Workload:
+    """nnbackend's step, through its public API only."""
+    be = get_backend(target.backend)
+    model = build_model(spec, be, seed=seed)
+    x, labels = be.asarray(x_host), be.asarray(labels_host)
+    if namespace is not None:
+        for p in model.parameters():
+            p.data = namespace.wrap(p.data)
+        x, labels = namespace.wrap(x), namespace.wrap(labels)
+    loss_fn = CrossEntropyLoss()
+    if workload == "forward":
+        return Workload(lambda: model(x), _sync_for(target))
+    opt = Adam(model.parameters(), lr=ADAM_LR) if workload == "train-adam" else SGD(
+        model.parameters(), lr=SGD_LR)
+    train = workload != "fwd-bwd"
+
+    def step() -> object:
+        opt.zero_grad()
+        logits, backprop = model.forward(x)
+        loss, dlogits = loss_fn(logits, labels)
+        backprop(dlogits)
+        if train:
+            opt.step()
+        return loss
+
+    return Workload(step, _sync_for(target))
+
+
+def _floor_workload(spec: MLPSpec, workload: str, x_host: np.ndarray, labels_host: np.ndarray,
+                    seed: int, namespace: CountingNamespace | None) -> Workload:
+    """The hand-written NumPy step."""
+    params = host_parameters(build_model(spec, "numpy", seed=seed))
+    optimizer = "adam" if workload == "train-adam" else "sgd"
+    xp: Any = np if namespace is None else namespace
+    floor = NumpyMLP(params, optimizer=optimizer, xp=xp)
+    x: Any = x_host
+    labels: Any = labels_host
+    if namespace is not None:
+        x, labels = namespace.wrap(x_host), namespace.wrap(labels_host)
+    if workload == "forward":
+        return Workload(lambda: floor.forward(x))
+    if workload == "fwd-bwd":
+        return Workload(lambda: floor.loss_and_grad(x, labels))
+    return Workload(lambda: floor.train_step(x, labels))
+
+
+def _torch_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.ndarray,
+                    labels_host: np.ndarray, seed: int) -> Workload:
+    """PyTorch eager, written the way its documentation writes a training step."""
+    torch = _import_torch()
+    functional = importlib.import_module("torch.nn.functional")
+    device = torch.device(target.device)
+    layers: list[Any] = []
+    for i, (W, b) in enumerate(host_parameters(build_model(spec, "numpy", seed=seed))):
+        if i:
+            layers.append(torch.nn.ReLU())
+        linear = torch.nn.Linear(W.shape[1], W.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers.append(linear)
+    model = torch.nn.Sequential(*layers).to(device)
+    x = torch.from_numpy(x_host).to(device)
+    labels = torch.from_numpy(labels_host).to(device)
+    sync = _sync_for(target)
+    if workload == "forward":
+
+        def infer() -> object:
+            with torch.no_grad():
+                return model(x)
+
+        return Workload(infer, sync)
+    if workload == "train-adam":
+        opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=SGD_LR)
+    train = workload != "fwd-bwd"
+
+    def step() -> object:
+        opt.zero_grad()
+        loss = functional.cross_entropy(model(x), labels)
+        loss.backward()
+        if train:
+            opt.step()
+        return loss
+
+    return Workload(step, sync)
+
+
+def gemm_workload(target: Target, spec: MLPSpec, workload: str, *,
+                  batch: int | None = None, seed: int = 0) -> Workload:
+    """The matrix products of one step of ``workload``, alone, on ``target``'s library.
+
+    Per layer (nᵢ → nₒ): forward a Wᵀ, (B, nᵢ)·(nᵢ, nₒ); for the other workloads also δᵀ a,
+    (nₒ, B)·(B, nᵢ), and, except on the first layer, δ W, (B, nₒ)·(nₒ, nᵢ). Operands are the
+    same transposed views the step uses; outputs are preallocated.
+    """
+    _check_workload(workload)
+    batch = batch or spec.batch
+    rng = np.random.default_rng(seed)
+    host: list[tuple[str, np.ndarray, np.ndarray, tuple[int, int]]] = []
+    for i, (n_in, n_out) in enumerate(spec.layers):
+        a = rng.standard_normal((batch, n_in), dtype=np.float32)
+        W = rng.standard_normal((n_out, n_in), dtype=np.float32)
+        host.append(("a Wᵀ", a, W, (batch, n_out)))
+        if workload != "forward":
+            dz = rng.standard_normal((batch, n_out), dtype=np.float32)
+            host.append(("δᵀ a", dz, a, (n_out, n_in)))
+            if i:
+                host.append(("δ W", dz, W, (batch, n_in)))
+
+    def operands(move: Callable[[np.ndarray], Any]) -> list[tuple[Any, Any, Any]]:
+        ops = []
+        for kind, left, right, shape in host:
+            x, y, out = move(left), move(right), move(np.empty(shape, np.float32))
+            if kind == "a Wᵀ":
+                ops.append((x, y.T, out))
+            elif kind == "δᵀ a":
+                ops.append((x.T, y, out))
+            else:
+                ops.append((x, y, out))
+        return ops
+
+    if target.library == "numpy":
+        numpy_ops = operands(lambda v: v)
+
+        def numpy_products() -> None:
+            for left, right, out in numpy_ops:
+                np.matmul(left, right, out=out)
+
+        return Workload(numpy_products)
+    if target.library == "cupy":
+        cupy = importlib.import_module("cupy")
+        be = get_backend("cupy")
+        with be.device:
+            cupy_ops = operands(cupy.asarray)
+
+        def cupy_products() -> None:
+            for left, right, out in cupy_ops:
+                cupy.matmul(left, right, out=out)
+
+        return Workload(cupy_products, be.synchronize)
+    torch = _import_torch()
+    device = torch.device(target.device)
+    torch_ops = operands(lambda v: torch.from_numpy(v).to(device))
+
+    def torch_products() -> None:
+        for left, right, out in torch_ops:
+            torch.mm(left, right, out=out)
+
+    return Workload(torch_products, _sync_for(target))
+
+
+# ============================================================================================
+# Counting calls
+
+
+@dataclass(frozen=True)
+class CallCount:
+    """Calls in one step: the total, by name, and what was counted (``unit``)."""
+
+    total: int
+    by_name: dict[str, int]
+    unit: str
+
+
+def count_calls(target: Target, spec: MLPSpec, workload: str, *, batch: int | None = None,
+                seed: int = 0) -> CallCount | None:
+    """Count the calls of one step of ``workload`` (after two warm-up steps).
+
+    nnbackend: calls through its Array API namespace and operators on its arrays (unit
+    ``"array-api"``); floor: calls through ``numpy`` and operators on its arrays (``"numpy"``);
+    both with :class:`CountingNamespace`. torch: ATen operators dispatched, the autograd
+    backward included (``"aten"``).
+
+    Returns None for nnbackend on CuPy when the library passes the counting proxies to one of
+    CuPy's own functions (a native fast path): unlike NumPy's, they accept CuPy arrays only.
+    """
+    if target.impl == "torch":
+        return _count_torch(target, spec, workload, batch=batch, seed=seed)
+    if target.impl == "nnbackend":
+        namespace = CountingNamespace(get_backend(target.backend).xp)
+        unit = "array-api"
+    else:
+        namespace = CountingNamespace(np)
+        unit = "numpy"
+    wl = build_workload(target, spec, workload, batch=batch, seed=seed, namespace=namespace)
+    try:
+        wl()
+        wl()
+        namespace.reset()
+        wl()
+    except TypeError:
+        if target.library == "numpy":
+            raise
+        return None
+    return CallCount(namespace.calls, dict(sorted(namespace.counts.items())), unit)
+
+
+def _count_torch(target: Target, spec: MLPSpec, workload: str, *, batch: int | None,
+                 seed: int) -> CallCount:
+    """ATen operators of one torch step, through a TorchDispatchMode."""
+    dispatch_mode: Any = importlib.import_module("torch.utils._python_dispatch").TorchDispatchMode
+    counts: Counter[str] = Counter()
+
+    class _Counting(dispatch_mode):  # type: ignore[misc]
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            name = str(func)
+            if not name.startswith("profiler."):
+                counts[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    wl = build_workload(target, spec, workload, batch=batch, seed=seed)
+    wl()
+    wl()
+    with _Counting():
+        wl()
+    return CallCount(sum(counts.values()), dict(sorted(counts.items())), "aten")
+
+
+# ============================================================================================
+# Timing
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Result of :func:`measure`.
+
+    Attributes
+    ----------
+    seconds : float
+        Time per step: the minimum over repeats of the median block time per step.
+    median_seconds : float
+        The median over all blocks (for a sense of spread).
+    steps : int
+        Timed steps, warm-up excluded.
+    """
+
+    seconds: float
+    median_seconds: float
+    steps: int
+
+
+def measure(step: Callable[[], object], *, sync: Callable[[], None] = _no_sync,
+            budget_s: float = 0.3, repeats: int = 5, block_s: float = 0.002) -> Timing:
+    """Time ``step`` with ``time.perf_counter`` (see the module docstring).
+
+    Parameters
+    ----------
+    step : callable
+        One step; may return before the device finishes.
+    sync : callable
+        Waits for the device; called before each block's clock stops.
+    budget_s : float
+        Roughly the seconds to spend timing (warm-up excluded, at least one block per repeat).
+    repeats : int
+        Number of repeats; the result is the fastest repeat's median block.
+    block_s : float
+        Target duration of a timed block of consecutive steps.
+    """
+    if budget_s <= 0 or repeats < 1:
+        msg = f"measure: budget_s must be positive and repeats ≥ 1, got {budget_s}, {repeats}"
+        raise ValueError(msg)
+    start, calls = time.perf_counter(), 0
+    while calls < 2 or (time.perf_counter() - start < 0.1 * budget_s and calls < 10_000):
+        step()
+        calls += 1
+    sync()
+    per_step = max((time.perf_counter() - start) / calls, 1e-9)
+    block = max(1, round(block_s / per_step))
+    blocks = max(1, round(budget_s / (repeats * block * per_step)))
+    clock = time.perf_counter
+    medians: list[float] = []
+    everything: list[float] = []
+    for _ in range(repeats):
+        times = []
+        for _ in range(blocks):
+            t0 = clock()
+            for _ in range(block):
+                step()
+            sync()
+            times.append((clock() - t0) / block)
+        medians.append(statistics.median(times))
+        everything.extend(times)
+    return Timing(min(medians), statistics.median(everything), repeats * blocks * block)
+
+
+# ============================================================================================
+# Rows, machine information, the table
+
+
+@dataclass
+class Row:
+    """One benchmarked (size, workload, target) with its derived measurements."""
+
+    size: str
+    widths: str
+    batch: int
+    workload: str
+    target: str
+    impl: str
+    backend: str
+    device: str
+    seconds: float
+    samples_per_s: float
+    gflops: float
+    gemm_seconds: float | None
+    gemm_fraction: float | None
+    array_calls: int | None
+    calls_unit: str | None
+    vs_torch: float | None = None
+    vs_floor: float | None = None
+    calls_by_name: dict[str, int] = field(default_factory=dict)
+
+    def extra_info(self) -> dict[str, Any]:
+        """The row as pytest-benchmark ``extra_info`` (with the thread settings)."""
+        info = asdict(self)
+        info["array_api_calls"] = self.array_calls
+        info["threads"] = thread_info()
+        return info
+
+
+def make_row(target: Target, spec: MLPSpec, workload: str, *, batch: int | None,
+             seconds: float, gemm_seconds: float | None, calls: CallCount | None) -> Row:
+    """Assemble a :class:`Row` from a step time, its products' time and its call count."""
+    batch = batch or spec.batch
+    return Row(
+        size=spec.name, widths=spec.label, batch=batch, workload=workload, target=target.name,
+        impl=target.impl, backend=target.backend, device=target.device, seconds=seconds,
+        samples_per_s=batch / seconds, gflops=spec.flops(workload, batch) / seconds / 1e9,
+        gemm_seconds=gemm_seconds,
+        gemm_fraction=None if gemm_seconds is None else gemm_seconds / seconds,
+        array_calls=None if calls is None else calls.total,
+        calls_unit=None if calls is None else calls.unit,
+        calls_by_name={} if calls is None else calls.by_name,
+    )
+
+
+def _blas_info() -> list[dict[str, Any]]:
+    """BLAS/OpenMP thread pools as threadpoolctl sees them (empty without threadpoolctl)."""
+    try:
+        threadpoolctl = importlib.import_module("threadpoolctl")
+    except ImportError:
+        return []
+    keep = ("user_api", "internal_api", "num_threads", "version", "architecture",
+            "threading_layer")
+    pools = []
+    for pool in threadpoolctl.threadpool_info():
+        entry = {k: pool.get(k) for k in keep if k in pool}
+        path = Path(str(pool.get("filepath", "")))
+        entry["library"] = f"{path.parent.name}/{path.name}"  # whose copy: numpy.libs, scipy.libs
+        pools.append(entry)
+    return pools
+
+
+_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+             "NNBACKEND")
+
+
+def thread_info() -> dict[str, Any]:
+    """Threads of NumPy's BLAS and of PyTorch (when imported), and OPENBLAS_CORETYPE."""
+    pools = _blas_info()
+    blas = [p for p in pools if p.get("user_api") == "blas"]
+    blas = [p for p in blas if "numpy" in p["library"]] or blas  # NumPy's own copy, if known
+    info: dict[str, Any] = {
+        "blas": blas[0].get("internal_api") if blas else None,
+        "blas_threads": blas[0].get("num_threads") if blas else None,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def machine_info() -> dict[str, Any]:
+    """Versions, CPU, BLAS threads and environment settings that shape the numbers."""
+    info: dict[str, Any] = {
+        "nnbackend": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "array_api_compat": array_api_compat.__version__,
+        "thread_pools": _blas_info(),
+        "env": {var: os.environ.get(var) for var in _ENV_VARS},
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = {
+            "version": torch.__version__,
+            "num_threads": torch.get_num_threads(),
+            "num_interop_threads": torch.get_num_interop_threads(),
+            "cuda": torch.cuda.is_available(),
+        }
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        info["cupy"] = {"version": cupy.__version__}
+        try:
+            be = get_backend("cupy")
+            props = cupy.cuda.runtime.getDeviceProperties(be.device.id)
+            info["cupy"]["device"] = props["name"].decode()
+        except (BackendUnavailableError, Exception):  # no usable device: version only
+            pass
+    return info
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    """Format an optional number for the table ('—' when missing)."""
+    return "—" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _fmt_time(seconds: float) -> str:
+    us = seconds * 1e6
+    return f"{us:,.1f}" if us < 1000 else f"{us:,.0f}"
+
+
+_COLUMNS = (("size", "<", 6), ("workload", "<", 10), ("target", "<", 15), ("device", "<", 6),
+            ("µs/step", ">", 9), ("samples/s", ">", 11), ("GFLOP/s", ">", 8),
+            ("×torch", ">", 6), ("×floor", ">", 6), ("GEMM%", ">", 5), ("calls/step", ">", 10))
+
+
+def _cells(row: Row) -> list[str]:
+    calls = "—" if row.array_calls is None else str(row.array_calls)
+    if row.calls_unit == "aten":
+        calls += "*"
+    return [row.size, row.workload, row.target, row.device, _fmt_time(row.seconds),
+            f"{row.samples_per_s:,.0f}", f"{row.gflops:.2f}", _fmt(row.vs_torch, ".2f", "×"),
+            _fmt(row.vs_floor, ".2f", "×"),
+            _fmt(None if row.gemm_fraction is None else 100 * row.gemm_fraction, ".0f", "%"),
+            calls]
+
+
+def format_table(rows: Iterable[Row]) -> str:
+    """The rows as an aligned text table, with a legend."""
+    body = [_cells(r) for r in rows]
+    widths = [max([width, len(name)] + [len(cells[i]) for cells in body])
+              for i, (name, _, width) in enumerate(_COLUMNS)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{c:{align}{w}}" for c, (_, align, _), w in zip(cells, _COLUMNS, widths,
+                                                                           strict=True)).rstrip()
+
+    out = [line([name for name, _, _ in _COLUMNS]), line(["-" * w for w in widths])]
+    out.extend(line(cells) for cells in body)
+    return "\n".join(out)
+
+
+_LEGEND = """\
+×torch, ×floor: throughput relative to PyTorch eager on the same kind of device and to the \
+hand-written NumPy floor (above 1: faster).
+GEMM%: the step's matrix products alone, timed on the same library and device, as a share of \
+the step.
+calls/step: Array API calls and array operators per step (floor: NumPy calls and operators; \
+* torch: ATen operators, autograd backward included)."""
+
+
+# ============================================================================================
+# Running
+
+
+def _split(names: str | Sequence[str]) -> list[str]:
+    """Comma-separated names (or a list of them), stripped and lower-cased, blanks dropped."""
+    items = [names] if isinstance(names, str) else list(names)
+    out: list[str] = []
+    for item in items:
+        out.extend(part.strip().lower() for part in str(item).split(",") if part.strip())
+    return out
+
+
+def _resolve(backends: str | Sequence[str], sizes: str | Sequence[str]) -> tuple[
+        list[str], list[str], list[MLPSpec]]:
+    """Validate the requested names: (requested target names, their names, sizes)."""
+    requested: list[str] = []
+    backend_names = _split(backends)
+    for name in backend_names:
+        if name not in _BACKEND_NAMES:
+            msg = f"unknown backend {name!r} in --backends; choose from {_PUBLIC_BACKENDS}"
+            raise ValueError(msg)
+        requested.extend(t for t in _BACKEND_NAMES[name] if t not in requested)
+    if not requested:
+        msg = f"--backends names no backend; choose from {_PUBLIC_BACKENDS}"
+        raise ValueError(msg)
+    specs: list[MLPSpec] = []
+    for name in _split(sizes):
+        if name not in SIZES:
+            msg = f"unknown size {name!r} in --sizes; choose from {', '.join(_PUBLIC_SIZES)}"
+            raise ValueError(msg)
+        if SIZES[name] not in specs:
+            specs.append(SIZES[name])
+    if not specs:
+        msg = f"--sizes names no size; choose from {', '.join(_PUBLIC_SIZES)}"
+        raise ValueError(msg)
+    return requested, backend_names, specs
+
+
+def _available(names: Iterable[str]) -> tuple[list[Target], dict[str, str]]:
+    """Targets that can run here, and the reason for each that cannot."""
+    targets: list[Target] = []
+    unavailable: dict[str, str] = {}
+    for name in TARGETS:
+        if name not in names:
+            continue
+        try:
+            targets.append(get_target(name))
+        except BackendUnavailableError as exc:
+            unavailable[name] = str(exc)
+    return targets, unavailable
+
+
+def _set_ratios(rows: Sequence[Row]) -> None:
+    """Fill ×torch and ×floor of a group of rows (one size and workload)."""
+    floor = next((r for r in rows if r.impl == "floor"), None)
+    for row in rows:
+        torch_row = next((r for r in rows if r.impl == "torch"
+                          and r.device.startswith("cuda") == row.device.startswith("cuda")), None)
+        row.vs_torch = None if torch_row is None else torch_row.seconds / row.seconds
+        row.vs_floor = None if floor is None else floor.seconds / row.seconds
+
+
+def run(
+    targets: Sequence[Target],
+    specs: Sequence[MLPSpec],
+    workloads: Sequence[str] = WORKLOADS,
+    *,
+    budget_s: float = 0.3,
+    on_group: Callable[[list[Row]], None] | None = None,
+) -> list[Row]:
+    """Measure every (size, workload, target): time, products' time, calls; ratios per group.
+
+    ``on_group`` is called with the rows of each (size, workload) as soon as they are done.
+    """
+    rows: list[Row] = []
+    gemm_cache: dict[tuple[str, str, str, bool], float] = {}
+    for spec in specs:
+        for workload in workloads:
+            group: list[Row] = []
+            for target in targets:
+                wl = build_workload(target, spec, workload)
+                timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
+                key = (target.library, target.device, spec.name, workload == "forward")
+                if key not in gemm_cache:
+                    products = gemm_workload(target, spec, workload)
+                    gemm_cache[key] = measure(products.step, sync=products.sync,
+                                              budget_s=budget_s).seconds
+                calls = count_calls(target, spec, workload)
+                group.append(make_row(target, spec, workload, batch=None,
+                                      seconds=timing.seconds, gemm_seconds=gemm_cache[key],
+                                      calls=calls))
+            _set_ratios(group)
+            if on_group is not None:
+                on_group(group)
+            rows.extend(group)
+    return rows
+
+
+_PLOT_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
+_PLOT_WORKLOAD = "train-sgd"
+
+
+def _sweep(targets: Sequence[Target], specs: Sequence[MLPSpec], batches: Sequence[int], *,
+           budget_s: float) -> list[dict[str, Any]]:
+    """Throughput of the SGD training step against batch size."""
+    points = []
+    for spec in specs:
+        for target in targets:
+            for batch in batches:
+                wl = build_workload(target, spec, _PLOT_WORKLOAD, batch=batch)
+                timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
+                points.append({"size": spec.name, "widths": spec.label,
+                               "target": target.name, "batch": batch,
+                               "samples_per_s": batch / timing.seconds})
+    return points
+
+
+def _import_pyplot_free_matplotlib() -> Any:
+    """matplotlib's Figure class (no global pyplot state), or an ImportError with the hint."""
+    try:
+        return importlib.import_module("matplotlib.figure").Figure
+    except ImportError as exc:
+        msg = f"--plot needs matplotlib ({exc}); {_PLOT_HINT}"
+        raise ImportError(msg) from exc
+
+
+def _plot(points: Sequence[dict[str, Any]], path: Path, figure_class: Any) -> None:
+    """Samples/s against batch size, one panel per MLP, one line per target."""
+    sizes = list(dict.fromkeys(p["size"] for p in points))
+    fig = figure_class(figsize=(5.5 * len(sizes), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(sizes), squeeze=False)[0]
+    for ax, size in zip(axes, sizes, strict=True):
+        mine = [p for p in points if p["size"] == size]
+        for target in dict.fromkeys(p["target"] for p in mine):
+            line = [p for p in mine if p["target"] == target]
+            ax.plot([p["batch"] for p in line], [p["samples_per_s"] for p in line],
+                    marker="o", label=target)
+        ax.set_xscale("log", base=2)
+        batches = sorted({p["batch"] for p in mine})
+        ax.set_xticks(batches, labels=[str(b) for b in batches])
+        ax.minorticks_off()
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples/s (SGD training step)")
+        ax.set_title(f"{size} MLP {mine[0]['widths']}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.savefig(path)
+
+
+def run_cli(
+    backends: str | Sequence[str],
+    sizes: str | Sequence[str],
+    json_path: Path | None,
+    plot_path: Path | None,
+    *,
+    budget_s: float = 0.3,
+    workloads: Sequence[str] = WORKLOADS,
+    plot_batches: Sequence[int] = _PLOT_BATCHES,
+    stream: TextIO | None = None,
+) -> int:
+    """``nnbackend bench``: measure, print the table, optionally write JSON and a plot.
+
+    Parameters
+    ----------
+    backends : str or sequence of str
+        ``numpy`` (nnbackend on NumPy), ``cupy`` (nnbackend on CuPy), ``torch`` (PyTorch
+        eager on the CPU, and on CUDA where available), ``numpy-handwritten`` (the floor);
+        a comma-separated string or a list. The floor is always measured: it is the unit of
+        the ``×floor`` column. Unavailable backends are listed with the reason.
+    sizes : str or sequence of str
+        ``small``, ``medium``, ``large`` (see :data:`SIZES`).
+    json_path : Path, optional
+        Write ``{"machine": ..., "settings": ..., "unavailable": ..., "rows": [...]}`` there
+        (and ``"throughput_vs_batch"`` with ``plot_path``).
+    plot_path : Path, optional
+        Draw samples/s of the SGD step against batch size (``plot_batches``) per target, one
+        panel per requested size except ``large`` (small and medium when only large is
+        requested). Needs matplotlib.
+    budget_s : float
+        Seconds of timing per row (and per products' measurement).
+    workloads : sequence of str
+        Subset of :data:`WORKLOADS`.
+    stream : text file, optional
+        Where the table goes (default: standard output).
+
+    Returns
+    -------
+    int
+        0 when at least one requested backend ran, 1 when none could.
+
+    Raises
+    ------
+    ValueError
+        An unknown backend, size or workload name (the message lists the valid ones).
+    ImportError
+        ``plot_path`` is given and matplotlib is not installed.
+    """
+    out = stream if stream is not None else sys.stdout
+    requested, _, specs = _resolve(backends, sizes)
+    for workload in workloads:
+        _check_workload(workload)
+    figure_class = _import_pyplot_free_matplotlib() if plot_path is not None else None
+    targets, unavailable = _available(["floor", *requested])
+    ran_requested = any(t.name in requested for t in targets)
+
+    print(_header(specs), file=out)
+    for name, reason in unavailable.items():
+        print(f"unavailable: {name}: {reason}", file=out)
+    print(file=out)
+    shown: list[Row] = []
+
+    def show(group: list[Row]) -> None:
+        table = format_table(group).splitlines()
+        if shown and shown[-1].size != group[0].size:
+            print(file=out)
+        print("\n".join(table[2:] if shown else table), file=out, flush=True)
+        shown.extend(group)
+
+    rows = run(targets, specs, workloads, budget_s=budget_s, on_group=show)
+    print(file=out)
+    print(_LEGEND, file=out)
+
+    points: list[dict[str, Any]] = []
+    if plot_path is not None:
+        plot_specs = [s for s in specs if s.name != "large"] or [SIZES["small"], SIZES["medium"]]
+        points = _sweep(targets, plot_specs, plot_batches, budget_s=min(budget_s, 0.15))
+        _plot(points, Path(plot_path), figure_class)
+        print(f"wrote plot: {plot_path}", file=out)
+    if json_path is not None:
+        document: dict[str, Any] = {
+            "machine": machine_info(),
+            "settings": {
+                "budget_s": budget_s, "sgd_lr": SGD_LR, "adam_lr": ADAM_LR, "dtype": "float32",
+                "seed": 0, "sizes": {s.name: {"widths": list(s.widths), "batch": s.batch}
+                                     for s in specs},
+                "flops": "2·B·Σ nᵢnₒ (forward), 6·B·Σ nᵢnₒ (fwd-bwd, train-*)",
+            },
+            "unavailable": unavailable,
+            "rows": [asdict(r) for r in rows],
+        }
+        if points:
+            document["throughput_vs_batch"] = points
+        Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote JSON: {json_path}", file=out)
+    if not ran_requested:
+        print("nnbackend bench: none of the requested backends is available here", file=out)
+        return 1
+    return 0
+
+
+def _header(specs: Sequence[MLPSpec]) -> str:
+    """Two lines: the setting (threads, versions) and the sizes."""
+    threads = thread_info()
+    parts = [f"{os.cpu_count()} CPU cores", f"NumPy {np.__version__}"]
+    if threads["blas"]:
+        parts[-1] += f" ({threads['blas']}, {threads['blas_threads']} threads)"
+    if threads["OPENBLAS_CORETYPE"]:
+        parts.append(f"OPENBLAS_CORETYPE={threads['OPENBLAS_CORETYPE']}")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        parts.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)")
+    sizes = " · ".join(f"{s.name} {s.label} batch {s.batch}" for s in specs)
+    return (f"nnbackend bench: float32 MLPs, ReLU, softmax cross-entropy; {'; '.join(parts)}\n"
+            f"sizes: {sizes}")

@@ -1,0 +1,377 @@
+"""The benchmark tools: the counting namespace, the hand-written NumPy floor, ``run_cli``.
+
+No timing is asserted anywhere: only counts, math, and the shape of what is printed and written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import array_api_compat
+import array_api_compat.numpy
+import numpy as np
+import pytest
+
+import nnbackend as nb
+from nnbackend import bench
+from nnbackend.bench import CountingNamespace, NumpyMLP
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def cupy_usable() -> bool:
+    return any(row.name == "cupy" and row.available for row in nb.available_backends())
+
+
+# ------------------------------------------------------------------------ counting namespace
+
+
+def test_counting_namespace_counts_a_known_sequence() -> None:
+    ns = CountingNamespace(array_api_compat.numpy)
+    a_host, b_host = np.arange(4.0).reshape(2, 2), 2.0 * np.eye(2)
+    a, b, c = ns.wrap(a_host), ns.wrap(b_host), ns.wrap(np.ones((2, 2)))
+    assert ns.calls == 0  # wrapping is free
+
+    total = ns.sum(a @ b + c)
+
+    assert ns.calls == 3
+    assert ns.counts == {"__matmul__": 1, "__add__": 1, "sum": 1}
+    assert ns.unwrap(total) == np.sum(a_host @ b_host + 1.0)
+    ns.reset()
+    assert ns.calls == 0
+
+
+def test_counted_arrays_resolve_to_the_counting_namespace_and_look_like_numpy() -> None:
+    ns = CountingNamespace(array_api_compat.numpy)
+    x = ns.wrap(np.zeros((3, 2), dtype=np.float32))
+    assert array_api_compat.array_namespace(x) is ns
+    assert isinstance(x, np.ndarray)  # same isinstance branches as the real array
+    assert array_api_compat.is_numpy_namespace(ns)  # same name-based branches too
+    assert (x.shape, x.dtype, x.ndim, x.size, x.device) == ((3, 2), np.float32, 2, 6, "cpu")
+    assert ns.float32 is np.float32
+    assert ns.calls == 0  # metadata, dtypes and constants are free
+
+
+def test_every_kind_of_array_operation_counts_once() -> None:
+    ns = CountingNamespace(np)
+    host = np.arange(6.0).reshape(2, 3)
+    x = ns.wrap(host.copy())
+    same = x
+    x += 1.0  # in place: the same proxy, the wrapped array updated
+    assert x is same
+    np.testing.assert_array_equal(ns.unwrap(x), host + 1.0)
+    y = 2.0 * x  # reflected operator
+    z = np.ones((2, 3)) + y  # NumPy on the left: counted through __array_ufunc__
+    row = z[0]
+    z[1] = row
+    flipped = z.T
+    mask = z > 3.0
+    value = float(ns.unwrap(ns.sum(flipped)))  # unwrap: free
+    scalar = float(ns.max(z))  # float() of a counted array counts
+    assert ns.counts == {
+        "__iadd__": 1, "__rmul__": 1, "np.add": 1, "__getitem__": 1, "__setitem__": 1, "T": 1,
+        "__gt__": 1, "sum": 1, "max": 1, "__float__": 1,
+    }
+    expected = np.ones((2, 3)) + 2.0 * (host + 1.0)
+    expected[1] = expected[0]
+    assert value == expected.sum()
+    assert scalar == expected.max()
+    np.testing.assert_array_equal(ns.unwrap(mask), expected > 3.0)
+
+
+def test_native_numpy_calls_and_ufunc_methods_are_counted() -> None:
+    ns = CountingNamespace(np)
+    a, b = ns.wrap(np.ones((2, 3))), ns.wrap(np.full((3, 4), 2.0))
+    out = ns.wrap(np.empty((2, 4)))
+    assert np.matmul(a, b, out=out) is out  # written into the proxy's array: the proxy returned
+    np.testing.assert_array_equal(ns.unwrap(out), np.full((2, 4), 6.0))
+    column = np.add.reduce(out, axis=0)  # a library's native fast path
+    total = ns.add.reduce(column)  # a ufunc method through the namespace
+    assert ns.unwrap(total) == 48.0
+    assert np.sum(a) is not None  # __array_function__
+    assert ns.counts == {"np.matmul": 1, "np.add.reduce": 1, "add.reduce": 1, "np.sum": 1}
+
+
+def test_counting_does_not_change_what_nnbackend_computes() -> None:
+    spec = bench.SIZES["tiny"]
+    x_host, labels_host = bench.make_data(spec, seed=3)
+    losses, weights = [], []
+    for counted in (False, True):
+        model = bench.build_model(spec, "numpy", seed=3)
+        x: Any = x_host
+        labels: Any = labels_host
+        ns = CountingNamespace(array_api_compat.numpy)
+        if counted:
+            for p in model.parameters():
+                p.data = ns.wrap(p.data)
+            x, labels = ns.wrap(x_host), ns.wrap(labels_host)
+        opt = nb.Adam(model.parameters(), lr=0.01)
+        loss_fn = nb.CrossEntropyLoss()
+        for _ in range(3):
+            opt.zero_grad()
+            logits, backprop = model.forward(x)
+            loss, dlogits = loss_fn(logits, labels)
+            backprop(dlogits)
+            opt.step()
+        losses.append(float(ns.unwrap(loss)))
+        weights.append([np.array(ns.unwrap(p.data)) for p in model.parameters()])
+        assert ns.calls > 0 if counted else ns.calls == 0
+    assert losses[0] == losses[1]
+    for plain, counted_w in zip(*weights, strict=True):
+        np.testing.assert_array_equal(plain, counted_w)
+
+
+def test_count_calls_is_deterministic_and_names_what_it_counted() -> None:
+    spec = bench.SIZES["tiny"]
+    for name, unit in (("nnbackend-numpy", "array-api"), ("floor", "numpy")):
+        target = bench.get_target(name)
+        first = bench.count_calls(target, spec, "train-adam")
+        again = bench.count_calls(target, spec, "train-adam")
+        assert first is not None
+        assert first == again
+        assert first.unit == unit
+        assert first.total == sum(first.by_name.values()) > 0
+        forward = bench.count_calls(target, spec, "forward")
+        assert forward is not None
+        assert 0 < forward.total < first.total
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_count_calls_on_torch_counts_aten_operators_of_the_whole_step() -> None:
+    count = bench.count_calls(bench.get_target("torch-cpu"), bench.SIZES["tiny"], "train-sgd")
+    assert count is not None
+    assert count.unit == "aten"
+    assert count.by_name["aten.mm.default"] >= 2  # backward products: autograd is counted
+    assert count.total == sum(count.by_name.values())
+
+
+# ------------------------------------------------------------------------ the NumPy floor
+
+
+def float64_setup(
+    widths: tuple[int, ...] = (8, 16, 12, 4), batch: int = 6
+) -> tuple[nb.Sequential, np.ndarray, np.ndarray]:
+    spec = bench.MLPSpec("test", widths, batch)
+    model = bench.build_model(spec, "numpy", seed=11, dtype="float64")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((batch, widths[0]))
+    labels = np.array([0, 3, 1, 3, 2, 0], dtype=np.int64)[:batch]
+    return model, x, labels
+
+
+def nnbackend_step(model: nb.Sequential, opt: nb.Optimizer, x: np.ndarray,
+                   labels: np.ndarray, *, update: bool = True) -> float:
+    opt.zero_grad()
+    logits, backprop = model.forward(x)
+    loss, dlogits = nb.CrossEntropyLoss()(logits, labels)
+    backprop(dlogits)
+    if update:
+        opt.step()
+    return float(loss)
+
+
+def test_floor_forward_loss_and_gradients_match_nnbackend_in_float64() -> None:
+    model, x, labels = float64_setup()
+    floor = NumpyMLP(bench.host_parameters(model))
+    np.testing.assert_allclose(floor.forward(x), model(x), rtol=1e-13, atol=1e-15)
+
+    loss = floor.loss_and_grad(x, labels)
+    expected = nnbackend_step(model, nb.SGD(model.parameters(), lr=0.1), x, labels,
+                              update=False)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-13)
+    grads = [g for pair in zip(floor.weight_grads, floor.bias_grads, strict=True) for g in pair]
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert p.grad is not None
+        np.testing.assert_allclose(g, p.grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_floor_training_steps_match_nnbackend_in_float64(optimizer: str) -> None:
+    model, x, labels = float64_setup()
+    lr = 0.05
+    floor = NumpyMLP(bench.host_parameters(model), optimizer=optimizer, lr=lr)
+    before = [np.array(p.data) for p in model.parameters()]
+    opt = nb.SGD(model.parameters(), lr=lr) if optimizer == "sgd" else nb.Adam(
+        model.parameters(), lr=lr)
+    for step in range(3):  # Adam: the bias corrections change with t
+        floor_loss = floor.train_step(x, labels)
+        loss = nnbackend_step(model, opt, x, labels)
+        np.testing.assert_allclose(float(floor_loss), loss, rtol=1e-12, err_msg=f"step {step}")
+    floor_params = [a for pair in zip(floor.weights, floor.biases, strict=True) for a in pair]
+    for p, mine, start in zip(model.parameters(), floor_params, before, strict=True):
+        # compare the updates themselves, not only the (much larger) parameters
+        np.testing.assert_allclose(mine - start, np.asarray(p.data) - start,
+                                   rtol=1e-9, atol=1e-15)
+
+
+def test_floor_handles_several_batch_sizes_and_float32() -> None:
+    spec = bench.SIZES["tiny"]
+    model = bench.build_model(spec, "numpy", seed=0)
+    floor = NumpyMLP(bench.host_parameters(model))
+    for batch in (4, 1, 7):
+        x, _ = bench.make_data(spec, batch)
+        logits = floor.forward(x)
+        assert logits.shape == (batch, 4)
+        assert logits.dtype == np.float32
+        np.testing.assert_allclose(logits, model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_floor_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam', got 'rmsprop'"):
+        NumpyMLP([(np.zeros((2, 3)), np.zeros(2))], optimizer="rmsprop")
+    with pytest.raises(ValueError, match=r"lr must be positive, got 0\.0"):
+        NumpyMLP([(np.zeros((2, 3)), np.zeros(2))], lr=0.0)
+    with pytest.raises(ValueError, match=r"layer 0 has W \(2, 3\) float64 and b \(3,\)"):
+        NumpyMLP([(np.zeros((2, 3)), np.zeros(3))])
+
+
+# ------------------------------------------------------------------------ sizes, timer, products
+
+
+def test_flops_follow_the_documented_convention() -> None:
+    small = bench.SIZES["small"]
+    macs = 64 * 128 + 128 * 10
+    assert small.flops("forward") == 2 * 32 * macs
+    for workload in ("fwd-bwd", "train-sgd", "train-adam"):
+        assert small.flops(workload) == 6 * 32 * macs
+    assert small.flops("forward", batch=7) == 2 * 7 * macs
+    assert bench.SIZES["large"].label == "784-1024-1024-10"
+    with pytest.raises(ValueError, match="unknown workload 'backward'"):
+        small.flops("backward")
+
+
+def test_measure_runs_the_step_and_synchronises_each_block() -> None:
+    calls = {"step": 0, "sync": 0}
+
+    def step() -> None:
+        calls["step"] += 1
+
+    def sync() -> None:
+        calls["sync"] += 1
+
+    timing = bench.measure(step, sync=sync, budget_s=0.002, repeats=3)
+    assert timing.seconds > 0 and timing.median_seconds >= timing.seconds
+    assert calls["step"] >= timing.steps + 2  # warm-up included
+    assert calls["sync"] >= 1 + 3  # after the warm-up, and once per block at least
+    with pytest.raises(ValueError, match="budget_s must be positive"):
+        bench.measure(step, budget_s=0.0)
+
+
+def test_gemm_workload_multiplies_the_steps_shapes() -> None:
+    spec = bench.SIZES["tiny"]
+    target = bench.get_target("floor")
+    bench.gemm_workload(target, spec, "forward")()
+    bench.gemm_workload(target, spec, "train-adam")()
+
+
+# ------------------------------------------------------------------------ run_cli
+
+
+def run_tiny(backends: Any, json_path: Path | None = None, **kwargs: Any) -> tuple[int, str]:
+    out = io.StringIO()
+    rc = bench.run_cli(backends, "tiny", json_path, kwargs.pop("plot_path", None),
+                       budget_s=0.002, stream=out, **kwargs)
+    return rc, out.getvalue()
+
+
+def test_run_cli_prints_the_table_and_writes_json(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    rc, text = run_tiny(["numpy"], path)
+    assert rc == 0
+    assert "µs/step" in text and "samples/s" in text and "GEMM%" in text
+    table_rows = [line for line in text.splitlines() if line.startswith("tiny ")]
+    assert len(table_rows) == 2 * len(bench.WORKLOADS)  # the floor always runs
+    assert f"wrote JSON: {path}" in text
+
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["machine"]["numpy"] == np.__version__
+    assert "OPENBLAS_CORETYPE" in document["machine"]["env"]
+    rows = document["rows"]
+    assert {(r["workload"], r["target"]) for r in rows} == {
+        (w, t) for w in bench.WORKLOADS for t in ("floor", "nnbackend-numpy")}
+    spec = bench.SIZES["tiny"]
+    for r in rows:
+        assert r["size"] == "tiny" and r["batch"] == spec.batch and r["widths"] == "8-16-4"
+        assert r["samples_per_s"] == pytest.approx(spec.batch / r["seconds"])
+        assert r["gflops"] == pytest.approx(spec.flops(r["workload"]) / r["seconds"] / 1e9)
+        assert r["gemm_fraction"] == pytest.approx(r["gemm_seconds"] / r["seconds"])
+        assert r["array_calls"] == sum(r["calls_by_name"].values()) > 0
+        assert r["vs_torch"] is None  # torch was not asked for
+        if r["target"] == "floor":
+            assert r["vs_floor"] == 1.0 and r["calls_unit"] == "numpy"
+        else:
+            assert r["calls_unit"] == "array-api"
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_run_cli_takes_the_commands_comma_separated_string() -> None:
+    rc, text = run_tiny(" numpy , torch", workloads=["train-sgd"])
+    assert rc == 0
+    targets = {line.split()[2] for line in text.splitlines() if line.startswith("tiny ")}
+    assert targets >= {"floor", "torch-cpu", "nnbackend-numpy"}
+    torch_line = next(line for line in text.splitlines() if " torch-cpu " in line)
+    assert "1.00×" in torch_line and torch_line.endswith("*")  # its own ratio; ATen count
+
+
+@pytest.mark.parametrize(
+    ("backends", "sizes", "message"),
+    [
+        ("numpy,tensorflow", "tiny", "unknown backend 'tensorflow' in --backends; choose from "
+                                     "numpy, cupy, torch, numpy-handwritten"),
+        ("numpy", "small,huge", "unknown size 'huge' in --sizes; choose from small, medium, "
+                                "large"),
+        ("", "small", "--backends names no backend"),
+        ("numpy", " , ", "--sizes names no size"),
+    ],
+)
+def test_run_cli_rejects_unknown_names_before_measuring(backends: str, sizes: str,
+                                                        message: str) -> None:
+    out = io.StringIO()
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        bench.run_cli(backends, sizes, None, None, stream=out)
+    assert out.getvalue() == ""
+
+
+def test_run_cli_rejects_an_unknown_workload() -> None:
+    with pytest.raises(ValueError, match="unknown workload 'predict'"):
+        bench.run_cli("numpy", "tiny", None, None, workloads=["predict"], stream=io.StringIO())
+
+
+@pytest.mark.skipif(cupy_usable(), reason="a CUDA device is usable here")
+def test_run_cli_lists_an_unavailable_backend_with_its_reason() -> None:
+    rc, text = run_tiny("cupy", workloads=["forward"])
+    assert rc == 1  # nothing that was asked for could run
+    assert "unavailable: nnbackend-cupy: " in text
+    assert "none of the requested backends is available here" in text
+    with pytest.raises(nb.BackendUnavailableError):
+        bench.get_target("nnbackend-cupy")
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
+def test_run_cli_plots_throughput_against_batch_size(tmp_path: Path) -> None:
+    png, path = tmp_path / "throughput.png", tmp_path / "bench.json"
+    rc, text = run_tiny("numpy", path, plot_path=png, workloads=["forward"],
+                        plot_batches=(2, 8))
+    assert rc == 0
+    assert f"wrote plot: {png}" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = json.loads(path.read_text(encoding="utf-8"))["throughput_vs_batch"]
+    assert {(p["target"], p["batch"]) for p in points} == {
+        (t, b) for t in ("floor", "nnbackend-numpy") for b in (2, 8)}
+    assert all(p["samples_per_s"] > 0 for p in points)
+
+
+def test_run_cli_without_matplotlib_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = io.StringIO()
+    with pytest.raises(ImportError, match=r"pip install 'nnbackend\[plot\]'"):
+        bench.run_cli("numpy", "tiny", None, tmp_path / "plot.png", stream=out)
+    assert out.getvalue() == ""  # refused before measuring anything
