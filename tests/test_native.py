@@ -8,19 +8,34 @@ import numpy as np
 import pytest
 
 import nnbackend as nb
-from nnbackend._native import matmul_into, summer
+from nnbackend._native import matmul_into, maximizer, sum_into, summer
 
 
 @pytest.mark.parametrize(("axis", "keepdims"), [(None, False), (0, False), (1, True)])
-def test_summer_equals_xp_sum(case: Any, axis: int | None, keepdims: bool) -> None:
+@pytest.mark.parametrize("name", ["sum", "max"])
+def test_reductions_equal_the_standard_ones(
+    case: Any, axis: int | None, keepdims: bool, name: str
+) -> None:
     xp = case.backend.xp
     x = case.backend.asarray(np.random.default_rng(0).standard_normal((37, 11)),
                              dtype=case.dtype_name)
-    got, want = summer(xp)(x, axis=axis, keepdims=keepdims), xp.sum(x, axis=axis,
-                                                                     keepdims=keepdims)
+    fast = {"sum": summer, "max": maximizer}[name](xp)
+    got, want = fast(x, axis=axis, keepdims=keepdims), getattr(xp, name)(x, axis=axis,
+                                                                         keepdims=keepdims)
     assert got.dtype == want.dtype
     assert tuple(got.shape) == tuple(want.shape)
     np.testing.assert_array_equal(nb.to_numpy(got), nb.to_numpy(want))
+
+
+def test_sum_into_writes_the_sum_or_declines(case: Any) -> None:
+    xp, be = case.backend.xp, case.backend
+    x = be.asarray(np.random.default_rng(2).standard_normal((33, 7)), dtype=case.dtype_name)
+    out = be.zeros((7,), dtype=case.dtype_name)
+    if sum_into(x, out, axis=0, xp=xp):
+        np.testing.assert_array_equal(nb.to_numpy(out), nb.to_numpy(xp.sum(x, axis=0)))
+    else:
+        assert case.backend.name not in ("numpy", "torch", "cupy")
+        np.testing.assert_array_equal(nb.to_numpy(out), np.zeros(7))
 
 
 def test_matmul_into_writes_the_product_or_declines(case: Any) -> None:

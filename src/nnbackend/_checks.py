@@ -15,6 +15,7 @@ __all__ = [
     "check_floating",
     "check_same_placement",
     "describe_placement",
+    "device_of",
     "dtype_kind",
     "is_floating",
     "matching_namespace",
@@ -66,6 +67,11 @@ def _kind(dtype: Any, xp: Namespace) -> str:
 def is_floating(dtype: Any, xp: Namespace) -> bool:
     """Whether ``dtype`` is a real floating dtype of ``xp``."""
     return dtype_kind(dtype, xp) == "real floating"
+
+
+def device_of(x: Array, xp: Namespace) -> Any:
+    """``device(x)``, answered without a query on single-device NumPy."""
+    return "cpu" if xp is array_api_compat.numpy else device(x)
 
 
 def same_device(x: Array, ref: Array, xp: Namespace) -> bool:

@@ -17,26 +17,34 @@ import numpy as np
 
 from ._typing import Array, Namespace
 
-__all__ = ["matmul_into", "summer"]
+__all__ = ["matmul_into", "maximizer", "sum_into", "summer"]
 
-Sum = Callable[..., Array]
+Reduction = Callable[..., Array]
 
 
 @functools.cache
-def summer(xp: Namespace) -> Sum:
+def summer(xp: Namespace) -> Reduction:
     """``xp.sum`` for floating arrays, as ``sum(x, axis=..., keepdims=...)``.
 
     On NumPy this is the ufunc reduction ``np.add.reduce``, which ``np.sum`` calls after ~1 µs
     of argument handling (the same pairwise summation, so the same bits).
     """
-    if array_api_compat.is_numpy_namespace(xp):
-        reduce: Any = np.add.reduce
+    return _ufunc_reduction(np.add) if array_api_compat.is_numpy_namespace(xp) else xp.sum
 
-        def numpy_sum(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
-            return reduce(x, axis=axis, keepdims=keepdims)
 
-        return numpy_sum
-    return xp.sum  # type: ignore[no-any-return]
+@functools.cache
+def maximizer(xp: Namespace) -> Reduction:
+    """``xp.max``, as ``max(x, axis=..., keepdims=...)``; ``np.maximum.reduce`` on NumPy."""
+    return _ufunc_reduction(np.maximum) if array_api_compat.is_numpy_namespace(xp) else xp.max
+
+
+def _ufunc_reduction(ufunc: Any) -> Reduction:
+    reduce = ufunc.reduce
+
+    def reduction(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+        return reduce(x, axis=axis, keepdims=keepdims)
+
+    return reduction
 
 
 def matmul_into(a: Array, b: Array, out: Array, xp: Namespace) -> bool:
@@ -57,5 +65,26 @@ def matmul_into(a: Array, b: Array, out: Array, xp: Namespace) -> bool:
         import cupy
 
         cupy.matmul(a, b, out=out)
+        return True
+    return False
+
+
+def sum_into(x: Array, out: Array, *, axis: int, xp: Namespace) -> bool:
+    """out ← Σ x along ``axis`` without a temporary where the library can reduce into ``out``.
+
+    Returns False (and leaves ``out`` alone) where it cannot.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        np.add.reduce(x, axis=axis, out=out)
+        return True
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        torch.sum(x, dim=axis, out=out)
+        return True
+    if array_api_compat.is_cupy_namespace(xp):
+        import cupy
+
+        cupy.sum(x, axis=axis, out=out)
         return True
     return False

@@ -24,16 +24,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import device
-
 from .._checks import (
     check_array,
     check_floating,
     check_same_placement,
+    device_of,
     dtype_kind,
     namespace_of,
 )
-from .._native import summer
+from .._native import maximizer, summer
 from .._typing import Array, Namespace
 from ..backend import is_host_array
 
@@ -140,7 +139,7 @@ def cross_entropy(
     scale = _mean_scale(reduction, n, where)
 
     # log pₙ_c = sₙ_c − log Σ_c' exp sₙ_c' with the max-shifted logits s (no overflow)
-    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    shifted = logits - maximizer(xp)(logits, axis=1, keepdims=True)
     p = xp.exp(shifted)
     total = summer(xp)
     sum_exp = total(p, axis=1, keepdims=True)
@@ -256,7 +255,7 @@ _CLASS_RANGES: dict[tuple[int, int, Any, Any], Array] = {}
 
 def _class_range(classes: int, labels: Array, xp: Namespace) -> Array:
     """0, 1, …, C−1 in the labels' dtype and device, cached (it is read, never written)."""
-    dev = device(labels)
+    dev = device_of(labels, xp)
     key = (id(xp), classes, labels.dtype, dev)
     try:
         return _CLASS_RANGES[key]

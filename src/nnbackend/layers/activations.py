@@ -22,12 +22,12 @@ class _Activation(Module):
         return {}
 
     def _infer(self, x: Array, *, xp: Namespace) -> Array:
-        return type(self)._fn(x, xp=xp, **self._kwargs())
+        return self._fn(x, xp=xp, **self._kwargs())
 
     def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
         kwargs = self._kwargs()
-        y = type(self)._fn(x, xp=xp, **kwargs)
-        backward = type(self)._backward
+        y = self._fn(x, xp=xp, **kwargs)
+        backward = self._backward
 
         def backprop(dy: Array) -> Array | None:
             return backward(dy, y, xp=xp, **kwargs) if input_grad else None

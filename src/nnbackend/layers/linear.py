@@ -104,6 +104,7 @@ class Linear(Module):
             dx, dW, db = linear_backward(
                 dz, x, W, input_grad=input_grad, bias_grad=bias is not None, xp=xp,
                 weight_grad_out=weight.grad_buffer if weight.grad is None else None,
+                bias_grad_out=bias.grad_buffer if bias is not None and bias.grad is None else None,
             )
             weight.accumulate_grad(dW)
             if bias is not None:

@@ -38,6 +38,10 @@ class Sequential(Module):
                 raise TypeError(msg)
             setattr(self, str(i), layer)
         self.layers: tuple[Module, ...] = tuple(layers)
+        self._first_trainable = next(  # index of the first layer with parameters
+            (i for i, layer in enumerate(self.layers) if layer._reference_array() is not None),
+            len(self.layers),
+        )
         _check_widths(self.layers)
         if backend is not None:
             self.to(backend)
@@ -60,9 +64,8 @@ class Sequential(Module):
         return "Sequential"
 
     def _check_input(self, x: Array) -> Namespace:
-        for layer in self.layers:  # the first layer with parameters knows the expected input
-            if layer._reference_array() is not None:
-                return layer._check_input(x)
+        if self._first_trainable < len(self.layers):  # it knows the expected input
+            return self.layers[self._first_trainable]._check_input(x)
         return super()._check_input(x)
 
     def forward(self, x: Array, *, input_grad: bool = False) -> tuple[Array, Backprop]:
@@ -75,14 +78,14 @@ class Sequential(Module):
         return x
 
     def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
-        start = 0
+        layers, start = self.layers, 0
         if not input_grad:  # layers before the first parameter need no backward pass at all
-            while start < len(self.layers) and self.layers[start]._reference_array() is None:
-                x = self.layers[start]._infer(x, xp=xp)
-                start += 1
+            start = self._first_trainable
+            for layer in layers[:start]:
+                x = layer._infer(x, xp=xp)
         backprops = []
-        for i in range(start, len(self.layers)):
-            x, backprop = self.layers[i]._forward(x, xp=xp, input_grad=input_grad or i > start)
+        for i in range(start, len(layers)):
+            x, backprop = layers[i]._forward(x, xp=xp, input_grad=input_grad or i > start)
             backprops.append(backprop)
         backprops.reverse()
 

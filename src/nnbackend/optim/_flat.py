@@ -65,6 +65,7 @@ class FlatGroup:
                 grad_view[...] = grad
                 p.grad = grad_view
             p.grad_buffer = grad_view
+        self._members = list(zip(indices, self.data_views, self.grad_views, strict=True))
         self.state: dict[str, Array] = {}
         self.state_views: dict[str, list[Array]] = {}
 
@@ -83,9 +84,9 @@ class FlatGroup:
         path, or loaded from a state dict) are first copied into flat state.
         """
         step: int | None = None
-        for k, i in enumerate(self.indices):
+        for i, data_view, grad_view in self._members:
             p = params[i]
-            if p.data is not self.data_views[k] or p.grad is not self.grad_views[k]:
+            if p.data is not data_view or p.grad is not grad_view:
                 return None
             count = states[i].get("step", 0)
             if step is None:

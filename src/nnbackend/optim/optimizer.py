@@ -132,6 +132,8 @@ class Optimizer:
             for i in group.indices:
                 self.state[i]["step"] = count + 1
             done.update(group.indices)
+        if len(done) == len(self.params):
+            return
         for p, grad, st, xp in self._with_grads(skip=done):
             st["step"] = st.get("step", 0) + 1
             p.data = self._update(p.data, grad, st, st["step"], xp)
