@@ -1,70 +1,4 @@
-"""Benchmarks: nnbackend against PyTorch eager and a hand-written NumPy floor.
-
-``nnbackend bench`` (:func:`run_cli`) and the pytest-benchmark suite in ``benchmarks/`` share
-the workloads, timer and counters defined here.
-
-Rows
-----
-For every MLP size (:data:`SIZES`) and workload (:data:`WORKLOADS`), one row per target:
-
-===================  ==========================================================================
-target               what runs
-===================  ==========================================================================
-``floor``            :class:`NumpyMLP`, a hand-written NumPy MLP: preallocated buffers,
-                     ``matmul(..., out=)``, in-place ReLU masks, a fused softmax-cross-entropy
-                     gradient and in-place SGD/Adam. The speed a NumPy library could hope for.
-``torch-cpu``        PyTorch eager on the CPU, written directly against torch:
-                     ``torch.nn.Linear``/``ReLU``, ``F.cross_entropy``, ``torch.optim.SGD``/
-                     ``Adam`` with their defaults; thread count left at torch's default.
-``nnbackend-numpy``  nnbackend on NumPy.
-``torch-cuda``       PyTorch eager on CUDA, where a device is available.
-``nnbackend-cupy``   nnbackend on CuPy, where a CUDA device is usable.
-===================  ==========================================================================
-
-Every target starts from the same weights (nnbackend's He initialisation, seeded) and the same
-data: x ~ N(0, 1) of shape (B, n₀) in float32 and integer labels uniform in [0, C), drawn once
-from ``numpy.random.default_rng(seed)``. Hidden layers use ReLU; the loss is softmax
-cross-entropy on the logits.
-
-=============  ==============================================================  =============
-workload       one step                                                        FLOPs
-=============  ==============================================================  =============
-``forward``    inference: logits = model(x), nothing retained                 2 B Σ nᵢ nₒ
-``fwd-bwd``    zero_grad, forward, loss and ∂L/∂z, backward into the grads   6 B Σ nᵢ nₒ
-``train-sgd``  fwd-bwd, then an SGD step (lr = 0.01)                          6 B Σ nᵢ nₒ
-``train-adam`` fwd-bwd, then an Adam step (lr = 1e-3, β = (0.9, 0.999))       6 B Σ nᵢ nₒ
-=============  ==============================================================  =============
-
-FLOPs count the matrix products only, by the usual convention: 2 B nᵢ nₒ per layer forward
-(x Wᵀ) and twice that backward (δᵀ x and δ W), summed over the layers (nᵢ → nₒ). No target
-computes ∂L/∂x of the first layer, so the training count overstates the work by 2 B n₀ n₁;
-GFLOP/s is a rate on this fixed count, comparable between rows.
-
-Measurements
-------------
-time per step
-    :func:`measure`: a warm-up (at least two steps and a tenth of the budget), then
-    ``repeats`` repeats of timed blocks of steps (a block lasts about 2 ms, so the clock's
-    resolution does not matter) with ``time.perf_counter``; the device is synchronised before
-    each block's clock stops. The time per step is the minimum over the repeats of the median
-    block: the median shrugs off a stray interruption, the minimum picks the quietest repeat.
-samples/s, GFLOP/s
-    B / time and FLOPs / time.
-GEMM fraction
-    The step's matrix products alone (the same shapes and transposed layouts, into
-    preallocated outputs) timed the same way, in the same run, on the same library and device,
-    divided by the step's time: the share of the step no implementation of this algorithm can
-    remove. 1 − fraction is elementwise work, allocation and per-call overhead.
-array calls per step
-    nnbackend and the floor: counted by running one step (after two warm-up steps) on arrays
-    wrapped by :class:`CountingNamespace`; every call of a namespace function and every
-    operator, indexing and array-producing attribute on an array counts once (see the class).
-    torch: ATen operators dispatched during the step, the C++ autograd backward included (a
-    ``TorchDispatchMode``); a lower level than the Array API calls, shown for scale.
-ratios
-    ``×torch``: throughput relative to PyTorch eager on the same kind of device; ``×floor``:
-    relative to the hand-written NumPy floor. Above 1 is faster.
-"""
+"""Running the benchmarks: rows, the table, ``nnbackend bench`` (see :mod:`nnbackend.bench`)."""
 
 from __future__ import annotations
 
@@ -86,11 +20,11 @@ from typing import Any, TextIO
 import array_api_compat
 import numpy as np
 
-from . import __version__
-from .backend import BackendUnavailableError, get_backend, to_numpy
-from .layers import Linear, Module, ReLU, Sequential
-from .losses import CrossEntropyLoss
-from .optim import SGD, Adam
+from .. import __version__
+from ..backend import BackendUnavailableError, get_backend, to_numpy
+from ..layers import Linear, Module, ReLU, Sequential
+from ..losses import CrossEntropyLoss
+from ..optim import SGD, Adam
 
 __all__ = [
     "ADAM_LR",
