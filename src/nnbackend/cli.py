@@ -369,8 +369,10 @@ def _blas_threads() -> list[str]:
         from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
 
         for pool in threadpool_info():
+            where = Path(pool.get("filepath") or "?").name
+            arch = f", {pool['architecture']}" if pool.get("architecture") else ""
             lines.append(f"{pool.get('internal_api')} ({pool.get('user_api')}): "
-                         f"{pool.get('num_threads')} threads, {pool.get('architecture', '?')}")
+                         f"{pool.get('num_threads')} threads{arch} [{where}]")
     except ImportError:
         lines.append("threadpoolctl not installed: pool sizes unknown")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
