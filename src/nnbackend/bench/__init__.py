@@ -68,6 +68,10 @@ ratios
 
 from __future__ import annotations
 
+from .counting import (
+    CountedArray,
+    CountingNamespace,
+)
 from .report import (
     ADAM_LR,
     SGD_LR,
@@ -75,8 +79,6 @@ from .report import (
     TARGETS,
     WORKLOADS,
     CallCount,
-    CountedArray,
-    CountingNamespace,
     MLPSpec,
     NumpyMLP,
     Row,
