@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nnbackend as nb
-from nnbackend._native import matmul_into, maximizer, sum_into, summer
+from nnbackend._native import masked, matmul_into, maximizer, sum_into, summer
 
 
 @pytest.mark.parametrize(("axis", "keepdims"), [(None, False), (0, False), (1, True)])
@@ -49,3 +49,12 @@ def test_matmul_into_writes_the_product_or_declines(case: Any) -> None:
     else:
         assert case.backend.name not in ("numpy", "torch", "cupy")
         np.testing.assert_array_equal(nb.to_numpy(out), np.zeros((5, 4)))
+
+
+def test_masked_equals_the_standard_spelling(case: Any) -> None:
+    xp, be = case.backend.xp, case.backend
+    x = be.asarray(np.random.default_rng(3).standard_normal((6, 5)), dtype=case.dtype_name)
+    got = masked(x, x > 0.0, xp)
+    assert got.dtype == x.dtype
+    want = xp.where(x > 0.0, x, xp.zeros_like(x))
+    np.testing.assert_array_equal(nb.to_numpy(got), nb.to_numpy(want))

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._typing import Array, Namespace
 
-__all__ = ["matmul_into", "maximizer", "sum_into", "summer"]
+__all__ = ["masked", "matmul_into", "maximizer", "sum_into", "summer"]
 
 Reduction = Callable[..., Array]
 
@@ -45,6 +45,21 @@ def _ufunc_reduction(ufunc: Any) -> Reduction:
         return reduce(x, axis=axis, keepdims=keepdims)
 
     return reduction
+
+
+def masked(x: Array, mask: Array, xp: Namespace) -> Array:
+    """x · [mask]: ``x`` where the boolean ``mask`` holds, else 0.
+
+    NumPy, CuPy and PyTorch multiply by a boolean array directly; the standard has no
+    bool × float promotion, so elsewhere the mask is first cast to ``x``'s dtype (one more pass).
+    """
+    if (
+        array_api_compat.is_numpy_namespace(xp)
+        or array_api_compat.is_cupy_namespace(xp)
+        or array_api_compat.is_torch_namespace(xp)
+    ):
+        return x * mask
+    return x * xp.astype(mask, x.dtype)
 
 
 def matmul_into(a: Array, b: Array, out: Array, xp: Namespace) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
+from .._native import masked
 from .._typing import Array, Namespace
 
 __all__ = [
@@ -62,11 +63,11 @@ def relu(x: Array, /, *, xp: Namespace | None = None) -> Array:
 def relu_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) -> Array:
     """∂L/∂x = ∂L/∂y · [y > 0] (the subgradient at 0 is taken as 0, as in PyTorch).
 
-    The indicator is cast to the gradient's dtype and multiplied: on NumPy as fast as a
-    boolean mask on small arrays and ~18× faster than ``where`` on large ones.
+    A multiplication by the indicator (cast to the gradient's dtype where the library cannot
+    multiply by booleans): on NumPy ~18× faster than ``where`` on large arrays.
     """
     xp = xp or array_namespace(dy, y)
-    return dy * xp.astype(y > 0.0, dy.dtype)
+    return masked(dy, y > 0.0, xp)
 
 
 def leaky_relu(
