@@ -72,33 +72,37 @@ from .counting import (
     CountedArray,
     CountingNamespace,
 )
-from .report import (
-    ADAM_LR,
-    SGD_LR,
-    SIZES,
-    TARGETS,
-    WORKLOADS,
-    CallCount,
-    MLPSpec,
+from .floor import (
     NumpyMLP,
+)
+from .report import (
+    TARGETS,
+    CallCount,
     Row,
     Target,
     Timing,
     Workload,
-    build_model,
     build_workload,
     count_calls,
     format_table,
     gemm_workload,
     get_target,
-    host_parameters,
     machine_info,
-    make_data,
     make_row,
     measure,
     run,
     run_cli,
     thread_info,
+)
+from .specs import (
+    ADAM_LR,
+    SGD_LR,
+    SIZES,
+    WORKLOADS,
+    MLPSpec,
+    build_model,
+    host_parameters,
+    make_data,
 )
 
 __all__ = [
