@@ -80,19 +80,15 @@ from .report import (
     CallCount,
     Row,
     Target,
-    Timing,
     Workload,
     build_workload,
     count_calls,
     format_table,
     gemm_workload,
     get_target,
-    machine_info,
     make_row,
-    measure,
     run,
     run_cli,
-    thread_info,
 )
 from .specs import (
     ADAM_LR,
@@ -103,6 +99,12 @@ from .specs import (
     build_model,
     host_parameters,
     make_data,
+)
+from .timing import (
+    Timing,
+    machine_info,
+    measure,
+    thread_info,
 )
 
 __all__ = [

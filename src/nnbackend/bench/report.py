@@ -5,20 +5,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
-import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import array_api_compat
 import numpy as np
 
-from .. import __version__
 from ..backend import BackendUnavailableError, get_backend
 from ..losses import CrossEntropyLoss
 from ..optim import SGD, Adam
@@ -36,25 +31,22 @@ from .specs import (
     host_parameters,
     make_data,
 )
+from .timing import _no_sync, machine_info, measure, thread_info
 
 __all__ = [
     "TARGETS",
     "CallCount",
     "Row",
     "Target",
-    "Timing",
     "Workload",
     "build_workload",
     "count_calls",
     "format_table",
     "gemm_workload",
     "get_target",
-    "machine_info",
     "make_row",
-    "measure",
     "run",
     "run_cli",
-    "thread_info",
 ]
 
 TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "torch-cuda", "nnbackend-cupy")
@@ -133,10 +125,6 @@ def get_target(name: str) -> Target:
     raise ValueError(msg)
 
 
-def _no_sync() -> None:
-    """Nothing to wait for (CPU targets)."""
-
-
 @dataclass(frozen=True)
 class Workload:
     """One benchmarked step: ``step()`` may return before a device has finished; ``sync()``
@@ -175,7 +163,7 @@ def build_workload(
     Parameters
     ----------
     target, spec, workload
-        What runs, which MLP, which step (see the module docstring).
+        What runs, which MLP, which step (see :mod:`nnbackend.bench`).
     batch : int, optional
         Batch size (default ``spec.batch``).
     seed : int
@@ -425,74 +413,7 @@ def _count_torch(target: Target, spec: MLPSpec, workload: str, *, batch: int | N
 
 
 # ============================================================================================
-# Timing
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Result of :func:`measure`.
-
-    Attributes
-    ----------
-    seconds : float
-        Time per step: the minimum over repeats of the median block time per step.
-    median_seconds : float
-        The median over all blocks (for a sense of spread).
-    steps : int
-        Timed steps, warm-up excluded.
-    """
-
-    seconds: float
-    median_seconds: float
-    steps: int
-
-
-def measure(step: Callable[[], object], *, sync: Callable[[], None] = _no_sync,
-            budget_s: float = 0.3, repeats: int = 5, block_s: float = 0.002) -> Timing:
-    """Time ``step`` with ``time.perf_counter`` (see the module docstring).
-
-    Parameters
-    ----------
-    step : callable
-        One step; may return before the device finishes.
-    sync : callable
-        Waits for the device; called before each block's clock stops.
-    budget_s : float
-        Roughly the seconds to spend timing (warm-up excluded, at least one block per repeat).
-    repeats : int
-        Number of repeats; the result is the fastest repeat's median block.
-    block_s : float
-        Target duration of a timed block of consecutive steps.
-    """
-    if budget_s <= 0 or repeats < 1:
-        msg = f"measure: budget_s must be positive and repeats ≥ 1, got {budget_s}, {repeats}"
-        raise ValueError(msg)
-    start, calls = time.perf_counter(), 0
-    while calls < 2 or (time.perf_counter() - start < 0.1 * budget_s and calls < 10_000):
-        step()
-        calls += 1
-    sync()
-    per_step = max((time.perf_counter() - start) / calls, 1e-9)
-    block = max(1, round(block_s / per_step))
-    blocks = max(1, round(budget_s / (repeats * block * per_step)))
-    clock = time.perf_counter
-    medians: list[float] = []
-    everything: list[float] = []
-    for _ in range(repeats):
-        times = []
-        for _ in range(blocks):
-            t0 = clock()
-            for _ in range(block):
-                step()
-            sync()
-            times.append((clock() - t0) / block)
-        medians.append(statistics.median(times))
-        everything.extend(times)
-    return Timing(min(medians), statistics.median(everything), repeats * blocks * block)
-
-
-# ============================================================================================
-# Rows, machine information, the table
+# Rows and the table
 
 
 @dataclass
@@ -540,77 +461,6 @@ def make_row(target: Target, spec: MLPSpec, workload: str, *, batch: int | None,
         calls_unit=None if calls is None else calls.unit,
         calls_by_name={} if calls is None else calls.by_name,
     )
-
-
-def _blas_info() -> list[dict[str, Any]]:
-    """BLAS/OpenMP thread pools as threadpoolctl sees them (empty without threadpoolctl)."""
-    try:
-        threadpoolctl = importlib.import_module("threadpoolctl")
-    except ImportError:
-        return []
-    keep = ("user_api", "internal_api", "num_threads", "version", "architecture",
-            "threading_layer")
-    pools = []
-    for pool in threadpoolctl.threadpool_info():
-        entry = {k: pool.get(k) for k in keep if k in pool}
-        path = Path(str(pool.get("filepath", "")))
-        entry["library"] = f"{path.parent.name}/{path.name}"  # whose copy: numpy.libs, scipy.libs
-        pools.append(entry)
-    return pools
-
-
-_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-             "NNBACKEND")
-
-
-def thread_info() -> dict[str, Any]:
-    """Threads of NumPy's BLAS and of PyTorch (when imported), and OPENBLAS_CORETYPE."""
-    pools = _blas_info()
-    blas = [p for p in pools if p.get("user_api") == "blas"]
-    blas = [p for p in blas if "numpy" in p["library"]] or blas  # NumPy's own copy, if known
-    info: dict[str, Any] = {
-        "blas": blas[0].get("internal_api") if blas else None,
-        "blas_threads": blas[0].get("num_threads") if blas else None,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-    }
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["torch_threads"] = torch.get_num_threads()
-    return info
-
-
-def machine_info() -> dict[str, Any]:
-    """Versions, CPU, BLAS threads and environment settings that shape the numbers."""
-    info: dict[str, Any] = {
-        "nnbackend": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "array_api_compat": array_api_compat.__version__,
-        "thread_pools": _blas_info(),
-        "env": {var: os.environ.get(var) for var in _ENV_VARS},
-    }
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["torch"] = {
-            "version": torch.__version__,
-            "num_threads": torch.get_num_threads(),
-            "num_interop_threads": torch.get_num_interop_threads(),
-            "cuda": torch.cuda.is_available(),
-        }
-    cupy = sys.modules.get("cupy")
-    if cupy is not None:
-        info["cupy"] = {"version": cupy.__version__}
-        try:
-            be = get_backend("cupy")
-            props = cupy.cuda.runtime.getDeviceProperties(be.device.id)
-            info["cupy"]["device"] = props["name"].decode()
-        except (BackendUnavailableError, Exception):  # no usable device: version only
-            pass
-    return info
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
