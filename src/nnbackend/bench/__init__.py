@@ -68,6 +68,10 @@ ratios
 
 from __future__ import annotations
 
+from .calls import (
+    CallCount,
+    count_calls,
+)
 from .counting import (
     CountedArray,
     CountingNamespace,
@@ -76,16 +80,8 @@ from .floor import (
     NumpyMLP,
 )
 from .report import (
-    TARGETS,
-    CallCount,
     Row,
-    Target,
-    Workload,
-    build_workload,
-    count_calls,
     format_table,
-    gemm_workload,
-    get_target,
     make_row,
     run,
     run_cli,
@@ -105,6 +101,14 @@ from .timing import (
     machine_info,
     measure,
     thread_info,
+)
+from .workloads import (
+    TARGETS,
+    Target,
+    Workload,
+    build_workload,
+    gemm_workload,
+    get_target,
 )
 
 __all__ = [

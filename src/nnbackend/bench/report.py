@@ -6,7 +6,6 @@ import importlib
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,11 +13,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..backend import BackendUnavailableError, get_backend
-from ..losses import CrossEntropyLoss
-from ..optim import SGD, Adam
-from .counting import CountingNamespace
-from .floor import NumpyMLP
+from ..backend import BackendUnavailableError
+from .calls import CallCount, count_calls
 from .specs import (
     _PUBLIC_SIZES,
     ADAM_LR,
@@ -27,30 +23,17 @@ from .specs import (
     WORKLOADS,
     MLPSpec,
     _check_workload,
-    build_model,
-    host_parameters,
-    make_data,
 )
-from .timing import _no_sync, machine_info, measure, thread_info
+from .timing import machine_info, measure, thread_info
+from .workloads import TARGETS, Target, build_workload, gemm_workload, get_target
 
 __all__ = [
-    "TARGETS",
-    "CallCount",
     "Row",
-    "Target",
-    "Workload",
-    "build_workload",
-    "count_calls",
     "format_table",
-    "gemm_workload",
-    "get_target",
     "make_row",
     "run",
     "run_cli",
 ]
-
-TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "torch-cuda", "nnbackend-cupy")
-"""Every row kind, in table order: references first, so ratios are known when rows print."""
 
 _BACKEND_NAMES: dict[str, tuple[str, ...]] = {
     "numpy": ("nnbackend-numpy",),
@@ -62,354 +45,6 @@ _BACKEND_NAMES: dict[str, tuple[str, ...]] = {
 }
 _PUBLIC_BACKENDS = "numpy, cupy, torch, numpy-handwritten"
 _PLOT_HINT = "pip install 'nnbackend[plot]'"
-
-
-# ============================================================================================
-# Targets and workloads
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a row runs: ``impl`` (nnbackend, torch, floor) on ``backend`` and ``device``."""
-
-    name: str
-    impl: str
-    backend: str
-    device: str
-
-    @property
-    def library(self) -> str:
-        """The array library whose matrix products the step uses (numpy, cupy or torch)."""
-        return "torch" if self.impl == "torch" else self.backend
-
-    @property
-    def on_gpu(self) -> bool:
-        """True for CUDA targets."""
-        return self.device.startswith("cuda")
-
-
-def _import_torch() -> Any:
-    try:
-        return importlib.import_module("torch")
-    except ImportError as exc:
-        msg = f"PyTorch is not installed ({exc}); pip install torch"
-        raise BackendUnavailableError(msg) from exc
-
-
-def get_target(name: str) -> Target:
-    """The :class:`Target` named ``name`` (one of :data:`TARGETS`).
-
-    Raises
-    ------
-    BackendUnavailableError
-        The target cannot run here; the message says why (no CUDA device, torch missing, ...).
-    ValueError
-        ``name`` is not one of :data:`TARGETS`.
-    """
-    if name == "floor":
-        return Target(name, "floor", "numpy", "cpu")
-    if name == "nnbackend-numpy":
-        return Target(name, "nnbackend", "numpy", "cpu")
-    if name == "nnbackend-cupy":
-        be = get_backend("cupy")
-        return Target(name, "nnbackend", "cupy", f"cuda:{be.device.id}")
-    if name in ("torch-cpu", "torch-cuda"):
-        torch = _import_torch()
-        if name == "torch-cpu":
-            return Target(name, "torch", "torch", "cpu")
-        if not torch.cuda.is_available():
-            msg = f"PyTorch {torch.__version__} sees no CUDA device"
-            raise BackendUnavailableError(msg)
-        return Target(name, "torch", "torch", "cuda:0")
-    msg = f"unknown benchmark target {name!r}; choose from {', '.join(TARGETS)}"
-    raise ValueError(msg)
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One benchmarked step: ``step()`` may return before a device has finished; ``sync()``
-    waits for it. Calling the workload runs both (what pytest-benchmark times)."""
-
-    step: Callable[[], object]
-    sync: Callable[[], None] = _no_sync
-
-    def __call__(self) -> object:
-        result = self.step()
-        self.sync()
-        return result
-
-
-def _sync_for(target: Target) -> Callable[[], None]:
-    """The device synchronisation of ``target``."""
-    if target.impl == "nnbackend" and target.backend == "cupy":
-        return get_backend("cupy").synchronize
-    if target.impl == "torch" and target.on_gpu:
-        torch = _import_torch()
-        return lambda: torch.cuda.synchronize()
-    return _no_sync
-
-
-def build_workload(
-    target: Target,
-    spec: MLPSpec,
-    workload: str,
-    *,
-    batch: int | None = None,
-    seed: int = 0,
-    namespace: CountingNamespace | None = None,
-) -> Workload:
-    """The step of ``workload`` on ``spec`` for ``target``, on fresh weights and data.
-
-    Parameters
-    ----------
-    target, spec, workload
-        What runs, which MLP, which step (see :mod:`nnbackend.bench`).
-    batch : int, optional
-        Batch size (default ``spec.batch``).
-    seed : int
-        Seed of the weights and the data.
-    namespace : CountingNamespace, optional
-        nnbackend and floor only: run on arrays wrapped by this counting namespace (it must
-        wrap the target's namespace: ``array_api_compat.numpy`` for nnbackend on NumPy,
-        ``numpy`` for the floor).
-    """
-    _check_workload(workload)
-    batch = batch or spec.batch
-    x_host, labels_host = make_data(spec, batch, seed=seed)
-    if target.impl == "nnbackend":
-        return _nnbackend_workload(target, spec, workload, x_host, labels_host, seed, namespace)
-    if target.impl == "floor":
-        return _floor_workload(spec, workload, x_host, labels_host, seed, namespace)
-    if target.impl == "torch":
-        if namespace is not None:
-            msg = "build_workload: torch targets are counted with count_calls, not a namespace"
-            raise ValueError(msg)
-        return _torch_workload(target, spec, workload, x_host, labels_host, seed)
-    msg = f"build_workload: unknown implementation {target.impl!r}"
-    raise ValueError(msg)
-
-
-def _nnbackend_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.ndarray,
-                        labels_host: np.ndarray, seed: int,
-                        namespace: CountingNamespace | None) -> Workload:
-    """nnbackend's step, through its public API only."""
-    be = get_backend(target.backend)
-    model = build_model(spec, be, seed=seed)
-    x, labels = be.asarray(x_host), be.asarray(labels_host)
-    if namespace is not None:
-        for p in model.parameters():
-            p.data = namespace.wrap(p.data)
-        x, labels = namespace.wrap(x), namespace.wrap(labels)
-    loss_fn = CrossEntropyLoss()
-    if workload == "forward":
-        return Workload(lambda: model(x), _sync_for(target))
-    opt = Adam(model.parameters(), lr=ADAM_LR) if workload == "train-adam" else SGD(
-        model.parameters(), lr=SGD_LR)
-    train = workload != "fwd-bwd"
-
-    def step() -> object:
-        opt.zero_grad()
-        logits, backprop = model.forward(x)
-        loss, dlogits = loss_fn(logits, labels)
-        backprop(dlogits)
-        if train:
-            opt.step()
-        return loss
-
-    return Workload(step, _sync_for(target))
-
-
-def _floor_workload(spec: MLPSpec, workload: str, x_host: np.ndarray, labels_host: np.ndarray,
-                    seed: int, namespace: CountingNamespace | None) -> Workload:
-    """The hand-written NumPy step."""
-    params = host_parameters(build_model(spec, "numpy", seed=seed))
-    optimizer = "adam" if workload == "train-adam" else "sgd"
-    xp: Any = np if namespace is None else namespace
-    floor = NumpyMLP(params, optimizer=optimizer, xp=xp)
-    x: Any = x_host
-    labels: Any = labels_host
-    if namespace is not None:
-        x, labels = namespace.wrap(x_host), namespace.wrap(labels_host)
-    if workload == "forward":
-        return Workload(lambda: floor.forward(x))
-    if workload == "fwd-bwd":
-        return Workload(lambda: floor.loss_and_grad(x, labels))
-    return Workload(lambda: floor.train_step(x, labels))
-
-
-def _torch_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.ndarray,
-                    labels_host: np.ndarray, seed: int) -> Workload:
-    """PyTorch eager, written the way its documentation writes a training step."""
-    torch = _import_torch()
-    functional = importlib.import_module("torch.nn.functional")
-    device = torch.device(target.device)
-    layers: list[Any] = []
-    for i, (W, b) in enumerate(host_parameters(build_model(spec, "numpy", seed=seed))):
-        if i:
-            layers.append(torch.nn.ReLU())
-        linear = torch.nn.Linear(W.shape[1], W.shape[0])
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(W))
-            linear.bias.copy_(torch.from_numpy(b))
-        layers.append(linear)
-    model = torch.nn.Sequential(*layers).to(device)
-    x = torch.from_numpy(x_host).to(device)
-    labels = torch.from_numpy(labels_host).to(device)
-    sync = _sync_for(target)
-    if workload == "forward":
-
-        def infer() -> object:
-            with torch.no_grad():
-                return model(x)
-
-        return Workload(infer, sync)
-    if workload == "train-adam":
-        opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=SGD_LR)
-    train = workload != "fwd-bwd"
-
-    def step() -> object:
-        opt.zero_grad()
-        loss = functional.cross_entropy(model(x), labels)
-        loss.backward()
-        if train:
-            opt.step()
-        return loss
-
-    return Workload(step, sync)
-
-
-def gemm_workload(target: Target, spec: MLPSpec, workload: str, *,
-                  batch: int | None = None, seed: int = 0) -> Workload:
-    """The matrix products of one step of ``workload``, alone, on ``target``'s library.
-
-    Per layer (nᵢ → nₒ): forward a Wᵀ, (B, nᵢ)·(nᵢ, nₒ); for the other workloads also δᵀ a,
-    (nₒ, B)·(B, nᵢ), and, except on the first layer, δ W, (B, nₒ)·(nₒ, nᵢ). Operands are the
-    same transposed views the step uses; outputs are preallocated.
-    """
-    _check_workload(workload)
-    batch = batch or spec.batch
-    rng = np.random.default_rng(seed)
-    host: list[tuple[str, np.ndarray, np.ndarray, tuple[int, int]]] = []
-    for i, (n_in, n_out) in enumerate(spec.layers):
-        a = rng.standard_normal((batch, n_in), dtype=np.float32)
-        W = rng.standard_normal((n_out, n_in), dtype=np.float32)
-        host.append(("a Wᵀ", a, W, (batch, n_out)))
-        if workload != "forward":
-            dz = rng.standard_normal((batch, n_out), dtype=np.float32)
-            host.append(("δᵀ a", dz, a, (n_out, n_in)))
-            if i:
-                host.append(("δ W", dz, W, (batch, n_in)))
-
-    def operands(move: Callable[[np.ndarray], Any]) -> list[tuple[Any, Any, Any]]:
-        ops = []
-        for kind, left, right, shape in host:
-            x, y, out = move(left), move(right), move(np.empty(shape, np.float32))
-            if kind == "a Wᵀ":
-                ops.append((x, y.T, out))
-            elif kind == "δᵀ a":
-                ops.append((x.T, y, out))
-            else:
-                ops.append((x, y, out))
-        return ops
-
-    if target.library == "numpy":
-        numpy_ops = operands(lambda v: v)
-
-        def numpy_products() -> None:
-            for left, right, out in numpy_ops:
-                np.matmul(left, right, out=out)
-
-        return Workload(numpy_products)
-    if target.library == "cupy":
-        cupy = importlib.import_module("cupy")
-        be = get_backend("cupy")
-        with be.device:
-            cupy_ops = operands(cupy.asarray)
-
-        def cupy_products() -> None:
-            for left, right, out in cupy_ops:
-                cupy.matmul(left, right, out=out)
-
-        return Workload(cupy_products, be.synchronize)
-    torch = _import_torch()
-    device = torch.device(target.device)
-    torch_ops = operands(lambda v: torch.from_numpy(v).to(device))
-
-    def torch_products() -> None:
-        for left, right, out in torch_ops:
-            torch.mm(left, right, out=out)
-
-    return Workload(torch_products, _sync_for(target))
-
-
-# ============================================================================================
-# Counting calls
-
-
-@dataclass(frozen=True)
-class CallCount:
-    """Calls in one step: the total, by name, and what was counted (``unit``)."""
-
-    total: int
-    by_name: dict[str, int]
-    unit: str
-
-
-def count_calls(target: Target, spec: MLPSpec, workload: str, *, batch: int | None = None,
-                seed: int = 0) -> CallCount | None:
-    """Count the calls of one step of ``workload`` (after two warm-up steps).
-
-    nnbackend: calls through its Array API namespace and operators on its arrays (unit
-    ``"array-api"``); floor: calls through ``numpy`` and operators on its arrays (``"numpy"``);
-    both with :class:`CountingNamespace`. torch: ATen operators dispatched, the autograd
-    backward included (``"aten"``).
-
-    Returns None for nnbackend on CuPy when the library passes the counting proxies to one of
-    CuPy's own functions (a native fast path): unlike NumPy's, they accept CuPy arrays only.
-    """
-    if target.impl == "torch":
-        return _count_torch(target, spec, workload, batch=batch, seed=seed)
-    if target.impl == "nnbackend":
-        namespace = CountingNamespace(get_backend(target.backend).xp)
-        unit = "array-api"
-    else:
-        namespace = CountingNamespace(np)
-        unit = "numpy"
-    wl = build_workload(target, spec, workload, batch=batch, seed=seed, namespace=namespace)
-    try:
-        wl()
-        wl()
-        namespace.reset()
-        wl()
-    except TypeError:
-        if target.library == "numpy":
-            raise
-        return None
-    return CallCount(namespace.calls, dict(sorted(namespace.counts.items())), unit)
-
-
-def _count_torch(target: Target, spec: MLPSpec, workload: str, *, batch: int | None,
-                 seed: int) -> CallCount:
-    """ATen operators of one torch step, through a TorchDispatchMode."""
-    dispatch_mode: Any = importlib.import_module("torch.utils._python_dispatch").TorchDispatchMode
-    counts: Counter[str] = Counter()
-
-    class _Counting(dispatch_mode):  # type: ignore[misc]
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
-                               kwargs: Any = None) -> Any:
-            name = str(func)
-            if not name.startswith("profiler."):
-                counts[name] += 1
-            return func(*args, **(kwargs or {}))
-
-    wl = build_workload(target, spec, workload, batch=batch, seed=seed)
-    wl()
-    wl()
-    with _Counting():
-        wl()
-    return CallCount(sum(counts.values()), dict(sorted(counts.items())), "aten")
 
 
 # ============================================================================================
