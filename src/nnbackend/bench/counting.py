@@ -132,15 +132,11 @@ class CountingNamespace:
             wrapper = CountingNamespace(value, _counts=self.counts,
                                         _prefix=f"{self._prefix}{name}.")
         elif callable(value) and not isinstance(value, type):
-            wrapper = self._counting(f"{self._prefix}{name}", value)
+            wrapper = _CountingFunction(self, f"{self._prefix}{name}", value)
         else:
             return value  # constants and dtypes are free
         self._wrappers[name] = wrapper
         return wrapper
-
-    def _counting(self, name: str, function: Callable[..., Any]) -> _CountingFunction:
-        """``function`` counting its calls under ``name``, unwrapping args and wrapping results."""
-        return _CountingFunction(self, name, function)
 
     def _call_native(self, function: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         """Call a NumPy function or ufunc method on unwrapped arguments; wrap the result (the
@@ -257,7 +253,7 @@ class CountedArray:
         value = getattr(self._a, name)
         if not callable(value):
             return self._ns.wrap(value)
-        return self._ns._counting(f".{name}", value)
+        return _CountingFunction(self._ns, f".{name}", value)
 
     def __setattr__(self, name: str, value: Any) -> None:
         msg = f"CountedArray: cannot set attribute {name!r} on a counted array"

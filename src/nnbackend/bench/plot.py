@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .specs import MLPSpec
+from .specs import SIZES, MLPSpec
 from .timing import measure
 from .workloads import Target, build_workload
 
@@ -16,6 +16,16 @@ __all__: list[str] = []
 _PLOT_HINT = "pip install 'nnbackend[plot]'"
 _PLOT_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
 _PLOT_WORKLOAD = "train-sgd"
+
+
+def _plot_throughput(targets: Sequence[Target], specs: Sequence[MLPSpec], batches: Sequence[int],
+                     path: Path, *, figure_class: Any, budget_s: float) -> list[dict[str, Any]]:
+    """Measure the sweep and draw it to ``path``: one panel per size except ``large`` (small and
+    medium when only large is given); returns the measured points."""
+    plot_specs = [s for s in specs if s.name != "large"] or [SIZES["small"], SIZES["medium"]]
+    points = _sweep(targets, plot_specs, batches, budget_s=budget_s)
+    _plot(points, path, figure_class)
+    return points
 
 
 def _sweep(targets: Sequence[Target], specs: Sequence[MLPSpec], batches: Sequence[int], *,
@@ -33,7 +43,7 @@ def _sweep(targets: Sequence[Target], specs: Sequence[MLPSpec], batches: Sequenc
     return points
 
 
-def _import_pyplot_free_matplotlib() -> Any:
+def _figure_class() -> Any:
     """matplotlib's Figure class (no global pyplot state), or an ImportError with the hint."""
     try:
         return importlib.import_module("matplotlib.figure").Figure

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backend import BackendUnavailableError
 from .calls import CallCount, count_calls
-from .plot import _PLOT_BATCHES, _import_pyplot_free_matplotlib, _plot, _sweep
+from .plot import _PLOT_BATCHES, _figure_class, _plot_throughput
 from .specs import (
     _PUBLIC_SIZES,
     ADAM_LR,
@@ -104,6 +104,7 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 def _fmt_time(seconds: float) -> str:
+    """A step time in µs for the table (one decimal below 1 ms)."""
     us = seconds * 1e6
     return f"{us:,.1f}" if us < 1000 else f"{us:,.0f}"
 
@@ -114,6 +115,7 @@ _COLUMNS = (("size", "<", 6), ("workload", "<", 10), ("target", "<", 15), ("devi
 
 
 def _cells(row: Row) -> list[str]:
+    """The table cells of one row, in :data:`_COLUMNS` order."""
     calls = "—" if row.array_calls is None else str(row.array_calls)
     if row.calls_unit == "aten":
         calls += "*"
@@ -125,7 +127,7 @@ def _cells(row: Row) -> list[str]:
 
 
 def format_table(rows: Iterable[Row]) -> str:
-    """The rows as an aligned text table, with a legend."""
+    """The rows as an aligned text table: a header line, a rule, one line per row."""
     body = [_cells(r) for r in rows]
     widths = [max([width, len(name)] + [len(cells[i]) for cells in body])
               for i, (name, _, width) in enumerate(_COLUMNS)]
@@ -161,12 +163,11 @@ def _split(names: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _resolve(backends: str | Sequence[str], sizes: str | Sequence[str]) -> tuple[
-        list[str], list[str], list[MLPSpec]]:
-    """Validate the requested names: (requested target names, their names, sizes)."""
+def _resolve(backends: str | Sequence[str],
+             sizes: str | Sequence[str]) -> tuple[list[str], list[MLPSpec]]:
+    """Validate the requested names: (the requested targets' names, the sizes)."""
     requested: list[str] = []
-    backend_names = _split(backends)
-    for name in backend_names:
+    for name in _split(backends):
         if name not in _BACKEND_NAMES:
             msg = f"unknown backend {name!r} in --backends; choose from {_PUBLIC_BACKENDS}"
             raise ValueError(msg)
@@ -184,7 +185,7 @@ def _resolve(backends: str | Sequence[str], sizes: str | Sequence[str]) -> tuple
     if not specs:
         msg = f"--sizes names no size; choose from {', '.join(_PUBLIC_SIZES)}"
         raise ValueError(msg)
-    return requested, backend_names, specs
+    return requested, specs
 
 
 def _available(names: Iterable[str]) -> tuple[list[Target], dict[str, str]]:
@@ -296,10 +297,10 @@ def run_cli(
         ``plot_path`` is given and matplotlib is not installed.
     """
     out = stream if stream is not None else sys.stdout
-    requested, _, specs = _resolve(backends, sizes)
+    requested, specs = _resolve(backends, sizes)
     for workload in workloads:
         _check_workload(workload)
-    figure_class = _import_pyplot_free_matplotlib() if plot_path is not None else None
+    figure_class = _figure_class() if plot_path is not None else None
     targets, unavailable = _available(["floor", *requested])
     ran_requested = any(t.name in requested for t in targets)
 
@@ -322,30 +323,36 @@ def run_cli(
 
     points: list[dict[str, Any]] = []
     if plot_path is not None:
-        plot_specs = [s for s in specs if s.name != "large"] or [SIZES["small"], SIZES["medium"]]
-        points = _sweep(targets, plot_specs, plot_batches, budget_s=min(budget_s, 0.15))
-        _plot(points, Path(plot_path), figure_class)
+        points = _plot_throughput(targets, specs, plot_batches, Path(plot_path),
+                                  figure_class=figure_class, budget_s=min(budget_s, 0.15))
         print(f"wrote plot: {plot_path}", file=out)
     if json_path is not None:
-        document: dict[str, Any] = {
-            "machine": machine_info(),
-            "settings": {
-                "budget_s": budget_s, "sgd_lr": SGD_LR, "adam_lr": ADAM_LR, "dtype": "float32",
-                "seed": 0, "sizes": {s.name: {"widths": list(s.widths), "batch": s.batch}
-                                     for s in specs},
-                "flops": "2·B·Σ nᵢnₒ (forward), 6·B·Σ nᵢnₒ (fwd-bwd, train-*)",
-            },
-            "unavailable": unavailable,
-            "rows": [asdict(r) for r in rows],
-        }
-        if points:
-            document["throughput_vs_batch"] = points
+        document = _json_document(specs, rows, unavailable, points, budget_s=budget_s)
         Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"wrote JSON: {json_path}", file=out)
     if not ran_requested:
         print("nnbackend bench: none of the requested backends is available here", file=out)
         return 1
     return 0
+
+
+def _json_document(specs: Sequence[MLPSpec], rows: Sequence[Row], unavailable: dict[str, str],
+                   points: Sequence[dict[str, Any]], *, budget_s: float) -> dict[str, Any]:
+    """What ``--json`` writes: machine, settings, unavailable targets, rows (and the sweep)."""
+    document: dict[str, Any] = {
+        "machine": machine_info(),
+        "settings": {
+            "budget_s": budget_s, "sgd_lr": SGD_LR, "adam_lr": ADAM_LR, "dtype": "float32",
+            "seed": 0, "sizes": {s.name: {"widths": list(s.widths), "batch": s.batch}
+                                 for s in specs},
+            "flops": "2·B·Σ nᵢnₒ (forward), 6·B·Σ nᵢnₒ (fwd-bwd, train-*)",
+        },
+        "unavailable": unavailable,
+        "rows": [asdict(r) for r in rows],
+    }
+    if points:
+        document["throughput_vs_batch"] = list(points)
+    return document
 
 
 def _header(specs: Sequence[MLPSpec]) -> str:
