@@ -103,18 +103,7 @@ def fit_torch(device: str) -> Fit:
     dev = torch.device(device)
 
     def fit(X: np.ndarray, y: np.ndarray) -> Predict:
-        params = bench.host_parameters(
-            bench.build_model(_spec(X.shape[1], int(y.max()) + 1), "numpy", seed=SEED))
-        layers: list[Any] = []
-        for W, b in params:
-            if layers:
-                layers.append(torch.nn.ReLU())
-            linear = torch.nn.Linear(W.shape[1], W.shape[0])
-            with torch.no_grad():
-                linear.weight.copy_(torch.from_numpy(W))
-                linear.bias.copy_(torch.from_numpy(b))
-            layers.append(linear)
-        model = torch.nn.Sequential(*layers).to(dev)
+        model = bench.build_torch_model(_spec(X.shape[1], int(y.max()) + 1), device, seed=SEED)
         opt = torch.optim.Adam(model.parameters(), lr=LR)
         for idx in _batches(len(X)):
             xb = torch.from_numpy(X[idx]).to(dev)

@@ -26,7 +26,15 @@ from .specs import (
 )
 from .timing import _no_sync
 
-__all__ = ["TARGETS", "Target", "Workload", "build_workload", "gemm_workload", "get_target"]
+__all__ = [
+    "TARGETS",
+    "Target",
+    "Workload",
+    "build_torch_model",
+    "build_workload",
+    "gemm_workload",
+    "get_target",
+]
 
 TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "torch-cuda", "nnbackend-cupy")
 """Every row kind, in table order: references first, so ratios are known when rows print."""
@@ -201,12 +209,27 @@ def _floor_workload(spec: MLPSpec, workload: str, x_host: np.ndarray, labels_hos
     return Workload(lambda: floor.train_step(x, labels))
 
 
-def _torch_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.ndarray,
-                    labels_host: np.ndarray, seed: int) -> Workload:
-    """PyTorch eager, written the way its documentation writes a training step."""
+def build_torch_model(spec: MLPSpec, device: str = "cpu", *, seed: int = 0) -> Any:
+    """PyTorch's MLP for ``spec``, from the same initial weights as nnbackend's.
+
+    ``torch.nn.Linear`` layers with ``torch.nn.ReLU`` between them, in a ``torch.nn.Sequential``
+    on ``device``; each layer's W (nₒ, nᵢ) and b (nₒ,) are copied from :func:`build_model`
+    ``(spec, seed=seed)`` (see :func:`host_parameters`).
+
+    Parameters
+    ----------
+    spec : MLPSpec
+    device : str
+        A torch device (``"cpu"``, ``"cuda:0"``).
+    seed : int
+        Seed of the initial weights (as in :func:`build_model`).
+
+    Raises
+    ------
+    BackendUnavailableError
+        PyTorch is not installed.
+    """
     torch = _import_torch()
-    functional = importlib.import_module("torch.nn.functional")
-    device = torch.device(target.device)
     layers: list[Any] = []
     for i, (W, b) in enumerate(host_parameters(build_model(spec, "numpy", seed=seed))):
         if i:
@@ -216,7 +239,16 @@ def _torch_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.nda
             linear.weight.copy_(torch.from_numpy(W))
             linear.bias.copy_(torch.from_numpy(b))
         layers.append(linear)
-    model = torch.nn.Sequential(*layers).to(device)
+    return torch.nn.Sequential(*layers).to(torch.device(device))
+
+
+def _torch_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.ndarray,
+                    labels_host: np.ndarray, seed: int) -> Workload:
+    """PyTorch eager, written the way its documentation writes a training step."""
+    torch = _import_torch()
+    functional = importlib.import_module("torch.nn.functional")
+    device = torch.device(target.device)
+    model = build_torch_model(spec, target.device, seed=seed)
     x = torch.from_numpy(x_host).to(device)
     labels = torch.from_numpy(labels_host).to(device)
     sync = _sync_for(target)
