@@ -3,6 +3,11 @@
 Every fit trains a 64-128-10 ReLU MLP with softmax cross-entropy and Adam (lr 1e-3, no weight
 decay) for 50 epochs of mini-batches of 64, reshuffled each epoch from a seeded Generator, and
 returns a ``predict(X) -> labels`` function. The split (75 % train, stratified) is seeded too.
+
+Two nnbackend rows: ``nnbackend-numpy`` writes the step out against the public API (forward,
+loss, backprop, Adam step: the library's math alone); ``nnbackend-fit`` hands the same model and
+optimizer to ``nnbackend.fit`` over ``nnbackend.batches`` (the library's own loop, with its
+default per-step training accuracy).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 
 import nnbackend as nb
 from nnbackend import bench
+from nnbackend.datasets import load_digits
 
 HIDDEN = 128
 EPOCHS = 50
@@ -29,20 +35,8 @@ Fit = Callable[[np.ndarray, np.ndarray], Predict]
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X_train, X_test, y_train, y_test): pixels / 16 in float32, int64 labels."""
-    try:
-        from nnbackend.datasets import load_digits
-
-        X, y = load_digits()
-    except (ImportError, AttributeError):  # an older nnbackend: the same data from sklearn
-        from sklearn.datasets import load_digits as sklearn_digits
-
-        X_raw, y_raw = sklearn_digits(return_X_y=True)
-        X, y = (X_raw / 16.0).astype(np.float32), y_raw.astype(np.int64)
-    from sklearn.model_selection import train_test_split
-
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, random_state=SEED, stratify=y)
-    return X_train, X_test, y_train, y_test
+    X, y = load_digits()
+    return nb.train_test_split(X, y, test_size=0.25, seed=SEED, stratify=True)
 
 
 def _batches(n: int) -> Iterator[np.ndarray]:
@@ -73,6 +67,25 @@ def fit_nnbackend(backend: str) -> Fit:
             _, dlogits = loss_fn(logits, yb)
             backprop(dlogits)
             opt.step()
+        be.synchronize()
+
+        def predict(X_new: np.ndarray) -> np.ndarray:
+            return np.asarray(np.argmax(nb.to_numpy(model(be.asarray(X_new))), axis=1))
+
+        return predict
+
+    return fit
+
+
+def fit_nnbackend_loop(backend: str) -> Fit:
+    """The same model and optimizer trained by ``nnbackend.fit`` over ``nnbackend.batches``."""
+    be = nb.get_backend(backend)
+
+    def fit(X: np.ndarray, y: np.ndarray) -> Predict:
+        model = bench.build_model(_spec(X.shape[1], int(y.max()) + 1), be, seed=SEED)
+        opt = nb.Adam(model.parameters(), lr=LR)
+        train = nb.batches(X, y, batch_size=BATCH, seed=SEED, backend=be)
+        nb.fit(model, nb.CrossEntropyLoss(), opt, train, epochs=EPOCHS, progress=False)
         be.synchronize()
 
         def predict(X_new: np.ndarray) -> np.ndarray:
@@ -145,6 +158,8 @@ def get_fit(name: str) -> Fit:
     """The fit of ``name``; raises ``nb.BackendUnavailableError`` where it cannot run."""
     if name == "sklearn":
         return fit_sklearn
+    if name == "nnbackend-fit":
+        return fit_nnbackend_loop("numpy")
     target = bench.get_target(name)
     if target.impl == "nnbackend":
         return fit_nnbackend(target.backend)

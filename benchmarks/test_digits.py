@@ -15,8 +15,8 @@ import pytest
 import nnbackend as nb
 from nnbackend import bench
 
-IMPLEMENTATIONS = ("nnbackend-numpy", "nnbackend-cupy", "torch-cpu", "torch-cuda", "floor",
-                   "sklearn")
+IMPLEMENTATIONS = ("nnbackend-numpy", "nnbackend-fit", "nnbackend-cupy", "torch-cpu",
+                   "torch-cuda", "floor", "sklearn")
 
 
 @pytest.fixture(scope="module")
