@@ -1,10 +1,13 @@
-"""The benchmark tools: the counting namespace, the hand-written NumPy floor, ``run_cli``.
+"""The benchmark tools: the package layout, the counting namespace, the hand-written NumPy floor,
+``run_cli``.
 
 No timing is asserted anywhere: only counts, math, and the shape of what is printed and written.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
 import io
 import json
@@ -27,6 +30,34 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 def cupy_usable() -> bool:
     return any(row.name == "cupy" and row.available for row in nb.available_backends())
+
+
+# ------------------------------------------------------------------------ package layout
+
+# the order of the package docstring's table: each module imports only modules above it
+MODULES = ("counting", "specs", "floor", "timing", "workloads", "calls", "plot", "report")
+
+
+def test_the_package_reexports_exactly_its_modules_public_names() -> None:
+    owners: dict[str, str] = {}
+    for name in MODULES:
+        module = importlib.import_module(f"nnbackend.bench.{name}")
+        for public in module.__all__:
+            assert public not in owners, f"{public} in both {owners.get(public)} and {name}"
+            owners[public] = name
+            assert getattr(bench, public) is getattr(module, public)
+    assert sorted(owners) == sorted(bench.__all__)
+
+
+def test_the_modules_import_only_modules_listed_above_them() -> None:
+    package = Path(bench.__file__).parent
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted([*MODULES, "__init__"])
+    for i, name in enumerate(MODULES):
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        siblings = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert None not in siblings, f"{name} imports the package itself"
+        assert siblings <= set(MODULES[:i]), f"{name} imports {siblings - set(MODULES[:i])}"
 
 
 # ------------------------------------------------------------------------ counting namespace
@@ -261,6 +292,23 @@ def test_measure_runs_the_step_and_synchronises_each_block() -> None:
     assert calls["sync"] >= 1 + 3  # after the warm-up, and once per block at least
     with pytest.raises(ValueError, match="budget_s must be positive"):
         bench.measure(step, budget_s=0.0)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_build_torch_model_starts_from_nnbackends_weights() -> None:
+    torch = importlib.import_module("torch")
+    spec = bench.MLPSpec("test", (8, 16, 12, 4), 5)
+    model = bench.build_model(spec, "numpy", seed=7)
+    torch_model = bench.build_torch_model(spec, seed=7)
+    linears = [m for m in torch_model if isinstance(m, torch.nn.Linear)]
+    for (W, b), linear in zip(bench.host_parameters(model), linears, strict=True):
+        np.testing.assert_array_equal(linear.weight.detach().numpy(), W)
+        np.testing.assert_array_equal(linear.bias.detach().numpy(), b)
+    assert [type(m).__name__ for m in torch_model] == ["Linear", "ReLU"] * 2 + ["Linear"]
+    x, _ = bench.make_data(spec, seed=1)
+    with torch.no_grad():
+        logits = torch_model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(logits, model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_gemm_workload_multiplies_the_steps_shapes() -> None:

@@ -1,7 +1,24 @@
 """Benchmarks: nnbackend against PyTorch eager and a hand-written NumPy floor.
 
 ``nnbackend bench`` (:func:`run_cli`) and the pytest-benchmark suite in ``benchmarks/`` share
-the workloads, timer and counters defined here.
+the workloads, timer and counters of this package, one job per module (each imports only the
+ones listed above it):
+
+================  =============================================================================
+module            job
+================  =============================================================================
+``counting``      :class:`CountingNamespace` and :class:`CountedArray`: count a computation's
+                  array calls
+``specs``         what is benchmarked: :data:`SIZES`, :data:`WORKLOADS`, the learning rates,
+                  :func:`make_data`, :func:`build_model` and its :func:`host_parameters`
+``floor``         :class:`NumpyMLP`, the hand-written NumPy floor
+``timing``        :func:`measure`, and the machine it ran on (:func:`machine_info`)
+``workloads``     :data:`TARGETS`, :func:`get_target`, :func:`build_workload` (one step of a
+                  target), :func:`gemm_workload` (its products alone), :func:`build_torch_model`
+``calls``         :func:`count_calls`: the calls of one step
+``plot``          the ``--plot`` sweep of throughput against batch size
+``report``        :class:`Row`, :func:`format_table`, :func:`run`, :func:`run_cli`
+================  =============================================================================
 
 Rows
 ----
@@ -68,24 +85,10 @@ ratios
 
 from __future__ import annotations
 
-from .calls import (
-    CallCount,
-    count_calls,
-)
-from .counting import (
-    CountedArray,
-    CountingNamespace,
-)
-from .floor import (
-    NumpyMLP,
-)
-from .report import (
-    Row,
-    format_table,
-    make_row,
-    run,
-    run_cli,
-)
+from .calls import CallCount, count_calls
+from .counting import CountedArray, CountingNamespace
+from .floor import NumpyMLP
+from .report import Row, format_table, make_row, run, run_cli
 from .specs import (
     ADAM_LR,
     SGD_LR,
@@ -96,12 +99,7 @@ from .specs import (
     host_parameters,
     make_data,
 )
-from .timing import (
-    Timing,
-    machine_info,
-    measure,
-    thread_info,
-)
+from .timing import Timing, machine_info, measure, thread_info
 from .workloads import (
     TARGETS,
     Target,
