@@ -1,5 +1,6 @@
 """The benchmark targets and their steps: :func:`get_target`, :func:`build_workload` (one
-training or inference step of a target) and :func:`gemm_workload` (its matrix products alone)."""
+training or inference step of a target), :func:`gemm_workload` (its matrix products alone) and
+:func:`build_torch_model` (PyTorch's MLP from nnbackend's initial weights)."""
 
 from __future__ import annotations
 
