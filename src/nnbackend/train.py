@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from array_api_compat import array_namespace
 
+from ._checks import namespace_of
 from ._typing import Array, Namespace
 from .backend import to_numpy
 from .layers.module import Module
@@ -171,10 +172,12 @@ class EarlyStopping(Callback):
 
 def accuracy_count(prediction: Array, target: Array) -> Array:
     """Number of samples whose arg-max class matches the label (or the target's arg-max)."""
-    xp = array_namespace(prediction)
+    xp = namespace_of(prediction)
     predicted = xp.argmax(prediction, axis=1)
     truth = target if target.ndim == 1 else xp.argmax(target, axis=1)
-    return xp.sum(xp.astype(predicted == xp.astype(truth, predicted.dtype), xp.int64))
+    if truth.dtype != predicted.dtype:
+        truth = xp.astype(truth, predicted.dtype)
+    return xp.count_nonzero(predicted == truth)
 
 
 _METRICS: dict[str, Metric] = {"accuracy": accuracy_count}
@@ -376,6 +379,7 @@ def _train_epoch(
     loss_sum = 0.0  # host float, updated at each read: Σ batch_loss · batch_size
     window_sizes: list[int] = []
     metric_sums: dict[str, Array] = {}
+    active: list[tuple[str, Metric]] | None = None
     samples = steps = 0
     for xb, yb in train:
         y, backprop = model.forward(xb)
@@ -385,10 +389,11 @@ def _train_epoch(
         optimizer.step()
         n = int(xb.shape[0])
         xp = xp or array_namespace(loss)
-        for name, fn in metric_fns.items():
-            if _applicable(name, y, yb):
-                count = fn(y, yb)
-                metric_sums[name] = metric_sums[name] + count if name in metric_sums else count
+        if active is None:  # the batches of an epoch share their shapes: decide once
+            active = [(name, fn) for name, fn in metric_fns.items() if _applicable(name, y, yb)]
+        for name, fn in active:
+            count = fn(y, yb)
+            metric_sums[name] = metric_sums[name] + count if name in metric_sums else count
         window.append(loss)
         window_sizes.append(n)
         samples += n
