@@ -285,7 +285,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         accuracy = scores.get("accuracy", float("nan"))
         print(f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
-              f"  ({summary['train_time_s']:.1f} s of training)")
+              f"  ({summary['train_time_s']:.2f} s of training)")
     return 0
 
 
