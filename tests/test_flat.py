@@ -209,3 +209,65 @@ def test_a_flat_step_costs_the_same_array_calls_for_any_number_of_tensors(name: 
 
     assert calls_per_step(2, flat=True) == calls_per_step(40, flat=True)
     assert calls_per_step(40, flat=False) > 10 * calls_per_step(2, flat=True)
+
+
+@pytest.mark.parametrize("switch", ["amsgrad", "momentum"])
+def test_state_that_appears_later_is_shared_and_saved(switch: str) -> None:
+    """Turning on AMSGrad (or RMSprop's momentum) after some steps adds a flat state array:
+    every parameter must see it, so state_dict saves it, as on the reference path."""
+    be = nb.get_backend("numpy")
+    runs = []
+    for flat in (True, False):
+        params = _params(be, SHAPES, 8)
+        opt: Optimizer = (Adam(params, 0.01, flat=flat) if switch == "amsgrad"
+                          else RMSprop(params, 0.01, flat=flat))
+        for step in range(4):
+            if step == 2:
+                setattr(opt, switch, True if switch == "amsgrad" else 0.9)
+            opt.zero_grad()
+            for p in params:
+                p.accumulate_grad(be.asarray(np.full(p.shape, 0.5 - step, dtype=np.float64)))
+            opt.step()
+        runs.append((params, opt.state_dict()))
+    (flat_params, flat_state), (ref_params, ref_state) = runs
+    for a, b in zip(flat_params, ref_params, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+    for a, b in zip(flat_state["state"], ref_state["state"], strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_gradient_of_the_wrong_shape_is_reported_not_broadcast() -> None:
+    be = nb.get_backend("numpy")
+    params = _params(be, [(3, 4)], 9)
+    opt = SGD(params, 0.1)
+    params[0].accumulate_grad(be.asarray(np.ones(4)))  # a buggy layer's gradient
+    with pytest.raises(ValueError, match=r"gradient of Parameter\('p0'.* shape \(4,\)"):
+        opt.step()
+    opt.zero_grad()
+    params[0].accumulate_grad(be.asarray(np.ones((3, 4), dtype=np.float32)))  # not cast either
+    with pytest.raises(ValueError, match="dtype float32"):
+        opt.step()
+
+
+def test_loading_a_permutation_of_the_modules_own_arrays() -> None:
+    model = nb.Sequential(nb.Linear(4, 4, seed=1), nb.ReLU(), nb.Linear(4, 4, seed=2))
+    SGD(model.parameters(), 0.1)  # the parameters become views of a flat buffer
+    state = model.state_dict()
+    first, second = state["0.weight"].copy(), state["2.weight"].copy()
+    model.load_state_dict({**state, "0.weight": state["2.weight"], "2.weight": state["0.weight"]})
+    np.testing.assert_array_equal(model.state_dict()["0.weight"], second)
+    np.testing.assert_array_equal(model.state_dict()["2.weight"], first)
+
+
+def test_torch_inputs_that_require_grad_are_refused_clearly() -> None:
+    torch = pytest.importorskip("torch")
+    model = nb.Sequential(nb.Linear(4, 3, seed=1, backend="torch"))
+    x = torch.randn(5, 4, dtype=torch.float32, requires_grad=True)
+    with pytest.raises(TypeError, match=r"requires grad; .* pass it with \.detach\(\)"):
+        model.forward(x)
+    with pytest.raises(TypeError, match="requires grad"):
+        nb.functional.cross_entropy(x, torch.tensor([0, 1, 2, 0, 1]))
+    y, _ = model.forward(x.detach())
+    assert y.shape == (5, 3)

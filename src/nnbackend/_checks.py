@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 _NAMESPACE_BY_TYPE: dict[type, Namespace] = {}
+_AUTOGRAD_TYPES: set[type] = set()  # array types that may carry an autograd graph (PyTorch)
 
 
 def namespace_of(x: object) -> Namespace:
@@ -39,6 +40,8 @@ def namespace_of(x: object) -> Namespace:
             or type(x).__module__.startswith("array_api_strict")
         ):
             _NAMESPACE_BY_TYPE[type(x)] = xp
+        if array_api_compat.is_torch_array(x):
+            _AUTOGRAD_TYPES.add(type(x))
     return xp
 
 
@@ -89,7 +92,9 @@ def matching_namespace(x: object, ref: Array) -> Namespace | None:
     its full checks to explain what is wrong.
     """
     xp = _NAMESPACE_BY_TYPE.get(type(x))
-    if xp is None or type(x) is not type(ref):
+    if xp is None or type(x) is not type(ref) or (
+        type(x) in _AUTOGRAD_TYPES and x.requires_grad  # type: ignore[attr-defined]
+    ):
         return None
     if x.dtype != ref.dtype or not same_device(x, ref, xp):  # type: ignore[attr-defined]
         return None
@@ -106,14 +111,21 @@ def describe_placement(x: Array) -> str:
 
 
 def check_array(x: object, *, where: str, what: str) -> Namespace:
-    """Return the namespace of ``x``; raise TypeError naming ``where`` if it is not an array."""
+    """Return the namespace of ``x``; raise TypeError naming ``where`` if it is not an array
+    (or is a PyTorch tensor recording an autograd graph: nnbackend computes gradients itself)."""
     xp = _NAMESPACE_BY_TYPE.get(type(x))
-    if xp is not None:
-        return xp
-    if not is_array_api_obj(x):
-        msg = f"{where}: {what} must be an array, got {type(x).__name__}"
+    if xp is None:
+        if not is_array_api_obj(x):
+            msg = f"{where}: {what} must be an array, got {type(x).__name__}"
+            raise TypeError(msg)
+        xp = namespace_of(x)
+    if type(x) in _AUTOGRAD_TYPES and x.requires_grad:  # type: ignore[attr-defined]
+        msg = (
+            f"{where}: {what} is a PyTorch tensor that requires grad; nnbackend computes "
+            "gradients itself, pass it with .detach()"
+        )
         raise TypeError(msg)
-    return namespace_of(x)
+    return xp
 
 
 def check_floating(x: Array, xp: Namespace, *, where: str, what: str) -> None:

@@ -72,6 +72,8 @@ def matmul_into(a: Array, b: Array, out: Array, xp: Namespace) -> bool:
         np.matmul(a, b, out=out)
         return True
     if array_api_compat.is_torch_namespace(xp):
+        if a.requires_grad or b.requires_grad:  # torch refuses out= under autograd
+            return False
         import torch
 
         torch.matmul(a, b, out=out)
@@ -93,6 +95,8 @@ def sum_into(x: Array, out: Array, *, axis: int, xp: Namespace) -> bool:
         np.add.reduce(x, axis=axis, out=out)
         return True
     if array_api_compat.is_torch_namespace(xp):
+        if x.requires_grad:  # torch refuses out= under autograd
+            return False
         import torch
 
         torch.sum(x, dim=axis, out=out)

@@ -87,13 +87,17 @@ class Parameter:
         With a ``grad_buffer``, the first contribution is copied into it, so that gradients
         live in the optimizer's flat buffer; ``grad`` is never kept by reference then.
         """
+        buffer = self.grad_buffer
         if self.grad is not None:
             self.grad += grad
-        elif self.grad_buffer is not None:
-            if grad is not self.grad_buffer:  # a layer may have written it there already
-                self.grad_buffer[...] = grad
-            self.grad = self.grad_buffer
-        else:
+        elif buffer is not None and (
+            grad is buffer
+            or (grad.shape == buffer.shape and grad.dtype == buffer.dtype)
+        ):
+            if grad is not buffer:  # a layer may have written it there already
+                buffer[...] = grad
+            self.grad = buffer
+        else:  # kept as is: a wrong shape or dtype is reported by the optimizer, not cast
             self.grad = grad
 
     def __repr__(self) -> str:
@@ -237,11 +241,14 @@ class Module:
             if got != want:
                 msg = f"{self._where()}: {name!r} has dtype {want}, state dict gives {got}"
                 raise TypeError(msg)
+        # Copies first: the values may be (views of) this module's own parameters.
+        values = {name: backend_of(p.data).asarray(state[name], copy=True)
+                  for name, p in own.items()}
         for name, p in own.items():
             if supports_views(namespace_of(p.data)):  # in place: optimizers' views stay valid
-                p.data[...] = backend_of(p.data).asarray(state[name])
+                p.data[...] = values[name]
             else:
-                p.data = backend_of(p.data).asarray(state[name], copy=True)
+                p.data = values[name]
             p.grad = None
 
     def to(self, backend: Any) -> Module:

@@ -125,9 +125,9 @@ class Optimizer:
             count = group.common_step(self.params, self.state)
             if count is None:
                 continue
-            new_state = not group.state
+            names = len(group.state)
             self._update(group.data, group.grad, group.state, count + 1, group.xp)
-            if new_state:
+            if len(group.state) != names:  # new state (first step, or amsgrad/momentum turned on)
                 group.share_state(self.state)
             for i in group.indices:
                 self.state[i]["step"] = count + 1
