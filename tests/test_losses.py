@@ -404,3 +404,14 @@ def test_mean_over_empty_batch_is_a_clear_error(name: str) -> None:
 def test_boolean_labels_are_rejected() -> None:
     with pytest.raises(TypeError, match="class labels must be integers, got dtype bool"):
         F.cross_entropy(np.zeros((2, 3), dtype=np.float32), np.array([True, False]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16])
+def test_narrow_integer_labels_with_more_classes_than_they_count(dtype: type) -> None:
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((3, 300)).astype(np.float32)
+    labels = np.array([5, 7, 100], dtype=dtype)
+    loss, grad = F.cross_entropy(logits, labels)
+    want_loss, want_grad = F.cross_entropy(logits, labels.astype(np.int64))
+    np.testing.assert_array_equal(np.asarray(loss), np.asarray(want_loss))
+    np.testing.assert_array_equal(grad, want_grad)

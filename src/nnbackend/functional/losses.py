@@ -199,6 +199,9 @@ def _label_distribution(
             f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
         )
         raise ValueError(msg)
+    # Every integer dtype counts to 127; beyond, narrow labels (uint8 for 300 classes) widen.
+    if classes > 128 and classes - 1 > xp.iinfo(labels.dtype).max:
+        labels = xp.astype(labels, xp.int64)
     q = xp.astype(labels[:, None] == _class_range(classes, labels, xp), logits.dtype)
     valid = None
     if is_host_array(labels):
