@@ -237,3 +237,20 @@ def test_regression_with_mse_skips_accuracy() -> None:
     assert history.last["loss"] < 1e-4
     W = nb.to_numpy(model[0].weight.data)
     np.testing.assert_allclose(W, [[1.5, -2.0]], atol=1e-2)
+
+
+def test_summed_losses_are_reported_per_sample_whatever_the_batch_size(
+    blobs: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, y = blobs
+    model = _mlp()
+    want = evaluate(model, nb.CrossEntropyLoss(), (X, y), batch_size=len(X))["loss"]
+    for batch_size in (10, 50, 333):
+        for reduction in ("mean", "sum"):
+            got = evaluate(model, nb.CrossEntropyLoss(reduction=reduction), (X, y),
+                           batch_size=batch_size)["loss"]
+            assert got == pytest.approx(want, rel=1e-5), (batch_size, reduction)
+    frozen = _mlp()  # lr 0: every step sees the initial weights
+    history = fit(frozen, nb.CrossEntropyLoss(reduction="sum"), SGD(frozen.parameters(), 0.0),
+                  (X, y), epochs=1, batch_size=64, seed=0, progress=False)
+    assert history.last["loss"] == pytest.approx(want, rel=1e-5)

@@ -377,9 +377,10 @@ def _train_epoch(
     xp: Namespace | None = None
     window: list[Array] = []  # per-step losses (0-d, on the device) since the last host read
     loss_sum = 0.0  # host float, updated at each read: Σ batch_loss · batch_size
-    window_sizes: list[int] = []
+    window_weights: list[int] = []
     metric_sums: dict[str, Array] = {}
     active: list[tuple[str, Metric]] | None = None
+    mean_loss = _is_mean(loss_fn)
     samples = steps = 0
     for xb, yb in train:
         y, backprop = model.forward(xb)
@@ -395,17 +396,17 @@ def _train_epoch(
             count = fn(y, yb)
             metric_sums[name] = metric_sums[name] + count if name in metric_sums else count
         window.append(loss)
-        window_sizes.append(n)
+        window_weights.append(n if mean_loss else 1)
         samples += n
         steps += 1
         if len(window) >= log_every:
-            loss_sum += _read_window(window, window_sizes, xp, epoch=epoch,
+            loss_sum += _read_window(window, window_weights, xp, epoch=epoch,
                                      first_step=steps - len(window) + 1)
             bar.update(len(window), loss=f"{loss_sum / samples:.4f}",
                        **_bar_metrics(bar, metric_sums, samples), **_rate(samples, start))
-            window, window_sizes = [], []
+            window, window_weights = [], []
     if window and xp is not None:
-        loss_sum += _read_window(window, window_sizes, xp, epoch=epoch,
+        loss_sum += _read_window(window, window_weights, xp, epoch=epoch,
                                  first_step=steps - len(window) + 1)
         bar.update(len(window))
     if samples == 0:
@@ -420,10 +421,18 @@ def _train_epoch(
     return record
 
 
+def _is_mean(loss_fn: Any) -> bool:
+    """Whether ``loss_fn`` averages over the batch (so a batch's total is loss · n)."""
+    return getattr(loss_fn, "reduction", "mean") != "sum"
+
+
 def _read_window(
-    losses: list[Array], sizes: list[int], xp: Namespace, *, epoch: int, first_step: int
+    losses: list[Array], weights: list[int], xp: Namespace, *, epoch: int, first_step: int
 ) -> float:
-    """Bring a window of per-step losses to the host at once; raise on the first non-finite."""
+    """Bring a window of per-step losses to the host at once; raise on the first non-finite.
+
+    Returns Σ loss · weight (the weight is the batch size for a mean loss, 1 for a sum).
+    """
     values = to_numpy(xp.stack(losses)).astype(np.float64)
     finite = np.isfinite(values)
     if not finite.all():
@@ -433,7 +442,7 @@ def _read_window(
             "(lower the learning rate, check the inputs for NaN/inf, or the labels' range)"
         )
         raise NonFiniteLossError(msg)
-    return float(values @ np.asarray(sizes, dtype=np.float64))
+    return float(values @ np.asarray(weights, dtype=np.float64))
 
 
 def _bar_metrics(bar: _Progress, sums: Mapping[str, Array], samples: int) -> dict[str, str]:
@@ -461,6 +470,9 @@ def evaluate(
 
     ``data`` is a re-iterable of ``(x, y)`` batches or an ``(X, y)`` pair of host arrays.
     Returns ``{"loss": ..., "<metric>": ...}`` as host floats (one synchronisation at the end).
+    The loss is per sample whatever the batch size: batch means are weighted by the batch size,
+    and a loss with ``reduction="sum"`` is summed over the batches, then divided by the number of
+    samples.
     """
     metric_fns = _resolve_metrics(metrics)
     if metric_names is not None:
@@ -468,6 +480,7 @@ def evaluate(
     batches = _as_batches(data, model, batch_size=batch_size, shuffle=False, seed=None)
     was_training = model.training
     model.eval()
+    mean_loss = _is_mean(loss_fn)
     loss_total: Array | None = None
     sums: dict[str, Array] = {}
     samples = 0
@@ -476,7 +489,8 @@ def evaluate(
             y = model(xb)
             loss, _ = loss_fn(y, yb)
             n = int(xb.shape[0])
-            loss_total = loss * n if loss_total is None else loss_total + loss * n
+            weighted = loss * n if mean_loss else loss
+            loss_total = weighted if loss_total is None else loss_total + weighted
             for name, fn in metric_fns.items():
                 if _applicable(name, y, yb):
                     sums[name] = fn(y, yb) if name not in sums else sums[name] + fn(y, yb)
