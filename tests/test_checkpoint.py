@@ -900,3 +900,17 @@ def test_bad_metadata_is_refused_before_writing(
         checkpoint.save(tmp_path / "new.npz", model, opt, **metadata)
     assert os.listdir(tmp_path) == ["ckpt.npz"]
     assert path.read_bytes() == before
+
+
+def test_read_metadata_needs_no_model(tmp_path: Path) -> None:
+    model = nb.Sequential(nb.Linear(3, 2, seed=0))
+    target = tmp_path / "m.npz"
+    checkpoint.save(target, model, epoch=3)
+    meta = checkpoint.read_metadata(target)
+    assert meta == checkpoint.load(target, nb.Sequential(nb.Linear(3, 2, seed=1)))
+    assert meta["epoch"] == 3
+    target.write_bytes(b"not a checkpoint")
+    with pytest.raises(nb.CheckpointError, match=r"m\.npz"):
+        checkpoint.read_metadata(target)
+    with pytest.raises(FileNotFoundError):
+        checkpoint.read_metadata(tmp_path / "missing.npz")

@@ -114,6 +114,9 @@ def test_idx_dataset(tmp_path: Path) -> None:
         (["train", "--hidden", "64,x"], "expected comma-separated positive widths"),
         (["train", "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
         (["train", "--lr", "-1"], "expected a positive number, got '-1'"),
+        (["train", "--lr", "inf"], "expected a positive number, got 'inf'"),
+        (["train", "--seed", "-1"], "expected a non-negative integer, got '-1'"),
+        (["train", "--test-size", "1.5"], "expected a number strictly between 0 and 1"),
         ([], "the following arguments are required: COMMAND"),
     ],
 )
@@ -159,3 +162,26 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "train" in result.stdout
+
+
+def test_resume_refuses_another_split_and_applies_an_explicit_lr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "run.npz"
+    base = ["train", "--dataset", "blobs", "--hidden", "8", "--json"]
+    assert main([*base, "--epochs", "1", "--save", str(ckpt), "--lr", "0.001"]) == 0
+    capsys.readouterr()
+    for option, value in (("--seed", "7"), ("--test-size", "0.5"), ("--dataset", "spirals")):
+        args = [*base, "--epochs", "2", "--resume", str(ckpt), option, value]
+        if option == "--dataset":
+            args = [a if a != "blobs" else value for a in args[:-2]]
+        assert main(args) == 1
+        assert "the train/test split would differ" in capsys.readouterr().err
+    again = tmp_path / "again.npz"
+    assert main([*base, "--epochs", "2", "--resume", str(ckpt), "--lr", "0.5",
+                 "--save", str(again)]) == 0
+    assert nb.checkpoint.load(again, nb.Sequential(nb.Linear(2, 8), nb.ReLU(),
+                                                   nb.Linear(8, 4)))["optimizer"]
+    meta = nb.checkpoint.read_metadata(again)
+    assert meta["optimizer"]["hyperparameters"]["lr"] == 0.5
+    assert (meta["seed"], meta["test_size"], meta["epoch"]) == (0, 0.2, 2)

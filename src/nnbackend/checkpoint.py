@@ -56,7 +56,15 @@ from .errors import CheckpointError
 from .layers.module import Module
 from .optim.optimizer import Optimizer
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "RESERVED_METADATA", "CheckpointError", "load", "save"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "RESERVED_METADATA",
+    "CheckpointError",
+    "load",
+    "read_metadata",
+    "save",
+]
 
 FORMAT = "nnbackend-checkpoint"
 """The ``format`` entry of every checkpoint's metadata."""
@@ -311,6 +319,23 @@ def load(
     )
     _apply(file, model, model_state, optimizer, optim_state)
     return header
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a checkpoint (what :func:`load` returns), without a model to load into.
+
+    The file is read and checked as by :func:`load` (an intact archive of plain arrays, the
+    right format and a readable format version), so a run can be checked before it resumes.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        As :func:`load`.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
+    return _checked_header(file, _read_archive(file))
 
 
 def _read_archive(file: Path) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import sys
@@ -51,8 +52,30 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0.0:
+    if not 0.0 < value < math.inf:
         msg = f"expected a positive number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        msg = f"expected a number strictly between 0 and 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"expected a non-negative integer, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -87,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learning rate (default depends on the optimizer)")
     train.add_argument("--epochs", type=_positive_int, default=40)
     train.add_argument("--batch-size", type=_positive_int, default=32)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--test-size", type=float, default=0.2)
+    train.add_argument("--test-size", type=_fraction, default=0.2)
     train.add_argument("--save", type=Path, default=None,
                        help="write a checkpoint here after every epoch (atomically)")
     train.add_argument("--resume", type=Path, default=None,
@@ -223,9 +246,6 @@ def _train(args: argparse.Namespace) -> int:
     from .data import batches
     from .train import evaluate, fit
 
-    if not 0.0 < args.test_size < 1.0:
-        msg = f"--test-size must lie strictly between 0 and 1, got {args.test_size}"
-        raise ValueError(msg)
     backend = nb.get_backend(args.backend)
     X_train, y_train, X_test, y_test = _load_data(args)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
@@ -245,7 +265,10 @@ def _train(args: argparse.Namespace) -> int:
                         dtype=dtype)
     start_epoch = 0
     if args.resume is not None:
+        _check_same_run(args, checkpoint.read_metadata(args.resume))
         meta = checkpoint.load(args.resume, model, optimizer)
+        if args.lr is not None:  # an explicit --lr overrides the saved learning rate
+            optimizer.lr = args.lr
         start_epoch = int(meta.get("epoch", 0))
         if start_epoch >= args.epochs:
             msg = (
@@ -257,7 +280,7 @@ def _train(args: argparse.Namespace) -> int:
     def save(epoch: int, record: dict[str, float]) -> None:
         if args.save is not None:
             checkpoint.save(args.save, model, optimizer, epoch=epoch, dataset=args.dataset,
-                            seed=args.seed, loss=record["loss"])
+                            seed=args.seed, test_size=args.test_size, loss=record["loss"])
 
     if not args.json:
         print(f"nnbackend {nb.__version__}: {backend!r}, {args.dataset} "
@@ -287,6 +310,18 @@ def _train(args: argparse.Namespace) -> int:
         print(f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
               f"  ({summary['train_time_s']:.2f} s of training)")
     return 0
+
+
+def _check_same_run(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """Refuse to resume with a dataset, seed or test size that would change the split."""
+    for key, option in (("dataset", "--dataset"), ("seed", "--seed"),
+                        ("test_size", "--test-size")):
+        if key in meta and meta[key] != getattr(args, key):
+            msg = (
+                f"--resume {args.resume} was trained with {option} {meta[key]}, not "
+                f"{getattr(args, key)}: the train/test split would differ"
+            )
+            raise ValueError(msg)
 
 
 def _plot(history: Any, path: Path) -> None:
