@@ -274,3 +274,10 @@ def test_random_bytes_raise_only_idx_format_errors(tmp_path: Path, data: bytes) 
     else:  # the bytes happened to be a well-formed file: it must decode to exactly its size
         assert 4 + 4 * array.ndim + array.nbytes == len(gzip.decompress(data)
                                                          if data[:2] == b"\x1f\x8b" else data)
+
+
+def test_an_empty_idx_shape_too_large_to_represent_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "huge-empty.idx"
+    path.write_bytes(b"\x00\x00\x08\x04" + struct.pack(">4I", 0, 256, 1 << 24, 1 << 31))
+    with pytest.raises(IDXFormatError, match="cannot be represented"):
+        load_idx(path)

@@ -271,3 +271,17 @@ def test_torch_inputs_that_require_grad_are_refused_clearly() -> None:
         nb.functional.cross_entropy(x, torch.tensor([0, 1, 2, 0, 1]))
     y, _ = model.forward(x.detach())
     assert y.shape == (5, 3)
+
+
+def test_moving_the_model_after_the_optimizer_stepped_is_named() -> None:
+    pytest.importorskip("torch")
+    model = nb.Sequential(nb.Linear(3, 2, seed=0))
+    opt = Adam(model.parameters(), 0.01)
+    for p in model.parameters():
+        p.accumulate_grad(np.ones(p.shape, dtype=np.float32))
+    opt.step()
+    model.to("torch")
+    for p in model.parameters():
+        p.accumulate_grad(nb.get_backend("torch").asarray(np.ones(p.shape), dtype="float32"))
+    with pytest.raises(ValueError, match=r"moved after the optimizer was created"):
+        opt.step()

@@ -254,3 +254,8 @@ def test_summed_losses_are_reported_per_sample_whatever_the_batch_size(
     history = fit(frozen, nb.CrossEntropyLoss(reduction="sum"), SGD(frozen.parameters(), 0.0),
                   (X, y), epochs=1, batch_size=64, seed=0, progress=False)
     assert history.last["loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_predict_on_no_rows_returns_an_empty_output() -> None:
+    out = predict(_mlp(), np.zeros((0, 2), dtype=np.float32))
+    assert out.shape == (0, 4)

@@ -315,7 +315,11 @@ def load_idx(path: str | os.PathLike[str]) -> NDArray[Any]:
             f"bytes, the file has {actual} after the header"
         )
         raise IDXFormatError(msg)
-    data = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+    try:
+        data = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+    except ValueError as exc:  # an empty shape whose other sizes NumPy cannot represent
+        msg = f"{path}: IDX shape {shape} cannot be represented: {exc}"
+        raise IDXFormatError(msg) from exc
     return data.astype(dtype.newbyteorder("="))
 
 

@@ -517,5 +517,6 @@ def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
     ref = model._reference_array()
     x_all = backend.asarray(X, dtype=None if ref is None else ref.dtype)
     xp = backend.xp
-    outputs = [model(x_all[i : i + batch_size, ...]) for i in range(0, x_all.shape[0], batch_size)]
+    starts = range(0, x_all.shape[0], batch_size) if x_all.shape[0] else (0,)
+    outputs = [model(x_all[i : i + batch_size, ...]) for i in starts]  # (0, out) when empty
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)

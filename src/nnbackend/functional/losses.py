@@ -132,8 +132,8 @@ def cross_entropy(
     if not 0.0 <= label_smoothing <= 1.0:
         msg = f"{where}: label_smoothing must lie in [0, 1], got {label_smoothing!r}"
         raise ValueError(msg)
-    if logits.ndim != 2:
-        msg = f"{where}: logits must have shape (N, C), got {tuple(logits.shape)}"
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        msg = f"{where}: logits must have shape (N, C) with C >= 1, got {tuple(logits.shape)}"
         raise ValueError(msg)
     n, classes = logits.shape
     scale = _mean_scale(reduction, n, where)

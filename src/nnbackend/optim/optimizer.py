@@ -39,7 +39,7 @@ from typing import Any, ClassVar, TypeAlias
 
 from array_api_compat import device, is_writeable_array
 
-from .._checks import check_floating, namespace_of
+from .._checks import check_floating, describe_placement, namespace_of, same_device
 from .._typing import Array, Namespace
 from ..backend import backend_of, dtype_name, to_numpy
 from ..layers.module import Module, Parameter
@@ -135,6 +135,7 @@ class Optimizer:
         if len(done) == len(self.params):
             return
         for p, grad, st, xp in self._with_grads(skip=done):
+            self._check_state_placement(p, st, xp)
             st["step"] = st.get("step", 0) + 1
             p.data = self._update(p.data, grad, st, st["step"], xp)
 
@@ -152,6 +153,18 @@ class Optimizer:
         """Reset every parameter's gradient to None (the next backward assigns it afresh)."""
         for p in self.params:
             p.grad = None
+
+    def _check_state_placement(self, p: Parameter, state: dict[str, Any], xp: Namespace) -> None:
+        """Refuse state left on another namespace or device (the model moved after creation)."""
+        for name, value in state.items():
+            if name != "step" and (namespace_of(value) is not xp
+                                   or not same_device(value, p.data, xp)):
+                msg = (
+                    f"{type(self).__name__}: the state {name!r} of {p!r} is "
+                    f"{describe_placement(value)}; the parameter moved after the optimizer was "
+                    "created: create optimizers after model.to(...)"
+                )
+                raise ValueError(msg)
 
     def _with_grads(
         self, *, skip: set[int] | frozenset[int] = frozenset()
