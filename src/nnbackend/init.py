@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Initializer", "get_initializer", "he_normal", "lecun_normal", "xavier_uniform", "zeros"]
+__all__ = [
+    "Initializer",
+    "draw",
+    "get_initializer",
+    "he_normal",
+    "lecun_normal",
+    "xavier_uniform",
+    "zeros",
+]
 
 Initializer = Callable[[tuple[int, ...], np.random.Generator], np.ndarray]
 
@@ -74,3 +82,18 @@ def get_initializer(init: str | Initializer | Any) -> Initializer:
         return _BY_NAME[init.lower()]
     msg = f"unknown init {init!r}; use one of {sorted(_BY_NAME)} or a callable (shape, rng)"
     raise ValueError(msg)
+
+
+def draw(
+    init: str | Initializer, shape: tuple[int, ...], seed: int | None, *, where: str
+) -> np.ndarray:
+    """Initial values of ``shape`` on the host, from ``numpy.random.default_rng(seed)``.
+
+    The one draw every backend transfers from, so the same seed gives bit-identical weights
+    everywhere; ``where`` names the layer in the error raised for a wrong-shape initialiser.
+    """
+    values = np.asarray(get_initializer(init)(shape, np.random.default_rng(seed)))
+    if values.shape != shape:
+        msg = f"{where}: init returned shape {values.shape}, expected {shape}"
+        raise ValueError(msg)
+    return values

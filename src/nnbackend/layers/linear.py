@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
-
-import numpy as np
 
 from .._checks import check_array, check_floating, matching_namespace
 from .._typing import Array, Backprop, Namespace
 from ..backend import get_backend
 from ..functional.linear import linear, linear_backward
-from ..init import Initializer, get_initializer
+from ..init import Initializer, draw
 from .module import Module, Parameter, _check_matches_parameters
 
 __all__ = ["Linear"]
@@ -51,23 +50,13 @@ class Linear(Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        for label, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                msg = f"Linear: {label} must be a positive integer, got {value!r}"
-                raise ValueError(msg)
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
         be = get_backend(backend)
         dt = be.dtype(dtype)
-        shape = (self.out_features, self.in_features)
-        draw = np.asarray(get_initializer(init)(shape, np.random.default_rng(seed)))
-        if draw.shape != shape:
-            msg = (
-                f"Linear({self.in_features}→{self.out_features}): init returned shape "
-                f"{draw.shape}, expected {shape}"
-            )
-            raise ValueError(msg)
-        self.weight = Parameter(be.asarray(draw, dtype=dt, copy=True), "weight")
+        weight = draw(init, (self.out_features, self.in_features), seed,
+                      where=f"Linear({self.in_features}→{self.out_features})")
+        self.weight = Parameter(be.asarray(weight, dtype=dt, copy=True), "weight")
         self.bias = Parameter(be.zeros((self.out_features,), dtype=dt), "bias") if bias else None
 
     def extra_repr(self) -> str:
@@ -112,3 +101,17 @@ class Linear(Module):
             return dx
 
         return z, backprop
+
+
+def _positive_int(value: Any, label: str) -> int:
+    """``value`` as an int ≥ 1 (any integer type but bool), else ValueError naming ``label``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if number < 1:
+        msg = f"Linear: {label} must be a positive integer, got {value!r}"
+        raise ValueError(msg)
+    return number
