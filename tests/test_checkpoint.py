@@ -511,7 +511,7 @@ def test_invalid_optimizer_state_is_caught_before_anything_changes(
     snap = Snapshot(model, opt)
     for name, edit, pattern in [
         ("lr", bad_lr, r"does not fit: Adam: lr must be >= 0, got -1\.0"),
-        ("step", bad_step, r"does not fit: .*state 3: 'step' must be >= 1, got 0"),
+        ("step", bad_step, r"does not fit: .*state 3: 'step' must be a positive integer, got 0"),
     ]:
         path = _rewrite(saved, tmp_path / f"{name}.npz", header=edit)
         with pytest.raises(CheckpointError, match=pattern):

@@ -237,11 +237,15 @@ def test_linear_init_callable(case: Any) -> None:
         nb.Linear(3, 2, init="gaussian", backend=case.backend)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4", None])
-def test_linear_rejects_bad_widths(bad: Any) -> None:
-    with pytest.raises(ValueError, match=r"Linear: in_features must be a positive integer"):
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError), ("4", TypeError),
+     (None, TypeError)],
+)
+def test_linear_rejects_bad_widths(bad: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"Linear: in_features must be a positive integer"):
         nb.Linear(bad, 3, backend="numpy")
-    with pytest.raises(ValueError, match=r"Linear: out_features must be a positive integer"):
+    with pytest.raises(error, match=r"Linear: out_features must be a positive integer"):
         nb.Linear(3, bad, backend="numpy")
 
 

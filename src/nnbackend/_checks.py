@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import array_api_compat
@@ -13,12 +14,14 @@ from ._typing import Array, Namespace
 __all__ = [
     "check_array",
     "check_floating",
+    "check_int",
     "check_same_placement",
     "describe_placement",
     "device_of",
     "dtype_kind",
     "is_floating",
     "matching_namespace",
+    "name_mismatch",
     "namespace_of",
     "same_device",
 ]
@@ -126,6 +129,34 @@ def check_array(x: object, *, where: str, what: str) -> Namespace:
         )
         raise TypeError(msg)
     return xp
+
+
+def check_int(value: Any, *, what: str, minimum: int = 0) -> int:
+    """``value`` as a Python int ≥ ``minimum``: any integer type but bool.
+
+    Raises TypeError for a non-integer and ValueError below ``minimum``, each naming ``what``.
+    """
+    wanted = {0: "a non-negative integer", 1: "a positive integer"}.get(
+        minimum, f"an integer >= {minimum}"
+    )
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        msg = f"{what} must be {wanted}, got {value!r}"
+        raise TypeError(msg) from None
+    if number < minimum:
+        msg = f"{what} must be {wanted}, got {number}"
+        raise ValueError(msg)
+    return number
+
+
+def name_mismatch(missing: list[str], unexpected: list[str]) -> str:
+    """``"; missing [...]; unexpected [...]"`` (each part only when non-empty), for a message."""
+    return (f"; missing {missing}" if missing else "") + (
+        f"; unexpected {unexpected}" if unexpected else ""
+    )
 
 
 def check_floating(x: Array, xp: Namespace, *, where: str, what: str) -> None:

@@ -51,6 +51,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.lib import format as npy_format
 
+from ._checks import name_mismatch
 from .backend import backend_of, dtype_name, to_numpy
 from .errors import CheckpointError
 from .layers.module import Module
@@ -495,8 +496,7 @@ def _check_entries(file: Path, header: Mapping[str, Any], arrays: Mapping[str, n
     missing, unexpected = sorted(declared - arrays.keys()), sorted(arrays.keys() - declared)
     if missing or unexpected:
         msg = f"checkpoint {file}: the archive does not hold the arrays its metadata declares"
-        msg += f"; missing {missing}" if missing else ""
-        msg += f"; unexpected {unexpected}" if unexpected else ""
+        msg += name_mismatch(missing, unexpected)
         raise CheckpointError(msg)
     for entry in header["parameters"]:
         value = arrays[_MODEL_PREFIX + entry["name"]]

@@ -17,7 +17,7 @@ import numpy as np
 from array_api_compat import is_array_api_obj
 from numpy.typing import NDArray
 
-from ._checks import namespace_of
+from ._checks import check_int, namespace_of
 from ._typing import Array
 from .backend import Backend, get_backend, to_numpy
 
@@ -85,7 +85,7 @@ class Batches:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` serve epoch ``epoch`` (its shuffle order is fixed by it)."""
-        _check_non_negative_int(epoch, "Batches.set_epoch: epoch")
+        check_int(epoch, what="Batches.set_epoch: epoch")
         self.epoch = epoch
 
     def permutation(self, epoch: int) -> NDArray[np.int64]:
@@ -173,16 +173,11 @@ def batches(
     ...     for xb, yb in data:          # a new order every epoch
     ...         ...
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        msg = f"batches: batch_size must be a positive integer, got {batch_size!r}"
-        raise TypeError(msg)
-    if batch_size <= 0:
-        msg = f"batches: batch_size must be a positive integer, got {batch_size}"
-        raise ValueError(msg)
+    check_int(batch_size, what="batches: batch_size", minimum=1)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     else:
-        _check_non_negative_int(seed, "batches: seed")
+        check_int(seed, what="batches: seed")
     be = get_backend(backend)
     float_dtype = be.dtype(dtype)
     X = X if is_array_api_obj(X) else np.asarray(X)
@@ -338,16 +333,6 @@ def _check_samples(X: Array, y: Array, *, where: str) -> int:
         msg = f"{where}: X and y hold no samples (shapes {tuple(X.shape)}, {tuple(y.shape)})"
         raise ValueError(msg)
     return n
-
-
-def _check_non_negative_int(value: Any, what: str) -> None:
-    """Raise TypeError/ValueError unless ``value`` is an int >= 0 (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        msg = f"{what} must be a non-negative integer, got {value!r}"
-        raise TypeError(msg)
-    if value < 0:
-        msg = f"{what} must be a non-negative integer, got {value}"
-        raise ValueError(msg)
 
 
 def _kind(a: Array) -> str:

@@ -16,6 +16,8 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from ._checks import check_int
+
 __all__ = [
     "IDXFormatError",
     "load_digits",
@@ -107,9 +109,9 @@ def make_blobs(
     y : numpy.ndarray of int64, shape (N,)
         The cluster of each sample, 0..K-1.
     """
-    _check_count(n_samples, "make_blobs: n_samples")
-    _check_count(n_features, "make_blobs: n_features")
-    _check_count(centers, "make_blobs: centers")
+    check_int(n_samples, what="make_blobs: n_samples", minimum=1)
+    check_int(n_features, what="make_blobs: n_features", minimum=1)
+    check_int(centers, what="make_blobs: centers", minimum=1)
     _check_non_negative(cluster_std, "make_blobs: cluster_std")
     rng = np.random.default_rng(seed)
     means = rng.uniform(-10.0, 10.0, size=(centers, n_features))
@@ -150,8 +152,8 @@ def make_spirals(
     y : numpy.ndarray of int64, shape (N,)
         The arm of each point, 0..K-1.
     """
-    _check_count(n_samples, "make_spirals: n_samples")
-    _check_count(n_classes, "make_spirals: n_classes")
+    check_int(n_samples, what="make_spirals: n_samples", minimum=1)
+    check_int(n_classes, what="make_spirals: n_classes", minimum=1)
     _check_non_negative(noise, "make_spirals: noise")
     rng = np.random.default_rng(seed)
     y = _balanced_labels(n_samples, n_classes)
@@ -211,9 +213,9 @@ def make_regression(
     W : numpy.ndarray of float32, shape (d, T)
         Only when ``coef=True``.
     """
-    _check_count(n_samples, "make_regression: n_samples")
-    _check_count(n_features, "make_regression: n_features")
-    _check_count(n_targets, "make_regression: n_targets")
+    check_int(n_samples, what="make_regression: n_samples", minimum=1)
+    check_int(n_features, what="make_regression: n_features", minimum=1)
+    check_int(n_targets, what="make_regression: n_targets", minimum=1)
     _check_non_negative(noise, "make_regression: noise")
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n_samples, n_features))
@@ -227,16 +229,6 @@ def _balanced_labels(n_samples: int, n_classes: int) -> Int64Array:
     """Labels 0..K-1 in blocks whose sizes differ by at most one (the first get the extra)."""
     sizes = [n_samples // n_classes + (k < n_samples % n_classes) for k in range(n_classes)]
     return np.repeat(np.arange(n_classes, dtype=np.int64), sizes)
-
-
-def _check_count(value: Any, what: str) -> None:
-    """Raise unless ``value`` is an int >= 1 (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        msg = f"{what} must be a positive integer, got {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{what} must be a positive integer, got {value}"
-        raise ValueError(msg)
 
 
 def _check_non_negative(value: float, what: str) -> None:

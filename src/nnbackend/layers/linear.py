@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
-from .._checks import check_array, check_floating, matching_namespace
+from .._checks import check_array, check_floating, check_int, matching_namespace
 from .._typing import Array, Backprop, Namespace
 from ..backend import get_backend
 from ..functional.linear import linear, linear_backward
@@ -50,8 +49,8 @@ class Linear(Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = check_int(in_features, what="Linear: in_features", minimum=1)
+        self.out_features = check_int(out_features, what="Linear: out_features", minimum=1)
         be = get_backend(backend)
         dt = be.dtype(dtype)
         weight = draw(init, (self.out_features, self.in_features), seed,
@@ -102,16 +101,3 @@ class Linear(Module):
 
         return z, backprop
 
-
-def _positive_int(value: Any, label: str) -> int:
-    """``value`` as an int ≥ 1 (any integer type but bool), else ValueError naming ``label``."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        number = 0
-    if number < 1:
-        msg = f"Linear: {label} must be a positive integer, got {value!r}"
-        raise ValueError(msg)
-    return number

@@ -24,6 +24,7 @@ from .._checks import (
     check_floating,
     describe_placement,
     matching_namespace,
+    name_mismatch,
     namespace_of,
     same_device,
 )
@@ -228,8 +229,7 @@ class Module:
         unexpected = sorted(state.keys() - own.keys())
         if missing or unexpected:
             msg = f"{self._where()}: state dict does not match the module's parameters"
-            msg += f"; missing {missing}" if missing else ""
-            msg += f"; unexpected {unexpected}" if unexpected else ""
+            msg += name_mismatch(missing, unexpected)
             raise KeyError(msg)
         for name, p in own.items():
             value = state[name]

@@ -33,13 +33,19 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
 from array_api_compat import device, is_writeable_array
 
-from .._checks import check_floating, describe_placement, namespace_of, same_device
+from .._checks import (
+    check_floating,
+    check_int,
+    describe_placement,
+    name_mismatch,
+    namespace_of,
+    same_device,
+)
 from .._typing import Array, Namespace
 from ..backend import backend_of, dtype_name, to_numpy
 from ..layers.module import Module, Parameter
@@ -262,8 +268,7 @@ class Optimizer:
         missing, unexpected = sorted(names - hyper.keys()), sorted(hyper.keys() - names)
         if missing or unexpected:
             msg = f"{where}: the hyperparameters do not match {type(self).__name__}'s"
-            msg += f"; missing {missing}" if missing else ""
-            msg += f"; unexpected {unexpected}" if unexpected else ""
+            msg += name_mismatch(missing, unexpected)
             raise KeyError(msg)
         return self._validate(hyper)
 
@@ -280,10 +285,10 @@ class Optimizer:
         missing = sorted({"step", *expected} - entry.keys())
         if missing or unexpected:
             msg = f"{where}: state {i} ({p!r}) does not match {type(self).__name__}'s"
-            msg += f"; missing {missing}" if missing else ""
-            msg += f"; unexpected {unexpected}" if unexpected else ""
+            msg += name_mismatch(missing, unexpected)
             raise KeyError(msg)
-        out: dict[str, Any] = {"step": _check_step(entry["step"], where=f"{where}: state {i}")}
+        step = check_int(entry["step"], what=f"{where}: state {i}: 'step'", minimum=1)
+        out: dict[str, Any] = {"step": step}
         for name, value in entry.items():
             if name == "step":
                 continue
@@ -375,20 +380,6 @@ def check_flag(value: Any, *, where: str, name: str) -> bool:
         msg = f"{where}: {name} must be True or False, got {value!r}"
         raise TypeError(msg)
     return value
-
-
-def _check_step(value: Any, *, where: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        step = operator.index(value)
-    except TypeError:
-        msg = f"{where}: 'step' must be an integer, got {value!r}"
-        raise TypeError(msg) from None
-    if step < 1:
-        msg = f"{where}: 'step' must be >= 1, got {step}"
-        raise ValueError(msg)
-    return step
 
 
 def _collect_parameters(params: Any, *, where: str) -> list[Parameter]:
