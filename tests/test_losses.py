@@ -420,3 +420,22 @@ def test_narrow_integer_labels_with_more_classes_than_they_count(dtype: type) ->
 def test_logits_without_classes_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"shape \(N, C\) with C >= 1, got \(2, 0\)"):
         F.cross_entropy(np.zeros((2, 0), dtype=np.float32), np.zeros(2, dtype=np.int64))
+
+
+def test_device_labels_out_of_range_poison_their_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the labels live on an accelerator the range check would stall the device, so the
+    loss and the invalid samples' gradient rows become NaN instead (simulated on NumPy)."""
+    import nnbackend.functional.losses as losses_module
+
+    monkeypatch.setattr(losses_module, "is_host_array", lambda _: False)
+    rng = np.random.default_rng(6)
+    logits = rng.standard_normal((4, 3))
+    labels = np.array([0, 3, 2, -1])
+    loss, grad = F.cross_entropy(logits, labels)
+    assert np.isnan(loss)
+    assert np.isnan(grad[[1, 3]]).all()
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected = (p[[0, 2]] - np.eye(3)[[0, 2]]) / 4  # rows with the valid labels 0 and 2
+    np.testing.assert_allclose(grad[[0, 2]], expected, rtol=1e-12)
+    valid_loss, _ = F.cross_entropy(logits, np.array([0, 1, 2, 0]))
+    assert np.isfinite(valid_loss)

@@ -9,7 +9,9 @@ path against the standard spelling on the whole backend matrix.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import array_api_compat
@@ -47,19 +49,25 @@ def _ufunc_reduction(ufunc: Any) -> Reduction:
     return reduction
 
 
+@functools.cache
+def _library(xp: Namespace) -> ModuleType | None:
+    """The library behind ``xp`` when it is NumPy, PyTorch or CuPy (imported already), else None."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return np
+    for name, is_it in (("torch", array_api_compat.is_torch_namespace),
+                        ("cupy", array_api_compat.is_cupy_namespace)):
+        if is_it(xp):
+            return importlib.import_module(name)
+    return None
+
+
 def masked(x: Array, mask: Array, xp: Namespace) -> Array:
     """x · [mask]: ``x`` where the boolean ``mask`` holds, else 0.
 
     NumPy, CuPy and PyTorch multiply by a boolean array directly; the standard has no
     bool × float promotion, so elsewhere the mask is first cast to ``x``'s dtype (one more pass).
     """
-    if (
-        array_api_compat.is_numpy_namespace(xp)
-        or array_api_compat.is_cupy_namespace(xp)
-        or array_api_compat.is_torch_namespace(xp)
-    ):
-        return x * mask
-    return x * xp.astype(mask, x.dtype)
+    return x * mask if _library(xp) is not None else x * xp.astype(mask, x.dtype)
 
 
 def matmul_into(a: Array, b: Array, out: Array, xp: Namespace) -> bool:
@@ -68,22 +76,11 @@ def matmul_into(a: Array, b: Array, out: Array, xp: Namespace) -> bool:
     Returns False (and leaves ``out`` alone) where it cannot: the caller then computes
     ``a @ b`` the standard way.
     """
-    if array_api_compat.is_numpy_namespace(xp):
-        np.matmul(a, b, out=out)
-        return True
-    if array_api_compat.is_torch_namespace(xp):
-        if a.requires_grad or b.requires_grad:  # torch refuses out= under autograd
-            return False
-        import torch
-
-        torch.matmul(a, b, out=out)
-        return True
-    if array_api_compat.is_cupy_namespace(xp):
-        import cupy
-
-        cupy.matmul(a, b, out=out)
-        return True
-    return False
+    library = _library(xp)
+    if library is None:
+        return False
+    library.matmul(a, b, out=out)
+    return True
 
 
 def sum_into(x: Array, out: Array, *, axis: int, xp: Namespace) -> bool:
@@ -91,19 +88,13 @@ def sum_into(x: Array, out: Array, *, axis: int, xp: Namespace) -> bool:
 
     Returns False (and leaves ``out`` alone) where it cannot.
     """
-    if array_api_compat.is_numpy_namespace(xp):
-        np.add.reduce(x, axis=axis, out=out)
-        return True
-    if array_api_compat.is_torch_namespace(xp):
-        if x.requires_grad:  # torch refuses out= under autograd
-            return False
-        import torch
-
-        torch.sum(x, dim=axis, out=out)
-        return True
-    if array_api_compat.is_cupy_namespace(xp):
-        import cupy
-
-        cupy.sum(x, axis=axis, out=out)
-        return True
-    return False
+    library = _library(xp)
+    if library is None:
+        return False
+    if library is np:
+        np.add.reduce(x, axis=axis, out=out)  # np.sum's loop without its argument handling
+    elif library.__name__ == "torch":
+        library.sum(x, dim=axis, out=out)
+    else:
+        library.sum(x, axis=axis, out=out)
+    return True

@@ -127,8 +127,7 @@ def cross_entropy(
     check_floating(logits, xp, where=where, what="logits")
     check_same_placement(target, check_array(target, where=where, what="target"), logits, xp,
                          where=where, what="target", ref_what="logits")
-    if reduction not in _REDUCTIONS:
-        _check_reduction(reduction, where)
+    _check_reduction(reduction, where)
     if not 0.0 <= label_smoothing <= 1.0:
         msg = f"{where}: label_smoothing must lie in [0, 1], got {label_smoothing!r}"
         raise ValueError(msg)

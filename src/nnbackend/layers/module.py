@@ -91,10 +91,7 @@ class Parameter:
         buffer = self.grad_buffer
         if self.grad is not None:
             self.grad += grad
-        elif buffer is not None and (
-            grad is buffer
-            or (grad.shape == buffer.shape and grad.dtype == buffer.dtype)
-        ):
+        elif buffer is not None and grad.shape == buffer.shape and grad.dtype == buffer.dtype:
             if grad is not buffer:  # a layer may have written it there already
                 buffer[...] = grad
             self.grad = buffer

@@ -111,7 +111,7 @@ class FlatGroup:
         return True
 
     def share_state(self, states: Sequence[dict[str, Any]]) -> None:
-        """Give every parameter a view of each flat state array it does not view yet."""
+        """Give every parameter its view of each flat state array."""
         for name, flat in self.state.items():
             if name not in self.state_views:
                 self.state_views[name] = self.views(flat)
@@ -119,7 +119,8 @@ class FlatGroup:
                 states[i][name] = self.state_views[name][k]
 
     def adopt_state(self, states: Sequence[dict[str, Any]]) -> None:
-        """Rebuild the flat state from per-parameter state arrays (after a state-dict load).
+        """Rebuild the flat state from per-parameter state arrays (loaded from a state dict, or
+        allocated by the per-parameter path).
 
         Only when every parameter holds the same state names with one step count; otherwise
         the flat state is dropped and the group runs the per-parameter path.

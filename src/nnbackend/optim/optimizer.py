@@ -257,8 +257,6 @@ class Optimizer:
             }
             for p, entry in zip(self.params, checked, strict=True)
         ]
-        for group in self._flat_groups:
-            group.adopt_state(self.state)
 
     def _checked_hyperparameters(self, hyper: Any, *, where: str) -> dict[str, Any]:
         if not isinstance(hyper, Mapping):
