@@ -138,10 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(X_train, y_train, X_test, y_test): a given test set, else a seeded split."""
     from . import datasets
     from .data import train_test_split
 
-    name = args.dataset
+    name, test = args.dataset, None
     if name == "digits":
         X, y = datasets.load_digits()
     elif name == "blobs":
@@ -149,17 +150,18 @@ def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nda
     elif name == "spirals":
         X, y = datasets.make_spirals(3000, seed=args.seed)
     else:
-        return _load_idx(Path(name[4:]), args)
+        X, y, test = _load_idx(Path(name[4:]))
+    if test is not None:
+        return X, y, *test
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=args.test_size,
                                                         seed=args.seed)
     return X_train, y_train, X_test, y_test
 
 
 def _load_idx(
-    folder: Path, args: argparse.Namespace
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST's four IDX files in ``folder`` (optionally gzipped), or a train pair to split."""
-    from .data import train_test_split
+    folder: Path,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """MNIST's training pair in ``folder`` (optionally gzipped) and its test pair if present."""
     from .datasets import load_idx_dataset
 
     def find(stem: str) -> Path | None:
@@ -180,12 +182,9 @@ def _load_idx(
         raise FileNotFoundError(msg)
     X, y = load_idx_dataset(train_images, train_labels)
     test_images, test_labels = find("t10k-images-idx3-ubyte"), find("t10k-labels-idx1-ubyte")
-    if test_images is not None and test_labels is not None:
-        X_test, y_test = load_idx_dataset(test_images, test_labels)
-        return X, y, X_test, y_test
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=args.test_size,
-                                                        seed=args.seed)
-    return X_train, y_train, X_test, y_test
+    if test_images is None or test_labels is None:
+        return X, y, None
+    return X, y, load_idx_dataset(test_images, test_labels)
 
 
 def _build_model(args: argparse.Namespace, n_in: int, n_out: int, backend: Any) -> Any:
