@@ -17,7 +17,7 @@ import numpy as np
 from array_api_compat import is_array_api_obj
 from numpy.typing import NDArray
 
-from ._checks import check_int, namespace_of
+from ._checks import check_int, dtype_kind, namespace_of
 from ._typing import Array
 from .backend import Backend, get_backend, to_numpy
 
@@ -189,10 +189,10 @@ def batches(
             f"{n} samples"
         )
         raise ValueError(msg)
-    kind = _kind(y)
-    if kind == "i":
+    kind = dtype_kind(y.dtype, namespace_of(y))
+    if kind.endswith("integer"):
         target_dtype: Any = "int64" if hasattr(be.xp, "int64") else "int32"
-    elif kind in "bf":
+    elif kind in ("bool", "real floating"):
         target_dtype = float_dtype
     else:
         msg = f"batches: y must hold numbers or bools, got dtype {y.dtype}"
@@ -334,14 +334,3 @@ def _check_samples(X: Array, y: Array, *, where: str) -> int:
         raise ValueError(msg)
     return n
 
-
-def _kind(a: Array) -> str:
-    """'b' (bool), 'i' (integer), 'f' (real floating) or '?' for an array of any namespace."""
-    if isinstance(a, np.ndarray):
-        kind = "i" if a.dtype.kind == "u" else a.dtype.kind
-        return kind if kind in "bif" else "?"
-    xp = namespace_of(a)
-    for kind, name in (("b", "bool"), ("i", "integral"), ("f", "real floating")):
-        if xp.isdtype(a.dtype, name):
-            return kind
-    return "?"
