@@ -127,8 +127,8 @@ def test_generators_are_deterministic(make: Any) -> None:
                                                  r"got 2\.0"),
         (lambda: make_blobs(10, 2, True), TypeError, r"centers must be a positive integer, "
                                                      r"got True"),
-        (lambda: make_blobs(10, cluster_std=-1.0), ValueError, r"cluster_std must be a finite "
-                                                               r"number >= 0, got -1\.0"),
+        (lambda: make_blobs(10, cluster_std=-1.0), ValueError,
+         r"make_blobs: cluster_std must be >= 0, got -1\.0"),
         (lambda: make_spirals(10, 0), ValueError, r"make_spirals: n_classes .* got 0"),
         (lambda: make_spirals(10, noise=float("nan")), ValueError, r"noise .* got nan"),
         (lambda: make_regression(10, 0), ValueError, r"make_regression: n_features .* got 0"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from typing import Any
 
@@ -13,8 +15,13 @@ from ._typing import Array, Namespace
 
 __all__ = [
     "check_array",
+    "check_flag",
     "check_floating",
+    "check_fraction",
     "check_int",
+    "check_nonnegative",
+    "check_number",
+    "check_positive",
     "check_same_placement",
     "describe_placement",
     "device_of",
@@ -150,6 +157,53 @@ def check_int(value: Any, *, what: str, minimum: int = 0) -> int:
         msg = f"{what} must be {wanted}, got {number}"
         raise ValueError(msg)
     return number
+
+
+def check_number(value: Any, *, where: str, name: str) -> float:
+    """A finite real Python number as a float; arrays and bools are rejected."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"{where}: {name} must be a real Python number, got {value!r}"
+        raise TypeError(msg)
+    out = float(value)
+    if not math.isfinite(out):
+        msg = f"{where}: {name} must be finite, got {value!r}"
+        raise ValueError(msg)
+    return out
+
+
+def check_nonnegative(value: Any, *, where: str, name: str) -> float:
+    """A finite real number ≥ 0."""
+    out = check_number(value, where=where, name=name)
+    if out < 0.0:
+        msg = f"{where}: {name} must be >= 0, got {value!r}"
+        raise ValueError(msg)
+    return out
+
+
+def check_positive(value: Any, *, where: str, name: str) -> float:
+    """A finite real number > 0."""
+    out = check_number(value, where=where, name=name)
+    if out <= 0.0:
+        msg = f"{where}: {name} must be > 0, got {value!r}"
+        raise ValueError(msg)
+    return out
+
+
+def check_fraction(value: Any, *, where: str, name: str) -> float:
+    """A real number in [0, 1) (a decay rate: 1 would never forget, above 1 diverges)."""
+    out = check_number(value, where=where, name=name)
+    if not 0.0 <= out < 1.0:
+        msg = f"{where}: {name} must lie in [0, 1), got {value!r}"
+        raise ValueError(msg)
+    return out
+
+
+def check_flag(value: Any, *, where: str, name: str) -> bool:
+    """A Python bool."""
+    if not isinstance(value, bool):
+        msg = f"{where}: {name} must be True or False, got {value!r}"
+        raise TypeError(msg)
+    return value
 
 
 def name_mismatch(missing: list[str], unexpected: list[str]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from ._checks import check_int
+from ._checks import check_int, check_nonnegative
 
 __all__ = [
     "IDXFormatError",
@@ -112,7 +112,7 @@ def make_blobs(
     check_int(n_samples, what="make_blobs: n_samples", minimum=1)
     check_int(n_features, what="make_blobs: n_features", minimum=1)
     check_int(centers, what="make_blobs: centers", minimum=1)
-    _check_non_negative(cluster_std, "make_blobs: cluster_std")
+    check_nonnegative(cluster_std, where="make_blobs", name="cluster_std")
     rng = np.random.default_rng(seed)
     means = rng.uniform(-10.0, 10.0, size=(centers, n_features))
     y = rng.permutation(_balanced_labels(n_samples, centers))
@@ -154,7 +154,7 @@ def make_spirals(
     """
     check_int(n_samples, what="make_spirals: n_samples", minimum=1)
     check_int(n_classes, what="make_spirals: n_classes", minimum=1)
-    _check_non_negative(noise, "make_spirals: noise")
+    check_nonnegative(noise, where="make_spirals", name="noise")
     rng = np.random.default_rng(seed)
     y = _balanced_labels(n_samples, n_classes)
     radius = np.empty(n_samples)
@@ -216,7 +216,7 @@ def make_regression(
     check_int(n_samples, what="make_regression: n_samples", minimum=1)
     check_int(n_features, what="make_regression: n_features", minimum=1)
     check_int(n_targets, what="make_regression: n_targets", minimum=1)
-    _check_non_negative(noise, "make_regression: noise")
+    check_nonnegative(noise, where="make_regression", name="noise")
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n_samples, n_features))
     W = rng.standard_normal((n_features, n_targets))
@@ -229,16 +229,6 @@ def _balanced_labels(n_samples: int, n_classes: int) -> Int64Array:
     """Labels 0..K-1 in blocks whose sizes differ by at most one (the first get the extra)."""
     sizes = [n_samples // n_classes + (k < n_samples % n_classes) for k in range(n_classes)]
     return np.repeat(np.arange(n_classes, dtype=np.int64), sizes)
-
-
-def _check_non_negative(value: float, what: str) -> None:
-    """Raise ValueError unless ``value`` is a finite number >= 0."""
-    if not (math.isfinite(value) and value >= 0):
-        msg = f"{what} must be a finite number >= 0, got {value!r}"
-        raise ValueError(msg)
-
-
-# ------------------------------------------------------------------------------------ IDX
 
 
 def load_idx(path: str | os.PathLike[str]) -> NDArray[Any]:

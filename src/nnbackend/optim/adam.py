@@ -6,17 +6,9 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from .._checks import check_flag, check_fraction, check_nonnegative, check_positive
 from .._typing import Array, Namespace
-from .optimizer import (
-    Optimizer,
-    ParamsLike,
-    check_flag,
-    check_fraction,
-    check_nonnegative,
-    check_positive,
-    maximum_into,
-    zeros_like,
-)
+from .optimizer import Optimizer, ParamsLike, maximum_into, zeros_like
 
 __all__ = ["Adam", "AdamW", "adam_update"]
 

@@ -7,10 +7,9 @@ from typing import Any
 
 from array_api_compat import device
 
-from .._checks import describe_placement, namespace_of
+from .._checks import check_nonnegative, check_positive, describe_placement, namespace_of
 from .._typing import Array
 from ..layers.module import Module, Parameter
-from .optimizer import check_nonnegative, check_positive
 
 __all__ = ["clip_grad_norm"]
 

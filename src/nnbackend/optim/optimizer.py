@@ -31,8 +31,6 @@ Conventions every optimizer follows:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
@@ -41,6 +39,7 @@ from array_api_compat import device, is_writeable_array
 from .._checks import (
     check_floating,
     check_int,
+    check_nonnegative,
     describe_placement,
     name_mismatch,
     namespace_of,
@@ -331,53 +330,6 @@ def maximum_into(dst: Array, src: Array, *, xp: Namespace) -> Array:
 
 # -------------------------------------------------------------------------------------------
 # Validation
-
-
-def check_number(value: Any, *, where: str, name: str) -> float:
-    """A finite real Python number as a float; arrays and bools are rejected."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = f"{where}: {name} must be a real Python number, got {value!r}"
-        raise TypeError(msg)
-    out = float(value)
-    if not math.isfinite(out):
-        msg = f"{where}: {name} must be finite, got {value!r}"
-        raise ValueError(msg)
-    return out
-
-
-def check_nonnegative(value: Any, *, where: str, name: str) -> float:
-    """A finite real number ≥ 0."""
-    out = check_number(value, where=where, name=name)
-    if out < 0.0:
-        msg = f"{where}: {name} must be >= 0, got {value!r}"
-        raise ValueError(msg)
-    return out
-
-
-def check_positive(value: Any, *, where: str, name: str) -> float:
-    """A finite real number > 0."""
-    out = check_number(value, where=where, name=name)
-    if out <= 0.0:
-        msg = f"{where}: {name} must be > 0, got {value!r}"
-        raise ValueError(msg)
-    return out
-
-
-def check_fraction(value: Any, *, where: str, name: str) -> float:
-    """A real number in [0, 1) (a decay rate: 1 would never forget, above 1 diverges)."""
-    out = check_number(value, where=where, name=name)
-    if not 0.0 <= out < 1.0:
-        msg = f"{where}: {name} must lie in [0, 1), got {value!r}"
-        raise ValueError(msg)
-    return out
-
-
-def check_flag(value: Any, *, where: str, name: str) -> bool:
-    """A Python bool."""
-    if not isinstance(value, bool):
-        msg = f"{where}: {name} must be True or False, got {value!r}"
-        raise TypeError(msg)
-    return value
 
 
 def _collect_parameters(params: Any, *, where: str) -> list[Parameter]:

@@ -34,7 +34,7 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
-from .optimizer import check_fraction, check_nonnegative, check_number, check_positive
+from .._checks import check_fraction, check_nonnegative, check_number, check_positive
 
 __all__ = [
     "CosineAnnealingLR",

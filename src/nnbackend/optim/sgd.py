@@ -5,15 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from .._checks import check_flag, check_fraction, check_nonnegative
 from .._typing import Array, Namespace
-from .optimizer import (
-    Optimizer,
-    ParamsLike,
-    check_flag,
-    check_fraction,
-    check_nonnegative,
-    zeros_like,
-)
+from .optimizer import Optimizer, ParamsLike, zeros_like
 
 __all__ = ["SGD", "sgd_update"]
 
