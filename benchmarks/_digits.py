@@ -52,6 +52,15 @@ def _spec(n_features: int, n_classes: int) -> bench.MLPSpec:
     return bench.MLPSpec("digits", (n_features, HIDDEN, n_classes), BATCH)
 
 
+def _predict_nnbackend(model: nb.Module, be: nb.Backend) -> Predict:
+    """``predict(X) -> labels`` of a trained nnbackend model: argmax of its logits."""
+
+    def predict(X_new: np.ndarray) -> np.ndarray:
+        return np.asarray(np.argmax(nb.to_numpy(model(be.asarray(X_new))), axis=1))
+
+    return predict
+
+
 def fit_nnbackend(backend: str) -> Fit:
     """nnbackend's own loop: forward, loss, backprop, Adam step (its public API only)."""
     be = nb.get_backend(backend)
@@ -68,11 +77,7 @@ def fit_nnbackend(backend: str) -> Fit:
             backprop(dlogits)
             opt.step()
         be.synchronize()
-
-        def predict(X_new: np.ndarray) -> np.ndarray:
-            return np.asarray(np.argmax(nb.to_numpy(model(be.asarray(X_new))), axis=1))
-
-        return predict
+        return _predict_nnbackend(model, be)
 
     return fit
 
@@ -87,11 +92,7 @@ def fit_nnbackend_loop(backend: str) -> Fit:
         train = nb.batches(X, y, batch_size=BATCH, seed=SEED, backend=be)
         nb.fit(model, nb.CrossEntropyLoss(), opt, train, epochs=EPOCHS, progress=False)
         be.synchronize()
-
-        def predict(X_new: np.ndarray) -> np.ndarray:
-            return np.asarray(np.argmax(nb.to_numpy(model(be.asarray(X_new))), axis=1))
-
-        return predict
+        return _predict_nnbackend(model, be)
 
     return fit
 
@@ -124,8 +125,7 @@ def fit_torch(device: str) -> Fit:
             opt.zero_grad()
             functional.cross_entropy(model(xb), yb).backward()
             opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        nb.get_backend("torch", device=device).synchronize()
 
         def predict(X_new: np.ndarray) -> np.ndarray:
             with torch.no_grad():

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import BackendUnavailableError, get_backend
+from ..backend import BackendUnavailableError, _import_or_unavailable, get_backend
 from ..losses import CrossEntropyLoss
 from ..optim import SGD, Adam
 from .counting import CountingNamespace
@@ -62,11 +62,8 @@ class Target:
 
 
 def _import_torch() -> Any:
-    try:
-        return importlib.import_module("torch")
-    except ImportError as exc:
-        msg = f"PyTorch is not installed ({exc}); pip install torch"
-        raise BackendUnavailableError(msg) from exc
+    """The torch module, or BackendUnavailableError with the install hint."""
+    return _import_or_unavailable("torch", "PyTorch", "pip install torch")
 
 
 def get_target(name: str) -> Target:
@@ -113,13 +110,11 @@ class Workload:
 
 
 def _sync_for(target: Target) -> Callable[[], None]:
-    """The device synchronisation of ``target``."""
-    if target.impl == "nnbackend" and target.backend == "cupy":
-        return get_backend("cupy").synchronize
-    if target.impl == "torch" and target.on_gpu:
-        torch = _import_torch()
-        return lambda: torch.cuda.synchronize()
-    return _no_sync
+    """The device synchronisation of ``target``: its backend's, for CUDA targets."""
+    if not target.on_gpu:
+        return _no_sync
+    device = target.device if target.backend == "torch" else None
+    return get_backend(target.backend, device=device).synchronize
 
 
 def build_workload(
