@@ -107,17 +107,13 @@ def build_model(spec: MLPSpec, backend: Any = "numpy", *, seed: int = 0,
     return Sequential(*layers)
 
 
-def host_parameters(model: Module) -> list[tuple[np.ndarray, np.ndarray]]:
+def host_parameters(model: Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
     """Host copies of (W (nₒ, nᵢ), b (nₒ,)) of each Linear layer of ``model``, in order."""
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    weight: np.ndarray | None = None
-    for name, p in model.named_parameters():
-        if name.endswith("weight"):
-            weight = to_numpy(p.data).copy()
-        elif name.endswith("bias") and weight is not None:
-            pairs.append((weight, to_numpy(p.data).copy()))
-            weight = None
-    if weight is not None:
-        msg = "host_parameters: every Linear layer needs a bias"
-        raise ValueError(msg)
+    for i, m in enumerate(model):
+        if isinstance(m, Linear):
+            if m.bias is None:
+                msg = f"host_parameters: layer {i} ({m}) has no bias; every Linear layer needs one"
+                raise ValueError(msg)
+            pairs.append((to_numpy(m.weight.data).copy(), to_numpy(m.bias.data).copy()))
     return pairs
