@@ -1,4 +1,5 @@
-"""Independent NumPy float64 references for the tests: formulas, derivatives, finite differences.
+"""Independent NumPy references for the tests: formulas, derivatives, finite differences, and
+the IDX file encoding.
 
 Nothing here imports nnbackend's math: each formula is written from its textbook definition so
 that the library is compared with a second, separate implementation.
@@ -6,6 +7,7 @@ that the library is compared with a second, separate implementation.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -147,3 +149,16 @@ def bce_with_logits(z: np.ndarray, y: np.ndarray,
     n = z.size if reduction == "mean" else 1
     loss = -(y * log_sig + (1.0 - y) * log_one_minus).sum() / n
     return float(loss), (sigmoid(z) - y) / n
+
+
+IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
+             np.float64: 0x0E}
+"""IDX type codes by NumPy scalar type (MNIST's format)."""
+
+
+def idx_bytes(array: np.ndarray, code: int | None = None) -> bytes:
+    """The IDX encoding of ``array``, written independently with struct."""
+    code = IDX_CODES[array.dtype.type] if code is None else code
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _reference as ref
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -142,24 +143,12 @@ def test_generator_errors(call: Any, error: type[Exception], match: str) -> None
 
 # ------------------------------------------------------------------------------------ IDX
 
-_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
-          np.float64: 0x0E}
-
-
-def _idx_bytes(array: np.ndarray, code: int | None = None) -> bytes:
-    """The IDX encoding of ``array``, written independently with struct."""
-    code = _CODES[array.dtype.type] if code is None else code
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
 
 
-@pytest.mark.parametrize("dtype", list(_CODES))
+@pytest.mark.parametrize("dtype", list(ref.IDX_CODES))
 def test_idx_round_trip_every_type(tmp_path: Path, dtype: Any) -> None:
     rng = np.random.default_rng(0)
     if np.issubdtype(dtype, np.integer):
@@ -167,27 +156,27 @@ def test_idx_round_trip_every_type(tmp_path: Path, dtype: Any) -> None:
         array = rng.integers(info.min, info.max, size=(3, 4, 5), endpoint=True).astype(dtype)
     else:
         array = rng.standard_normal((3, 4, 5)).astype(dtype) * 1e3
-    got = load_idx(_write(tmp_path / "a.idx", _idx_bytes(array)))
+    got = load_idx(_write(tmp_path / "a.idx", ref.idx_bytes(array)))
     assert got.dtype == np.dtype(dtype) and got.dtype.isnative and got.flags.writeable
     np.testing.assert_array_equal(got, array)
 
 
 def test_idx_labels_and_gzip_by_magic(tmp_path: Path) -> None:
     labels = np.arange(10, dtype=np.uint8)
-    np.testing.assert_array_equal(load_idx(_write(tmp_path / "l", _idx_bytes(labels))), labels)
-    packed = gzip.compress(_idx_bytes(labels))
+    np.testing.assert_array_equal(load_idx(_write(tmp_path / "l", ref.idx_bytes(labels))), labels)
+    packed = gzip.compress(ref.idx_bytes(labels))
     for name in ("l.gz", "l-without-suffix"):
         np.testing.assert_array_equal(load_idx(_write(tmp_path / name, packed)), labels)
     empty = np.zeros((0, 3), dtype=np.uint8)
-    assert load_idx(_write(tmp_path / "e", _idx_bytes(empty))).shape == (0, 3)
+    assert load_idx(_write(tmp_path / "e", ref.idx_bytes(empty))).shape == (0, 3)
 
 
 def test_idx_dataset(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(6, 3, 2), dtype=np.uint8)
     labels = np.array([0, 1, 2, 0, 1, 2], dtype=np.uint8)
-    images_path = _write(tmp_path / "images.gz", gzip.compress(_idx_bytes(images)))
-    labels_path = _write(tmp_path / "labels", _idx_bytes(labels))
+    images_path = _write(tmp_path / "images.gz", gzip.compress(ref.idx_bytes(images)))
+    labels_path = _write(tmp_path / "labels", ref.idx_bytes(labels))
     X, y = load_idx_dataset(images_path, labels_path)
     assert X.shape == (6, 6) and X.dtype == np.float32
     assert y.dtype == np.int64
@@ -195,29 +184,29 @@ def test_idx_dataset(tmp_path: Path) -> None:
     assert X.min() >= 0.0 and X.max() <= 1.0
     np.testing.assert_array_equal(y, labels)
     floats = rng.standard_normal((6, 2, 2)).astype(np.float32)
-    X_f, _ = load_idx_dataset(_write(tmp_path / "f", _idx_bytes(floats)), labels_path)
+    X_f, _ = load_idx_dataset(_write(tmp_path / "f", ref.idx_bytes(floats)), labels_path)
     np.testing.assert_array_equal(X_f, floats.reshape(6, 4))  # not scaled
 
 
 def test_idx_dataset_errors_name_the_files(tmp_path: Path) -> None:
-    images = _write(tmp_path / "imgs", _idx_bytes(np.zeros((5, 2, 2), dtype=np.uint8)))
-    labels = _write(tmp_path / "lbls", _idx_bytes(np.zeros(4, dtype=np.uint8)))
+    images = _write(tmp_path / "imgs", ref.idx_bytes(np.zeros((5, 2, 2), dtype=np.uint8)))
+    labels = _write(tmp_path / "lbls", ref.idx_bytes(np.zeros(4, dtype=np.uint8)))
     with pytest.raises(IDXFormatError, match=r"imgs holds 5 images but .*lbls holds 4 labels"):
         load_idx_dataset(images, labels)
-    flat = _write(tmp_path / "flat", _idx_bytes(np.zeros((5, 4), dtype=np.uint8)))
+    flat = _write(tmp_path / "flat", ref.idx_bytes(np.zeros((5, 4), dtype=np.uint8)))
     with pytest.raises(IDXFormatError, match=r"flat: images must have shape \(N, rows, cols\), "
                                              r"got shape \(5, 4\)"):
         load_idx_dataset(flat, labels)
-    two_d = _write(tmp_path / "l2", _idx_bytes(np.zeros((5, 1), dtype=np.uint8)))
+    two_d = _write(tmp_path / "l2", ref.idx_bytes(np.zeros((5, 1), dtype=np.uint8)))
     with pytest.raises(IDXFormatError, match=r"l2: labels must be integers of shape \(N,\), "
                                              r"got uint8 of shape \(5, 1\)"):
         load_idx_dataset(images, two_d)
-    float_labels = _write(tmp_path / "lf", _idx_bytes(np.zeros(5, dtype=np.float32)))
+    float_labels = _write(tmp_path / "lf", ref.idx_bytes(np.zeros(5, dtype=np.float32)))
     with pytest.raises(IDXFormatError, match=r"got float32 of shape \(5,\)"):
         load_idx_dataset(images, float_labels)
 
 
-_GOOD = _idx_bytes(np.arange(6, dtype=np.int16).reshape(2, 3))
+_GOOD = ref.idx_bytes(np.arange(6, dtype=np.int16).reshape(2, 3))
 
 
 @pytest.mark.parametrize(
