@@ -567,6 +567,9 @@ def test_transfer_failure_changes_nothing(saved: Path, monkeypatch: pytest.Monke
 # Files that are not (or no longer) checkpoints
 
 
+_VERSION = re.escape(nb.__version__)
+
+
 def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def edit(meta: dict[str, Any]) -> None:
         meta[key] = value
@@ -578,8 +581,8 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     ("header", "arrays", "pattern"),
     [
         (_set("format_version", 2), None,
-         r"format_version 2, written by nnbackend '0\.1\.0'; this nnbackend \(0\.1\.0\) reads "
-         r"format_version 1 and older: upgrade nnbackend"),
+         rf"format_version 2, written by nnbackend '{_VERSION}'; this nnbackend \({_VERSION}\) "
+         r"reads format_version 1 and older: upgrade nnbackend"),
         (_set("format_version", "1"), None, r"format_version must be a positive integer, got '1'"),
         (_set("format_version", 0), None, r"format_version must be a positive integer, got 0"),
         (_set("format", "other-format"), None,
@@ -748,30 +751,28 @@ def _load_fuzzed(data: bytes, valid: Valid) -> None:
     _assert_optim_equal(opt, valid.opt)
 
 
-@settings(max_examples=50, deadline=None)
-@given(data=st.binary(max_size=3000))
-def test_random_bytes_never_load(
-    valid: Valid, data: bytes
-) -> None:
-    path = valid.directory / "random.npz"
+def _assert_refused(valid: Valid, name: str, data: bytes) -> None:
+    """``data`` written as ``name`` fails to load with a CheckpointError naming the file, and
+    leaves the model untouched."""
+    path = valid.directory / name
     path.write_bytes(data)
     model = _mlp()
     snap = Snapshot(model)
-    with pytest.raises(CheckpointError, match=r"random\.npz"):
+    with pytest.raises(CheckpointError, match=re.escape(name)):
         checkpoint.load(path, model)
     snap.assert_unchanged()
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=3000))
+def test_random_bytes_never_load(valid: Valid, data: bytes) -> None:
+    _assert_refused(valid, "random.npz", data)
 
 
 @settings(max_examples=50, deadline=None)
 @given(fraction=st.floats(0.0, 1.0, exclude_max=True))
 def test_truncations_never_load(valid: Valid, fraction: float) -> None:
-    path = valid.directory / "truncated.npz"
-    path.write_bytes(valid.data[: int(fraction * len(valid.data))])
-    model = _mlp()
-    snap = Snapshot(model)
-    with pytest.raises(CheckpointError, match=r"truncated\.npz"):
-        checkpoint.load(path, model)
-    snap.assert_unchanged()
+    _assert_refused(valid, "truncated.npz", valid.data[: int(fraction * len(valid.data))])
 
 
 @settings(max_examples=50, deadline=None)
