@@ -17,7 +17,9 @@ module            job
                   target), :func:`gemm_workload` (its products alone), :func:`build_torch_model`
 ``calls``         :func:`count_calls`: the calls of one step
 ``plot``          the ``--plot`` sweep of throughput against batch size
-``report``        :class:`Row`, :func:`format_table`, :func:`run`, :func:`run_cli`
+``report``        :class:`Row`, :func:`format_table`, :class:`GemmTimes` (the products'
+                  time, measured once per library, device, size and direction), :func:`run`,
+                  :func:`run_cli`
 ================  =============================================================================
 
 Rows
@@ -88,7 +90,7 @@ from __future__ import annotations
 from .calls import CallCount, count_calls
 from .counting import CountedArray, CountingNamespace
 from .floor import NumpyMLP
-from .report import Row, format_table, make_row, run, run_cli
+from .report import GemmTimes, Row, format_table, make_row, run, run_cli
 from .specs import (
     ADAM_LR,
     SGD_LR,
@@ -119,6 +121,7 @@ __all__ = [
     "CallCount",
     "CountedArray",
     "CountingNamespace",
+    "GemmTimes",
     "MLPSpec",
     "NumpyMLP",
     "Row",

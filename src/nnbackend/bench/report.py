@@ -28,6 +28,7 @@ from .timing import machine_info, measure, thread_info
 from .workloads import TARGETS, Target, build_workload, gemm_workload, get_target
 
 __all__ = [
+    "GemmTimes",
     "Row",
     "format_table",
     "make_row",
@@ -77,7 +78,6 @@ class Row:
     def extra_info(self) -> dict[str, Any]:
         """The row as pytest-benchmark ``extra_info`` (with the thread settings)."""
         info = asdict(self)
-        info["array_api_calls"] = self.array_calls
         info["threads"] = thread_info()
         return info
 
@@ -154,6 +154,32 @@ calls/step: Array API calls and array operators per step (floor: NumPy calls and
 # Running
 
 
+class GemmTimes:
+    """Time per step of a step's matrix products alone (:func:`gemm_workload`), measured once.
+
+    The products depend on the library, the device, the MLP and whether the step runs backward,
+    not on the target or the optimizer: rows sharing those share one measurement.
+
+    Parameters
+    ----------
+    budget_s : float
+        Seconds of timing per measurement (see :func:`measure`).
+    """
+
+    def __init__(self, *, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self._seconds: dict[tuple[str, str, str, bool], float] = {}
+
+    def seconds(self, target: Target, spec: MLPSpec, workload: str) -> float:
+        """Seconds per step of the products of ``workload`` on ``spec`` at ``spec.batch``."""
+        key = (target.library, target.device, spec.name, workload == "forward")
+        if key not in self._seconds:
+            products = gemm_workload(target, spec, workload)
+            self._seconds[key] = measure(products.step, sync=products.sync,
+                                         budget_s=self.budget_s).seconds
+        return self._seconds[key]
+
+
 def _split(names: str | Sequence[str]) -> list[str]:
     """Comma-separated names (or a list of them), stripped and lower-cased, blanks dropped."""
     items = [names] if isinstance(names, str) else list(names)
@@ -225,21 +251,17 @@ def run(
     ``on_group`` is called with the rows of each (size, workload) as soon as they are done.
     """
     rows: list[Row] = []
-    gemm_cache: dict[tuple[str, str, str, bool], float] = {}
+    gemm_times = GemmTimes(budget_s=budget_s)
     for spec in specs:
         for workload in workloads:
             group: list[Row] = []
             for target in targets:
                 wl = build_workload(target, spec, workload)
                 timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
-                key = (target.library, target.device, spec.name, workload == "forward")
-                if key not in gemm_cache:
-                    products = gemm_workload(target, spec, workload)
-                    gemm_cache[key] = measure(products.step, sync=products.sync,
-                                              budget_s=budget_s).seconds
                 calls = count_calls(target, spec, workload)
                 group.append(make_row(target, spec, workload, batch=None,
-                                      seconds=timing.seconds, gemm_seconds=gemm_cache[key],
+                                      seconds=timing.seconds,
+                                      gemm_seconds=gemm_times.seconds(target, spec, workload),
                                       calls=calls))
             _set_ratios(group)
             if on_group is not None:
@@ -365,7 +387,7 @@ def _header(specs: Sequence[MLPSpec]) -> str:
         parts.append(f"OPENBLAS_CORETYPE={threads['OPENBLAS_CORETYPE']}")
     torch = sys.modules.get("torch")
     if torch is not None:
-        parts.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)")
+        parts.append(f"PyTorch {torch.__version__} ({threads['torch_threads']} threads)")
     sizes = " · ".join(f"{s.name} {s.label} batch {s.batch}" for s in specs)
     return (f"nnbackend bench: float32 MLPs, ReLU, softmax cross-entropy; {'; '.join(parts)}\n"
             f"sizes: {sizes}")
