@@ -9,6 +9,7 @@ array calls per step, thread settings) in ``extra_info``; none asserts a time.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,9 +39,20 @@ else:
 
 @pytest.fixture
 def target(request: pytest.FixtureRequest) -> bench.Target:
-    """The benchmark target named by the test's ``target_name`` parameter, or a skip."""
-    name = request.node.callspec.params["target_name"]
+    """The benchmark target named by the indirect parameter ``target``, or a skip."""
+    name: str = request.param
     try:
         return bench.get_target(name)
     except nb.BackendUnavailableError as exc:
         pytest.skip(f"{name} is unavailable: {exc}")
+
+
+@pytest.fixture
+def median_seconds(benchmark: Any) -> Callable[[], float | None]:
+    """Call after the benchmark ran: its median in seconds (None under --benchmark-disable)."""
+
+    def median() -> float | None:
+        stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+        return None if stats is None else float(stats.median)
+
+    return median

@@ -8,6 +8,7 @@ workload share a pytest-benchmark group, so its comparison table lines them up.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,33 +20,17 @@ WARMUP_STEPS = 3  # optimizer state, first-touch pages, allocator caches, CUDA k
 
 # the products of a step depend on the library, device, size and whether it runs backward,
 # not on the target: time them once per session
-_gemm_seconds: dict[tuple[str, str, str, bool], float] = {}
-
-
-def _products_seconds(target: bench.Target, spec: bench.MLPSpec, workload: str) -> float:
-    key = (target.library, target.device, spec.name, workload == "forward")
-    if key not in _gemm_seconds:
-        products = bench.gemm_workload(target, spec, workload)
-        _gemm_seconds[key] = bench.measure(products.step, sync=products.sync,
-                                           budget_s=0.2).seconds
-    return _gemm_seconds[key]
-
-
-def _median_seconds(benchmark: Any, workload: bench.Workload) -> float:
-    """The benchmark's median, or a quick measurement of our own under --benchmark-disable."""
-    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
-    if stats is not None:
-        return float(stats.median)
-    return bench.measure(workload.step, sync=workload.sync, budget_s=0.05).seconds
+_GEMM_TIMES = bench.GemmTimes(budget_s=0.2)
 
 
 @pytest.mark.parametrize(
-    ("size", "workload", "target_name"),
+    ("size", "workload", "target"),
     list(itertools.product(SIZES, bench.WORKLOADS, bench.TARGETS)),
-    ids=lambda value: str(value),
+    indirect=["target"],
+    ids=str,
 )
-def test_mlp_step(benchmark: Any, size: str, workload: str, target_name: str,
-                  target: bench.Target) -> None:
+def test_mlp_step(benchmark: Any, median_seconds: Callable[[], float | None], size: str,
+                  workload: str, target: bench.Target) -> None:
     spec = bench.SIZES[size]
     step = bench.build_workload(target, spec, workload)
     for _ in range(WARMUP_STEPS):
@@ -53,9 +38,12 @@ def test_mlp_step(benchmark: Any, size: str, workload: str, target_name: str,
     benchmark.group = f"{size} MLP {spec.label}, batch {spec.batch}: {workload}"
     benchmark(step)  # step() synchronises the device before returning
 
+    seconds = median_seconds()
+    if seconds is None:  # --benchmark-disable: a quick measurement of our own
+        seconds = bench.measure(step.step, sync=step.sync, budget_s=0.05).seconds
     row = bench.make_row(
-        target, spec, workload, batch=None, seconds=_median_seconds(benchmark, step),
-        gemm_seconds=_products_seconds(target, spec, workload),
+        target, spec, workload, batch=None, seconds=seconds,
+        gemm_seconds=_GEMM_TIMES.seconds(target, spec, workload),
         calls=bench.count_calls(target, spec, workload),
     )
     benchmark.extra_info.update(row.extra_info())
