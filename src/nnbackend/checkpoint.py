@@ -52,7 +52,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ._checks import name_mismatch
-from .backend import backend_of, dtype_name, to_numpy
+from .backend import backend_of, to_numpy
 from .errors import CheckpointError
 from .layers.module import Module
 from .optim.optimizer import Optimizer
@@ -513,33 +513,16 @@ def _model_state(
     file: Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], model: Module
 ) -> dict[str, np.ndarray]:
     """The saved parameters by name, checked against the model's names, shapes and dtypes."""
-    own = dict(model.named_parameters())
-    saved = [entry["name"] for entry in header["parameters"]]
-    missing = [name for name in own if name not in saved]
-    unexpected = [name for name in saved if name not in own]
-    if missing or unexpected:
-        msg = f"checkpoint {file} does not match the model {type(model).__name__}"
-        msg += f"; model parameters missing from the checkpoint: {missing}" if missing else ""
-        msg += f"; unexpected parameters in the checkpoint: {unexpected}" if unexpected else ""
-        msg += f". The checkpoint was saved from:\n{header.get('architecture')}"
-        raise CheckpointError(msg)
-    state = {}
-    for name, p in own.items():
-        value = arrays[_MODEL_PREFIX + name]
-        if tuple(value.shape) != p.shape:
-            msg = (
-                f"checkpoint {file}: parameter {name!r} has shape {p.shape} in the model and "
-                f"{tuple(value.shape)} in the checkpoint"
-            )
-            raise CheckpointError(msg)
-        want = dtype_name(p.dtype)
-        if value.dtype.name != want:
-            msg = (
-                f"checkpoint {file}: parameter {name!r} has dtype {want} in the model and "
-                f"{value.dtype.name} in the checkpoint"
-            )
-            raise CheckpointError(msg)
-        state[name] = value
+    state = {entry["name"]: arrays[_MODEL_PREFIX + entry["name"]]
+             for entry in header["parameters"]}
+    try:
+        model.check_state_dict(state)
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = (
+            f"checkpoint {file} does not match the model: {_message(exc)}. The checkpoint was "
+            f"saved from:\n{header.get('architecture')}"
+        )
+        raise CheckpointError(msg) from exc
     return state
 
 

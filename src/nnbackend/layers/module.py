@@ -218,9 +218,24 @@ class Module:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy arrays (of any namespace, or NumPy) into the parameters.
 
-        Every name, shape and dtype is validated before anything changes, so a failed load
-        leaves the module untouched. Values are copied onto each parameter's own device.
+        Every name, shape and dtype is validated first (:meth:`check_state_dict`), so a failed
+        load leaves the module untouched. Values are copied onto each parameter's own device.
         """
+        self.check_state_dict(state)
+        own = dict(self.named_parameters())
+        # Copies first: the values may be (views of) this module's own parameters.
+        values = {name: backend_of(p.data).asarray(state[name], copy=True)
+                  for name, p in own.items()}
+        for name, p in own.items():
+            if supports_views(namespace_of(p.data)):  # in place: optimizers' views stay valid
+                p.data[...] = values[name]
+            else:
+                p.data = values[name]
+            p.grad = None
+
+    def check_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Raise unless ``state`` names exactly this module's parameters, each with its shape
+        and dtype: KeyError (names), ValueError (a shape) or TypeError (a dtype)."""
         own = dict(self.named_parameters())
         missing = sorted(own.keys() - state.keys())
         unexpected = sorted(state.keys() - own.keys())
@@ -238,15 +253,6 @@ class Module:
             if got != want:
                 msg = f"{self._where()}: {name!r} has dtype {want}, state dict gives {got}"
                 raise TypeError(msg)
-        # Copies first: the values may be (views of) this module's own parameters.
-        values = {name: backend_of(p.data).asarray(state[name], copy=True)
-                  for name, p in own.items()}
-        for name, p in own.items():
-            if supports_views(namespace_of(p.data)):  # in place: optimizers' views stay valid
-                p.data[...] = values[name]
-            else:
-                p.data = values[name]
-            p.grad = None
 
     def to(self, backend: Any) -> Module:
         """Move every parameter to ``backend`` (a name, namespace or Backend); grads are reset.
