@@ -187,6 +187,42 @@ def test_warmup_then_plateau() -> None:
         sched.step()
 
 
+def test_no_warmup_then_plateau_is_the_plateau_schedule() -> None:
+    """Issue 8, 3.9: ``LinearWarmup(opt, 0, after=ReduceLROnPlateau(opt))`` raised at
+    construction. With W = 0 it is the plateau schedule from epoch 0 on: α₀ first, then every
+    step(metric) is the plateau's."""
+    opt = _opt(1.0)
+    sched = LinearWarmup(opt, 0, after=ReduceLROnPlateau(opt, factor=0.5, patience=1))
+    seen = [opt.lr]
+    for metric in [3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]:
+        sched.step(metric)
+        seen.append(opt.lr)
+        assert sched.get_last_lr() == opt.lr
+    # best 3, 2 (better), 2, 2 (second bad epoch > patience: ×0.5), 1 (better), 1, 1 (×0.5), 1
+    assert seen == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert sched.last_epoch == 8
+    with pytest.raises(TypeError, match="no closed form"):
+        sched.lr_at(3)
+    with pytest.raises(TypeError, match="ReduceLROnPlateau needs the metric"):
+        sched.step()
+
+
+def test_no_warmup_then_plateau_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    opt = _opt()
+    sched = LinearWarmup(opt, 0, after=ReduceLROnPlateau(opt, factor=0.3, patience=0))
+    topt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=BASE_LR)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, factor=0.3, patience=0)
+    ours, theirs = [opt.lr], [topt.param_groups[0]["lr"]]
+    for metric in METRICS:
+        sched.step(metric)
+        tsched.step(metric)
+        ours.append(opt.lr)
+        theirs.append(topt.param_groups[0]["lr"])
+    assert len(set(theirs)) > 2
+    _close(ours, theirs, rtol=1e-15)
+
+
 def test_schedule_drives_adam_like_torch() -> None:
     """Adam with linear warm-up then cosine over 60 steps: the same trajectory as torch's."""
     torch = pytest.importorskip("torch")

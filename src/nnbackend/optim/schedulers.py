@@ -309,7 +309,12 @@ class LinearWarmup(LRScheduler):
         if after is None:
             return self.base_lr
         if isinstance(after, ReduceLROnPlateau):
-            msg = "LinearWarmup: after the warm-up, ReduceLROnPlateau has no closed form"
+            if epoch == warmup:  # the plateau schedule starts at α₀ (also at W = 0)
+                return self.base_lr
+            msg = (
+                f"LinearWarmup: the rate at epoch {epoch}, after the warm-up, depends on the "
+                "metrics ReduceLROnPlateau has seen (no closed form); read get_last_lr()"
+            )
             raise TypeError(msg)
         return after.lr_at(epoch - warmup)
 
