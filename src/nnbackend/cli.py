@@ -266,8 +266,8 @@ def _train(args: argparse.Namespace) -> int:
               f"{args.optimizer}, {args.epochs} epochs")
     history = fit(model, loss_fn, optimizer, train_data, epochs=args.epochs,
                   val_data=test_data, progress=not (args.no_progress or args.json),
-                  initial_epoch=start_epoch, on_epoch=save)
-    scores = evaluate(model, loss_fn, test_data)
+                  initial_epoch=start_epoch, on_epoch=save, metrics=["accuracy"])
+    scores = evaluate(model, loss_fn, test_data, metrics=["accuracy"])
     if args.plot is not None:
         _plot(history, args.plot)
     summary = {

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._checks import namespace_of
+from ._checks import check_int, namespace_of
 from ._typing import Array, Namespace
 from .backend import to_numpy
 from .layers.module import Module
@@ -34,6 +34,8 @@ __all__ = [
     "EarlyStopping",
     "History",
     "NonFiniteLossError",
+    "binary_accuracy_count",
+    "default_metrics",
     "evaluate",
     "fit",
     "predict",
@@ -171,7 +173,11 @@ class EarlyStopping(Callback):
 
 
 def accuracy_count(prediction: Array, target: Array) -> Array:
-    """Number of samples whose arg-max class matches the label (or the target's arg-max)."""
+    """Number of samples whose arg-max class matches the label (or the target's arg-max).
+
+    ``prediction`` holds class scores (N, C) with C ≥ 2; ``target`` labels (N,) or class
+    probabilities (N, C).
+    """
     xp = namespace_of(prediction)
     predicted = xp.argmax(prediction, axis=1)
     truth = target if target.ndim == 1 else xp.argmax(target, axis=1)
@@ -180,30 +186,89 @@ def accuracy_count(prediction: Array, target: Array) -> Array:
     return xp.count_nonzero(predicted == truth)
 
 
-_METRICS: dict[str, Metric] = {"accuracy": accuracy_count}
+def binary_accuracy_count(prediction: Array, target: Array) -> Array:
+    """Σₙ of the fraction of sample n's outputs on the target's side: [zₙₖ > 0] = [tₙₖ > ½].
+
+    ``prediction`` holds logits (N,) or (N, K) (σ(z) > ½ exactly when z > 0), ``target``
+    0/1 labels or probabilities of the same shape (multi-label targets score per label).
+    Returns an exact integer count when each sample has one output.
+    """
+    xp = namespace_of(prediction)
+    correct = (prediction > 0) == (target > 0.5)
+    per_sample = math.prod(correct.shape[1:])
+    count = xp.count_nonzero(correct)
+    if per_sample == 1:
+        return count
+    return xp.astype(count, prediction.dtype) / per_sample
 
 
-def _applicable(name: str, prediction: Array, target: Array) -> bool:
-    """Accuracy applies to class scores (N, C>1) with labels or (N, C) targets."""
-    if name != "accuracy":
-        return True
-    return prediction.ndim == 2 and prediction.shape[1] > 1 and (
-        target.ndim == 1 or tuple(target.shape) == tuple(prediction.shape)
-    )
+_METRICS: dict[str, Metric] = {
+    "accuracy": accuracy_count,
+    "binary_accuracy": binary_accuracy_count,
+}
 
 
-def _resolve_metrics(metrics: Sequence[str | Metric]) -> dict[str, Metric]:
+def default_metrics(loss_fn: Any) -> tuple[str, ...]:
+    """The metrics :func:`fit` and :func:`evaluate` report when ``metrics`` is not given.
+
+    ``"accuracy"`` for :class:`~nnbackend.CrossEntropyLoss`, ``"binary_accuracy"`` for
+    :class:`~nnbackend.BCEWithLogitsLoss`, none for any other loss (an arg-max match of
+    regression outputs means nothing; pass ``metrics=`` explicitly, e.g. ``["accuracy"]`` for
+    a mean squared error on one-hot classes).
+    """
+    from .losses import BCEWithLogitsLoss, CrossEntropyLoss
+
+    if isinstance(loss_fn, CrossEntropyLoss):
+        return ("accuracy",)
+    if isinstance(loss_fn, BCEWithLogitsLoss):
+        return ("binary_accuracy",)
+    return ()
+
+
+def _check_applicable(metrics: Mapping[str, Metric], prediction: Array, target: Array, *,
+                      where: str) -> None:
+    """Refuse a named metric that does not fit the model's output and the targets."""
+    out, tgt = tuple(prediction.shape), tuple(target.shape)
+    functions = set(metrics.values())
+    if accuracy_count in functions:
+        labels = target.ndim == 1 and tgt[:1] == out[:1]
+        if not (prediction.ndim == 2 and out[1] >= 2 and (labels or tgt == out)):
+            msg = (
+                f"{where}: metric 'accuracy' needs class scores (N, C) with C >= 2 and labels "
+                f"(N,) or class probabilities (N, C); got outputs {out} and targets {tgt} "
+                "(one logit per sample: use BCEWithLogitsLoss and 'binary_accuracy'; "
+                "regression: pass metrics=())"
+            )
+            raise ValueError(msg)
+    if binary_accuracy_count in functions and tgt != out:
+        msg = (
+            f"{where}: metric 'binary_accuracy' needs targets of the outputs' shape {out}, "
+            f"got {tgt}"
+        )
+        raise ValueError(msg)
+
+
+def _resolve_metrics(metrics: Sequence[str | Metric] | None, loss_fn: Any, *, where: str
+                     ) -> dict[str, Metric]:
+    if metrics is None:
+        metrics = default_metrics(loss_fn)
+    elif isinstance(metrics, str) or callable(metrics):
+        msg = f"{where}: metrics must be a sequence of names or callables, got {metrics!r}"
+        raise TypeError(msg)
     resolved: dict[str, Metric] = {}
     for metric in metrics:
         if isinstance(metric, str):
             if metric not in _METRICS:
-                msg = f"unknown metric {metric!r}; use one of {sorted(_METRICS)} or a callable"
+                msg = (
+                    f"{where}: unknown metric {metric!r}; use one of {sorted(_METRICS)} or a "
+                    "callable"
+                )
                 raise ValueError(msg)
             resolved[metric] = _METRICS[metric]
         elif callable(metric):
             resolved[getattr(metric, "__name__", f"metric{len(resolved)}")] = metric
         else:
-            msg = f"a metric must be a name or a callable, got {metric!r}"
+            msg = f"{where}: a metric must be a name or a callable, got {metric!r}"
             raise TypeError(msg)
     return resolved
 
@@ -272,7 +337,7 @@ def fit(
     *,
     epochs: int,
     val_data: Any = None,
-    metrics: Sequence[str | Metric] = ("accuracy",),
+    metrics: Sequence[str | Metric] | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     batch_size: int = 32,
@@ -297,11 +362,17 @@ def fit(
         The epoch to stop after (counting from 1; with ``initial_epoch=k`` runs k+1 .. epochs).
     val_data : optional
         Like ``train_data``; evaluated after every epoch into ``val_loss`` and ``val_<metric>``.
-    metrics : sequence of str or callable
-        ``"accuracy"`` (skipped where the targets are not classes), or callables returning the
-        batch *sum* of a per-sample score.
+    metrics : sequence of str or callable, optional
+        Names (``"accuracy"``: arg-max class against labels or class probabilities;
+        ``"binary_accuracy"``: logit > 0 against target > ½) or callables returning the batch
+        *sum* of a per-sample score. Default: :func:`default_metrics` of ``loss_fn``
+        (accuracy for cross-entropy, binary accuracy for BCE, nothing for other losses). A
+        named metric that does not fit the outputs and targets is refused.
     callbacks : sequence of Callback
-        E.g. :class:`EarlyStopping`.
+        E.g. :class:`EarlyStopping`. Each callback whose ``on_train_begin`` ran gets its
+        ``on_train_end`` on every exit: after the last epoch, after an early stop, and when
+        training raises (``NonFiniteLossError``, ``KeyboardInterrupt``, ...), before the
+        exception propagates (so ``EarlyStopping`` restores the best weights then too).
     progress : bool
         Show a tqdm progress bar with loss, accuracy and samples/s (only on a terminal).
     log_every : int
@@ -320,7 +391,7 @@ def fit(
     if log_every < 1:
         msg = f"fit: log_every must be >= 1, got {log_every!r}"
         raise ValueError(msg)
-    metric_fns = _resolve_metrics(metrics)
+    metric_fns = _resolve_metrics(metrics, loss_fn, where="fit")
     train = _as_batches(train_data, model, batch_size=batch_size, shuffle=True, seed=seed)
     val = None if val_data is None else _as_batches(
         val_data, model, batch_size=max(batch_size, 256), shuffle=False, seed=None
@@ -329,34 +400,65 @@ def fit(
     per_epoch = len(train) if isinstance(train, Sized) else 0
     bar = _Progress(progress, per_epoch * (epochs - initial_epoch))
     model.train()
-    for callback in callbacks:
-        callback.on_train_begin(model)
+    begun: list[Callback] = []  # the callbacks whose on_train_end is owed
     try:
-        for epoch in range(initial_epoch + 1, epochs + 1):
-            bar.epoch(epoch, epochs)
-            record = _train_epoch(model, loss_fn, optimizer, train, metric_fns, epoch=epoch,
-                                  bar=bar, log_every=log_every)
-            if val is not None:
-                scores = evaluate(model, loss_fn, val, metrics=tuple(metric_fns.values()),
-                                  metric_names=tuple(metric_fns))
-                record.update({f"val_{key}": value for key, value in scores.items()})
-                model.train()
-            bar.update(0, **{key: f"{value:.4f}" for key, value in record.items()
-                             if key in ("loss", "val_loss") or key.endswith("accuracy")},
-                       **{"samples/s": f"{record['samples_per_s']:,.0f}"})
-            history.epochs.append(record)
-            if on_epoch is not None:
-                on_epoch(epoch, record)
-            stop = [callback.on_epoch_end(epoch, record, model) for callback in callbacks]
-            if any(stop):
-                history.stopped_early = True
-                break
-    finally:
-        bar.close()
-        model.eval()
-    for callback in callbacks:
+        try:
+            for callback in callbacks:
+                callback.on_train_begin(model)
+                begun.append(callback)
+            for epoch in range(initial_epoch + 1, epochs + 1):
+                bar.epoch(epoch, epochs)
+                record = _train_epoch(model, loss_fn, optimizer, train, metric_fns, epoch=epoch,
+                                      bar=bar, log_every=log_every)
+                if val is not None:
+                    record.update(_validate(model, loss_fn, val, metric_fns, epoch=epoch))
+                    model.train()
+                bar.update(0, **{key: f"{value:.4f}" for key, value in record.items()
+                                 if key in ("loss", "val_loss") or key.endswith("accuracy")},
+                           **{"samples/s": f"{record['samples_per_s']:,.0f}"})
+                history.epochs.append(record)
+                if on_epoch is not None:
+                    on_epoch(epoch, record)
+                stop = [callback.on_epoch_end(epoch, record, model) for callback in callbacks]
+                if any(stop):
+                    history.stopped_early = True
+                    break
+        finally:
+            bar.close()
+            model.eval()
+    except BaseException as error:  # KeyboardInterrupt too: callbacks end, then it propagates
+        _end_after_error(begun, model, history, error)
+        raise
+    for callback in begun:
         callback.on_train_end(model, history)
     return history
+
+
+def _validate(model: Module, loss_fn: Callable[[Array, Array], tuple[Array, Array]],
+              val: Iterable[tuple[Array, Array]], metric_fns: dict[str, Metric], *, epoch: int
+              ) -> dict[str, float]:
+    """The ``val_*`` entries of an epoch record; a non-finite loss names the epoch."""
+    try:
+        scores = evaluate(model, loss_fn, val, metrics=tuple(metric_fns.values()),
+                          metric_names=tuple(metric_fns))
+    except NonFiniteLossError as error:
+        msg = f"fit: validation after epoch {epoch}: {error}"
+        raise NonFiniteLossError(msg) from None
+    return {f"val_{key}": value for key, value in scores.items()}
+
+
+def _end_after_error(callbacks: Sequence[Callback], model: Module, history: History,
+                     error: BaseException) -> None:
+    """Run every ``on_train_end`` while ``error`` propagates; a callback that fails too is
+    noted on ``error`` (which stays the exception raised) instead of hiding it."""
+    for callback in callbacks:
+        try:
+            callback.on_train_end(model, history)
+        except Exception as failure:  # reported on the propagating error, not raised
+            note = f"{type(callback).__name__}.on_train_end also failed: {failure!r}"
+            add_note = getattr(error, "add_note", None)  # Python >= 3.11
+            if add_note is not None:
+                add_note(note)
 
 
 def _train_epoch(
@@ -379,7 +481,7 @@ def _train_epoch(
     loss_sum = 0.0  # host float, updated at each read: Σ batch_loss · batch_size
     window_weights: list[int] = []
     metric_sums: dict[str, Array] = {}
-    active: list[tuple[str, Metric]] | None = None
+    checked = False
     mean_loss = _is_mean(loss_fn)
     samples = steps = 0
     for xb, yb in train:
@@ -390,9 +492,10 @@ def _train_epoch(
         optimizer.step()
         n = int(xb.shape[0])
         xp = xp or array_namespace(loss)
-        if active is None:  # the batches of an epoch share their shapes: decide once
-            active = [(name, fn) for name, fn in metric_fns.items() if _applicable(name, y, yb)]
-        for name, fn in active:
+        if not checked:  # the batches of an epoch share their shapes: check once
+            _check_applicable(metric_fns, y, yb, where="fit")
+            checked = True
+        for name, fn in metric_fns.items():
             count = fn(y, yb)
             metric_sums[name] = metric_sums[name] + count if name in metric_sums else count
         window.append(loss)
@@ -434,15 +537,19 @@ def _read_window(
     Returns Σ loss · weight (the weight is the batch size for a mean loss, 1 for a sum).
     """
     values = to_numpy(xp.stack(losses)).astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = int(np.argmin(finite))
+    bad = _first_non_finite(values)
+    if bad is not None:
         msg = (
             f"the training loss became {values[bad]} at epoch {epoch}, step {first_step + bad} "
             "(lower the learning rate, check the inputs for NaN/inf, or the labels' range)"
         )
         raise NonFiniteLossError(msg)
     return float(values @ np.asarray(weights, dtype=np.float64))
+
+
+def _first_non_finite(values: np.ndarray) -> int | None:
+    finite = np.isfinite(values)
+    return None if finite.all() else int(np.argmin(finite))
 
 
 def _bar_metrics(bar: _Progress, sums: Mapping[str, Array], samples: int) -> dict[str, str]:
@@ -462,54 +569,81 @@ def evaluate(
     loss_fn: Callable[[Array, Array], tuple[Array, Array]],
     data: Any,
     *,
-    metrics: Sequence[str | Metric] = ("accuracy",),
+    metrics: Sequence[str | Metric] | None = None,
     batch_size: int = 256,
     metric_names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Mean loss and metrics of ``model`` (in inference mode) over ``data``.
 
-    ``data`` is a re-iterable of ``(x, y)`` batches or an ``(X, y)`` pair of host arrays.
-    Returns ``{"loss": ..., "<metric>": ...}`` as host floats (one synchronisation at the end).
-    The loss is per sample whatever the batch size: batch means are weighted by the batch size,
-    and a loss with ``reduction="sum"`` is summed over the batches, then divided by the number of
-    samples.
+    ``data`` is a re-iterable of ``(x, y)`` batches or an ``(X, y)`` pair of host arrays;
+    ``metrics`` as for :func:`fit` (default: :func:`default_metrics` of ``loss_fn``).
+    Returns ``{"loss": ..., "<metric>": ...}`` as host floats, read once at the end (no
+    synchronisation per batch). The loss is per sample whatever the batch size: batch means
+    are weighted by the batch size, and a loss with ``reduction="sum"`` is summed over the
+    batches, then divided by the number of samples.
+
+    Raises
+    ------
+    NonFiniteLossError
+        A batch's loss is NaN or infinite (as in :func:`fit`; on a device, labels outside
+        [0, C) make their batch's cross-entropy NaN instead of stalling it with a check); the
+        message names the batch.
     """
-    metric_fns = _resolve_metrics(metrics)
+    metric_fns = _resolve_metrics(metrics, loss_fn, where="evaluate")
     if metric_names is not None:
         metric_fns = dict(zip(metric_names, metric_fns.values(), strict=True))
     batches = _as_batches(data, model, batch_size=batch_size, shuffle=False, seed=None)
     was_training = model.training
     model.eval()
     mean_loss = _is_mean(loss_fn)
-    loss_total: Array | None = None
+    losses: list[Array] = []  # per batch, 0-d on the device: stacked and read once at the end
+    sizes: list[int] = []
     sums: dict[str, Array] = {}
-    samples = 0
     try:
         for xb, yb in batches:
             y = model(xb)
             loss, _ = loss_fn(y, yb)
-            n = int(xb.shape[0])
-            weighted = loss * n if mean_loss else loss
-            loss_total = weighted if loss_total is None else loss_total + weighted
+            if not losses:
+                _check_applicable(metric_fns, y, yb, where="evaluate")
+            losses.append(loss)
+            sizes.append(int(xb.shape[0]))
             for name, fn in metric_fns.items():
-                if _applicable(name, y, yb):
-                    sums[name] = fn(y, yb) if name not in sums else sums[name] + fn(y, yb)
-            samples += n
+                sums[name] = fn(y, yb) if name not in sums else sums[name] + fn(y, yb)
     finally:
         model.train(was_training)
-    if loss_total is None:
+    if not losses:
         msg = "evaluate: the data had no batches"
         raise ValueError(msg)
-    scores = {"loss": float(to_numpy(loss_total)) / samples}
+    samples = sum(sizes)
+    scores = {"loss": _total_loss(losses, sizes, mean_loss) / samples}
     scores.update({name: float(to_numpy(total)) / samples for name, total in sums.items()})
     return scores
+
+
+def _total_loss(losses: list[Array], sizes: list[int], mean_loss: bool) -> float:
+    """Σ over batches of loss · n (mean losses) or loss (summed ones), read to the host once;
+    a non-finite batch loss raises, naming the batch and its rows."""
+    values = to_numpy(array_namespace(losses[0]).stack(losses)).astype(np.float64)
+    bad = _first_non_finite(values)
+    if bad is not None:
+        first = sum(sizes[:bad])
+        msg = (
+            f"evaluate: the loss is {values[bad]} on batch {bad + 1} of {len(values)} (rows "
+            f"{first} to {first + sizes[bad] - 1}); check the inputs for NaN/inf, the "
+            "parameters, or the labels' range (on a device, labels outside [0, C) give NaN)"
+        )
+        raise NonFiniteLossError(msg)
+    weights = np.asarray(sizes if mean_loss else [1] * len(sizes), dtype=np.float64)
+    return float(values @ weights)
 
 
 def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
     """Model outputs for every row of ``X`` (host data or an array on the model's backend).
 
-    Runs in inference mode, batch by batch, and returns one array on the model's device.
+    Runs in inference mode, batch by batch (``batch_size`` ≥ 1 rows at a time), and returns
+    one array on the model's device.
     """
+    batch_size = check_int(batch_size, what="predict: batch_size", minimum=1)
     backend = model.backend
     if backend is None:
         msg = "predict: the model has no parameters to take a backend from"
