@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _frozen_array import FrozenArray, frozen
+from array_api_compat import is_writeable_array
 from conftest import Case, make_case
 
 import nnbackend as nb
@@ -392,9 +393,11 @@ def test_sgd_momentum_under_a_schedule_is_the_seed_form() -> None:
 @pytest.mark.parametrize("config", ["sgd-nesterov-wd", "adam-l2", "adamw-amsgrad",
                                     "rmsprop-centered-momentum-wd"])
 def test_updates_in_place_with_state_on_the_parameters_device(case: Case, config: str) -> None:
-    """No new parameter or state arrays after the first step; state in the param's dtype/device;
-    the gradients are left exactly as backward made them."""
+    """No new parameter or state arrays after the first step (where arrays are mutable: JAX's
+    are rebound); state in the param's dtype/device; the gradients are left exactly as backward
+    made them."""
     model = _mlp(case)
+    in_place = is_writeable_array(model.parameters()[0].data)
     opt = CONFIGS[config][0](model)
     data = [p.data for p in model.parameters()]
     states: list[dict[str, Any]] = []
@@ -410,13 +413,13 @@ def test_updates_in_place_with_state_on_the_parameters_device(case: Case, config
         if t == 0:
             states = [dict(st) for st in opt.state]
     for p, d, st, first in zip(model.parameters(), data, opt.state, states, strict=True):
-        assert p.data is d
+        assert (p.data is d) == in_place
         case.check_placement(p.data)
         assert st["step"] == 4
         arrays = {k: v for k, v in st.items() if k != "step"}
         assert arrays
         for name, arr in arrays.items():
-            assert arr is first[name], name
+            assert (arr is first[name]) == in_place, name
             case.check_placement(arr)
             assert tuple(arr.shape) == p.shape
 
