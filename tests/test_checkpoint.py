@@ -10,7 +10,9 @@ import os
 import re
 import struct
 import sys
+import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +22,7 @@ import pytest
 from conftest import Case
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.lib import format as npy_format
 
 import nnbackend as nb
 from nnbackend import checkpoint
@@ -354,9 +357,25 @@ def test_permissions_follow_umask_and_the_replaced_file(tmp_path: Path) -> None:
 
 
 def test_missing_directory_raises_and_writes_nothing(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        checkpoint.save(tmp_path / "no" / "such" / "dir.npz", _mlp())
+    target = tmp_path / "no" / "such" / "dir.npz"
+    with pytest.raises(FileNotFoundError, match="the directory of the path does not exist") as info:
+        checkpoint.save(target, _mlp())
+    assert info.value.filename == str(target)
     assert os.listdir(tmp_path) == []
+
+
+def test_empty_path_and_directory_are_refused_naming_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``save("", m)`` used to write the archive and then fail renaming it onto '.' (EBUSY)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint\.save: the path is empty \(''\)"):
+        checkpoint.save("", _mlp())
+    for directory in (".", str(tmp_path), tmp_path):
+        with pytest.raises(IsADirectoryError, match="path is a directory") as info:
+            checkpoint.save(directory, _mlp())
+        assert info.value.filename == str(directory)
+    assert os.listdir(tmp_path) == []  # no temporary left behind
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -487,6 +506,29 @@ def test_optimizer_mismatch(
     with pytest.raises(CheckpointError, match=pattern):
         checkpoint.load(saved, model, opt)
     snap.assert_unchanged()
+
+
+def test_optimizer_over_another_models_parameters_is_refused(
+    tmp_path: Path, saved: Path
+) -> None:
+    """``load(path, model, Adam(other.parameters()))`` used to load the model and put the
+    other model's optimizer in the saved state; now nothing changes and nothing is read."""
+    model, other = _mlp(seed=40), _mlp(seed=41)
+    opt = Adam(other, lr=0.1)
+    _train(other, opt, range(2))
+    mixed = Adam([*model.parameters()[:2], *other.parameters()[2:]], lr=0.1)
+    snap, snap_other = Snapshot(model, mixed), Snapshot(other, opt)
+    pattern = (r"checkpoint\.load: Adam parameter 0 \(shape \(8, 4\)\) is not a parameter "
+               r"of the model; build the optimizer over model\.parameters\(\)")
+    with pytest.raises(ValueError, match=pattern):
+        checkpoint.load(saved, model, opt)
+    with pytest.raises(ValueError, match=r"Adam parameter 2 \(shape \(3, 8\)\) is not"):
+        checkpoint.load(saved, model, mixed)
+    snap.assert_unchanged()
+    snap_other.assert_unchanged()
+    with pytest.raises(ValueError, match=r"checkpoint\.save: Adam parameter 0 .* is not a "):
+        checkpoint.save(tmp_path / "mixed.npz", model, opt)
+    assert not (tmp_path / "mixed.npz").exists()
 
 
 def test_missing_optimizer_state(tmp_path: Path, trained: tuple[nb.Sequential, Adam]) -> None:
@@ -710,6 +752,137 @@ def test_truncated_files(tmp_path: Path, saved: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------------
+# Hostile sizes: a small file whose entries claim (and inflate to) far more than the model
+
+
+_CLAIMED = 32 * 2**20  # bytes of zeros behind the crafted header; deflated to ~32 kB
+
+
+def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    out = io.BytesIO()
+    npy_format.write_array_header_1_0(out, {"descr": descr, "fortran_order": False,
+                                            "shape": shape})
+    return out.getvalue()
+
+
+def _bomb(src: Path, dst: Path, entry: str, header: bytes, zeros: int = _CLAIMED) -> Path:
+    """``src`` with ``entry`` (added or replaced) holding ``header`` and ``zeros`` zero bytes,
+    deflated: what a crafted file looks like (``zeros`` bytes inflate from a few kB)."""
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED,
+                                                      compresslevel=9) as new:
+        for info in old.infolist():
+            if info.filename != entry:
+                new.writestr(info.filename, old.read(info))
+        with new.open(entry, "w", force_zip64=True) as out:
+            out.write(header)
+            chunk = bytes(2**20)
+            for start in range(0, zeros, len(chunk)):
+                out.write(chunk[: zeros - start])
+    return dst
+
+
+def _peak_bytes(action: Callable[[], object]) -> tuple[int, BaseException | None]:
+    """Peak memory traced while ``action`` runs (NumPy reports its buffers to tracemalloc),
+    and what it raised."""
+    raised: BaseException | None = None
+    tracemalloc.start()
+    try:
+        action()
+    except Exception as exc:
+        raised = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+_V2_HUGE_HEADER = b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31)
+
+
+@pytest.mark.parametrize(
+    ("entry", "header", "pattern"),
+    [
+        ("optim/0/m.npy", _npy_header((_CLAIMED // 4,)),
+         r"its optimizer state takes 33554840 bytes; for a model of 268 bytes a checkpoint "
+         r"holds at most 1050720: refusing to read it"),
+        ("model/0.weight.npy", _npy_header((_CLAIMED // 4,)),
+         r"parameter '0\.weight' is declared float32 \(8, 4\) but stored as float32"),
+        ("__metadata__.npy", _npy_header((_CLAIMED,), "|u1"),
+         r"its metadata takes 33554432 bytes; checkpoints hold at most 16777216"),
+        ("extra.npy", _npy_header((_CLAIMED // 8,), "<f8"),
+         r"does not hold the arrays its metadata declares; unexpected \['extra'\]"),
+        ("optim/1/v.npy", _V2_HUGE_HEADER, r"has a \.npy header over 10012 bytes"),
+    ],
+    ids=["optimizer-state", "parameter", "metadata", "extra-entry", "npy-header-length"],
+)
+def test_a_crafted_huge_entry_is_refused_without_inflating_it(
+    tmp_path: Path, saved: Path, entry: str, header: bytes, pattern: str
+) -> None:
+    """The issue's reproducer: a small .npz with a hugely compressible entry took 660 MB before
+    the error. Sizes now come from the zip directory and the .npy header, before any data."""
+    path = _bomb(saved, tmp_path / "bomb.npz", entry, header)
+    assert path.stat().st_size < _CLAIMED // 200
+    model, opt = _fresh()
+    snap = Snapshot(model, opt)
+    peak, raised = _peak_bytes(lambda: checkpoint.load(path, model, opt))
+    assert isinstance(raised, CheckpointError), raised
+    assert re.search(pattern, str(raised)), str(raised)
+    assert "bomb.npz" in str(raised)
+    assert peak < 2**20, peak  # 32 MiB claimed; the header and zip buffers are all it reads
+    snap.assert_unchanged()
+
+
+def test_read_metadata_reads_no_array_data(tmp_path: Path, saved: Path) -> None:
+    """read_metadata needs no model, so it reads the headers and the metadata alone."""
+    path = _bomb(saved, tmp_path / "bomb.npz", "optim/0/m.npy", _npy_header((_CLAIMED // 4,)))
+    peak, raised = _peak_bytes(lambda: checkpoint.read_metadata(path))
+    assert raised is None
+    assert peak < 2**20, peak
+    assert checkpoint.read_metadata(path) == checkpoint.read_metadata(saved)
+
+
+def test_sizes_come_from_the_zip_directory(tmp_path: Path, saved: Path) -> None:
+    """The zip directory's file_size (the most zipfile inflates) must agree with the .npy
+    header: a directory that says less than the header announces is refused unread."""
+    data = bytearray(saved.read_bytes())
+    record = data.find(b"PK\x01\x02")  # the central directory's records
+    while record != -1:
+        name_len = struct.unpack_from("<H", data, record + 28)[0]
+        if data[record + 46 : record + 46 + name_len] == b"model/0.bias.npy":
+            break
+        record = data.find(b"PK\x01\x02", record + 4)
+    # np.savez stores entries uncompressed: the data follows the local header and the name.
+    size = struct.unpack_from("<I", data, record + 24)[0]
+    local = struct.unpack_from("<I", data, record + 42)[0]
+    start = local + 30 + sum(struct.unpack_from("<HH", data, local + 26))
+    struct.pack_into("<I", data, record + 24, size - 16)  # file_size
+    struct.pack_into("<I", data, record + 16, zlib.crc32(data[start : start + size - 16]))
+    path = tmp_path / "lying.npz"
+    path.write_bytes(bytes(data))
+    model = _mlp(seed=3)
+    snap = Snapshot(model)
+    with pytest.raises(CheckpointError, match=r"lying\.npz cannot be read: entry "
+                                              r"'model/0\.bias\.npy' announces 32 bytes of data "
+                                              r"and holds 16"):
+        checkpoint.load(path, model)
+    snap.assert_unchanged()
+
+
+@pytest.mark.parametrize("dtype", [np.dtype("S4"), np.dtype("<U2"), np.dtype([("a", "<f4")])],
+                         ids=["bytes", "str", "record"])
+def test_entries_hold_numbers_only(tmp_path: Path, saved: Path, dtype: np.dtype[Any]) -> None:
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(
+        header, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": (2,)})
+    path = _bomb(saved, tmp_path / "kinds.npz", "model/0.bias.npy", header.getvalue(),
+                 zeros=2 * dtype.itemsize)
+    with pytest.raises(CheckpointError, match=r"model/0\.bias\.npy' holds .*; checkpoints "
+                                              r"hold booleans and numbers only"):
+        checkpoint.load(path, _mlp())
+
+
+# -------------------------------------------------------------------------------------------
 # Fuzzing: whatever the bytes, a CheckpointError or (corruption in fields nobody reads) the
 # exact saved values; never another exception, never silently wrong values
 
@@ -806,8 +979,9 @@ def test_flipped_bits_in_the_data_are_caught(valid: Valid) -> None:
             corrupt[offset] ^= 0x10
             path = valid.directory / "flipped.npz"
             path.write_bytes(bytes(corrupt))
+            model = _mlp()
             with pytest.raises(CheckpointError, match=r"flipped\.npz"):
-                checkpoint.load(path, _mlp(), Adam(_mlp()))
+                checkpoint.load(path, model, Adam(model))
 
 
 # -------------------------------------------------------------------------------------------

@@ -28,13 +28,21 @@ and renamed over it, so a crash or an error mid-save leaves the previous checkpo
 Loading validates the whole file against the model and optimizer before either changes, so a
 failed load leaves both untouched; the arrays are then copied onto each parameter's own device
 (a checkpoint written on NumPy loads into a model on CuPy, PyTorch or array-api-strict).
+
+A checkpoint is read as untrusted input. Every size is checked before the data it describes is
+read: each entry's size from the zip directory (``ZipInfo.file_size``, the most zipfile ever
+inflates) against the shape and dtype in its ``.npy`` header (itself read through a bounded
+reader), the metadata against :data:`MAX_METADATA_BYTES`, and the parameters against the model,
+before any array data is read. The optimizer's arrays may hold at most ``8`` times the
+model's bytes (Adam with AMSGrad needs 3) plus 1 MiB. So a crafted file (a small zip of a huge,
+highly compressible entry) costs at most a small multiple of the model's own size, never the
+size it claims.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import math
 import os
@@ -44,9 +52,9 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -60,6 +68,7 @@ from .optim.optimizer import Optimizer
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_METADATA_BYTES",
     "RESERVED_METADATA",
     "CheckpointError",
     "load",
@@ -78,6 +87,19 @@ RESERVED_METADATA = frozenset({
     "parameters", "optimizer",
 })
 """Metadata names the checkpoint records itself; user metadata may not use them."""
+
+MAX_METADATA_BYTES = 16 * 2**20
+"""The largest ``__metadata__`` entry (UTF-8 JSON) :func:`save` writes and :func:`load` reads."""
+
+# Optimizer state may hold this many times the model's bytes (plus _SLACK_BYTES): Adam with
+# AMSGrad and centered RMSprop with momentum keep 3 arrays per parameter.
+_STATE_FACTOR = 8
+_SLACK_BYTES = 2**20
+# NumPy refuses .npy headers longer than 10000 characters (max_header_size); with the magic
+# string, the version and the length field an entry's header is at most this many bytes.
+_MAX_NPY_HEADER_BYTES = 10_000 + 12
+# The dtype kinds a checkpoint holds: booleans and numbers (no strings, records or objects).
+_NUMERIC_KINDS = "biufc"
 
 _METADATA_KEY = "__metadata__"
 _MODEL_PREFIX = "model/"
@@ -134,13 +156,21 @@ def save(
     TypeError
         A metadata value is not JSON-serialisable or uses a reserved name (raised before
         anything is written), or ``model``/``optimizer`` has the wrong type.
+    ValueError
+        ``path`` is empty, ``optimizer`` holds a parameter that is not ``model``'s, or the
+        metadata exceeds :data:`MAX_METADATA_BYTES` (raised before anything is written).
+    FileNotFoundError, IsADirectoryError
+        The directory of ``path`` does not exist, or ``path`` is a directory (raised before
+        anything is written; the message names the path).
     OSError
         Writing failed; the temporary file is removed and a previous file at ``path`` is left
         as it was.
     """
-    target = Path(path)
+    target = _checked_target(path)
     _check_model_type(model, where="checkpoint.save")
     _check_optimizer_type(optimizer, where="checkpoint.save")
+    if optimizer is not None:
+        _check_optimizer_owner(optimizer, model, where="checkpoint.save")
     user = _checked_user_metadata(metadata)
     arrays: dict[str, np.ndarray] = {}
     parameters = []
@@ -161,7 +191,32 @@ def save(
     }
     header.update(user)
     payload = json.dumps(header).encode("utf-8")
+    if len(payload) > MAX_METADATA_BYTES:
+        msg = (
+            f"checkpoint.save: the metadata of {target} takes {len(payload)} bytes of JSON; "
+            f"checkpoints hold at most {MAX_METADATA_BYTES} (MAX_METADATA_BYTES)"
+        )
+        raise ValueError(msg)
     _write_atomically(target, {_METADATA_KEY: np.frombuffer(payload, dtype=np.uint8), **arrays})
+    return target
+
+
+def _checked_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, refused (naming it) when it cannot be a checkpoint file."""
+    if not isinstance(path, str | os.PathLike):
+        msg = f"checkpoint.save: path must be a str or path-like, got {type(path).__name__}"
+        raise TypeError(msg)
+    if os.fspath(path) in ("", b""):  # Path("") is Path("."), the working directory
+        msg = "checkpoint.save: the path is empty (''); name the file to write"
+        raise ValueError(msg)
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "checkpoint.save: path is a directory", str(path))
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            errno.ENOENT, "checkpoint.save: the directory of the path does not exist",
+            str(path),
+        )
     return target
 
 
@@ -191,7 +246,7 @@ def _optimizer_entries(
     return {
         "type": state_dict["type"],
         "hyperparameters": state_dict["hyperparameters"],
-        "parameters": [names.get(id(p)) for p in optimizer.params],
+        "parameters": [names[id(p)] for p in optimizer.params],
         "state": state,
     }
 
@@ -302,22 +357,40 @@ def load(
     ------
     FileNotFoundError
         ``path`` does not exist.
+    ValueError
+        ``optimizer`` holds a parameter that is not ``model``'s (raised before the file is
+        read).
     CheckpointError
         The file is not a readable checkpoint (truncated, corrupt, another kind of file, a newer
-        format version) or does not match the model or optimizer; the message names the file
-        and the cause.
+        format version, sizes beyond what this model's checkpoint can hold) or does not match
+        the model or optimizer; the message names the file and the cause.
+
+    Notes
+    -----
+    Sizes are checked before data is read (see the module's docstring): the memory a crafted
+    file costs is bounded by a small multiple of the model's own size.
     """
     file = Path(path)
     _check_model_type(model, where="checkpoint.load")
     _check_optimizer_type(optimizer, where="checkpoint.load")
+    if optimizer is not None:
+        _check_optimizer_owner(optimizer, model, where="checkpoint.load")
     if not file.exists():
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
-    arrays = _read_archive(file)
-    header = _checked_header(file, arrays)
-    model_state = _model_state(file, header, arrays, model)
-    optim_state = (
-        None if optimizer is None else _optimizer_state(file, header, arrays, model, optimizer)
-    )
+    with _open_archive(file) as archive:
+        header = _checked_header(archive)
+        _check_model(file, header, archive.entries, model)
+        model_keys = [_MODEL_PREFIX + entry["name"] for entry in header["parameters"]]
+        keys = list(model_keys)
+        if optimizer is not None:
+            _check_optimizer(file, header, model, optimizer)
+            for i, entry in enumerate(header["optimizer"]["state"]):
+                keys.extend(f"{_OPTIM_PREFIX}{i}/{key}" for key in entry["arrays"])
+        _check_budget(file, archive.entries, model_keys, keys)
+        arrays = {key: archive.read(key) for key in keys}
+    model_state = {entry["name"]: arrays[_MODEL_PREFIX + entry["name"]]
+                   for entry in header["parameters"]}
+    optim_state = None if optimizer is None else _optimizer_state(header, arrays)
     _apply(file, model, model_state, optimizer, optim_state)
     return header
 
@@ -325,8 +398,11 @@ def load(
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata of a checkpoint (what :func:`load` returns), without a model to load into.
 
-    The file is read and checked as by :func:`load` (an intact archive of plain arrays, the
-    right format and a readable format version), so a run can be checked before it resumes.
+    The archive's directory, every entry's ``.npy`` header and the metadata are read and
+    checked as by :func:`load` (an archive of plain arrays of the declared shapes and dtypes,
+    the right format and a readable format version), so a run can be checked before it resumes;
+    the arrays' data is not read (so this costs at most :data:`MAX_METADATA_BYTES`), and
+    :func:`load` checks it.
 
     Raises
     ------
@@ -336,75 +412,154 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
-    return _checked_header(file, _read_archive(file))
+    with _open_archive(file) as archive:
+        return _checked_header(archive)
 
 
-def _read_archive(file: Path) -> dict[str, np.ndarray]:
-    """Every entry of the archive as a NumPy array, each checked against its zip CRC."""
+class _Entry(NamedTuple):
+    """An archive entry whose ``.npy`` header has been read, and none of its data."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of data its header announces (and the zip directory confirms)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class _Archive:
+    """An open checkpoint archive: every entry's header scanned, data read on request."""
+
+    def __init__(self, file: Path, archive: zipfile.ZipFile, entries: dict[str, _Entry]) -> None:
+        self.file, self.archive, self.entries = file, archive, entries
+
+    def read(self, key: str) -> np.ndarray:
+        """The array of entry ``key``, checked against its zip CRC and its scanned header."""
+        entry = self.entries[key]
+        with _reading(self.file), self.archive.open(entry.info) as stream:
+            # read_array reads a stream in chunks into the array: no second copy of the data
+            array = npy_format.read_array(stream, allow_pickle=False)
+            if stream.read(1):  # zipfile stops at file_size; this cannot happen
+                msg = f"entry {entry.info.filename!r} holds more data than announced"
+                raise _MalformedEntry(msg)
+            if array.shape != entry.shape or array.dtype != entry.dtype:
+                msg = f"entry {entry.info.filename!r} changed while it was read"
+                raise _MalformedEntry(msg)
+        return array
+
+
+@contextlib.contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Turn what reading untrusted bytes raises into a CheckpointError naming the file."""
     try:
-        arrays: dict[str, np.ndarray] = {}
-        with open(file, "rb") as f, zipfile.ZipFile(f) as archive:
-            for info in archive.infolist():
-                name = info.filename
-                if not name.endswith(".npy") or info.is_dir():
-                    msg = f"entry {name!r} is not a .npy array"
-                    raise _MalformedEntry(msg)
-                key = name[: -len(".npy")]
-                if key in arrays:
-                    msg = f"entry {name!r} appears twice"
-                    raise _MalformedEntry(msg)
-                arrays[key] = _parse_npy(archive.read(info), name)
+        yield
+    except CheckpointError:
+        raise
     except _READ_ERRORS as exc:
         cause = _message(exc)
         if not isinstance(exc, _MalformedEntry):
             cause = f"{type(exc).__name__}: {cause}"
         msg = f"checkpoint {file} cannot be read: {cause}"
         raise CheckpointError(msg) from exc
-    return arrays
 
 
-def _parse_npy(data: bytes, name: str) -> np.ndarray:
-    """One ``.npy`` entry: numbers only (no pickles), and exactly as many bytes as announced."""
-    buffer = io.BytesIO(data)
-    version = npy_format.read_magic(buffer)
-    if version == (1, 0):
-        shape, _, dtype = npy_format.read_array_header_1_0(buffer)
-    elif version == (2, 0):
-        shape, _, dtype = npy_format.read_array_header_2_0(buffer)
-    else:
-        msg = f"entry {name!r} has .npy format version {version}; 1.0 and 2.0 are read"
-        raise _MalformedEntry(msg)
+@contextlib.contextmanager
+def _open_archive(file: Path) -> Iterator[_Archive]:
+    """The archive with every entry's ``.npy`` header read and checked; no data read."""
+    with contextlib.ExitStack() as stack:
+        with _reading(file):
+            handle = stack.enter_context(open(file, "rb"))
+            archive = stack.enter_context(zipfile.ZipFile(handle))
+            entries: dict[str, _Entry] = {}
+            for info in archive.infolist():
+                name = info.filename
+                if not name.endswith(".npy") or info.is_dir():
+                    msg = f"entry {name!r} is not a .npy array"
+                    raise _MalformedEntry(msg)
+                key = name[: -len(".npy")]
+                if key in entries:
+                    msg = f"entry {name!r} appears twice"
+                    raise _MalformedEntry(msg)
+                entries[key] = _scan_entry(archive, info)
+        yield _Archive(file, archive, entries)
+
+
+class _HeaderReader:
+    """The first bytes of an entry: refuses to read more than a ``.npy`` header can take.
+
+    NumPy reads a header's announced length (up to 4 GiB in format 2.0) before it checks it.
+    """
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        self.stream, self.name, self.consumed = stream, name, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or self.consumed + size > _MAX_NPY_HEADER_BYTES:
+            msg = f"entry {self.name!r} has a .npy header over {_MAX_NPY_HEADER_BYTES} bytes"
+            raise _MalformedEntry(msg)
+        data = self.stream.read(size)
+        self.consumed += len(data)
+        return data
+
+
+def _scan_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Entry:
+    """One ``.npy`` entry's header: numbers only (no pickles), and exactly as many bytes of data
+    as the zip directory says the entry holds. Reads the header alone."""
+    name = info.filename
+    with archive.open(info) as stream:
+        reader = _HeaderReader(stream, name)
+        version = npy_format.read_magic(reader)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(reader)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(reader)
+        else:
+            msg = f"entry {name!r} has .npy format version {version}; 1.0 and 2.0 are read"
+            raise _MalformedEntry(msg)
     if dtype.hasobject:
         msg = f"entry {name!r} holds Python objects ({dtype}); checkpoints are never unpickled"
+        raise _MalformedEntry(msg)
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
+        msg = f"entry {name!r} holds {dtype}; checkpoints hold booleans and numbers only"
         raise _MalformedEntry(msg)
     if any(n < 0 for n in shape):
         msg = f"entry {name!r} has a negative dimension in its shape {shape}"
         raise _MalformedEntry(msg)
-    announced, held = math.prod(shape) * dtype.itemsize, len(data) - buffer.tell()
-    if announced != held:
-        msg = f"entry {name!r} announces {announced} bytes of data and holds {held}"
+    entry = _Entry(info, tuple(shape), dtype)
+    held = info.file_size - reader.consumed
+    if entry.nbytes != held:
+        msg = f"entry {name!r} announces {entry.nbytes} bytes of data and holds {held}"
         raise _MalformedEntry(msg)
-    buffer.seek(0)
-    return npy_format.read_array(buffer, allow_pickle=False)
+    return entry
 
 
-def _checked_header(file: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def _checked_header(archive: _Archive) -> dict[str, Any]:
     """The metadata, checked for format, version and structure, and against the entries."""
-    raw = arrays.get(_METADATA_KEY)
-    if raw is None:
-        entries = sorted(arrays)
+    file = archive.file
+    declared = archive.entries.get(_METADATA_KEY)
+    if declared is None:
+        entries = sorted(archive.entries)
         shown = entries[:8] + (["..."] if len(entries) > 8 else [])
         msg = (
             f"checkpoint {file} is not an nnbackend checkpoint: it has no {_METADATA_KEY!r} "
             f"entry (entries: {shown})"
         )
         raise CheckpointError(msg)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    if declared.dtype != np.uint8 or len(declared.shape) != 1:
         msg = (
             f"checkpoint {file}: {_METADATA_KEY!r} must be a 1-d uint8 array of UTF-8 JSON, "
-            f"got {raw.dtype} of shape {raw.shape}"
+            f"got {declared.dtype} of shape {declared.shape}"
         )
         raise CheckpointError(msg)
+    if declared.nbytes > MAX_METADATA_BYTES:
+        msg = (
+            f"checkpoint {file}: its metadata takes {declared.nbytes} bytes; checkpoints hold "
+            f"at most {MAX_METADATA_BYTES} (MAX_METADATA_BYTES): refusing to read it"
+        )
+        raise CheckpointError(msg)
+    raw = archive.read(_METADATA_KEY)
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (ValueError, RecursionError) as exc:
@@ -434,7 +589,7 @@ def _checked_header(file: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]
         )
         raise CheckpointError(msg)
     _check_structure(file, header)
-    _check_entries(file, header, arrays)
+    _check_entries(file, header, archive.entries)
     return header
 
 
@@ -487,7 +642,7 @@ def _check_structure(file: Path, header: Mapping[str, Any]) -> None:
         )
 
 
-def _check_entries(file: Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+def _check_entries(file: Path, header: Mapping[str, Any], arrays: Mapping[str, _Entry]) -> None:
     """The archive holds exactly the declared arrays, each of its declared shape and dtype."""
     declared = {_METADATA_KEY} | {_MODEL_PREFIX + e["name"] for e in header["parameters"]}
     if header["optimizer"] is not None:
@@ -509,11 +664,12 @@ def _check_entries(file: Path, header: Mapping[str, Any], arrays: Mapping[str, n
             raise CheckpointError(msg)
 
 
-def _model_state(
-    file: Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], model: Module
-) -> dict[str, np.ndarray]:
-    """The saved parameters by name, checked against the model's names, shapes and dtypes."""
-    state = {entry["name"]: arrays[_MODEL_PREFIX + entry["name"]]
+def _check_model(
+    file: Path, header: Mapping[str, Any], entries: Mapping[str, _Entry], model: Module
+) -> None:
+    """The saved parameters' names, shapes and dtypes against the model's (no data read)."""
+    # The entries stand in for the arrays: check_state_dict reads only .shape and .dtype.
+    state = {entry["name"]: entries[_MODEL_PREFIX + entry["name"]]
              for entry in header["parameters"]}
     try:
         model.check_state_dict(state)
@@ -523,17 +679,28 @@ def _model_state(
             f"saved from:\n{header.get('architecture')}"
         )
         raise CheckpointError(msg) from exc
-    return state
 
 
-def _optimizer_state(
-    file: Path,
-    header: Mapping[str, Any],
-    arrays: Mapping[str, np.ndarray],
-    model: Module,
-    optimizer: Optimizer,
-) -> dict[str, Any]:
-    """The saved optimizer state as a ``state_dict``, checked against ``optimizer``."""
+def _check_budget(
+    file: Path, entries: Mapping[str, _Entry], model_keys: list[str], keys: list[str]
+) -> None:
+    """Refuse to read more than the model's bytes plus a small multiple of them for its
+    optimizer (checked on the headers, before any data is read)."""
+    model_bytes = sum(entries[key].nbytes for key in model_keys)
+    state_bytes = sum(entries[key].nbytes for key in keys) - model_bytes
+    limit = _STATE_FACTOR * model_bytes + _SLACK_BYTES
+    if state_bytes > limit:
+        msg = (
+            f"checkpoint {file}: its optimizer state takes {state_bytes} bytes; for a model of "
+            f"{model_bytes} bytes a checkpoint holds at most {limit}: refusing to read it"
+        )
+        raise CheckpointError(msg)
+
+
+def _check_optimizer(
+    file: Path, header: Mapping[str, Any], model: Module, optimizer: Optimizer
+) -> None:
+    """The saved optimizer's type, parameter count and names against ``optimizer``."""
     saved = header["optimizer"]
     kind = type(optimizer).__name__
     if saved is None:
@@ -556,13 +723,19 @@ def _optimizer_state(
         raise CheckpointError(msg)
     names = {id(p): name for name, p in model.named_parameters()}
     for i, (p, was) in enumerate(zip(optimizer.params, saved["parameters"], strict=True)):
-        now = names.get(id(p))
-        if was is not None and now is not None and was != now:
+        now = names[id(p)]  # _check_optimizer_owner: every parameter is the model's
+        if was is not None and was != now:  # null: a name older checkpoints could not record
             msg = (
                 f"checkpoint {file}: {kind} parameter {i} was the model's {was!r} when saved "
                 f"and is its {now!r} here"
             )
             raise CheckpointError(msg)
+
+
+def _optimizer_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+                     ) -> dict[str, Any]:
+    """The saved optimizer state as a ``state_dict`` (checked by :func:`_check_optimizer`)."""
+    saved = header["optimizer"]
     state = [
         {
             **entry["scalars"],
@@ -630,6 +803,19 @@ def _check_optimizer_type(optimizer: Any, *, where: str) -> None:
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         msg = f"{where}: optimizer must be an nnbackend Optimizer or None, got {optimizer!r}"
         raise TypeError(msg)
+
+
+def _check_optimizer_owner(optimizer: Optimizer, model: Module, *, where: str) -> None:
+    """Raise ValueError unless every parameter of ``optimizer`` is one of ``model``'s."""
+    own = {id(p) for p in model.parameters()}
+    for i, p in enumerate(optimizer.params):
+        if id(p) not in own:
+            msg = (
+                f"{where}: {type(optimizer).__name__} parameter {i} (shape "
+                f"{tuple(p.shape)}) is not a parameter of the model; build the optimizer over "
+                "model.parameters() (or a subset of them)"
+            )
+            raise ValueError(msg)
 
 
 def _is_shape(value: Any) -> bool:
