@@ -138,7 +138,7 @@ def test_cupy_installed_without_driver_quotes_cupys_error(
     with pytest.raises(nb.BackendUnavailableError) as info:
         nb.get_backend("cupy:0")
     assert str(info.value) == (
-        "backend 'cupy' cannot be used: CuPy 13.9.9 is installed but no usable CUDA device was "
+        "backend 'cupy:0' cannot be used: CuPy 13.9.9 is installed but no usable CUDA device was "
         "found (FakeCUDARuntimeError: cudaErrorNoDevice: no CUDA-capable device is detected)"
     )
     assert nb.get_backend("auto").name == "numpy"
@@ -202,7 +202,7 @@ def test_torch_namespace() -> None:
 
 def test_available_backends_lists_every_known_backend() -> None:
     rows = {row.name: row for row in nb.available_backends()}
-    assert set(rows) == {"numpy", "cupy", "torch", "array_api_strict", "jax"}
+    assert set(rows) == {"numpy", "cupy", "torch", "array_api_strict", "jax", "gpulike"}
     assert rows["numpy"].available
     assert rows["numpy"].reason.startswith("NumPy ")
     for row in rows.values():
@@ -218,7 +218,7 @@ def test_transfers_round_trip(case: Any) -> None:
     assert isinstance(back, np.ndarray)
     np.testing.assert_array_equal(back, host.astype(case.dtype_name))
     labels = case.backend.asarray(np.array([2, 0, 1]))
-    case.check_placement(labels, dtype="int64")
+    case.check_placement(labels, dtype=case.index_dtype_name)
     assert nb.backend_of(x) == case.backend
 
 

@@ -133,14 +133,14 @@ def test_batches_live_on_the_backend(case: Case, shuffle: bool) -> None:
     targets = batches(X, onehot, batch_size=4, shuffle=shuffle, seed=0, backend=case.backend,
                       dtype=case.dtype)
     assert labels.backend == case.backend
-    for data, target_dtype in ((labels, "int64"), (targets, case.dtype_name)):
+    for data, target_dtype in ((labels, case.index_dtype_name), (targets, case.dtype_name)):
         case.check_placement(data.X)
         case.check_placement(data.y, dtype=target_dtype)
         seen = []
         for xb, yb in data:
             case.check_placement(xb)
             case.check_placement(yb, dtype=target_dtype)
-            ids = nb.to_numpy(yb) if target_dtype == "int64" else nb.to_numpy(yb).argmax(1)
+            ids = nb.to_numpy(yb) if target_dtype.startswith("int") else nb.to_numpy(yb).argmax(1)
             np.testing.assert_array_equal(nb.to_numpy(xb), X[ids].astype(case.dtype_name))
             seen.append(ids)
         np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(13))

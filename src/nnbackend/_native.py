@@ -1,15 +1,15 @@
 """Native fast paths: the few places where a library's own spelling beats the standard one.
 
-Each helper answers with the Array API spelling for any namespace it does not know, so the math
-stays portable; for NumPy, CuPy and PyTorch it calls the library directly where that saves an
-allocation or a layer of dispatch that a small network pays on every step. Tests check every fast
+Each helper answers with the Array API spelling for any namespace whose library declares no native
+spellings, so the math stays portable; for NumPy, CuPy and PyTorch (and the GPU-like test device,
+which takes CuPy's spellings) it calls the library directly where that saves an allocation or a
+layer of dispatch that a small network pays on every step. Tests check every fast
 path against the standard spelling on the whole backend matrix.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from ._libraries import library_of
 from ._typing import Array, Namespace
 
 __all__ = ["masked", "matmul_into", "maximizer", "sum_into", "summer"]
@@ -49,16 +50,10 @@ def _ufunc_reduction(ufunc: Any) -> Reduction:
     return reduction
 
 
-@functools.cache
 def _library(xp: Namespace) -> ModuleType | None:
-    """The library behind ``xp`` when it is NumPy, PyTorch or CuPy (imported already), else None."""
-    if array_api_compat.is_numpy_namespace(xp):
-        return np
-    for name, is_it in (("torch", array_api_compat.is_torch_namespace),
-                        ("cupy", array_api_compat.is_cupy_namespace)):
-        if is_it(xp):
-            return importlib.import_module(name)
-    return None
+    """The module whose NumPy-style spellings serve ``xp`` (NumPy, PyTorch, CuPy, the GPU-like
+    test device), or None where only the standard applies (a capability of its library)."""
+    return library_of(xp).native
 
 
 def masked(x: Array, mask: Array, xp: Namespace) -> Array:

@@ -17,6 +17,8 @@ request                result
 ``"auto"``             CuPy when it imports and a CUDA device is usable, else NumPy
 ``"torch"``            PyTorch through ``array_api_compat.torch`` (CPU unless ``device=``)
 ``"array_api_strict"`` the strict reference implementation (useful in tests)
+``"gpulike"``          the GPU-like test device of :mod:`nnbackend.testing` (NumPy's arithmetic,
+                       CuPy's rules; ``"gpulike:1"``: its device 1)
 a namespace module     that namespace (``numpy``, ``cupy``, ``array_api_strict``,
                        ``array_api_compat.torch``, ``jax.numpy``, ...)
 a :class:`Backend`     itself (with ``device=`` replaced when given)
@@ -42,6 +44,7 @@ import array_api_compat
 import array_api_compat.numpy
 import numpy as np
 
+from ._libraries import library_of, to_host
 from ._typing import Array, Device, DType, Namespace
 from .errors import BackendUnavailableError
 
@@ -76,6 +79,7 @@ _NAMES = {
     "array-api-strict": "array_api_strict",
     "strict": "array_api_strict",
     "jax": "jax",
+    "gpulike": "gpulike",
 }
 _CUPY_INSTALL_HINT = "pip install 'nnbackend[cuda12]' (or [cuda13], matching your CUDA driver)"
 _FLOAT_NAMES = ("float32", "float64")
@@ -126,7 +130,24 @@ class Backend:
         if name is None:
             msg = f"dtype must be float32 or float64, got {spec!r}"
             raise TypeError(msg)
+        if name == "float64" and not self._has_64bit():
+            msg = (
+                f"dtype {spec!r}: JAX computes in float64 only with 64-bit types enabled; call "
+                "jax.config.update('jax_enable_x64', True) (or set JAX_ENABLE_X64=1) before "
+                "creating arrays, or use float32"
+            )
+            raise TypeError(msg)
         return getattr(self.xp, name)
+
+    @property
+    def index_dtype(self) -> DType:
+        """The namespace's default integer dtype for indices and labels (int64; int32 on JAX
+        without 64-bit types)."""
+        return self.xp.int64 if self._has_64bit() else self.xp.int32
+
+    def _has_64bit(self) -> bool:
+        """False only on JAX with ``jax_enable_x64`` off (its 64-bit dtypes then truncate)."""
+        return self.name != "jax" or bool(_import("jax").config.read("jax_enable_x64"))
 
     def asarray(self, data: Any, *, dtype: Any = None, copy: bool | None = None) -> Array:
         """Move host data (or an array of any namespace) onto this backend's device.
@@ -149,6 +170,12 @@ class Backend:
         host = np.asarray(host, dtype=None if dtype is None else _numpy_dtype(dtype, self.xp))
         if self.name == "numpy":
             return np.array(host, copy=True) if copy else host
+        if dtype is not None:
+            self._dtype_any(dtype)  # float64 on JAX without 64-bit types: a clear error
+        if not self._has_64bit() and host.dtype.itemsize == 8 and host.dtype.kind in "iu":
+            host = host.astype(host.dtype.str.replace("8", "4"))  # JAX's widest integers
+        elif self.name == "torch" and not _torch_can_share(host):
+            host = np.array(host, copy=True)  # torch refuses negative strides, warns on read-only
         return self.xp.asarray(host, device=self.device, copy=copy)
 
     def zeros(self, shape: tuple[int, ...], *, dtype: Any = None) -> Array:
@@ -161,7 +188,7 @@ class Backend:
 
     def synchronize(self) -> None:
         """Block until all work queued on this backend's device has finished (for timing)."""
-        if self.name == "cupy":
+        if self.name in ("cupy", "gpulike"):
             self.device.synchronize()
         elif self.name == "torch" and getattr(self.device, "type", "cpu") == "cuda":
             _import("torch").cuda.synchronize(self.device)
@@ -169,7 +196,16 @@ class Backend:
     def _dtype_any(self, spec: Any) -> DType:
         """Like :meth:`dtype` but accepts every dtype of the namespace (labels are integers)."""
         name = _dtype_name(spec, self.xp)
+        if name == "float64":
+            return self.dtype(name)
+        if name in ("int64", "uint64") and not self._has_64bit():
+            name = name.replace("64", "32")
         return getattr(self.xp, name) if name is not None else spec
+
+
+def _torch_can_share(host: np.ndarray) -> bool:
+    """Whether ``torch.asarray`` takes ``host`` as it is: writeable, no negative strides."""
+    return bool(host.flags.writeable) and all(stride >= 0 for stride in host.strides)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,25 +240,22 @@ def get_backend(spec: Any = None, *, device: Any = None) -> Backend:
     if isinstance(spec, Backend):
         return spec if device is None else _resolve_name(spec.name, device, source, spec.xp)
     if isinstance(spec, str):
-        name, _, index = spec.strip().lower().partition(":")
+        request = spec.strip()
+        name, _, index = request.lower().partition(":")
         canonical = _NAMES.get(name)
-        if canonical is None or (index and canonical not in ("cupy", "torch")):
+        if canonical is None or (index and canonical not in ("cupy", "torch", "gpulike")):
             msg = (
                 f"{source} {spec!r} is not a known backend; use one of 'auto', 'numpy', 'cupy', "
-                "'cupy:N', 'torch', 'array_api_strict', 'jax', or pass an Array API namespace"
+                "'cupy:N', 'torch', 'torch:N', 'array_api_strict', 'jax', 'gpulike', or pass an "
+                "Array API namespace"
             )
             raise ValueError(msg)
         if index:
             if device is not None:
                 msg = f"{source} {spec!r} names a device and device={device!r} names another"
                 raise ValueError(msg)
-            device = int(index) if canonical == "cupy" and index.isdigit() else index
-            if canonical == "cupy" and not isinstance(device, int):
-                msg = f"{source} {spec!r}: the CUDA device must be a number, as in 'cupy:0'"
-                raise ValueError(msg)
-            if canonical == "torch":
-                device = spec.strip().partition(":")[2]
-        return _resolve_name(canonical, device, source)
+            device = _device_of_request(canonical, request.partition(":")[2], source, request)
+        return _resolve_name(canonical, device, source, request=request)
     if isinstance(spec, ModuleType) or hasattr(spec, "__array_api_version__"):
         return _from_namespace(spec, device)
     msg = f"backend must be a name, an Array API namespace or a Backend, got {spec!r}"
@@ -248,7 +281,21 @@ def use_backend(spec: Any, *, device: Any = None) -> Iterator[Backend]:
         _default_request.reset(token)
 
 
-def _resolve_name(name: str, device: Any, source: str, xp: Namespace | None = None) -> Backend:
+def _device_of_request(name: str, index: str, source: str, request: str) -> Any:
+    """The device named after the colon of ``cupy:N``, ``gpulike:N`` or ``torch:...``."""
+    if index.isdigit():  # torch:N is CUDA device N, as torch.device(N) is
+        return int(index)
+    if name in ("cupy", "gpulike"):
+        what = "CUDA device" if name == "cupy" else "device"
+        msg = f"{source} {request!r}: the {what} must be a number, as in '{name}:0'"
+        raise ValueError(msg)
+    return index
+
+
+def _resolve_name(
+    name: str, device: Any, source: str, xp: Namespace | None = None, request: str | None = None
+) -> Backend:
+    label = request or name
     if name == "numpy":
         if device not in (None, "cpu"):
             msg = f"NumPy arrays live on the CPU only; got device={device!r}"
@@ -257,26 +304,92 @@ def _resolve_name(name: str, device: Any, source: str, xp: Namespace | None = No
     if name == "auto":
         cupy, count, _ = _cupy_status()
         if cupy is not None and count > 0:
-            return _cupy_backend(device, source)
+            return _cupy_backend(device, source, "cupy")
         return _resolve_name("numpy", device, source)
     if name == "cupy":
-        return _cupy_backend(device, source)
+        return _cupy_backend(device, source, label)
     if name == "torch":
         torch = _import_or_unavailable("torch", "PyTorch", "pip install torch")
-        dev = torch.device("cpu" if device is None else device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            msg = f"{source} 'torch' on {dev}: PyTorch {torch.__version__} sees no CUDA device"
-            raise BackendUnavailableError(msg)
+        dev = _torch_device(torch, device, f"{source} {label!r}")
         return Backend("torch", xp or _import("array_api_compat.torch"), dev)
     if name == "array_api_strict":
         strict = xp or _import_or_unavailable(
             "array_api_strict", "array-api-strict", "pip install array-api-strict"
         )
-        return Backend("array_api_strict", strict, device or strict.Device("CPU_DEVICE"))
+        return Backend("array_api_strict", strict, _strict_device(strict, device))
     if name == "jax":
         jax = _import_or_unavailable("jax", "JAX", "pip install jax")
-        return Backend("jax", xp or _import("jax.numpy"), device or jax.devices()[0])
+        return Backend("jax", xp or _import("jax.numpy"), _jax_device(jax, device))
+    if name == "gpulike":
+        gpulike = _import("nnbackend.testing.gpulike")
+        dev = device if isinstance(device, gpulike.Device) else gpulike.Device(device or 0)
+        return Backend("gpulike", gpulike, dev)
     raise AssertionError(name)  # pragma: no cover - _NAMES is exhaustive
+
+
+def _torch_device(torch: Any, device: Any, where: str) -> Any:
+    """``torch.device(device)`` once PyTorch has shown it can allocate there (CPU by default).
+
+    ``cuda`` is checked against the devices PyTorch sees; any other accelerator (``mps``,
+    ``xpu``, ...) by allocating an empty tensor on it, so a device that is missing fails here
+    and not at the first array.
+    """
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        msg = f"{where}: {device!r} is not a PyTorch device ({exc})"
+        raise ValueError(msg) from None
+    if dev.type in ("cpu", "meta"):
+        return dev
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            msg = f"{where} on {dev}: PyTorch {torch.__version__} sees no CUDA device"
+            raise BackendUnavailableError(msg)
+        if (dev.index or 0) >= count:
+            msg = f"{where} on {dev}: PyTorch sees only {count} CUDA device(s)"
+            raise BackendUnavailableError(msg)
+        return dev
+    try:
+        torch.empty(0, device=dev)
+    except Exception as exc:  # each backend of PyTorch raises its own error type
+        msg = f"{where} on {dev}: PyTorch cannot use this device ({type(exc).__name__}: {exc})"
+        raise BackendUnavailableError(msg) from None
+    return dev
+
+
+def _strict_device(strict: Any, device: Any) -> Any:
+    """An ``array_api_strict.Device`` from itself or its name (``CPU_DEVICE`` by default)."""
+    devices = list(strict.__array_namespace_info__().devices())
+    if device is None:
+        return strict.Device("CPU_DEVICE")
+    if isinstance(device, str):
+        match = [d for d in devices if str(d).endswith(f"'{device}')") or str(d) == device]
+        device = match[0] if match else device
+    if device not in devices:
+        msg = f"array-api-strict has no device {device!r}; its devices are {devices}"
+        raise ValueError(msg)
+    return device
+
+
+def _jax_device(jax: Any, device: Any) -> Any:
+    """A JAX device from itself or a platform name (``"cpu"``, ``"gpu"``, ``"gpu:1"``)."""
+    if device is None:
+        return jax.devices()[0]
+    if not isinstance(device, str):
+        return device
+    platform, _, index = device.partition(":")
+    try:
+        candidates = jax.devices(platform)
+    except RuntimeError as exc:
+        msg = (f"JAX has no {platform!r} device ({exc}); its devices are "
+               f"{[str(d) for d in jax.devices()]}")
+        raise BackendUnavailableError(msg) from None
+    position = int(index) if index.isdigit() else 0
+    if position >= len(candidates):
+        msg = f"JAX has {len(candidates)} {platform!r} device(s), not {device!r}"
+        raise BackendUnavailableError(msg)
+    return candidates[position]
 
 
 def _from_namespace(ns: Any, device: Any) -> Backend:
@@ -290,6 +403,8 @@ def _from_namespace(ns: Any, device: Any) -> Backend:
         return _resolve_name("array_api_strict", device, "backend", ns)
     if array_api_compat.is_jax_namespace(ns):
         return _resolve_name("jax", device, "backend")
+    if library_of(ns).name == "gpulike":
+        return _resolve_name("gpulike", device, "backend")
     if not hasattr(ns, "__array_api_version__"):
         msg = f"{getattr(ns, '__name__', ns)!r} is not an Array API namespace"
         raise TypeError(msg)
@@ -332,10 +447,10 @@ def _cupy_status() -> tuple[ModuleType | None, int, str]:
     return cupy, count, f"CuPy {version} with {count} CUDA device(s)"
 
 
-def _cupy_backend(device: Any, source: str) -> Backend:
+def _cupy_backend(device: Any, source: str, label: str) -> Backend:
     cupy, count, reason = _cupy_status()
     if cupy is None or count == 0:
-        msg = f"{source} 'cupy' cannot be used: {reason}"
+        msg = f"{source} {label!r} cannot be used: {reason}"
         raise BackendUnavailableError(msg)
     if device is None:
         dev = cupy.cuda.Device()
@@ -388,6 +503,10 @@ def available_backends() -> list[BackendInfo]:
         elif name == "jax":
             devices = tuple(str(d) for d in mod.devices())
         rows.append(BackendInfo(name, True, f"{label} {mod.__version__}", devices))
+    rows.append(BackendInfo(
+        "gpulike", True, "the GPU-like test device of nnbackend.testing (NumPy values, CuPy rules)",
+        ("gpulike:0", "gpulike:1"),
+    ))
     return rows
 
 
@@ -396,53 +515,38 @@ def available_backends() -> list[BackendInfo]:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Copy an array of any supported namespace to a host NumPy array (synchronises)."""
-    if isinstance(x, np.ndarray | np.generic):
-        return np.asarray(x)
-    if array_api_compat.is_cupy_array(x):
-        return x.get()  # type: ignore[no-any-return]
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().resolve_conj().numpy()  # type: ignore[no-any-return,unused-ignore]
-    if _is_strict_array(x):
-        strict = array_api_compat.array_namespace(x)
-        return np.asarray(x.to_device(strict.Device("CPU_DEVICE")))
-    if array_api_compat.is_array_api_obj(x):
-        return np.from_dlpack(x)
-    return np.asarray(x)
+    """Copy an array of any supported namespace to a host NumPy array (synchronises).
+
+    NumPy arrays come back as they are; others through their library's explicit route
+    (``.get()`` on CuPy and the GPU-like test device, ``.cpu().numpy()`` on PyTorch, ...).
+    The result may be read-only or share memory with ``x`` (JAX, PyTorch on the CPU): copy it
+    before writing to it.
+    """
+    return to_host(x)
 
 
 def backend_of(x: Array) -> Backend:
     """The :class:`Backend` an array lives on (its namespace and device)."""
     xp = array_api_compat.array_namespace(x)
-    dev = array_api_compat.device(x)
-    for name, predicate in (
-        ("numpy", array_api_compat.is_numpy_namespace),
-        ("cupy", array_api_compat.is_cupy_namespace),
-        ("torch", array_api_compat.is_torch_namespace),
-        ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
-        ("jax", array_api_compat.is_jax_namespace),
-    ):
-        if predicate(xp):
-            return Backend(name, xp, dev)
-    return Backend(getattr(xp, "__name__", "unknown"), xp, dev)
+    return Backend(library_of(xp).name, xp, array_api_compat.device(x))
 
 
 def dtype_name(dtype: Any) -> str:
     """Plain name of a dtype of any namespace: ``"float32"`` for np/cupy/strict/torch float32."""
+    if isinstance(dtype, type):  # scalar types standing for dtypes (np.int64, jnp.int32)
+        with contextlib.suppress(TypeError):
+            return np.dtype(dtype).name
     return str(dtype).rsplit(".", 1)[-1]
 
 
 def supports_views(xp: Namespace) -> bool:
     """Whether ``xp``'s arrays are mutable in place and reshaped slices of them are views.
 
-    True for NumPy, CuPy and PyTorch; False for array-api-strict (the standard promises no
-    views) and JAX (immutable arrays). Optimizers pack parameters into flat buffers only here.
+    True for NumPy, CuPy, PyTorch and the GPU-like test device; False for array-api-strict
+    (the standard promises no views) and JAX (immutable arrays). Optimizers pack parameters
+    into flat buffers only here. A capability, read from :func:`nnbackend._libraries.library_of`.
     """
-    return bool(
-        array_api_compat.is_numpy_namespace(xp)
-        or array_api_compat.is_cupy_namespace(xp)
-        or array_api_compat.is_torch_namespace(xp)
-    )
+    return library_of(xp).mutable_views
 
 
 def is_host_array(x: Array) -> bool:

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from ._checks import check_int, dtype_kind, namespace_of
 from ._typing import Array
-from .backend import Backend, get_backend, to_numpy
+from .backend import Backend, dtype_name, get_backend, to_numpy
 
 __all__ = ["Batches", "batches", "train_test_split"]
 
@@ -69,8 +69,8 @@ class Batches:
         self.drop_last = drop_last
         self.backend = backend
         self.epoch = 0
-        # Indices in the widest integer type the namespace has (take() needs an integer array).
-        self._index_dtype = "int64" if hasattr(backend.xp, "int64") else "int32"
+        # Indices in the namespace's index dtype (take() needs an integer array).
+        self._index_dtype = dtype_name(backend.index_dtype)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -99,9 +99,8 @@ class Batches:
         bounds = [(i, min(i + size, self.n_samples)) for i in range(0, len(self) * size, size)]
         if self.shuffle:
             # One transfer of the whole permutation per epoch; batches slice it on the device.
-            order = self.backend.asarray(
-                self.permutation(epoch).astype(self._index_dtype), copy=False
-            )
+            # (A move to a device copies: copy=False would raise there, as CuPy's asarray does.)
+            order = self.backend.asarray(self.permutation(epoch).astype(self._index_dtype))
             xp = self.backend.xp
             for start, stop in bounds:
                 idx = order[start:stop]
@@ -135,7 +134,8 @@ def batches(
         Features: a NumPy array, nested sequence, or an array of any namespace (already on the
         backend's device: no copy). Converted to ``dtype``.
     y : array_like, shape (N, ...)
-        Targets. Integer class labels become int64 (int32 where the namespace has no int64);
+        Targets. Integer class labels become the backend's ``index_dtype`` (int64; int32 on JAX
+        without 64-bit types);
         floating (one-hot, regression) and bool targets become ``dtype``.
     batch_size : int
         Rows per batch ``B`` (positive).
@@ -191,7 +191,7 @@ def batches(
         raise ValueError(msg)
     kind = dtype_kind(y.dtype, namespace_of(y))
     if kind.endswith("integer"):
-        target_dtype: Any = "int64" if hasattr(be.xp, "int64") else "int32"
+        target_dtype: Any = be.index_dtype
     elif kind in ("bool", "real floating"):
         target_dtype = float_dtype
     else:

@@ -261,9 +261,11 @@ class Module:
         """
         be = backend if isinstance(backend, Backend) else get_backend(backend)
         for p in self.parameters():
-            moved = be.asarray(p.data)
-            if moved is not p.data:
-                p.data, p.grad = moved, None
+            if backend_of(p.data) == be:
+                continue
+            # A copy: the host view of another library's array may be read-only (JAX) or shared
+            # with it (PyTorch on the CPU), and the library writes into its parameters.
+            p.data, p.grad = be.asarray(p.data, copy=True), None
         return self
 
     @property
