@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: a fresh virtual environment, the project installed from its own
 # files with the test extras, PyTorch (the reference for the cross-checks) and CuPy (so the
-# "CuPy installed, no usable GPU" path is exercised for real), then lint, type check and tests.
+# "CuPy installed, no usable GPU" path is exercised for real), then lint, type check, tests and
+# the self-check of ci/gpu.sh (the GPU run's script, on its CPU-only path).
 #
 #   bash ci/test.sh                 # everything
 #   bash ci/test.sh tests/test_x.py # extra arguments go to pytest
@@ -39,6 +40,20 @@ status=0
 python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests (exit 5): that is a failure for this project" >&2
-  exit 1
+  status=1
+fi
+
+# The GPU run's script, kept from rotting: its CPU-only path on a few tests and a tiny bench,
+# with this environment's interpreter (not $PYTHON, which made the environment).
+echo "== ci/gpu.sh --quick (self-check of the GPU run script)"
+gpu_out=$(mktemp -d)
+gpu_status=0
+PYTHON="$(command -v python)" OUT="$gpu_out" bash ci/gpu.sh --quick || gpu_status=$?
+rm -rf "$gpu_out"
+if [ "$gpu_status" -ne 0 ]; then
+  echo "== ci/gpu.sh self-check FAILED (exit $gpu_status)" >&2
+  if [ "$status" -eq 0 ]; then status=1; fi
+else
+  echo "== ci/gpu.sh self-check passed"
 fi
 exit "$status"
