@@ -535,7 +535,7 @@ def dtype_name(dtype: Any) -> str:
     """Plain name of a dtype of any namespace: ``"float32"`` for np/cupy/strict/torch float32."""
     if isinstance(dtype, type):  # scalar types standing for dtypes (np.int64, jnp.int32)
         with contextlib.suppress(TypeError):
-            return np.dtype(dtype).name
+            return str(np.dtype(dtype).name)
     return str(dtype).rsplit(".", 1)[-1]
 
 
