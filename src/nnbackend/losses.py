@@ -8,7 +8,13 @@ to be passed to the model's backward closure.
 from __future__ import annotations
 
 from ._typing import Array
-from .functional.losses import binary_cross_entropy_with_logits, cross_entropy, mse
+from .functional.losses import (
+    binary_cross_entropy_with_logits,
+    check_label_smoothing,
+    check_reduction,
+    cross_entropy,
+    mse,
+)
 
 __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "Loss", "MSELoss"]
 
@@ -17,10 +23,7 @@ class Loss:
     """Base class: ``__call__(prediction, target) -> (loss, ∂loss/∂prediction)``."""
 
     def __init__(self, *, reduction: str = "mean") -> None:
-        if reduction not in ("mean", "sum"):
-            msg = f"{type(self).__name__}: reduction must be 'mean' or 'sum', got {reduction!r}"
-            raise ValueError(msg)
-        self.reduction = reduction
+        self.reduction = check_reduction(reduction, type(self).__name__)
 
     def __call__(self, prediction: Array, target: Array) -> tuple[Array, Array]:
         raise NotImplementedError
@@ -54,10 +57,7 @@ class CrossEntropyLoss(Loss):
 
     def __init__(self, *, reduction: str = "mean", label_smoothing: float = 0.0) -> None:
         super().__init__(reduction=reduction)
-        if not 0.0 <= label_smoothing <= 1.0:
-            msg = f"CrossEntropyLoss: label_smoothing must lie in [0, 1], got {label_smoothing!r}"
-            raise ValueError(msg)
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = check_label_smoothing(label_smoothing, "CrossEntropyLoss")
 
     def __call__(self, prediction: Array, target: Array) -> tuple[Array, Array]:
         return cross_entropy(

@@ -22,6 +22,8 @@ q = (1 − ε) q + ε / C; p = softmax(z). With Σ_c q = 1 the gradient is the f
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from typing import Any
 
 from .._checks import (
@@ -71,21 +73,45 @@ def binary_cross_entropy_with_logits(
     *,
     reduction: str = "mean",
 ) -> tuple[Array, Array]:
-    """Binary cross-entropy on logits z with targets y ∈ [0, 1], numerically stable.
+    """Binary cross-entropy on logits z with targets y ∈ [0, 1], accurate for any finite z.
 
     ℓ = −[y log σ(z) + (1 − y) log(1 − σ(z))] = max(z, 0) − z y + log(1 + e^−|z|),
     ∂ℓ/∂z = σ(z) − y; averaged over all n elements (``"mean"``) or summed (``"sum"``).
+
+    Notes
+    -----
+    With e = e^−|z| computed once, ℓ = (1 − y) z + log1p(e) for z ≥ 0 and −y z + log1p(e) for
+    z < 0: for y ∈ [0, 1] both terms are non-negative, so no digit cancels (max(z, 0) − z y
+    loses the loss's digits when y ≈ 1, z ≫ 0 or y ≈ 0, z ≪ 0). σ(z) is formed from the same e
+    as in :func:`nnbackend.functional.sigmoid`, so the gradient is accurate where σ(z) is tiny.
     """
     xp = _check_pair(logits, target, where="binary_cross_entropy_with_logits",
                      reduction=reduction)
     scale = _mean_scale(reduction, math.prod(logits.shape),
                         "binary_cross_entropy_with_logits")
-    elementwise = xp.maximum(logits, 0.0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
-    loss = xp.sum(elementwise) * scale
-    grad = 0.5 * xp.tanh(0.5 * logits) + 0.5  # σ(z) in its stable tanh form
+    e = xp.exp(-xp.abs(logits))
+    nonnegative = logits >= 0.0
+    loss = xp.sum(_bce_terms(logits, target, e, nonnegative, xp)) * scale
+    grad = xp.where(nonnegative, 1.0, e)  # σ(z) = (1 or e) / (1 + e), as in sigmoid
+    e += 1.0  # e is ours and no longer needed: it becomes the denominator in place
+    grad /= e
     grad -= target
     grad *= scale
     return loss, grad
+
+
+def _bce_terms(z: Array, y: Array, e: Array, nonnegative: Array, xp: Namespace) -> Array:
+    """Elementwise ℓ = max(z, 0) − z y + log1p(e), e = e^−|z|, without cancellation.
+
+    max(z, 0) − z y is z (1 − y) for z ≥ 0 and z (−y) for z < 0: one product each, never a
+    difference of two large terms. A zero factor contributes 0 even for an infinite logit
+    (z = ±∞ with the target that agrees has loss 0, not 0 · ∞ = NaN).
+    """
+    factor = xp.where(nonnegative, 1.0 - y, -y)
+    terms = xp.where(factor == 0.0, 0.0, z)
+    terms *= factor
+    terms += xp.log1p(e)
+    return terms
 
 
 def cross_entropy(
@@ -127,10 +153,8 @@ def cross_entropy(
     check_floating(logits, xp, where=where, what="logits")
     check_same_placement(target, check_array(target, where=where, what="target"), logits, xp,
                          where=where, what="target", ref_what="logits")
-    _check_reduction(reduction, where)
-    if not 0.0 <= label_smoothing <= 1.0:
-        msg = f"{where}: label_smoothing must lie in [0, 1], got {label_smoothing!r}"
-        raise ValueError(msg)
+    check_reduction(reduction, where)
+    label_smoothing = check_label_smoothing(label_smoothing, where)
     if logits.ndim != 2 or logits.shape[1] == 0:
         msg = f"{where}: logits must have shape (N, C) with C >= 1, got {tuple(logits.shape)}"
         raise ValueError(msg)
@@ -154,7 +178,7 @@ def cross_entropy(
     if kind.endswith("integer"):
         q, valid = _label_distribution(target, classes, label_smoothing, xp, where=where,
                                        logits=logits)
-        loss = total(q * log_p) * -scale
+        loss = _expected_log(q, log_p, xp, total) * -scale
         p -= q
         grad = p
         if valid is not None:  # labels on a device: poison invalid samples instead of syncing
@@ -172,12 +196,21 @@ def cross_entropy(
         q = target if not label_smoothing else (1.0 - label_smoothing) * target + (
             label_smoothing / classes
         )
-        loss = xp.sum(q * log_p) * -scale
+        loss = _expected_log(q, log_p, xp, xp.sum) * -scale
         p *= xp.sum(q, axis=1, keepdims=True)
         p -= q
         grad = p
     grad *= scale
     return loss, grad
+
+
+def _expected_log(q: Array, log_p: Array, xp: Namespace, total: Callable[..., Array]) -> Array:
+    """Σ q log p with 0 log p = 0 (also for p = 0, a masked logit: log p = −∞).
+
+    q · log p would give 0 · (−∞) = NaN there, so log p is replaced by 0 where q = 0 before the
+    product. Mass on a masked class (q > 0, log p = −∞) gives −∞, so the loss is +∞.
+    """
+    return total(q * xp.where(q == 0.0, 0.0, log_p))
 
 
 def _label_distribution(
@@ -186,10 +219,8 @@ def _label_distribution(
     """The target distribution q = (1 − ε) onehot(labels) + ε/C of shape (N, C), in the logits'
     dtype, and a validity mask where the labels' range cannot be checked.
 
-    Host labels are range-checked: a label outside [0, C) has an all-zero one-hot row, so the
-    one-hot sums to N exactly when every label is valid (one reduction, no extra pass over the
-    labels). Device labels are not checked (that would stall the device); the caller poisons
-    the samples the mask marks invalid.
+    Host labels are range-checked (:func:`_check_host_labels`). Device labels are not checked
+    (that would stall the device); the caller poisons the samples the mask marks invalid.
     """
     n = logits.shape[0]
     if labels.ndim != 1 or labels.shape[0] != n:
@@ -204,19 +235,30 @@ def _label_distribution(
     q = xp.astype(labels[:, None] == _class_range(classes, labels, xp), logits.dtype)
     valid = None
     if is_host_array(labels):
-        if n and float(summer(xp)(q)) != n:
-            low, high = int(xp.min(labels)), int(xp.max(labels))
-            msg = (
-                f"{where}: class labels must lie in [0, {classes}) for logits with {classes} "
-                f"classes, got labels from {low} to {high}"
-            )
-            raise ValueError(msg)
+        _check_host_labels(labels, classes, xp, where=where)
     else:
         valid = (labels >= 0) & (labels < classes)
     if smoothing:
         q *= 1.0 - smoothing
         q += smoothing / classes
     return q, valid
+
+
+def _check_host_labels(labels: Array, classes: int, xp: Namespace, *, where: str) -> None:
+    """Raise ValueError unless every host label lies in [0, ``classes``).
+
+    Compares the labels' own minimum and maximum, in their integer dtype: exact for any batch
+    size (a count of valid labels summed in the logits' float32 stops at 2**24).
+    """
+    if labels.shape[0] == 0:
+        return
+    low, high = int(xp.min(labels)), int(xp.max(labels))
+    if low < 0 or high >= classes:
+        msg = (
+            f"{where}: class labels must lie in [0, {classes}) for logits with {classes} "
+            f"classes, got labels from {low} to {high}"
+        )
+        raise ValueError(msg)
 
 
 def _check_pair(prediction: Array, target: Array, *, where: str, reduction: str) -> Namespace:
@@ -233,7 +275,7 @@ def _check_pair(prediction: Array, target: Array, *, where: str, reduction: str)
         )
         raise ValueError(msg)
     _check_same_dtype(target, prediction, where)
-    _check_reduction(reduction, where)
+    check_reduction(reduction, where)
     return xp
 
 
@@ -246,10 +288,31 @@ def _check_same_dtype(target: Array, prediction: Array, where: str) -> None:
         raise TypeError(msg)
 
 
-def _check_reduction(reduction: str, where: str) -> None:
+def check_reduction(reduction: Any, where: str) -> str:
+    """``reduction`` if it is ``"mean"`` or ``"sum"``; TypeError for a non-string, else
+    ValueError, each naming ``where`` and the value."""
+    if not isinstance(reduction, str):
+        msg = (f"{where}: reduction must be the string 'mean' or 'sum', got {reduction!r} "
+               f"of type {type(reduction).__name__}")
+        raise TypeError(msg)
     if reduction not in _REDUCTIONS:
         msg = f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}"
         raise ValueError(msg)
+    return reduction
+
+
+def check_label_smoothing(value: Any, where: str) -> float:
+    """``value`` as a float ε ∈ [0, 1]; TypeError for a non-number (a string, a bool, an
+    array), ValueError outside the range, each naming ``where`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = (f"{where}: label_smoothing must be a real number in [0, 1], got {value!r} "
+               f"of type {type(value).__name__}")
+        raise TypeError(msg)
+    smoothing = float(value)
+    if not 0.0 <= smoothing <= 1.0:  # also refuses NaN
+        msg = f"{where}: label_smoothing must lie in [0, 1], got {value!r}"
+        raise ValueError(msg)
+    return smoothing
 
 
 _CLASS_RANGES: dict[tuple[int, int, Any, Any], Array] = {}

@@ -50,7 +50,7 @@ class ReLU(_Activation):
 
 
 class Sigmoid(_Activation):
-    """y = σ(x) = ½ tanh(½ x) + ½ (stable for any x); ∂L/∂x = ∂L/∂y · y (1 − y)."""
+    """y = σ(x) = 1 / (1 + e⁻ˣ) (accurate for any x); ∂L/∂x = ∂L/∂y · y (1 − y)."""
 
     _fn = staticmethod(F.sigmoid)
     _backward = staticmethod(F.sigmoid_backward)
