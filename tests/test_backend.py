@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -255,3 +256,93 @@ def test_no_float64_device_refuses_float64() -> None:
     with pytest.raises(ValueError, match="does not support dtype"):
         nb.Linear(2, 2, dtype="float64", backend=be)
     assert nb.Linear(2, 2, backend=be).weight.data.dtype == strict.float32
+
+
+def test_the_environments_request_is_named_whole(
+    monkeypatch: pytest.MonkeyPatch, fresh_probe: None
+) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", SimpleNamespace(__version__="13.9.9"))
+    monkeypatch.setattr(backend_module, "_cupy_device_count", lambda cupy: 0)
+    monkeypatch.setenv(nb.backend.ENV_VAR, "cupy:1")
+    with pytest.raises(nb.BackendUnavailableError, match=r"^\$NNBACKEND 'cupy:1' cannot be used"):
+        nb.get_backend()
+
+
+def test_torch_n_is_cuda_device_n() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        assert nb.get_backend("torch:0").device == torch.device(0) == torch.device("cuda:0")
+        return
+    with pytest.raises(nb.BackendUnavailableError,
+                       match=r"backend 'torch:0' on cuda:0: PyTorch .* sees no CUDA device"):
+        nb.get_backend("torch:0")
+
+
+@pytest.mark.parametrize(
+    ("request_", "device", "error", "pattern"),
+    [
+        ("torch:mps", None, nb.BackendUnavailableError, r"'torch:mps' on mps: PyTorch cannot use"),
+        ("torch", "nope", ValueError, r"'nope' is not a PyTorch device"),
+        ("torch", "cuda:7", nb.BackendUnavailableError, r"cuda:7"),
+        ("jax", "gpu", nb.BackendUnavailableError, r"JAX has no 'gpu' device.*its devices are"),
+        ("array_api_strict", "nope", ValueError, r"array-api-strict has no device 'nope'"),
+    ],
+)
+def test_devices_that_do_not_exist_are_refused_at_once(
+    request_: str, device: Any, error: type[Exception], pattern: str
+) -> None:
+    pytest.importorskip(request_.partition(":")[0])
+    if request_ == "jax" and any(d.platform == "gpu" for d in __import__("jax").devices()):
+        pytest.skip("this machine has a JAX GPU")
+    with pytest.raises(error, match=pattern):
+        nb.get_backend(request_, device=device)
+
+
+def test_devices_by_name() -> None:
+    strict = pytest.importorskip("array_api_strict")
+    assert nb.get_backend("array_api_strict", device="device1").device == strict.Device("device1")
+    jax = pytest.importorskip("jax")
+    assert nb.get_backend("jax", device="cpu").device == jax.devices("cpu")[0]
+
+
+def test_jax_float64_without_x64_is_a_clear_error() -> None:
+    # issue 8, defect 5: the weights silently became float32 (and the checkpoint said so)
+    jax = pytest.importorskip("jax")
+    if jax.config.read("jax_enable_x64"):
+        pytest.skip("this process enabled jax_enable_x64")
+    with pytest.raises(TypeError, match="jax_enable_x64"):
+        nb.Linear(3, 2, dtype="float64", backend="jax")
+    be = nb.get_backend("jax")
+    with pytest.raises(TypeError, match="jax_enable_x64"):
+        be.asarray(np.ones(2), dtype="float64")
+    labels = be.asarray(np.arange(3, dtype=np.int64))  # JAX's widest integers, no warning
+    assert nb.backend.dtype_name(labels.dtype) == "int32" == nb.backend.dtype_name(be.index_dtype)
+
+
+def test_a_bfloat16_tensor_into_numpy_names_its_dtype() -> None:
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"dtype torch.bfloat16 has no NumPy equivalent.*float\(\)"):
+        nb.get_backend("numpy").asarray(torch.ones(2, dtype=torch.bfloat16))
+
+
+def test_host_inputs_with_negative_strides_work_everywhere(case: Any, tmp_path: Any) -> None:
+    # issue 8, defect 7: PyTorch refused NumPy arrays with negative strides (X[::-1], np.flip)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 4)).astype(case.dtype_name)
+    y = np.arange(6) % 3
+    X_flipped, y_flipped = X[::-1], np.flip(y)
+    model = nb.Sequential(nb.Linear(4, 3, seed=0, dtype=case.dtype_name), backend=case.backend)
+    expected = X[::-1].copy() @ nb.to_numpy(model[0].weight.data).T + nb.to_numpy(
+        model[0].bias.data)
+    np.testing.assert_allclose(nb.to_numpy(nb.predict(model, X_flipped)), expected,
+                               rtol=case.rtol, atol=1e-6)
+    xb, yb = next(iter(nb.batches(X_flipped, y_flipped, batch_size=6, shuffle=False,
+                                  backend=case.backend, dtype=case.dtype_name)))
+    np.testing.assert_array_equal(nb.to_numpy(xb), X_flipped)
+    np.testing.assert_array_equal(nb.to_numpy(yb), y_flipped)
+    nb.fit(model, nb.CrossEntropyLoss(), nb.SGD(model.parameters(), lr=0.1), (X_flipped, y_flipped),
+           epochs=1, batch_size=3, progress=False)
+    state = {name: np.flip(np.arange(math.prod(p.shape), dtype=case.dtype_name)).reshape(p.shape)
+             for name, p in model.named_parameters()}
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(nb.to_numpy(model[0].weight.data), state["0.weight"])

@@ -58,7 +58,14 @@ def _cupy_to_host(x: Any) -> np.ndarray:
 
 
 def _torch_to_host(x: Any) -> np.ndarray:
-    return x.detach().cpu().resolve_conj().numpy()  # type: ignore[no-any-return]
+    try:
+        return x.detach().cpu().resolve_conj().numpy()  # type: ignore[no-any-return]
+    except TypeError as exc:  # bfloat16, float8, ...: types NumPy has no dtype for
+        msg = (
+            f"a PyTorch tensor of dtype {x.dtype} has no NumPy equivalent ({exc}); convert it "
+            "first, e.g. tensor.float() for float32"
+        )
+        raise TypeError(msg) from None
 
 
 def _strict_to_host(x: Any) -> np.ndarray:

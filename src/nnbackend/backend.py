@@ -334,6 +334,8 @@ def _torch_device(torch: Any, device: Any, where: str) -> Any:
     ``xpu``, ...) by allocating an empty tensor on it, so a device that is missing fails here
     and not at the first array.
     """
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"  # what torch.device(N) means, spelled so that it never raises
     try:
         dev = torch.device("cpu" if device is None else device)
     except (RuntimeError, TypeError, ValueError) as exc:

@@ -651,6 +651,8 @@ def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
     ref = model._reference_array()
     x_all = backend.asarray(X, dtype=None if ref is None else ref.dtype)
     xp = backend.xp
-    starts = range(0, x_all.shape[0], batch_size) if x_all.shape[0] else (0,)
-    outputs = [model(x_all[i : i + batch_size, ...]) for i in starts]  # (0, out) when empty
+    n = x_all.shape[0]
+    starts = range(0, n, batch_size) if n else (0,)
+    # stops clipped to n: the standard leaves out-of-bounds slice stops unspecified
+    outputs = [model(x_all[i : min(i + batch_size, n), ...]) for i in starts]
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
