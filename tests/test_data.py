@@ -29,20 +29,21 @@ def _order(epoch: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ coverage
+# The features are exact in float32, so every row of the matrix must reproduce them bit for bit.
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("drop_last", [False, True])
 @pytest.mark.parametrize(("n", "batch_size"), [(1, 1), (10, 3), (12, 4), (17, 5), (5, 8)])
-def test_every_sample_once_per_epoch(n: int, batch_size: int, shuffle: bool,
+def test_every_sample_once_per_epoch(case: Case, n: int, batch_size: int, shuffle: bool,
                                      drop_last: bool) -> None:
     X, y = _ids(n)
     if drop_last and n < batch_size:
         with pytest.raises(ValueError, match=f"batch_size={batch_size} leaves no batch of the {n}"):
-            batches(X, y, batch_size=batch_size, drop_last=True, backend="numpy")
+            batches(X, y, batch_size=batch_size, drop_last=True, backend=case.backend)
         return
     data = batches(X, y, batch_size=batch_size, shuffle=shuffle, seed=1, drop_last=drop_last,
-                   backend="numpy", dtype="float64")
+                   backend=case.backend, dtype=case.dtype_name)
     expected_len = n // batch_size if drop_last else math.ceil(n / batch_size)
     assert len(data) == expected_len
     assert data.n_samples == n and data.batch_size == batch_size
@@ -63,34 +64,34 @@ def test_every_sample_once_per_epoch(n: int, batch_size: int, shuffle: bool,
             np.testing.assert_array_equal(xb, X[yb])
 
 
-def test_shuffled_order_is_default_rng_of_seed_and_epoch() -> None:
+def test_shuffled_order_is_default_rng_of_seed_and_epoch(case: Case) -> None:
     X, y = _ids(23)
-    data = batches(X, y, batch_size=5, seed=42, backend="numpy")
+    data = batches(X, y, batch_size=5, seed=42, backend=case.backend)
     for epoch in range(3):
         expected = np.random.default_rng([42, epoch]).permutation(23)
         np.testing.assert_array_equal(_order(_epoch(data)), expected)
 
 
-def test_same_seed_same_batches_and_epochs_differ() -> None:
+def test_same_seed_same_batches_and_epochs_differ(case: Case) -> None:
     X, y = _ids(40)
-    a = batches(X, y, batch_size=8, seed=3, backend="numpy")
-    b = batches(X, y, batch_size=8, seed=3, backend="numpy")
+    a = batches(X, y, batch_size=8, seed=3, backend=case.backend)
+    b = batches(X, y, batch_size=8, seed=3, backend=case.backend)
     epochs_a = [_order(_epoch(a)) for _ in range(3)]
     epochs_b = [_order(_epoch(b)) for _ in range(3)]
     for ea, eb in zip(epochs_a, epochs_b, strict=True):
         np.testing.assert_array_equal(ea, eb)
     assert not np.array_equal(epochs_a[0], epochs_a[1])
     assert not np.array_equal(epochs_a[1], epochs_a[2])
-    other = batches(X, y, batch_size=8, seed=4, backend="numpy")
+    other = batches(X, y, batch_size=8, seed=4, backend=case.backend)
     assert not np.array_equal(_order(_epoch(other)), epochs_a[0])
 
 
-def test_set_epoch_reproduces_a_straight_run() -> None:
+def test_set_epoch_reproduces_a_straight_run(case: Case) -> None:
     """A resumed run (set_epoch(e) on a fresh object) sees the batches of epoch e exactly."""
     X, y = _ids(30)
-    straight = batches(X, y, batch_size=7, seed=11, backend="numpy")
+    straight = batches(X, y, batch_size=7, seed=11, backend=case.backend)
     epochs = [_epoch(straight) for _ in range(4)]
-    resumed = batches(X, y, batch_size=7, seed=11, backend="numpy")
+    resumed = batches(X, y, batch_size=7, seed=11, backend=case.backend)
     resumed.set_epoch(2)
     for expected in epochs[2:]:
         got = _epoch(resumed)
@@ -101,18 +102,18 @@ def test_set_epoch_reproduces_a_straight_run() -> None:
     np.testing.assert_array_equal(_order(_epoch(resumed)), _order(epochs[0]))
 
 
-def test_an_abandoned_pass_does_not_advance_the_epoch() -> None:
+def test_an_abandoned_pass_does_not_advance_the_epoch(case: Case) -> None:
     X, y = _ids(20)
-    data = batches(X, y, batch_size=5, seed=0, backend="numpy")
+    data = batches(X, y, batch_size=5, seed=0, backend=case.backend)
     first = next(iter(data))
     assert data.epoch == 0
     np.testing.assert_array_equal(nb.to_numpy(next(iter(data))[1]), nb.to_numpy(first[1]))
 
 
-def test_unseeded_batches_shuffle_per_epoch_and_per_object() -> None:
+def test_unseeded_batches_shuffle_per_epoch_and_per_object(case: Case) -> None:
     X, y = _ids(50)
-    a = batches(X, y, batch_size=10, backend="numpy")
-    b = batches(X, y, batch_size=10, backend="numpy")
+    a = batches(X, y, batch_size=10, backend=case.backend)
+    b = batches(X, y, batch_size=10, backend=case.backend)
     first, second = _order(_epoch(a)), _order(_epoch(a))
     assert not np.array_equal(first, second)
     assert not np.array_equal(first, _order(_epoch(b)))
@@ -160,13 +161,14 @@ def test_device_arrays_are_used_as_they_are(case: Case) -> None:
     np.testing.assert_array_equal(nb.to_numpy(yb), [0, 1, 2, 3])
 
 
-def test_defaults_float32_features_and_int64_labels_from_lists() -> None:
-    data = batches([[0, 1], [2, 3], [4, 5]], [0, 1, 1], batch_size=2, backend="numpy")
+def test_defaults_float32_features_and_index_labels_from_lists(case: Case) -> None:
+    data = batches([[0, 1], [2, 3], [4, 5]], [0, 1, 1], batch_size=2, backend=case.backend)
     xb, yb = next(iter(data))
-    assert xb.dtype == np.float32 and yb.dtype == np.int64
+    case.check_placement(xb, dtype="float32")
+    case.check_placement(yb, dtype=case.index_dtype_name)
     bools = batches(np.zeros((3, 2)), np.array([True, False, True]), batch_size=3,
-                    backend="numpy", dtype="float64")
-    assert bools.y.dtype == np.float64
+                    backend=case.backend, dtype=case.dtype_name)
+    case.check_placement(bools.y)
 
 
 def test_unshuffled_batches_are_views() -> None:
@@ -175,9 +177,10 @@ def test_unshuffled_batches_are_views() -> None:
     assert all(np.shares_memory(xb, X) for xb, _ in data)
 
 
-def test_images_keep_their_trailing_axes() -> None:
+def test_images_keep_their_trailing_axes(case: Case) -> None:
     X = np.zeros((10, 1, 4, 4))
-    xb, _ = next(iter(batches(X, np.zeros(10, dtype=np.int64), batch_size=3, backend="numpy")))
+    xb, _ = next(iter(batches(X, np.zeros(10, dtype=np.int64), batch_size=3,
+                              backend=case.backend)))
     assert xb.shape == (3, 1, 4, 4)
 
 
