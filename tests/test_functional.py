@@ -88,7 +88,10 @@ def test_activation_backward_matches_finite_differences(case: Any, name: str) ->
     numeric = ref.central_difference(
         lambda v: float((ref.forward(_ref_name(name), v, **kwargs) * rh).sum()), xh
     )
-    np.testing.assert_allclose(nb.to_numpy(dx), numeric, rtol=max(case.rtol, 1e-6), atol=1e-7)
+    # A derivative from the rounded output y (1 − y² for tanh) is exact to ~2 ulp(y) · |r|
+    # in absolute terms: that, not 1e-7, bounds float32's absolute error where it is small.
+    atol = 1e-7 if case.is_float64 else 4 * float(np.finfo(np.float32).eps) * np.abs(rh).max()
+    np.testing.assert_allclose(nb.to_numpy(dx), numeric, rtol=max(case.rtol, 1e-6), atol=atol)
     if case.is_float64:
         xp = case.xp
         report = nb.gradcheck(lambda v: xp.sum(fn(v, **kwargs) * r), x, grads=[dx])
@@ -124,10 +127,11 @@ def test_sigmoid_saturates_without_overflow(case: Any) -> None:
     got = nb.to_numpy(y)
     assert np.all(np.isfinite(got)) and np.all((got >= 0.0) & (got <= 1.0))
     np.testing.assert_allclose(got[0, [0, 2, 4]], [0.0, 0.5, 1.0], rtol=0, atol=1e-300)
-    # The tanh form is exact to within one ulp of 1 in absolute terms; far in the left tail
-    # (σ(−50) ≈ 2e-22) it rounds to 0 rather than keeping relative accuracy.
+    # Relative accuracy in the left tail too: σ(−50) ≈ 1.9e-22 keeps its digits (the tanh
+    # form rounded it to 0). The whole range is measured in ulps in test_accuracy.py.
     eps = float(np.finfo(case.dtype_name).eps)
-    np.testing.assert_allclose(got, ref.sigmoid(nb.to_numpy(x)), rtol=0, atol=eps)
+    np.testing.assert_allclose(got, ref.sigmoid(nb.to_numpy(x)), rtol=4 * eps, atol=0)
+    assert got[0, 1] > 0.0
     assert np.all(np.isfinite(nb.to_numpy(dx)))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from typing import Any
 
 import _reference as ref
@@ -52,6 +53,17 @@ def _host_params(layer: nb.Linear) -> tuple[np.ndarray, np.ndarray]:
 
 def _snapshot(model: nb.Module) -> dict[str, np.ndarray]:
     return {name: nb.to_numpy(p.data).copy() for name, p in model.named_parameters()}
+
+
+def _has_float64(case: Any) -> bool:
+    """False on array-api-strict's "no_float64" device and on JAX without 64-bit types."""
+    if "no_float64" in case.id:
+        return False
+    try:
+        case.backend.dtype("float64")
+    except TypeError:
+        return False
+    return True
 
 
 def _mlp(case: Any, seed: int = 0) -> nb.Sequential:
@@ -247,6 +259,26 @@ def test_linear_rejects_bad_widths(bad: Any, error: type[Exception]) -> None:
         nb.Linear(bad, 3, backend="numpy")
     with pytest.raises(error, match=r"Linear: out_features must be a positive integer"):
         nb.Linear(3, bad, backend="numpy")
+
+
+@pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), ([1, -2], ValueError),
+                                           (1.5, TypeError), ("1", TypeError),
+                                           (True, TypeError)])
+def test_linear_rejects_a_bad_seed_naming_layer_and_seed(seed: Any, error: type) -> None:
+    """3.13: Linear(3, 3, seed=-1) failed inside NumPy ("expected non-negative integer")."""
+    with pytest.raises(error, match=rf"^Linear\(3→3\): seed must be None or a non-negative "
+                                    rf"integer, got {re.escape(repr(seed))}"):
+        nb.Linear(3, 3, seed=seed, backend="numpy")
+
+
+def test_linear_accepts_numpy_integers_and_seed_sequences_as_seeds() -> None:
+    def weight(seed: Any) -> np.ndarray:
+        return nb.Linear(3, 3, seed=seed, backend="numpy", dtype="float64").weight.data
+
+    np.testing.assert_array_equal(weight(np.int64(3)), weight(3))
+    np.testing.assert_array_equal(weight(np.random.SeedSequence(3)), weight(3))
+    np.testing.assert_array_equal(weight(3), nb.init.he_normal((3, 3),
+                                                               np.random.default_rng(3)))
 
 
 # -------------------------------------------------------------------------------- Sequential
@@ -506,7 +538,7 @@ def test_one_dimensional_input(case: Any) -> None:
 def test_integer_input(case: Any) -> None:
     x = case.asarray(np.zeros((3, 4)), dtype="int64")
     with pytest.raises(TypeError, match=r"Linear\(4→8\): input must have a floating dtype "
-                                        r"\(float32 or float64\), got .*int64"):
+                                        r"\(float32 or float64\), got .*int(32|64)"):
         _linear(case, 4, 8).forward(x)
     with pytest.raises(TypeError, match=r"ReLU\(\): input must have a floating dtype"):
         nb.ReLU().forward(x)
@@ -515,7 +547,7 @@ def test_integer_input(case: Any) -> None:
 def test_input_of_other_dtype(case: Any) -> None:
     """float64 input to a float32 model (and the reverse) is refused: nothing is promoted."""
     other = "float32" if case.is_float64 else "float64"
-    be = case.backend if "no_float64" not in case.id else nb.get_backend("numpy")
+    be = case.backend if other == "float32" or _has_float64(case) else nb.get_backend("numpy")
     x = be.asarray(np.zeros((3, 4)), dtype=other)
     err: type[Exception] = TypeError if be is case.backend else ValueError
     match = (fr"Linear\(4→8\): input has dtype {other}; expected {case.dtype_name}"
@@ -565,7 +597,7 @@ def test_bad_gradient_dy(case: Any) -> None:
         backprop(case.asarray(np.zeros((3, 5))))
     with pytest.raises(TypeError, match="the gradient dy must be an array, got list"):
         backprop([[0.0] * 8] * 3)
-    with pytest.raises(TypeError, match=r"gradient dy has dtype .*int64"):
+    with pytest.raises(TypeError, match=r"gradient dy has dtype .*int(32|64)"):
         backprop(case.asarray(np.zeros((3, 8)), dtype="int64"))
     # A failed call does not spend the closure.
     dx = backprop(case.asarray(np.ones((3, 8))))
@@ -591,6 +623,57 @@ def test_sequential_with_mismatched_widths() -> None:
         nb.Sequential(nb.Linear(4, 8, backend="numpy"), nb.Linear(9, 2, backend="numpy"))
 
 
+def test_nested_sequential_with_mismatched_widths_names_the_index_path() -> None:
+    """3.13: a nested Sequential's widths were not checked; forward ended in NumPy's matmul."""
+    with pytest.raises(ValueError, match=r"^Sequential: layer 1\.0 Linear\(6→2\) expects 6 "
+                                         r"features, but layer 0 Linear\(4→8\) produces 8$"):
+        nb.Sequential(nb.Linear(4, 8, backend="numpy"),
+                      nb.Sequential(nb.Linear(6, 2, backend="numpy")))
+    with pytest.raises(ValueError, match=r"^Sequential: layer 2 Linear\(5→2\) expects 5 "
+                                         r"features, but layer 1\.1\.0 Linear\(8→3\) "
+                                         r"produces 3$"):
+        nb.Sequential(nb.Linear(4, 8, backend="numpy"),
+                      nb.Sequential(nb.ReLU(), nb.Sequential(nb.Linear(8, 3, backend="numpy"))),
+                      nb.Linear(5, 2, backend="numpy"))
+    # Widths that connect through the nesting are accepted.
+    nb.Sequential(nb.Linear(4, 8, backend="numpy"),
+                  nb.Sequential(nb.ReLU(), nb.Linear(8, 3, backend="numpy")),
+                  nb.Linear(3, 2, backend="numpy"))
+
+
+class _Block(nb.Module):
+    """A user's container that calls its Linear directly: no width is known at construction."""
+
+    def __init__(self, inner: nb.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def _forward(self, x: Any, *, xp: Any, input_grad: bool) -> tuple[Any, Any]:
+        return self.inner._forward(x, xp=xp, input_grad=input_grad)
+
+
+def test_width_mismatch_found_in_forward_names_the_index_path(case: Any) -> None:
+    """Where construction cannot see the widths, forward and inference name the layer by its
+    index path and give both shapes, instead of the library's matmul error."""
+    model = nb.Sequential(_linear(case, 4, 8),
+                          nb.Sequential(nb.ReLU(), _Block(_linear(case, 6, 2))))
+    x = case.asarray(np.zeros((3, 4)))
+    message = (r"^Sequential: layer 1\.1 Linear\(6→2\) expected input of shape \(N, 6\), "
+               r"got \(3, 8\)$")
+    for run in (lambda: model(x), lambda: model.forward(x),
+                lambda: model.forward(x, input_grad=True)):
+        with pytest.raises(ValueError, match=message):
+            run()
+    # The model's own input: the first Linear, named by its path.
+    model = nb.Sequential(nb.ReLU(), nb.Sequential(_linear(case, 3, 3)))
+    with pytest.raises(ValueError, match=r"^Sequential: layer 1\.0 Linear\(3→3\) expected "
+                                         r"input of shape \(N, 3\), got \(2, 2\)$"):
+        model.forward(case.asarray(np.zeros((2, 2))))
+    with pytest.raises(ValueError, match=r"^Sequential: layer 1\.0 Linear\(3→3\) expected "
+                                         r"input of shape \(N, 3\), got \(2, 2\)$"):
+        model(case.asarray(np.zeros((2, 2))))
+
+
 def test_sequential_rejects_non_modules() -> None:
     with pytest.raises(TypeError, match="Sequential: layer 1 must be a Module, got function"):
         nb.Sequential(nb.ReLU(), lambda x: x)
@@ -604,7 +687,7 @@ def test_sequential_with_layers_on_different_backends(case: Any) -> None:
                                          r"'0.weight' is .*pass backend=\.\.\."):
         nb.Sequential(_linear(case, 4, 8),
                       nb.Linear(8, 2, dtype=case.dtype_name, backend=other))
-    if "no_float64" not in case.id:
+    if _has_float64(case):
         other_dtype = "float32" if case.is_float64 else "float64"
         with pytest.raises(ValueError, match=fr"'1.weight' is .*\({other_dtype}\)"):
             nb.Sequential(_linear(case, 4, 8),

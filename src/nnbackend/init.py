@@ -84,6 +84,27 @@ def get_initializer(init: str | Initializer | Any) -> Initializer:
     raise ValueError(msg)
 
 
+def _generator(seed: Any, *, where: str) -> np.random.Generator:
+    """``numpy.random.default_rng(seed)``, with an error naming ``where`` and the bad seed.
+
+    ``seed`` is None (fresh entropy), a non-negative integer, or anything else NumPy seeds
+    from (a sequence of non-negative integers, a ``SeedSequence``); a bool is refused as the
+    likely slip it is.
+    """
+    wanted = "None or a non-negative integer"
+    if isinstance(seed, bool):
+        msg = f"{where}: seed must be {wanted}, got {seed!r}"
+        raise TypeError(msg)
+    try:
+        return np.random.default_rng(seed)
+    except TypeError:
+        msg = f"{where}: seed must be {wanted}, got {seed!r} of type {type(seed).__name__}"
+        raise TypeError(msg) from None
+    except ValueError:
+        msg = f"{where}: seed must be {wanted}, got {seed!r}"
+        raise ValueError(msg) from None
+
+
 def draw(
     init: str | Initializer, shape: tuple[int, ...], seed: int | None, *, where: str
 ) -> np.ndarray:
@@ -92,7 +113,7 @@ def draw(
     The one draw every backend transfers from, so the same seed gives bit-identical weights
     everywhere; ``where`` names the layer in the error raised for a wrong-shape initialiser.
     """
-    values = np.asarray(get_initializer(init)(shape, np.random.default_rng(seed)))
+    values = np.asarray(get_initializer(init)(shape, _generator(seed, where=where)))
     if values.shape != shape:
         msg = f"{where}: init returned shape {values.shape}, expected {shape}"
         raise ValueError(msg)

@@ -14,6 +14,25 @@ from .module import Module, Parameter, _check_matches_parameters
 __all__ = ["Linear"]
 
 
+class InputShapeError(ValueError):
+    """An input of the wrong shape for a layer (its ``(N, in_features)``).
+
+    Containers prepend the layer's index to :attr:`path` as the error passes through them, so
+    the message names the layer deep inside a model: ``Sequential: layer 1.0 Linear(6→2) ...``.
+    """
+
+    def __init__(self, layer: str, expected: int, shape: tuple[int, ...]) -> None:
+        super().__init__(layer, expected, shape)
+        self.layer, self.expected, self.shape = layer, expected, shape
+        self.path: list[int] = []
+
+    def __str__(self) -> str:
+        where = self.layer
+        if self.path:
+            where = f"Sequential: layer {'.'.join(map(str, self.path))} {where}"
+        return f"{where} expected input of shape (N, {self.expected}), got {self.shape}"
+
+
 class Linear(Module):
     """Fully connected layer: z = x Wᵀ + b (per sample, the seed's z = W a + b).
 
@@ -68,22 +87,28 @@ class Linear(Module):
         where = repr(self)
         xp = check_array(x, where=where, what="input")
         check_floating(x, xp, where=where, what="input")
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            msg = (
-                f"{where} expected input of shape (N, {self.in_features}), "
-                f"got {tuple(x.shape)}"
-            )
-            raise ValueError(msg)
+        self._check_width(x)
         _check_matches_parameters(x, xp, self.weight.data, where=where)
         return xp
+
+    def _check_width(self, x: Array) -> None:
+        """Raise :class:`InputShapeError` unless x has shape (N, in_features).
+
+        Also run by ``_forward``/``_infer``, which containers call without ``_check_input``:
+        one comparison, and a wrong width is named here instead of in the library's matmul.
+        """
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise InputShapeError(repr(self), self.in_features, tuple(x.shape))
 
     def _reference_array(self) -> Array:
         return self.weight.data
 
     def _infer(self, x: Array, *, xp: Namespace) -> Array:
+        self._check_width(x)
         return linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
     def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
+        self._check_width(x)
         weight, bias = self.weight, self.bias
         W = weight.data
         z = linear(x, W, None if bias is None else bias.data)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._typing import Array, Backprop, Namespace
+from .linear import InputShapeError
 from .module import Module
 
 __all__ = ["Sequential"]
@@ -64,8 +65,13 @@ class Sequential(Module):
         return "Sequential"
 
     def _check_input(self, x: Array) -> Namespace:
-        if self._first_trainable < len(self.layers):  # it knows the expected input
-            return self.layers[self._first_trainable]._check_input(x)
+        index = self._first_trainable
+        if index < len(self.layers):  # it knows the expected input
+            try:
+                return self.layers[index]._check_input(x)
+            except InputShapeError as err:
+                err.path.insert(0, index)
+                raise
         return super()._check_input(x)
 
     def forward(self, x: Array, *, input_grad: bool = False) -> tuple[Array, Backprop]:
@@ -73,20 +79,29 @@ class Sequential(Module):
         return super().forward(x, input_grad=input_grad)
 
     def _infer(self, x: Array, *, xp: Namespace) -> Array:
-        for layer in self.layers:
-            x = layer._infer(x, xp=xp)
+        layers, i = self.layers, 0
+        try:
+            for i in range(len(layers)):
+                x = layers[i]._infer(x, xp=xp)
+        except InputShapeError as err:  # name the layer by its index path in the model
+            err.path.insert(0, i)
+            raise
         return x
 
     def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
-        layers, start = self.layers, 0
-        if not input_grad:  # layers before the first parameter need no backward pass at all
-            start = self._first_trainable
-            for layer in layers[:start]:
-                x = layer._infer(x, xp=xp)
+        layers, start, i = self.layers, 0, 0
         backprops = []
-        for i in range(start, len(layers)):
-            x, backprop = layers[i]._forward(x, xp=xp, input_grad=input_grad or i > start)
-            backprops.append(backprop)
+        try:
+            if not input_grad:  # layers before the first parameter need no backward pass at all
+                start = self._first_trainable
+                for i in range(start):
+                    x = layers[i]._infer(x, xp=xp)
+            for i in range(start, len(layers)):
+                x, backprop = layers[i]._forward(x, xp=xp, input_grad=input_grad or i > start)
+                backprops.append(backprop)
+        except InputShapeError as err:  # name the layer by its index path in the model
+            err.path.insert(0, i)
+            raise
         backprops.reverse()
 
         def backprop_all(dy: Array) -> Array | None:
@@ -98,19 +113,32 @@ class Sequential(Module):
 
 
 def _check_widths(layers: tuple[Module, ...]) -> None:
-    """Reject a chain whose Linear widths do not connect, naming both layers."""
+    """Reject a chain whose Linear widths do not connect, naming both layers by index path.
+
+    Nested Sequentials are looked through (their layers are numbered ``1.0``, ``1.1``, ...);
+    other layers without ``in_features``/``out_features`` are taken to keep the width.
+    """
     width, source = None, None
-    for i, layer in enumerate(layers):
+    for path, layer in _leaves(layers, ""):
         in_features = getattr(layer, "in_features", None)
         if width is not None and in_features is not None and in_features != width:
             msg = (
-                f"Sequential: layer {i} {layer!r} expects {in_features} features, but layer "
+                f"Sequential: layer {path} {layer!r} expects {in_features} features, but layer "
                 f"{source} produces {width}"
             )
             raise ValueError(msg)
         out_features = getattr(layer, "out_features", None)
         if out_features is not None:
-            width, source = out_features, f"{i} {layer!r}"
+            width, source = out_features, f"{path} {layer!r}"
+
+
+def _leaves(layers: tuple[Module, ...], prefix: str) -> Iterator[tuple[str, Module]]:
+    """(index path, layer) for every layer, descending into nested Sequentials."""
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Sequential):
+            yield from _leaves(layer.layers, f"{prefix}{i}.")
+        else:
+            yield f"{prefix}{i}", layer
 
 
 def _check_one_placement(model: Module) -> None:
