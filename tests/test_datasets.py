@@ -19,6 +19,7 @@ from nnbackend.datasets import (
     load_digits,
     load_idx,
     load_idx_dataset,
+    load_idx_header,
     make_blobs,
     make_regression,
     make_spirals,
@@ -234,6 +235,41 @@ def test_idx_format_errors_name_the_file(tmp_path: Path, data: bytes, match: str
         load_idx(path)
     assert str(path) in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_idx_header_reads_the_header_alone(tmp_path: Path, compress: bool) -> None:
+    """A header declaring a billion 28×28 images and no data: the declared shape, unread."""
+    header = struct.pack(">BBBB3I", 0, 0, 0x0D, 3, 10**9, 28, 28)
+    path = _write(tmp_path / "header-only", gzip.compress(header) if compress else header)
+    assert load_idx_header(path) == (np.dtype(np.float32), (10**9, 28, 28))
+    assert load_idx_header(path)[0].isnative
+    with pytest.raises(IDXFormatError, match="truncated IDX data"):
+        load_idx(path)
+    array = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
+    full = _write(tmp_path / "full", ref.idx_bytes(array))
+    assert load_idx_header(full) == (load_idx(full).dtype, (2, 3, 4))
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"\x01" + _GOOD[1:], r"the first two bytes must be zero"),
+        (_GOOD[:2] + b"\x0a" + _GOOD[3:], r"unknown IDX type code 0x0A"),
+        (b"\x00\x00\x08\x00", r"declares 0 dimensions"),
+        (b"\x00\x08", r"too short for an IDX header \(2 bytes, need at least 4\)"),
+        (_GOOD[:10], r"truncated IDX header: 2 dimensions need 12 header bytes, the file has 10"),
+        (gzip.compress(_GOOD[:10]), r"truncated IDX header: 2 dimensions need 12"),
+        (b"\x1f\x8b" + b"junk", r"corrupt gzip data"),
+    ],
+    ids=["magic", "type-code", "no-dims", "short", "header-truncated", "gzip-header-truncated",
+         "not-gzip"],
+)
+def test_idx_header_errors_name_the_file(tmp_path: Path, data: bytes, match: str) -> None:
+    path = _write(tmp_path / "broken-file", data)
+    with pytest.raises(IDXFormatError, match=match) as info:
+        load_idx_header(path)
+    assert str(path) in str(info.value)
 
 
 def test_missing_idx_file_raises_file_not_found(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ backend with :func:`nnbackend.data.batches` (or ``backend.asarray``).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -23,6 +24,7 @@ __all__ = [
     "load_digits",
     "load_idx",
     "load_idx_dataset",
+    "load_idx_header",
     "make_blobs",
     "make_regression",
     "make_spirals",
@@ -265,6 +267,67 @@ def load_idx(path: str | os.PathLike[str]) -> NDArray[Any]:
         except (OSError, EOFError, zlib.error) as exc:
             msg = f"{path}: corrupt gzip data ({exc})"
             raise IDXFormatError(msg) from exc
+    dtype, shape, offset = _parse_header(path, raw)
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow, nothing allocated
+    actual = len(raw) - offset
+    if actual != expected:
+        problem = "truncated" if actual < expected else "trailing bytes after the"
+        msg = (
+            f"{path}: {problem} IDX data: shape {shape} of {dtype.name} needs {expected} "
+            f"bytes, the file has {actual} after the header"
+        )
+        raise IDXFormatError(msg)
+    try:
+        data = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+    except ValueError as exc:  # an empty shape whose other sizes NumPy cannot represent
+        msg = f"{path}: IDX shape {shape} cannot be represented: {exc}"
+        raise IDXFormatError(msg) from exc
+    return data.astype(dtype.newbyteorder("="))
+
+
+def load_idx_header(path: str | os.PathLike[str]) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """The dtype and shape an IDX file declares, from its header alone.
+
+    Reads the ``4 + 4·D`` header bytes (through gzip when the file is compressed) and none of
+    the data, so files can be checked against each other before they are loaded.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    dtype : numpy.dtype
+        In native byte order.
+    shape : tuple of int
+
+    Raises
+    ------
+    IDXFormatError
+        The header is malformed, as in :func:`load_idx` (the payload is not checked).
+    FileNotFoundError
+        The file does not exist.
+    """
+    with open(path, "rb") as file:
+        compressed = file.read(2) == _GZIP_MAGIC
+        file.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=file) if compressed else contextlib.nullcontext(file) as f:
+                head = f.read(4)
+                if len(head) == 4:
+                    head += f.read(4 * head[3])
+        except (OSError, EOFError, zlib.error) as exc:
+            msg = f"{path}: corrupt gzip data ({exc})"
+            raise IDXFormatError(msg) from exc
+    dtype, shape, _ = _parse_header(path, head)
+    return dtype.newbyteorder("="), shape
+
+
+def _parse_header(
+    path: str | os.PathLike[str], raw: bytes
+) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """(dtype, shape, offset of the data) from the start of an IDX file, checked."""
     if len(raw) < 4:
         msg = f"{path}: too short for an IDX header ({len(raw)} bytes, need at least 4)"
         raise IDXFormatError(msg)
@@ -288,21 +351,7 @@ def load_idx(path: str | os.PathLike[str]) -> NDArray[Any]:
         )
         raise IDXFormatError(msg)
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow, nothing allocated
-    actual = len(raw) - offset
-    if actual != expected:
-        problem = "truncated" if actual < expected else "trailing bytes after the"
-        msg = (
-            f"{path}: {problem} IDX data: shape {shape} of {dtype.name} needs {expected} "
-            f"bytes, the file has {actual} after the header"
-        )
-        raise IDXFormatError(msg)
-    try:
-        data = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
-    except ValueError as exc:  # an empty shape whose other sizes NumPy cannot represent
-        msg = f"{path}: IDX shape {shape} cannot be represented: {exc}"
-        raise IDXFormatError(msg) from exc
-    return data.astype(dtype.newbyteorder("="))
+    return dtype, shape, offset
 
 
 def load_idx_dataset(
