@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import _reference as ref
 import numpy as np
@@ -110,6 +111,12 @@ def test_idx_dataset(tmp_path: Path) -> None:
         (["train", "--epochs", "0"], 2, "expected a positive integer, got '0'"),
         (["train", "--dataset", "cifar"], 2, "expected digits, blobs, spirals or idx:PATH"),
         (["train", "--hidden", "64,x"], 2, "expected comma-separated positive widths"),
+        (["train", "--hidden", ""], 2, "expected comma-separated positive widths such as "
+                                       "128,64, got ''"),
+        (["train", "--hidden", ",,"], 2, "expected comma-separated positive widths such as "
+                                         "128,64, got ',,'"),
+        (["train", "--hidden", "64,"], 2, "got '64,'"),
+        (["train", "--hidden", "0"], 2, "got '0'"),
         (["train", "--optimizer", "lbfgs"], 2, "invalid choice: 'lbfgs'"),
         (["train", "--lr", "-1"], 2, "expected a positive number, got '-1'"),
         (["train", "--lr", "inf"], 2, "expected a positive number, got 'inf'"),
@@ -118,19 +125,28 @@ def test_idx_dataset(tmp_path: Path) -> None:
         ([], 2, "the following arguments are required: COMMAND"),
         (["train", "--backend", "cupy"], 1,
          "nnbackend: error: backend 'cupy' cannot be used: CuPy"),
-        (["train", "--backend", "tpu"], 1,
-         "nnbackend: error: backend 'tpu' is not a known backend"),
+        (["train", "--backend", "tpu"], 2,
+         "nnbackend train: error: argument --backend: backend 'tpu' is not a known backend"),
+        (["train", "--backend", "junk"], 2, "argument --backend: backend 'junk' is not a known"),
+        (["bench", "--sizes", "junk"], 2,
+         "nnbackend bench: error: unknown size 'junk' in --sizes; choose from small, medium, "
+         "large"),
+        (["bench", "--sizes", ","], 2, "--sizes names no size"),
+        (["bench", "--backends", "junk"], 2, "unknown backend 'junk' in --backends"),
         (["train", "--resume", "/nonexistent/run.npz"], 1, "nnbackend: error: "),
         (["train", "--dataset", "idx:/nonexistent"], 1,
          "not a directory holding MNIST IDX files"),
     ],
 )
 def test_bad_arguments_and_failed_runs(
-    args: list[str], status: int, complaint: str, capsys: pytest.CaptureFixture[str]
+    args: list[str], status: int, complaint: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Usage errors exit 2 (argparse), failed runs exit 1 with one line; never a traceback."""
+    """Usage errors exit 2 (argparse), failed runs exit 1 with one line; never a traceback;
+    neither trains or benchmarks anything."""
     if args[1:] == ["--backend", "cupy"] and nb.get_backend("auto").name == "cupy":
         pytest.skip("a usable CUDA device is present")
+    _forbid_work(monkeypatch)
     try:
         code = main(args)
     except SystemExit as exit_:
@@ -171,7 +187,7 @@ def test_resume_refuses_another_split_and_applies_an_explicit_lr(
         args = [*base, "--epochs", "2", "--resume", str(ckpt), option, value]
         if option == "--dataset":
             args = [a if a != "blobs" else value for a in args[:-2]]
-        assert main(args) == 1
+        assert _exit_code(args) == 2
         assert "the train/test split would differ" in capsys.readouterr().err
     again = tmp_path / "again.npz"
     assert main([*base, "--epochs", "2", "--resume", str(ckpt), "--lr", "0.5",
@@ -179,3 +195,274 @@ def test_resume_refuses_another_split_and_applies_an_explicit_lr(
     meta = nb.checkpoint.read_metadata(again)
     assert meta["optimizer"]["hyperparameters"]["lr"] == 0.5
     assert (meta["seed"], meta["test_size"], meta["epoch"]) == (0, 0.2, 2)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _exit_code(args: list[str]) -> int | str | None:
+    """``main(args)``'s status, or the code of the SystemExit a usage error raises."""
+    try:
+        return main(args)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def _forbid_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make training or benchmarking fail the test: errors must come before any work."""
+
+    def work(*args: object, **kwargs: object) -> None:
+        pytest.fail("the command started working before refusing its arguments")
+
+    monkeypatch.setattr("nnbackend.train.fit", work)
+    monkeypatch.setattr("nnbackend.bench.run_cli", work)
+
+
+def _settings_of(path: Path) -> dict[str, object]:
+    settings = nb.checkpoint.read_metadata(path)["train_settings"]
+    assert isinstance(settings, dict)
+    return settings
+
+
+def _without_settings(src: Path, dst: Path) -> Path:
+    """``src`` as nnbackend wrote checkpoints before it recorded train_settings: the same
+    archive with the same top-level dataset/seed/test_size/epoch/loss metadata, no more."""
+    with np.load(src, allow_pickle=False) as f:
+        content = {k: f[k] for k in f.files}
+    meta = json.loads(content["__metadata__"].tobytes())
+    del meta["train_settings"]
+    content["__metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(dst, "wb") as out:
+        np.savez(out, **content)
+    return dst
+
+
+# ------------------------------------------------------------------ resume: the checkpoint's
+# settings (issue 8, 3.3)
+
+_RUN = ["train", "--dataset", "blobs", "--hidden", "8,4", "--activation", "tanh", "--loss",
+        "mse", "--optimizer", "momentum", "--batch-size", "64", "--dtype", "float64", "--seed",
+        "3", "--test-size", "0.25", "--json", "--no-progress"]
+_RECORDED = {"dataset": "blobs", "seed": 3, "test_size": 0.25, "hidden": [8, 4],
+             "activation": "tanh", "dtype": "float64", "loss": "mse", "optimizer": "momentum",
+             "batch_size": 64, "epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a 3-epoch run with non-default settings, interrupted (Ctrl-C) after
+    its first epoch's save."""
+    path = tmp_path_factory.mktemp("resume") / "run.npz"
+    save = nb.checkpoint.save
+
+    def save_then_interrupt(*args: Any, **kwargs: Any) -> Path:
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nb.checkpoint, "save", save_then_interrupt)
+        assert main([*_RUN, "--epochs", "3", "--save", str(path)]) == 130
+    return path
+
+
+def test_the_checkpoint_records_every_training_setting(interrupted: Path) -> None:
+    assert _settings_of(interrupted) == _RECORDED
+    meta = nb.checkpoint.read_metadata(interrupted)
+    assert (meta["epoch"], meta["dataset"], meta["seed"], meta["test_size"]) == (1, "blobs", 3,
+                                                                               0.25)
+    assert meta["optimizer"]["type"] == "SGD"
+    assert meta["optimizer"]["hyperparameters"]["momentum"] == 0.9
+
+
+def test_resume_without_options_continues_the_recorded_run(
+    interrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every setting, and the planned 3 epochs, come from the checkpoint (with the defaults
+    instead, the model would not even fit the saved weights)."""
+    again = tmp_path / "again.npz"
+    assert main(["train", "--resume", str(interrupted), "--json", "--save", str(again)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [row["epoch"] for row in summary["history"]] == [2.0, 3.0]
+    assert summary["dataset"] == "blobs"
+    assert _settings_of(again) == _RECORDED
+    model = nb.Sequential(nb.Linear(2, 8, dtype="float64"), nb.Tanh(),
+                          nb.Linear(8, 4, dtype="float64"), nb.Tanh(),
+                          nb.Linear(4, 4, dtype="float64"))
+    assert nb.checkpoint.load(again, model)["epoch"] == 3
+
+
+def test_resume_accepts_the_same_settings_and_overrides_epochs_and_lr(
+    interrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    again = tmp_path / "again.npz"
+    assert main([*_RUN, "--resume", str(interrupted), "--epochs", "2", "--lr", "0.5",
+                 "--save", str(again)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [row["epoch"] for row in summary["history"]] == [2.0]
+    assert _settings_of(again) == {**_RECORDED, "epochs": 2}
+    assert nb.checkpoint.read_metadata(again)["optimizer"]["hyperparameters"]["lr"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "recorded", "differs"),
+    [
+        ("--activation", "relu", "tanh", "it builds another network"),
+        ("--hidden", "8", "8,4", "it builds another network"),
+        ("--hidden", "128", "8,4", "it builds another network"),
+        ("--dtype", "float32", "float64", "it builds another network"),
+        ("--loss", "cross-entropy", "mse", "it trains another loss"),
+        ("--optimizer", "sgd", "momentum", "it trains with another optimizer"),
+        ("--batch-size", "32", "64", "it trains on other batches"),
+        ("--dataset", "spirals", "blobs", "the train/test split would differ"),
+        ("--seed", "0", "3", "the train/test split would differ"),
+        ("--test-size", "0.2", "0.25", "the train/test split would differ"),
+    ],
+)
+def test_resume_refuses_an_option_that_contradicts_the_checkpoint(
+    interrupted: Path, option: str, value: str, recorded: str, differs: str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The issue's reproducer: ``--resume ckpt --activation relu`` (and every other setting)
+    used to continue silently with another network, loss, optimizer or batches."""
+    _forbid_work(monkeypatch)
+    assert _exit_code(["train", "--resume", str(interrupted), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: nnbackend train")
+    assert (f"nnbackend train: error: argument {option}: --resume {interrupted} was trained "
+            f"with {option} {recorded}, not {value}: {differs}") in err
+    assert f"Leave {option} out to continue with the checkpoint's" in err
+
+
+def test_a_checkpoint_written_before_train_settings_still_resumes(
+    interrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The old format recorded the split alone (dataset, seed, test_size at the top level):
+    it resumes with the options given as before, its split is checked and filled in."""
+    old = _without_settings(interrupted, tmp_path / "old.npz")
+    assert "train_settings" not in nb.checkpoint.read_metadata(old)
+    model_options = [a for a in _RUN if a not in ("--dataset", "blobs", "--seed", "3",
+                                                  "--test-size", "0.25")]
+    again = tmp_path / "again.npz"
+    assert main([*model_options, "--resume", str(old), "--epochs", "3",
+                 "--save", str(again)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [row["epoch"] for row in summary["history"]] == [2.0, 3.0]
+    assert summary["dataset"] == "blobs"  # from the old checkpoint, not the default digits
+    assert _settings_of(again) == _RECORDED  # and the next checkpoint records everything
+    _forbid_work(monkeypatch)
+    assert _exit_code([*model_options, "--resume", str(old), "--seed", "4"]) == 2
+    assert "was trained with --seed 3, not 4" in capsys.readouterr().err
+
+
+def test_a_malformed_train_settings_entry_is_a_failed_run(
+    interrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with np.load(interrupted, allow_pickle=False) as f:
+        content = {k: f[k] for k in f.files}
+    meta = json.loads(content["__metadata__"].tobytes())
+    _forbid_work(monkeypatch)
+    for bad in ({**_RECORDED, "hidden": [8, 0]}, {**_RECORDED, "batch_size": 64.0},
+                {**_RECORDED, "activation": "swish"}, {**_RECORDED, "seed": True}, [1, 2]):
+        meta["train_settings"] = bad
+        content["__metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path = tmp_path / "bad.npz"
+        with open(path, "wb") as out:
+            np.savez(out, **content)
+        assert main(["train", "--resume", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"nnbackend: error: checkpoint {path}: ")
+        assert "train_settings" in err
+
+
+# ------------------------------------------------------------------ output paths, before work
+# (issue 8, 3.12)
+
+
+@pytest.mark.parametrize("suffix", [".pdf", ".svg", ".PNG"])
+def test_plot_writes_the_format_its_suffix_names(tmp_path: Path, suffix: str) -> None:
+    """``--plot c.pdf`` used to write PNG bytes."""
+    pytest.importorskip("matplotlib")
+    target = tmp_path / f"curves{suffix}"
+    assert main(["train", "--dataset", "blobs", "--epochs", "1", "--json", "--hidden", "4",
+                 "--plot", str(target)]) == 0
+    data = target.read_bytes()
+    signature = {".pdf": b"%PDF-", ".svg": b"<?xml", ".PNG": b"\x89PNG\r\n\x1a\n"}[suffix]
+    assert data.startswith(signature)
+    assert os.listdir(tmp_path) == [target.name]  # no temporary left
+
+
+def _output_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    (tmp / "adir").mkdir(exist_ok=True)
+    return [
+        (["train", "--plot", str(tmp / "adir")], "is a directory; name a file in it"),
+        (["train", "--plot", str(tmp / "missing" / "c.png")],
+         f"the directory {str(tmp / 'missing')!r} does not exist"),
+        (["train", "--plot", str(tmp / "c.xyz")], "has suffix '.xyz'; the suffix names the "
+                                                  "format, one of "),
+        (["train", "--plot", str(tmp / "c.xyz")], "eps, gif, jpeg, jpg, pdf, png, ps, raw, "),
+        (["train", "--plot", str(tmp / "curves")], "has no suffix; the suffix names the format"),
+        (["train", "--plot", str(tmp / "c.pgf")], "has suffix '.pgf' (it needs LaTeX)"),
+        (["train", "--save", str(tmp / "adir")], "is a directory"),
+        (["train", "--save", str(tmp / "missing" / "c.npz")], "does not exist"),
+        (["bench", "--json", str(tmp / "adir")], "argument --json: "),
+        (["bench", "--json", str(tmp / "missing" / "b.json")], "does not exist"),
+        (["bench", "--plot", str(tmp / "b.txt")], "argument --plot: "),
+    ]
+
+
+def test_output_paths_are_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They used to be checked only after training (``--plot DIR`` left a stray temporary)."""
+    pytest.importorskip("matplotlib")
+    _forbid_work(monkeypatch)
+    for args, complaint in _output_cases(tmp_path):
+        assert _exit_code(args) == 2, args
+        err = capsys.readouterr().err
+        assert f"nnbackend {args[0]}: error: argument {args[1]}: " in err, err
+        assert complaint in err, err
+    assert sorted(os.listdir(tmp_path)) == ["adir"]
+    assert os.listdir(tmp_path / "adir") == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only directories")
+def test_an_unwritable_output_directory_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    _forbid_work(monkeypatch)
+    try:
+        assert _exit_code(["train", "--save", str(locked / "c.npz")]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert "is not writable" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ IDX: sizes before training
+# (issue 8, 3.13)
+
+
+def test_idx_train_and_test_images_of_different_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Train images of 4×4 and test images of 5×5 used to be found only after an epoch."""
+    files = {
+        "train-images-idx3-ubyte": np.zeros((6, 4, 4), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.arange(6, dtype=np.uint8) % 2,
+        "t10k-images-idx3-ubyte": np.zeros((3, 5, 5), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.arange(3, dtype=np.uint8) % 2,
+    }
+    for name, array in files.items():
+        (tmp_path / name).write_bytes(ref.idx_bytes(array))
+    _forbid_work(monkeypatch)
+    assert main(["train", "--dataset", f"idx:{tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert (f"the training images {tmp_path / 'train-images-idx3-ubyte'} have shape (6, 4, 4) "
+            f"and the test images {tmp_path / 't10k-images-idx3-ubyte'} shape (3, 5, 5): the "
+            "images must have the same size") in err
+    assert len(err.strip().splitlines()) == 1

@@ -3,34 +3,63 @@
 ``nnbackend train`` with no options trains an MLP (64-128-10, ReLU, Adam) on scikit-learn's
 handwritten digits and prints the test accuracy. Usage errors exit with status 2; a run that
 fails exits with status 1 and one line naming the cause, never a traceback.
+
+Usage errors are found before any work starts: the options themselves, the output paths
+(``--save``, ``--plot``, ``bench --json``/``--plot``: the parent directory exists and is
+writable, the path is not a directory, a plot's suffix names a format matplotlib writes), the
+backend's name, and on ``--resume`` every training setting against the checkpoint's.
+
+``--save`` records the run's training settings (:data:`TRAIN_SETTINGS`: data, model, loss,
+optimizer and batch size, and the planned epochs) in the checkpoint's metadata under
+``"train_settings"``. ``--resume`` takes every setting not given on the command line from
+there and refuses an explicit one that contradicts it (naming both values); ``--lr`` and
+``--epochs`` override the checkpoint's. Checkpoints written before the settings were recorded
+still resume: their dataset, seed and test size (recorded then) are checked and filled in as
+above, and every other setting comes from the command line or its default, as it did.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["TRAIN_SETTINGS", "build_parser", "main"]
 
 _DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
+_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+_LOSSES = ("cross-entropy", "mse")
+_DTYPES = ("float32", "float64")
+_DEFAULT_EPOCHS = 40
+_SETTINGS_KEY = "train_settings"
+# Formats matplotlib writes without extra software (pgf needs a LaTeX installation).
+_NEEDS_MORE = {"pgf": "it needs LaTeX"}
+
+
+class _UsageError(Exception):
+    """A usage error found after parsing: reported as argparse reports its own (exit 2)."""
 
 
 def _hidden(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
     try:
-        widths = tuple(int(part) for part in text.split(",") if part.strip())
+        widths = tuple(int(part) for part in parts)
     except ValueError:
         widths = (0,)
-    if any(w < 1 for w in widths):
+    if not text.strip() or any(w < 1 for w in widths):
+        # '' and ',,' are mistakes, not a request for a network without a hidden layer
         msg = f"expected comma-separated positive widths such as 128,64, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return widths
@@ -66,6 +95,65 @@ def _dataset(text: str) -> str:
     raise argparse.ArgumentTypeError(msg)
 
 
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    """A check of a saved setting against the option's choices (the parser uses ``choices``)."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            msg = f"expected one of {', '.join(choices)}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """A training setting of ``nnbackend train``: its option, default and value checks."""
+
+    option: str
+    default: Any
+    parse: Callable[[str], Any]  # command-line text -> value (argparse.ArgumentTypeError)
+    differs: str  # what a different value would change, for the refusal on --resume
+
+    def text(self, value: Any) -> str:
+        """The value as it is written on the command line."""
+        if isinstance(value, tuple | list):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    def from_json(self, value: Any) -> Any:
+        """A saved (JSON) value checked as the option checks its text; ValueError if not."""
+        text = self.text(value) if isinstance(value, str | int | float | list) else None
+        try:
+            parsed = None if text is None or isinstance(value, bool) else self.parse(text)
+        except argparse.ArgumentTypeError:
+            parsed = None
+        if parsed is None or parsed != (tuple(value) if isinstance(value, list) else value):
+            msg = f"{self.option} {value!r} is not a valid value"
+            raise ValueError(msg)
+        return parsed
+
+
+_SPLIT = "the train/test split would differ"
+TRAIN_SETTINGS: Mapping[str, _Setting] = {
+    "dataset": _Setting("--dataset", "digits", _dataset, _SPLIT),
+    "seed": _Setting("--seed", 0, _seed, _SPLIT + " (and the initial weights)"),
+    "test_size": _Setting("--test-size", 0.2, _fraction, _SPLIT),
+    "hidden": _Setting("--hidden", (128,), _hidden, "it builds another network"),
+    "activation": _Setting("--activation", "relu", _choice(_ACTIVATIONS),
+                           "it builds another network"),
+    "dtype": _Setting("--dtype", "float32", _choice(_DTYPES), "it builds another network"),
+    "loss": _Setting("--loss", "cross-entropy", _choice(_LOSSES), "it trains another loss"),
+    "optimizer": _Setting("--optimizer", "adam", _choice(tuple(_DEFAULT_LR)),
+                          "it trains with another optimizer"),
+    "batch_size": _Setting("--batch-size", 32, _positive_int, "it trains on other batches"),
+}
+"""The settings of ``nnbackend train`` that a checkpoint records and ``--resume`` enforces, by
+the name of their entry in the checkpoint's ``"train_settings"`` (and of ``args``); the
+checkpoint also records ``"epochs"``, which ``--epochs`` overrides."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nnbackend`` command."""
     parser = argparse.ArgumentParser(
@@ -74,30 +162,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train an MLP and report its test accuracy")
+    train = commands.add_parser(
+        "train", help="train an MLP and report its test accuracy",
+        epilog="With --resume, the training settings not given come from the checkpoint, and "
+               "one given that contradicts it is refused; --lr and --epochs override it.")
+    train.set_defaults(_parser=train)
+    # The training settings default to None: the defaults (or a checkpoint's values on
+    # --resume) are filled in by _settings, which needs to know what was given.
+    settings = TRAIN_SETTINGS
+
+    def default(key: str) -> str:
+        return f"(default: {settings[key].text(settings[key].default)})"
+
     train.add_argument("--backend", default=None,
                        help="auto, numpy, cupy, cupy:N, torch, array_api_strict "
                             "(default: $NNBACKEND, else auto)")
-    train.add_argument("--dataset", type=_dataset, default="digits",
-                       help="digits (default), blobs, spirals, or idx:DIR with MNIST IDX files")
-    train.add_argument("--hidden", type=_hidden, default=(128,),
-                       help="hidden widths, comma-separated (default: 128)")
-    train.add_argument("--activation", choices=("relu", "sigmoid", "tanh"), default="relu")
-    train.add_argument("--loss", choices=("cross-entropy", "mse"), default="cross-entropy")
-    train.add_argument("--optimizer", choices=tuple(_DEFAULT_LR), default="adam")
+    train.add_argument("--dataset", type=_dataset, default=None,
+                       help=f"digits, blobs, spirals, or idx:DIR with MNIST IDX files "
+                            f"{default('dataset')}")
+    train.add_argument("--hidden", type=_hidden, default=None,
+                       help=f"hidden widths, comma-separated {default('hidden')}")
+    train.add_argument("--activation", choices=_ACTIVATIONS, default=None,
+                       help=default("activation"))
+    train.add_argument("--loss", choices=_LOSSES, default=None, help=default("loss"))
+    train.add_argument("--optimizer", choices=tuple(_DEFAULT_LR), default=None,
+                       help=default("optimizer"))
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate (default depends on the optimizer)")
-    train.add_argument("--epochs", type=_positive_int, default=40)
-    train.add_argument("--batch-size", type=_positive_int, default=32)
-    train.add_argument("--seed", type=_seed, default=0)
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--test-size", type=_fraction, default=0.2)
+                       help="learning rate (default depends on the optimizer; on --resume, "
+                            "the checkpoint's)")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help=f"total epochs (default: {_DEFAULT_EPOCHS}; on --resume, the "
+                            "checkpoint's)")
+    train.add_argument("--batch-size", type=_positive_int, default=None,
+                       help=default("batch_size"))
+    train.add_argument("--seed", type=_seed, default=None, help=default("seed"))
+    train.add_argument("--dtype", choices=_DTYPES, default=None, help=default("dtype"))
+    train.add_argument("--test-size", type=_fraction, default=None, help=default("test_size"))
     train.add_argument("--save", type=Path, default=None,
                        help="write a checkpoint here after every epoch (atomically)")
     train.add_argument("--resume", type=Path, default=None,
                        help="continue from a checkpoint written by --save")
     train.add_argument("--plot", type=Path, default=None,
-                       help="write loss and accuracy curves to this PNG (needs matplotlib)")
+                       help="write loss and accuracy curves here, in the format its suffix "
+                            "names (.png, .pdf, .svg, ...; needs matplotlib)")
     train.add_argument("--json", action="store_true",
                        help="print a machine-readable summary instead of text")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -105,18 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("info", help="backends, devices, library versions and BLAS threads")
 
     bench = commands.add_parser("bench", help="compare training throughput across backends")
+    bench.set_defaults(_parser=bench)
     bench.add_argument("--backends", default="numpy,cupy,torch",
                        help="comma-separated: numpy, cupy, torch, numpy-handwritten")
     bench.add_argument("--sizes", default="small,medium,large",
                        help="comma-separated MLP sizes: small, medium, large")
     bench.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     bench.add_argument("--plot", type=Path, default=None,
-                       help="draw throughput against batch size (needs matplotlib)")
+                       help="draw throughput against batch size, in the format the suffix "
+                            "names (needs matplotlib)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Usage errors (found by argparse or, before any work, by the checks of paths, backend and
+    resumed settings) raise ``SystemExit(2)`` after argparse's usage message.
+    """
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
@@ -124,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _info()
         return _bench(args)
+    except _UsageError as exc:
+        _usage_error(args, str(exc))
     except KeyboardInterrupt:
         print("nnbackend: interrupted", file=sys.stderr)
         return 130
@@ -132,6 +247,90 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"nnbackend: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> NoReturn:
+    """Report ``message`` as the subcommand's parser reports its own errors: exit 2."""
+    parser: argparse.ArgumentParser = getattr(args, "_parser", None) or build_parser()
+    parser.error(message)
+
+
+# ------------------------------------------------------------------------------ output paths
+
+
+def _check_output(option: str, path: Path, *, replaces: bool) -> None:
+    """Refuse (usage error) an output path that cannot be written, before any work.
+
+    ``replaces``: the file is written beside the target and renamed over it, so only the
+    directory must be writable; otherwise an existing file must be writable too.
+    """
+    where = f"argument {option}: {str(path)!r}"
+    if str(path) in ("", "."):
+        raise _UsageError(f"{where} names no file")
+    if path.is_dir():
+        raise _UsageError(f"{where} is a directory; name a file in it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise _UsageError(f"{where}: the directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _UsageError(f"{where}: the directory {str(parent)!r} is not writable")
+    if not replaces and path.exists() and not os.access(path, os.W_OK):
+        raise _UsageError(f"{where} exists and is not writable")
+
+
+def _plot_format(option: str, path: Path) -> str:
+    """The format ``path``'s suffix names, checked to be one matplotlib writes here."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as exc:
+        msg = f"{option} needs matplotlib ({exc}); pip install 'nnbackend[plot]'"
+        raise ImportError(msg) from exc
+    missing = dict(_NEEDS_MORE)
+    for feature in ("avif", "webp"):  # optional in Pillow, which matplotlib writes them with
+        if not _pillow_has(feature):
+            missing[feature] = f"this Pillow cannot write {feature}"
+    formats = sorted(set(FigureCanvasBase.get_supported_filetypes()) - missing.keys())
+    suffix = path.suffix[1:].lower()
+    if suffix not in formats:
+        what = f"suffix {path.suffix!r}" if suffix else "no suffix"
+        why = f" ({missing[suffix]})" if suffix in missing else ""
+        msg = (
+            f"argument {option}: {str(path)!r} has {what}{why}; the suffix names the format, "
+            f"one of {', '.join(formats)}"
+        )
+        raise _UsageError(msg)
+    return suffix
+
+
+def _pillow_has(feature: str) -> bool:
+    try:
+        from PIL import features
+    except ImportError:
+        return False
+    return bool(features.check(feature))
+
+
+def _check_plot(option: str, path: Path) -> str:
+    """A plot path checked as an output and for its format; returns the format."""
+    _check_output(option, path, replaces=True)
+    return _plot_format(option, path)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[IO[bytes]]:
+    """A file beside ``path`` renamed over it once written; removed if writing fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+        umask = os.umask(0o022)  # mkstemp makes 0o600; give the file the usual permissions
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 # ------------------------------------------------------------------------------------ train
@@ -161,8 +360,12 @@ def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nda
 def _load_idx(
     folder: Path,
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-    """MNIST's training pair in ``folder`` (optionally gzipped) and its test pair if present."""
-    from .datasets import load_idx_dataset
+    """MNIST's training pair in ``folder`` (optionally gzipped) and its test pair if present.
+
+    The train and test images' sizes are compared on the files' headers, before either is
+    loaded.
+    """
+    from .datasets import IDXFormatError, load_idx_dataset, load_idx_header
 
     def find(stem: str) -> Path | None:
         for candidate in (folder / stem, folder / f"{stem}.gz"):
@@ -180,8 +383,17 @@ def _load_idx(
             "train-labels-idx1-ubyte[.gz] there"
         )
         raise FileNotFoundError(msg)
-    X, y = load_idx_dataset(train_images, train_labels)
     test_images, test_labels = find("t10k-images-idx3-ubyte"), find("t10k-labels-idx1-ubyte")
+    if test_images is not None and test_labels is not None:
+        train_shape, test_shape = load_idx_header(train_images)[1], load_idx_header(test_images)[1]
+        if train_shape[1:] != test_shape[1:]:
+            msg = (
+                f"--dataset idx:{folder}: the training images {train_images} have shape "
+                f"{train_shape} and the test images {test_images} shape {test_shape}: the "
+                "images must have the same size"
+            )
+            raise IDXFormatError(msg)
+    X, y = load_idx_dataset(train_images, train_labels)
     if test_images is None or test_labels is None:
         return X, y, None
     return X, y, load_idx_dataset(test_images, test_labels)
@@ -224,7 +436,12 @@ def _train(args: argparse.Namespace) -> int:
     from .data import batches
     from .train import evaluate, fit
 
-    backend = nb.get_backend(args.backend)
+    if args.save is not None:
+        _check_output("--save", args.save, replaces=True)
+    plot_format = None if args.plot is None else _check_plot("--plot", args.plot)
+    meta = None if args.resume is None else checkpoint.read_metadata(args.resume)
+    _settings(args, meta)
+    backend = _backend(args.backend)
     X_train, y_train, X_test, y_test = _load_data(args)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     model = _build_model(args, X_train.shape[1], n_classes, backend)
@@ -243,7 +460,6 @@ def _train(args: argparse.Namespace) -> int:
                         dtype=dtype)
     start_epoch = 0
     if args.resume is not None:
-        _check_same_run(args, checkpoint.read_metadata(args.resume))
         meta = checkpoint.load(args.resume, model, optimizer)
         if args.lr is not None:  # an explicit --lr overrides the saved learning rate
             optimizer.lr = args.lr
@@ -254,11 +470,16 @@ def _train(args: argparse.Namespace) -> int:
                 f"--epochs {args.epochs} is already done"
             )
             raise ValueError(msg)
+    recorded = {key: _to_json(getattr(args, key)) for key in TRAIN_SETTINGS}
+    recorded["epochs"] = args.epochs
 
     def save(epoch: int, record: dict[str, float]) -> None:
         if args.save is not None:
+            # dataset, seed and test_size also at the top level, where nnbackend before the
+            # train_settings looked for them (so it still refuses another split)
             checkpoint.save(args.save, model, optimizer, epoch=epoch, dataset=args.dataset,
-                            seed=args.seed, test_size=args.test_size, loss=record["loss"])
+                            seed=args.seed, test_size=args.test_size, loss=record["loss"],
+                            **{_SETTINGS_KEY: recorded})
 
     if not args.json:
         print(f"nnbackend {nb.__version__}: {backend!r}, {args.dataset} "
@@ -268,8 +489,8 @@ def _train(args: argparse.Namespace) -> int:
                   val_data=test_data, progress=not (args.no_progress or args.json),
                   initial_epoch=start_epoch, on_epoch=save, metrics=["accuracy"])
     scores = evaluate(model, loss_fn, test_data, metrics=["accuracy"])
-    if args.plot is not None:
-        _plot(history, args.plot)
+    if args.plot is not None and plot_format is not None:
+        _plot(history, args.plot, plot_format)
     summary = {
         "backend": backend.name,
         "device": str(backend.device),
@@ -290,45 +511,104 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_same_run(args: argparse.Namespace, meta: dict[str, Any]) -> None:
-    """Refuse to resume with a dataset, seed or test size that would change the split."""
-    for key, option in (("dataset", "--dataset"), ("seed", "--seed"),
-                        ("test_size", "--test-size")):
-        if key in meta and meta[key] != getattr(args, key):
-            msg = (
-                f"--resume {args.resume} was trained with {option} {meta[key]}, not "
-                f"{getattr(args, key)}: the train/test split would differ"
-            )
-            raise ValueError(msg)
+def _backend(request: str | None) -> Any:
+    """The backend ``--backend`` names (else ``$NNBACKEND``); a name that names no backend is a
+    usage error, one that cannot be used here (no CUDA, ...) a failed run."""
+    import nnbackend as nb
 
-
-def _plot(history: Any, path: Path) -> None:
     try:
-        import matplotlib
+        return nb.get_backend(request)
+    except nb.BackendUnavailableError:
+        raise
+    except ValueError as exc:
+        if request is None:  # from $NNBACKEND: not an argument of this command
+            raise
+        raise _UsageError(f"argument --backend: {exc}") from exc
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        msg = f"--plot needs matplotlib ({exc}); pip install 'nnbackend[plot]'"
-        raise ImportError(msg) from exc
+
+def _to_json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _settings(args: argparse.Namespace, meta: Mapping[str, Any] | None) -> None:
+    """Fill in the training settings not given: a resumed checkpoint's, else the defaults.
+
+    An explicit setting that contradicts the checkpoint's is a usage error naming both values.
+    ``--epochs`` not given is the checkpoint's planned total (else the default); ``--lr`` not
+    given is left to the optimizer state that the checkpoint restores.
+    """
+    saved = {} if meta is None else _saved_settings(args.resume, meta)
+    for key, setting in TRAIN_SETTINGS.items():
+        given = getattr(args, key)
+        if key not in saved:
+            setattr(args, key, setting.default if given is None else given)
+        elif given is None:
+            setattr(args, key, saved[key])
+        elif given != saved[key]:
+            msg = (
+                f"argument {setting.option}: --resume {args.resume} was trained with "
+                f"{setting.option} {setting.text(saved[key])}, not {setting.text(given)}: "
+                f"{setting.differs}. Leave {setting.option} out to continue with the "
+                f"checkpoint's, or start a new run without --resume"
+            )
+            raise _UsageError(msg)
+    if args.epochs is None:
+        args.epochs = saved.get("epochs", _DEFAULT_EPOCHS)
+
+
+def _saved_settings(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings a checkpoint records, each checked as its option checks it.
+
+    Checkpoints written before ``train_settings`` recorded the dataset, seed and test size
+    (the split) at the top level of the metadata; those are read from there.
+    """
+    from .errors import CheckpointError
+
+    raw: Any = meta.get(_SETTINGS_KEY)
+    if raw is None:
+        raw = {key: meta[key] for key in ("dataset", "seed", "test_size") if key in meta}
+    if not isinstance(raw, dict):
+        msg = f"checkpoint {path}: its {_SETTINGS_KEY!r} must be a dict, got {raw!r}"
+        raise CheckpointError(msg)
+    checks = {**TRAIN_SETTINGS, "epochs": _Setting("--epochs", None, _positive_int, "")}
+    saved: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in checks:  # a setting of a newer nnbackend: not this one's to check
+            continue
+        try:
+            saved[key] = checks[key].from_json(value)
+        except ValueError as exc:
+            msg = f"checkpoint {path}: malformed {_SETTINGS_KEY}: {exc}"
+            raise CheckpointError(msg) from exc
+    return saved
+
+
+def _plot(history: Any, path: Path, file_format: str) -> None:
+    """Loss and accuracy curves, written to ``path`` atomically in ``file_format``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     epochs = history["epoch"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, history["loss"], label="train")
-    if history["val_loss"]:
-        ax_loss.plot(epochs, history["val_loss"], label="test")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_loss.legend()
-    if history["accuracy"]:
-        ax_acc.plot(epochs, history["accuracy"], label="train")
-        if history["val_accuracy"]:
-            ax_acc.plot(epochs, history["val_accuracy"], label="test")
-        ax_acc.legend()
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        ax_loss.plot(epochs, history["loss"], label="train")
+        if history["val_loss"]:
+            ax_loss.plot(epochs, history["val_loss"], label="test")
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+        ax_loss.legend()
+        if history["accuracy"]:
+            ax_acc.plot(epochs, history["accuracy"], label="train")
+            if history["val_accuracy"]:
+                ax_acc.plot(epochs, history["val_accuracy"], label="test")
+            ax_acc.legend()
+        ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+        fig.tight_layout()
+        with _atomic_output(path) as file:
+            fig.savefig(file, format=file_format, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------ info
@@ -400,10 +680,18 @@ def _blas_threads() -> list[str]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import run_cli
+    from .bench import resolve_names, run_cli
 
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
     sizes = [name.strip() for name in args.sizes.split(",") if name.strip()]
+    try:
+        resolve_names(backends, sizes)
+    except ValueError as exc:  # an unknown name in --backends or --sizes
+        raise _UsageError(str(exc)) from exc
+    if args.json is not None:
+        _check_output("--json", args.json, replaces=False)
+    if args.plot is not None:
+        _check_plot("--plot", args.plot)
     status: int = run_cli(backends, sizes, args.json, args.plot)
     return status
 

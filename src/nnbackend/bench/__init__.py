@@ -18,8 +18,8 @@ module            job
 ``calls``         :func:`count_calls`: the calls of one step
 ``plot``          the ``--plot`` sweep of throughput against batch size
 ``report``        :class:`Row`, :func:`format_table`, :class:`GemmTimes` (the products'
-                  time, measured once per library, device, size and direction), :func:`run`,
-                  :func:`run_cli`
+                  time, measured once per library, device, size and direction),
+                  :func:`resolve_names`, :func:`run`, :func:`run_cli`
 ================  =============================================================================
 
 Rows
@@ -90,7 +90,7 @@ from __future__ import annotations
 from .calls import CallCount, count_calls
 from .counting import CountedArray, CountingNamespace
 from .floor import NumpyMLP
-from .report import GemmTimes, Row, format_table, make_row, run, run_cli
+from .report import GemmTimes, Row, format_table, make_row, resolve_names, run, run_cli
 from .specs import (
     ADAM_LR,
     SGD_LR,
@@ -140,6 +140,7 @@ __all__ = [
     "make_data",
     "make_row",
     "measure",
+    "resolve_names",
     "run",
     "run_cli",
     "thread_info",

@@ -32,6 +32,7 @@ __all__ = [
     "Row",
     "format_table",
     "make_row",
+    "resolve_names",
     "run",
     "run_cli",
 ]
@@ -189,9 +190,14 @@ def _split(names: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _resolve(backends: str | Sequence[str],
-             sizes: str | Sequence[str]) -> tuple[list[str], list[MLPSpec]]:
-    """Validate the requested names: (the requested targets' names, the sizes)."""
+def resolve_names(backends: str | Sequence[str],
+                  sizes: str | Sequence[str]) -> tuple[list[str], list[MLPSpec]]:
+    """Validate the requested names: (the requested targets' names, the sizes).
+
+    ``backends`` and ``sizes`` as :func:`run_cli` takes them. Raises ValueError naming an
+    unknown name and the valid ones (or that none is named); the command line checks its
+    ``--backends`` and ``--sizes`` with this before any work.
+    """
     requested: list[str] = []
     for name in _split(backends):
         if name not in _BACKEND_NAMES:
@@ -319,7 +325,7 @@ def run_cli(
         ``plot_path`` is given and matplotlib is not installed.
     """
     out = stream if stream is not None else sys.stdout
-    requested, specs = _resolve(backends, sizes)
+    requested, specs = resolve_names(backends, sizes)
     for workload in workloads:
         _check_workload(workload)
     figure_class = _figure_class() if plot_path is not None else None
