@@ -808,7 +808,8 @@ _V2_HUGE_HEADER = b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31)
         ("model/0.weight.npy", _npy_header((_CLAIMED // 4,)),
          r"parameter '0\.weight' is declared float32 \(8, 4\) but stored as float32"),
         ("__metadata__.npy", _npy_header((_CLAIMED,), "|u1"),
-         r"its metadata takes 33554432 bytes; checkpoints hold at most 16777216"),
+         r"its metadata takes 33554432 bytes; a checkpoint of this model holds at most "
+         r"1064960: refusing to read it"),
         ("extra.npy", _npy_header((_CLAIMED // 8,), "<f8"),
          r"does not hold the arrays its metadata declares; unexpected \['extra'\]"),
         ("optim/1/v.npy", _V2_HUGE_HEADER, r"has a \.npy header over 10012 bytes"),
@@ -830,6 +831,31 @@ def test_a_crafted_huge_entry_is_refused_without_inflating_it(
     assert "bomb.npz" in str(raised)
     assert peak < 2**20, peak  # 32 MiB claimed; the header and zip buffers are all it reads
     snap.assert_unchanged()
+
+
+def test_metadata_is_limited_by_the_models_size(tmp_path: Path) -> None:
+    """Parsed JSON takes up to ~25 times its bytes ('[[], [], ...]'): a model's checkpoint holds
+    1 MiB of metadata plus 4 KiB per parameter, refused on save and before parsing on load."""
+    model = _mlp()
+    limit = 2**20 + 4096 * 4
+    lists = json.dumps([[]] * ((limit - 2**16) // 4))  # '[[], [], ...]': 4 bytes a list
+    with pytest.raises(ValueError, match=rf"checkpoint\.save: the metadata of .*big\.npz takes "
+                       rf"\d+ bytes of JSON; a checkpoint of this model \(4 parameters\) holds "
+                       rf"at most {limit}"):
+        checkpoint.save(tmp_path / "big.npz", model, history=[lists, lists])
+    assert not (tmp_path / "big.npz").exists()
+    path = checkpoint.save(tmp_path / "ok.npz", model, lists=json.loads(lists))
+    assert len(checkpoint.load(path, model)["lists"]) == len(json.loads(lists))
+
+    def nested(meta: dict[str, Any]) -> None:
+        meta["lists"] = [[]] * (limit // 3)
+
+    crafted = _rewrite(path, tmp_path / "crafted.npz", header=nested)
+    peak, raised = _peak_bytes(lambda: checkpoint.load(crafted, model))
+    assert isinstance(raised, CheckpointError)
+    assert f"holds at most {limit}: refusing to read it" in str(raised)
+    assert peak < 2 * limit, peak  # the JSON was not parsed (that takes ~25x)
+    assert len(checkpoint.read_metadata(crafted)["lists"]) == limit // 3  # within 16 MiB
 
 
 def test_read_metadata_reads_no_array_data(tmp_path: Path, saved: Path) -> None:

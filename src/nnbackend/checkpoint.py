@@ -32,11 +32,12 @@ failed load leaves both untouched; the arrays are then copied onto each paramete
 A checkpoint is read as untrusted input. Every size is checked before the data it describes is
 read: each entry's size from the zip directory (``ZipInfo.file_size``, the most zipfile ever
 inflates) against the shape and dtype in its ``.npy`` header (itself read through a bounded
-reader), the metadata against :data:`MAX_METADATA_BYTES`, and the parameters against the model,
-before any array data is read. The optimizer's arrays may hold at most ``8`` times the
-model's bytes (Adam with AMSGrad needs 3) plus 1 MiB. So a crafted file (a small zip of a huge,
-highly compressible entry) costs at most a small multiple of the model's own size, never the
-size it claims.
+reader), the metadata against its limit, and the parameters against the model, before any
+array data is read. The metadata may take 1 MiB plus 4 KiB per parameter of the model, and at
+most :data:`MAX_METADATA_BYTES` (parsed JSON takes up to ~25 times its bytes); the optimizer's
+arrays at most ``8`` times the model's bytes (Adam with AMSGrad needs 3) plus 1 MiB. So a
+crafted file (a small zip of a huge, highly compressible entry) costs at most a small multiple
+of the model's own size (plus a few MiB), never the size it claims.
 """
 
 from __future__ import annotations
@@ -89,12 +90,14 @@ RESERVED_METADATA = frozenset({
 """Metadata names the checkpoint records itself; user metadata may not use them."""
 
 MAX_METADATA_BYTES = 16 * 2**20
-"""The largest ``__metadata__`` entry (UTF-8 JSON) :func:`save` writes and :func:`load` reads."""
+"""The largest ``__metadata__`` entry (UTF-8 JSON) of any checkpoint; a model's own limit is
+lower (1 MiB plus 4 KiB per parameter, see :func:`save`)."""
 
 # Optimizer state may hold this many times the model's bytes (plus _SLACK_BYTES): Adam with
 # AMSGrad and centered RMSprop with momentum keep 3 arrays per parameter.
 _STATE_FACTOR = 8
 _SLACK_BYTES = 2**20
+_METADATA_PER_PARAMETER = 4096  # its name, shape and dtype, its optimizer's entry, its repr
 # NumPy refuses .npy headers longer than 10000 characters (max_header_size); with the magic
 # string, the version and the length field an entry's header is at most this many bytes.
 _MAX_NPY_HEADER_BYTES = 10_000 + 12
@@ -158,7 +161,8 @@ def save(
         anything is written), or ``model``/``optimizer`` has the wrong type.
     ValueError
         ``path`` is empty, ``optimizer`` holds a parameter that is not ``model``'s, or the
-        metadata exceeds :data:`MAX_METADATA_BYTES` (raised before anything is written).
+        metadata (as JSON) exceeds 1 MiB plus 4 KiB per parameter of the model, or
+        :data:`MAX_METADATA_BYTES` (raised before anything is written).
     FileNotFoundError, IsADirectoryError
         The directory of ``path`` does not exist, or ``path`` is a directory (raised before
         anything is written; the message names the path).
@@ -191,10 +195,11 @@ def save(
     }
     header.update(user)
     payload = json.dumps(header).encode("utf-8")
-    if len(payload) > MAX_METADATA_BYTES:
+    limit = _metadata_limit(len(parameters))
+    if len(payload) > limit:
         msg = (
             f"checkpoint.save: the metadata of {target} takes {len(payload)} bytes of JSON; "
-            f"checkpoints hold at most {MAX_METADATA_BYTES} (MAX_METADATA_BYTES)"
+            f"a checkpoint of this model ({len(parameters)} parameters) holds at most {limit}"
         )
         raise ValueError(msg)
     _write_atomically(target, {_METADATA_KEY: np.frombuffer(payload, dtype=np.uint8), **arrays})
@@ -378,7 +383,7 @@ def load(
     if not file.exists():
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
     with _open_archive(file) as archive:
-        header = _checked_header(archive)
+        header = _checked_header(archive, _metadata_limit(len(model.parameters())))
         _check_model(file, header, archive.entries, model)
         model_keys = [_MODEL_PREFIX + entry["name"] for entry in header["parameters"]]
         keys = list(model_keys)
@@ -401,8 +406,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     The archive's directory, every entry's ``.npy`` header and the metadata are read and
     checked as by :func:`load` (an archive of plain arrays of the declared shapes and dtypes,
     the right format and a readable format version), so a run can be checked before it resumes;
-    the arrays' data is not read (so this costs at most :data:`MAX_METADATA_BYTES`), and
-    :func:`load` checks it.
+    the arrays' data is not read (so this costs the metadata alone, at most
+    :data:`MAX_METADATA_BYTES` of JSON), and :func:`load` checks it.
 
     Raises
     ------
@@ -413,7 +418,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.exists():
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
     with _open_archive(file) as archive:
-        return _checked_header(archive)
+        return _checked_header(archive, MAX_METADATA_BYTES)
 
 
 class _Entry(NamedTuple):
@@ -535,8 +540,14 @@ def _scan_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Entry:
     return entry
 
 
-def _checked_header(archive: _Archive) -> dict[str, Any]:
-    """The metadata, checked for format, version and structure, and against the entries."""
+def _metadata_limit(n_parameters: int) -> int:
+    """The most bytes of metadata a checkpoint of a model with ``n_parameters`` may hold."""
+    return min(MAX_METADATA_BYTES, _SLACK_BYTES + _METADATA_PER_PARAMETER * n_parameters)
+
+
+def _checked_header(archive: _Archive, limit: int) -> dict[str, Any]:
+    """The metadata (at most ``limit`` bytes, checked before it is read), checked for format,
+    version and structure, and against the entries."""
     file = archive.file
     declared = archive.entries.get(_METADATA_KEY)
     if declared is None:
@@ -553,10 +564,11 @@ def _checked_header(archive: _Archive) -> dict[str, Any]:
             f"got {declared.dtype} of shape {declared.shape}"
         )
         raise CheckpointError(msg)
-    if declared.nbytes > MAX_METADATA_BYTES:
+    if declared.nbytes > limit:
         msg = (
-            f"checkpoint {file}: its metadata takes {declared.nbytes} bytes; checkpoints hold "
-            f"at most {MAX_METADATA_BYTES} (MAX_METADATA_BYTES): refusing to read it"
+            f"checkpoint {file}: its metadata takes {declared.nbytes} bytes; a checkpoint "
+            f"{'of this model ' if limit < MAX_METADATA_BYTES else ''}holds at most {limit}: "
+            "refusing to read it"
         )
         raise CheckpointError(msg)
     raw = archive.read(_METADATA_KEY)
