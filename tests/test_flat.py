@@ -1,18 +1,27 @@
-"""Flat optimizer buffers: parity with the per-parameter reference path, layout, fallbacks,
-and a step whose number of array calls does not grow with the number of parameter tensors."""
+"""Flat optimizer buffers: parity with the per-parameter reference path, layout, fallbacks (each
+counted and reported once), and a step whose number of array calls does not grow with the number
+of parameter tensors.
+
+Every test runs on every row of the backend matrix: where the namespace has views
+(``supports_views``: NumPy, PyTorch, CuPy, the GPU-like test device) the flat path must run;
+elsewhere (array-api-strict, JAX) the per-parameter path, recorded once in ``path_stats``.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
 import numpy as np
 import pytest
+from _flat_warnings import expect_fallbacks
+from conftest import Case
 from test_optim import CONFIGS
 
 import nnbackend as nb
-from nnbackend.optim import SGD, Adam, Optimizer, RMSprop
+from nnbackend.backend import supports_views
+from nnbackend.optim import SGD, Adam, FlatFallbackWarning, Optimizer, RMSprop
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     **{name: make for name, (make, _) in CONFIGS.items()},
@@ -30,85 +39,139 @@ def _rebuild(opt: Optimizer, params: list[nb.Parameter]) -> Optimizer:
     return type(opt)(params, lr, **hyper, flat=False)
 
 
-def _params(backend: nb.Backend, shapes: list[tuple[int, ...]], seed: int) -> list[nb.Parameter]:
+def _params(case: Case, shapes: list[tuple[int, ...]], seed: int) -> list[nb.Parameter]:
     rng = np.random.default_rng(seed)
-    return [nb.Parameter(backend.asarray(rng.standard_normal(s), dtype="float64", copy=True),
-                         f"p{i}") for i, s in enumerate(shapes)]
+    return [nb.Parameter(case.asarray(rng.standard_normal(s)), f"p{i}")
+            for i, s in enumerate(shapes)]
+
+
+def _host(case: Case, x: Any) -> np.ndarray:
+    return case.backend.to_numpy(x)
+
+
+def _assert_views(case: Case, opt: Optimizer) -> None:
+    """Each parameter's data, gradient and state are views of its group's flat buffers: the
+    objects are the group's views, and a write into the flat buffer shows in the parameter."""
+    (group,) = opt._flat_groups
+    for k, i in enumerate(group.indices):
+        p = opt.params[i]
+        assert p.data is group.data_views[k]
+        assert p.grad is None or p.grad is group.grad_views[k]
+        for name, views in group.state_views.items():
+            assert opt.state[i][name] is views[k], name
+    saved = _host(case, group.data).copy()
+    group.data[...] = case.asarray(np.arange(saved.size, dtype=np.float64))
+    offset = 0
+    for i in group.indices:
+        p = opt.params[i]
+        size = int(np.prod(p.shape))
+        np.testing.assert_array_equal(_host(case, p.data).ravel(), np.arange(offset, offset + size))
+        offset += size
+    group.data[...] = case.asarray(saved)
 
 
 SHAPES = [(3, 4), (4,), (2, 3), (), (5,)]
 
 
-BACKENDS = [
-    "numpy",
-    pytest.param("torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                                                   reason="no PyTorch")),
-]
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_flat_path_equals_reference_path_bit_for_bit(backend_name: str, name: str) -> None:
-    """Twenty steps, with a schedule, a skipped parameter and a user-rebound gradient on the
-    way: parameters and state equal the per-parameter path exactly."""
-    be = nb.get_backend(backend_name)
-    flat_params, ref_params = _params(be, SHAPES, 0), _params(be, SHAPES, 0)
+def _twenty_steps(case: Case, name: str, *, skip_step: int | None) -> tuple[Optimizer, ...]:
+    """Twenty steps of the flat optimizer and its per-parameter twin, with a schedule and a
+    gradient assigned by hand (step 12) on the way, and optionally one parameter without a
+    gradient at ``skip_step``: parameters equal bit for bit after every step."""
+    flat_params, ref_params = _params(case, SHAPES, 0), _params(case, SHAPES, 0)
     flat_opt = OPTIMIZERS[name](flat_params)
     ref_opt = _rebuild(flat_opt, ref_params)
-    assert flat_opt._flat_groups and not ref_opt._flat_groups
     rng = np.random.default_rng(1)
     for step in range(20):
         flat_opt.zero_grad()
         ref_opt.zero_grad()
         for i, shape in enumerate(SHAPES):
-            if step == 7 and i == 1:
+            if step == skip_step and i == 1:
                 continue  # one parameter without a gradient: its step count falls behind
             g = rng.standard_normal(shape)
             for p in (flat_params[i], ref_params[i]):
-                p.accumulate_grad(be.asarray(g, dtype="float64", copy=True))
+                p.accumulate_grad(case.asarray(g))
         if step == 12:  # a gradient assigned by hand instead of accumulated
             flat_params[0].grad = flat_params[0].grad * 1.0
+            ref_params[0].grad = ref_params[0].grad * 1.0
         for opt in (flat_opt, ref_opt):
             opt.lr = opt.lr * 0.95
-            opt.step()
+        ref_opt.step()
+        packed = bool(flat_opt._flat_groups)
+        if step == skip_step:
+            with expect_fallbacks("no_grad", packed=packed):
+                flat_opt.step()
+        elif skip_step is not None and step == skip_step + 1:
+            with expect_fallbacks("steps_differ", packed=packed):
+                flat_opt.step()
+        else:
+            flat_opt.step()
         for a, b in zip(flat_params, ref_params, strict=True):
-            np.testing.assert_array_equal(nb.to_numpy(a.data), nb.to_numpy(b.data))
+            np.testing.assert_array_equal(_host(case, a.data), _host(case, b.data))
     for a, b in zip(flat_opt.state_dict()["state"], ref_opt.state_dict()["state"], strict=True):
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    return flat_opt, ref_opt
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_flat_path_equals_reference_path_bit_for_bit(case: Case, name: str) -> None:
+    flat_opt, ref_opt = _twenty_steps(case, name, skip_step=None)
+    assert ref_opt._flat_groups == [] and ref_opt.path_stats.unpacked == {"flat=False": 5}
+    assert ref_opt.path_stats.flat == 0
+    if supports_views(case.xp):
+        assert flat_opt.path_stats.flat == 20 and flat_opt.path_stats.fallbacks == {}
+        assert flat_opt.path_stats.copied_grads == 1  # step 12's assigned gradient
+        assert flat_opt.path_stats.unpacked == {}
+        _assert_views(case, flat_opt)
+    else:
+        assert flat_opt._flat_groups == []
+        assert flat_opt.path_stats.unpacked == {"no_views": 5}
+        assert flat_opt.path_stats.flat == 0 and flat_opt.path_stats.fallbacks == {}
+
+
+@pytest.mark.parametrize("name", ["sgd-momentum", "adam", "rmsprop-centered-momentum"])
+def test_a_missed_step_is_counted_every_step_and_reported_once(case: Case, name: str) -> None:
+    """Issue 8, 3.15: a parameter that misses one step puts its whole group on the per-parameter
+    path for good (one step count per group); that is no longer silent: one warning per reason,
+    every such step counted. The results still equal the reference path's."""
+    flat_opt, _ = _twenty_steps(case, name, skip_step=7)
+    if supports_views(case.xp):
+        assert flat_opt.path_stats.flat == 7
+        assert flat_opt.path_stats.fallbacks == {"no_grad": 1, "steps_differ": 12}
+    else:
+        assert flat_opt.path_stats.flat == 0 and flat_opt.path_stats.fallbacks == {}
 
 
 @pytest.mark.parametrize("name", ["sgd-momentum", "adam", "amsgrad"])
-def test_flat_path_runs_while_the_layout_holds(name: str) -> None:
-    be = nb.get_backend("numpy")
-    params = _params(be, SHAPES, 2)
+def test_flat_path_runs_while_the_layout_holds(case: Case, name: str) -> None:
+    params = _params(case, SHAPES, 2)
     opt = OPTIMIZERS[name](params)
-    (group,) = opt._flat_groups
-    for p in params:
-        assert np.shares_memory(p.data, group.data)
     for _ in range(3):
         opt.zero_grad()
         for p in params:
-            p.accumulate_grad(be.asarray(np.ones(p.shape)))
-        assert group.common_step(opt.params, opt.state) is not None
+            p.accumulate_grad(case.asarray(np.ones(p.shape)))
         opt.step()
-    for p, st in zip(params, opt.state, strict=True):
-        assert np.shares_memory(p.grad, group.grad)
-        for key, value in st.items():
-            if key != "step":
-                assert np.shares_memory(value, group.state[key]), key
-        assert st["step"] == 3
+    assert [st["step"] for st in opt.state] == [3] * len(params)
+    if not supports_views(case.xp):  # the per-parameter path, recorded once at creation
+        assert opt._flat_groups == [] and opt.path_stats.unpacked == {"no_views": len(params)}
+        assert opt.path_stats.flat == 0
+        return
+    assert opt.path_stats.flat == 3 and opt.path_stats.fallbacks == {}
+    assert opt.path_stats.unpacked == {}
+    _assert_views(case, opt)
 
 
-def test_a_model_trains_identically_on_both_paths() -> None:
+def test_a_model_trains_identically_on_both_paths(case: Case) -> None:
     """Backprop writes gradients into the flat buffer; training matches the reference path."""
     rng = np.random.default_rng(3)
-    X = rng.standard_normal((16, 5)).astype(np.float32)
-    y = rng.integers(0, 3, 16)
+    X = case.asarray(rng.standard_normal((16, 5)))
+    y = case.asarray(rng.integers(0, 3, 16), dtype=None)
 
     def model() -> nb.Sequential:
-        return nb.Sequential(nb.Linear(5, 8, seed=0), nb.Tanh(), nb.Linear(8, 3, seed=1))
+        return nb.Sequential(
+            nb.Linear(5, 8, seed=0, dtype=case.dtype_name, backend=case.backend), nb.Tanh(),
+            nb.Linear(8, 3, seed=1, dtype=case.dtype_name, backend=case.backend))
 
     flat_model, ref_model = model(), model()
     flat_opt = Adam(flat_model.parameters(), 0.01)
@@ -122,61 +185,61 @@ def test_a_model_trains_identically_on_both_paths() -> None:
             backprop(dy)
             opt.step()
     for a, b in zip(flat_model.parameters(), ref_model.parameters(), strict=True):
-        np.testing.assert_array_equal(a.data, b.data)
-    (group,) = flat_opt._flat_groups
-    assert all(np.shares_memory(p.grad, group.grad) for p in flat_model.parameters())
+        np.testing.assert_array_equal(_host(case, a.data), _host(case, b.data))
+    if supports_views(case.xp):
+        assert flat_opt.path_stats.flat == 10 and flat_opt.path_stats.fallbacks == {}
+        assert flat_opt.path_stats.copied_grads == 0  # backprop accumulates into the views
+        _assert_views(case, flat_opt)
+    else:
+        assert flat_opt.path_stats.unpacked == {"no_views": 4}
 
 
-def test_loading_state_keeps_the_flat_layout() -> None:
-    be = nb.get_backend("numpy")
-    params = _params(be, SHAPES, 4)
+def test_loading_state_keeps_the_flat_layout(case: Case) -> None:
+    params = _params(case, SHAPES, 4)
     opt = Adam(params, 0.01)
     for _ in range(2):
         opt.zero_grad()
         for p in params:
-            p.accumulate_grad(be.asarray(np.full(p.shape, 0.5)))
+            p.accumulate_grad(case.asarray(np.full(p.shape, 0.5)))
         opt.step()
     saved = opt.state_dict()
-    twin_params = _params(be, SHAPES, 4)
+    twin_params = _params(case, SHAPES, 4)
     twin = Adam(twin_params, 0.01)
     twin.load_state_dict(saved)
-    module = nb.Sequential(nb.Linear(2, 2, seed=0))
+    module = nb.Sequential(nb.Linear(2, 2, seed=0, dtype=case.dtype_name, backend=case.backend))
     module_opt = SGD(module.parameters(), 0.1)
-    module.load_state_dict({name: np.ones_like(a) for name, a in module.state_dict().items()})
-    (group,) = module_opt._flat_groups
-    assert all(np.shares_memory(p.data, group.data) for p in module.parameters())
-    np.testing.assert_array_equal(group.data, np.ones(6, dtype=np.float32))
-    for a, b in zip(params, twin_params, strict=True):
-        a.data[...] = b.data
+    module.load_state_dict({name: np.ones(tuple(a.shape), dtype=case.dtype_name)
+                            for name, a in module.state_dict().items()})
+    for p in module.parameters():
+        np.testing.assert_array_equal(_host(case, p.data), np.ones(p.shape))
+    for a, b in zip(params, twin_params, strict=True):  # both from the same values now
+        if array_api_compat.is_writeable_array(a.data):
+            a.data[...] = b.data  # in place: the flat layout holds
+        else:
+            a.data = b.data  # JAX
     for opt_ in (opt, twin):
         opt_.zero_grad()
         for p in opt_.params:
-            p.accumulate_grad(be.asarray(np.full(p.shape, -0.25)))
+            p.accumulate_grad(case.asarray(np.full(p.shape, -0.25)))
         opt_.step()
-    (twin_group,) = twin._flat_groups
-    assert all(np.shares_memory(st["m"], twin_group.state["m"]) for st in twin.state)
     for a, b in zip(params, twin_params, strict=True):
-        np.testing.assert_array_equal(a.data, b.data)
-
-
-def test_parameters_of_backends_without_views_stay_per_parameter() -> None:
-    strict = pytest.importorskip("array_api_strict")
-    be = nb.get_backend(strict, device=strict.Device("device1"))
-    params = _params(be, SHAPES, 5)
-    opt = Adam(params, 0.01)
-    assert opt._flat_groups == []
-    for p in params:
-        p.accumulate_grad(be.asarray(np.ones(p.shape), dtype="float64"))
-    opt.step()
-    assert all(p.data.device == strict.Device("device1") for p in params)
+        np.testing.assert_array_equal(_host(case, a.data), _host(case, b.data))
+    if supports_views(case.xp):
+        _assert_views(case, module_opt)  # the module loaded in place, into the flat buffer
+        _assert_views(case, twin)  # the loaded state was adopted into flat state
+        assert twin.path_stats.flat == 1 and twin.path_stats.fallbacks == {}
 
 
 @pytest.mark.parametrize("name", ["sgd", "sgd-nesterov-wd", "adam", "amsgrad", "adamw",
                                   "rmsprop-centered-momentum"])
-def test_a_flat_step_costs_the_same_array_calls_for_any_number_of_tensors(name: str) -> None:
+def test_a_flat_step_costs_the_same_array_calls_for_any_number_of_tensors(
+    case: Case, name: str
+) -> None:
     """Counted with PyTorch's function mode, which sees every tensor operation (operators and
     in-place updates included): on a GPU each is at least one kernel launch."""
-    torch = pytest.importorskip("torch")
+    if not array_api_compat.is_torch_namespace(case.xp):
+        pytest.skip("counts calls with PyTorch's function mode: a PyTorch row only")
+    import torch
     from torch.overrides import TorchFunctionMode
 
     class Count(TorchFunctionMode):
@@ -188,13 +251,13 @@ def test_a_flat_step_costs_the_same_array_calls_for_any_number_of_tensors(name: 
             return func(*args, **(kwargs or {}))
 
     def calls_per_step(n_tensors: int, *, flat: bool) -> int:
-        be = nb.get_backend("torch")
-        params = _params(be, [(3,)] * n_tensors, 6)
+        params = _params(case, [(3,)] * n_tensors, 6)
         opt = _rebuild(OPTIMIZERS[name](params), params) if not flat else OPTIMIZERS[name](params)
+        ones = case.asarray(np.ones(3))
         for _ in range(2):  # the first step allocates the state
             for p in params:
                 p.grad = None
-                p.accumulate_grad(torch.ones(3, dtype=torch.float64))
+                p.accumulate_grad(torch.clone(ones))
             Count.calls = 0
             with Count():
                 opt.step()
@@ -205,13 +268,12 @@ def test_a_flat_step_costs_the_same_array_calls_for_any_number_of_tensors(name: 
 
 
 @pytest.mark.parametrize("switch", ["amsgrad", "momentum"])
-def test_state_that_appears_later_is_shared_and_saved(switch: str) -> None:
+def test_state_that_appears_later_is_shared_and_saved(case: Case, switch: str) -> None:
     """Turning on AMSGrad (or RMSprop's momentum) after some steps adds a flat state array:
     every parameter must see it, so state_dict saves it, as on the reference path."""
-    be = nb.get_backend("numpy")
     runs = []
     for flat in (True, False):
-        params = _params(be, SHAPES, 8)
+        params = _params(case, SHAPES, 8)
         opt: Optimizer = (Adam(params, 0.01, flat=flat) if switch == "amsgrad"
                           else RMSprop(params, 0.01, flat=flat))
         for step in range(4):
@@ -219,62 +281,131 @@ def test_state_that_appears_later_is_shared_and_saved(switch: str) -> None:
                 setattr(opt, switch, True if switch == "amsgrad" else 0.9)
             opt.zero_grad()
             for p in params:
-                p.accumulate_grad(be.asarray(np.full(p.shape, 0.5 - step, dtype=np.float64)))
+                p.accumulate_grad(case.asarray(np.full(p.shape, 0.5 - step)))
             opt.step()
-        runs.append((params, opt.state_dict()))
-    (flat_params, flat_state), (ref_params, ref_state) = runs
+        runs.append((params, opt))
+    (flat_params, flat_opt), (ref_params, ref_opt) = runs
     for a, b in zip(flat_params, ref_params, strict=True):
-        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(_host(case, a.data), _host(case, b.data))
+    flat_state, ref_state = flat_opt.state_dict(), ref_opt.state_dict()
     for a, b in zip(flat_state["state"], ref_state["state"], strict=True):
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    if supports_views(case.xp):
+        _assert_views(case, flat_opt)
+        assert flat_opt.path_stats.flat == 4
 
 
-def test_a_gradient_of_the_wrong_shape_is_reported_not_broadcast() -> None:
-    be = nb.get_backend("numpy")
-    params = _params(be, [(3, 4)], 9)
+def test_a_gradient_of_the_wrong_shape_is_reported_not_broadcast(case: Case) -> None:
+    params = _params(case, [(3, 4)], 9)
     opt = SGD(params, 0.1)
-    params[0].accumulate_grad(be.asarray(np.ones(4)))  # a buggy layer's gradient
+    params[0].accumulate_grad(case.asarray(np.ones(4)))  # a buggy layer's gradient
     with pytest.raises(ValueError, match=r"gradient of Parameter\('p0'.* shape \(4,\)"):
         opt.step()
-    opt.zero_grad()
-    params[0].accumulate_grad(be.asarray(np.ones((3, 4), dtype=np.float32)))  # not cast either
-    with pytest.raises(ValueError, match="dtype float32"):
-        opt.step()
+    if case.is_float64:
+        opt.zero_grad()
+        params[0].accumulate_grad(case.backend.asarray(np.ones((3, 4)), dtype="float32"))
+        with pytest.raises(ValueError, match="dtype float32"):  # not cast either
+            opt.step()
+    np.testing.assert_array_equal(
+        _host(case, params[0].data),
+        np.random.default_rng(9).standard_normal((3, 4)).astype(case.dtype_name))
+    assert opt.path_stats.fallbacks == {}  # a step that raised did nothing
 
 
-def test_loading_a_permutation_of_the_modules_own_arrays() -> None:
-    model = nb.Sequential(nb.Linear(4, 4, seed=1), nb.ReLU(), nb.Linear(4, 4, seed=2))
-    SGD(model.parameters(), 0.1)  # the parameters become views of a flat buffer
+def test_loading_a_permutation_of_the_modules_own_arrays(case: Case) -> None:
+    model = nb.Sequential(
+        nb.Linear(4, 4, seed=1, dtype=case.dtype_name, backend=case.backend), nb.ReLU(),
+        nb.Linear(4, 4, seed=2, dtype=case.dtype_name, backend=case.backend))
+    SGD(model.parameters(), 0.1)  # the parameters become views of a flat buffer (with views)
     state = model.state_dict()
-    first, second = state["0.weight"].copy(), state["2.weight"].copy()
+    first, second = _host(case, state["0.weight"]).copy(), _host(case, state["2.weight"]).copy()
     model.load_state_dict({**state, "0.weight": state["2.weight"], "2.weight": state["0.weight"]})
-    np.testing.assert_array_equal(model.state_dict()["0.weight"], second)
-    np.testing.assert_array_equal(model.state_dict()["2.weight"], first)
+    np.testing.assert_array_equal(_host(case, model.state_dict()["0.weight"]), second)
+    np.testing.assert_array_equal(_host(case, model.state_dict()["2.weight"]), first)
 
 
-def test_torch_inputs_that_require_grad_are_refused_clearly() -> None:
-    torch = pytest.importorskip("torch")
-    model = nb.Sequential(nb.Linear(4, 3, seed=1, backend="torch"))
-    x = torch.randn(5, 4, dtype=torch.float32, requires_grad=True)
+@pytest.mark.parametrize("cause", ["other_optimizer", "rebound"])
+def test_leaving_the_flat_path_is_counted_and_reported_once(case: Case, cause: str) -> None:
+    """Issue 8, 3.15: a second optimizer over the same parameters (which packs them into its
+    own buffer), or a ``p.data`` rebound by hand, silently moved the first optimizer to its
+    per-parameter path for good. Now every such step is counted and the first is reported,
+    naming the parameter and the cause; the updates stay exact."""
+    params = _params(case, [(2, 3), (4,)], 10)
+    first = SGD(params, 0.5)
+    if cause == "other_optimizer":
+        second = SGD(params, 0.5)
+    else:
+        params[1].data = case.asarray(_host(case, params[1].data) * 2.0)
+    expected = [_host(case, p.data).astype(np.float64) for p in params]
+    packed = supports_views(case.xp)
+    for step in range(3):
+        first.zero_grad()
+        for p in params:
+            p.accumulate_grad(case.asarray(np.full(p.shape, 1.0 + step)))
+        with expect_fallbacks(*([cause] if step == 0 else []), packed=packed and step == 0):
+            first.step()
+        expected = [e - 0.5 * (1.0 + step) for e in expected]
+        for p, want in zip(params, expected, strict=True):
+            np.testing.assert_allclose(_host(case, p.data), want, rtol=case.rtol)
+    if not packed:
+        assert first.path_stats.fallbacks == {} and first.path_stats.unpacked == {"no_views": 2}
+        return
+    assert first.path_stats.fallbacks == {cause: 3} and first.path_stats.flat == 0
+    if cause == "other_optimizer":  # the second one owns the layout now and runs flat
+        second.zero_grad()
+        for p in params:
+            p.accumulate_grad(case.asarray(np.ones(p.shape)))
+        second.step()
+        assert second.path_stats.flat == 1 and second.path_stats.fallbacks == {}
+        _assert_views(case, second)
+
+
+def test_the_fallback_warning_names_the_parameter_and_the_cause(case: Case) -> None:
+    if not supports_views(case.xp):
+        pytest.skip("no flat path to leave: this namespace has no views")
+    params = _params(case, [(2,), (3,)], 11)
+    opt = Adam(params, 0.1)
+    SGD(params[1:], 0.1)
+    for p in params:
+        p.accumulate_grad(case.asarray(np.ones(p.shape)))
+    with pytest.warns(FlatFallbackWarning, match=(
+        r"^Adam: Parameter\('p1', shape=\(3,\).*\(params\[1\]\) left the flat path: another "
+        r"optimizer created over the same parameter packed it into its own flat buffer .*"
+        r"counted in path_stats\.fallbacks\['other_optimizer'\], warned once per reason$"
+    )) as record:
+        opt.step()
+    assert len(record) == 1 and record[0].filename == __file__  # points at the caller's step()
+    assert issubclass(FlatFallbackWarning, RuntimeWarning)
+
+
+def test_torch_inputs_that_require_grad_are_refused_clearly(case: Case) -> None:
+    if not array_api_compat.is_torch_namespace(case.xp):
+        pytest.skip("PyTorch's autograd tensors: a PyTorch row only")
+    import torch
+
+    model = nb.Sequential(nb.Linear(4, 3, seed=1, dtype=case.dtype_name, backend=case.backend))
+    x = torch.randn(5, 4, dtype=case.dtype, device=case.backend.device, requires_grad=True)
     with pytest.raises(TypeError, match=r"requires grad; .* pass it with \.detach\(\)"):
         model.forward(x)
+    labels = case.asarray(np.array([0, 1, 2, 0, 1]), dtype=None)
     with pytest.raises(TypeError, match="requires grad"):
-        nb.functional.cross_entropy(x, torch.tensor([0, 1, 2, 0, 1]))
+        nb.functional.cross_entropy(x, labels)
     y, _ = model.forward(x.detach())
     assert y.shape == (5, 3)
 
 
-def test_moving_the_model_after_the_optimizer_stepped_is_named() -> None:
-    pytest.importorskip("torch")
-    model = nb.Sequential(nb.Linear(3, 2, seed=0))
+def test_moving_the_model_after_the_optimizer_stepped_is_named(case: Case) -> None:
+    if array_api_compat.is_numpy_namespace(case.xp):
+        pytest.skip("moves the model from this row to NumPy: this row is NumPy")
+    model = nb.Sequential(nb.Linear(3, 2, seed=0, dtype=case.dtype_name, backend=case.backend))
     opt = Adam(model.parameters(), 0.01)
     for p in model.parameters():
-        p.accumulate_grad(np.ones(p.shape, dtype=np.float32))
+        p.accumulate_grad(case.asarray(np.ones(p.shape)))
     opt.step()
-    model.to("torch")
+    model.to("numpy")
     for p in model.parameters():
-        p.accumulate_grad(nb.get_backend("torch").asarray(np.ones(p.shape), dtype="float32"))
+        p.accumulate_grad(np.ones(p.shape, dtype=case.dtype_name))
     with pytest.raises(ValueError, match=r"moved after the optimizer was created"):
         opt.step()

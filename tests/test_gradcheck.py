@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import nnbackend as nb
+from nnbackend.backend import supports_views
 
 
 def _x(case: Any, shape: tuple[int, ...] = (3, 4), seed: int = 0) -> tuple[np.ndarray, Any]:
@@ -194,3 +195,48 @@ def test_gradcheck_misuse() -> None:
     with pytest.raises(TypeError, match="takes one input, got 2"):
         nb.gradcheck(nb.Linear(3, 2, dtype="float64", backend="numpy"), x, x)
     assert issubclass(nb.GradcheckError, AssertionError)
+
+
+def test_gradcheck_keeps_an_optimizer_on_its_flat_path(case: Any) -> None:
+    """Issue 8, 3.15: gradcheck rebound every p.data (and so cleared its flat gradient buffer):
+    an optimizer over the model silently stepped it per parameter from then on. Now the values
+    are perturbed in place and put back, the gradients present before are restored as they
+    were (values and buffer), and the next steps run flat and equal an unchecked twin's."""
+    if not case.is_float64:
+        pytest.skip("gradcheck needs float64; this row computes in float32")
+
+    def model() -> nb.Sequential:
+        return nb.Sequential(nb.Linear(3, 4, dtype="float64", backend=case.backend, seed=12),
+                             nb.Tanh(),
+                             nb.Linear(4, 2, dtype="float64", backend=case.backend, seed=13))
+
+    checked, twin = model(), model()
+    opts = [nb.Adam(m, 0.01) for m in (checked, twin)]
+    _, x = _x(case, (5, 3), seed=14)
+    dy = case.asarray(np.random.default_rng(15).standard_normal((5, 2)))
+
+    def backward(m: nb.Sequential, opt: nb.Optimizer) -> None:
+        opt.zero_grad()
+        m.forward(x)[1](dy)
+
+    for m, opt in zip((checked, twin), opts, strict=True):
+        backward(m, opt)
+        opt.step()
+        backward(m, opt)
+    before = [(p.data, p.grad, case.backend.to_numpy(p.grad).copy())
+              for p in checked.parameters()]
+    nb.gradcheck(checked, x)
+    for p, (data, grad, host_grad) in zip(checked.parameters(), before, strict=True):
+        assert p.data is data and p.grad is grad
+        np.testing.assert_array_equal(case.backend.to_numpy(p.grad), host_grad)
+    for _ in range(3):
+        for m, opt in zip((checked, twin), opts, strict=True):
+            opt.step()
+            backward(m, opt)
+    packed = supports_views(case.xp)
+    assert opts[0].path_stats.fallbacks == {}
+    assert opts[0].path_stats.copied_grads == 0  # every gradient still lands in the buffer
+    assert opts[0].path_stats.flat == (4 if packed else 0)
+    for a, b in zip(checked.parameters(), twin.parameters(), strict=True):
+        np.testing.assert_array_equal(case.backend.to_numpy(a.data),
+                                      case.backend.to_numpy(b.data))

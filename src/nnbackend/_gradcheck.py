@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_writeable_array
 
 from ._typing import Array
 from .backend import backend_of, dtype_name, to_numpy
 from .errors import GradcheckError
-from .layers.module import Module
+from .layers.module import Module, Parameter
 
 __all__ = ["GradcheckReport", "gradcheck", "numerical_gradient"]
 
@@ -115,10 +116,12 @@ def _module_pairs(
     for name, p in params.items():
         _require_float64(p.data, name)
     be = backend_of(x)
-    saved = {name: p.grad for name, p in params.items()}
+    # The gradients (and where they accumulate: an optimizer's flat buffer) are put back as
+    # they were; the check's own gradients must not land in that buffer.
+    saved = {name: (p.grad, p.grad_buffer) for name, p in params.items()}
     try:
         for p in params.values():
-            p.grad = None
+            p.grad, p.grad_buffer = None, None
         y, backprop = module.forward(x, input_grad=True)
         r = be.asarray(np.random.default_rng(seed).standard_normal(tuple(y.shape)))
         xp = be.xp
@@ -131,19 +134,43 @@ def _module_pairs(
         for name, p in params.items():
             analytic = p.grad if p.grad is not None else xp.zeros_like(p.data)
 
-            def perturbed(v: Array, p: Any = p) -> Array:
-                original = p.data
-                p.data = v
-                try:
-                    return objective(module(x))
-                finally:
-                    p.data = original
-
-            pairs.append((name, analytic, numerical_gradient(perturbed, p.data, eps=eps)))
+            pairs.append((name, analytic, numerical_gradient(
+                _perturbing(p, lambda: objective(module(x))), p.data, eps=eps)))
     finally:
         for name, p in params.items():
-            p.grad = saved[name]
+            p.grad, p.grad_buffer = saved[name]
     return pairs
+
+
+def _perturbing(p: Parameter, evaluate: Callable[[], Array]) -> Callable[[Array], Array]:
+    """``f(v)``: ``evaluate()`` with the parameter's values set to ``v``, then put back.
+
+    The values are written into ``p.data`` in place where its array is writeable, so that
+    ``p.data`` stays the same array (a view of an optimizer's flat buffer keeps its place: an
+    optimizer over the model stays on its flat path) and is restored bit for bit from a device
+    copy. Immutable arrays (JAX) are rebound and rebound back.
+    """
+    data = p.data
+    if not is_writeable_array(data):
+
+        def rebinding(v: Array) -> Array:
+            p.data = v
+            try:
+                return evaluate()
+            finally:
+                p.data = data
+
+        return rebinding
+    original = backend_of(data).xp.asarray(data, copy=True)
+
+    def in_place(v: Array) -> Array:
+        data[...] = v
+        try:
+            return evaluate()
+        finally:
+            data[...] = original
+
+    return in_place
 
 
 def _loss_pairs(

@@ -5,6 +5,7 @@ Each optimizer's update rule is a plain Array API function (``sgd_update``, ``ad
 hyperparameter validation, lazily allocated per-parameter state and state dicts.
 """
 
+from ._flat import FlatFallbackWarning, PathStats
 from .adam import Adam, AdamW, adam_update
 from .clip import clip_grad_norm
 from .optimizer import Optimizer
@@ -25,9 +26,11 @@ __all__ = [
     "AdamW",
     "CosineAnnealingLR",
     "ExponentialLR",
+    "FlatFallbackWarning",
     "LRScheduler",
     "LinearWarmup",
     "Optimizer",
+    "PathStats",
     "RMSprop",
     "ReduceLROnPlateau",
     "StepLR",

@@ -11,22 +11,106 @@ The per-parameter path stays the reference: it runs on backends without views (a
 JAX) and whenever the flat layout no longer holds (a parameter or gradient rebound by the user,
 parameters stepped unequally often), and both paths are tested for parity. The views make the
 two interchangeable: the per-parameter path updates the same memory the flat one does.
+
+No fallback is silent: each group step that leaves the flat path is counted by reason in the
+optimizer's :class:`PathStats` (``optimizer.path_stats``), and the first one of each reason is
+reported with a :class:`FlatFallbackWarning` naming the parameter and the cause.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from array_api_compat import device
 
-from .._checks import namespace_of
+from .._checks import namespace_of, same_device
 from .._typing import Array, Namespace
 from ..backend import supports_views
 from ..layers.module import Parameter
 
-__all__ = ["FlatGroup", "pack"]
+__all__ = [
+    "FALLBACK_REASONS",
+    "Fallback",
+    "FlatFallbackWarning",
+    "FlatGroup",
+    "PathStats",
+    "pack",
+]
+
+
+class FlatFallbackWarning(RuntimeWarning):
+    """An optimizer stepped the parameters of a flat group one by one (the slower path).
+
+    Issued once per optimizer and reason, naming the parameter and the cause; every such step
+    is counted in ``optimizer.path_stats.fallbacks``.
+    """
+
+
+FALLBACK_REASONS: dict[str, str] = {
+    "rebound": (
+        "its .data was rebound to another array, so it no longer views the flat buffer (write "
+        "new values in place, p.data[...] = v, to keep the flat layout)"
+    ),
+    "other_optimizer": (
+        "another optimizer created over the same parameter packed it into its own flat buffer "
+        "(give each parameter to one optimizer)"
+    ),
+    "grad_assigned": (
+        "its .grad was assigned an array that cannot be copied into the flat gradient buffer "
+        "as it is (another shape, dtype, namespace or device)"
+    ),
+    "no_grad": "it has no gradient this step while other parameters of its group do",
+    "steps_differ": (
+        "it has been stepped a different number of times than the rest of its group (it "
+        "missed a step: one flat update needs one step count)"
+    ),
+    "state": (
+        "its optimizer state does not match its group's (other state names or step counts, "
+        "e.g. loaded from a state dict)"
+    ),
+}
+"""Why a flat group's step ran per parameter, by the key counted in :class:`PathStats`."""
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Why one group step cannot run flat: a key of :data:`FALLBACK_REASONS` and the index of
+    the first parameter (in the optimizer's list) that breaks the layout."""
+
+    reason: str
+    index: int
+
+
+_IDLE = Fallback("idle", -1)  # no parameter of the group has a gradient: nothing to step
+
+
+@dataclass
+class PathStats:
+    """How an optimizer's updates ran.
+
+    Attributes
+    ----------
+    flat : int
+        Group steps on the flat path (one per flat group per ``step()``).
+    fallbacks : Counter of str
+        Group steps that ran per parameter although the group was packed, by the reason key of
+        :data:`FALLBACK_REASONS`.
+    unpacked : Counter of str
+        Parameters never packed, by reason, recorded once when the optimizer is created:
+        ``"no_views"`` (their namespace has no views: array-api-strict, JAX) or ``"flat=False"``.
+    copied_grads : int
+        Gradients assigned by hand (``p.grad = g``) that a flat step copied into its gradient
+        buffer (one array call each; ``accumulate_grad`` writes there directly).
+    """
+
+    flat: int = 0
+    fallbacks: Counter[str] = field(default_factory=Counter)
+    unpacked: Counter[str] = field(default_factory=Counter)
+    copied_grads: int = 0
 
 
 class FlatGroup:
@@ -74,30 +158,66 @@ class FlatGroup:
         xp = self.xp
         return [xp.reshape(flat[start:stop], shape) for start, stop, shape in self._slices]
 
-    def common_step(self, params: Sequence[Parameter], states: Sequence[dict[str, Any]]
-                    ) -> int | None:
-        """The step count every parameter shares, or None if the flat layout does not hold.
+    def common_step(self, params: Sequence[Parameter], states: Sequence[dict[str, Any]],
+                    stats: PathStats | None = None) -> int | Fallback:
+        """The step count every parameter shares, or why the flat layout does not hold.
 
         It holds when every parameter still views the flat buffers, every gradient has been
         accumulated into its view and all step counts are equal (Adam's bias correction depends
-        on them). State arrays that are not the group's views (allocated by the per-parameter
-        path, or loaded from a state dict) are first copied into flat state.
+        on them). A gradient assigned by hand is first copied into its view (counted in
+        ``stats.copied_grads``), and state arrays that are not the group's views (allocated by
+        the per-parameter path, or loaded from a state dict) into flat state. A group none of
+        whose parameters has a gradient returns a :class:`Fallback` with reason ``"idle"``
+        (nothing to step; not a fallback).
         """
         step: int | None = None
+        missing: int | None = None  # the first parameter without a gradient
+        behind, fewest = -1, 0  # the first parameter stepped least often, and its count
+        unequal = False
         for i, data_view, grad_view in self._members:
             p = params[i]
-            if p.data is not data_view or p.grad is not grad_view:
-                return None
+            if p.data is not data_view:
+                other = p.grad_buffer is not None and p.grad_buffer is not grad_view
+                return Fallback("other_optimizer" if other else "rebound", i)
+            grad = p.grad
+            if grad is None:
+                missing = i if missing is None else missing
+                continue
+            if grad is not grad_view:
+                if not self._fits(grad, grad_view):
+                    return Fallback("grad_assigned", i)
+                # Assigned (p.grad = g) instead of accumulated: the same values, copied into
+                # the flat gradient buffer, keep the group on its flat path.
+                grad_view[...] = grad
+                p.grad = grad_view
+                if stats is not None:
+                    stats.copied_grads += 1
             count = states[i].get("step", 0)
             if step is None:
-                step = count
+                step, behind, fewest = count, i, count
             elif count != step:
-                return None
+                unequal = True
+            if count < fewest:
+                behind, fewest = i, count
+        if step is None:
+            return _IDLE
+        if missing is not None:
+            return Fallback("no_grad", missing)
+        if unequal:
+            return Fallback("steps_differ", behind)
         if not self._state_is_shared(states):
             self.adopt_state(states)
             if not self._state_is_shared(states):
-                return None
+                return Fallback("state", self.indices[0])
         return step
+
+    def _fits(self, grad: Array, view: Array) -> bool:
+        """Whether ``grad`` can be copied into ``view`` as it is (no cast, no transfer)."""
+        xp = self.xp
+        return bool(
+            namespace_of(grad) is xp and grad.shape == view.shape and grad.dtype == view.dtype
+            and same_device(grad, view, xp)
+        )
 
     def _state_is_shared(self, states: Sequence[dict[str, Any]]) -> bool:
         """Whether each parameter's state arrays are exactly the group's views."""

@@ -17,7 +17,9 @@ Conventions every optimizer follows:
   live in one flat buffer per namespace, device and dtype (see :mod:`nnbackend.optim._flat`):
   creating an optimizer rebinds each ``Parameter.data`` to a view of it, and a step is a constant
   number of array calls however many parameter tensors there are. Elsewhere, and whenever the
-  flat layout no longer holds, the same update runs per parameter (the reference path).
+  flat layout no longer holds, the same update runs per parameter (the reference path). Which
+  path ran is counted in ``optimizer.path_stats``; leaving the flat path warns once per reason
+  (:class:`~nnbackend.optim.FlatFallbackWarning`).
 
 * Parameters whose ``.grad`` is None are skipped (their state and step count do not move).
 * State arrays are allocated once, lazily on the first step that sees a gradient, with the
@@ -31,6 +33,7 @@ Conventions every optimizer follows:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
@@ -48,7 +51,7 @@ from .._checks import (
 from .._typing import Array, Namespace
 from ..backend import backend_of, dtype_name, to_numpy
 from ..layers.module import Module, Parameter
-from ._flat import FlatGroup, pack
+from ._flat import FALLBACK_REASONS, Fallback, FlatFallbackWarning, FlatGroup, PathStats, pack
 
 __all__ = ["Optimizer", "ParamsLike", "maximum_into", "zeros_like"]
 
@@ -81,6 +84,9 @@ class Optimizer:
         parameter first receives a gradient.
     lr : float
         The learning rate; may be changed between steps (by the user or a schedule).
+    path_stats : PathStats
+        How the steps ran: group steps on the flat path, those that fell back to the
+        per-parameter path (by reason), and the parameters never packed (by reason).
     """
 
     _hyperparameter_names: ClassVar[tuple[str, ...]] = ("lr",)
@@ -92,6 +98,13 @@ class Optimizer:
         self.params: list[Parameter] = _collect_parameters(params, where=type(self).__name__)
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
         self._flat_groups: list[FlatGroup] = pack(self.params) if flat else []
+        self.path_stats = PathStats()
+        packed = sum(len(group.indices) for group in self._flat_groups)
+        if packed < len(self.params):
+            self.path_stats.unpacked["no_views" if flat else "flat=False"] = (
+                len(self.params) - packed
+            )
+        self._reported: set[str] = set()  # fallback reasons already warned about
 
     # ---------------------------------------------------------------- hyperparameters
 
@@ -124,11 +137,21 @@ class Optimizer:
     # ---------------------------------------------------------------- stepping
 
     def step(self) -> None:
-        """Apply one update to every parameter that has a gradient."""
+        """Apply one update to every parameter that has a gradient.
+
+        Warns
+        -----
+        FlatFallbackWarning
+            The first time (per optimizer) a packed group ran per parameter for a given reason;
+            the update itself is the same, only slower. See ``path_stats``.
+        """
         done: set[int] = set()
+        fallbacks: list[Fallback] = []
         for group in self._flat_groups:
-            count = group.common_step(self.params, self.state)
-            if count is None:
+            count = group.common_step(self.params, self.state, self.path_stats)
+            if isinstance(count, Fallback):
+                if count.reason != "idle":
+                    fallbacks.append(count)
                 continue
             names = len(group.state)
             self._update(group.data, group.grad, group.state, count + 1, group.xp)
@@ -137,12 +160,36 @@ class Optimizer:
             for i in group.indices:
                 self.state[i]["step"] = count + 1
             done.update(group.indices)
+            self.path_stats.flat += 1
         if len(done) == len(self.params):
             return
         for p, grad, st, xp in self._with_grads(skip=done):
             self._check_state_placement(p, st, xp)
             st["step"] = st.get("step", 0) + 1
             p.data = self._update(p.data, grad, st, st["step"], xp)
+        for fallback in fallbacks:  # after the update: a step that raises reports its error
+            self._report(fallback)
+
+    def _report(self, fallback: Fallback) -> None:
+        """Count a group step that ran per parameter; warn the first time for its reason."""
+        reason = fallback.reason
+        self.path_stats.fallbacks[reason] += 1
+        if reason in self._reported:
+            return
+        self._reported.add(reason)
+        p = self.params[fallback.index]
+        detail = FALLBACK_REASONS[reason]
+        if reason == "steps_differ":
+            counts = sorted({self.state[i].get("step", 0) for g in self._flat_groups
+                             if fallback.index in g.indices for i in g.indices})
+            detail += f"; the group's step counts are {counts}"
+        msg = (
+            f"{type(self).__name__}: {p!r} (params[{fallback.index}]) left the flat path: "
+            f"{detail}. Its group is now stepped one parameter at a time (the same update, "
+            f"with a few array calls per parameter instead of per group); counted in "
+            f"path_stats.fallbacks[{reason!r}], warned once per reason"
+        )
+        warnings.warn(msg, FlatFallbackWarning, stacklevel=3)
 
     def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
                 xp: Namespace) -> Array:
