@@ -8,13 +8,15 @@ from typing import Any
 import _reference as ref
 import numpy as np
 import pytest
+from conftest import Case
 
 import nnbackend as nb
 from nnbackend import checkpoint, train
+from nnbackend.backend import is_host_array
 from nnbackend.data import batches
 from nnbackend.datasets import make_blobs
 from nnbackend.optim import SGD, Adam
-from nnbackend.train import EarlyStopping, NonFiniteLossError, evaluate, fit, predict
+from nnbackend.train import Callback, EarlyStopping, NonFiniteLossError, evaluate, fit, predict
 
 
 def _mlp(backend: Any = "numpy", dtype: str = "float32", seed: int = 0) -> nb.Sequential:
@@ -257,3 +259,294 @@ def test_summed_losses_are_reported_per_sample_whatever_the_batch_size(
 def test_predict_on_no_rows_returns_an_empty_output() -> None:
     out = predict(_mlp(), np.zeros((0, 2), dtype=np.float32))
     assert out.shape == (0, 4)
+
+
+# -------------------------------------------------------------------------------------------
+# Issue 8: metrics by loss, callbacks on every exit, evaluate's non-finite losses, predict
+
+
+def _net(case: Case, n_in: int, n_out: int, seed: int = 0) -> nb.Sequential:
+    return nb.Sequential(
+        nb.Linear(n_in, 8, seed=seed, dtype=case.dtype_name, backend=case.backend),
+        nb.Tanh(),
+        nb.Linear(8, n_out, seed=seed + 1, dtype=case.dtype_name, backend=case.backend),
+    )
+
+
+def _host_outputs(case: Case, model: nb.Sequential, X: np.ndarray) -> np.ndarray:
+    return case.backend.to_numpy(model(case.asarray(X))).astype(np.float64)
+
+
+def test_regression_and_multi_label_targets_get_no_argmax_accuracy(case: Case) -> None:
+    """Issue 8, 3.4: an MSE regression with three outputs was reported an "accuracy" (the
+    arg-max match of regression outputs), and so was a multi-label BCE."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 2))
+    regression = _net(case, 2, 3)
+    targets = rng.standard_normal((40, 3))
+    scores = evaluate(regression, nb.MSELoss(), (X, targets), batch_size=16)
+    assert set(scores) == {"loss"}
+    want, _ = ref.mse(_host_outputs(case, regression, X), targets)
+    assert scores["loss"] == pytest.approx(want, rel=10 * case.rtol)
+    history = fit(regression, nb.MSELoss(), SGD(regression.parameters(), lr=0.0),
+                  (X, targets), epochs=1, val_data=(X, targets), batch_size=16, progress=False)
+    assert not any("accuracy" in key for key in history.last)
+
+    multi = _net(case, 2, 4, seed=3)
+    labels = (rng.random((40, 4)) < 0.5).astype(np.float64)
+    scores = evaluate(multi, nb.BCEWithLogitsLoss(), (X, labels), batch_size=16)
+    assert set(scores) == {"loss", "binary_accuracy"}
+    logits = _host_outputs(case, multi, X)
+    assert scores["binary_accuracy"] == pytest.approx(np.mean((logits > 0) == (labels > 0.5)),
+                                                      rel=1e-6)
+    want, _ = ref.bce_with_logits(logits, labels)
+    assert scores["loss"] == pytest.approx(want, rel=10 * case.rtol)
+
+
+def test_binary_accuracy_of_one_logit_per_sample_is_an_exact_count(case: Case) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((37, 2))
+    model = _net(case, 2, 1)
+    logits = _host_outputs(case, model, X)
+    y = (rng.random((37, 1)) < 0.5).astype(np.float64)
+    scores = evaluate(model, nb.BCEWithLogitsLoss(), (X, y), batch_size=10)
+    assert scores["binary_accuracy"] == np.count_nonzero((logits > 0) == (y > 0.5)) / 37
+    soft = np.clip(y + rng.uniform(-0.4, 0.4, y.shape), 0.0, 1.0)  # probabilities: side of ½
+    scores = evaluate(model, nb.BCEWithLogitsLoss(), (X, soft), batch_size=10)
+    assert scores["binary_accuracy"] == np.count_nonzero((logits > 0) == (soft > 0.5)) / 37
+
+
+def test_classification_losses_choose_their_accuracy_and_others_ask(case: Case) -> None:
+    """Cross-entropy reports accuracy by default; MSE on one-hot classes reports it when
+    asked (as the command line's --loss mse does), an arg-max match against the one-hot."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((30, 2))
+    y = rng.integers(0, 4, 30)
+    model = _net(case, 2, 4)
+    predicted = np.argmax(_host_outputs(case, model, X), axis=1)
+    want = np.mean(predicted == y)
+    assert evaluate(model, nb.CrossEntropyLoss(), (X, y))["accuracy"] == pytest.approx(want)
+    onehot = ref.onehot(y, 4)
+    assert "accuracy" not in evaluate(model, nb.MSELoss(), (X, onehot))
+    asked = evaluate(model, nb.MSELoss(), (X, onehot), metrics=["accuracy"])
+    assert asked["accuracy"] == pytest.approx(want)
+    history = fit(model, nb.MSELoss(), SGD(model.parameters(), lr=0.0), (X, onehot), epochs=1,
+                  val_data=(X, onehot), metrics=["accuracy"], progress=False)
+    assert history.last["accuracy"] == pytest.approx(want)
+    assert history.last["val_accuracy"] == pytest.approx(want)
+    assert set(evaluate(model, nb.CrossEntropyLoss(), (X, y), metrics=())) == {"loss"}
+
+
+def test_default_metrics_follow_the_loss() -> None:
+    assert train.default_metrics(nb.CrossEntropyLoss(label_smoothing=0.1)) == ("accuracy",)
+    assert train.default_metrics(nb.BCEWithLogitsLoss()) == ("binary_accuracy",)
+    assert train.default_metrics(nb.MSELoss()) == ()
+    assert train.default_metrics(lambda y, t: (y, t)) == ()
+
+
+def test_a_metric_that_does_not_fit_the_targets_is_refused() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((20, 2))
+    model = nb.Sequential(nb.Linear(2, 1, seed=0))
+    with pytest.raises(ValueError, match=r"evaluate: metric 'accuracy' needs class scores .* "
+                                         r"got outputs \(20, 1\) and targets \(20, 1\)"):
+        evaluate(model, nb.MSELoss(), (X, rng.standard_normal((20, 1))), metrics=["accuracy"])
+    with pytest.raises(ValueError, match=r"fit: metric 'accuracy'"):
+        fit(model, nb.MSELoss(), SGD(model.parameters(), 0.1), (X, rng.standard_normal((20, 1))),
+            epochs=1, metrics=["accuracy"], progress=False)
+    wide = nb.Sequential(nb.Linear(2, 3, seed=0))
+    with pytest.raises(ValueError, match=r"'binary_accuracy' needs targets of the outputs' "
+                                         r"shape \(20, 3\), got \(20, 2\)"):
+        evaluate(wide, lambda y, t: (wide.backend.xp.sum(y), y), (X, np.zeros((20, 2))),
+                 metrics=["binary_accuracy"])
+    with pytest.raises(TypeError, match="metrics must be a sequence of names or callables"):
+        evaluate(wide, nb.MSELoss(), (X, np.zeros((20, 3))), metrics="accuracy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"evaluate: unknown metric 'f1'"):
+        evaluate(wide, nb.MSELoss(), (X, np.zeros((20, 3))), metrics=["f1"])
+
+
+class _PoisonedFrom:
+    """The same batches every epoch, except that from ``epoch`` (1-based) on, the ``step``-th
+    batch holds a NaN input."""
+
+    def __init__(self, case: Case, X: np.ndarray, y: np.ndarray, *, epoch: int, step: int
+                 ) -> None:
+        self.clean = [(case.asarray(X[i : i + 10]), case.asarray(y[i : i + 10], dtype=None))
+                      for i in range(0, len(X), 10)]
+        bad = X[10 * (step - 1) : 10 * step].copy()
+        bad[0, 0] = np.nan
+        self.bad = (case.asarray(bad), self.clean[step - 1][1])
+        self.poison, self.step, self.epoch = epoch, step, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch + 1
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+    def __iter__(self) -> Any:
+        for k, batch in enumerate(self.clean, start=1):
+            yield self.bad if self.epoch >= self.poison and k == self.step else batch
+
+
+def _host_state(case: Case, model: nb.Module) -> dict[str, np.ndarray]:
+    return {k: case.backend.to_numpy(v).copy() for k, v in model.state_dict().items()}
+
+
+def test_early_stopping_restores_the_best_weights_when_the_loss_becomes_nan(
+    case: Case, blobs: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Issue 8, 3.6: training that ended with NonFiniteLossError kept the NaN weights although
+    EarlyStopping(restore_best_weights=True) held the best ones."""
+    X, y = blobs
+    X, y = X[:60], y[:60]
+    model = _net(case, 2, 4)
+    data = _PoisonedFrom(case, X, y, epoch=4, step=3)
+    snapshots: dict[int, dict[str, np.ndarray]] = {}
+    val_losses: dict[int, float] = {}
+
+    def remember(epoch: int, record: dict[str, float]) -> None:
+        snapshots[epoch] = _host_state(case, model)
+        val_losses[epoch] = record["val_loss"]
+
+    stopper = EarlyStopping("val_loss", patience=10)
+    with pytest.raises(NonFiniteLossError, match=r"became nan at epoch 4, step 3"):
+        fit(model, nb.CrossEntropyLoss(), SGD(model.parameters(), lr=0.05), data, epochs=8,
+            val_data=data.clean, callbacks=[stopper], on_epoch=remember, log_every=4,
+            progress=False)
+    best = min(val_losses, key=val_losses.__getitem__)
+    assert sorted(snapshots) == [1, 2, 3] and stopper.best_epoch == best
+    assert len({tuple(s["0.weight"].ravel()) for s in snapshots.values()}) == 3  # it trained
+    restored = _host_state(case, model)
+    for name, want in snapshots[best].items():
+        np.testing.assert_array_equal(restored[name], want, err_msg=name)
+    assert not model.training
+
+
+class _Recorder(Callback):
+    def __init__(self, calls: list[str], name: str, *, fail_begin: bool = False,
+                 fail_end: bool = False) -> None:
+        self.calls, self.name, self.fail_begin, self.fail_end = calls, name, fail_begin, fail_end
+
+    def on_train_begin(self, model: nb.Module) -> None:
+        self.calls.append(f"{self.name}.begin")
+        if self.fail_begin:
+            raise RuntimeError(f"{self.name} cannot begin")
+
+    def on_train_end(self, model: nb.Module, history: train.History) -> None:
+        self.calls.append(f"{self.name}.end({len(history)})")
+        if self.fail_end:
+            raise RuntimeError(f"{self.name} cannot end")
+
+
+def test_callbacks_end_on_every_exit_and_the_exception_propagates(
+    blobs: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, y = blobs
+    model = _mlp()
+
+    def run(callbacks: list[Callback], on_epoch: Any = None) -> None:
+        fit(model, nb.CrossEntropyLoss(), SGD(model.parameters(), 0.1), (X[:40], y[:40]),
+            epochs=5, batch_size=20, callbacks=callbacks, on_epoch=on_epoch, progress=False)
+
+    def interrupt(epoch: int, record: dict[str, float]) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    calls: list[str] = []
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in epoch 2
+        run([_Recorder(calls, "a"), _Recorder(calls, "b")], on_epoch=interrupt)
+    assert calls == ["a.begin", "b.begin", "a.end(2)", "b.end(2)"]
+
+    calls.clear()  # a callback that fails to begin: only those that began end
+    with pytest.raises(RuntimeError, match="b cannot begin"):
+        run([_Recorder(calls, "a"), _Recorder(calls, "b", fail_begin=True),
+             _Recorder(calls, "c")])
+    assert calls == ["a.begin", "b.begin", "a.end(0)"]
+
+    calls.clear()  # a failing on_train_end does not hide the error that ended training
+    with pytest.raises(KeyboardInterrupt) as raised:
+        run([_Recorder(calls, "a", fail_end=True), _Recorder(calls, "b")], on_epoch=interrupt)
+    assert calls == ["a.begin", "b.begin", "a.end(2)", "b.end(2)"]
+    if hasattr(raised.value, "__notes__"):  # Python >= 3.11
+        assert raised.value.__notes__ == [
+            "_Recorder.on_train_end also failed: RuntimeError('a cannot end')"
+        ]
+
+    calls.clear()  # a clean run ends once
+    run([_Recorder(calls, "a")])
+    assert calls == ["a.begin", "a.end(5)"]
+
+
+def test_evaluate_raises_on_out_of_range_labels_as_fit_does(case: Case) -> None:
+    """Issue 8, 3.16: on a device (labels not range-checked, to avoid a sync per batch)
+    evaluate returned NaN where fit raised. Host labels raise ValueError at once; device
+    labels NonFiniteLossError when evaluate reads its totals."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((24, 2))
+    y = rng.integers(0, 4, 24)
+    y[13] = 4  # the second batch of eight
+    model = _net(case, 2, 4)
+    data = [(case.asarray(X[i : i + 8]), case.asarray(y[i : i + 8], dtype=None))
+            for i in range(0, 24, 8)]
+    if is_host_array(data[0][1]):
+        expected: tuple[type[Exception], str] = (ValueError, r"labels must lie in \[0, 4\)")
+    else:
+        expected = (NonFiniteLossError, r"loss is nan on batch 2 of 3 \(rows 8 to 15\)")
+    with pytest.raises(expected[0], match=expected[1]):
+        evaluate(model, nb.CrossEntropyLoss(), data)
+    with pytest.raises(expected[0]):
+        fit(model, nb.CrossEntropyLoss(), SGD(model.parameters(), 0.1), data, epochs=1,
+            progress=False)
+
+
+def test_evaluate_on_device_labels_raises_when_it_reads_its_totals(
+    monkeypatch: pytest.MonkeyPatch, host_reads: list[Any]
+) -> None:
+    """The device-label path on NumPy (labels treated as off the host): the NaN is found at
+    the one read of the per-batch losses, not by a read per batch."""
+    from nnbackend.functional import losses as losses_module
+
+    monkeypatch.setattr(losses_module, "is_host_array", lambda _: False)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((40, 2)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    model = _mlp()
+    clean = evaluate(model, nb.CrossEntropyLoss(), (X, y), batch_size=8)
+    assert host_reads == [(5,), ()]  # the five batch losses at once, then the accuracy count
+    logits = nb.to_numpy(model(X)).astype(np.float64)
+    assert clean["loss"] == pytest.approx(ref.cross_entropy(logits, ref.onehot(y, 4))[0],
+                                          rel=1e-5)
+    y[35] = -1
+    host_reads.clear()
+    with pytest.raises(NonFiniteLossError, match=r"batch 5 of 5 \(rows 32 to 39\)"):
+        evaluate(model, nb.CrossEntropyLoss(), (X, y), batch_size=8)
+    assert host_reads == [(5,)]
+    with pytest.raises(NonFiniteLossError, match=r"fit: validation after epoch 1: evaluate: "
+                                                 r"the loss is nan on batch 1 of 1"):
+        fit(model, nb.CrossEntropyLoss(), SGD(model.parameters(), 0.1), (X[:30], y[:30]),
+            epochs=2, val_data=(X, y), progress=False)
+
+
+def test_evaluate_reads_the_host_once_for_the_losses_and_once_per_metric(case: Case) -> None:
+    from nnbackend.testing import count_host_reads, gpulike
+
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((50, 2))
+    y = rng.integers(0, 4, 50)
+    model = _net(case, 2, 4)
+    data = [(case.asarray(X[i : i + 10]), case.asarray(y[i : i + 10], dtype=None))
+            for i in range(0, 50, 10)]
+    with count_host_reads() as reads:
+        evaluate(model, nb.CrossEntropyLoss(), data)
+    counted = case.xp is gpulike  # only the GPU-like test device counts its reads
+    assert reads.count == (2 if counted else 0), reads
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True])
+def test_predict_refuses_a_batch_size_that_is_not_a_positive_integer(size: Any) -> None:
+    """Issue 8, 3.13: predict(batch_size=0) looped forever or failed inside range()."""
+    kind = ValueError if isinstance(size, int) and not isinstance(size, bool) else TypeError
+    with pytest.raises(kind, match=rf"predict: batch_size must be a positive integer, got "
+                                   rf"{size!r}"):
+        predict(_mlp(), np.zeros((3, 2), dtype=np.float32), batch_size=size)
