@@ -101,11 +101,23 @@ def sigmoid(x: Array, /, *, xp: Namespace | None = None) -> Array:
     float32 and x ≈ −37 in float64.) NaN propagates; σ(±∞) = 1 and 0.
     """
     xp = xp or array_namespace(x)
-    e = xp.exp(-xp.abs(x))
-    denominator = e + 1.0
-    y = xp.where(x >= 0.0, 1.0, e)  # the numerator
-    y /= denominator  # y is ours: divide in place instead of allocating another temporary
-    return y
+    e = xp.abs(x)
+    e *= -1.0  # e is ours: negate in place
+    e = xp.exp(e)  # rebound at once: |x|'s buffer is freed for the allocations that follow
+    return _sigmoid_from_exp(e, xp.astype(x >= 0.0, x.dtype), xp)
+
+
+def _sigmoid_from_exp(e: Array, step: Array, xp: Namespace) -> Array:
+    """σ(x) from e = exp(−|x|) and step = [x ≥ 0] in x's dtype; overwrites both.
+
+    The numerator, 1 for x ≥ 0 and e for x < 0, is max(e, step) (e ≤ 1; NaN propagates):
+    arithmetic rather than ``where``, which on NumPy costs ~4 ns per element on an
+    unpredictable mask, more than the rest of the function.
+    """
+    step = xp.maximum(e, step)
+    e += 1.0
+    step /= e
+    return step
 
 
 def sigmoid_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) -> Array:

@@ -37,6 +37,7 @@ from .._checks import (
 from .._native import maximizer, summer
 from .._typing import Array, Namespace
 from ..backend import is_host_array
+from .activations import _sigmoid_from_exp
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "mse"]
 
@@ -84,34 +85,27 @@ def binary_cross_entropy_with_logits(
     z < 0: for y ∈ [0, 1] both terms are non-negative, so no digit cancels (max(z, 0) − z y
     loses the loss's digits when y ≈ 1, z ≫ 0 or y ≈ 0, z ≪ 0). σ(z) is formed from the same e
     as in :func:`nnbackend.functional.sigmoid`, so the gradient is accurate where σ(z) is tiny.
+    Logits must be finite: z = ±∞ gives 0 · ∞ = NaN where the target agrees (as in PyTorch).
     """
     xp = _check_pair(logits, target, where="binary_cross_entropy_with_logits",
                      reduction=reduction)
     scale = _mean_scale(reduction, math.prod(logits.shape),
                         "binary_cross_entropy_with_logits")
-    e = xp.exp(-xp.abs(logits))
-    nonnegative = logits >= 0.0
-    loss = xp.sum(_bce_terms(logits, target, e, nonnegative, xp)) * scale
-    grad = xp.where(nonnegative, 1.0, e)  # σ(z) = (1 or e) / (1 + e), as in sigmoid
-    e += 1.0  # e is ours and no longer needed: it becomes the denominator in place
-    grad /= e
+    step = xp.astype(logits >= 0.0, logits.dtype)  # [z ≥ 0]
+    e = xp.abs(logits)
+    e *= -1.0
+    e = xp.exp(e)
+    # max(z, 0) − z y = ([z ≥ 0] − y) z: (1 − y) z or −y z, one rounding each, never a
+    # difference of two large terms
+    terms = step - target
+    terms *= logits
+    terms += xp.log1p(e)
+    loss = xp.sum(terms) * scale
+    del terms
+    grad = _sigmoid_from_exp(e, step, xp)  # consumes e and step, no longer needed
     grad -= target
     grad *= scale
     return loss, grad
-
-
-def _bce_terms(z: Array, y: Array, e: Array, nonnegative: Array, xp: Namespace) -> Array:
-    """Elementwise ℓ = max(z, 0) − z y + log1p(e), e = e^−|z|, without cancellation.
-
-    max(z, 0) − z y is z (1 − y) for z ≥ 0 and z (−y) for z < 0: one product each, never a
-    difference of two large terms. A zero factor contributes 0 even for an infinite logit
-    (z = ±∞ with the target that agrees has loss 0, not 0 · ∞ = NaN).
-    """
-    factor = xp.where(nonnegative, 1.0 - y, -y)
-    terms = xp.where(factor == 0.0, 0.0, z)
-    terms *= factor
-    terms += xp.log1p(e)
-    return terms
 
 
 def cross_entropy(
