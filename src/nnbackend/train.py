@@ -90,7 +90,9 @@ class Callback:
         return False
 
     def on_train_end(self, model: Module, history: History) -> None:
-        """Called once after the last epoch (also after an early stop)."""
+        """Called once when training ends, however it ends: after the last epoch, after an
+        early stop, or while an exception (``NonFiniteLossError``, ``KeyboardInterrupt``, ...)
+        propagates out of :func:`fit` (only for callbacks whose ``on_train_begin`` ran)."""
 
 
 class EarlyStopping(Callback):
@@ -107,7 +109,8 @@ class EarlyStopping(Callback):
     mode : {"auto", "min", "max"}
         Whether smaller or larger is better; ``"auto"`` is "max" for accuracies, else "min".
     restore_best_weights : bool
-        At the end, put back the parameters of the best epoch (a device-side copy, no host trip).
+        At the end, put back the parameters of the best epoch (a device-side copy, no host
+        trip); also when training ends with an exception, e.g. a NaN loss.
     """
 
     def __init__(
