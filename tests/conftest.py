@@ -54,6 +54,17 @@ class Case:
         return self.backend.dtype(self.dtype_name)
 
     @property
+    def has_float64(self) -> bool:
+        """False on array-api-strict's "no_float64" device and on JAX without 64-bit types."""
+        if "no_float64" in self.id:
+            return False
+        try:
+            self.backend.dtype("float64")
+        except TypeError:
+            return False
+        return True
+
+    @property
     def index_dtype_name(self) -> str:
         """The backend's label and index dtype: int64, or int32 on JAX without 64-bit types."""
         return dtype_name(self.backend.index_dtype)

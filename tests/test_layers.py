@@ -55,17 +55,6 @@ def _snapshot(model: nb.Module) -> dict[str, np.ndarray]:
     return {name: nb.to_numpy(p.data).copy() for name, p in model.named_parameters()}
 
 
-def _has_float64(case: Any) -> bool:
-    """False on array-api-strict's "no_float64" device and on JAX without 64-bit types."""
-    if "no_float64" in case.id:
-        return False
-    try:
-        case.backend.dtype("float64")
-    except TypeError:
-        return False
-    return True
-
-
 def _mlp(case: Any, seed: int = 0) -> nb.Sequential:
     return nb.Sequential(_linear(case, 3, 5, seed=seed), nb.Tanh(),
                          _linear(case, 5, 2, seed=seed + 1))
@@ -547,7 +536,7 @@ def test_integer_input(case: Any) -> None:
 def test_input_of_other_dtype(case: Any) -> None:
     """float64 input to a float32 model (and the reverse) is refused: nothing is promoted."""
     other = "float32" if case.is_float64 else "float64"
-    be = case.backend if other == "float32" or _has_float64(case) else nb.get_backend("numpy")
+    be = case.backend if other == "float32" or case.has_float64 else nb.get_backend("numpy")
     x = be.asarray(np.zeros((3, 4)), dtype=other)
     err: type[Exception] = TypeError if be is case.backend else ValueError
     match = (fr"Linear\(4→8\): input has dtype {other}; expected {case.dtype_name}"
@@ -687,7 +676,7 @@ def test_sequential_with_layers_on_different_backends(case: Any) -> None:
                                          r"'0.weight' is .*pass backend=\.\.\."):
         nb.Sequential(_linear(case, 4, 8),
                       nb.Linear(8, 2, dtype=case.dtype_name, backend=other))
-    if _has_float64(case):
+    if case.has_float64:
         other_dtype = "float32" if case.is_float64 else "float64"
         with pytest.raises(ValueError, match=fr"'1.weight' is .*\({other_dtype}\)"):
             nb.Sequential(_linear(case, 4, 8),

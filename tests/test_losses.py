@@ -445,21 +445,10 @@ def _other_dtype(case: Any) -> str:
     return "float32" if case.is_float64 else "float64"
 
 
-def _has_float64(case: Any) -> bool:
-    """False on array-api-strict's "no_float64" device and on JAX without 64-bit types."""
-    if "no_float64" in case.id:
-        return False
-    try:
-        case.backend.dtype("float64")
-    except TypeError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("loss", ["mse", "ce", "bce"])
 def test_mismatched_target_dtype(case: Any, loss: str) -> None:
     other = _other_dtype(case)
-    if other == "float64" and not _has_float64(case):
+    if other == "float64" and not case.has_float64:
         other_backend = nb.get_backend("numpy")  # no float64 there: a float64 host array
         target = other_backend.asarray(np.full((3, 4), 0.25), dtype=other)
         match = "target is numpy"
