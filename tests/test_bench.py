@@ -439,7 +439,7 @@ def test_run_cli_takes_the_commands_comma_separated_string() -> None:
     ("backends", "sizes", "message"),
     [
         ("numpy,tensorflow", "tiny", "unknown backend 'tensorflow' in --backends; choose from "
-                                     "numpy, cupy, torch, numpy-handwritten"),
+                                     "numpy, cupy, torch, gpulike, numpy-handwritten"),
         ("numpy", "small,huge", "unknown size 'huge' in --sizes; choose from small, medium, "
                                 "large"),
         ("", "small", "--backends names no backend"),
@@ -491,3 +491,14 @@ def test_run_cli_without_matplotlib_says_what_to_install(
     with pytest.raises(ImportError, match=r"pip install 'nnbackend\[plot\]'"):
         bench.run_cli("numpy", "tiny", None, tmp_path / "plot.png", stream=out)
     assert out.getvalue() == ""  # refused before measuring anything
+
+
+def test_the_gpulike_target_runs_cupys_paths_and_is_not_counted() -> None:
+    target = bench.get_target("nnbackend-gpulike")
+    assert (target.impl, target.backend, target.library) == ("nnbackend", "gpulike", "gpulike")
+    spec = bench.SIZES["tiny"]
+    for workload in ("forward", "train-adam"):
+        bench.build_workload(target, spec, workload)()
+    bench.gemm_workload(target, spec, "train-sgd")()
+    # CuPy's own functions take no counting proxies; the GPU-like device takes CuPy's paths
+    assert bench.count_calls(target, spec, "train-sgd") is None

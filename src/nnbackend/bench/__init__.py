@@ -26,19 +26,20 @@ Rows
 ----
 For every MLP size (:data:`SIZES`) and workload (:data:`WORKLOADS`), one row per target:
 
-===================  ==========================================================================
-target               what runs
-===================  ==========================================================================
-``floor``            :class:`NumpyMLP`, a hand-written NumPy MLP: preallocated buffers,
-                     ``matmul(..., out=)``, in-place ReLU masks, a fused softmax-cross-entropy
-                     gradient and in-place SGD/Adam. The speed a NumPy library could hope for.
-``torch-cpu``        PyTorch eager on the CPU, written directly against torch:
-                     ``torch.nn.Linear``/``ReLU``, ``F.cross_entropy``, ``torch.optim.SGD``/
-                     ``Adam`` with their defaults; thread count left at torch's default.
-``nnbackend-numpy``  nnbackend on NumPy.
-``torch-cuda``       PyTorch eager on CUDA, where a device is available.
-``nnbackend-cupy``   nnbackend on CuPy, where a CUDA device is usable.
-===================  ==========================================================================
+=====================  ==========================================================================
+target                 what runs
+=====================  ==========================================================================
+``floor``              :class:`NumpyMLP`, a hand-written NumPy MLP: preallocated buffers,
+                       ``matmul(..., out=)``, in-place ReLU masks, a fused softmax-cross-entropy
+                       gradient and in-place SGD/Adam. The speed a NumPy library could hope for.
+``torch-cpu``          PyTorch eager on the CPU, written directly against torch:
+                       ``torch.nn.Linear``/``ReLU``, ``F.cross_entropy``, ``torch.optim.SGD``/
+                       ``Adam`` with their defaults; thread count left at torch's default.
+``nnbackend-numpy``    nnbackend on NumPy.
+``torch-cuda``         PyTorch eager on CUDA, where a device is available.
+``nnbackend-cupy``     nnbackend on CuPy, where a CUDA device is usable.
+``nnbackend-gpulike``  nnbackend on the GPU-like test device (CuPy's paths, NumPy's values).
+=====================  ==========================================================================
 
 Every target starts from the same weights (nnbackend's He initialisation, seeded) and the same
 data: x ~ N(0, 1) of shape (B, n₀) in float32 and integer labels uniform in [0, C), drawn once

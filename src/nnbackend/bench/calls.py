@@ -35,13 +35,13 @@ def count_calls(target: Target, spec: MLPSpec, workload: str, *, batch: int | No
     both with :class:`CountingNamespace`. torch: ATen operators dispatched, the autograd
     backward included (``"aten"``).
 
-    Returns None for nnbackend on CuPy, without running it: the library's native fast paths
-    pass the arrays to CuPy's own functions, which (unlike NumPy's) accept CuPy arrays only,
-    not the counting proxies.
+    Returns None for nnbackend on CuPy (and on the GPU-like test device, which takes CuPy's
+    paths), without running it: the library's native fast paths pass the arrays to CuPy's own
+    functions, which (unlike NumPy's) accept CuPy arrays only, not the counting proxies.
     """
     if target.impl == "torch":
         return _count_torch(target, spec, workload, batch=batch, seed=seed)
-    if target.impl == "nnbackend" and target.backend == "cupy":
+    if target.impl == "nnbackend" and target.backend in ("cupy", "gpulike"):
         return None
     if target.impl == "nnbackend":
         namespace = CountingNamespace(get_backend(target.backend).xp)

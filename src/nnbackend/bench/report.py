@@ -40,12 +40,13 @@ __all__ = [
 _BACKEND_NAMES: dict[str, tuple[str, ...]] = {
     "numpy": ("nnbackend-numpy",),
     "cupy": ("nnbackend-cupy",),
+    "gpulike": ("nnbackend-gpulike",),
     "torch": ("torch-cpu", "torch-cuda"),
     "numpy-handwritten": ("floor",),
     "handwritten": ("floor",),
     "floor": ("floor",),
 }
-_PUBLIC_BACKENDS = "numpy, cupy, torch, numpy-handwritten"
+_PUBLIC_BACKENDS = "numpy, cupy, torch, gpulike, numpy-handwritten"
 
 
 

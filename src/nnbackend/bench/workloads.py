@@ -37,7 +37,8 @@ __all__ = [
     "get_target",
 ]
 
-TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "torch-cuda", "nnbackend-cupy")
+TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "torch-cuda", "nnbackend-cupy",
+           "nnbackend-gpulike")
 """Every row kind, in table order: references first, so ratios are known when rows print."""
 
 
@@ -83,6 +84,8 @@ def get_target(name: str) -> Target:
     if name == "nnbackend-cupy":
         be = get_backend("cupy")
         return Target(name, "nnbackend", "cupy", f"cuda:{be.device.id}")
+    if name == "nnbackend-gpulike":  # CuPy's code paths on the CPU (NumPy computes)
+        return Target(name, "nnbackend", "gpulike", "gpulike:0")
     if name in ("torch-cpu", "torch-cuda"):
         torch = _import_torch()
         if name == "torch-cpu":
@@ -325,6 +328,15 @@ def gemm_workload(target: Target, spec: MLPSpec, workload: str, *,
                 cupy.matmul(left, right, out=out)
 
         return Workload(cupy_products, be.synchronize)
+    if target.library == "gpulike":
+        gpulike = get_backend("gpulike").xp
+        gpulike_ops = operands(gpulike.asarray)
+
+        def gpulike_products() -> None:
+            for left, right, out in gpulike_ops:
+                gpulike.matmul(left, right, out=out)
+
+        return Workload(gpulike_products)
     torch = _import_torch()
     device = torch.device(target.device)
     torch_ops = operands(lambda v: torch.from_numpy(v).to(device))
