@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import subprocess
 import sys
@@ -107,7 +106,7 @@ def test_native_out_spellings_write_into_out() -> None:
 @pytest.mark.parametrize(
     ("read", "kind"),
     [
-        (float, "float"), (int, "int"), (bool, "bool"), (operator.index, "index"),
+        (float, "float"), (int, "int"), (bool, "bool"),
         (lambda a: a.item(), "item"), (lambda a: a.tolist(), "tolist"),
         (lambda a: a.get(), "get"), (repr, "repr"), (nb.to_numpy, "get"),
         (lambda a: nb.get_backend("gpulike").to_numpy(a), "get"),
@@ -192,3 +191,47 @@ def test_the_command_line_trains_on_gpulike_from_the_environment(tmp_path: Any) 
     )
     assert run.returncode == 0, run.stderr
     assert '"backend": "gpulike"' in run.stdout
+
+
+def test_like_cupy_14_there_is_no_index_and_no_to_device() -> None:
+    n = gpulike.asarray(3)
+    with pytest.raises(TypeError):
+        range(n)  # type: ignore[call-overload]
+    assert not hasattr(n, "to_device")
+
+
+def test_zero_d_results_of_indexing_and_iteration_are_views() -> None:
+    a = gpulike.asarray(np.arange(3.0, dtype=np.float32))
+    first = next(iter(a))
+    first += 10.0
+    a[1][...] = 5.0
+    z = gpulike.asarray(1.0)
+    z[()][...] = 3.0
+    np.testing.assert_array_equal(a.get(), [10.0, 5.0, 2.0])
+    assert float(z) == 3.0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a, n: gpulike.sum([1.0, 2.0]),
+        lambda a, n: gpulike.maximum(a, [1.0, 2.0, 3.0]),
+        lambda a, n: gpulike.concat([[1.0], [2.0]]),
+        lambda a, n: gpulike.zeros((n,)),
+        lambda a, n: gpulike.arange(n),
+        lambda a, n: gpulike.reshape(gpulike.ones(6), (2, n)),
+        lambda a, n: gpulike.sum(a, axis=gpulike.asarray(1)),
+    ],
+)
+def test_host_lists_and_device_ints_are_refused_as_on_cupy(call: Any) -> None:
+    a = gpulike.asarray(np.ones((2, 3), np.float32))
+    with count_host_reads() as reads, pytest.raises(TypeError):
+        call(a, gpulike.asarray(3))
+    assert reads.count == 0
+
+
+def test_astype_to_another_device_copies() -> None:
+    a = gpulike.asarray(np.zeros(3, np.float32))
+    b = gpulike.astype(a, gpulike.float32, copy=False, device=gpulike.Device(1))
+    b[...] = -1.0
+    np.testing.assert_array_equal(a.get(), [0.0, 0.0, 0.0])

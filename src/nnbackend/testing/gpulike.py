@@ -14,8 +14,10 @@ applies, but they behave as CuPy's arrays do where a GPU differs from host memor
   ValueError ("Unable to avoid copy") because a move from the host always copies;
 - arrays on different devices do not mix (ValueError naming both);
 - the explicit ways out are ``x.get()`` (CuPy's) and :meth:`nnbackend.Backend.to_numpy`; they and
-  every other host read (``float``, ``int``, ``bool``, ``operator.index``, ``.item()``,
-  ``.tolist()``, ``repr``) are counted by :func:`nnbackend.testing.count_host_reads`.
+  every other host read (``float``, ``int``, ``bool``, ``.item()``, ``.tolist()``, ``repr``) are
+  counted by :func:`nnbackend.testing.count_host_reads`; as on CuPy 14 there is no
+  ``__index__`` and no ``to_device`` method, lists of host values are not arrays, and sizes,
+  axes and fill values are Python numbers, never device arrays.
 
 Select it like any backend: ``get_backend("gpulike")`` (``"gpulike:1"`` for device 1),
 ``--backend gpulike`` or ``NNBACKEND=gpulike``.
@@ -136,10 +138,6 @@ class Array:
         msg = "a gpulike array cannot be exported by DLPack (it stands for GPU memory)"
         raise BufferError(msg)
 
-    def to_device(self, device: Any, /, *, stream: Any = None) -> Array:
-        target = _device(device)
-        return self if target == self._dev else Array(self._a.copy(), target)
-
     # -- the ways to the host, each counted ---------------------------------------------------
     def get(self, stream: Any = None) -> np.ndarray:
         """Copy to a host NumPy array (CuPy's explicit route)."""
@@ -170,10 +168,6 @@ class Array:
         record("bool")
         return builtins.bool(self._a)
 
-    def __index__(self) -> int:
-        record("index")
-        return operator.index(self._a)
-
     def __repr__(self) -> str:
         record("repr")
         return f"gpulike.Array({np.array2string(self._a, separator=', ')}, device={self._dev})"
@@ -186,11 +180,15 @@ class Array:
         return len(self._a)
 
     def __iter__(self) -> Iterator[Array]:
-        return (Array(row, self._dev) for row in self._a)
+        return (self[i] for i in range(len(self)))
 
     # -- indexing -----------------------------------------------------------------------------
     def __getitem__(self, key: Any) -> Array:
-        return Array(np.asarray(self._a[_key(key, self._dev)]), self._dev)
+        key = _key(key, self._dev)
+        result = self._a[key]
+        if isinstance(result, np.generic):  # NumPy gives a scalar where CuPy gives a 0-d view
+            result = self._a[(*key, ...) if isinstance(key, tuple) else (key, ...)]
+        return Array(result, self._dev)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._a[_key(key, self._dev)] = _operand(value, self._dev)
@@ -251,7 +249,7 @@ def _unary(op: Callable[[Any], Any]) -> Any:
     return method
 
 
-_op: Any
+_op: Any  # (below, the namespace defines all, any, sum, max...: builtins are spelt out)
 for _name, _op in {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
     "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow,
@@ -284,12 +282,23 @@ for _name, _op in {
 # wrapped out, every array argument on one device.
 
 
-def _unwrap(value: Any, devices: list[Device]) -> Any:
+def _unwrap(value: Any, devices: list[Device], *, sequence_of_arrays: builtins.bool = False) -> Any:
+    """The NumPy value of an argument. Lists and tuples are either sequences of gpulike arrays
+    (``concat``, ``stack``, ...) or shapes and axes of Python ints, as CuPy takes them: host
+    data in a list and a device array used as an int are refused (CuPy would sync or fail)."""
     if isinstance(value, Array):
         devices.append(value._dev)
         return value._a
     if isinstance(value, tuple | list):
-        return type(value)(_unwrap(v, devices) for v in value)
+        if sequence_of_arrays and builtins.all(isinstance(v, Array) for v in value):
+            return type(value)(_unwrap(v, devices) for v in value)
+        if builtins.all(isinstance(v, _SHAPE_ITEMS) for v in value):
+            return value
+        msg = (
+            f"Unsupported type {type(value)!r}: gpulike functions take gpulike arrays, and "
+            "lists or tuples only of gpulike arrays (concat, stack) or of ints (shapes, axes)"
+        )
+        raise TypeError(msg)
     if isinstance(value, np.ndarray):
         msg = (
             "Unsupported type <class 'numpy.ndarray'>: a host array passed to a gpulike function "
@@ -319,11 +328,14 @@ def _common_device(devices: list[Device], device: Any = None) -> Device:
 def _wrapped(name: str) -> Callable[..., Any]:
     func = getattr(cnp, name)
 
+    sequences = name in _SEQUENCE_FUNCTIONS
+
     def function(*args: Any, **kwargs: Any) -> Any:
         devices: list[Device] = []
         out = kwargs.pop("out", None)
-        args = _unwrap(args, devices)
+        args = tuple(_unwrap(v, devices, sequence_of_arrays=sequences) for v in args)
         kwargs = {k: _unwrap(v, devices) for k, v in kwargs.items()}
+        _no_device_ints(kwargs)
         if out is not None:  # CuPy's native spelling, used by the fast paths (matmul, sum)
             _common_device([*devices, out._dev])
             getattr(np, name)(*args, out=out._a, **kwargs)
@@ -335,12 +347,29 @@ def _wrapped(name: str) -> Callable[..., Any]:
     return function
 
 
+_SHAPE_ITEMS = (int, np.integer, types.EllipsisType, slice, type(None))
+_SEQUENCE_FUNCTIONS = frozenset({"concat", "stack", "broadcast_arrays", "meshgrid"})
+_INT_KEYWORDS = frozenset({"axis", "shape", "k", "n", "n_rows", "n_cols", "num", "correction"})
+
+
+def _no_device_ints(kwargs: dict[str, Any]) -> None:
+    """Axes and sizes must be Python numbers: a 0-d device array there needs a host read."""
+    for key in _INT_KEYWORDS.intersection(kwargs):
+        if isinstance(kwargs[key], np.ndarray):
+            msg = f"{key}= must be a Python int or tuple of ints, not a gpulike array"
+            raise TypeError(msg)
+
+
 def _creation(name: str) -> Callable[..., Any]:
     func = getattr(cnp, name)
 
     def function(*args: Any, device: Any = None, **kwargs: Any) -> Any:
         devices: list[Device] = []
-        args = _unwrap(args, devices)
+        like = name.endswith("_like")
+        if not like and builtins.any(isinstance(v, Array) for v in (*args, *kwargs.values())):
+            msg = f"gpulike.{name}: sizes and fill values are Python numbers (not device arrays)"
+            raise TypeError(msg)
+        args = tuple(_unwrap(v, devices) for v in args)
         kwargs = {k: _unwrap(v, devices) for k, v in kwargs.items()}
         dev = _device(device) if device is not None else _common_device(devices)
         return _wrap(func(*args, **kwargs), dev)
@@ -379,7 +408,8 @@ def from_dlpack(x: Any, /, *, device: Any = None, copy: builtins.bool | None = N
 def astype(x: Array, dtype: Any, /, *, copy: builtins.bool = True, device: Any = None) -> Array:
     """The standard's ``astype`` (optionally to another gpulike device)."""
     target = x._dev if device is None else _device(device)
-    return Array(cnp.astype(x._a, dtype, copy=copy), target)
+    moves = target != x._dev  # a move to another device always copies
+    return Array(cnp.astype(x._a, dtype, copy=copy or moves), target)
 
 
 class _Info:
