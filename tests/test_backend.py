@@ -346,3 +346,49 @@ def test_host_inputs_with_negative_strides_work_everywhere(case: Any, tmp_path: 
              for name, p in model.named_parameters()}
     model.load_state_dict(state)
     np.testing.assert_array_equal(nb.to_numpy(model[0].weight.data), state["0.weight"])
+
+
+@pytest.mark.parametrize(
+    ("request_", "pattern"),
+    [
+        ("torch:", "no device after the colon"),
+        ("cupy:", "no device after the colon"),
+        ("gpulike:٣", "the device must be a number"),
+        ("torch:²", "is not a PyTorch device"),
+        ("gpulike:5", r"^backend 'gpulike:5': gpulike has devices 0\.\.1, got 5"),
+    ],
+)
+def test_malformed_device_indices_are_refused(request_: str, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        nb.get_backend(request_)
+
+
+def test_torch_devices_are_normalised_to_what_tensors_report() -> None:
+    # "cpu:0" (and "cuda" without an index) never equals a tensor's device: every asarray and
+    # Module.to on such a backend would go through the host and rebind the parameters
+    pytest.importorskip("torch")
+    be = nb.get_backend("torch:cpu:0")
+    layer = nb.Linear(3, 2, seed=0, backend=be)
+    weight = layer.weight.data
+    layer.to(be)
+    assert layer.weight.data is weight and layer.backend == be
+    x = be.asarray(np.ones((2, 3), np.float32))
+    assert be.asarray(x) is x
+
+
+def test_jax_devices_must_be_devices_or_platform_names() -> None:
+    pytest.importorskip("jax")
+    with pytest.raises(TypeError, match=r"jax\.Device or a platform name"):
+        nb.get_backend("jax", device=0)
+    with pytest.raises(ValueError, match="must be a number"):
+        nb.get_backend("jax", device="cpu:x")
+
+
+def test_jax_without_x64_refuses_integers_it_would_wrap() -> None:
+    jax = pytest.importorskip("jax")
+    if jax.config.read("jax_enable_x64"):
+        pytest.skip("this process enabled jax_enable_x64")
+    be = nb.get_backend("jax")
+    for values in (np.array([2**40 + 5, -1]), np.array([2**33], np.uint64)):
+        with pytest.raises(OverflowError, match="jax_enable_x64"):
+            be.asarray(values)

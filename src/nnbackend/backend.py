@@ -173,7 +173,7 @@ class Backend:
         if dtype is not None:
             self._dtype_any(dtype)  # float64 on JAX without 64-bit types: a clear error
         if not self._has_64bit() and host.dtype.itemsize == 8 and host.dtype.kind in "iu":
-            host = host.astype(host.dtype.str.replace("8", "4"))  # JAX's widest integers
+            host = _narrow_for_jax(host)
         elif self.name == "torch" and not _torch_can_share(host):
             host = np.array(host, copy=True)  # torch refuses negative strides, warns on read-only
         return self.xp.asarray(host, device=self.device, copy=copy)
@@ -201,6 +201,20 @@ class Backend:
         if name in ("int64", "uint64") and not self._has_64bit():
             name = name.replace("64", "32")
         return getattr(self.xp, name) if name is not None else spec
+
+
+def _narrow_for_jax(host: np.ndarray) -> np.ndarray:
+    """64-bit integers as JAX's 32-bit ones (what JAX without x64 makes of them), refusing
+    values that would wrap around."""
+    narrow = np.dtype(host.dtype.str.replace("8", "4"))
+    info = np.iinfo(narrow)
+    if host.size and (host.min() < info.min or host.max() > info.max):
+        msg = (
+            f"integers from {host.min()} to {host.max()} do not fit JAX's {narrow.name} (64-bit "
+            "types are off); enable them with jax.config.update('jax_enable_x64', True)"
+        )
+        raise OverflowError(msg)
+    return host.astype(narrow)
 
 
 def _torch_can_share(host: np.ndarray) -> bool:
@@ -241,8 +255,11 @@ def get_backend(spec: Any = None, *, device: Any = None) -> Backend:
         return spec if device is None else _resolve_name(spec.name, device, source, spec.xp)
     if isinstance(spec, str):
         request = spec.strip()
-        name, _, index = request.lower().partition(":")
+        name, colon, index = request.lower().partition(":")
         canonical = _NAMES.get(name)
+        if colon and not index:
+            msg = f"{source} {spec!r}: no device after the colon (as in '{name}:0')"
+            raise ValueError(msg)
         if canonical is None or (index and canonical not in ("cupy", "torch", "gpulike")):
             msg = (
                 f"{source} {spec!r} is not a known backend; use one of 'auto', 'numpy', 'cupy', "
@@ -283,11 +300,12 @@ def use_backend(spec: Any, *, device: Any = None) -> Iterator[Backend]:
 
 def _device_of_request(name: str, index: str, source: str, request: str) -> Any:
     """The device named after the colon of ``cupy:N``, ``gpulike:N`` or ``torch:...``."""
-    if index.isdigit():  # torch:N is CUDA device N, as torch.device(N) is
+    if index.isascii() and index.isdigit():  # torch:N is CUDA device N, as torch.device(N) is
         return int(index)
-    if name in ("cupy", "gpulike"):
+    if name in ("cupy", "gpulike") or not index:
         what = "CUDA device" if name == "cupy" else "device"
-        msg = f"{source} {request!r}: the {what} must be a number, as in '{name}:0'"
+        example = f"'{name}:0'" if name != "torch" else "'torch:0' or 'torch:cuda:1'"
+        msg = f"{source} {request!r}: the {what} must be a number, as in {example}"
         raise ValueError(msg)
     return index
 
@@ -322,8 +340,13 @@ def _resolve_name(
         return Backend("jax", xp or _import("jax.numpy"), _jax_device(jax, device))
     if name == "gpulike":
         gpulike = _import("nnbackend.testing.gpulike")
-        dev = device if isinstance(device, gpulike.Device) else gpulike.Device(device or 0)
-        return Backend("gpulike", gpulike, dev)
+        if isinstance(device, gpulike.Device):
+            return Backend("gpulike", gpulike, device)
+        try:
+            return Backend("gpulike", gpulike, gpulike.Device(device or 0))
+        except ValueError as exc:
+            msg = f"{source} {label!r}: {exc}"
+            raise ValueError(msg) from None
     raise AssertionError(name)  # pragma: no cover - _NAMES is exhaustive
 
 
@@ -342,16 +365,17 @@ def _torch_device(torch: Any, device: Any, where: str) -> Any:
         msg = f"{where}: {device!r} is not a PyTorch device ({exc})"
         raise ValueError(msg) from None
     if dev.type in ("cpu", "meta"):
-        return dev
+        return torch.device(dev.type)  # "cpu:0" is "cpu": the device its tensors report
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             msg = f"{where} on {dev}: PyTorch {torch.__version__} sees no CUDA device"
             raise BackendUnavailableError(msg)
-        if (dev.index or 0) >= count:
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= count:
             msg = f"{where} on {dev}: PyTorch sees only {count} CUDA device(s)"
             raise BackendUnavailableError(msg)
-        return dev
+        return torch.device("cuda", index)  # "cuda" alone never equals a tensor's "cuda:0"
     try:
         torch.empty(0, device=dev)
     except Exception as exc:  # each backend of PyTorch raises its own error type
@@ -378,16 +402,22 @@ def _jax_device(jax: Any, device: Any) -> Any:
     """A JAX device from itself or a platform name (``"cpu"``, ``"gpu"``, ``"gpu:1"``)."""
     if device is None:
         return jax.devices()[0]
-    if not isinstance(device, str):
+    if isinstance(device, jax.Device):
         return device
+    if not isinstance(device, str):
+        msg = f"a JAX device is a jax.Device or a platform name ('cpu', 'gpu:1'), got {device!r}"
+        raise TypeError(msg)
     platform, _, index = device.partition(":")
+    if index and not (index.isascii() and index.isdigit()):
+        msg = f"JAX device {device!r}: the index after the colon must be a number"
+        raise ValueError(msg)
     try:
         candidates = jax.devices(platform)
     except RuntimeError as exc:
         msg = (f"JAX has no {platform!r} device ({exc}); its devices are "
                f"{[str(d) for d in jax.devices()]}")
         raise BackendUnavailableError(msg) from None
-    position = int(index) if index.isdigit() else 0
+    position = int(index) if index else 0
     if position >= len(candidates):
         msg = f"JAX has {len(candidates)} {platform!r} device(s), not {device!r}"
         raise BackendUnavailableError(msg)
