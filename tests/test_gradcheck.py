@@ -30,8 +30,9 @@ class _Scale(nb.Module):
         self.weight = nb.Parameter(w, "weight")
         self.bug = bug
 
-    def _forward(self, x: Any, *, xp: Any, input_grad: bool) -> tuple[Any, Any]:
+    def forward_pass(self, x: Any, ctx: Any) -> tuple[Any, Any]:
         weight, bug = self.weight, self.bug
+        xp, input_grad = ctx.xp, ctx.input_grad
         w = weight.data
 
         def backprop(dy: Any) -> Any:

@@ -637,8 +637,8 @@ class _Block(nb.Module):
         super().__init__()
         self.inner = inner
 
-    def _forward(self, x: Any, *, xp: Any, input_grad: bool) -> tuple[Any, Any]:
-        return self.inner._forward(x, xp=xp, input_grad=input_grad)
+    def forward_pass(self, x: Any, ctx: Any) -> tuple[Any, Any]:
+        return self.inner.forward_pass(x, ctx)
 
 
 def test_width_mismatch_found_in_forward_names_the_index_path(case: Any) -> None:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from .. import functional as F
-from .._typing import Array, Backprop, Namespace
-from .module import Module
+from .._typing import Array, Backprop
+from .module import Context, Module
 
 __all__ = ["Identity", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 
@@ -21,11 +21,12 @@ class _Activation(Module):
     def _kwargs(self) -> dict[str, object]:
         return {}
 
-    def _infer(self, x: Array, *, xp: Namespace) -> Array:
-        return self._fn(x, xp=xp, **self._kwargs())
+    def infer(self, x: Array, ctx: Context) -> Array:
+        return self._fn(x, xp=ctx.xp, **self._kwargs())
 
-    def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         kwargs = self._kwargs()
+        xp, input_grad = ctx.xp, ctx.input_grad
         y = self._fn(x, xp=xp, **kwargs)
         backward = self._backward
 

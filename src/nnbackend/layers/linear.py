@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._checks import check_array, check_floating, check_int, matching_namespace
-from .._typing import Array, Backprop, Namespace
+from .._checks import check_int
+from .._typing import Array, Backprop
 from ..backend import get_backend
 from ..functional.linear import linear, linear_backward
 from ..init import Initializer, draw
-from .module import Module, Parameter, _check_matches_parameters
+from .module import Context, Module, Parameter
 
 __all__ = ["Linear"]
 
 
 class InputShapeError(ValueError):
-    """An input of the wrong shape for a layer (its ``(N, in_features)``).
+    """An input of the wrong shape for a layer: its last axis is not ``in_features`` wide.
+
+    The message gives the expected shape in the input's rank: ``(N, in)`` for a matrix, else
+    ``(..., in)`` (any leading axes, as the layer accepts).
 
     Containers prepend the layer's index to :attr:`path` as the error passes through them, so
     the message names the layer deep inside a model: ``Sequential: layer 1.0 Linear(6→2) ...``.
@@ -30,7 +33,8 @@ class InputShapeError(ValueError):
         where = self.layer
         if self.path:
             where = f"Sequential: layer {'.'.join(map(str, self.path))} {where}"
-        return f"{where} expected input of shape (N, {self.expected}), got {self.shape}"
+        expected = "N" if len(self.shape) == 2 else "..."
+        return f"{where} expected input of shape ({expected}, {self.expected}), got {self.shape}"
 
 
 class Linear(Module):
@@ -80,42 +84,36 @@ class Linear(Module):
     def extra_repr(self) -> str:
         return f"{self.in_features}→{self.out_features}" + ("" if self.bias else ", bias=False")
 
-    def _check_input(self, x: Array) -> Namespace:
-        xp = matching_namespace(x, self.weight.data)
-        if xp is not None and x.ndim == 2 and x.shape[1] == self.in_features:
-            return xp
-        where = repr(self)
-        xp = check_array(x, where=where, what="input")
-        check_floating(x, xp, where=where, what="input")
+    def check_input(self, x: Array, ctx: Context) -> None:
         self._check_width(x)
-        _check_matches_parameters(x, xp, self.weight.data, where=where)
-        return xp
 
     def _check_width(self, x: Array) -> None:
-        """Raise :class:`InputShapeError` unless x has shape (N, in_features).
+        """Raise :class:`InputShapeError` unless x has shape (..., in_features), any rank >= 1.
 
-        Also run by ``_forward``/``_infer``, which containers call without ``_check_input``:
+        Also run by ``forward_pass``/``infer``, which containers call without ``check_input``:
         one comparison, and a wrong width is named here instead of in the library's matmul.
         """
-        if x.ndim != 2 or x.shape[1] != self.in_features:
+        if not x.ndim or x.shape[-1] != self.in_features:
             raise InputShapeError(repr(self), self.in_features, tuple(x.shape))
 
     def _reference_array(self) -> Array:
         return self.weight.data
 
-    def _infer(self, x: Array, *, xp: Namespace) -> Array:
+    def infer(self, x: Array, ctx: Context) -> Array:
         self._check_width(x)
         return linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
-    def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         self._check_width(x)
         weight, bias = self.weight, self.bias
+        xp, input_grad = ctx.xp, ctx.input_grad
         W = weight.data
         z = linear(x, W, None if bias is None else bias.data)
 
         def backprop(dz: Array) -> Array | None:
             dx, dW, db = linear_backward(
-                dz, x, W, input_grad=input_grad, bias_grad=bias is not None, xp=xp,
+                dz, x, W, input_grad=input_grad,
+                bias_grad=bias is not None and bias.requires_grad, xp=xp,
                 weight_grad_out=weight.grad_buffer if weight.grad is None else None,
                 bias_grad_out=bias.grad_buffer if bias is not None and bias.grad is None else None,
             )

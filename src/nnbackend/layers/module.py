@@ -1,23 +1,66 @@
-"""``Parameter`` and the ``Module`` base class: parameters, state, placement, forward protocol.
+"""``Parameter``, ``Context`` and the ``Module`` base class: the layer protocol and model state.
 
-The training forward returns the output with its backward closure (Thinc's design)::
+The layer protocol
+------------------
+A layer is a :class:`Module` that implements one method, and may implement two more::
 
-    y, backprop = module.forward(x)    # y = f(x); what backprop needs stays in the closure
-    dx = backprop(dy)                  # ∂L/∂x from ∂L/∂y; accumulates every Parameter.grad
+    class Scale(nb.Module):                     # y = x ⊙ w, w broadcast over the rows
+        def __init__(self, n):
+            super().__init__()
+            self.weight = nb.Parameter(nb.get_backend().zeros((n,)) + 1.0)
 
-A closure may be called once (like PyTorch's graph, it is spent by the call); run the forward
-again to backpropagate again. Inference, ``module(x)``, returns y and retains nothing.
+        def forward_pass(self, x, ctx):         # required: the training forward
+            w = self.weight.data
+            def backprop(dy):                   # ∂L/∂y → ∂L/∂x, accumulating ∂L/∂w
+                self.weight.accumulate_grad(ctx.xp.sum(dy * x, axis=0))
+                return dy * w if ctx.input_grad else None
+            return x * w, backprop
 
-Subclasses implement ``_forward(x, *, xp, input_grad) -> (y, backprop)`` and may override
-``_infer(x, *, xp)`` and ``_check_input(x)``. The public :meth:`Module.forward` validates the
-input once, at the boundary; inner layers of a container are called through ``_forward`` with
-arrays the library made itself, so they skip the checks.
+        def infer(self, x, ctx):                # optional: y without keeping anything
+            return x * self.weight.data
+
+        def check_input(self, x, ctx):          # optional: raise for an input it cannot take
+            if x.shape[-1] != self.weight.shape[0]: raise ValueError(...)
+
+``ctx`` is a :class:`Context`: the input's namespace ``ctx.xp`` and ``ctx.input_grad``, whether
+∂L/∂x is wanted (the first layer of a network is not asked for it). What ``backprop`` needs
+stays in the closure (Thinc's design); a closure may be called once. A layer whose input is a
+tuple (attention's queries, keys, values and mask) returns a tuple from ``backprop``, with None
+for an input that has no gradient (the mask).
+
+Users call the public methods, which validate at the boundary and then run the protocol::
+
+    y, backprop = module.forward(x)   # training forward: forward_pass behind a check
+    dx = backprop(dy)                 # ∂L/∂x; every Parameter.grad accumulated
+    y = module(x)                     # inference: infer, nothing retained
+
+Containers call their children's ``forward_pass``/``infer`` directly with arrays the library
+made, so only the outermost call pays for the checks.
+
+Train and eval modes
+--------------------
+``module.training`` (``train()``/``eval()``) decides what layers with training-time behaviour
+do (dropout's mask, batch normalisation's statistics) in ``forward`` and in ``module(x)`` alike:
+``module(x)`` only means "retain nothing for a backward pass". Such layers set the class
+attribute ``has_training_behaviour = True``.
+
+Three kinds of state
+--------------------
+- **Parameters** (:class:`Parameter`, trained): assigned as attributes.
+- **Buffers** (saved and moved, not trained, e.g. running statistics):
+  :meth:`Module.register_buffer`; a buffer is updated by assigning the attribute again (in
+  place where arrays are mutable, rebinding where they are not, as JAX's).
+- **Extra state** (host values that are neither: counters of a random stream): a module
+  returns it from :meth:`Module.get_extra_state` as a JSON-able dict and takes it back in
+  :meth:`Module.set_extra_state`. It is not in ``state_dict()`` (which holds arrays only, under
+  PyTorch's names, so a ``torch.nn`` state dict converted to NumPy loads as it is); it travels in
+  :meth:`Module.extra_state_dict` and in checkpoints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, NamedTuple
 
 from .._checks import (
     check_array,
@@ -29,9 +72,13 @@ from .._checks import (
     same_device,
 )
 from .._typing import Array, Backprop, Namespace
-from ..backend import Backend, backend_of, dtype_name, get_backend, supports_views
+from ..backend import Backend, backend_of, dtype_name, get_backend, supports_views, to_numpy
 
-__all__ = ["Module", "Parameter"]
+__all__ = ["Context", "LoadResult", "Module", "Parameter"]
+
+# PyTorch's BatchNorm keeps this counter as a buffer; nnbackend keeps counters as extra state,
+# so a torch state dict's entry is accepted (and ignored) where the module has no such buffer.
+_IGNORED_TORCH_KEYS = ("num_batches_tracked",)
 
 
 class Parameter:
@@ -47,19 +94,23 @@ class Parameter:
         and device as ``data``.
     name : str
         The name within its module (``"weight"``, ``"bias"``).
+    requires_grad : bool
+        False freezes the parameter: backward passes accumulate no gradient into it and no
+        optimizer moves it (PyTorch's ``requires_grad_(False)``).
     grad_buffer : array or None
         Where the first gradient after ``zero_grad`` is written (a view of an optimizer's flat
         gradient buffer), or None to take the gradient array as it comes. Rebinding ``data``
         to another array clears it.
     """
 
-    __slots__ = ("_data", "grad", "grad_buffer", "name")
+    __slots__ = ("_data", "grad", "grad_buffer", "name", "requires_grad")
 
-    def __init__(self, data: Array, name: str = "") -> None:
+    def __init__(self, data: Array, name: str = "", *, requires_grad: bool = True) -> None:
         self._data = data
         self.grad: Array | None = None
         self.grad_buffer: Array | None = None
         self.name = name
+        self.requires_grad = requires_grad
 
     @property
     def data(self) -> Array:
@@ -86,8 +137,11 @@ class Parameter:
         """grad ← grad + g (the first contribution after ``zero_grad`` is taken as is).
 
         With a ``grad_buffer``, the first contribution is copied into it, so that gradients
-        live in the optimizer's flat buffer; ``grad`` is never kept by reference then.
+        live in the optimizer's flat buffer; ``grad`` is never kept by reference then. A frozen
+        parameter (``requires_grad=False``) takes nothing.
         """
+        if not self.requires_grad:
+            return
         buffer = self.grad_buffer
         if self.grad is not None:
             self.grad += grad
@@ -99,27 +153,83 @@ class Parameter:
             self.grad = grad
 
     def __repr__(self) -> str:
+        frozen = "" if self.requires_grad else ", requires_grad=False"
         return (
             f"Parameter({self.name!r}, shape={self.shape}, dtype={dtype_name(self.dtype)}, "
-            f"{describe_placement(self.data)})"
+            f"{describe_placement(self.data)}{frozen})"
         )
 
 
-class Module:
-    """Base class of layers and containers.
+class Context:
+    """What a layer's :meth:`Module.forward_pass` and :meth:`Module.infer` receive.
 
-    Parameters and sub-modules assigned as attributes are registered in assignment order, so
-    :meth:`named_parameters` yields stable names such as ``"0.weight"``.
+    Attributes
+    ----------
+    xp : namespace
+        The Array API namespace of the input: every array the layer creates comes from it.
+    input_grad : bool
+        Whether the caller needs ∂L/∂x: when False, ``backprop`` may skip that work and return
+        None (the gradients of the parameters are still accumulated).
+
+    Contexts are immutable and cached (two per namespace): ``Context.of(xp, input_grad)``.
+    """
+
+    __slots__ = ("input_grad", "xp")
+    _cache: ClassVar[dict[tuple[int, bool], Context]] = {}
+
+    def __init__(self, xp: Namespace, input_grad: bool) -> None:
+        self.xp = xp
+        self.input_grad = input_grad
+
+    @classmethod
+    def of(cls, xp: Namespace, input_grad: bool) -> Context:
+        """The context for namespace ``xp`` and ``input_grad`` (one dictionary lookup)."""
+        key = (id(xp), input_grad)
+        ctx = cls._cache.get(key)
+        if ctx is None or ctx.xp is not xp:
+            ctx = cls._cache[key] = cls(xp, input_grad)
+        return ctx
+
+    def with_input_grad(self, input_grad: bool) -> Context:
+        """The same context asking (or not) for ∂L/∂x."""
+        return self if input_grad == self.input_grad else Context.of(self.xp, input_grad)
+
+    def __repr__(self) -> str:
+        name = getattr(self.xp, "__name__", type(self.xp).__name__)
+        return f"Context(xp={name}, input_grad={self.input_grad})"
+
+
+class LoadResult(NamedTuple):
+    """What :meth:`Module.load_state_dict` did not match (empty lists when strict)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Module:
+    """Base class of layers and containers (see the module docstring for the protocol).
+
+    Parameters, buffers and sub-modules assigned as attributes are registered in assignment
+    order, so :meth:`named_parameters` yields stable names such as ``"0.weight"``.
     """
 
     training: bool
+    has_training_behaviour: ClassVar[bool] = False
+    """True for layers that behave differently in training mode (dropout, batch norm)."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        buffers: dict[str, Array | None] = self.__dict__.get("_buffers", {})
+        if name in buffers:  # store a buffer back: the new value replaces the old
+            buffers[name] = value
+            object.__setattr__(self, name, value)
+            return
         params: dict[str, Parameter] = self.__dict__.get("_parameters", {})
         modules: dict[str, Module] = self.__dict__.get("_modules", {})
         params.pop(name, None)
@@ -131,35 +241,57 @@ class Module:
             modules[name] = value
         object.__setattr__(self, name, value)
 
-    # ---------------------------------------------------------------- forward protocol
+    # ---------------------------------------------------------------- the protocol
 
-    def forward(self, x: Array, *, input_grad: bool = True) -> tuple[Array, Backprop]:
+    def forward_pass(self, x: Any, ctx: Context) -> tuple[Any, Backprop]:
+        """The training forward of a layer: return ``(y, backprop)``, ``backprop(dy) -> dx``.
+
+        Implement this in a new layer (see the module docstring). ``x`` has passed the
+        boundary checks of the outermost call; ``ctx`` gives the namespace and whether ∂L/∂x is
+        wanted.
+        """
+        msg = f"{type(self).__name__} implements no forward_pass(x, ctx) -> (y, backprop)"
+        raise NotImplementedError(msg)
+
+    def infer(self, x: Any, ctx: Context) -> Any:
+        """The output of :meth:`forward_pass` without its closure; override to skip what only
+        the backward pass needs. Honours ``self.training`` as ``forward_pass`` does."""
+        return self.forward_pass(x, ctx.with_input_grad(False))[0]
+
+    def check_input(self, x: Any, ctx: Context) -> None:
+        """Raise if this layer cannot take ``x`` (its shape, say); called at the public
+        boundary after the namespace, device and dtype checks. Nothing by default."""
+
+    # ---------------------------------------------------------------- the public calls
+
+    def forward(self, x: Any, *, input_grad: bool = True) -> tuple[Any, Backprop]:
         """Training forward: return ``(y, backprop)``; ``backprop(dy)`` returns ∂L/∂x.
 
         Parameters
         ----------
-        x : array
+        x : array (or tuple of arrays, for layers that take several inputs)
             The input, on the module's namespace and device, in its dtype.
         input_grad : bool
             Compute ∂L/∂x in the backward pass; when False, ``backprop`` returns None and skips
             that work (the gradients of the parameters are still accumulated).
         """
-        xp = self._check_input(x)
-        y, backprop = self._forward(x, xp=xp, input_grad=input_grad)
+        ctx = Context.of(self._validate(x), input_grad)
+        self.check_input(x, ctx)
+        y, backprop = self.forward_pass(x, ctx)
         return y, _checked_backprop(backprop, y, self)
 
-    def __call__(self, x: Array) -> Array:
-        """Inference: y = f(x), retaining nothing for a backward pass."""
-        return self._infer(x, xp=self._check_input(x))
+    def __call__(self, x: Any) -> Any:
+        """Inference: y = f(x), retaining nothing for a backward pass (the mode still decides
+        what dropout and batch normalisation do, as in PyTorch)."""
+        ctx = Context.of(self._validate(x), False)
+        self.check_input(x, ctx)
+        return self.infer(x, ctx)
 
-    def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
-        raise NotImplementedError
-
-    def _infer(self, x: Array, *, xp: Namespace) -> Array:
-        return self._forward(x, xp=xp, input_grad=False)[0]
-
-    def _check_input(self, x: Array) -> Namespace:
-        """Validate an input at the public boundary and return its namespace."""
+    def _validate(self, x: Any) -> Namespace:
+        """The namespace of ``x`` once its placement and dtype fit the parameters (the cheap
+        identity test valid inputs pass; the full checks only to explain a failure)."""
+        if isinstance(x, tuple):
+            return self._validate_tuple(x)
         ref = self._reference_array()
         if ref is not None:
             xp = matching_namespace(x, ref)
@@ -168,9 +300,29 @@ class Module:
         where = self._where()
         xp = check_array(x, where=where, what="input")
         check_floating(x, xp, where=where, what="input")
-        ref = self._reference_array()
         if ref is not None:
             _check_matches_parameters(x, xp, ref, where=where)
+        return xp
+
+    def _validate_tuple(self, xs: tuple[Any, ...]) -> Namespace:
+        """Several inputs (None allowed for an absent one): one namespace and device."""
+        where, first, xp = self._where(), None, None
+        for i, x in enumerate(xs):
+            if x is None:
+                continue
+            here = check_array(x, where=where, what=f"input {i}")
+            if first is None:
+                first, xp = x, here
+            elif here is not xp or not same_device(x, first, xp):
+                msg = (f"{where}: input {i} is {describe_placement(x)} but input 0 is "
+                       f"{describe_placement(first)}")
+                raise ValueError(msg)
+        if xp is None:
+            msg = f"{where}: every input is None"
+            raise TypeError(msg)
+        ref = self._reference_array()
+        if ref is not None:
+            _check_matches_parameters(first, xp, ref, where=where, check_dtype=False)
         return xp
 
     def _reference_array(self) -> Array | None:
@@ -182,14 +334,50 @@ class Module:
     def _where(self) -> str:
         return repr(self)
 
-    # ---------------------------------------------------------------- parameters and state
+    # ---------------------------------------------------------------- the module tree
 
     def children(self) -> Iterator[Module]:
         """The directly registered sub-modules, in registration order."""
         yield from self.__dict__["_modules"].values()
 
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """``(name, sub-module)`` for the directly registered sub-modules."""
+        yield from self.__dict__["_modules"].items()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """``(dotted name, module)`` for this module (name ``prefix``) and every descendant,
+        each once, depth first in registration order (PyTorch's order)."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{n}" if name else n, m) for n, m in module.named_children()]
+            stack.extend(reversed(children))
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every descendant, each once."""
+        for _, module in self.named_modules():
+            yield module
+
+    def apply(self, fn: Callable[[Module], object]) -> Module:
+        """Call ``fn`` on every descendant, then on this module (PyTorch's order); returns self.
+
+        >>> model.apply(lambda m: m.eval() if isinstance(m, nb.Dropout) else None)
+        """
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # ---------------------------------------------------------------- parameters
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Yield ``(dotted name, Parameter)`` for this module and its descendants, each once."""
+        """``(dotted name, Parameter)`` for this module and its descendants; a parameter used
+        in several places (tied weights) once, under its first name."""
         seen: set[int] = set()
         for name, p in self._named_parameters_all(prefix):
             if id(p) not in seen:
@@ -198,7 +386,8 @@ class Module:
 
     def _named_parameters_all(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, p in self.__dict__["_parameters"].items():
-            yield prefix + name, p
+            if p is not None:
+                yield prefix + name, p
         for name, child in self.__dict__["_modules"].items():
             yield from child._named_parameters_all(f"{prefix}{name}.")
 
@@ -211,61 +400,174 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def state_dict(self) -> dict[str, Array]:
-        """Map each dotted parameter name to its array (a reference, not a copy)."""
-        return {name: p.data for name, p in self.named_parameters()}
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze every parameter of this module and its descendants."""
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Copy arrays (of any namespace, or NumPy) into the parameters.
+    # ---------------------------------------------------------------- buffers
+
+    def register_buffer(self, name: str, value: Array | None, *, persistent: bool = True) -> None:
+        """Register ``value`` as a buffer: saved (unless ``persistent=False``) and moved with
+        the module, never trained. Assigning the attribute again stores a new value."""
+        if name in self.__dict__["_parameters"] or name in self.__dict__["_modules"]:
+            msg = f"{self._where()}: {name!r} is already a parameter or sub-module"
+            raise KeyError(msg)
+        self.__dict__["_buffers"][name] = value
+        if not persistent:
+            self.__dict__["_non_persistent"].add(name)
+        object.__setattr__(self, name, value)
+
+    def named_buffers(
+        self, prefix: str = "", *, persistent_only: bool = False
+    ) -> Iterator[tuple[str, Array]]:
+        """``(dotted name, array)`` for the buffers of this module and its descendants."""
+        for path, module in self.named_modules():
+            skip = module.__dict__["_non_persistent"] if persistent_only else ()
+            for name, value in module.__dict__["_buffers"].items():
+                if value is not None and name not in skip:
+                    yield f"{prefix}{path}.{name}" if path else f"{prefix}{name}", value
+
+    def buffers(self) -> list[Array]:
+        """All buffers, in :meth:`named_buffers` order."""
+        return [b for _, b in self.named_buffers()]
+
+    # ---------------------------------------------------------------- extra state
+
+    def get_extra_state(self) -> dict[str, Any] | None:
+        """Host state that is neither a parameter nor a buffer, as a JSON-able dict (None:
+        this module has none). Layers with a random stream return its counters here."""
+        return None
+
+    def set_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Take back what :meth:`get_extra_state` returned."""
+        msg = f"{self._where()} has no extra state to set"
+        raise TypeError(msg)
+
+    def extra_state_dict(self) -> dict[str, dict[str, Any]]:
+        """``{dotted module name: extra state}`` for every module that has some."""
+        return {name: state for name, module in self.named_modules()
+                if (state := module.get_extra_state()) is not None}
+
+    def load_extra_state_dict(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Give each module its extra state back (names as :meth:`extra_state_dict`'s)."""
+        modules = dict(self.named_modules())
+        unknown = sorted(states.keys() - modules.keys())
+        if unknown:
+            msg = f"{self._where()}: extra state for modules it does not have: {unknown}"
+            raise KeyError(msg)
+        for name, state in states.items():
+            modules[name].set_extra_state(state)
+
+    # ---------------------------------------------------------------- state dicts
+
+    def state_dict(self) -> dict[str, Array]:
+        """Parameters and persistent buffers by dotted name (references, not copies), under
+        PyTorch's names for the same layers."""
+        state = {name: p.data for name, p in self.named_parameters()}
+        state.update(self.named_buffers(persistent_only=True))
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True) -> LoadResult:
+        """Copy arrays (of any namespace, or NumPy) into the parameters and buffers.
 
         Every name, shape and dtype is validated first (:meth:`check_state_dict`), so a failed
-        load leaves the module untouched. Values are copied onto each parameter's own device.
+        load leaves the module untouched. Values are copied onto each array's own device.
+        ``strict=False`` loads the entries that match and returns the others, as PyTorch does
+        (for fine-tuning from another model's weights). A tied parameter's other names are
+        accepted when they hold the same values.
         """
-        self.check_state_dict(state)
-        own = dict(self.named_parameters())
-        # Copies first: the values may be (views of) this module's own parameters.
-        values = {name: backend_of(p.data).asarray(state[name], copy=True)
-                  for name, p in own.items()}
-        for name, p in own.items():
-            if supports_views(namespace_of(p.data)):  # in place: optimizers' views stay valid
-                p.data[...] = values[name]
+        result = self.check_state_dict(state, strict=strict)
+        targets = self._state_targets()
+        # Copies first: the values may be (views of) this module's own arrays.
+        values = {name: backend_of(ref).asarray(state[name], copy=True)
+                  for name, (ref, _) in targets.items() if name in state}
+        for name, value in values.items():
+            ref, store = targets[name]
+            if supports_views(namespace_of(ref)):  # in place: optimizers' views stay valid
+                ref[...] = value
             else:
-                p.data = values[name]
-            p.grad = None
+                store(value)
+        for name, p in self.named_parameters():
+            if name in values:
+                p.grad = None
+        return result
 
-    def check_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Raise unless ``state`` names exactly this module's parameters, each with its shape
-        and dtype: KeyError (names), ValueError (a shape) or TypeError (a dtype)."""
-        own = dict(self.named_parameters())
-        missing = sorted(own.keys() - state.keys())
-        unexpected = sorted(state.keys() - own.keys())
-        if missing or unexpected:
+    def check_state_dict(self, state: Mapping[str, Any], *, strict: bool = True) -> LoadResult:
+        """Raise unless every entry of ``state`` fits: KeyError (names; with ``strict``, the
+        keys must be exactly the module's), ValueError (a shape) or TypeError (a dtype).
+        Returns the missing and unexpected keys (empty when strict)."""
+        targets = self._state_targets()
+        aliases = self._tied_aliases()
+        missing = sorted(targets.keys() - state.keys())
+        unexpected = sorted(
+            k for k in state.keys() - targets.keys()
+            if k not in aliases and not k.endswith(_IGNORED_TORCH_KEYS)
+        )
+        if strict and (missing or unexpected):
             msg = f"{self._where()}: state dict does not match the module's parameters"
             msg += name_mismatch(missing, unexpected)
             raise KeyError(msg)
-        for name, p in own.items():
-            value = state[name]
-            shape = tuple(getattr(value, "shape", ()))
-            if shape != p.shape:
-                msg = f"{self._where()}: {name!r} has shape {p.shape}, state dict gives {shape}"
-                raise ValueError(msg)
-            got, want = dtype_name(getattr(value, "dtype", type(value))), dtype_name(p.dtype)
-            if got != want:
-                msg = f"{self._where()}: {name!r} has dtype {want}, state dict gives {got}"
-                raise TypeError(msg)
+        for name, (ref, _) in targets.items():
+            if name in state:
+                _check_entry(self._where(), name, state[name], ref)
+        for alias, primary in aliases.items():
+            if alias in state and primary in state:
+                _check_same_values(self._where(), alias, state[alias], primary, state[primary])
+        return LoadResult(missing, unexpected)
 
-    def to(self, backend: Any) -> Module:
-        """Move every parameter to ``backend`` (a name, namespace or Backend); grads are reset.
+    def _state_targets(self) -> dict[str, tuple[Array, Callable[[Array], None]]]:
+        """Every state-dict entry: its current array and how to store a new value there."""
+        targets: dict[str, tuple[Array, Callable[[Array], None]]] = {}
+        for name, p in self.named_parameters():
+            targets[name] = (p.data, _parameter_store(p))
+        for path, module in self.named_modules():
+            skip = module.__dict__["_non_persistent"]
+            for buffer, value in module.__dict__["_buffers"].items():
+                if value is not None and buffer not in skip:
+                    full = f"{path}.{buffer}" if path else buffer
+                    targets[full] = (value, _buffer_store(module, buffer))
+        return targets
 
+    def _tied_aliases(self) -> dict[str, str]:
+        """``{other name: first name}`` of parameters used in several places."""
+        first: dict[int, str] = {}
+        aliases: dict[str, str] = {}
+        for name, p in self._named_parameters_all(""):
+            if id(p) in first:
+                aliases[name] = first[id(p)]
+            else:
+                first[id(p)] = name
+        return aliases
+
+    # ---------------------------------------------------------------- placement and modes
+
+    def to(self, backend: Any = None, *, dtype: Any = None) -> Module:
+        """Move every parameter and buffer to ``backend`` (a name, namespace or Backend) and/or
+        cast the floating ones to ``dtype`` (``"float32"``, ``"float64"``); grads are reset.
+
+        ``module.to("float64")`` casts on the module's own backend, as PyTorch's does.
         Optimizers hold parameters by reference: create them after moving the model.
         """
-        be = backend if isinstance(backend, Backend) else get_backend(backend)
+        if dtype is None and isinstance(backend, str) and backend in ("float32", "float64"):
+            backend, dtype = None, backend
+        if backend is None:
+            current = self.backend
+            if current is None:
+                return self
+            be = current
+        else:
+            be = backend if isinstance(backend, Backend) else get_backend(backend)
+        target = None if dtype is None else be.dtype(dtype)
         for p in self.parameters():
-            if backend_of(p.data) == be:
-                continue
-            # A copy: the host view of another library's array may be read-only (JAX) or shared
-            # with it (PyTorch on the CPU), and the library writes into its parameters.
-            p.data, p.grad = be.asarray(p.data, copy=True), None
+            moved = _moved(p.data, be, target)
+            if moved is not p.data:
+                p.data, p.grad = moved, None
+        for module in self.modules():
+            for name, value in list(module.__dict__["_buffers"].items()):
+                if value is not None:
+                    setattr(module, name, _moved(value, be, target))
         return self
 
     @property
@@ -276,9 +578,8 @@ class Module:
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode on this module and its descendants."""
-        object.__setattr__(self, "training", mode)
-        for child in self.children():
-            child.train(mode)
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
         return self
 
     def eval(self) -> Module:
@@ -293,6 +594,55 @@ class Module:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+def _moved(value: Array, be: Backend, dtype: Any) -> Array:
+    """``value`` on ``be`` (and cast to ``dtype`` when floating), or itself when already so."""
+    xp = namespace_of(value)
+    floating = dtype is not None and xp.isdtype(value.dtype, "real floating")
+    if backend_of(value) == be:
+        if not floating or dtype_name(value.dtype) == dtype_name(dtype):
+            return value
+        return be.xp.astype(value, dtype)
+    # A copy: the host view of another library's array may be read-only (JAX) or shared with
+    # it (PyTorch on the CPU), and the library writes into its parameters and buffers.
+    return be.asarray(value, dtype=dtype if floating else None, copy=True)
+
+
+def _parameter_store(p: Parameter) -> Callable[[Array], None]:
+    def store(value: Array) -> None:
+        p.data = value
+
+    return store
+
+
+def _buffer_store(module: Module, name: str) -> Callable[[Array], None]:
+    def store(value: Array) -> None:
+        setattr(module, name, value)
+
+    return store
+
+
+def _check_entry(where: str, name: str, value: Any, ref: Array) -> None:
+    shape = tuple(getattr(value, "shape", ()))
+    if shape != tuple(ref.shape):
+        msg = f"{where}: {name!r} has shape {tuple(ref.shape)}, state dict gives {shape}"
+        raise ValueError(msg)
+    got, want = dtype_name(getattr(value, "dtype", type(value))), dtype_name(ref.dtype)
+    if got != want:
+        msg = f"{where}: {name!r} has dtype {want}, state dict gives {got}"
+        raise TypeError(msg)
+
+
+def _check_same_values(where: str, alias: str, value: Any, primary: str, ref: Any) -> None:
+    """A tied parameter's two entries must agree (a host comparison, at load time only)."""
+    import numpy as np  # the host edge: comparing two loaded entries
+
+    a, b = to_numpy(value), to_numpy(ref)
+    if a.shape != b.shape or not np.array_equal(a, b):
+        msg = (f"{where}: {alias!r} and {primary!r} are one (tied) parameter, but the state "
+               "dict gives them different values")
+        raise ValueError(msg)
+
+
 def _check_matches_parameters(
     x: Array,
     xp: Namespace,
@@ -301,6 +651,7 @@ def _check_matches_parameters(
     where: str,
     what: str = "input",
     ref_what: str = "the parameters",
+    check_dtype: bool = True,
 ) -> None:
     if namespace_of(ref) is not xp or not same_device(x, ref, xp):
         msg = (
@@ -308,7 +659,7 @@ def _check_matches_parameters(
             f"where {ref_what} live (move it with model.backend.asarray(...))"
         )
         raise ValueError(msg)
-    if x.dtype != ref.dtype:
+    if check_dtype and x.dtype != ref.dtype:
         msg = (
             f"{where}: {what} has dtype {dtype_name(x.dtype)}; expected "
             f"{dtype_name(ref.dtype)}, the dtype of {ref_what} (cast it: nothing is promoted "
@@ -317,11 +668,11 @@ def _check_matches_parameters(
         raise TypeError(msg)
 
 
-def _checked_backprop(backprop: Backprop, y: Array, module: Module) -> Backprop:
+def _checked_backprop(backprop: Backprop, y: Any, module: Module) -> Backprop:
     """Wrap a closure for the public boundary: validate ∂L/∂y and allow one call."""
     called = False
 
-    def checked(dy: Array) -> Array | None:
+    def checked(dy: Any) -> Any:
         nonlocal called
         if called:
             msg = (
@@ -329,12 +680,23 @@ def _checked_backprop(backprop: Backprop, y: Array, module: Module) -> Backprop:
                 "to backpropagate again"
             )
             raise RuntimeError(msg)
-        if matching_namespace(dy, y) is None or dy.shape != y.shape:
+        if isinstance(y, tuple):
+            _check_gradient_tuple(dy, y, module._where())
+        elif matching_namespace(dy, y) is None or dy.shape != y.shape:
             _explain_bad_gradient(dy, y, module._where())
         called = True
         return backprop(dy)
 
     return checked
+
+
+def _check_gradient_tuple(dy: Any, y: tuple[Any, ...], where: str) -> None:
+    if not isinstance(dy, tuple) or len(dy) != len(y):
+        msg = f"{where}: the output is a tuple of {len(y)} arrays; dy must be one too"
+        raise TypeError(msg)
+    for d, out in zip(dy, y, strict=True):
+        if d is not None and (matching_namespace(d, out) is None or d.shape != out.shape):
+            _explain_bad_gradient(d, out, where)
 
 
 def _explain_bad_gradient(dy: Any, y: Array, where: str) -> None:

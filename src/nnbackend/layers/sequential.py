@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .._typing import Array, Backprop, Namespace
+from .._typing import Array, Backprop
 from .linear import InputShapeError
-from .module import Module
+from .module import Context, Module
 
 __all__ = ["Sequential"]
 
@@ -27,8 +27,8 @@ class Sequential(Module):
     Notes
     -----
     The network's input is data, so ``forward`` does not compute ∂L/∂x unless asked
-    (``input_grad=True``): the first layer with parameters skips δ W, and parameterless layers
-    in front of it run in inference mode.
+    (``input_grad=True``): the first layer with parameters skips ∂L/∂x, and parameterless
+    layers in front of it without training-time behaviour run by ``infer``.
     """
 
     def __init__(self, *layers: Module, backend: Any = None) -> None:
@@ -42,6 +42,14 @@ class Sequential(Module):
         self._first_trainable = next(  # index of the first layer with parameters
             (i for i, layer in enumerate(self.layers) if layer._reference_array() is not None),
             len(self.layers),
+        )
+        # Leading layers run by inference when ∂L/∂x is not wanted: up to the first trainable
+        # layer, and never past a layer that behaves differently in training (its inference
+        # must not stand in for its training forward in a mode it was not written for).
+        self._shortcut = next(
+            (i for i, layer in enumerate(self.layers[: self._first_trainable])
+             if _has_training_behaviour(layer)),
+            self._first_trainable,
         )
         _check_widths(self.layers)
         if backend is not None:
@@ -64,40 +72,40 @@ class Sequential(Module):
     def _where(self) -> str:
         return "Sequential"
 
-    def _check_input(self, x: Array) -> Namespace:
+    def check_input(self, x: Array, ctx: Context) -> None:
         index = self._first_trainable
         if index < len(self.layers):  # it knows the expected input
             try:
-                return self.layers[index]._check_input(x)
+                self.layers[index].check_input(x, ctx)
             except InputShapeError as err:
                 err.path.insert(0, index)
                 raise
-        return super()._check_input(x)
 
     def forward(self, x: Array, *, input_grad: bool = False) -> tuple[Array, Backprop]:
         """Training forward; ``backprop(dy)`` returns ∂L/∂x only when ``input_grad`` is True."""
         return super().forward(x, input_grad=input_grad)
 
-    def _infer(self, x: Array, *, xp: Namespace) -> Array:
+    def infer(self, x: Array, ctx: Context) -> Array:
         layers, i = self.layers, 0
         try:
             for i in range(len(layers)):
-                x = layers[i]._infer(x, xp=xp)
+                x = layers[i].infer(x, ctx)
         except InputShapeError as err:  # name the layer by its index path in the model
             err.path.insert(0, i)
             raise
         return x
 
-    def _forward(self, x: Array, *, xp: Namespace, input_grad: bool) -> tuple[Array, Backprop]:
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         layers, start, i = self.layers, 0, 0
         backprops = []
+        inner = ctx.with_input_grad(True)
         try:
-            if not input_grad:  # layers before the first parameter need no backward pass at all
-                start = self._first_trainable
+            if not ctx.input_grad:  # leading layers need no backward pass when nothing before
+                start = self._shortcut  # them is trained: their outputs only
                 for i in range(start):
-                    x = layers[i]._infer(x, xp=xp)
+                    x = layers[i].infer(x, ctx)
             for i in range(start, len(layers)):
-                x, backprop = layers[i]._forward(x, xp=xp, input_grad=input_grad or i > start)
+                x, backprop = layers[i].forward_pass(x, ctx if i == start else inner)
                 backprops.append(backprop)
         except InputShapeError as err:  # name the layer by its index path in the model
             err.path.insert(0, i)
@@ -110,6 +118,10 @@ class Sequential(Module):
             return dy
 
         return x, backprop_all
+
+
+def _has_training_behaviour(layer: Module) -> bool:
+    return any(m.has_training_behaviour for m in layer.modules())
 
 
 def _check_widths(layers: tuple[Module, ...]) -> None:
