@@ -518,10 +518,15 @@ def test_wrong_input_width_names_layer_and_shapes(case: Any) -> None:
         model.forward(case.asarray(np.zeros((3, 5))))
 
 
-def test_one_dimensional_input(case: Any) -> None:
-    with pytest.raises(ValueError, match=r"Linear\(4→8\) expected input of shape \(N, 4\), "
-                                         r"got \(4,\)"):
-        _linear(case, 4, 8)(case.asarray(np.zeros(4)))
+def test_one_dimensional_input_of_the_wrong_width(case: Any) -> None:
+    """A single sample (in,) is accepted as in PyTorch (issue 9; tests/test_nd.py checks its
+    values); one of the wrong width, or a 0-d input, is named with the shape expected."""
+    with pytest.raises(ValueError, match=r"^Linear\(4→8\) expected input of shape \(\.\.\., 4\), "
+                                         r"got \(5,\)$"):
+        _linear(case, 4, 8)(case.asarray(np.zeros(5)))
+    with pytest.raises(ValueError, match=r"^Linear\(4→8\) expected input of shape \(\.\.\., 4\), "
+                                         r"got \(\)$"):
+        _linear(case, 4, 8).forward(case.asarray(np.zeros(())))
 
 
 def test_integer_input(case: Any) -> None:

@@ -1,17 +1,26 @@
 """The affine map z = x Wᵀ + b and its backward pass (Array API only).
 
-Shapes: x (N, in), W (out, in), b (out,), z (N, out). Per sample this is the seed's
+Shapes: x (N, ..., in), W (out, in), b (out,), z (N, ..., out): the map applies to the last
+axis, whatever the leading axes are (a sequence (N, L, in), an image's pixels (N, H, W, in), or
+one sample (in,)), as ``torch.nn.functional.linear`` does. Per sample this is the seed's
 z = W a + b; the batch is stacked along the first axis.
 
-Backward, with δ = ∂L/∂z of shape (N, out)::
+Backward, with δ = ∂L/∂z of z's shape; the sums run over all leading axes (the N·… positions)::
 
-    ∂L/∂W = δᵀ x         (out, in)
-    ∂L/∂b = Σₙ δₙ         (out,)
-    ∂L/∂x = δ W          (N, in)
+    ∂L/∂W = Σ δᵀ x        (out, in)
+    ∂L/∂b = Σ δ           (out,)
+    ∂L/∂x = δ W           (N, ..., in)
+
+Inputs of any other rank than 2 are reshaped to (M, in) with M = N·… positions, so each product
+is one GEMM (a stacked matmul would be one per leading index), and reshaped back; reshaping a
+contiguous array is a view. Two-dimensional inputs take the direct path, without reshapes.
 """
 
 from __future__ import annotations
 
+import math
+
+from .._checks import namespace_of
 from .._native import matmul_into, sum_into, summer
 from .._typing import Array, Namespace
 
@@ -19,8 +28,17 @@ __all__ = ["linear", "linear_backward"]
 
 
 def linear(x: Array, W: Array, b: Array | None = None, /, *, xp: Namespace | None = None) -> Array:
-    """z = x Wᵀ + b for x (N, in), W (out, in), b (out,) or None; returns z (N, out)."""
-    z = x @ W.T
+    """z = x Wᵀ + b for x (N, ..., in) or (in,), W (out, in), b (out,) or None.
+
+    Returns z of shape (N, ..., out) (or (out,)): the map applies to the last axis of x.
+    """
+    if x.ndim == 2:
+        z = x @ W.T
+    else:
+        xp = namespace_of(x) if xp is None else xp
+        lead = tuple(x.shape[:-1])
+        z = xp.reshape(xp.reshape(x, (math.prod(lead), x.shape[-1])) @ W.T,
+                       (*lead, W.shape[0]))
     if b is not None:
         z += b  # z is a fresh array: add the bias in place rather than allocate another
     return z
@@ -38,13 +56,20 @@ def linear_backward(
     weight_grad_out: Array | None = None,
     bias_grad_out: Array | None = None,
 ) -> tuple[Array | None, Array, Array | None]:
-    """Gradients of z = x Wᵀ + b given δ = ∂L/∂z.
+    """Gradients of z = x Wᵀ + b given δ = ∂L/∂z, for x (N, ..., in) and δ (N, ..., out).
 
-    Returns ``(dx, dW, db)``: ∂L/∂x = δ W (``None`` unless ``input_grad``), ∂L/∂W = δᵀ x,
-    ∂L/∂b = Σₙ δₙ (``None`` unless ``bias_grad``). With ``weight_grad_out`` (an array of W's
-    shape), ∂L/∂W is written into it where the backend can (then ``dW`` is that array), and
-    likewise ∂L/∂b into ``bias_grad_out``.
+    Returns ``(dx, dW, db)``: ∂L/∂x = δ W (x's shape; ``None`` unless ``input_grad``),
+    ∂L/∂W = Σ δᵀ x and ∂L/∂b = Σ δ summed over every leading axis (``db`` is ``None`` unless
+    ``bias_grad``). With ``weight_grad_out`` (an array of W's shape), ∂L/∂W is written into it
+    where the backend can (then ``dW`` is that array), and likewise ∂L/∂b into
+    ``bias_grad_out``.
     """
+    shape = None
+    if x.ndim != 2:  # one GEMM over all M = N·… positions: δ (M, out), x (M, in)
+        shape = tuple(x.shape)
+        rows = math.prod(shape[:-1])
+        dz = xp.reshape(dz, (rows, W.shape[0]))
+        x = xp.reshape(x, (rows, shape[-1]))
     if weight_grad_out is not None and matmul_into(dz.T, x, weight_grad_out, xp):
         dW = weight_grad_out
     else:
@@ -55,5 +80,7 @@ def linear_backward(
         db = bias_grad_out
     else:
         db = summer(xp)(dz, axis=0)
-    dx = dz @ W if input_grad else None
-    return dx, dW, db
+    if not input_grad:
+        return None, dW, db
+    dx = dz @ W
+    return (dx if shape is None else xp.reshape(dx, shape)), dW, db

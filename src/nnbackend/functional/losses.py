@@ -3,8 +3,9 @@
 Every function returns ``(loss, grad)``: ``loss`` is a 0-d array on the prediction's device (no
 host synchronisation), ``grad`` = ∂loss/∂prediction has the prediction's shape and dtype.
 
-With reduction ``"mean"`` over ``n`` terms (elements for MSE and BCE, samples for
-cross-entropy) and ``"sum"`` without the 1/n:
+With reduction ``"mean"`` over ``n`` terms (elements for MSE and BCE, which take any shape;
+positions for cross-entropy: the N samples of (N, C) logits, the N·d1·… positions of N-D ones)
+and ``"sum"`` without the 1/n:
 
 ================================  =============================================  ==================
 loss                              value                                          gradient
@@ -115,31 +116,38 @@ def cross_entropy(
     *,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    axis: int = -1,
 ) -> tuple[Array, Array]:
     """Softmax cross-entropy from logits, with integer labels or class probabilities.
 
     Parameters
     ----------
-    logits : array (N, C), floating
-    target : array (N,) of integer class labels in [0, C), or (N, C) class probabilities
-        (one-hot or soft) of the logits' dtype.
+    logits : array (N, C) or (N, ..., C), floating
+        The C classes lie on ``axis`` (the last by default: the (N, L, C) a sequence model
+        produces); PyTorch's (N, C, d1, ...) layout is ``axis=1``.
+    target : array of integer class labels in [0, C) of the logits' shape without the class
+        axis ((N,) or (N, ...)), or class probabilities (one-hot or soft) of the logits' shape
+        and dtype.
     reduction : {"mean", "sum"}
-        Mean over the N samples, or their sum.
+        Mean over the M positions (M = N for (N, C); N·d1·… in general, as in PyTorch), or
+        their sum.
     label_smoothing : float in [0, 1]
         ε: the target becomes (1 − ε) q + ε / C.
+    axis : int
+        The class axis, negative counting from the end.
 
     Returns
     -------
     loss : 0-d array
-        −1/N Σₙ Σ_c qₙ_c log pₙ_c with p = softmax(logits), computed through a max-shifted
-        log-softmax so that no logit overflows.
-    grad : array (N, C)
-        ∂loss/∂logits = (p Σ_c q − q) / N.
+        −1/M Σₘ Σ_c qₘ_c log pₘ_c with p = softmax(logits) along ``axis``, computed through a
+        max-shifted log-softmax so that no logit overflows.
+    grad : array of the logits' shape
+        ∂loss/∂logits = (p Σ_c q − q) / M.
 
     Notes
     -----
     Labels outside [0, C) raise ``ValueError`` when the labels live in host memory. On an
-    accelerator that check would stall the device, so instead the affected samples' loss and
+    accelerator that check would stall the device, so instead the affected positions' loss and
     gradient become NaN, which training's non-finite-loss check reports.
     """
     where = "cross_entropy"
@@ -149,17 +157,17 @@ def cross_entropy(
                          where=where, what="target", ref_what="logits")
     check_reduction(reduction, where)
     label_smoothing = check_label_smoothing(label_smoothing, where)
-    if logits.ndim != 2 or logits.shape[1] == 0:
-        msg = f"{where}: logits must have shape (N, C) with C >= 1, got {tuple(logits.shape)}"
-        raise ValueError(msg)
-    n, classes = logits.shape
-    scale = _mean_scale(reduction, n, where)
+    shape = tuple(logits.shape)
+    axis = _class_axis(axis, shape, where)
+    classes = shape[axis]
+    positions = shape[:axis] + shape[axis + 1:]  # the shape of integer labels
+    scale = _mean_scale(reduction, math.prod(positions), where)
 
-    # log pₙ_c = sₙ_c − log Σ_c' exp sₙ_c' with the max-shifted logits s (no overflow)
-    shifted = logits - maximizer(xp)(logits, axis=1, keepdims=True)
+    # log pₘ_c = sₘ_c − log Σ_c' exp sₘ_c' with the max-shifted logits s (no overflow)
+    shifted = logits - maximizer(xp)(logits, axis=axis, keepdims=True)
     p = xp.exp(shifted)
     total = summer(xp)
-    sum_exp = total(p, axis=1, keepdims=True)
+    sum_exp = total(p, axis=axis, keepdims=True)
     log_sum_exp = xp.log(sum_exp)
     p /= sum_exp  # the softmax, normalised in place
 
@@ -171,19 +179,20 @@ def cross_entropy(
     log_p -= log_sum_exp  # shifted is ours: it becomes log p in place
     if kind.endswith("integer"):
         q, valid = _label_distribution(target, classes, label_smoothing, xp, where=where,
-                                       logits=logits)
+                                       logits=logits, axis=axis)
         loss = _expected_log(q, log_p, xp, total) * -scale
         p -= q
         grad = p
         if valid is not None:  # labels on a device: poison invalid samples instead of syncing
             loss = xp.where(xp.all(valid), loss, xp.nan)
-            grad = xp.where(valid[:, None], grad, xp.nan)
+            grad = xp.where(_with_class_axis(valid, axis, xp), grad, xp.nan)
     else:
         check_floating(target, xp, where=where, what="target")
-        if tuple(target.shape) != tuple(logits.shape):
+        if tuple(target.shape) != shape:
             msg = (
-                f"{where}: probability targets must have the logits' shape {tuple(logits.shape)}"
-                f", got {tuple(target.shape)} (integer labels have shape (N,))"
+                f"{where}: probability targets must have the logits' shape {shape}, got "
+                f"{tuple(target.shape)} (integer labels have shape "
+                f"{_layout(len(shape), axis, classes=False)})"
             )
             raise ValueError(msg)
         _check_same_dtype(target, logits, where)
@@ -191,11 +200,58 @@ def cross_entropy(
             label_smoothing / classes
         )
         loss = _expected_log(q, log_p, xp, xp.sum) * -scale
-        p *= xp.sum(q, axis=1, keepdims=True)
+        p *= xp.sum(q, axis=axis, keepdims=True)
         p -= q
         grad = p
     grad *= scale
     return loss, grad
+
+
+def check_class_axis(axis: Any, where: str) -> int:
+    """``axis`` as an int; TypeError for anything else (a bool, a float, an array), naming
+    ``where`` and the value. Its range is checked against the logits' rank when they come."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        msg = (f"{where}: axis must be an integer (the class axis), got {axis!r} of type "
+               f"{type(axis).__name__}")
+        raise TypeError(msg)
+    return int(axis)
+
+
+def _class_axis(axis: Any, shape: tuple[int, ...], where: str) -> int:
+    """The class axis as a non-negative index into ``shape``, once the logits' rank (at least
+    2: positions and classes) and a non-empty class axis are checked."""
+    given = check_class_axis(axis, where)
+    rank = len(shape)
+    if rank < 2:
+        msg = (f"{where}: logits must have shape (N, C) with C >= 1, got {shape} (or "
+               f"(N, ..., C), with the classes on axis={given})")
+        raise ValueError(msg)
+    if not -rank <= given < rank:
+        msg = f"{where}: axis={given} is out of range for logits of shape {shape} ({rank} axes)"
+        raise ValueError(msg)
+    index = given % rank
+    if shape[index] == 0:
+        msg = (f"{where}: logits must have shape {_layout(rank, index)} with C >= 1, got "
+               f"{shape}")
+        raise ValueError(msg)
+    return index
+
+
+def _layout(rank: int, axis: int, *, classes: bool = True) -> str:
+    """The shape's axes by name for a message: "(N, C)", "(N, C, d1, d2)", "(N, d1)" ..."""
+    names = ["N", *(f"d{i}" for i in range(1, rank - 1))]
+    if classes:
+        names.insert(axis, "C")
+    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
+
+
+def _with_class_axis(values: Array, axis: int, xp: Namespace) -> Array:
+    """``values`` (the positions' shape) with a unit class axis at ``axis``, to broadcast
+    against the logits: ``values[..., None]`` when the classes are last (one indexing, as
+    ``labels[:, None]`` was for (N, C))."""
+    if axis == values.ndim:
+        return values[..., None]
+    return xp.expand_dims(values, axis=axis)
 
 
 def _expected_log(q: Array, log_p: Array, xp: Namespace, total: Callable[..., Array]) -> Array:
@@ -208,25 +264,28 @@ def _expected_log(q: Array, log_p: Array, xp: Namespace, total: Callable[..., Ar
 
 
 def _label_distribution(
-    labels: Array, classes: int, smoothing: float, xp: Namespace, *, where: str, logits: Array
+    labels: Array, classes: int, smoothing: float, xp: Namespace, *, where: str, logits: Array,
+    axis: int,
 ) -> tuple[Array, Array | None]:
-    """The target distribution q = (1 − ε) onehot(labels) + ε/C of shape (N, C), in the logits'
-    dtype, and a validity mask where the labels' range cannot be checked.
+    """The target distribution q = (1 − ε) onehot(labels) + ε/C along ``axis``, of the
+    logits' shape and dtype, and a validity mask where the labels' range cannot be checked.
 
     Host labels are range-checked (:func:`_check_host_labels`). Device labels are not checked
-    (that would stall the device); the caller poisons the samples the mask marks invalid.
+    (that would stall the device); the caller poisons the positions the mask marks invalid.
     """
-    n = logits.shape[0]
-    if labels.ndim != 1 or labels.shape[0] != n:
+    shape = tuple(logits.shape)
+    positions = shape[:axis] + shape[axis + 1:]
+    if tuple(labels.shape) != positions:
         msg = (
-            f"{where}: integer labels must have shape (N,) = ({n},) to match logits "
-            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
+            f"{where}: integer labels must have shape {_layout(len(shape), axis, classes=False)}"
+            f" = {positions} to match logits {shape}, got {tuple(labels.shape)}"
         )
         raise ValueError(msg)
     # Every integer dtype counts to 127; beyond, narrow labels (uint8 for 300 classes) widen.
     if classes > 128 and classes - 1 > xp.iinfo(labels.dtype).max:
         labels = xp.astype(labels, xp.int64)
-    q = xp.astype(labels[:, None] == _class_range(classes, labels, xp), logits.dtype)
+    class_range = _class_range(classes, labels, xp, trailing=len(shape) - 1 - axis)
+    q = xp.astype(_with_class_axis(labels, axis, xp) == class_range, logits.dtype)
     valid = None
     if is_host_array(labels):
         _check_host_labels(labels, classes, xp, where=where)
@@ -244,7 +303,7 @@ def _check_host_labels(labels: Array, classes: int, xp: Namespace, *, where: str
     Compares the labels' own minimum and maximum, in their integer dtype: exact for any batch
     size (a count of valid labels summed in the logits' float32 stops at 2**24).
     """
-    if labels.shape[0] == 0:
+    if math.prod(labels.shape) == 0:
         return
     low, high = int(xp.min(labels)), int(xp.max(labels))
     if low < 0 or high >= classes:
@@ -309,22 +368,29 @@ def check_label_smoothing(value: Any, where: str) -> float:
     return smoothing
 
 
-_CLASS_RANGES: dict[tuple[int, int, Any, Any], Array] = {}
+_CLASS_RANGES: dict[tuple[int, int, int, Any, Any], Array] = {}
 
 
-def _class_range(classes: int, labels: Array, xp: Namespace) -> Array:
-    """0, 1, …, C−1 in the labels' dtype and device, cached (it is read, never written)."""
+def _class_range(classes: int, labels: Array, xp: Namespace, *, trailing: int = 0) -> Array:
+    """0, 1, …, C−1 in the labels' dtype and device, of shape (C, 1, …, 1) with ``trailing``
+    unit axes (the axes after the class axis), cached (it is read, never written)."""
     dev = device_of(labels, xp)
-    key = (id(xp), classes, labels.dtype, dev)
+    key = (id(xp), classes, trailing, labels.dtype, dev)
     try:
         return _CLASS_RANGES[key]
     except KeyError:
         if len(_CLASS_RANGES) > 64:
             _CLASS_RANGES.clear()
-        found = _CLASS_RANGES[key] = xp.arange(classes, dtype=labels.dtype, device=dev)
+        found = _CLASS_RANGES[key] = _make_class_range(classes, labels, xp, trailing, dev)
         return found
     except TypeError:  # an unhashable dtype or device
-        return xp.arange(classes, dtype=labels.dtype, device=dev)
+        return _make_class_range(classes, labels, xp, trailing, dev)
+
+
+def _make_class_range(classes: int, labels: Array, xp: Namespace, trailing: int,
+                      dev: Any) -> Array:
+    values = xp.arange(classes, dtype=labels.dtype, device=dev)
+    return xp.reshape(values, (classes,) + (1,) * trailing) if trailing else values
 
 
 def _mean_scale(reduction: str, count: int, where: str) -> float:
