@@ -47,7 +47,7 @@ def test_fit_learns_and_records_history(blobs: tuple[np.ndarray, np.ndarray]) ->
     assert history.last["accuracy"] > 0.9
     assert history.last["val_accuracy"] > 0.9
     assert all(row["samples_per_s"] > 0 and row["time"] > 0 for row in history.epochs)
-    assert not model.training  # fit leaves the model in evaluation mode
+    assert model.training  # fit restores the mode it found (a new model trains)
 
 
 def test_epoch_loss_is_the_sample_weighted_mean_of_step_losses(
@@ -420,7 +420,7 @@ def test_early_stopping_restores_the_best_weights_when_the_loss_becomes_nan(
     restored = _host_state(case, model)
     for name, want in snapshots[best].items():
         np.testing.assert_array_equal(restored[name], want, err_msg=name)
-    assert not model.training
+    assert model.training  # restored on the way out of the exception too
 
 
 class _Recorder(Callback):
@@ -550,3 +550,47 @@ def test_predict_refuses_a_batch_size_that_is_not_a_positive_integer(size: Any) 
     with pytest.raises(kind, match=rf"predict: batch_size must be a positive integer, got "
                                    rf"{size!r}"):
         predict(_mlp(), np.zeros((3, 2), dtype=np.float32), batch_size=size)
+
+
+class _ModeSpy(nb.Module):
+    """An identity layer that records the mode of every call (and has no parameters)."""
+
+    has_training_behaviour = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, bool]] = []
+
+    def forward_pass(self, x: Any, ctx: Any) -> tuple[Any, Any]:
+        self.seen.append(("forward", self.training))
+        return x, lambda dy: dy
+
+    def infer(self, x: Any, ctx: Any) -> Any:
+        self.seen.append(("infer", self.training))
+        return x
+
+
+def test_fit_evaluate_and_predict_use_their_modes_and_restore_every_modules_mode(
+    case: Any, blobs: tuple[np.ndarray, np.ndarray]
+) -> None:
+    X, y = blobs
+    spy = _ModeSpy()
+    model = nb.Sequential(spy, nb.Linear(2, 4, seed=0, dtype=case.dtype_name),
+                          backend=case.backend)
+    spy.eval()  # a user's choice for one sub-module, kept through every call below
+    data = batches(X[:64], y[:64], batch_size=32, seed=0, backend=case.backend,
+                   dtype=case.dtype_name)
+    fit(model, nb.CrossEntropyLoss(), nb.SGD(model.parameters(), lr=0.1), data, epochs=1,
+        val_data=data, progress=False)
+    # the spy is in front of the first trainable layer but behaves differently in training:
+    # fit runs its training forward in training mode, validation runs it in eval mode
+    assert set(spy.seen) == {("forward", True), ("infer", False)}
+    assert model.training and not spy.training
+    spy.seen.clear()
+    model.train()
+    evaluate(model, nb.CrossEntropyLoss(), data)
+    nb.predict(model, X[:5].astype(case.dtype_name))
+    assert set(spy.seen) == {("infer", False)}
+    assert model.training and spy.training
+    model(case.asarray(X[:3]))  # inference in training mode honours the mode, as PyTorch's
+    assert spy.seen[-1] == ("infer", True)

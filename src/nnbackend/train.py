@@ -351,6 +351,9 @@ def fit(
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch :class:`History`.
 
+    The model trains in training mode (validation runs in eval mode); afterwards every module
+    is back in the mode it was in before the call.
+
     Parameters
     ----------
     model, loss_fn, optimizer
@@ -402,6 +405,7 @@ def fit(
     history = History()
     per_epoch = len(train) if isinstance(train, Sized) else 0
     bar = _Progress(progress, per_epoch * (epochs - initial_epoch))
+    modes = _modes(model)
     model.train()
     begun: list[Callback] = []  # the callbacks whose on_train_end is owed
     try:
@@ -415,7 +419,6 @@ def fit(
                                       bar=bar, log_every=log_every)
                 if val is not None:
                     record.update(_validate(model, loss_fn, val, metric_fns, epoch=epoch))
-                    model.train()
                 bar.update(0, **{key: f"{value:.4f}" for key, value in record.items()
                                  if key in ("loss", "val_loss") or key.endswith("accuracy")},
                            **{"samples/s": f"{record['samples_per_s']:,.0f}"})
@@ -428,7 +431,7 @@ def fit(
                     break
         finally:
             bar.close()
-            model.eval()
+            _restore(modes)
     except BaseException as error:  # KeyboardInterrupt too: callbacks end, then it propagates
         _end_after_error(begun, model, history, error)
         raise
@@ -596,7 +599,7 @@ def evaluate(
     if metric_names is not None:
         metric_fns = dict(zip(metric_names, metric_fns.values(), strict=True))
     batches = _as_batches(data, model, batch_size=batch_size, shuffle=False, seed=None)
-    was_training = model.training
+    modes = _modes(model)
     model.eval()
     mean_loss = _is_mean(loss_fn)
     losses: list[Array] = []  # per batch, 0-d on the device: stacked and read once at the end
@@ -613,7 +616,7 @@ def evaluate(
             for name, fn in metric_fns.items():
                 sums[name] = fn(y, yb) if name not in sums else sums[name] + fn(y, yb)
     finally:
-        model.train(was_training)
+        _restore(modes)
     if not losses:
         msg = "evaluate: the data had no batches"
         raise ValueError(msg)
@@ -643,8 +646,8 @@ def _total_loss(losses: list[Array], sizes: list[int], mean_loss: bool) -> float
 def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
     """Model outputs for every row of ``X`` (host data or an array on the model's backend).
 
-    Runs in inference mode, batch by batch (``batch_size`` ≥ 1 rows at a time), and returns
-    one array on the model's device.
+    Runs in eval mode (restoring every module's mode afterwards), batch by batch
+    (``batch_size`` ≥ 1 rows at a time), and returns one array on the model's device.
     """
     batch_size = check_int(batch_size, what="predict: batch_size", minimum=1)
     backend = model.backend
@@ -656,6 +659,21 @@ def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
     xp = backend.xp
     n = x_all.shape[0]
     starts = range(0, n, batch_size) if n else (0,)
-    # stops clipped to n: the standard leaves out-of-bounds slice stops unspecified
-    outputs = [model(x_all[i : min(i + batch_size, n), ...]) for i in starts]
+    modes = _modes(model)
+    model.eval()
+    try:  # stops clipped to n: the standard leaves out-of-bounds slice stops unspecified
+        outputs = [model(x_all[i : min(i + batch_size, n), ...]) for i in starts]
+    finally:
+        _restore(modes)
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
+
+
+def _modes(model: Module) -> list[tuple[Module, bool]]:
+    """Every module's training flag, to put back after fit, evaluate or predict (a user may
+    have set some sub-modules apart, e.g. frozen batch norms in eval mode)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore(modes: list[tuple[Module, bool]]) -> None:
+    for module, training in modes:
+        object.__setattr__(module, "training", training)
