@@ -2,12 +2,14 @@
 
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .linear import Linear
-from .module import Module, Parameter
+from .module import Context, LoadResult, Module, Parameter
 from .sequential import Sequential
 
 __all__ = [
+    "Context",
     "Identity",
     "LeakyReLU",
+    "LoadResult",
     "Linear",
     "LogSoftmax",
     "Module",
