@@ -181,7 +181,7 @@ def test_frozen_parameters_take_no_gradient_and_do_not_move(case: Any) -> None:
     opt = nb.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=0.1)
     x = case.asarray(np.ones((5, 3)))
     for _ in range(2):
-        y, backprop = model.forward(x)
+        _, backprop = model.forward(x)
         opt.zero_grad()
         backprop(case.asarray(np.ones((5, 2))))
         opt.step()
