@@ -11,6 +11,7 @@ import array_api_compat
 import array_api_compat.numpy
 from array_api_compat import array_namespace, device, is_array_api_obj
 
+from ._libraries import library_of, type_decides_namespace
 from ._typing import Array, Namespace
 
 __all__ = [
@@ -43,24 +44,11 @@ def namespace_of(x: object) -> Namespace:
     xp = _NAMESPACE_BY_TYPE.get(type(x))
     if xp is None:
         xp = array_namespace(x)
-        if _type_decides_namespace(x, xp):
+        if type_decides_namespace(x, xp):
             _NAMESPACE_BY_TYPE[type(x)] = xp
-        if array_api_compat.is_torch_array(x):
-            _AUTOGRAD_TYPES.add(type(x))
+            if library_of(xp).records_autograd:
+                _AUTOGRAD_TYPES.add(type(x))
     return xp
-
-
-def _type_decides_namespace(x: object, xp: Namespace) -> bool:
-    """Whether every array of ``type(x)`` has namespace ``xp``: the arrays of NumPy, CuPy,
-    PyTorch, array-api-strict and of namespaces that declare their library (the GPU-like test
-    device), but not proxies that wrap them (the benchmark's counting arrays)."""
-    return bool(
-        array_api_compat.is_numpy_array(x)
-        or array_api_compat.is_cupy_array(x)
-        or array_api_compat.is_torch_array(x)
-        or type(x).__module__.startswith("array_api_strict")
-        or (hasattr(xp, "__nnbackend_library__") and type(x).__module__ == xp.__name__)
-    )
 
 
 _KINDS = ("real floating", "signed integer", "unsigned integer", "bool", "complex floating")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._typing import Namespace
 
-__all__ = ["Library", "library_of", "to_host"]
+__all__ = ["Library", "is_host_array", "library_of", "to_host", "type_decides_namespace"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,19 @@ class Library:
         ``matmul`` and ``sum``, bool × float products); None where only the standard applies.
     to_host : callable
         The library's explicit copy of one of its arrays to a host NumPy array.
+    in_host_memory : callable
+        Whether one of its arrays lives in host memory, so reading it costs no device
+        synchronisation (NumPy, array-api-strict, PyTorch on the CPU).
+    records_autograd : bool
+        Its arrays may carry an autograd graph (PyTorch), which nnbackend refuses.
     """
 
     name: str
     mutable_views: bool = False
     native: ModuleType | None = None
     to_host: Callable[[Any], np.ndarray] = np.from_dlpack
+    in_host_memory: Callable[[Any], bool] = lambda x: False
+    records_autograd: bool = False
 
 
 def _cupy_to_host(x: Any) -> np.ndarray:
@@ -80,18 +87,51 @@ def library_of(xp: Namespace) -> Library:
     if isinstance(declared, Library):
         return declared
     if array_api_compat.is_numpy_namespace(xp):
-        return Library("numpy", mutable_views=True, native=np, to_host=np.asarray)
+        return Library("numpy", mutable_views=True, native=np, to_host=np.asarray,
+                       in_host_memory=_always)
     if array_api_compat.is_cupy_namespace(xp):
         cupy = importlib.import_module("cupy")
         return Library("cupy", mutable_views=True, native=cupy, to_host=_cupy_to_host)
     if array_api_compat.is_torch_namespace(xp):
         torch = importlib.import_module("torch")
-        return Library("torch", mutable_views=True, native=torch, to_host=_torch_to_host)
+        return Library("torch", mutable_views=True, native=torch, to_host=_torch_to_host,
+                       in_host_memory=_torch_on_cpu, records_autograd=True)
     if array_api_compat.is_array_api_strict_namespace(xp):
-        return Library("array_api_strict", to_host=_strict_to_host)
+        return Library("array_api_strict", to_host=_strict_to_host, in_host_memory=_always)
     if array_api_compat.is_jax_namespace(xp):
         return Library("jax", to_host=np.asarray)
     return Library(getattr(xp, "__name__", type(xp).__name__))
+
+
+def _always(x: Any) -> bool:
+    return True
+
+
+def _torch_on_cpu(x: Any) -> bool:
+    return bool(x.device.type == "cpu")
+
+
+def type_decides_namespace(x: object, xp: Namespace) -> bool:
+    """Whether every array of ``type(x)`` has namespace ``xp`` (so the namespace may be cached
+    by type): the arrays of NumPy, CuPy, PyTorch, array-api-strict and of namespaces that
+    declare their library (the GPU-like test device), but not proxies that wrap them (the
+    benchmark's counting arrays, whose namespace only borrows the wrapped one's name)."""
+    return bool(
+        array_api_compat.is_numpy_array(x)
+        or array_api_compat.is_cupy_array(x)
+        or array_api_compat.is_torch_array(x)
+        or type(x).__module__.startswith("array_api_strict")
+        or (hasattr(xp, "__nnbackend_library__") and type(x).__module__ == xp.__name__)
+    )
+
+
+def is_host_array(x: Any) -> bool:
+    """True when reading ``x`` on the host costs no device synchronisation (CPU memory)."""
+    if isinstance(x, np.ndarray):
+        return True
+    if not array_api_compat.is_array_api_obj(x):
+        return False
+    return library_of(array_api_compat.array_namespace(x)).in_host_memory(x)
 
 
 def to_host(x: Any) -> np.ndarray:

@@ -44,7 +44,7 @@ import array_api_compat
 import array_api_compat.numpy
 import numpy as np
 
-from ._libraries import library_of, to_host
+from ._libraries import is_host_array, library_of, to_host
 from ._typing import Array, Device, DType, Namespace
 from .errors import BackendUnavailableError
 
@@ -425,18 +425,10 @@ def _jax_device(jax: Any, device: Any) -> Any:
 
 
 def _from_namespace(ns: Any, device: Any) -> Backend:
-    if array_api_compat.is_numpy_namespace(ns):
-        return _resolve_name("numpy", device, "backend")
-    if array_api_compat.is_cupy_namespace(ns):
-        return _resolve_name("cupy", device, "backend")
-    if array_api_compat.is_torch_namespace(ns):
-        return _resolve_name("torch", device, "backend")
-    if array_api_compat.is_array_api_strict_namespace(ns):
-        return _resolve_name("array_api_strict", device, "backend", ns)
-    if array_api_compat.is_jax_namespace(ns):
-        return _resolve_name("jax", device, "backend")
-    if library_of(ns).name == "gpulike":
-        return _resolve_name("gpulike", device, "backend")
+    name = library_of(ns).name
+    if name in _NAMES.values():
+        xp = ns if name == "array_api_strict" else None  # strict: that very namespace
+        return _resolve_name(name, device, "backend", xp)
     if not hasattr(ns, "__array_api_version__"):
         msg = f"{getattr(ns, '__name__', ns)!r} is not an Array API namespace"
         raise TypeError(msg)
@@ -579,19 +571,6 @@ def supports_views(xp: Namespace) -> bool:
     into flat buffers only here. A capability, read from :func:`nnbackend._libraries.library_of`.
     """
     return library_of(xp).mutable_views
-
-
-def is_host_array(x: Array) -> bool:
-    """True when reading ``x`` on the host costs no device synchronisation (CPU memory)."""
-    if isinstance(x, np.ndarray) or _is_strict_array(x):
-        return True
-    if array_api_compat.is_torch_array(x):
-        return bool(x.device.type == "cpu")
-    return False
-
-
-def _is_strict_array(x: Any) -> bool:
-    return type(x).__module__.startswith("array_api_strict")
 
 
 def _is_foreign_array(data: Any) -> bool:
