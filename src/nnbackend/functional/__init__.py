@@ -20,12 +20,15 @@ from .activations import (
     tanh,
     tanh_backward,
 )
+from .dropout import dropout, dropout_backward
 from .linear import linear, linear_backward
 from .losses import binary_cross_entropy_with_logits, cross_entropy, mse
 
 __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "dropout",
+    "dropout_backward",
     "identity",
     "identity_backward",
     "leaky_relu",
