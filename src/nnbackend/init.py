@@ -4,11 +4,16 @@ Each initialiser maps ``(shape, rng) -> numpy.ndarray`` (float64). Layers cast t
 dtype on the host and transfer it once, so the same seed gives bit-identical initial weights on
 every backend and device.
 
-For a weight of shape ``(fan_out, fan_in)``:
+For a weight of shape ``(out, in, k1, k2, ...)``, with the receptive field r = k1·k2·… (1 for a
+matrix ``(out, in)``), fan_in = in·r and fan_out = out·r (:func:`fans`, as
+``torch.nn.init._calculate_fan_in_and_fan_out``):
 
 - He / Kaiming normal (for ReLU):      W ~ N(0, 2 / fan_in)
 - Xavier / Glorot uniform (for tanh):  W ~ U(-a, a),  a = sqrt(6 / (fan_in + fan_out))
 - LeCun normal:                        W ~ N(0, 1 / fan_in)
+
+A weight with a zero-length axis has nothing to draw: it comes back empty (PyTorch warns and
+leaves it alone), instead of a division by a zero fan.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 __all__ = [
     "Initializer",
     "draw",
+    "fans",
     "get_initializer",
     "he_normal",
     "lecun_normal",
@@ -32,30 +38,56 @@ __all__ = [
 Initializer = Callable[[tuple[int, ...], np.random.Generator], np.ndarray]
 
 
-def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) != 2:
-        msg = f"initialisers expect a weight of shape (fan_out, fan_in), got {shape}"
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight of shape ``(out, in, k1, k2, ...)``.
+
+    fan_in = in · r and fan_out = out · r with the receptive field r = ∏ kᵢ (1 for a matrix
+    ``(out, in)``): the number of inputs and outputs each weight connects, as
+    ``torch.nn.init._calculate_fan_in_and_fan_out`` computes them.
+
+    Raises
+    ------
+    ValueError
+        For fewer than two axes (a bias has no fan_in), as in PyTorch.
+    """
+    shape = tuple(shape)
+    if len(shape) < 2:
+        msg = (
+            f"initialisers need a weight of at least two axes (out, in, *kernel) to compute "
+            f"fan_in and fan_out, got shape {shape}"
+        )
         raise ValueError(msg)
-    fan_out, fan_in = shape
-    return fan_in, fan_out
+    receptive_field = math.prod(shape[2:])
+    return shape[1] * receptive_field, shape[0] * receptive_field
+
+
+def _nothing_to_draw(shape: tuple[int, ...]) -> bool:
+    """A zero-length axis: the fans may be 0, and there is no value to draw."""
+    return math.prod(shape) == 0
 
 
 def he_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """He (Kaiming) normal: N(0, 2 / fan_in), the variance-preserving choice for ReLU."""
-    fan_in, _ = _fans(shape)
+    fan_in, _ = fans(shape)
+    if _nothing_to_draw(shape):
+        return np.zeros(shape)
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
 
 
 def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Xavier (Glorot) uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
-    fan_in, fan_out = _fans(shape)
+    fan_in, fan_out = fans(shape)
+    if _nothing_to_draw(shape):
+        return np.zeros(shape)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape)
 
 
 def lecun_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """LeCun normal: N(0, 1 / fan_in)."""
-    fan_in, _ = _fans(shape)
+    fan_in, _ = fans(shape)
+    if _nothing_to_draw(shape):
+        return np.zeros(shape)
     return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=shape)
 
 
