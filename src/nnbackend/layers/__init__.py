@@ -1,6 +1,7 @@
 """Layers: ``Parameter``, ``Module`` and the building blocks of a network."""
 
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .combinators import Parallel, Residual
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
 from .sequential import Sequential
@@ -13,8 +14,10 @@ __all__ = [
     "LoadResult",
     "LogSoftmax",
     "Module",
+    "Parallel",
     "Parameter",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Softmax",

@@ -27,7 +27,7 @@ class InputShapeError(ValueError):
     def __init__(self, layer: str, expected: int, shape: tuple[int, ...]) -> None:
         super().__init__(layer, expected, shape)
         self.layer, self.expected, self.shape = layer, expected, shape
-        self.path: list[int] = []
+        self.path: list[int | str] = []  # indices, and names such as "block" (Residual)
 
     def __str__(self) -> str:
         where = self.layer

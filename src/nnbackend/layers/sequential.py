@@ -66,7 +66,8 @@ class Sequential(Module):
         return self.layers[index]
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ")  # nested: indented
+                        for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)" if inner else "Sequential()"
 
     def _where(self) -> str:
@@ -74,7 +75,11 @@ class Sequential(Module):
 
     def check_input(self, x: Array, ctx: Context) -> None:
         index = self._first_trainable
-        if index < len(self.layers):  # it knows the expected input
+        # It knows the expected input, unless a layer before it may change the width (declares
+        # out_features, as a Parallel concatenation of activations does).
+        if index < len(self.layers) and not any(
+            hasattr(layer, "out_features") for layer in self.layers[:index]
+        ):
             try:
                 self.layers[index].check_input(x, ctx)
             except InputShapeError as err:
@@ -128,7 +133,8 @@ def _check_widths(layers: tuple[Module, ...]) -> None:
     """Reject a chain whose Linear widths do not connect, naming both layers by index path.
 
     Nested Sequentials are looked through (their layers are numbered ``1.0``, ``1.1``, ...);
-    other layers without ``in_features``/``out_features`` are taken to keep the width.
+    other layers without ``in_features``/``out_features`` are taken to keep the width, and an
+    ``out_features`` of None (a Parallel concatenation) means the width is not known here.
     """
     width, source = None, None
     for path, layer in _leaves(layers, ""):
@@ -139,9 +145,8 @@ def _check_widths(layers: tuple[Module, ...]) -> None:
                 f"{source} produces {width}"
             )
             raise ValueError(msg)
-        out_features = getattr(layer, "out_features", None)
-        if out_features is not None:
-            width, source = out_features, f"{path} {layer!r}"
+        if hasattr(layer, "out_features"):
+            width, source = getattr(layer, "out_features", None), f"{path} {layer!r}"
 
 
 def _leaves(layers: tuple[Module, ...], prefix: str) -> Iterator[tuple[str, Module]]:
