@@ -2,12 +2,14 @@
 
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .combinators import Parallel, Residual
+from .description import DescriptionError, build, describe, register
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
 from .sequential import Sequential
 
 __all__ = [
     "Context",
+    "DescriptionError",
     "Identity",
     "LeakyReLU",
     "Linear",
@@ -22,4 +24,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "build",
+    "describe",
+    "register",
 ]

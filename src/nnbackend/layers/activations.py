@@ -21,6 +21,10 @@ class _Activation(Module):
     def _kwargs(self) -> dict[str, object]:
         return {}
 
+    def config(self) -> dict[str, object]:
+        """The constructor's arguments (see :mod:`nnbackend.layers.description`)."""
+        return dict(self._kwargs())
+
     def infer(self, x: Array, ctx: Context) -> Array:
         return self._fn(x, xp=ctx.xp, **self._kwargs())
 

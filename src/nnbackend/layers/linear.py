@@ -6,7 +6,7 @@ from typing import Any
 
 from .._checks import check_int
 from .._typing import Array, Backprop
-from ..backend import get_backend
+from ..backend import dtype_name, get_backend
 from ..functional.linear import linear, linear_backward
 from ..init import Initializer, draw
 from .module import Context, Module, Parameter
@@ -80,6 +80,19 @@ class Linear(Module):
                       where=f"Linear({self.in_features}→{self.out_features})")
         self.weight = Parameter(be.asarray(weight, dtype=dt, copy=True), "weight")
         self.bias = Parameter(be.zeros((self.out_features,), dtype=dt), "bias") if bias else None
+        self._init_name = init if isinstance(init, str) else None  # for config()
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments (see :mod:`nnbackend.layers.description`): the widths,
+        ``bias``, ``init`` when it was given by name (a function is not recorded: the weights
+        come from the state) and the parameters' dtype as it is now."""
+        config: dict[str, Any] = {"in_features": self.in_features,
+                                  "out_features": self.out_features,
+                                  "bias": self.bias is not None}
+        if self._init_name is not None:
+            config["init"] = self._init_name
+        config["dtype"] = dtype_name(self.weight.dtype)
+        return config
 
     def extra_repr(self) -> str:
         return f"{self.in_features}→{self.out_features}" + ("" if self.bias else ", bias=False")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._typing import Array, Backprop
@@ -55,6 +55,19 @@ class Sequential(Module):
         if backend is not None:
             self.to(backend)
         _check_one_placement(self)
+
+    def config(self) -> dict[str, Any]:
+        """``{"layers": [...]}`` (see :mod:`nnbackend.layers.description`)."""
+        return {"layers": list(self.layers)}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Sequential:
+        """``Sequential(*config["layers"])``: the inverse of :meth:`config`."""
+        layers = config.get("layers")
+        if set(config) != {"layers"} or not isinstance(layers, list):
+            msg = f"Sequential's config is {{'layers': [layer, ...]}}, got keys {sorted(config)}"
+            raise TypeError(msg)
+        return cls(*layers)
 
     def __len__(self) -> int:
         return len(self.layers)
