@@ -416,8 +416,8 @@ class Generator:
         """
         target = _target(backend, xp, device)
         dims, n = _shape(shape)
-        keys = self._advance()
-        return target.xp.reshape(self._word(target, n, keys[0], keys[1]), dims)
+        c32 = self._advance()
+        return target.xp.reshape(self._word(target, n, c32), dims)
 
     def uniform(
         self, shape: Any, *, dtype: Any = None, backend: Any = None,
@@ -430,14 +430,14 @@ class Generator:
         target = _target(backend, xp, device)
         float_dtype = target.dtype(dtype)
         dims, n = _shape(shape)
-        keys = self._advance()
+        c32 = self._advance()
         spx = target.xp
-        w0 = self._word(target, n, keys[0], keys[1])
+        w0 = self._word(target, n, c32)
         if float_dtype == spx.float32:
             u = spx.astype(_logical_shift(w0, 8), float_dtype)
             u *= 2.0**-24
         else:
-            w1 = self._word(target, n, keys[2], keys[3])
+            w1 = self._word(target, n, c32, word=1)
             u = spx.astype(_logical_shift(w0, 1), float_dtype)
             u *= 2.0**-31
             low = spx.astype(_logical_shift(w1, 10), float_dtype)
@@ -457,39 +457,43 @@ class Generator:
         q = _probability(keep_prob, "Generator.bernoulli_mask: keep_prob")
         target = _target(backend, xp, device)
         dims, n = _shape(shape)
-        keys = self._advance()
+        c32 = self._advance()
         spx = target.xp
         threshold = math.ceil(q * 2.0**32)  # exact: q·2³² is a float64 scaled by 2³²
         if threshold == 0:
             return spx.zeros(dims, dtype=spx.bool, device=target.device)
         if threshold == 1 << 32:
             return spx.ones(dims, dtype=spx.bool, device=target.device)
-        w = self._word(target, n, keys[0], keys[1])
+        w = self._word(target, n, c32)
         w ^= _INT32_MIN  # unsigned order ⇔ signed order after flipping the sign bit
         return spx.reshape(w < threshold + _INT32_MIN, dims)
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _advance(self) -> tuple[Any, Any, Any, Any]:
-        """The four draw keys (k₁…k₄) of the current counter, and the counter advanced."""
+    def _advance(self) -> Any:
+        """The current counter as int32 (a Python int, or a (1,) array on its device), and the
+        counter advanced by one draw."""
         c = self._counter
-        b1, b2, b3, b4 = self._words
         if isinstance(c, int):
             if c > _M32:
                 msg = f"Generator: stream {self._stream} exhausted (2**32 draws); fork a new one"
                 raise OverflowError(msg)
-            c32 = _int32(c)
             self._counter = c + 1
-        else:
-            # (1,)-shaped, not 0-d: NumPy turns 0-d results into scalars, whose arithmetic
-            # warns on the wrap-around the hash relies on.
-            xp = array_api_compat.array_namespace(c)
-            c32 = xp.reshape(c, (1,))
-            self._counter = xp.reshape(c32 + 1, ())
-        return (_mix_value(_add(c32, b1), _MIX_A), _mix_value(_add(c32, b2), _MIX_B),
-                _mix_value(_add(c32, b3), _MIX_A), _mix_value(_add(c32, b4), _MIX_B))
+            return _int32(c)
+        # (1,)-shaped, not 0-d: NumPy turns 0-d results into scalars, whose arithmetic warns
+        # on the wrap-around the hash relies on.
+        xp = array_api_compat.array_namespace(c)
+        c32 = xp.reshape(c, (1,))
+        self._counter = xp.reshape(c32 + 1, ())
+        return c32
 
-    def _word(self, target: Backend, n: int, k1: Any, k2: Any) -> Array:
+    def _keys(self, c32: Any, word: int) -> tuple[Any, Any]:
+        """(k₁, k₂) for word 0 or (k₃, k₄) for word 1 of the draw at counter ``c32``."""
+        b_low, b_high = self._words[2 * word], self._words[2 * word + 1]
+        return _mix_value(_add(c32, b_low), _MIX_A), _mix_value(_add(c32, b_high), _MIX_B)
+
+    def _word(self, target: Backend, n: int, c32: Any, word: int = 0) -> Array:
+        k1, k2 = self._keys(c32, word)
         shift, in_place = _shifter(target.xp)
         return _word(target.xp, target.device, n, k1, k2, shift, in_place)
 

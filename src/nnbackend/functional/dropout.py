@@ -75,6 +75,9 @@ def dropout(
     if not training or p == 0.0:
         return x, None
     xp = xp or array_api_compat.array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        msg = f"dropout: x must be a floating array, got dtype {x.dtype}"
+        raise TypeError(msg)
     device = array_api_compat.device(x)
     if p == 1.0:
         return xp.zeros_like(x), xp.zeros(x.shape, dtype=xp.bool, device=device)
