@@ -51,6 +51,17 @@ MODELS: dict[str, Callable[[Case], nb.Module]] = {
         nb.Sequential(nb.Linear(6, 5, bias=False, seed=6, **_on(c)), nb.LeakyReLU(0.1),
                       nb.Sequential(nb.Linear(5, 3, seed=7, **_on(c)), nb.Sigmoid())),
         nb.Sequential(), nb.Identity(), nb.LogSoftmax(axis=-1)),
+    "residual": lambda c: nb.Residual(nb.Sequential(nb.Linear(4, 6, seed=8, **_on(c)), nb.Tanh(),
+                                                    nb.Linear(6, 4, seed=9, **_on(c)))),
+    "parallel-add": lambda c: nb.Parallel(nb.Linear(4, 3, seed=10, **_on(c)),
+                                          nb.Sequential(nb.Tanh(), nb.Linear(4, 3, seed=11,
+                                                                             **_on(c)))),
+    "parallel-concat-in-residual": lambda c: nb.Sequential(
+        nb.Residual(nb.Sequential(
+            nb.Parallel(nb.Linear(4, 1, seed=12, **_on(c)),
+                        nb.Linear(4, 3, bias=False, seed=13, **_on(c)), merge="concat", axis=-1),
+            nb.ReLU())),
+        nb.Linear(4, 2, seed=14, **_on(c))),
 }
 
 
@@ -268,7 +279,8 @@ def _seq(*layers: Any, **config: Any) -> dict[str, Any]:
     return {"type": "Sequential", "config": {"layers": list(layers), **config}}
 
 
-_KNOWN = "Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sequential, Sigmoid, Softmax, Tanh"
+_KNOWN = ("Identity, LeakyReLU, Linear, LogSoftmax, Parallel, ReLU, Residual, Sequential, "
+          "Sigmoid, Softmax, Tanh")
 
 
 @pytest.mark.parametrize(
@@ -320,6 +332,14 @@ _KNOWN = "Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sequential, Sigmoid, So
          r"Sequential refused its arguments: Sequential: layer 1 Linear\(3→2\) expects 3 "
          r"features, but layer 0 Linear\(4→2\) produces 2"),
         (_linear(in_features=object()), "model.in_features", r"is a object, not a JSON value"),
+        ({"type": "Residual", "config": {}}, "model (Residual)",
+         r"missing argument 'block' of Residual"),
+        ({"type": "Residual", "config": {"block": {"type": "Tanh", "config": {"x": 1}}}},
+         "model.block (Tanh)", r"unknown argument 'x'; Tanh takes no arguments"),
+        ({"type": "Parallel", "config": {"branches": [_linear()], "merge": "max"}},
+         "model (Parallel)", r"Parallel refused its arguments: .*'max'"),
+        ({"type": "Parallel", "config": {"branches": [_linear(), 3]}}, "model (Parallel)",
+         r"Parallel refused its arguments: "),
     ],
 )
 def test_malformed_descriptions_are_refused_naming_the_place(

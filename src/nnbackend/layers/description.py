@@ -30,10 +30,11 @@ class name); any other class by ``"package.module:QualName"``. :func:`build` bui
 class only when the caller lists it in ``allow_classes``: a description is data (a checkpoint
 is untrusted input), and the class it names is never imported on its say-so.
 
-Joining the registry (for a new built-in layer)::
+Joining the registry (a new built-in layer: give it ``config()``, and ``from_config`` if its
+constructor needs one, then add it at the end of this module)::
 
-    register(Residual)                                 # kind "Residual"
-    register(Linear, state_size=lambda c: ...)         # with a size bound (see register)
+    register(Conv2d, state_size=_conv_size)   # kind "Conv2d"; the size of what it allocates
+    register(Dropout, state_size=_nothing)    # a layer without arrays of its own
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from ..backend import get_backend, use_backend
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .combinators import Parallel, Residual
 from .linear import Linear
 from .module import Module
 from .sequential import Sequential
@@ -527,5 +529,7 @@ def _nothing(config: Mapping[str, Any]) -> int:
 
 
 register(Linear, state_size=_linear_size)
-for _layer in (Sequential, Identity, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax, LogSoftmax):
+# Containers own no arrays themselves (their children are counted in turn).
+for _layer in (Sequential, Residual, Parallel, Identity, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
+               LogSoftmax):
     register(_layer, state_size=_nothing)
