@@ -160,8 +160,7 @@ def cross_entropy(
     shape = tuple(logits.shape)
     axis = _class_axis(axis, shape, where)
     classes = shape[axis]
-    positions = shape[:axis] + shape[axis + 1:]  # the shape of integer labels
-    scale = _mean_scale(reduction, math.prod(positions), where)
+    scale = _mean_scale(reduction, math.prod(shape) // classes, where)  # over the positions
 
     # log pₘ_c = sₘ_c − log Σ_c' exp sₘ_c' with the max-shifted logits s (no overflow)
     shifted = logits - maximizer(xp)(logits, axis=axis, keepdims=True)
@@ -220,8 +219,10 @@ def check_class_axis(axis: Any, where: str) -> int:
 def _class_axis(axis: Any, shape: tuple[int, ...], where: str) -> int:
     """The class axis as a non-negative index into ``shape``, once the logits' rank (at least
     2: positions and classes) and a non-empty class axis are checked."""
-    given = check_class_axis(axis, where)
     rank = len(shape)
+    given = axis if type(axis) is int else check_class_axis(axis, where)  # int: checked
+    if rank >= 2 and -rank <= given < rank and shape[given]:  # valid: no more to do
+        return given if given >= 0 else given + rank
     if rank < 2:
         msg = (f"{where}: logits must have shape (N, C) with C >= 1, got {shape} (or "
                f"(N, ..., C), with the classes on axis={given})")
@@ -303,7 +304,7 @@ def _check_host_labels(labels: Array, classes: int, xp: Namespace, *, where: str
     Compares the labels' own minimum and maximum, in their integer dtype: exact for any batch
     size (a count of valid labels summed in the logits' float32 stops at 2**24).
     """
-    if math.prod(labels.shape) == 0:
+    if 0 in labels.shape:  # no labels: no minimum to read
         return
     low, high = int(xp.min(labels)), int(xp.max(labels))
     if low < 0 or high >= classes:
