@@ -20,6 +20,7 @@ from .backend import (
 from .data import batches, train_test_split
 from .errors import BackendUnavailableError, CheckpointError, GradcheckError
 from .layers import (
+    Dropout,
     Identity,
     LeakyReLU,
     Linear,
@@ -62,6 +63,7 @@ __all__ = [
     "CheckpointError",
     "CosineAnnealingLR",
     "CrossEntropyLoss",
+    "Dropout",
     "EarlyStopping",
     "ExponentialLR",
     "GradcheckError",

@@ -3,6 +3,7 @@
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .combinators import Parallel, Residual
 from .description import DescriptionError, build, describe, register
+from .dropout import Dropout
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
 from .sequential import Sequential
@@ -10,6 +11,7 @@ from .sequential import Sequential
 __all__ = [
     "Context",
     "DescriptionError",
+    "Dropout",
     "Identity",
     "LeakyReLU",
     "Linear",
