@@ -31,12 +31,25 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
 
 
 def _rebuild(opt: Optimizer, params: list[nb.Parameter]) -> Optimizer:
-    """The same optimizer over ``params`` on the per-parameter path."""
-    hyper = opt.hyperparameters()
-    if "betas" in hyper:
-        hyper["betas"] = tuple(hyper["betas"])
-    lr = hyper.pop("lr")
-    return type(opt)(params, lr, **hyper, flat=False)
+    """The same optimizer, with the same parameter groups, over ``params`` (in the order of
+    ``opt.params``) on the per-parameter path."""
+    groups, start = [], 0
+    for g in opt.param_groups:
+        stop = start + len(g["params"])
+        groups.append({**g.settings, "params": params[start:stop]})
+        start = stop
+    return type(opt)(groups, flat=False)
+
+
+def _with_a_second_group(make: Callable[..., Optimizer]) -> Callable[..., Optimizer]:
+    """``make`` over every other parameter, the rest in a group of their own (added later) with
+    twice the learning rate and another weight decay."""
+    def grouped(params: list[nb.Parameter]) -> Optimizer:
+        opt = make(params[0::2])
+        opt.add_param_group({"params": params[1::2], "lr": 2.0 * opt.lr,
+                             "weight_decay": 0.05})
+        return opt
+    return grouped
 
 
 def _params(case: Case, shapes: list[tuple[int, ...]], seed: int) -> list[nb.Parameter]:
@@ -52,7 +65,13 @@ def _host(case: Case, x: Any) -> np.ndarray:
 def _assert_views(case: Case, opt: Optimizer) -> None:
     """Each parameter's data, gradient and state are views of its group's flat buffers: the
     objects are the group's views, and a write into the flat buffer shows in the parameter."""
-    (group,) = opt._flat_groups
+    assert len(opt._flat_groups) == len(opt.param_groups)
+    for group in opt._flat_groups:
+        _assert_group_views(case, opt, group)
+
+
+def _assert_group_views(case: Case, opt: Optimizer, group: Any) -> None:
+    assert [opt._group_of[i] for i in group.indices] == [group.param_group] * len(group.indices)
     for k, i in enumerate(group.indices):
         p = opt.params[i]
         assert p.data is group.data_views[k]
@@ -73,13 +92,17 @@ def _assert_views(case: Case, opt: Optimizer) -> None:
 SHAPES = [(3, 4), (4,), (2, 3), (), (5,)]
 
 
-def _twenty_steps(case: Case, name: str, *, skip_step: int | None) -> tuple[Optimizer, ...]:
+def _twenty_steps(case: Case, name: str, *, skip_step: int | None,
+                  grouped: bool = False) -> tuple[Optimizer, ...]:
     """Twenty steps of the flat optimizer and its per-parameter twin, with a schedule and a
     gradient assigned by hand (step 12) on the way, and optionally one parameter without a
-    gradient at ``skip_step``: parameters equal bit for bit after every step."""
+    gradient at ``skip_step`` or a second parameter group: parameters equal bit for bit after
+    every step."""
     flat_params, ref_params = _params(case, SHAPES, 0), _params(case, SHAPES, 0)
-    flat_opt = OPTIMIZERS[name](flat_params)
-    ref_opt = _rebuild(flat_opt, ref_params)
+    make = _with_a_second_group(OPTIMIZERS[name]) if grouped else OPTIMIZERS[name]
+    flat_opt = make(flat_params)
+    # the twin's parameters in the optimizer's order (groups take every other parameter)
+    ref_opt = _rebuild(flat_opt, [ref_params[flat_params.index(p)] for p in flat_opt.params])
     rng = np.random.default_rng(1)
     for step in range(20):
         flat_opt.zero_grad()
@@ -94,7 +117,8 @@ def _twenty_steps(case: Case, name: str, *, skip_step: int | None) -> tuple[Opti
             flat_params[0].grad = flat_params[0].grad * 1.0
             ref_params[0].grad = ref_params[0].grad * 1.0
         for opt in (flat_opt, ref_opt):
-            opt.lr = opt.lr * 0.95
+            for group in opt.param_groups:
+                group["lr"] *= 0.95
         ref_opt.step()
         packed = bool(flat_opt._flat_groups)
         if step == skip_step:
@@ -128,6 +152,21 @@ def test_flat_path_equals_reference_path_bit_for_bit(case: Case, name: str) -> N
         assert flat_opt._flat_groups == []
         assert flat_opt.path_stats.unpacked == {"no_views": 5}
         assert flat_opt.path_stats.flat == 0 and flat_opt.path_stats.fallbacks == {}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_param_groups_flat_path_equals_reference_path_bit_for_bit(case: Case, name: str) -> None:
+    """Two parameter groups with their own learning rate and weight decay: one flat buffer per
+    group, each stepped flat every step, the same values as the per-parameter path."""
+    flat_opt, ref_opt = _twenty_steps(case, name, skip_step=None, grouped=True)
+    assert [len(g["params"]) for g in flat_opt.param_groups] == [3, 2]
+    assert [g.settings for g in flat_opt.param_groups] == [g.settings
+                                                          for g in ref_opt.param_groups]
+    if supports_views(case.xp):
+        assert flat_opt.path_stats.flat == 2 * 20 and flat_opt.path_stats.fallbacks == {}
+        _assert_views(case, flat_opt)
+    else:
+        assert flat_opt.path_stats.unpacked == {"no_views": 5}
 
 
 @pytest.mark.parametrize("name", ["sgd-momentum", "adam", "rmsprop-centered-momentum"])
@@ -250,9 +289,12 @@ def test_a_flat_step_costs_the_same_array_calls_for_any_number_of_tensors(
             Count.calls += 1
             return func(*args, **(kwargs or {}))
 
-    def calls_per_step(n_tensors: int, *, flat: bool) -> int:
+    def calls_per_step(n_tensors: int, *, flat: bool, grouped: bool = False) -> int:
         params = _params(case, [(3,)] * n_tensors, 6)
-        opt = _rebuild(OPTIMIZERS[name](params), params) if not flat else OPTIMIZERS[name](params)
+        make = _with_a_second_group(OPTIMIZERS[name]) if grouped else OPTIMIZERS[name]
+        opt = make(params)
+        if not flat:
+            opt = _rebuild(opt, opt.params)
         ones = case.asarray(np.ones(3))
         for _ in range(2):  # the first step allocates the state
             for p in params:
@@ -265,6 +307,11 @@ def test_a_flat_step_costs_the_same_array_calls_for_any_number_of_tensors(
 
     assert calls_per_step(2, flat=True) == calls_per_step(40, flat=True)
     assert calls_per_step(40, flat=False) > 10 * calls_per_step(2, flat=True)
+    # with two parameter groups: a constant number per group
+    assert calls_per_step(4, flat=True, grouped=True) == calls_per_step(80, flat=True,
+                                                                        grouped=True)
+    assert calls_per_step(80, flat=False, grouped=True) > 10 * calls_per_step(4, flat=True,
+                                                                              grouped=True)
 
 
 @pytest.mark.parametrize("switch", ["amsgrad", "momentum"])

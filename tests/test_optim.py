@@ -739,8 +739,38 @@ def _params() -> list[nb.Parameter]:
         (lambda ps: SGD(ps, 0.1, nesterov=1), TypeError, r"nesterov must be True or False, got 1"),
         (lambda ps: SGD([*ps, ps[0]], 0.1), ValueError,
          r"Parameter\('w'.*is given twice \(params\[0\] and params\[2\]\)"),
-        (lambda ps: SGD([{"params": ps, "lr": 0.1}], 0.1), TypeError,
-         r"params\[0\] is a dict; parameter groups are not supported"),
+        (lambda ps: SGD(ps), TypeError,
+         r"SGD: lr is required: give it to SGD\(\.\.\.\) or to every parameter group"),
+        (lambda ps: Adam(ps, 0.1, 0.2), TypeError, r"Adam: too many positional arguments"),
+        (lambda ps: Adam(ps, 0.1, lr=0.2), TypeError, r"Adam: multiple values for argument 'lr'"),
+        (lambda ps: Adam(ps, momentum=0.9), TypeError,
+         r"Adam: got an unexpected keyword argument 'momentum'; Adam takes lr, betas, eps, "
+         r"weight_decay, amsgrad"),
+        # parameter groups: each group's values are checked by the same list
+        (lambda ps: SGD([{"params": ps, "lr": -0.1}]), ValueError,
+         r"SGD: param_groups\[0\]: lr must be >= 0, got -0\.1"),
+        (lambda ps: SGD([{"params": ps[:1], "lr": 0.1}, {"params": ps[1:]}]), TypeError,
+         r"SGD: param_groups\[1\]: lr is required"),
+        (lambda ps: Adam([{"params": ps[:1]}, {"params": ps[1:], "betas": (0.9, 1.0)}]),
+         ValueError, r"Adam: param_groups\[1\]: betas\[1\] must lie in \[0, 1\), got 1\.0"),
+        (lambda ps: SGD([{"params": ps, "nesterov": True}], 0.1, momentum=0.0), ValueError,
+         r"SGD: param_groups\[0\]: nesterov=True needs momentum > 0, got momentum=0\.0"),
+        (lambda ps: AdamW([{"params": ps, "weight_deacy": 0.0}]), TypeError,
+         r"AdamW: param_groups\[0\] has unknown keys \['weight_deacy'\]; a group holds "
+         r"'params' and any of \['lr', 'betas', 'eps', 'weight_decay', 'amsgrad'\]"),
+        (lambda ps: SGD([{"lr": 0.1}]), KeyError, r"SGD: param_groups\[0\] has no 'params'"),
+        (lambda ps: SGD([{"params": ps[:1]}, ps[1]], 0.1), TypeError,
+         r"SGD: params mixes parameter groups \(dicts\) and Parameters"),
+        (lambda ps: SGD({"params": ps}, 0.1), TypeError,
+         r"SGD: params is one parameter group; pass a list of groups"),
+        (lambda ps: SGD([{"params": ps}, {"params": ps[1:]}], 0.1), ValueError,
+         r"Parameter\('b'.*is given twice \(param_groups\[0\]\['params'\]\[1\] and "
+         r"param_groups\[1\]\['params'\]\[0\]\); a parameter belongs to one group"),
+        (lambda ps: SGD([{"params": 3}], 0.1), TypeError,
+         r"param_groups\[0\]\['params'\] must be an iterable of Parameters or a Module, got int"),
+        (lambda ps: SGD([{"params": [ps[0].data]}], 0.1), TypeError,
+         r"param_groups\[0\]\['params'\]\[0\] must be a Parameter, got ndarray"),
+        (lambda ps: SGD([{"params": []}], 0.1), ValueError, r"SGD: got an empty parameter list"),
         (lambda ps: SGD([], 0.1), ValueError, r"SGD: got an empty parameter list"),
         (lambda ps: SGD(ps[0], 0.1), TypeError, r"wrap one parameter in a list"),
         (lambda ps: SGD([ps[0].data], 0.1), TypeError,
@@ -777,3 +807,383 @@ def test_a_schedule_drives_the_learning_rate() -> None:
         opt.step()
         assert float(p.data[0]) == before - lr
         sched.step()
+
+
+# -------------------------------------------------------------------------------------------
+# Parameter groups (PyTorch's list of dicts), against torch.optim with the same groups
+
+GROUP_STEPS = 20
+
+
+def _split(params: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(weights, biases) of the shared MLP, whose parameters alternate weight, bias."""
+    return params[0::2], params[1::2]
+
+
+# name: (nnbackend optimizer, torch.optim optimizer) over (weights, biases), identical settings
+GROUP_CONFIGS: dict[str, tuple[Callable[[Any, Any], Optimizer], Callable[[Any, Any, Any], Any]]] = {
+    # the transformer recipe: AdamW without weight decay on biases (and norms)
+    "adamw-no-decay-on-biases": (
+        lambda w, b: AdamW([{"params": w}, {"params": b, "weight_decay": 0.0}], lr=0.01,
+                           weight_decay=0.1),
+        lambda t, w, b: t.optim.AdamW([{"params": w}, {"params": b, "weight_decay": 0.0}],
+                                      lr=0.01, weight_decay=0.1),
+    ),
+    "sgd-lr-and-momentum-per-group": (
+        lambda w, b: SGD([{"params": w}, {"params": b, "lr": 0.02, "momentum": 0.5}], 0.1,
+                         momentum=0.9),
+        lambda t, w, b: t.optim.SGD([{"params": w}, {"params": b, "lr": 0.02, "momentum": 0.5}],
+                                    0.1, momentum=0.9),
+    ),
+    "adam-amsgrad-in-one-group": (
+        lambda w, b: Adam([{"params": w, "amsgrad": True}, {"params": b, "betas": (0.8, 0.99)}],
+                          0.01, weight_decay=0.01),
+        lambda t, w, b: t.optim.Adam([{"params": w, "amsgrad": True},
+                                      {"params": b, "betas": (0.8, 0.99)}], 0.01,
+                                     weight_decay=0.01),
+    ),
+    "rmsprop-centered-one-group": (
+        lambda w, b: RMSprop([{"params": w, "centered": True},
+                              {"params": b, "momentum": 0.9, "lr": 0.003}], 0.01,
+                             weight_decay=0.01),
+        lambda t, w, b: t.optim.RMSprop([{"params": w, "centered": True},
+                                         {"params": b, "momentum": 0.9, "lr": 0.003}], 0.01,
+                                        weight_decay=0.01),
+    ),
+}
+
+
+@functools.cache
+def _torch_group_trajectory(config: str) -> list[np.ndarray]:
+    """The parameters (model order) after GROUP_STEPS of torch.optim with parameter groups."""
+    torch = pytest.importorskip("torch")
+    weights, X, Y = _problem()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 6), torch.nn.ReLU(),
+        torch.nn.Linear(6, 4),
+    ).double()
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), weights, strict=True):
+            p.copy_(torch.from_numpy(w))
+    opt = GROUP_CONFIGS[config][1](torch, *_split(list(model.parameters())))
+    for t in range(GROUP_STEPS):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(torch.from_numpy(X[t])),
+                                            torch.from_numpy(Y[t]))
+        loss.backward()
+        opt.step()
+    return [p.detach().numpy().copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("config", list(GROUP_CONFIGS))
+def test_param_groups_match_torch_optim(case: Case, config: str) -> None:
+    """Each group's own hyperparameters, 20 steps, on every row: 1e-9 relative in float64.
+    With views, each group is one flat buffer: two flat updates per step, no fallback."""
+    expected = _torch_group_trajectory(config)
+    model = _mlp(case)
+    opt = GROUP_CONFIGS[config][0](*_split(model.parameters()))
+    assert [len(g["params"]) for g in opt.param_groups] == [3, 3]
+    for t in range(GROUP_STEPS):
+        opt.zero_grad()
+        _backward(model, case, t)
+        opt.step()
+    start = _problem()[0]
+    for got, want, w0 in zip(_host(model), expected, start, strict=True):
+        assert np.max(np.abs(want - w0)) > 1e-4  # the parameters really moved
+        if case.is_float64:
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    if supports_views(case.xp):
+        assert sorted(g.param_group for g in opt._flat_groups) == [0, 1]
+        assert opt.path_stats.flat == 2 * GROUP_STEPS and opt.path_stats.fallbacks == {}
+    else:
+        assert opt.path_stats.unpacked == {"no_views": 6}
+
+
+def test_no_decay_group_differs_from_decay_everywhere() -> None:
+    """The groups' settings really apply: AdamW's biases without decay end far from where
+    they end with it (so the comparison with torch.optim above would see a lost setting)."""
+    case = make_case(("numpy", None, "float64"))
+    runs = []
+    for bias_decay in (0.0, 0.1):
+        model = _mlp(case)
+        w, b = _split(model.parameters())
+        opt = AdamW([{"params": w}, {"params": b, "weight_decay": bias_decay}], lr=0.01,
+                    weight_decay=0.1)
+        for t in range(GROUP_STEPS):
+            opt.zero_grad()
+            _backward(model, case, t)
+            opt.step()
+        runs.append(_host(model))
+    no_decay, decay = runs
+    for a, b in zip(_split(no_decay)[1], _split(decay)[1], strict=True):
+        assert np.max(np.abs(a - b)) > 1e-4
+
+
+def test_param_groups_attributes_and_assignment() -> None:
+    ps = _params()
+    opt = AdamW([{"params": ps[:1]}, {"params": ps[1:], "weight_decay": 0.0, "lr": 0.01}],
+                lr=3e-4)
+    g0, g1 = opt.param_groups
+    assert dict(g1) == {"params": [ps[1]], "lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8,
+                        "weight_decay": 0.0, "amsgrad": False}
+    assert g0["weight_decay"] == 0.01 and g0["params"] == [ps[0]]
+    assert opt.defaults == {"lr": 3e-4, "betas": (0.9, 0.999), "eps": 1e-8,
+                            "weight_decay": 0.01, "amsgrad": False}
+    assert opt.eps == 1e-8  # shared by every group
+    with pytest.raises(ValueError, match=r"AdamW: the parameter groups have different lr values "
+                                         r"\[0\.0003, 0\.01\]; read param_groups\[i\]\['lr'\]"):
+        _ = opt.lr
+    g0["lr"] = np.float64(0.01)  # checked and normalised, as at construction
+    assert type(g0["lr"]) is float and opt.lr == 0.01
+    g1["lr"] *= 0.5
+    assert (g0["lr"], g1["lr"]) == (0.01, 0.005)
+    opt.lr = 0.1  # every group, and the defaults later groups get
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.1] and opt.defaults["lr"] == 0.1
+    for key, value, error, match in [
+        ("lr", -1.0, ValueError, r"AdamW: param_groups\[1\]: lr must be >= 0, got -1\.0"),
+        ("betas", (0.9, 1.0), ValueError, r"param_groups\[1\]: betas\[1\] must lie in"),
+        ("amsgrad", 1, TypeError, r"amsgrad must be True or False, got 1"),
+        ("momentum", 0.9, KeyError, r"param_groups\[1\] has no 'momentum'"),
+        ("params", [], TypeError, r"'params' cannot be replaced.*add_param_group"),
+    ]:
+        with pytest.raises(error, match=match):
+            g1[key] = value
+    assert dict(g1) == {"params": [ps[1]], "lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8,
+                        "weight_decay": 0.0, "amsgrad": False}  # nothing changed
+    with pytest.raises(TypeError, match="keeps every key"):
+        del g1["lr"]
+    sgd = SGD([{"params": ps[:1], "momentum": 0.9}, {"params": ps[1:]}], 0.1)
+    with pytest.raises(ValueError, match=r"SGD: param_groups\[1\]: nesterov=True needs momentum"):
+        sgd.nesterov = True  # fine for group 0, not for group 1
+    assert [g["nesterov"] for g in sgd.param_groups] == [False, False]
+    sgd.param_groups[0]["nesterov"] = True
+    with pytest.raises(ValueError, match=r"SGD: param_groups\[0\]: nesterov=True needs momentum"):
+        sgd.param_groups[0]["momentum"] = 0.0
+    assert sgd.param_groups[0]["nesterov"] is True and sgd.param_groups[0]["momentum"] == 0.9
+    assert repr(opt) == (
+        "AdamW(lr=0.1, betas=(0.9, 0.999), eps=1e-08, amsgrad=False, 2 parameters in 2 groups: "
+        "[0] 1 parameter, weight_decay=0.01; [1] 1 parameter, weight_decay=0.0)"
+    )
+
+
+def test_one_declarative_list_drives_every_optimizer() -> None:
+    """No optimizer writes an __init__: the signature, the defaults and AdamW's difference from
+    Adam (its weight decay's default and the decoupled flag) come from HYPERPARAMETERS."""
+    import inspect
+
+    for cls in (SGD, Adam, AdamW, RMSprop):
+        assert "__init__" not in cls.__dict__
+        names = [h.name for h in cls.HYPERPARAMETERS]
+        assert list(inspect.signature(cls).parameters) == ["params", *names, "flat"]
+        assert list(cls(_params(), 0.1).hyperparameters()) == names
+    assert [h._replace(default=None) for h in AdamW.HYPERPARAMETERS] == [
+        h._replace(default=None) for h in Adam.HYPERPARAMETERS]
+    defaults = {h.name: h.default for h in AdamW.HYPERPARAMETERS}
+    assert defaults == {**{h.name: h.default for h in Adam.HYPERPARAMETERS}, "weight_decay": 1e-2}
+    assert AdamW.decoupled_weight_decay and not Adam.decoupled_weight_decay
+    assert str(inspect.signature(SGD)) == (
+        "(params, lr, *, momentum=0.0, nesterov=False, weight_decay=0.0, flat=True)")
+
+
+def test_a_required_lr_may_come_from_every_group(case: Case) -> None:
+    ps = [_one_param(case), _one_param(case, [4.0])]
+    opt = SGD([{"params": ps[:1], "lr": 0.1}, {"params": ps[1:], "lr": 1.0}])
+    assert opt.defaults["lr"] is None and opt.hyperparameters()["lr"] is None
+    ps[0].grad, ps[1].grad = case.asarray(G1), case.asarray([0.5])
+    opt.step()
+    _close(case, nb.to_numpy(ps[0].data), [0.95, -2.025, 0.6])
+    _close(case, nb.to_numpy(ps[1].data), [3.5])
+    with pytest.raises(TypeError, match=r"SGD.add_param_group: param_groups\[2\]: lr is required"):
+        opt.add_param_group({"params": [nb.Parameter(case.asarray([1.0]), "c")]})
+
+
+def test_add_param_group(case: Case) -> None:
+    """A group added later takes the defaults it leaves out, packs flat buffers of its own and
+    is stepped with the others (PyTorch's add_param_group)."""
+    a, b = _one_param(case), _one_param(case, [3.0])
+    opt = SGD([a], 0.1, momentum=0.9)
+    opt.add_param_group({"params": b, "lr": 1.0})  # one Parameter, as PyTorch accepts
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 1.0]
+    assert opt.param_groups[1]["momentum"] == 0.9 and opt.params == [a, b]
+    a.grad, b.grad = case.asarray(G1), case.asarray([2.0])
+    opt.step()
+    _close(case, nb.to_numpy(a.data), [0.95, -2.025, 0.6])
+    _close(case, nb.to_numpy(b.data), [1.0])
+    if supports_views(case.xp):
+        assert [g.param_group for g in opt._flat_groups] == [0, 1]
+        assert opt.path_stats.flat == 2
+    with pytest.raises(ValueError, match=r"given twice \(params\[0\] and param_groups\[2\]"):
+        opt.add_param_group({"params": [a]})
+    with pytest.raises(TypeError, match=r"add_param_group: expected a dict with 'params'"):
+        opt.add_param_group([a])  # type: ignore[arg-type]
+    assert len(opt.param_groups) == 2 and len(opt.params) == len(opt.state) == 2
+
+
+def _grouped_adam(model: nb.Module) -> Adam:
+    w, b = _split(model.parameters())
+    return Adam([{"params": w, "weight_decay": 0.1}, {"params": b, "amsgrad": True}], 0.01)
+
+
+def test_param_groups_state_dict_round_trip_in_lockstep() -> None:
+    """PyTorch's layout (param_groups with parameter indices) through JSON: every group's
+    values and a schedule's per-group rates come back; both runs continue bit for bit."""
+    case = make_case(("numpy", None, "float64"))
+    model = _mlp(case)
+    opt = _grouped_adam(model)
+    sched = StepLR(opt, step_size=3, gamma=0.5)
+    opt.param_groups[1]["lr"] = 0.02  # by hand, after the schedule took its base rates
+    for t in range(7):
+        opt.zero_grad()
+        _backward(model, case, t)
+        opt.step()
+        sched.step()
+    sd = opt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [[0, 1, 2], [3, 4, 5]]
+    assert sd["param_groups"][0] == {"params": [0, 1, 2], "lr": 0.0025, "betas": [0.9, 0.999],
+                                     "eps": 1e-8, "weight_decay": 0.1, "amsgrad": False}
+    assert sd["param_groups"][1]["amsgrad"] is True and sd["hyperparameters"]["lr"] == 0.01
+    assert set(sd["state"][3]) == {"step", "m", "v", "vmax"} and "vmax" not in sd["state"][0]
+    saved = json.loads(json.dumps({k: v for k, v in sd.items() if k != "state"}))
+    twin = _copy_model(model, case)
+    twin_opt = _grouped_adam(twin)
+    twin_sched = StepLR(twin_opt, step_size=3, gamma=0.5)
+    twin_opt.load_state_dict({**saved, "state": sd["state"]})
+    twin_sched.load_state_dict(json.loads(json.dumps(sched.state_dict())))
+    assert [g.settings for g in twin_opt.param_groups] == [g.settings for g in opt.param_groups]
+    assert twin_sched.base_lrs == sched.base_lrs == [0.01, 0.01]
+    for t in range(7, 15):
+        for m, o, s in ((model, opt, sched), (twin, twin_opt, twin_sched)):
+            o.zero_grad()
+            _backward(m, case, t)
+            o.step()
+            s.step()
+        for a, b in zip(_host(model), _host(twin), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert [g["lr"] for g in twin_opt.param_groups] == [g["lr"] for g in opt.param_groups]
+
+
+def test_param_groups_load_validation() -> None:
+    case = make_case(("numpy", None, "float64"))
+    model = _mlp(case)
+    opt = _grouped_adam(model)
+    _backward(model, case, 0)
+    opt.step()
+    sd = opt.state_dict()
+    target = _grouped_adam(_copy_model(model, case))
+    before = [dict(g.settings) for g in target.param_groups]
+
+    def edited(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        out = {**sd, "param_groups": [dict(g) for g in sd["param_groups"]]}
+        edit(out)
+        return out
+
+    for edit, error, match in [
+        (lambda d: d["param_groups"].pop(), ValueError,
+         r"the state dict has 1 parameter groups, the optimizer has 2"),
+        (lambda d: d["param_groups"][1].update(params=[2, 3, 4]), ValueError,
+         r"param_groups\[1\] holds the parameters \[2, 3, 4\], this optimizer's group 1 holds "
+         r"\[3, 4, 5\]"),
+        (lambda d: d["param_groups"][1].update(lr=-0.5), ValueError,
+         r"Adam.load_state_dict: param_groups\[1\]: lr must be >= 0, got -0\.5"),
+        (lambda d: d["param_groups"][0].pop("eps"), KeyError,
+         r"param_groups\[0\]: its hyperparameters do not match Adam's; missing \['eps'\]"),
+        (lambda d: d["param_groups"][0].update(momentum=0.9), KeyError,
+         r"unexpected \['momentum'\]"),
+        (lambda d: d["param_groups"][0].pop("params"), TypeError,
+         r"param_groups\[0\] must be a dict with 'params'"),
+        (lambda d: d.update(param_groups={}), TypeError, r"'param_groups' must be a list"),
+        (lambda d: d.pop("param_groups"), ValueError,
+         r"has no 'param_groups' \(one group, saved before parameter groups existed\); this "
+         r"optimizer has 2"),
+    ]:
+        with pytest.raises(error, match=match):
+            target.load_state_dict(edited(edit))
+        assert [g.settings for g in target.param_groups] == before
+        assert all(st == {} for st in target.state)
+    # the amsgrad group's state must hold vmax, the other group's must not
+    bad = {**sd, "state": [dict(st) for st in sd["state"]]}
+    bad["state"][3].pop("vmax")
+    with pytest.raises(KeyError, match=r"state 3 .* missing \['vmax'\]"):
+        target.load_state_dict(bad)
+    bad["state"][3]["vmax"] = sd["state"][3]["vmax"]
+    bad["state"][0]["vmax"] = sd["state"][3]["vmax"]
+    with pytest.raises(ValueError, match=r"state 0 'vmax' has shape \(7,\)"):
+        target.load_state_dict(bad)
+    target.load_state_dict(sd)
+    assert target.param_groups[1]["amsgrad"] is True
+
+
+# -------------------------------------------------------------------------------------------
+# Frozen parameters (requires_grad=False): never moved, never a fallback
+
+
+@pytest.mark.parametrize("config", ["sgd-nesterov-wd", "adam-l2", "adamw", "adamw-amsgrad",
+                                    "rmsprop-centered-momentum-wd"])
+def test_frozen_parameters_are_never_moved(case: Case, config: str) -> None:
+    """Not even by weight decay, not even with a gradient assigned by hand; the others train
+    exactly as an optimizer over them alone (bit for bit), on the flat path, without a warning
+    (the suite turns warnings into errors)."""
+    make = CONFIGS[config][0]
+    model, alone = _mlp(case), _mlp(case)
+    frozen = [model.parameters()[1], model.parameters()[4]]  # a bias and a weight
+    for p in frozen:
+        p.requires_grad = False
+    before = [nb.to_numpy(p.data).copy() for p in frozen]
+    opt = make(model)
+    trainable = [q for p, q in zip(model.parameters(), alone.parameters(), strict=True)
+                 if p.requires_grad]
+    ref = make(trainable)
+    for t in range(6):
+        for m, o in ((model, opt), (alone, ref)):
+            o.zero_grad()
+            _backward(m, case, t)
+        frozen[0].grad = case.asarray(np.ones(frozen[0].shape))  # assigned: still not moved
+        opt.step()
+        ref.step()
+    for p, was in zip(frozen, before, strict=True):
+        np.testing.assert_array_equal(nb.to_numpy(p.data), was)
+        assert opt.state[model.parameters().index(p)] == {}
+    for p, q in zip((p for p in model.parameters() if p.requires_grad), trainable, strict=True):
+        np.testing.assert_array_equal(nb.to_numpy(p.data), nb.to_numpy(q.data))
+    if supports_views(case.xp):
+        assert opt.path_stats.unpacked == {"frozen": 2}
+        assert opt.path_stats.flat == 6 and opt.path_stats.fallbacks == {}
+        assert not any(i in g.indices for g in opt._flat_groups for i in (1, 4))
+
+
+def test_freezing_and_unfreezing_during_training(case: Case) -> None:
+    """Fine-tuning: a parameter frozen after some steps leaves the flat buffers at the next step
+    (once, no fallback, no warning) and stops moving; unfrozen, it is packed again (a buffer of
+    its own: its step count differs) and trains on. Bit for bit the per-parameter path's."""
+    runs = []
+    for flat in (True, False):
+        model = _mlp(case)
+        opt = AdamW(model, 0.01, weight_decay=0.1, flat=flat)
+        frozen = model.parameters()[2]
+        history = []
+        for t in range(12):
+            if t == 4:
+                frozen.requires_grad = False
+            if t == 8:
+                frozen.requires_grad = True
+            opt.zero_grad()
+            _backward(model, case, t)
+            opt.step()
+            history.append(nb.to_numpy(frozen.data).copy())
+        runs.append((model, opt, history))
+    (model, opt, history), (ref_model, ref_opt, ref_history) = runs
+    for a, b in zip(_host(model), _host(ref_model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(history, ref_history, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for k in range(4, 8):
+        np.testing.assert_array_equal(history[k], history[3])  # frozen: not moved
+    assert np.max(np.abs(history[11] - history[7])) > 1e-4  # unfrozen: trains again
+    assert opt.state[2]["step"] == 8 and opt.state[0]["step"] == 12
+    assert ref_opt.state[2]["step"] == 8
+    if supports_views(case.xp):
+        assert opt.path_stats.repacked == 2 and opt.path_stats.fallbacks == {}
+        assert opt.path_stats.flat == 4 + 4 + 2 * 4  # one group, one group, then two
+        assert sorted(len(g.indices) for g in opt._flat_groups) == [1, 5]

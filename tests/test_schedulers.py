@@ -287,7 +287,7 @@ def test_state_dict_round_trip(make: Callable[[SGD], Any], uses_metric: bool) ->
 def test_state_dict_contents() -> None:
     sd = CosineAnnealingLR(_opt(), 10, eta_min=0.01).state_dict()
     assert sd == {"type": "CosineAnnealingLR", "config": {"T_max": 10, "eta_min": 0.01},
-                  "base_lr": BASE_LR, "last_epoch": 0, "last_lr": BASE_LR}
+                  "base_lrs": [BASE_LR], "last_epoch": 0, "last_lrs": [BASE_LR]}
 
 
 @pytest.mark.parametrize(
@@ -297,9 +297,13 @@ def test_state_dict_contents() -> None:
         (lambda: {"type": "CosineAnnealingLR", "base_lr": 0.1, "last_lr": 0.1}, KeyError,
          r"lacks \['last_epoch'\]"),
         (lambda: {"type": "CosineAnnealingLR", "base_lr": 0.1, "last_lr": 0.1,
-                  "last_epoch": 1.5}, TypeError, r"last_epoch must be an integer, got 1\.5"),
+                  "last_epoch": 1.5}, TypeError,
+         r"last_epoch must be a non-negative integer, got 1\.5"),
         (lambda: {"type": "CosineAnnealingLR", "base_lr": -0.1, "last_lr": 0.1,
-                  "last_epoch": 1}, ValueError, r"base_lr must be >= 0, got -0\.1"),
+                  "last_epoch": 1}, ValueError, r"base_lrs\[0\] must be >= 0, got -0\.1"),
+        (lambda: {"type": "CosineAnnealingLR", "base_lrs": [0.1, 0.1], "last_lrs": [0.1],
+                  "last_epoch": 1}, ValueError,
+         r"base_lrs holds 2 rates, the optimizer has 1 parameter groups"),
         (lambda: [1, 2], TypeError, r"expected a dict, got list"),
     ],
 )
@@ -319,7 +323,7 @@ def test_warmup_load_is_all_or_nothing() -> None:
     sched = LinearWarmup(opt, 3, after=CosineAnnealingLR(opt, 10))
     sd = sched.state_dict()
     sd["after"] = {**sd["after"], "last_epoch": -1}
-    with pytest.raises(ValueError, match=r"last_epoch must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"last_epoch must be a non-negative integer, got -1"):
         sched.load_state_dict(sd)
     sd["after"] = None
     with pytest.raises(ValueError, match=r"saved warm-up has no 'after' schedule"):
@@ -329,14 +333,18 @@ def test_warmup_load_is_all_or_nothing() -> None:
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [
-        (lambda o: StepLR(o, 0), ValueError, r"StepLR: step_size must be >= 1, got 0"),
-        (lambda o: StepLR(o, 2.5), TypeError, r"step_size must be an integer, got 2\.5"),
+        (lambda o: StepLR(o, 0), ValueError,
+         r"StepLR: step_size must be a positive integer, got 0"),
+        (lambda o: StepLR(o, 2.5), TypeError,
+         r"StepLR: step_size must be a positive integer, got 2\.5"),
         (lambda o: StepLR(o, 2, gamma=0.0), ValueError, r"gamma must be > 0, got 0\.0"),
         (lambda o: ExponentialLR(o, -0.5), ValueError, r"gamma must be > 0, got -0\.5"),
-        (lambda o: CosineAnnealingLR(o, 0), ValueError, r"T_max must be >= 1, got 0"),
+        (lambda o: CosineAnnealingLR(o, 0), ValueError,
+         r"CosineAnnealingLR: T_max must be a positive integer, got 0"),
         (lambda o: CosineAnnealingLR(o, 5, eta_min=-1.0), ValueError,
          r"eta_min must be >= 0, got -1\.0"),
-        (lambda o: LinearWarmup(o, -1), ValueError, r"warmup_steps must be >= 0, got -1"),
+        (lambda o: LinearWarmup(o, -1), ValueError,
+         r"LinearWarmup: warmup_steps must be a non-negative integer, got -1"),
         (lambda o: LinearWarmup(o, 3, start_factor=1.5), ValueError,
          r"start_factor must lie in \[0, 1\], got 1\.5"),
         (lambda o: LinearWarmup(o, 3, after=StepLR(_opt(), 2)), ValueError,
@@ -345,14 +353,23 @@ def test_warmup_load_is_all_or_nothing() -> None:
         (lambda o: ReduceLROnPlateau(o, mode="up"), ValueError,
          r"mode must be 'min' or 'max', got 'up'"),
         (lambda o: ReduceLROnPlateau(o, factor=1.0), ValueError,
-         r"factor must lie in \[0, 1\), got 1\.0"),
+         r"factor must lie in \(0, 1\), got 1\.0"),
         (lambda o: ReduceLROnPlateau(o, factor=0), ValueError,
          r"factor must lie in \(0, 1\), got 0"),
         (lambda o: ReduceLROnPlateau(o, threshold_mode="pct"), ValueError,
          r"threshold_mode must be 'rel' or 'abs', got 'pct'"),
         (lambda o: ReduceLROnPlateau(o, patience=-1), ValueError,
-         r"patience must be >= 0, got -1"),
-        (lambda o: StepLR(object(), 2), TypeError, r"optimizer with an 'lr' attribute"),
+         r"ReduceLROnPlateau: patience must be a non-negative integer, got -1"),
+        (lambda o: ReduceLROnPlateau(o, patience=True), TypeError,
+         r"patience must be a non-negative integer, got True"),
+        (lambda o: ReduceLROnPlateau(o, min_lr=[0.0, 0.1]), ValueError,
+         r"min_lr lists 2 rates, the optimizer has 1 parameter groups"),
+        (lambda o: StepLR(object(), 2), TypeError,
+         r"StepLR: expected an optimizer with param_groups \(each with an 'lr'\)"),
+        (lambda o: StepLR(o), TypeError, r"StepLR: missing a required argument: 'step_size'"),
+        (lambda o: StepLR(o, 2, gama=0.5), TypeError,
+         r"StepLR: got an unexpected keyword argument 'gama'; StepLR takes step_size, gamma"),
+        (lambda o: LinearWarmup(o, 2, 0.5), TypeError, r"LinearWarmup: too many positional"),
     ],
 )
 def test_settings_are_validated(make: Callable[[SGD], Any], error: type[Exception],
@@ -380,3 +397,135 @@ def test_closed_form_base_class_contract() -> None:
     opt.lr = 1.0  # set by hand: lasts until the next step recomputes α(e) from α₀
     sched.step()
     assert opt.lr == BASE_LR * 0.25
+
+
+# -------------------------------------------------------------------------------------------
+# Parameter groups: each group follows the schedule from its own base rate (torch's base_lrs)
+
+GROUP_LRS = (0.1, 0.004)
+
+
+def _grouped_opt() -> SGD:
+    return SGD([{"params": [nb.Parameter(np.zeros(2), "w")]},
+                {"params": [nb.Parameter(np.zeros(1), "b")], "lr": GROUP_LRS[1]}], GROUP_LRS[0])
+
+
+def _torch_grouped_opt(torch: Any) -> Any:
+    return torch.optim.SGD([{"params": [torch.zeros(2, requires_grad=True)]},
+                            {"params": [torch.zeros(1, requires_grad=True)],
+                             "lr": GROUP_LRS[1]}], lr=GROUP_LRS[0])
+
+
+@pytest.mark.parametrize("name", list(TORCH_EQUIVALENTS))
+def test_each_group_follows_torch_lr_scheduler(name: str) -> None:
+    torch = pytest.importorskip("torch")
+    ours, theirs = TORCH_EQUIVALENTS[name]
+    opt, topt = _grouped_opt(), _torch_grouped_opt(torch)
+    sched, tsched = ours(opt), theirs(torch.optim.lr_scheduler, topt)
+    assert sched.base_lrs == list(GROUP_LRS)
+    got, want = [], []
+    for _ in range(EPOCHS):
+        got.append([g["lr"] for g in opt.param_groups])
+        want.append([g["lr"] for g in topt.param_groups])
+        assert sched.get_last_lrs() == got[-1]
+        topt.step()
+        sched.step()
+        tsched.step()
+    assert len({lrs[1] for lrs in want}) > 1
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("min_lr", [0.0, [0.02, 0.003]])
+def test_reduce_on_plateau_reduces_each_group_like_torch(min_lr: Any) -> None:
+    torch = pytest.importorskip("torch")
+    opt, topt = _grouped_opt(), _torch_grouped_opt(torch)
+    sched = ReduceLROnPlateau(opt, factor=0.5, patience=0, min_lr=min_lr)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, factor=0.5, patience=0,
+                                                        min_lr=min_lr)
+    got, want = [], []
+    for metric in METRICS:
+        sched.step(metric)
+        tsched.step(metric)
+        got.append([g["lr"] for g in opt.param_groups])
+        want.append([g["lr"] for g in topt.param_groups])
+    assert want[-1] != want[0]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+def test_group_rates_read_back_and_state_dicts() -> None:
+    opt = _grouped_opt()
+    sched = LinearWarmup(opt, 2, after=CosineAnnealingLR(opt, 10))
+    sched.step()
+    sched.step()
+    sched.step()
+    lrs = sched.get_last_lrs()
+    assert lrs == [sched.lr_at(3, base_lr=b) for b in GROUP_LRS] == sched.lrs_at(3)
+    assert lrs == [g["lr"] for g in opt.param_groups] and lrs[0] / lrs[1] == pytest.approx(25)
+    with pytest.raises(ValueError, match=r"different last learning rates .*get_last_lrs\(\)"):
+        sched.get_last_lr()
+    with pytest.raises(ValueError, match=r"different base rates \[0\.1, 0\.004\]; read base_lrs"):
+        sched.lr_at(3)
+    saved = json.loads(json.dumps(sched.state_dict()))
+    assert saved["base_lrs"] == list(GROUP_LRS) and saved["after"]["last_lrs"] == lrs
+    fresh_opt = _grouped_opt()
+    fresh = LinearWarmup(fresh_opt, 2, after=CosineAnnealingLR(fresh_opt, 10))
+    fresh.load_state_dict(saved)
+    assert [g["lr"] for g in fresh_opt.param_groups] == lrs
+    for s in (sched, fresh):
+        s.step()
+    assert fresh.get_last_lrs() == sched.get_last_lrs()
+    single = StepLR(_opt(), 2).state_dict()
+    with pytest.raises(ValueError, match=r"StepLR.load_state_dict: base_lrs holds 1 rates, the "
+                                         r"optimizer has 2 parameter groups"):
+        StepLR(_grouped_opt(), 2).load_state_dict(single)
+
+
+def test_a_state_dict_saved_before_parameter_groups_loads() -> None:
+    """{"base_lr", "last_lr"}: the one rate a schedule drove before groups existed."""
+    old = {"type": "StepLR", "config": {"step_size": 2, "gamma": 0.5}, "base_lr": 0.1,
+           "last_epoch": 3, "last_lr": 0.05}
+    opt = _opt(0.7)
+    sched = StepLR(opt, 2, gamma=0.5)
+    sched.load_state_dict(old)
+    assert (sched.base_lrs, sched.last_epoch, opt.lr) == ([0.1], 3, 0.05)
+    sched.step()
+    assert opt.lr == 0.025
+    plateau = {"type": "ReduceLROnPlateau", "config": {}, "last_epoch": 4, "last_lr": 0.01,
+               "best": 1.5, "num_bad_epochs": 1, "cooldown_counter": 0}
+    opt = _opt()
+    ReduceLROnPlateau(opt).load_state_dict(plateau)
+    assert opt.lr == 0.01
+    with pytest.raises(ValueError, match=r"base_lrs holds 1 rates, the optimizer has 2"):
+        StepLR(_grouped_opt(), 2).load_state_dict(old)
+
+
+def test_a_group_added_after_the_schedule_is_named() -> None:
+    opt = _opt()
+    sched = StepLR(opt, 2)
+    opt.add_param_group({"params": [nb.Parameter(np.zeros(1), "b")]})
+    with pytest.raises(ValueError, match=r"StepLR: the optimizer has 2 parameter groups, the "
+                                         r"schedule was created for 1; create schedules after "
+                                         r"add_param_group"):
+        sched.step()
+
+
+def test_one_declarative_list_drives_every_schedule() -> None:
+    """No schedule writes an __init__: the signature and the config come from SETTINGS."""
+    import inspect
+
+    for cls in (StepLR, ExponentialLR, CosineAnnealingLR, LinearWarmup, ReduceLROnPlateau):
+        assert "__init__" not in cls.__dict__
+        assert list(inspect.signature(cls).parameters) == [
+            "optimizer", *(h.name for h in cls.SETTINGS)]
+    assert str(inspect.signature(StepLR)) == "(optimizer, step_size, gamma=0.1)"
+    assert str(inspect.signature(LinearWarmup)) == (
+        "(optimizer, warmup_steps, *, start_factor=None, after=None)")
+    opt = _opt()
+    plateau = ReduceLROnPlateau(opt, "max", 0.5, 3)  # positional, as in torch
+    assert (plateau.mode, plateau.factor, plateau.patience) == ("max", 0.5, 3)
+    assert plateau.state_dict()["config"] == {
+        "mode": "max", "factor": 0.5, "patience": 3, "threshold": 1e-4, "threshold_mode": "rel",
+        "cooldown": 0, "min_lr": 0.0, "eps": 1e-8}
+    warm = LinearWarmup(opt, 4, after=StepLR(opt, 2))
+    assert warm.state_dict()["config"] == {"warmup_steps": 4, "start_factor": 0.2}
+    assert repr(warm) == "LinearWarmup(warmup_steps=4, start_factor=0.2)"

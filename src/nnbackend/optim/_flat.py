@@ -1,11 +1,19 @@
 """Flat buffers: an optimizer step in a constant number of array calls.
 
 On backends whose arrays support views (NumPy, CuPy, PyTorch), an optimizer packs the parameters
-of each (namespace, device, dtype) into one flat buffer and rebinds every ``Parameter.data`` to a
-view of it; their gradients land in a second flat buffer (``Parameter.accumulate_grad`` writes
-into its view) and the optimizer's state arrays live in flat buffers too. One update of the flat
+of each (namespace, device, dtype, parameter group) into one flat buffer and rebinds every
+``Parameter.data`` to a view of it; their gradients land in a second flat buffer
+(``Parameter.accumulate_grad`` writes into its view) and the optimizer's state arrays live in
+flat buffers too. One update of the flat
 arrays then updates every parameter: the same handful of array calls whether the model has two
-parameter tensors or two hundred (on a GPU, each call is at least one kernel launch).
+parameter tensors or two hundred (on a GPU, each call is at least one kernel launch). Each
+parameter group has buffers of its own, so its hyperparameters apply to its buffer as a whole.
+
+Frozen parameters (``requires_grad=False``) are not packed: no flat update may move them, not even
+weight decay. A packed parameter frozen later makes its group repack once, at the next step,
+without it (it gets arrays of its own); an unfrozen one is packed again, into a buffer of its own
+when its step count differs from the others'. Neither is a fallback: both are counted in
+``path_stats.repacked``.
 
 The per-parameter path stays the reference: it runs on backends without views (array-api-strict,
 JAX) and whenever the flat layout no longer holds (a parameter or gradient rebound by the user,
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +37,6 @@ from array_api_compat import device
 
 from .._checks import namespace_of, same_device
 from .._typing import Array, Namespace
-from ..backend import supports_views
 from ..layers.module import Parameter
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "FlatFallbackWarning",
     "FlatGroup",
     "PathStats",
+    "is_trainable",
     "pack",
 ]
 
@@ -88,6 +96,11 @@ class Fallback:
 _IDLE = Fallback("idle", -1)  # no parameter of the group has a gradient: nothing to step
 
 
+def is_trainable(p: Parameter) -> bool:
+    """Whether an optimizer may move ``p`` (``requires_grad``, True for parameters without it)."""
+    return bool(getattr(p, "requires_grad", True))
+
+
 @dataclass
 class PathStats:
     """How an optimizer's updates ran.
@@ -100,26 +113,34 @@ class PathStats:
         Group steps that ran per parameter although the group was packed, by the reason key of
         :data:`FALLBACK_REASONS`.
     unpacked : Counter of str
-        Parameters never packed, by reason, recorded once when the optimizer is created:
-        ``"no_views"`` (their namespace has no views: array-api-strict, JAX) or ``"flat=False"``.
+        Parameters not packed when the optimizer (or their group) was created, by reason:
+        ``"no_views"`` (their namespace has no views: array-api-strict, JAX), ``"flat=False"``,
+        or ``"frozen"`` (``requires_grad=False``; packed once they are unfrozen).
     copied_grads : int
         Gradients assigned by hand (``p.grad = g``) that a flat step copied into its gradient
         buffer (one array call each; ``accumulate_grad`` writes there directly).
+    repacked : int
+        Flat groups rebuilt because parameters were frozen or unfrozen (a few array calls per
+        parameter, once per change).
     """
 
     flat: int = 0
     fallbacks: Counter[str] = field(default_factory=Counter)
     unpacked: Counter[str] = field(default_factory=Counter)
     copied_grads: int = 0
+    repacked: int = 0
 
 
 class FlatGroup:
-    """The parameters of one namespace, device and dtype, packed into flat buffers.
+    """The parameters of one namespace, device, dtype and parameter group, packed into flat
+    buffers.
 
     Attributes
     ----------
     indices : list of int
         Positions of the group's parameters in the optimizer's parameter list.
+    param_group : int
+        The index of the optimizer's parameter group they belong to.
     data, grad : array (n,)
         The flat parameter values and gradients; each parameter's ``data`` is a view of
         ``data`` and its gradient, when accumulated, a view of ``grad``.
@@ -127,8 +148,10 @@ class FlatGroup:
         The optimizer's flat state arrays (allocated by the first flat step).
     """
 
-    def __init__(self, indices: list[int], params: Sequence[Parameter], xp: Namespace) -> None:
+    def __init__(self, indices: list[int], params: Sequence[Parameter], xp: Namespace,
+                 param_group: int = 0) -> None:
         self.indices = indices
+        self.param_group = param_group
         self.xp = xp
         ref = params[0].data
         self._slices: list[tuple[int, int, tuple[int, ...]]] = []
@@ -162,13 +185,15 @@ class FlatGroup:
                     stats: PathStats | None = None) -> int | Fallback:
         """The step count every parameter shares, or why the flat layout does not hold.
 
-        It holds when every parameter still views the flat buffers, every gradient has been
+        It holds when every parameter is trainable and still views the flat buffers, every
+        gradient has been
         accumulated into its view and all step counts are equal (Adam's bias correction depends
         on them). A gradient assigned by hand is first copied into its view (counted in
         ``stats.copied_grads``), and state arrays that are not the group's views (allocated by
         the per-parameter path, or loaded from a state dict) into flat state. A group none of
         whose parameters has a gradient returns a :class:`Fallback` with reason ``"idle"``
-        (nothing to step; not a fallback).
+        (nothing to step; not a fallback), and a group with a frozen parameter one with reason
+        ``"frozen"`` (the optimizer repacks the group without it; not a fallback either).
         """
         step: int | None = None
         missing: int | None = None  # the first parameter without a gradient
@@ -176,6 +201,8 @@ class FlatGroup:
         unequal = False
         for i, data_view, grad_view in self._members:
             p = params[i]
+            if not is_trainable(p):
+                return Fallback("frozen", i)
             if p.data is not data_view:
                 other = p.grad_buffer is not None and p.grad_buffer is not grad_view
                 return Fallback("other_optimizer" if other else "rebound", i)
@@ -210,6 +237,19 @@ class FlatGroup:
             if not self._state_is_shared(states):
                 return Fallback("state", self.indices[0])
         return step
+
+    def release(self, i: int, p: Parameter, state: dict[str, Any]) -> None:
+        """Give parameter ``i`` (a member) arrays of its own: its data, gradient and state stop
+        viewing the flat buffers, which it then no longer keeps alive."""
+        xp = self.xp
+        k = self.indices.index(i)
+        if p.data is self.data_views[k]:
+            p.data = xp.asarray(p.data, copy=True)
+        if p.grad is self.grad_views[k]:
+            p.grad = xp.asarray(p.grad, copy=True)
+        for name, views in self.state_views.items():
+            if state.get(name) is views[k]:
+                state[name] = xp.asarray(views[k], copy=True)
 
     def _fits(self, grad: Array, view: Array) -> bool:
         """Whether ``grad`` can be copied into ``view`` as it is (no cast, no transfer)."""
@@ -260,19 +300,20 @@ class FlatGroup:
         self.share_state(states)
 
 
-def pack(params: Sequence[Parameter]) -> list[FlatGroup]:
-    """Pack the view-capable parameters into one :class:`FlatGroup` per namespace/device/dtype.
-
-    Parameters of other backends are left as they are (they take the per-parameter path).
+def pack(params: Sequence[Parameter], indices: Iterable[int], group_of: Sequence[int],
+         states: Sequence[Mapping[str, Any]]) -> list[FlatGroup]:
+    """Pack ``params[i]`` for ``i`` in ``indices`` (parameters of namespaces with views) into one
+    :class:`FlatGroup` per namespace, device, dtype, parameter group (``group_of[i]``) and step
+    count (``states[i]["step"]``: one flat update applies one bias correction).
     """
-    groups: dict[tuple[int, str, str], tuple[Namespace, list[int]]] = {}
-    for i, p in enumerate(params):
+    groups: dict[tuple[int, str, str, int, int], tuple[Namespace, list[int]]] = {}
+    for i in indices:
+        p = params[i]
         xp = namespace_of(p.data)
-        if not supports_views(xp):
-            continue
-        key = (id(xp), repr(device(p.data)), str(p.data.dtype))
+        key = (id(xp), repr(device(p.data)), str(p.data.dtype), group_of[i],
+               states[i].get("step", 0))
         groups.setdefault(key, (xp, []))[1].append(i)
     return [
-        FlatGroup(indices, [params[i] for i in indices], xp)
-        for xp, indices in groups.values()
+        FlatGroup(members, [params[i] for i in members], xp, param_group=key[3])
+        for key, (xp, members) in groups.items()
     ]

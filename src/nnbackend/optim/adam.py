@@ -6,9 +6,16 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .._checks import check_flag, check_fraction, check_nonnegative, check_positive
 from .._typing import Array, Namespace
-from .optimizer import Optimizer, ParamsLike, maximum_into, zeros_like
+from ._hyper import (
+    Hyperparameter,
+    flag,
+    nonnegative,
+    pair_of_fractions,
+    positive,
+    with_defaults,
+)
+from .optimizer import Optimizer, maximum_into, zeros_like
 
 __all__ = ["Adam", "AdamW", "adam_update"]
 
@@ -99,7 +106,9 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : Module or iterable of Parameter
+    params : Module, iterable of Parameter, or iterable of dict
+        The parameters, or parameter groups (dicts with ``"params"`` and any of the settings
+        below, which override the keyword arguments for that group; see :class:`Optimizer`).
     lr : float
         α ≥ 0.
     betas : (float, float)
@@ -110,80 +119,45 @@ class Adam(Optimizer):
         λ ≥ 0: λ θ added to the gradient (L2 regularisation, which the moments then rescale).
     amsgrad : bool
     flat : bool
-        Pack parameters, gradients and state into one flat buffer per device and dtype where
-        the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant number of
-        array calls; False keeps the per-parameter reference path.
+        Pack parameters, gradients and state into one flat buffer per device, dtype and group
+        where the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant
+        number of array calls per group; False keeps the per-parameter reference path.
 
-    State per parameter: ``"step"``, ``"m"``, ``"v"`` and with AMSGrad ``"vmax"`` (each the
-    shape of θ).
+    The settings are declared once, in ``HYPERPARAMETERS``. State per parameter: ``"step"``,
+    ``"m"``, ``"v"`` and with AMSGrad ``"vmax"`` (each the shape of θ).
     """
 
-    _hyperparameter_names: ClassVar[tuple[str, ...]] = (
-        "lr", "betas", "eps", "weight_decay", "amsgrad",
+    HYPERPARAMETERS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("lr", 1e-3, nonnegative, positional=True),
+        Hyperparameter("betas", (0.9, 0.999), pair_of_fractions),
+        Hyperparameter("eps", 1e-8, positive),
+        Hyperparameter("weight_decay", 0.0, nonnegative),
+        Hyperparameter("amsgrad", False, flag),
     )
     _state_names: ClassVar[tuple[str, ...]] = ("m", "v", "vmax")
-    _decoupled: ClassVar[bool] = False
+    decoupled_weight_decay: ClassVar[bool] = False
+    """Whether λ shrinks θ directly (AdamW) instead of being added to the gradient."""
 
-    betas: tuple[float, float]
-    eps: float
-    weight_decay: float
-    amsgrad: bool
-
-    def __init__(
-        self,
-        params: ParamsLike,
-        lr: float = 1e-3,
-        *,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-        flat: bool = True,
-    ) -> None:
-        values = self._validate({
-            "lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-        })
-        super().__init__(params, flat=flat)
-        self._apply(values)
-
-    @classmethod
-    def _validate(cls, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
-        where, h = cls.__name__, hyperparameters
-        betas = h["betas"]
-        if isinstance(betas, str) or not hasattr(betas, "__len__") or len(betas) != 2:
-            msg = f"{where}: betas must be a pair (beta1, beta2), got {betas!r}"
-            raise TypeError(msg)
-        return {
-            "lr": check_nonnegative(h["lr"], where=where, name="lr"),
-            "betas": (
-                check_fraction(betas[0], where=where, name="betas[0]"),
-                check_fraction(betas[1], where=where, name="betas[1]"),
-            ),
-            "eps": check_positive(h["eps"], where=where, name="eps"),
-            "weight_decay": check_nonnegative(h["weight_decay"], where=where,
-                                              name="weight_decay"),
-            "amsgrad": check_flag(h["amsgrad"], where=where, name="amsgrad"),
-        }
-
-    def _expected_state(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
-        return ("m", "v", "vmax") if hyperparameters["amsgrad"] else ("m", "v")
+    def _expected_state(self, values: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("m", "v", "vmax") if values["amsgrad"] else ("m", "v")
 
     def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
-                xp: Namespace) -> Array:
+                xp: Namespace, hyper: Mapping[str, Any]) -> Array:
+        amsgrad = hyper["amsgrad"]
         if "m" not in state:
             state["m"] = zeros_like(data, xp=xp)
             state["v"] = zeros_like(data, xp=xp)
         vmax = state.get("vmax")
-        if self.amsgrad and vmax is None:
+        if amsgrad and vmax is None:
             vmax = zeros_like(data, xp=xp)
-        beta1, beta2 = self.betas
+        beta1, beta2 = hyper["betas"]
         data, state["m"], state["v"], vmax = adam_update(
-            data, grad, state["m"], state["v"], vmax if self.amsgrad else None,
-            step=step, lr=self.lr, beta1=beta1, beta2=beta2, eps=self.eps,
-            weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled, xp=xp,
+            data, grad, state["m"], state["v"], vmax if amsgrad else None,
+            step=step, lr=hyper["lr"], beta1=beta1, beta2=beta2, eps=hyper["eps"],
+            weight_decay=hyper["weight_decay"],
+            decoupled_weight_decay=self.decoupled_weight_decay, xp=xp,
         )
-        if self.amsgrad:
+        if amsgrad:
             state["vmax"] = vmax
         return data
 
@@ -198,21 +172,11 @@ class AdamW(Adam):
         θ ← θ − α m̂ / (√v̂ + ε)          (m̂, v̂ bias-corrected as in :class:`Adam`)
 
     This is PyTorch's ``torch.optim.AdamW``, including its default λ = 0.01. Parameters and
-    state are those of :class:`Adam`.
+    state are those of :class:`Adam`: its ``HYPERPARAMETERS`` with another default for
+    ``weight_decay``, and ``decoupled_weight_decay`` set.
     """
 
-    _decoupled: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        params: ParamsLike,
-        lr: float = 1e-3,
-        *,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        flat: bool = True,
-    ) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, flat=flat)
+    HYPERPARAMETERS: ClassVar[tuple[Hyperparameter, ...]] = with_defaults(
+        Adam.HYPERPARAMETERS, weight_decay=1e-2
+    )
+    decoupled_weight_decay: ClassVar[bool] = True

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .._checks import check_flag, check_fraction, check_nonnegative, check_positive
 from .._typing import Array, Namespace
-from .optimizer import Optimizer, ParamsLike, zeros_like
+from ._hyper import Hyperparameter, flag, fraction, nonnegative, positive
+from .optimizer import Optimizer, zeros_like
 
 __all__ = ["RMSprop", "rmsprop_update"]
 
@@ -95,7 +95,9 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    params : Module or iterable of Parameter
+    params : Module, iterable of Parameter, or iterable of dict
+        The parameters, or parameter groups (dicts with ``"params"`` and any of the settings
+        below, which override the keyword arguments for that group; see :class:`Optimizer`).
     lr : float
         η ≥ 0.
     alpha : float
@@ -108,78 +110,48 @@ class RMSprop(Optimizer):
         λ ≥ 0, added to the gradient as λ θ.
     centered : bool
     flat : bool
-        Pack parameters, gradients and state into one flat buffer per device and dtype where
-        the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant number of
-        array calls; False keeps the per-parameter reference path.
+        Pack parameters, gradients and state into one flat buffer per device, dtype and group
+        where the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant
+        number of array calls per group; False keeps the per-parameter reference path.
 
-    State per parameter: ``"step"``, ``"square_avg"``, and ``"grad_avg"`` (centered) and
-    ``"momentum_buffer"`` (momentum) as needed, each the shape of θ.
+    The settings are declared once, in ``HYPERPARAMETERS``. State per parameter: ``"step"``,
+    ``"square_avg"``, and ``"grad_avg"`` (centered) and ``"momentum_buffer"`` (momentum) as
+    needed, each the shape of θ.
     """
 
-    _hyperparameter_names: ClassVar[tuple[str, ...]] = (
-        "lr", "alpha", "eps", "momentum", "weight_decay", "centered",
+    HYPERPARAMETERS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("lr", 1e-2, nonnegative, positional=True),
+        Hyperparameter("alpha", 0.99, fraction),
+        Hyperparameter("eps", 1e-8, positive),
+        Hyperparameter("momentum", 0.0, fraction),
+        Hyperparameter("weight_decay", 0.0, nonnegative),
+        Hyperparameter("centered", False, flag),
     )
     _state_names: ClassVar[tuple[str, ...]] = ("square_avg", "grad_avg", "momentum_buffer")
 
-    alpha: float
-    eps: float
-    momentum: float
-    weight_decay: float
-    centered: bool
-
-    def __init__(
-        self,
-        params: ParamsLike,
-        lr: float = 1e-2,
-        *,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        centered: bool = False,
-        flat: bool = True,
-    ) -> None:
-        values = self._validate({
-            "lr": lr, "alpha": alpha, "eps": eps, "momentum": momentum,
-            "weight_decay": weight_decay, "centered": centered,
-        })
-        super().__init__(params, flat=flat)
-        self._apply(values)
-
-    @classmethod
-    def _validate(cls, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
-        where, h = cls.__name__, hyperparameters
-        return {
-            "lr": check_nonnegative(h["lr"], where=where, name="lr"),
-            "alpha": check_fraction(h["alpha"], where=where, name="alpha"),
-            "eps": check_positive(h["eps"], where=where, name="eps"),
-            "momentum": check_fraction(h["momentum"], where=where, name="momentum"),
-            "weight_decay": check_nonnegative(h["weight_decay"], where=where,
-                                              name="weight_decay"),
-            "centered": check_flag(h["centered"], where=where, name="centered"),
-        }
-
-    def _expected_state(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
+    def _expected_state(self, values: Mapping[str, Any]) -> tuple[str, ...]:
         names = ["square_avg"]
-        if hyperparameters["centered"]:
+        if values["centered"]:
             names.append("grad_avg")
-        if hyperparameters["momentum"] != 0.0:
+        if values["momentum"] != 0.0:
             names.append("momentum_buffer")
         return tuple(names)
 
     def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
-                xp: Namespace) -> Array:
+                xp: Namespace, hyper: Mapping[str, Any]) -> Array:
+        centered, momentum = hyper["centered"], hyper["momentum"]
         if "square_avg" not in state:
             state["square_avg"] = zeros_like(data, xp=xp)
-        grad_avg = state.get("grad_avg") if self.centered else None
-        if self.centered and grad_avg is None:
+        grad_avg = state.get("grad_avg") if centered else None
+        if centered and grad_avg is None:
             grad_avg = zeros_like(data, xp=xp)
-        buf = state.get("momentum_buffer") if self.momentum != 0.0 else None
-        if self.momentum != 0.0 and buf is None:
+        buf = state.get("momentum_buffer") if momentum != 0.0 else None
+        if momentum != 0.0 and buf is None:
             buf = zeros_like(data, xp=xp)
         data, state["square_avg"], grad_avg, buf = rmsprop_update(
-            data, grad, state["square_avg"], grad_avg, buf, lr=self.lr, alpha=self.alpha,
-            eps=self.eps, momentum=self.momentum, weight_decay=self.weight_decay, xp=xp,
+            data, grad, state["square_avg"], grad_avg, buf, lr=hyper["lr"],
+            alpha=hyper["alpha"], eps=hyper["eps"], momentum=momentum,
+            weight_decay=hyper["weight_decay"], xp=xp,
         )
         if grad_avg is not None:
             state["grad_avg"] = grad_avg

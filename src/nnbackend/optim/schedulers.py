@@ -1,17 +1,18 @@
-"""Learning-rate schedules: set ``optimizer.lr`` once per epoch.
+"""Learning-rate schedules: set each parameter group's ``lr`` once per epoch.
 
-Each schedule is constructed with the optimizer, records its learning rate as the base rate
-α₀, sets the rate for epoch 0 and then, on every ``step()``, advances one epoch and sets the
-rate for it (PyTorch's protocol; call ``scheduler.step()`` after the epoch's optimizer steps)::
+Each schedule is constructed with the optimizer, records the learning rate of each parameter
+group as its base rate α₀ (``base_lrs``, as PyTorch's), sets the rates for epoch 0 and then, on
+every ``step()``, advances one epoch and sets the rates for it (PyTorch's protocol; call
+``scheduler.step()`` after the epoch's optimizer steps)::
 
     opt = Adam(model, lr=1e-2)
     sched = LinearWarmup(opt, 5, after=CosineAnnealingLR(opt, T_max=45))
     for epoch in range(50):
-        train_one_epoch(model, opt)        # uses opt.lr
+        train_one_epoch(model, opt)        # uses each group's lr
         sched.step()
 
 =========================  ================================================================
-schedule                   learning rate at epoch e
+schedule                   learning rate of a group at epoch e
 =========================  ================================================================
 ``StepLR``                 α₀ γ^⌊e / step_size⌋
 ``ExponentialLR``          α₀ γ^e
@@ -23,18 +24,41 @@ schedule                   learning rate at epoch e
 
 The closed-form schedules compute α(e) from α₀ and e afresh each step (no product of factors
 accumulates rounding), so they match their formulas to the last bit, and a learning rate set
-by hand lasts until the next ``step()``. ``get_last_lr()`` returns a float: an nnbackend
-optimizer has one learning rate (PyTorch returns one per parameter group).
+by hand lasts until the next ``step()``. With several parameter groups each group follows the
+formula from its own α₀ (AdamW with a smaller rate for the embeddings keeps the ratio).
+
+``get_last_lrs()`` returns one rate per group (PyTorch's ``get_last_lr()``); ``get_last_lr()``
+returns the rate as a float, the one every group shares (an error names them when they differ).
+
+Each schedule declares its settings once, in ``SETTINGS`` (see :mod:`nnbackend.optim._hyper`),
+and the fields it saves in ``PROGRESS``: they give the constructor, its validation, the state
+dict, its validation on load, and ``repr``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-import operator
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
-from .._checks import check_fraction, check_nonnegative, check_number, check_positive
+from .._checks import check_nonnegative
+from ._hyper import (
+    REQUIRED,
+    Check,
+    Hyperparameter,
+    bind,
+    nonnegative,
+    nonnegative_int,
+    nonnegative_or_per_group,
+    one_of,
+    open_unit_interval,
+    optional,
+    positive,
+    positive_int,
+    signature,
+    unit_interval,
+)
 
 __all__ = [
     "CosineAnnealingLR",
@@ -46,52 +70,140 @@ __all__ = [
 ]
 
 
+class Progress(NamedTuple):
+    """A field that changes as a schedule runs, saved in its state dict and restored on load.
+
+    ``per_group`` fields are lists with one number per parameter group.
+    """
+
+    name: str
+    check: Check
+    per_group: bool = False
+
+
+def _rates(value: Any, where: str, name: str) -> list[float]:
+    """A list of learning rates ≥ 0."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        msg = f"{where}: {name} must be a list of learning rates, got {value!r}"
+        raise TypeError(msg)
+    return [nonnegative(v, where, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def _any_number(value: Any, where: str, name: str) -> float:
+    """A real Python number, infinities included (ReduceLROnPlateau's best so far)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{where}: {name} must be a number, got {value!r}"
+        raise TypeError(msg)
+    return float(value)
+
+
+# The fields of a state dict saved before parameter groups, for the one rate it scheduled
+_LEGACY = {"base_lr": "base_lrs", "last_lr": "last_lrs"}
+
+
 class _Schedule:
-    """What every schedule shares: the optimizer, the last rate set, the epoch counter."""
+    """What every schedule shares: the optimizer, the last rates set, the epoch counter, and
+    construction, state dicts and repr from ``SETTINGS`` and ``PROGRESS``."""
+
+    SETTINGS: ClassVar[tuple[Hyperparameter, ...]] = ()
+    PROGRESS: ClassVar[tuple[Progress, ...]] = (
+        Progress("last_epoch", nonnegative_int),
+        Progress("last_lrs", _rates, per_group=True),
+    )
 
     optimizer: Any
     last_epoch: int
-    _last_lr: float
+    last_lrs: list[float]
 
-    def __init__(self, optimizer: Any) -> None:
-        where = type(self).__name__
-        if not hasattr(optimizer, "lr"):
-            msg = f"{where}: expected an optimizer with an 'lr' attribute, got {optimizer!r}"
-            raise TypeError(msg)
-        check_nonnegative(optimizer.lr, where=where, name="the optimizer's lr")
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = inspect.Parameter
+        cls.__signature__ = signature(  # type: ignore[attr-defined]
+            cls.SETTINGS, leading=[kind("optimizer", kind.POSITIONAL_OR_KEYWORD)]
+        )
+
+    def __init__(self, optimizer: Any, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        where = cls.__name__
+        given = bind(cls.SETTINGS, args, kwargs, where=where)
+        values = {h.name: h.check(given[h.name], where, h.name) for h in cls.SETTINGS}
+        _check_optimizer(optimizer, where=where)
         self.optimizer = optimizer
+        for name, value in self._settled(values).items():
+            setattr(self, name, value)
         self.last_epoch = 0
+        self._start()
+
+    def _settled(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The checked settings, with defaults that depend on others filled in and rules that
+        link them (or the optimizer) enforced; a subclass hook."""
+        return values
+
+    def _start(self) -> None:
+        """Set the state of epoch 0 (and the optimizer's rates for it)."""
+        self.last_lrs = self._current_lrs()
+
+    # ---------------------------------------------------------------- learning rates
+
+    def _groups(self) -> list[Any]:
+        groups = list(self.optimizer.param_groups)
+        known = len(getattr(self, "last_lrs", groups))
+        if len(groups) != known:
+            msg = (
+                f"{type(self).__name__}: the optimizer has {len(groups)} parameter groups, the "
+                f"schedule was created for {known}; create schedules after add_param_group"
+            )
+            raise ValueError(msg)
+        return groups
+
+    def _current_lrs(self) -> list[float]:
+        return [float(g["lr"]) for g in self._groups()]
+
+    def _set_lrs(self, lrs: Sequence[float]) -> None:
+        for group, lr in zip(self._groups(), lrs, strict=True):
+            group["lr"] = lr
+        self.last_lrs = list(lrs)
+
+    def get_last_lrs(self) -> list[float]:
+        """The learning rates this schedule set last, one per parameter group (what PyTorch's
+        ``get_last_lr()`` returns)."""
+        return list(self.last_lrs)
 
     def get_last_lr(self) -> float:
-        """The learning rate this schedule set last."""
-        return self._last_lr
+        """The learning rate this schedule set last, the one every parameter group shares."""
+        return _common(self.last_lrs, where=type(self).__name__, what="last learning rates",
+                       instead="get_last_lrs()")
 
-    def _set_lr(self, lr: float) -> None:
-        self.optimizer.lr = lr
-        self._last_lr = lr
-
-    def _progress(self) -> dict[str, Any]:
-        """The fields that change as the schedule runs (saved and restored)."""
-        return {"last_epoch": self.last_epoch, "last_lr": self._last_lr}
+    # ---------------------------------------------------------------- state dicts
 
     def _config(self) -> dict[str, Any]:
         """The constructor's settings (saved for reference; not restored)."""
-        return {}
+        return {h.name: getattr(self, h.name) for h in self.SETTINGS if h.saved}
+
+    def _progress(self) -> dict[str, Any]:
+        """The fields that change as the schedule runs (saved and restored)."""
+        out = {}
+        for field in self.PROGRESS:
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if field.per_group else value
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """``{"type", "config", <progress fields>}``: plain Python values only.
 
         ``config`` records the settings the schedule was built with; loading restores only the
-        progress (epoch counter, learning rates, and for ReduceLROnPlateau its counters), so a
-        resumed run may change e.g. ``T_max`` deliberately.
+        progress (epoch counter, learning rates per group, and for ReduceLROnPlateau its
+        counters), so a resumed run may change e.g. ``T_max`` deliberately.
         """
         return {"type": type(self).__name__, "config": self._config(), **self._progress()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the progress saved by :meth:`state_dict` and set the optimizer's lr to the
-        saved last learning rate (so the optimizer and the schedule agree in any load order).
+        """Restore the progress saved by :meth:`state_dict` and set the optimizer's rates to the
+        saved last learning rates (so the optimizer and the schedule agree in any load order).
 
-        Everything is validated before anything changes.
+        Everything is validated before anything changes. A state dict of a schedule over one
+        learning rate (``base_lr``/``last_lr``, before parameter groups) loads into a schedule
+        of an optimizer with one group.
         """
         self._restore(self._validated(state_dict))
 
@@ -105,22 +217,31 @@ class _Schedule:
         if kind != type(self).__name__:
             msg = f"{where}: the state dict was saved by {kind!r}, not {type(self).__name__!r}"
             raise ValueError(msg)
-        missing = sorted(self._progress().keys() - state_dict.keys())
+        state = dict(state_dict)
+        for old, new in _LEGACY.items():
+            if old in state and new not in state:
+                state[new] = [state.pop(old)]
+        missing = sorted({f.name for f in self.PROGRESS} - state.keys())
         if missing:
             msg = f"{where}: the state dict lacks {missing}"
             raise KeyError(msg)
-        return self._checked_progress(state_dict, where=where)
+        out = {}
+        groups = len(self.last_lrs)
+        for field in self.PROGRESS:
+            value = field.check(state[field.name], where, field.name)
+            if field.per_group and len(value) != groups:
+                msg = (
+                    f"{where}: {field.name} holds {len(value)} rates, the optimizer has "
+                    f"{groups} parameter groups"
+                )
+                raise ValueError(msg)
+            out[field.name] = value
+        return out
 
     def _restore(self, values: Mapping[str, Any]) -> None:
         for name, value in values.items():
-            setattr(self, "_last_lr" if name == "last_lr" else name, value)
-        self.optimizer.lr = self._last_lr
-
-    def _checked_progress(self, state: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-        return {
-            "last_epoch": _check_int(state["last_epoch"], where=where, name="last_epoch"),
-            "last_lr": check_nonnegative(state["last_lr"], where=where, name="last_lr"),
-        }
+            setattr(self, name, value)
+        self._set_lrs(self.last_lrs)
 
     def __repr__(self) -> str:
         config = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
@@ -128,42 +249,59 @@ class _Schedule:
 
 
 class LRScheduler(_Schedule):
-    """Base class of the closed-form schedules: α(e) = :meth:`lr_at` (e) from the base rate α₀.
+    """Base class of the closed-form schedules: α(e) = :meth:`lr_at` (e) from each group's base
+    rate α₀.
 
-    Subclasses set their configuration, then call ``super().__init__(optimizer)``, and
-    implement :meth:`lr_at`.
+    Subclasses declare ``SETTINGS`` and implement :meth:`_rate`.
 
     Attributes
     ----------
     optimizer : Optimizer
+    base_lrs : list of float
+        α₀ of each parameter group: its learning rate when the schedule was created.
     base_lr : float
-        α₀, the optimizer's learning rate when the schedule was created.
+        The α₀ every group shares (an error when they differ: read ``base_lrs``).
     last_epoch : int
         The current epoch e (0 after construction; +1 per :meth:`step`).
     """
 
-    def __init__(self, optimizer: Any, *, base_lr: float | None = None) -> None:
-        super().__init__(optimizer)
-        self.base_lr = float(optimizer.lr) if base_lr is None else base_lr
-        self._set_lr(self.lr_at(0))
+    PROGRESS: ClassVar[tuple[Progress, ...]] = (
+        Progress("base_lrs", _rates, per_group=True), *_Schedule.PROGRESS,
+    )
 
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate at ``epoch`` (a Python float)."""
+    base_lrs: list[float]
+
+    def _start(self) -> None:
+        self.base_lrs = self._initial_base_lrs()
+        self.last_lrs = list(self.base_lrs)  # the group count _set_lrs checks against
+        self._set_lrs(self.lrs_at(0))
+
+    def _initial_base_lrs(self) -> list[float]:
+        return self._current_lrs()
+
+    @property
+    def base_lr(self) -> float:
+        """α₀, the base rate every parameter group shares."""
+        return _common(self.base_lrs, where=type(self).__name__, what="base rates",
+                       instead="base_lrs")
+
+    def lr_at(self, epoch: int, base_lr: float | None = None) -> float:
+        """The learning rate at ``epoch`` (a Python float) of a group whose base rate is
+        ``base_lr`` (default: the base rate every group shares)."""
+        return self._rate(epoch, self.base_lr if base_lr is None else base_lr)
+
+    def lrs_at(self, epoch: int) -> list[float]:
+        """The learning rate of each parameter group at ``epoch``."""
+        return [self._rate(epoch, base) for base in self.base_lrs]
+
+    def _rate(self, epoch: int, base_lr: float) -> float:
+        """α(e) for the base rate α₀ = ``base_lr``."""
         raise NotImplementedError
 
     def step(self) -> None:
-        """Advance one epoch and set the optimizer's learning rate to α(e)."""
+        """Advance one epoch and set each group's learning rate to its α(e)."""
         self.last_epoch += 1
-        self._set_lr(self.lr_at(self.last_epoch))
-
-    def _progress(self) -> dict[str, Any]:
-        return {"base_lr": self.base_lr, **super()._progress()}
-
-    def _checked_progress(self, state: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-        return {
-            "base_lr": check_nonnegative(state["base_lr"], where=where, name="base_lr"),
-            **super()._checked_progress(state, where=where),
-        }
+        self._set_lrs(self.lrs_at(self.last_epoch))
 
 
 class StepLR(LRScheduler):
@@ -178,17 +316,16 @@ class StepLR(LRScheduler):
         γ > 0.
     """
 
-    def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1) -> None:
-        where = type(self).__name__
-        self.step_size = _check_int(step_size, where=where, name="step_size", minimum=1)
-        self.gamma = check_positive(gamma, where=where, name="gamma")
-        super().__init__(optimizer)
+    SETTINGS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("step_size", REQUIRED, positive_int, positional=True),
+        Hyperparameter("gamma", 0.1, positive, positional=True),
+    )
 
-    def lr_at(self, epoch: int) -> float:
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    step_size: int
+    gamma: float
 
-    def _config(self) -> dict[str, Any]:
-        return {"step_size": self.step_size, "gamma": self.gamma}
+    def _rate(self, epoch: int, base_lr: float) -> float:
+        return base_lr * self.gamma ** (epoch // self.step_size)
 
 
 class ExponentialLR(LRScheduler):
@@ -201,15 +338,14 @@ class ExponentialLR(LRScheduler):
         γ > 0.
     """
 
-    def __init__(self, optimizer: Any, gamma: float) -> None:
-        self.gamma = check_positive(gamma, where=type(self).__name__, name="gamma")
-        super().__init__(optimizer)
+    SETTINGS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("gamma", REQUIRED, positive, positional=True),
+    )
 
-    def lr_at(self, epoch: int) -> float:
-        return self.base_lr * self.gamma**epoch
+    gamma: float
 
-    def _config(self) -> dict[str, Any]:
-        return {"gamma": self.gamma}
+    def _rate(self, epoch: int, base_lr: float) -> float:
+        return base_lr * self.gamma**epoch
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -225,21 +361,30 @@ class CosineAnnealingLR(LRScheduler):
     T_max : int
         Half-period in epochs, ≥ 1.
     eta_min : float
-        η_min ≥ 0, the lowest rate.
+        η_min ≥ 0, the lowest rate (of every group).
     """
 
-    def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0) -> None:
-        where = type(self).__name__
-        self.T_max = _check_int(T_max, where=where, name="T_max", minimum=1)
-        self.eta_min = check_nonnegative(eta_min, where=where, name="eta_min")
-        super().__init__(optimizer)
+    SETTINGS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("T_max", REQUIRED, positive_int, positional=True),
+        Hyperparameter("eta_min", 0.0, nonnegative, positional=True),
+    )
 
-    def lr_at(self, epoch: int) -> float:
+    T_max: int
+    eta_min: float
+
+    def _rate(self, epoch: int, base_lr: float) -> float:
         cosine = 0.5 * (1.0 + math.cos(math.pi * epoch / self.T_max))
-        return self.eta_min + (self.base_lr - self.eta_min) * cosine
+        return self.eta_min + (base_lr - self.eta_min) * cosine
 
-    def _config(self) -> dict[str, Any]:
-        return {"T_max": self.T_max, "eta_min": self.eta_min}
+
+def _schedule_or_none(value: Any, where: str, name: str) -> Any:
+    if value is not None and not isinstance(value, LRScheduler | ReduceLROnPlateau):
+        msg = (
+            f"{where}: {name} must be a schedule (LRScheduler or ReduceLROnPlateau), "
+            f"got {type(value).__name__}"
+        )
+        raise TypeError(msg)
+    return value
 
 
 class LinearWarmup(LRScheduler):
@@ -264,59 +409,51 @@ class LinearWarmup(LRScheduler):
         f in [0, 1]; default 1 / (W + 1).
     after : LRScheduler or ReduceLROnPlateau, optional
         The schedule that takes over at epoch W. Build it first, on the same optimizer; the
-        warm-up then drives it (do not call its ``step`` yourself). Its base rate is α₀. A
+        warm-up then drives it (do not call its ``step`` yourself). Its base rates are α₀. A
         :class:`ReduceLROnPlateau` starts at α₀ at epoch W and from then on watches the metric
         given to ``LinearWarmup.step(metric)`` (which the warm-up epochs ignore).
     """
 
-    def __init__(
-        self,
-        optimizer: Any,
-        warmup_steps: int,
-        *,
-        start_factor: float | None = None,
-        after: LRScheduler | ReduceLROnPlateau | None = None,
-    ) -> None:
-        where = type(self).__name__
-        self.warmup_steps = _check_int(warmup_steps, where=where, name="warmup_steps")
-        if start_factor is None:
-            start_factor = 1.0 / (self.warmup_steps + 1)
-        self.start_factor = check_number(start_factor, where=where, name="start_factor")
-        if not 0.0 <= self.start_factor <= 1.0:
-            msg = f"{where}: start_factor must lie in [0, 1], got {start_factor!r}"
-            raise ValueError(msg)
-        if after is not None:
-            if not isinstance(after, LRScheduler | ReduceLROnPlateau):
-                msg = (
-                    f"{where}: after must be a schedule (LRScheduler or ReduceLROnPlateau), "
-                    f"got {type(after).__name__}"
-                )
-                raise TypeError(msg)
-            if after.optimizer is not optimizer:
-                msg = f"{where}: after={after!r} drives another optimizer than this warm-up"
-                raise ValueError(msg)
-        self.after = after
-        super().__init__(
-            optimizer, base_lr=after.base_lr if isinstance(after, LRScheduler) else None
-        )
+    SETTINGS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("warmup_steps", REQUIRED, nonnegative_int, positional=True),
+        Hyperparameter("start_factor", None, optional(unit_interval)),
+        Hyperparameter("after", None, _schedule_or_none, saved=False),
+    )
 
-    def lr_at(self, epoch: int) -> float:
+    warmup_steps: int
+    start_factor: float
+    after: LRScheduler | ReduceLROnPlateau | None
+
+    def _settled(self, values: dict[str, Any]) -> dict[str, Any]:
+        if values["start_factor"] is None:
+            values["start_factor"] = 1.0 / (values["warmup_steps"] + 1)
+        after = values["after"]
+        if after is not None and after.optimizer is not self.optimizer:
+            msg = f"{type(self).__name__}: after={after!r} drives another optimizer than this one"
+            raise ValueError(msg)
+        return values
+
+    def _initial_base_lrs(self) -> list[float]:
+        after = self.after
+        return list(after.base_lrs) if isinstance(after, LRScheduler) else self._current_lrs()
+
+    def _rate(self, epoch: int, base_lr: float) -> float:
         warmup = self.warmup_steps
         if epoch < warmup:
             f = self.start_factor
-            return self.base_lr * (f + (1.0 - f) * epoch / warmup)
+            return base_lr * (f + (1.0 - f) * epoch / warmup)
         after = self.after
         if after is None:
-            return self.base_lr
+            return base_lr
         if isinstance(after, ReduceLROnPlateau):
             if epoch == warmup:  # the plateau schedule starts at α₀ (also at W = 0)
-                return self.base_lr
+                return base_lr
             msg = (
                 f"LinearWarmup: the rate at epoch {epoch}, after the warm-up, depends on the "
-                "metrics ReduceLROnPlateau has seen (no closed form); read get_last_lr()"
+                "metrics ReduceLROnPlateau has seen (no closed form); read get_last_lrs()"
             )
             raise TypeError(msg)
-        return after.lr_at(epoch - warmup)
+        return after._rate(epoch - warmup, base_lr)
 
     def step(self, metric: float | None = None) -> None:
         """Advance one epoch; ``metric`` is for an ``after`` that is a ReduceLROnPlateau."""
@@ -330,7 +467,7 @@ class LinearWarmup(LRScheduler):
                 raise TypeError(msg)
             super().step()
             if after is not None and e >= 0:
-                after.last_epoch, after._last_lr = e, self._last_lr
+                after.last_epoch, after.last_lrs = e, list(self.last_lrs)
             return
         if e > 0:
             if metric is None:
@@ -338,15 +475,12 @@ class LinearWarmup(LRScheduler):
                 raise TypeError(msg)
             after.step(metric)
             self.last_epoch += 1
-            self._last_lr = after.get_last_lr()
+            self.last_lrs = after.get_last_lrs()
             return
         self.last_epoch += 1
-        self._set_lr(self.lr_at(self.last_epoch) if e < 0 else self.base_lr)
+        self._set_lrs(self.lrs_at(self.last_epoch) if e < 0 else list(self.base_lrs))
         if e == 0:
-            after._last_lr = self.base_lr
-
-    def _config(self) -> dict[str, Any]:
-        return {"warmup_steps": self.warmup_steps, "start_factor": self.start_factor}
+            after.last_lrs = list(self.base_lrs)
 
     def state_dict(self) -> dict[str, Any]:
         """As for every schedule, plus ``"after"``: the state dict of ``after`` (or None)."""
@@ -372,17 +506,18 @@ class LinearWarmup(LRScheduler):
         after_values = values.pop("after")
         if self.after is not None:
             self.after._restore(after_values)
-        super()._restore(values)  # last: the warm-up's own last rate is the optimizer's
+        super()._restore(values)  # last: the warm-up's own last rates are the optimizer's
 
 
 class ReduceLROnPlateau(_Schedule):
-    """Reduce the learning rate when a metric has stopped improving (PyTorch's semantics).
+    """Reduce the learning rates when a metric has stopped improving (PyTorch's semantics).
 
     Each ``step(metric)`` compares the metric with the best seen so far. In ``"min"`` mode
     with ``threshold_mode="rel"`` it improves when metric < best (1 − threshold) (``"abs"``:
     metric < best − threshold; ``"max"`` mode mirrors both). After more than ``patience``
-    epochs in a row without improvement, α ← max(α · factor, min_lr) (skipped when the change
-    would be at most ``eps``), then ``cooldown`` epochs pass before bad epochs count again.
+    epochs in a row without improvement, each group's α ← max(α · factor, min_lr) (skipped
+    when the change would be at most ``eps``), then ``cooldown`` epochs pass before bad epochs
+    count again.
 
     Parameters
     ----------
@@ -397,8 +532,8 @@ class ReduceLROnPlateau(_Schedule):
     threshold_mode : {"rel", "abs"}
     cooldown : int
         ≥ 0.
-    min_lr : float
-        ≥ 0.
+    min_lr : float or list of float
+        ≥ 0; a list gives one per parameter group.
     eps : float
         ≥ 0.
 
@@ -408,41 +543,54 @@ class ReduceLROnPlateau(_Schedule):
     training loop); a NaN metric never counts as an improvement.
     """
 
-    def __init__(
-        self,
-        optimizer: Any,
-        mode: str = "min",
-        factor: float = 0.1,
-        patience: int = 10,
-        threshold: float = 1e-4,
-        threshold_mode: str = "rel",
-        cooldown: int = 0,
-        min_lr: float = 0.0,
-        eps: float = 1e-8,
-    ) -> None:
-        where = type(self).__name__
-        super().__init__(optimizer)
-        if mode not in ("min", "max"):
-            msg = f"{where}: mode must be 'min' or 'max', got {mode!r}"
+    SETTINGS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("mode", "min", one_of("min", "max"), positional=True),
+        Hyperparameter("factor", 0.1, open_unit_interval, positional=True),
+        Hyperparameter("patience", 10, nonnegative_int, positional=True),
+        Hyperparameter("threshold", 1e-4, nonnegative, positional=True),
+        Hyperparameter("threshold_mode", "rel", one_of("rel", "abs"), positional=True),
+        Hyperparameter("cooldown", 0, nonnegative_int, positional=True),
+        Hyperparameter("min_lr", 0.0, nonnegative_or_per_group, positional=True),
+        Hyperparameter("eps", 1e-8, nonnegative, positional=True),
+    )
+    PROGRESS: ClassVar[tuple[Progress, ...]] = (
+        *_Schedule.PROGRESS,
+        Progress("best", _any_number),
+        Progress("num_bad_epochs", nonnegative_int),
+        Progress("cooldown_counter", nonnegative_int),
+    )
+
+    mode: str
+    factor: float
+    patience: int
+    threshold: float
+    threshold_mode: str
+    cooldown: int
+    min_lr: float | list[float]
+    eps: float
+
+    def _settled(self, values: dict[str, Any]) -> dict[str, Any]:
+        groups = len(self.optimizer.param_groups)
+        min_lr = values["min_lr"]
+        if isinstance(min_lr, list) and len(min_lr) != groups:
+            msg = (
+                f"{type(self).__name__}: min_lr lists {len(min_lr)} rates, the optimizer has "
+                f"{groups} parameter groups"
+            )
             raise ValueError(msg)
-        if threshold_mode not in ("rel", "abs"):
-            msg = f"{where}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}"
-            raise ValueError(msg)
-        self.mode = mode
-        self.threshold_mode = threshold_mode
-        self.factor = check_fraction(factor, where=where, name="factor")
-        if self.factor == 0.0:
-            msg = f"{where}: factor must lie in (0, 1), got {factor!r}"
-            raise ValueError(msg)
-        self.patience = _check_int(patience, where=where, name="patience")
-        self.threshold = check_nonnegative(threshold, where=where, name="threshold")
-        self.cooldown = _check_int(cooldown, where=where, name="cooldown")
-        self.min_lr = check_nonnegative(min_lr, where=where, name="min_lr")
-        self.eps = check_nonnegative(eps, where=where, name="eps")
-        self.best = math.inf if mode == "min" else -math.inf
+        return values
+
+    def _start(self) -> None:
+        super()._start()
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
-        self._last_lr = float(optimizer.lr)
+
+    @property
+    def min_lrs(self) -> list[float]:
+        """The lowest rate of each parameter group."""
+        min_lr = self.min_lr
+        return list(min_lr) if isinstance(min_lr, list) else [min_lr] * len(self.last_lrs)
 
     def _is_better(self, value: float) -> bool:
         best, t = self.best, self.threshold
@@ -451,7 +599,7 @@ class ReduceLROnPlateau(_Schedule):
         return value > (best * (1.0 + t) if self.threshold_mode == "rel" else best + t)
 
     def step(self, metric: float) -> None:
-        """Record the epoch's metric (a Python number) and reduce the rate if it plateaued."""
+        """Record the epoch's metric (a Python number) and reduce the rates if it plateaued."""
         try:
             value = float(metric)
         except (TypeError, ValueError):
@@ -466,53 +614,37 @@ class ReduceLROnPlateau(_Schedule):
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
-        lr = float(self.optimizer.lr)
+        lrs = self._current_lrs()
         if self.num_bad_epochs > self.patience:
-            new_lr = max(lr * self.factor, self.min_lr)
-            if lr - new_lr > self.eps:
-                lr = new_lr
+            lrs = [self._reduced(lr, floor) for lr, floor in zip(lrs, self.min_lrs, strict=True)]
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
-        self._set_lr(lr)
+        self._set_lrs(lrs)
 
-    def _config(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode, "factor": self.factor, "patience": self.patience,
-            "threshold": self.threshold, "threshold_mode": self.threshold_mode,
-            "cooldown": self.cooldown, "min_lr": self.min_lr, "eps": self.eps,
-        }
-
-    def _progress(self) -> dict[str, Any]:
-        return {
-            **super()._progress(), "best": self.best, "num_bad_epochs": self.num_bad_epochs,
-            "cooldown_counter": self.cooldown_counter,
-        }
-
-    def _checked_progress(self, state: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-        best = state["best"]
-        if isinstance(best, bool) or not isinstance(best, int | float):
-            msg = f"{where}: best must be a number, got {best!r}"
-            raise TypeError(msg)
-        return {
-            **super()._checked_progress(state, where=where),
-            "best": float(best),
-            "num_bad_epochs": _check_int(state["num_bad_epochs"], where=where,
-                                         name="num_bad_epochs"),
-            "cooldown_counter": _check_int(state["cooldown_counter"], where=where,
-                                           name="cooldown_counter"),
-        }
+    def _reduced(self, lr: float, floor: float) -> float:
+        new_lr = max(lr * self.factor, floor)
+        return new_lr if lr - new_lr > self.eps else lr
 
 
-def _check_int(value: Any, *, where: str, name: str, minimum: int = 0) -> int:
-    """An integer ≥ ``minimum`` (bools and floats are rejected)."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        out = operator.index(value)
-    except TypeError:
-        msg = f"{where}: {name} must be an integer, got {value!r}"
-        raise TypeError(msg) from None
-    if out < minimum:
-        msg = f"{where}: {name} must be >= {minimum}, got {value!r}"
-        raise ValueError(msg)
-    return out
+def _check_optimizer(optimizer: Any, *, where: str) -> None:
+    """Refuse anything but an optimizer whose parameter groups each have a learning rate."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, Sequence) or not groups or not all(
+        isinstance(g, Mapping) and "lr" in g for g in groups
+    ):
+        msg = (
+            f"{where}: expected an optimizer with param_groups (each with an 'lr'), "
+            f"got {optimizer!r}"
+        )
+        raise TypeError(msg)
+    for i, g in enumerate(groups):
+        check_nonnegative(g["lr"], where=where, name=f"the optimizer's param_groups[{i}]['lr']")
+
+
+def _common(values: Sequence[float], *, where: str, what: str, instead: str) -> float:
+    """The value every group shares."""
+    first = values[0]
+    if all(v == first for v in values[1:]):
+        return first
+    msg = f"{where}: the parameter groups have different {what} {list(values)}; read {instead}"
+    raise ValueError(msg)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .._checks import check_flag, check_fraction, check_nonnegative
 from .._typing import Array, Namespace
-from .optimizer import Optimizer, ParamsLike, zeros_like
+from ._hyper import REQUIRED, Hyperparameter, flag, fraction, nonnegative
+from .optimizer import Optimizer, zeros_like
 
 __all__ = ["SGD", "sgd_update"]
 
@@ -84,9 +84,11 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : Module or iterable of Parameter
+    params : Module, iterable of Parameter, or iterable of dict
+        The parameters, or parameter groups (dicts with ``"params"`` and any of the settings
+        below, which override the keyword arguments for that group; see :class:`Optimizer`).
     lr : float
-        α ≥ 0 (required).
+        α ≥ 0 (required: here or in every group).
     momentum : float
         β in [0, 1).
     nesterov : bool
@@ -94,64 +96,41 @@ class SGD(Optimizer):
     weight_decay : float
         λ ≥ 0: L2 penalty (λ/2)‖θ‖² added to the loss, i.e. λ θ added to the gradient.
     flat : bool
-        Pack parameters, gradients and state into one flat buffer per device and dtype where
-        the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant number of
-        array calls; False keeps the per-parameter reference path.
+        Pack parameters, gradients and state into one flat buffer per device, dtype and group
+        where the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant
+        number of array calls per group; False keeps the per-parameter reference path.
 
-    State per parameter: ``"step"`` and, with momentum, ``"velocity"`` (v, shape of θ).
+    The settings are declared once, in ``HYPERPARAMETERS`` (``nesterov`` needs momentum, in
+    every group). State per parameter: ``"step"`` and, with momentum, ``"velocity"`` (v, shape
+    of θ).
     """
 
-    _hyperparameter_names: ClassVar[tuple[str, ...]] = (
-        "lr", "momentum", "nesterov", "weight_decay",
+    HYPERPARAMETERS: ClassVar[tuple[Hyperparameter, ...]] = (
+        Hyperparameter("lr", REQUIRED, nonnegative, positional=True),
+        Hyperparameter("momentum", 0.0, fraction),
+        Hyperparameter("nesterov", False, flag),
+        Hyperparameter("weight_decay", 0.0, nonnegative),
     )
     _state_names: ClassVar[tuple[str, ...]] = ("velocity",)
 
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-
-    def __init__(
-        self,
-        params: ParamsLike,
-        lr: float,
-        *,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        flat: bool = True,
-    ) -> None:
-        values = self._validate({
-            "lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay,
-        })
-        super().__init__(params, flat=flat)
-        self._apply(values)
-
     @classmethod
-    def _validate(cls, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
-        where, h = cls.__name__, hyperparameters
-        out = {
-            "lr": check_nonnegative(h["lr"], where=where, name="lr"),
-            "momentum": check_fraction(h["momentum"], where=where, name="momentum"),
-            "nesterov": check_flag(h["nesterov"], where=where, name="nesterov"),
-            "weight_decay": check_nonnegative(h["weight_decay"], where=where,
-                                              name="weight_decay"),
-        }
-        if out["nesterov"] and out["momentum"] == 0.0:
-            msg = f"{where}: nesterov=True needs momentum > 0, got momentum={h['momentum']!r}"
+    def _check_together(cls, values: Mapping[str, Any], *, where: str) -> None:
+        if values["nesterov"] and values["momentum"] == 0.0:
+            msg = f"{where}: nesterov=True needs momentum > 0, got momentum={values['momentum']!r}"
             raise ValueError(msg)
-        return out
 
-    def _expected_state(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
-        return ("velocity",) if hyperparameters["momentum"] != 0.0 else ()
+    def _expected_state(self, values: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("velocity",) if values["momentum"] != 0.0 else ()
 
     def _update(self, data: Array, grad: Array, state: dict[str, Any], step: int,
-                xp: Namespace) -> Array:
+                xp: Namespace, hyper: Mapping[str, Any]) -> Array:
+        momentum = hyper["momentum"]
         velocity = state.get("velocity")
-        if velocity is None and self.momentum != 0.0:
+        if velocity is None and momentum != 0.0:
             velocity = zeros_like(data, xp=xp)
         data, velocity = sgd_update(
-            data, grad, velocity, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
-            weight_decay=self.weight_decay,
+            data, grad, velocity, lr=hyper["lr"], momentum=momentum,
+            nesterov=hyper["nesterov"], weight_decay=hyper["weight_decay"],
         )
         if velocity is not None:
             state["velocity"] = velocity
