@@ -97,8 +97,9 @@ _IDLE = Fallback("idle", -1)  # no parameter of the group has a gradient: nothin
 
 
 def is_trainable(p: Parameter) -> bool:
-    """Whether an optimizer may move ``p`` (``requires_grad``, True for parameters without it)."""
-    return bool(getattr(p, "requires_grad", True))
+    """Whether an optimizer may move ``p`` (``Parameter.requires_grad``; the hot loops read the
+    attribute directly)."""
+    return p.requires_grad
 
 
 @dataclass
@@ -201,7 +202,7 @@ class FlatGroup:
         unequal = False
         for i, data_view, grad_view in self._members:
             p = params[i]
-            if not is_trainable(p):
+            if not p.requires_grad:
                 return Fallback("frozen", i)
             if p.data is not data_view:
                 other = p.grad_buffer is not None and p.grad_buffer is not grad_view

@@ -532,7 +532,7 @@ class Optimizer:
         where = type(self).__name__
         for i, (p, st) in enumerate(zip(self.params, self.state, strict=True)):
             grad = p.grad
-            if grad is None or i in skip or not is_trainable(p):
+            if grad is None or i in skip or not p.requires_grad:
                 continue
             data = p.data
             if grad.shape != data.shape or grad.dtype != data.dtype:
