@@ -3,6 +3,7 @@ leaves the model and optimizer untouched, corrupt and hostile files, and atomic 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -26,6 +27,7 @@ from numpy.lib import format as npy_format
 
 import nnbackend as nb
 from nnbackend import checkpoint
+from nnbackend.backend import dtype_name
 from nnbackend.errors import CheckpointError
 from nnbackend.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 
@@ -230,7 +232,7 @@ def test_file_is_a_plain_npz_with_json_metadata(
     np.testing.assert_array_equal(content["optim/2/v"], nb.to_numpy(opt.state[2]["v"]))
     meta = json.loads(content["__metadata__"].tobytes().decode("utf-8"))
     assert meta["format"] == "nnbackend-checkpoint"
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["optimizer"]["state"][0] == {"scalars": {"step": 3}, "arrays": ["m", "v"]}
 
 
@@ -244,10 +246,12 @@ def test_metadata_round_trip(tmp_path: Path, trained: tuple[nb.Sequential, Adam]
     for key, value in user.items():
         assert meta[key] == value, key
     assert meta["format"] == "nnbackend-checkpoint"
-    assert meta["format_version"] == checkpoint.FORMAT_VERSION == 1
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION == 2
     assert meta["library_version"] == nb.__version__
     assert (meta["backend"], meta["device"]) == ("numpy", "cpu")
     assert meta["architecture"] == repr(model)
+    assert meta["model"] == nb.layers.describe(model)
+    assert (meta["buffers"], meta["extra_state"]) == ([], {})
     assert meta["parameters"] == [
         {"name": "0.weight", "shape": [8, 4], "dtype": "float32"},
         {"name": "0.bias", "shape": [8], "dtype": "float32"},
@@ -622,9 +626,9 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
 @pytest.mark.parametrize(
     ("header", "arrays", "pattern"),
     [
-        (_set("format_version", 2), None,
-         rf"format_version 2, written by nnbackend '{_VERSION}'; this nnbackend \({_VERSION}\) "
-         r"reads format_version 1 and older: upgrade nnbackend"),
+        (_set("format_version", 3), None,
+         rf"format_version 3, written by nnbackend '{_VERSION}'; this nnbackend \({_VERSION}\) "
+         r"reads format_version 2 and older: upgrade nnbackend"),
         (_set("format_version", "1"), None, r"format_version must be a positive integer, got '1'"),
         (_set("format_version", 0), None, r"format_version must be a positive integer, got 0"),
         (_set("format", "other-format"), None,
@@ -636,7 +640,7 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (lambda m: m["parameters"][0].update(shape=[8, -4]), None,
          r"malformed metadata: parameters\[0\] must be"),
         (lambda m: m["parameters"][1].update(name="0.weight"), None,
-         r"malformed metadata: parameter names repeat"),
+         r"malformed metadata: parameter and buffer names repeat"),
         (lambda m: m["parameters"][0].update(shape=[4, 8]), None,
          r"parameter '0\.weight' is declared float32 \(4, 8\) but stored as float32 \(8, 4\)"),
         (None, lambda a: a.update({"model/0.weight": a["model/0.weight"].reshape(4, 8)}),
@@ -1115,3 +1119,459 @@ def test_read_metadata_needs_no_model(tmp_path: Path) -> None:
         checkpoint.read_metadata(target)
     with pytest.raises(FileNotFoundError):
         checkpoint.read_metadata(tmp_path / "missing.npz")
+
+
+# -------------------------------------------------------------------------------------------
+# Format 2: buffers, extra state and the model's description
+
+
+class Tracker(nb.Module):
+    """y = x ⊙ w + μ: a parameter w, a persistent buffer μ (a running mean of the inputs, as
+    batch normalisation keeps), a non-persistent buffer, and extra state (a call counter)."""
+
+    def __init__(self, n: int, *, momentum: float = 0.5, counts: bool = True, dtype: Any = None,
+                 backend: Any = None) -> None:
+        super().__init__()
+        be = nb.get_backend(backend)
+        dt = be.dtype(dtype)
+        self.n, self.momentum, self.counts = n, momentum, counts
+        self.weight = nb.Parameter(be.asarray(np.linspace(0.5, 1.5, n), dtype=dt))
+        self.register_buffer("running_mean", be.zeros((n,), dtype=dt))
+        self.register_buffer("scratch", be.zeros((n,), dtype=dt), persistent=False)
+        self.calls = 0
+        self.history: list[Any] = []
+
+    def forward_pass(self, x: Any, ctx: nb.layers.Context) -> tuple[Any, Any]:
+        w, shift = self.weight.data, self.running_mean
+        m = self.momentum  # μ ← (1 − m) μ + m mean(x), after it was used
+        self.running_mean = shift * (1.0 - m) + ctx.xp.mean(x, axis=0) * m
+        self.calls += 1
+        self.history.append(self.calls)
+
+        def backprop(dy: Any) -> Any:
+            self.weight.accumulate_grad(ctx.xp.sum(dy * x, axis=0))
+            return dy * w
+
+        return x * w + shift, backprop
+
+    def infer(self, x: Any, ctx: nb.layers.Context) -> Any:
+        return x * self.weight.data + self.running_mean
+
+    def get_extra_state(self) -> dict[str, Any] | None:
+        return {"calls": self.calls, "history": list(self.history)} if self.counts else None
+
+    def set_extra_state(self, state: Any) -> None:
+        calls = state.get("calls")
+        if not isinstance(calls, int) or isinstance(calls, bool) or calls < 0:
+            msg = f"Tracker: calls must be a non-negative integer, got {calls!r}"
+            raise ValueError(msg)
+        self.calls, self.history = calls, list(state["history"])
+
+    def config(self) -> dict[str, Any]:
+        return {"n": self.n, "momentum": self.momentum, "counts": self.counts,
+                "dtype": dtype_name(self.weight.dtype)}
+
+
+def _tracked(*, seed: int = 0, backend: Any = "numpy", dtype: str = "float32",
+             counts: bool = True) -> nb.Sequential:
+    return nb.Sequential(nb.Linear(4, 5, seed=seed, backend=backend, dtype=dtype),
+                         Tracker(5, counts=counts, backend=backend, dtype=dtype),
+                         nb.Linear(5, 3, seed=seed + 1, backend=backend, dtype=dtype))
+
+
+def _extra(model: nb.Module) -> dict[str, Any]:
+    return json.loads(json.dumps(model.extra_state_dict()))
+
+
+def _scratch(model: nb.Module) -> np.ndarray:
+    return nb.to_numpy(model.layers[1].scratch).copy()  # type: ignore[attr-defined]
+
+
+class FullSnapshot(Snapshot):
+    """A Snapshot that also holds the buffers (identities and values) and the extra state."""
+
+    def __init__(self, model: nb.Module, opt: Optimizer | None = None) -> None:
+        super().__init__(model, opt)
+        self.buffers = list(model.named_buffers())
+        self.buffer_values = {name: nb.to_numpy(b).copy() for name, b in self.buffers}
+        self.extra = _extra(model)
+
+    def assert_unchanged(self) -> None:
+        super().assert_unchanged()
+        now = dict(self.model.named_buffers())
+        for name, ref in self.buffers:
+            assert now[name] is ref, name
+            np.testing.assert_array_equal(nb.to_numpy(ref), self.buffer_values[name])
+        assert _extra(self.model) == self.extra
+
+
+@pytest.fixture
+def tracked(tmp_path: Path) -> tuple[Path, nb.Sequential, Adam]:
+    """A NumPy model with a buffer and extra state after three steps, and its checkpoint."""
+    model = _tracked()
+    opt = Adam(model, lr=0.01)
+    _train(model, opt, range(3))
+    return checkpoint.save(tmp_path / "tracked.npz", model, opt, epoch=3), model, opt
+
+
+def test_buffers_and_extra_state_round_trip_bit_identically(tmp_path: Path, case: Case) -> None:
+    model = _tracked(backend=case.backend, dtype=case.dtype_name)
+    opt = Adam(model, lr=0.01)
+    _train(model, opt, range(3))
+    path = checkpoint.save(tmp_path / "ckpt.npz", model, opt, epoch=3)
+
+    with np.load(path, allow_pickle=False) as f:
+        assert {k for k in f.files if k.startswith("model/")} == {
+            f"model/{name}" for name in
+            ("0.weight", "0.bias", "1.weight", "1.running_mean", "2.weight", "2.bias")}
+        np.testing.assert_array_equal(f["model/1.running_mean"],
+                                      nb.to_numpy(model.layers[1].running_mean))  # type: ignore[attr-defined]
+    meta = checkpoint.read_metadata(path)
+    assert meta["buffers"] == [{"name": "1.running_mean", "shape": [5],
+                                "dtype": case.dtype_name}]
+    assert meta["extra_state"] == {"1": {"calls": 3, "history": [1, 2, 3]}}
+
+    target = _tracked(seed=20, backend=case.backend, dtype=case.dtype_name)
+    opt2 = Adam(target, lr=0.2)
+    _train(target, opt2, range(10, 11))  # a buffer and a counter of its own
+    target.layers[1].scratch = case.asarray(np.full(5, 7.0))  # type: ignore[attr-defined]
+    checkpoint.load(path, target, opt2)
+    _assert_params_equal(_host(target), _host(model))  # parameters and buffers
+    assert _extra(target) == _extra(model)
+    np.testing.assert_array_equal(_scratch(target), np.full(5, 7.0))  # not persistent
+    for _, b in target.named_buffers():
+        case.check_placement(b)
+
+    rebuilt, meta2 = checkpoint.load_model(path, backend=case.backend, allow_classes=[Tracker])
+    assert meta2 == meta
+    assert repr(rebuilt) == repr(model)
+    _assert_params_equal(_host(rebuilt), _host(model))
+    assert _extra(rebuilt) == _extra(model)
+    for _, a in rebuilt.state_dict().items():
+        case.check_placement(a)
+    x = case.asarray(_batch(5)[0])
+    np.testing.assert_array_equal(nb.to_numpy(rebuilt(x)), nb.to_numpy(model(x)))
+
+    # The saved run and the restored one continue in lockstep, buffers and counters too.
+    _train(model, opt, range(3, 5))
+    _train(target, opt2, range(3, 5))
+    _assert_params_equal(_host(target), _host(model))
+    _assert_optim_equal(opt2, opt)
+    assert _extra(target) == _extra(model) == {"1": {"calls": 5, "history": [1, 2, 3, 4, 5]}}
+
+
+def test_load_model_rebuilds_the_model_from_the_file_alone(saved: Path,
+                                                           trained: tuple[nb.Sequential, Adam]
+                                                           ) -> None:
+    model, meta = checkpoint.load_model(saved)
+    assert meta == checkpoint.read_metadata(saved)
+    assert meta["model"] == nb.layers.describe(trained[0])
+    assert repr(model) == repr(trained[0])
+    assert model.backend == nb.get_backend()
+    _assert_params_equal(_host(model), _host(trained[0]))
+    opt = Adam(model, lr=0.5)
+    checkpoint.load(saved, model, opt)  # and its optimizer afterwards
+    _assert_optim_equal(opt, trained[1])
+    with nb.use_backend("array_api_strict") as be:
+        assert checkpoint.load_model(saved)[0].backend == be
+
+
+def test_a_model_that_cannot_be_described_saves_without_a_description(tmp_path: Path) -> None:
+    class Opaque(nb.Module):  # no config()
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nb.Parameter(nb.get_backend("numpy").asarray(np.ones(3)))
+
+    model = nb.Sequential(Opaque())
+    path = checkpoint.save(tmp_path / "opaque.npz", model, epoch=1)
+    assert checkpoint.read_metadata(path)["model"] is None
+    assert checkpoint.load(path, nb.Sequential(Opaque()))["epoch"] == 1
+    with pytest.raises(CheckpointError, match=r"opaque\.npz records no model description \(it "
+                       r"was saved from a model with a layer that cannot be described"):
+        checkpoint.load_model(path)
+
+
+def test_extra_state_must_be_for_the_modules_that_have_some(
+    tmp_path: Path, tracked: tuple[Path, nb.Sequential, Adam]
+) -> None:
+    path = tracked[0]
+    without = _tracked(seed=9, counts=False)
+    snap = FullSnapshot(without)
+    with pytest.raises(CheckpointError, match=r"tracked\.npz does not match the model: it holds "
+                       r"the extra state of other modules than those that have some; "
+                       r"unexpected \['1'\]"):
+        checkpoint.load(path, without)
+    snap.assert_unchanged()
+    other = checkpoint.save(tmp_path / "without.npz", without)
+    model = _tracked(seed=9)
+    snap = FullSnapshot(model)
+    with pytest.raises(CheckpointError, match=r"extra state of other modules .*; missing \['1'\]"):
+        checkpoint.load(other, model)
+    snap.assert_unchanged()
+
+
+def test_a_module_refusing_its_extra_state_changes_nothing(
+    tmp_path: Path, tracked: tuple[Path, nb.Sequential, Adam]
+) -> None:
+    def bad_calls(meta: dict[str, Any]) -> None:
+        meta["extra_state"]["1"]["calls"] = -1
+
+    path = _rewrite(tracked[0], tmp_path / "bad-calls.npz", header=bad_calls)
+    model = _tracked(seed=9)
+    opt = Adam(model, lr=0.3)
+    _train(model, opt, range(1))
+    snap = FullSnapshot(model, opt)
+    with pytest.raises(CheckpointError, match=r"bad-calls\.npz does not fit: Tracker: calls must "
+                                              r"be a non-negative integer, got -1"):
+        checkpoint.load(path, model, opt)
+    snap.assert_unchanged()
+
+
+def test_a_failure_after_the_extra_state_puts_it_back(
+    tracked: tuple[Path, nb.Sequential, Adam], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _tracked(seed=9)
+    opt = Adam(model, lr=0.3)
+    _train(model, opt, range(2))
+    snap = FullSnapshot(model, opt)
+
+    def fail(state: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "load_state_dict", fail)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.load(tracked[0], model, opt)
+    snap.assert_unchanged()
+
+
+def test_extra_state_that_is_not_json_is_refused_before_writing(tmp_path: Path) -> None:
+    model = _tracked()
+    model.layers[1].history = [1, np.int64(2)]  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"checkpoint\.save: the extra state of module '1' "
+                       r"\(Tracker\) must be JSON .*: \['history'\]\[1\] is a int64"):
+        checkpoint.save(tmp_path / "ckpt.npz", model)
+    model.layers[1].history = [{3: "x"}]  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"\['history'\]\[0\] has the key 3, not a string"):
+        checkpoint.save(tmp_path / "ckpt.npz", model)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["buffers", "extra_state"])
+def test_the_new_metadata_names_are_reserved(tmp_path: Path, name: str) -> None:
+    with pytest.raises(TypeError, match=rf"checkpoint metadata '{name}' is reserved"):
+        checkpoint.save(tmp_path / "ckpt.npz", _mlp(), **{name: 1})
+
+
+@pytest.mark.parametrize(
+    ("header", "pattern"),
+    [
+        (_set("buffers", {"1.running_mean": [5]}), r"malformed metadata: 'buffers' must be a list"),
+        (lambda m: m["buffers"][0].update(shape=[-5]),
+         r"malformed metadata: buffers\[0\] must be \{'name': str"),
+        (lambda m: m["buffers"][0].update(name="1.weight"),
+         r"malformed metadata: parameter and buffer names repeat"),
+        (lambda m: m["buffers"][0].update(shape=[6]),
+         r"buffer '1\.running_mean' is declared float32 \(6,\) but stored as float32 \(5,\)"),
+        (lambda m: m["buffers"].clear(),
+         r"does not hold the arrays its metadata declares; unexpected \['model/1\.running_mean'\]"),
+        (_set("extra_state", [1]), r"malformed metadata: 'extra_state' must be a dict of module"),
+        (_set("extra_state", {"1": 3}), r"malformed metadata: 'extra_state' must be a dict"),
+        (_set("model", ["Sequential"]), r"malformed metadata: 'model' must be null or a model"),
+    ],
+    ids=["buffers-dict", "buffer-shape", "buffer-name", "buffer-declared", "buffer-undeclared",
+         "extra-list", "extra-entry", "model-list"],
+)
+def test_tampered_format_2_entries(
+    tmp_path: Path, tracked: tuple[Path, nb.Sequential, Adam], header: Any, pattern: str
+) -> None:
+    path = _rewrite(tracked[0], tmp_path / "tampered.npz", header=header)
+    model = _tracked(seed=9)
+    snap = FullSnapshot(model)
+    with pytest.raises(CheckpointError, match=pattern):
+        checkpoint.load(path, model)
+    snap.assert_unchanged()
+    with pytest.raises(CheckpointError, match=pattern):
+        checkpoint.load_model(path, allow_classes=[Tracker])
+
+
+def test_a_crafted_huge_buffer_is_refused_without_inflating_it(
+    tmp_path: Path, tracked: tuple[Path, nb.Sequential, Adam]
+) -> None:
+    path = _bomb(tracked[0], tmp_path / "bomb.npz", "model/1.running_mean.npy",
+                 _npy_header((_CLAIMED // 4,)))
+    model, opt = _tracked(seed=9), None
+    snap = FullSnapshot(model)
+    pattern = r"buffer '1\.running_mean' is declared float32 \(5,\) but stored as float32"
+    for action in (lambda: checkpoint.load(path, model, opt),
+                   lambda: checkpoint.load_model(path, allow_classes=[Tracker])):
+        peak, raised = _peak_bytes(action)
+        assert isinstance(raised, CheckpointError), raised
+        assert re.search(pattern, str(raised)), str(raised)
+        assert peak < 2**20, peak
+    snap.assert_unchanged()
+
+
+def test_load_model_refuses_arrays_larger_than_the_file(tmp_path: Path, saved: Path) -> None:
+    """Without a model to measure against, a small file whose declared (and consistent) arrays
+    inflate to far more than its size is refused before anything is read or built."""
+    rows = _CLAIMED // 16
+
+    def huge(meta: dict[str, Any]) -> None:
+        meta["parameters"][0]["shape"] = [rows, 4]
+
+    declared = _rewrite(saved, tmp_path / "declared.npz", header=huge)
+    path = _bomb(declared, tmp_path / "bomb.npz", "model/0.weight.npy", _npy_header((rows, 4)))
+    assert path.stat().st_size < _CLAIMED // 200
+    peak, raised = _peak_bytes(lambda: checkpoint.load_model(path))
+    assert isinstance(raised, CheckpointError), raised
+    assert re.search(rf"bomb\.npz: its model's arrays take {_CLAIMED + 140} bytes, more than the "
+                     rf"file's {path.stat().st_size} \(a checkpoint stores them uncompressed\): "
+                     r"refusing to read it", str(raised)), str(raised)
+    assert peak < 2**20, peak
+
+
+def test_load_model_refuses_a_description_larger_than_the_file(tmp_path: Path,
+                                                               saved: Path) -> None:
+    """A description of a huge model beside small arrays is refused from the layers' arguments,
+    before any layer is built."""
+    def huge(meta: dict[str, Any]) -> None:
+        first = meta["model"]["config"]["layers"][0]["config"]
+        first.update(in_features=4, out_features=100_000)
+        meta["model"]["config"]["layers"][2]["config"]["in_features"] = 100_000
+
+    path = _rewrite(saved, tmp_path / "huge.npz", header=huge)
+    peak, raised = _peak_bytes(lambda: checkpoint.load_model(path))
+    assert isinstance(raised, CheckpointError), raised
+    assert re.search(r"huge\.npz: cannot rebuild its model: model description: model: its "
+                     r"layers would allocate 800003 array elements \(from their arguments\), "
+                     r"more than the 67 allowed", str(raised)), str(raised)
+    assert peak < 2**20, peak
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda d: d["config"]["layers"][0]["config"].update(bias=False),
+         r"does not match the model: Sequential: state dict does not match the module's "
+         r"parameters; unexpected \['0\.bias'\]"),
+        (lambda d: d["config"]["layers"][1].update(type="Swish"),
+         r"cannot rebuild its model: model description: model\.layers\[1\]: unknown layer kind "
+         r"'Swish'"),
+        (lambda d: d["config"]["layers"][1].update(type="os:system"),
+         r"cannot rebuild its model: .*names the class 'os:system', which is not in "
+         r"allow_classes"),
+        (lambda d: d["config"]["layers"][2]["config"].update(out_features="3"),
+         r"cannot rebuild its model: .*model\.layers\[2\] \(Linear\): Linear refused its "
+         r"arguments: Linear: out_features must be a positive integer, got '3'"),
+        (lambda d: d.update(type="Sequential", config={"layers": []}),
+         r"does not match the model: .*unexpected \['0\.bias', '0\.weight', '2\.bias', "
+         r"'2\.weight'\]"),
+    ],
+    ids=["other-model", "unknown-kind", "class-not-allowed", "bad-argument", "empty"],
+)
+def test_load_model_refuses_a_tampered_description(
+    tmp_path: Path, saved: Path, edit: Callable[[dict[str, Any]], None], pattern: str
+) -> None:
+    path = _rewrite(saved, tmp_path / "tampered.npz", header=lambda m: edit(m["model"]))
+    with pytest.raises(CheckpointError, match=rf"tampered\.npz.*{pattern}"):
+        checkpoint.load_model(path)
+
+
+def test_a_user_layer_in_a_checkpoint_is_rebuilt_only_when_allowed(
+    tracked: tuple[Path, nb.Sequential, Adam]
+) -> None:
+    path, model, _ = tracked
+    with pytest.raises(CheckpointError, match=rf"cannot rebuild its model: model description: "
+                       rf"model\.layers\[1\]: names the class '{Tracker.__module__}:Tracker', "
+                       r"which is not in allow_classes"):
+        checkpoint.load_model(path)
+    rebuilt, _ = checkpoint.load_model(path, allow_classes=[f"{Tracker.__module__}:Tracker"])
+    _assert_params_equal(_host(rebuilt), _host(model))
+
+
+# -------------------------------------------------------------------------------------------
+# Format 1: the files nnbackend wrote before the description, buffers and extra state
+
+_V1_FILE = Path(__file__).parent / "data" / "checkpoint-v1.npz"
+_V1_SHA256 = "c2f38545bccf0075b8a1505747b3186f5c082247c2d4ef1d7b61f5750611a6f4"
+# The order in which format 1 wrote its reserved metadata (user metadata followed).
+_V1_KEYS = ["format", "format_version", "library_version", "backend", "device", "architecture",
+            "parameters", "optimizer"]
+
+
+def _as_version_1(src: Path, dst: Path) -> Path:
+    """``src`` (format 2, a model without buffers or extra state) as format 1 wrote it: the
+    same arrays, the metadata without 'model', 'buffers' and 'extra_state', in its order."""
+    def old(meta: dict[str, Any]) -> None:
+        assert meta.pop("buffers") == [] and meta.pop("extra_state") == {}
+        del meta["model"]
+        meta["format_version"] = 1
+        reordered = {key: meta.pop(key) for key in _V1_KEYS} | meta
+        meta.clear()
+        meta.update(reordered)
+
+    return _rewrite(src, dst, header=old)
+
+
+def test_a_version_1_file_written_by_the_old_code_loads() -> None:
+    """tests/data/checkpoint-v1.npz was written by checkpoint.save of format 1 (commit e1207f0):
+    a 4-8-3 ReLU MLP after three Adam steps."""
+    assert hashlib.sha256(_V1_FILE.read_bytes()).hexdigest() == _V1_SHA256  # byte for byte
+    with np.load(_V1_FILE, allow_pickle=False) as f:
+        stored = {k: f[k] for k in f.files}
+    written = json.loads(stored["__metadata__"].tobytes())
+    assert list(written)[: len(_V1_KEYS)] == _V1_KEYS
+
+    model, opt = _fresh()
+    meta = checkpoint.load(_V1_FILE, model, opt)
+    assert meta == written
+    assert (meta["format_version"], meta["epoch"], meta["dataset"]) == (1, 3, "blobs")
+    _assert_params_equal(_host(model), {k[len("model/"):]: v for k, v in stored.items()
+                                        if k.startswith("model/")})
+    for i, state in enumerate(opt.state):
+        assert state["step"] == 3
+        for key in ("m", "v"):
+            np.testing.assert_array_equal(nb.to_numpy(state[key]), stored[f"optim/{i}/{key}"])
+    assert checkpoint.read_metadata(_V1_FILE) == written
+    _train(model, opt, range(3, 5))  # and training continues from it
+    with pytest.raises(CheckpointError, match=r"checkpoint-v1\.npz has format_version 1, which "
+                       r"records no model description: build the model in code and use "
+                       r"checkpoint\.load\(path, model\)"):
+        checkpoint.load_model(_V1_FILE)
+
+
+def test_version_1_as_written_then_resumes_exactly(
+    tmp_path: Path, saved: Path, trained: tuple[nb.Sequential, Adam]
+) -> None:
+    path = _as_version_1(saved, tmp_path / "v1.npz")
+    with np.load(path, allow_pickle=False) as f, np.load(_V1_FILE, allow_pickle=False) as g:
+        assert f.files == g.files  # the entries, in the order format 1 wrote them
+        assert list(json.loads(f["__metadata__"].tobytes())) == [*_V1_KEYS, "epoch"]
+        assert list(json.loads(g["__metadata__"].tobytes()))[: len(_V1_KEYS)] == _V1_KEYS
+    model, opt = _fresh()
+    assert checkpoint.load(path, model, opt)["format_version"] == 1
+    original, original_opt = trained
+    _train(original, original_opt, range(3, 5))
+    _train(model, opt, range(3, 5))
+    _assert_params_equal(_host(model), _host(original))
+    _assert_optim_equal(opt, original_opt)
+
+
+def test_version_1_user_metadata_may_use_the_new_names(tmp_path: Path, saved: Path) -> None:
+    """Format 1 let users call their metadata 'buffers' or 'extra_state'; it is theirs there."""
+    def named(meta: dict[str, Any]) -> None:
+        meta.update(buffers="many", extra_state=[1, 2])
+
+    path = _rewrite(_as_version_1(saved, tmp_path / "v1.npz"), tmp_path / "named.npz",
+                    header=named)
+    meta = checkpoint.load(path, _mlp(seed=5))
+    assert (meta["buffers"], meta["extra_state"]) == ("many", [1, 2])
+
+
+def test_a_version_1_file_does_not_fill_a_model_with_buffers(tmp_path: Path) -> None:
+    model = _tracked(seed=9)
+    snap = FullSnapshot(model)
+    with pytest.raises(CheckpointError, match=r"does not match the model: .*missing "
+                       r"\['1\.running_mean', '1\.weight'\]"):
+        checkpoint.load(_V1_FILE, model)
+    snap.assert_unchanged()

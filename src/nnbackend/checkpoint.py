@@ -1,43 +1,61 @@
-"""Checkpoints: a model's parameters, its optimizer's state and metadata in one pickle-free file.
+"""Checkpoints: a model's state, its optimizer's state, its description and metadata in one
+pickle-free file.
 
 ::
 
     checkpoint.save("run.npz", model, optimizer, epoch=5, loss=0.31)
     meta = checkpoint.load("run.npz", model, optimizer)     # meta["epoch"] == 5
+    model, meta = checkpoint.load_model("run.npz")          # the model rebuilt from the file
 
 A checkpoint is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) that never holds a Python
-object, so loading one never unpickles anything. Format version 1 holds:
+object, so loading one never unpickles anything. Format version 2 holds:
 
 =========================  =================================================================
 entry                      contents
 =========================  =================================================================
-``model/<name>``           each parameter, by its dotted name (``"0.weight"``), as saved
+``model/<name>``           every entry of ``model.state_dict()`` by its dotted name: the
+                           parameters (``"0.weight"``) and the persistent buffers
+                           (``"1.running_mean"``), as saved
 ``optim/<i>/<key>``        each state array of the optimizer's i-th parameter (``"m"``, ...)
 ``__metadata__``           UTF-8 JSON (a 1-d uint8 array): the reserved entries below and the
                            user's keyword metadata
 =========================  =================================================================
 
-Reserved metadata: ``format`` (``"nnbackend-checkpoint"``), ``format_version`` (1),
+Reserved metadata: ``format`` (``"nnbackend-checkpoint"``), ``format_version`` (2),
 ``library_version``, ``backend`` and ``device`` (where the model lived), ``architecture``
-(``repr(model)``, for people: it is not compared on load), ``parameters`` (name, shape and dtype
-of each) and ``optimizer`` (``None``, or its type, hyperparameters, the model's name of each of
-its parameters, and the step counts and array names of each parameter's state).
+(``repr(model)``, for people: it is not compared on load), ``model`` (the model's description,
+:func:`nnbackend.layers.describe`: layer kinds and arguments, from which :func:`load_model`
+rebuilds it; null for a model that cannot be described), ``parameters`` and ``buffers`` (name,
+shape and dtype of each), ``extra_state`` (``model.extra_state_dict()``: each module's JSON
+extra state, by module name) and ``optimizer`` (``None``, or its type, hyperparameters, the
+model's name of each of its parameters, and the step counts and array names of each
+parameter's state).
+
+Version 1 (nnbackend 0.1.0 before the model description) had no ``model``, ``buffers`` or
+``extra_state``; it is read as before, as a model with parameters only.
 
 Saving is atomic: the archive is written to a temporary file beside the target, flushed to disk,
 and renamed over it, so a crash or an error mid-save leaves the previous checkpoint intact.
 Loading validates the whole file against the model and optimizer before either changes, so a
-failed load leaves both untouched; the arrays are then copied onto each parameter's own device
+failed load leaves both untouched; the arrays are then copied onto each array's own device
 (a checkpoint written on NumPy loads into a model on CuPy, PyTorch or array-api-strict).
 
 A checkpoint is read as untrusted input. Every size is checked before the data it describes is
 read: each entry's size from the zip directory (``ZipInfo.file_size``, the most zipfile ever
 inflates) against the shape and dtype in its ``.npy`` header (itself read through a bounded
-reader), the metadata against its limit, and the parameters against the model, before any
-array data is read. The metadata may take 1 MiB plus 4 KiB per parameter of the model, and at
-most :data:`MAX_METADATA_BYTES` (parsed JSON takes up to ~25 times its bytes); the optimizer's
-arrays at most ``8`` times the model's bytes (Adam with AMSGrad needs 3) plus 1 MiB. So a
-crafted file (a small zip of a huge, highly compressible entry) costs at most a small multiple
-of the model's own size (plus a few MiB), never the size it claims.
+reader), the metadata against its limit, and the parameters and buffers against the model,
+before any array data is read. The metadata may take 1 MiB plus 4 KiB per parameter or buffer
+of the model, and at most :data:`MAX_METADATA_BYTES` (parsed JSON takes up to ~25 times its
+bytes); the optimizer's arrays at most ``8`` times the model's bytes (Adam with AMSGrad needs 3)
+plus 1 MiB. So a crafted file (a small zip of a huge, highly compressible entry) costs at most
+a small multiple of the model's own size (plus a few MiB), never the size it claims.
+
+:func:`load_model` has no model to measure the file against, so it measures the file: the
+model's arrays may not take more bytes than the file itself (plus 1 MiB; :func:`save` stores
+them uncompressed), and the description may not build a model of more array elements than the
+file declares, computed from the layers' arguments before any layer is built. A description
+names classes; only built-in and registered ones are built, and others only when the caller
+lists them in ``allow_classes``: nothing is imported because a file names it.
 """
 
 from __future__ import annotations
@@ -53,7 +71,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -63,6 +81,7 @@ from numpy.lib import format as npy_format
 from ._checks import name_mismatch
 from .backend import backend_of, to_numpy
 from .errors import CheckpointError
+from .layers.description import AllowedClasses, DescriptionError, build, describe
 from .layers.module import Module
 from .optim.optimizer import Optimizer
 
@@ -73,6 +92,7 @@ __all__ = [
     "RESERVED_METADATA",
     "CheckpointError",
     "load",
+    "load_model",
     "read_metadata",
     "save",
 ]
@@ -80,12 +100,12 @@ __all__ = [
 FORMAT = "nnbackend-checkpoint"
 """The ``format`` entry of every checkpoint's metadata."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The checkpoint format version this nnbackend writes, and the newest it reads."""
 
 RESERVED_METADATA = frozenset({
     "format", "format_version", "library_version", "backend", "device", "architecture",
-    "parameters", "optimizer",
+    "model", "parameters", "buffers", "extra_state", "optimizer",
 })
 """Metadata names the checkpoint records itself; user metadata may not use them."""
 
@@ -98,6 +118,7 @@ lower (1 MiB plus 4 KiB per parameter, see :func:`save`)."""
 _STATE_FACTOR = 8
 _SLACK_BYTES = 2**20
 _METADATA_PER_PARAMETER = 4096  # its name, shape and dtype, its optimizer's entry, its repr
+# (and for each buffer its name, shape and dtype, and the model's description and extra state)
 # NumPy refuses .npy headers longer than 10000 characters (max_header_size); with the magic
 # string, the version and the length field an entry's header is at most this many bytes.
 _MAX_NPY_HEADER_BYTES = 10_000 + 12
@@ -140,7 +161,10 @@ def save(
         exist. An existing file is replaced only once the new one is complete and on disk, and
         keeps its permission bits; a new file gets the usual ``0o666 & ~umask``.
     model : Module
-        Every parameter is stored as a host (NumPy) copy of shape and dtype as in the model.
+        Every entry of its ``state_dict()`` (parameters and persistent buffers) is stored as a
+        host (NumPy) copy of shape and dtype as in the model; its extra state
+        (``extra_state_dict()``, JSON) and its description (:func:`nnbackend.layers.describe`,
+        or null when a layer cannot be described) go into the metadata.
     optimizer : Optimizer, optional
         Its type, hyperparameters and per-parameter state (step counts and state arrays, e.g.
         Adam's m and v of each parameter's shape), so that training resumes exactly.
@@ -157,11 +181,12 @@ def save(
     Raises
     ------
     TypeError
-        A metadata value is not JSON-serialisable or uses a reserved name (raised before
-        anything is written), or ``model``/``optimizer`` has the wrong type.
+        A metadata value or a module's extra state is not JSON-serialisable, or a metadata
+        name is reserved (raised before anything is written), or ``model``/``optimizer`` has
+        the wrong type.
     ValueError
         ``path`` is empty, ``optimizer`` holds a parameter that is not ``model``'s, or the
-        metadata (as JSON) exceeds 1 MiB plus 4 KiB per parameter of the model, or
+        metadata (as JSON) exceeds 1 MiB plus 4 KiB per parameter or buffer of the model, or
         :data:`MAX_METADATA_BYTES` (raised before anything is written).
     FileNotFoundError, IsADirectoryError
         The directory of ``path`` does not exist, or ``path`` is a directory (raised before
@@ -176,12 +201,11 @@ def save(
     if optimizer is not None:
         _check_optimizer_owner(optimizer, model, where="checkpoint.save")
     user = _checked_user_metadata(metadata)
+    extra_state = _checked_extra_state(model)
     arrays: dict[str, np.ndarray] = {}
-    parameters = []
-    for name, p in model.named_parameters():
-        host = np.asarray(to_numpy(p.data))
-        arrays[_MODEL_PREFIX + name] = host
-        parameters.append({"name": name, "shape": list(host.shape), "dtype": host.dtype.name})
+    parameters = [_stored(name, p.data, arrays) for name, p in model.named_parameters()]
+    buffers = [_stored(name, value, arrays)
+               for name, value in model.named_buffers(persistent_only=True)]
     backend = model.backend
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -190,20 +214,79 @@ def save(
         "backend": None if backend is None else backend.name,
         "device": None if backend is None else str(backend.device),
         "architecture": repr(model),
+        "model": _description(model),
         "parameters": parameters,
+        "buffers": buffers,
+        "extra_state": extra_state,
         "optimizer": None if optimizer is None else _optimizer_entries(optimizer, model, arrays),
     }
     header.update(user)
     payload = json.dumps(header).encode("utf-8")
-    limit = _metadata_limit(len(parameters))
+    entries = len(parameters) + len(buffers)
+    limit = _metadata_limit(entries)
     if len(payload) > limit:
+        what = f"{len(parameters)} parameters" + (f", {len(buffers)} buffers" if buffers else "")
         msg = (
             f"checkpoint.save: the metadata of {target} takes {len(payload)} bytes of JSON; "
-            f"a checkpoint of this model ({len(parameters)} parameters) holds at most {limit}"
+            f"a checkpoint of this model ({what}) holds at most {limit}"
         )
         raise ValueError(msg)
     _write_atomically(target, {_METADATA_KEY: np.frombuffer(payload, dtype=np.uint8), **arrays})
     return target
+
+
+def _stored(name: str, value: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Put a host copy of a state entry into ``arrays``; its name, shape and dtype."""
+    host = np.asarray(to_numpy(value))
+    arrays[_MODEL_PREFIX + name] = host
+    return {"name": name, "shape": list(host.shape), "dtype": host.dtype.name}
+
+
+def _description(model: Module) -> dict[str, Any] | None:
+    """The model's description, or None for a model that cannot be described (a layer without
+    ``config()``, a shared layer): such a checkpoint loads into a model built in code."""
+    try:
+        return describe(model)
+    except DescriptionError:
+        return None
+
+
+def _checked_extra_state(model: Module) -> dict[str, dict[str, Any]]:
+    """``model.extra_state_dict()``, each module's state checked to survive JSON unchanged."""
+    states = model.extra_state_dict()
+    for name, state in states.items():
+        module = dict(model.named_modules())[name]
+        where = f"checkpoint.save: the extra state of module {name!r} ({type(module).__name__})"
+        if not isinstance(state, dict):
+            msg = f"{where} must be a dict, got {type(state).__name__}"
+            raise TypeError(msg)
+        problem = _not_json(state, "")
+        if problem is not None:
+            msg = f"{where} must be JSON (str, int, float, bool, None, lists, and dicts with " \
+                  f"string keys): {problem}"
+            raise TypeError(msg)
+    return states
+
+
+def _not_json(value: Any, path: str) -> str | None:
+    """What in ``value`` JSON would not give back as it is (None: nothing)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            problem = _not_json(item, f"{path}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path or 'the dict'} has the key {key!r}, not a string"
+            problem = _not_json(item, f"{path}[{key!r}]")
+            if problem is not None:
+                return problem
+        return None
+    return f"{path or 'the value'} is a {type(value).__name__} ({reprlib.repr(value)})"
 
 
 def _checked_target(path: str | os.PathLike[str]) -> Path:
@@ -334,19 +417,22 @@ def load(
     """Restore ``model`` (and ``optimizer``) from a checkpoint written by :func:`save`.
 
     The whole file is read and validated first: that it is an intact archive of plain arrays,
-    that its metadata has the right format and a format version this nnbackend reads, that its
-    parameter names are exactly the model's and each shape and dtype matches, and that the
-    optimizer state (when ``optimizer`` is given) was saved by the same optimizer type over as
-    many parameters. Only then are the values copied onto each parameter's own namespace and
-    device, so a failed load leaves the model and the optimizer as they were.
+    that its metadata has the right format and a format version this nnbackend reads (1 or 2),
+    that its parameter and buffer names are exactly the model's and each shape and dtype
+    matches, that it holds extra state for exactly the modules that have some (format 2), and
+    that the optimizer state (when ``optimizer`` is given) was saved by the same optimizer type
+    over as many parameters. Only then are the values copied onto each array's own namespace and
+    device and the extra state given back, so a failed load leaves the model and the optimizer
+    as they were. The model's description in the file is not compared (``load_model`` builds
+    from it).
 
     Parameters
     ----------
     path : str or path-like
         A checkpoint written by :func:`save`.
     model : Module
-        Built with the same architecture; its parameters receive the saved values (gradients
-        are reset to None).
+        Built with the same architecture; its parameters and buffers receive the saved values
+        (gradients are reset to None), its modules their extra state.
     optimizer : Optimizer, optional
         Receives the saved hyperparameters and state. When None, optimizer state in the file is
         ignored.
@@ -356,7 +442,9 @@ def load(
     dict
         The metadata: the user's keyword metadata given to :func:`save` (``"epoch"``, ...) and
         the reserved entries (``"format_version"``, ``"library_version"``, ``"backend"``,
-        ``"device"``, ``"architecture"``, ``"parameters"``, ``"optimizer"``, ...).
+        ``"device"``, ``"architecture"``, ``"model"``, ``"parameters"``, ``"buffers"``,
+        ``"extra_state"``, ``"optimizer"``; a format-1 file has no ``"model"``, ``"buffers"``
+        or ``"extra_state"``).
 
     Raises
     ------
@@ -383,21 +471,120 @@ def load(
     if not file.exists():
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
     with _open_archive(file) as archive:
-        header = _checked_header(archive, _metadata_limit(len(model.parameters())))
-        _check_model(file, header, archive.entries, model)
-        model_keys = [_MODEL_PREFIX + entry["name"] for entry in header["parameters"]]
-        keys = list(model_keys)
-        if optimizer is not None:
-            _check_optimizer(file, header, model, optimizer)
-            for i, entry in enumerate(header["optimizer"]["state"]):
-                keys.extend(f"{_OPTIM_PREFIX}{i}/{key}" for key in entry["arrays"])
-        _check_budget(file, archive.entries, model_keys, keys)
-        arrays = {key: archive.read(key) for key in keys}
-    model_state = {entry["name"]: arrays[_MODEL_PREFIX + entry["name"]]
-                   for entry in header["parameters"]}
-    optim_state = None if optimizer is None else _optimizer_state(header, arrays)
-    _apply(file, model, model_state, optimizer, optim_state)
+        header = _checked_header(archive, _metadata_limit(len(model.state_dict())))
+        saved = _read_checked(archive, header, model, optimizer)
+    _apply(file, model, saved, optimizer)
     return header
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    backend: Any = None,
+    allow_classes: AllowedClasses = (),
+) -> tuple[Module, dict[str, Any]]:
+    """The model a checkpoint holds, rebuilt from its description, with its saved state.
+
+    The file is checked as by :func:`load`; its description (format 2) is checked as by
+    :func:`nnbackend.layers.build` and measured against the file before any layer is built (see
+    the module's docstring), then the model is built and its parameters, buffers and extra state
+    loaded. Load the optimizer afterwards with ``load(path, model, optimizer)``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A checkpoint written by :func:`save` (format 2) from a model that could be described.
+    backend : optional
+        Where the model is built (default: the current backend, not the one the file records
+        in ``meta["backend"]``).
+    allow_classes : iterable of classes or "module:QualName" strings
+        Layer classes outside nnbackend that the description may name (see
+        :func:`nnbackend.layers.build`); the file cannot add to them.
+
+    Returns
+    -------
+    (Module, dict)
+        The model (in training mode, as a new model is) and the metadata, as :func:`load`
+        returns it.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    CheckpointError
+        As :func:`load`; and for a format-1 file or one saved from a model that could not be
+        described (build the model in code and :func:`load` into it), a description that is
+        malformed, names a kind that is unknown or a class not allowed, would allocate more than
+        the file holds, or does not build the model the file's arrays belong to.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(file))
+    with _open_archive(file) as archive:
+        header = _checked_header(archive, MAX_METADATA_BYTES)
+        description = _recorded_description(file, header)
+        keys = _model_keys(header)
+        _check_held(archive, keys)
+        elements = sum(math.prod(archive.entries[key].shape) for key in keys)
+        try:
+            model = build(description, backend=backend, allow_classes=allow_classes,
+                          max_elements=elements)
+        except DescriptionError as exc:
+            msg = f"checkpoint {file}: cannot rebuild its model: {exc}"
+            raise CheckpointError(msg) from exc
+        saved = _read_checked(archive, header, model, None)
+    _apply(file, model, saved, None)
+    return model, header
+
+
+def _recorded_description(file: Path, header: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The model description a checkpoint records, or a CheckpointError saying why none."""
+    if header["format_version"] < 2:
+        msg = (
+            f"checkpoint {file} has format_version {header['format_version']}, which records no "
+            "model description: build the model in code and use checkpoint.load(path, model)"
+        )
+        raise CheckpointError(msg)
+    description: Mapping[str, Any] | None = header["model"]
+    if description is None:
+        msg = (
+            f"checkpoint {file} records no model description (it was saved from a model with a "
+            "layer that cannot be described: no config(), or a layer used twice): build the "
+            f"model in code and use checkpoint.load(path, model). It was:\n"
+            f"{header.get('architecture')}"
+        )
+        raise CheckpointError(msg)
+    return description
+
+
+class _Saved(NamedTuple):
+    """What a checked checkpoint gives a model (and an optimizer)."""
+
+    model_state: dict[str, np.ndarray]
+    extra_state: dict[str, dict[str, Any]] | None  # None: format 1, which has none
+    optim_state: dict[str, Any] | None
+
+
+def _read_checked(
+    archive: _Archive, header: Mapping[str, Any], model: Module, optimizer: Optimizer | None
+) -> _Saved:
+    """Check the archive against the model (and optimizer), then read the arrays they take."""
+    file = archive.file
+    _check_model(file, header, archive.entries, model)
+    extra = _extra_state(header)
+    if extra is not None:
+        _check_extra_state(file, extra, model)
+    model_keys = _model_keys(header)
+    keys = list(model_keys)
+    if optimizer is not None:
+        _check_optimizer(file, header, model, optimizer)
+        for i, entry in enumerate(header["optimizer"]["state"]):
+            keys.extend(f"{_OPTIM_PREFIX}{i}/{key}" for key in entry["arrays"])
+    _check_budget(file, archive.entries, model_keys, keys)
+    arrays = {key: archive.read(key) for key in keys}
+    model_state = {key[len(_MODEL_PREFIX):]: arrays[key] for key in model_keys}
+    optim_state = None if optimizer is None else _optimizer_state(header, arrays)
+    return _Saved(model_state, extra, optim_state)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -437,8 +624,10 @@ class _Entry(NamedTuple):
 class _Archive:
     """An open checkpoint archive: every entry's header scanned, data read on request."""
 
-    def __init__(self, file: Path, archive: zipfile.ZipFile, entries: dict[str, _Entry]) -> None:
+    def __init__(self, file: Path, archive: zipfile.ZipFile, entries: dict[str, _Entry],
+                 size: int) -> None:
         self.file, self.archive, self.entries = file, archive, entries
+        self.size = size  # of the file on disk, in bytes
 
     def read(self, key: str) -> np.ndarray:
         """The array of entry ``key``, checked against its zip CRC and its scanned header."""
@@ -488,7 +677,8 @@ def _open_archive(file: Path) -> Iterator[_Archive]:
                     msg = f"entry {name!r} appears twice"
                     raise _MalformedEntry(msg)
                 entries[key] = _scan_entry(archive, info)
-        yield _Archive(file, archive, entries)
+            size = os.fstat(handle.fileno()).st_size
+        yield _Archive(file, archive, entries, size)
 
 
 class _HeaderReader:
@@ -540,9 +730,10 @@ def _scan_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Entry:
     return entry
 
 
-def _metadata_limit(n_parameters: int) -> int:
-    """The most bytes of metadata a checkpoint of a model with ``n_parameters`` may hold."""
-    return min(MAX_METADATA_BYTES, _SLACK_BYTES + _METADATA_PER_PARAMETER * n_parameters)
+def _metadata_limit(n_entries: int) -> int:
+    """The most bytes of metadata a checkpoint of a model with ``n_entries`` parameters and
+    buffers may hold."""
+    return min(MAX_METADATA_BYTES, _SLACK_BYTES + _METADATA_PER_PARAMETER * n_entries)
 
 
 def _checked_header(archive: _Archive, limit: int) -> dict[str, Any]:
@@ -625,7 +816,10 @@ def _check_structure(file: Path, header: Mapping[str, Any]) -> None:
             f"got {reprlib.repr(entry)}",
         )
     names = [entry["name"] for entry in params]
-    require(len(set(names)) == len(names), f"parameter names repeat in {names}")
+    if header["format_version"] >= 2:
+        _check_structure_2(header, require)
+        names += [entry["name"] for entry in header["buffers"]]
+    require(len(set(names)) == len(names), f"parameter and buffer names repeat in {names}")
     opt: Any = header.get("optimizer")
     if opt is None:
         return
@@ -654,9 +848,48 @@ def _check_structure(file: Path, header: Mapping[str, Any]) -> None:
         )
 
 
+def _check_structure_2(header: Mapping[str, Any], require: Callable[[bool, str], None]
+                       ) -> None:
+    """What format 2 adds: buffers, extra state and the model's description."""
+    buffers: Any = header.get("buffers")
+    require(isinstance(buffers, list), "'buffers' must be a list")
+    for i, entry in enumerate(buffers):
+        require(
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("dtype"), str)
+            and _is_shape(entry.get("shape")),
+            f"buffers[{i}] must be {{'name': str, 'shape': [int, ...], 'dtype': str}}, "
+            f"got {reprlib.repr(entry)}",
+        )
+    extra: Any = header.get("extra_state")
+    require(
+        isinstance(extra, dict) and all(isinstance(v, dict) for v in extra.values()),
+        "'extra_state' must be a dict of module name to dict",
+    )
+    description: Any = header.get("model", ...)
+    require(description is None or isinstance(description, dict),
+            "'model' must be null or a model description (a dict)")
+
+
+def _buffers(header: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The buffers a checkpoint declares (format 1 had none)."""
+    return list(header["buffers"]) if header["format_version"] >= 2 else []
+
+
+def _extra_state(header: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The extra state a checkpoint holds (None: format 1, which had none)."""
+    return dict(header["extra_state"]) if header["format_version"] >= 2 else None
+
+
+def _model_keys(header: Mapping[str, Any]) -> list[str]:
+    """The archive's entries of the model's state: its parameters, then its buffers."""
+    return [_MODEL_PREFIX + entry["name"] for entry in [*header["parameters"], *_buffers(header)]]
+
+
 def _check_entries(file: Path, header: Mapping[str, Any], arrays: Mapping[str, _Entry]) -> None:
     """The archive holds exactly the declared arrays, each of its declared shape and dtype."""
-    declared = {_METADATA_KEY} | {_MODEL_PREFIX + e["name"] for e in header["parameters"]}
+    declared = {_METADATA_KEY, *_model_keys(header)}
     if header["optimizer"] is not None:
         for i, entry in enumerate(header["optimizer"]["state"]):
             declared.update(f"{_OPTIM_PREFIX}{i}/{key}" for key in entry["arrays"])
@@ -665,24 +898,38 @@ def _check_entries(file: Path, header: Mapping[str, Any], arrays: Mapping[str, _
         msg = f"checkpoint {file}: the archive does not hold the arrays its metadata declares"
         msg += name_mismatch(missing, unexpected)
         raise CheckpointError(msg)
-    for entry in header["parameters"]:
+    kinds = [("parameter", e) for e in header["parameters"]]
+    kinds += [("buffer", e) for e in _buffers(header)]
+    for kind, entry in kinds:
         value = arrays[_MODEL_PREFIX + entry["name"]]
         if list(value.shape) != entry["shape"] or value.dtype.name != entry["dtype"]:
             msg = (
-                f"checkpoint {file}: parameter {entry['name']!r} is declared "
+                f"checkpoint {file}: {kind} {entry['name']!r} is declared "
                 f"{entry['dtype']} {tuple(entry['shape'])} but stored as {value.dtype} "
                 f"{value.shape}"
             )
             raise CheckpointError(msg)
 
 
+def _check_held(archive: _Archive, keys: list[str]) -> None:
+    """Without a model to measure against, the model's arrays may take no more bytes than the
+    file (save stores them uncompressed), checked before any is read or any layer built."""
+    held = sum(archive.entries[key].nbytes for key in keys)
+    if held > archive.size + _SLACK_BYTES:
+        msg = (
+            f"checkpoint {archive.file}: its model's arrays take {held} bytes, more than the "
+            f"file's {archive.size} (a checkpoint stores them uncompressed): refusing to read it"
+        )
+        raise CheckpointError(msg)
+
+
 def _check_model(
     file: Path, header: Mapping[str, Any], entries: Mapping[str, _Entry], model: Module
 ) -> None:
-    """The saved parameters' names, shapes and dtypes against the model's (no data read)."""
+    """The saved parameters' and buffers' names, shapes and dtypes against the model's (no data
+    read)."""
     # The entries stand in for the arrays: check_state_dict reads only .shape and .dtype.
-    state = {entry["name"]: entries[_MODEL_PREFIX + entry["name"]]
-             for entry in header["parameters"]}
+    state = {key[len(_MODEL_PREFIX):]: entries[key] for key in _model_keys(header)}
     try:
         model.check_state_dict(state)
     except (KeyError, ValueError, TypeError) as exc:
@@ -691,6 +938,16 @@ def _check_model(
             f"saved from:\n{header.get('architecture')}"
         )
         raise CheckpointError(msg) from exc
+
+
+def _check_extra_state(file: Path, saved: Mapping[str, Any], model: Module) -> None:
+    """Extra state for exactly the modules of ``model`` that have some."""
+    have = model.extra_state_dict()
+    missing, unexpected = sorted(have.keys() - saved.keys()), sorted(saved.keys() - have.keys())
+    if missing or unexpected:
+        msg = (f"checkpoint {file} does not match the model: it holds the extra state of "
+               f"other modules than those that have some{name_mismatch(missing, unexpected)}")
+        raise CheckpointError(msg)
 
 
 def _check_budget(
@@ -758,37 +1015,44 @@ def _optimizer_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
     return {"type": saved["type"], "hyperparameters": saved["hyperparameters"], "state": state}
 
 
-def _apply(
-    file: Path,
-    model: Module,
-    model_state: Mapping[str, np.ndarray],
-    optimizer: Optimizer | None,
-    optim_state: Mapping[str, Any] | None,
-) -> None:
-    """Move the values to the model's devices, load the optimizer, then the model.
+def _apply(file: Path, model: Module, saved: _Saved, optimizer: Optimizer | None) -> None:
+    """Move the values to the model's devices, load the optimizer, the extra state, then the
+    model's arrays.
 
     Everything that can fail is done before the first change: the checks (ours, then the
     optimizer's own, which precede its first change) and the transfers to the devices, which
-    may run out of memory. What is left, the model's copies into its (pre-validated)
-    parameters, fails only if interrupted. On any error the previous references are put back,
-    which restores everything ``load_state_dict`` rebinds (an interrupt in the middle of the
-    model's in-place copies, on backends with views, leaves those already made).
+    may run out of memory. A module may refuse its extra state (its own checks): then what was
+    given back is restored from the extra state taken before. What is left, the model's copies
+    into its (pre-validated) parameters and buffers, fails only if interrupted. On any error the
+    previous references are put back, which restores everything ``load_state_dict`` rebinds (an
+    interrupt in the middle of the model's in-place copies, on backends with views, leaves those
+    already made).
     """
-    own = dict(model.named_parameters())
-    params = [(p, p.data, p.grad) for p in own.values()]
+    targets = model.state_dict()
+    params = [(p, p.data, p.grad) for p in model.parameters()]
+    buffers = _buffer_refs(model)
+    extra_before = None
+    if saved.extra_state is not None:  # a copy: a module may hand out its live dict
+        extra_before = json.loads(json.dumps(model.extra_state_dict()))
     if optimizer is not None:
         opt_state = optimizer.state
         opt_hyper = {name: getattr(optimizer, name) for name in optimizer.hyperparameters()}
     try:
-        on_device = {
-            name: backend_of(p.data).asarray(model_state[name]) for name, p in own.items()
-        }
-        if optimizer is not None and optim_state is not None:
-            optimizer.load_state_dict(optim_state)
+        on_device = {name: backend_of(ref).asarray(saved.model_state[name])
+                     for name, ref in targets.items()}
+        if optimizer is not None and saved.optim_state is not None:
+            optimizer.load_state_dict(saved.optim_state)
+        if saved.extra_state is not None:
+            model.load_extra_state_dict(saved.extra_state)
         model.load_state_dict(on_device)
     except BaseException as exc:
         for p, data, grad in params:
             p.data, p.grad = data, grad
+        for module, name, value in buffers:
+            setattr(module, name, value)
+        if extra_before is not None:
+            with contextlib.suppress(Exception):  # the modules' own state: they take it back
+                model.load_extra_state_dict(extra_before)
         if optimizer is not None:
             optimizer.state = opt_state
             for name, value in opt_hyper.items():
@@ -797,6 +1061,14 @@ def _apply(
             msg = f"checkpoint {file} does not fit: {_message(exc)}"
             raise CheckpointError(msg) from exc
         raise
+
+
+def _buffer_refs(model: Module) -> list[tuple[Module, str, Any]]:
+    """``(module, attribute, array)`` for every buffer: what a failed load puts back."""
+    return [(module, name, value)
+            for _, module in model.named_modules()
+            for name, value in module.named_buffers()
+            if "." not in name]  # the module's own, not its descendants'
 
 
 # --------------------------------------------------------------------------------------------
