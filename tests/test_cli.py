@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import nnbackend as nb
+from nnbackend import cli
 from nnbackend.cli import main
 
 
@@ -470,3 +472,147 @@ def test_idx_train_and_test_images_of_different_sizes(
             f"and the test images {tmp_path / 't10k-images-idx3-ubyte'} shape (3, 5, 5): the "
             "images must have the same size") in err
     assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ resume: the model from the
+# checkpoint's description (issue 9, item 1)
+
+
+def _as_version_1(src: Path, dst: Path) -> Path:
+    """``src`` as checkpoint format 1 wrote it: no model description, buffers or extra state."""
+    with np.load(src, allow_pickle=False) as f:
+        content = {k: f[k] for k in f.files}
+    meta = json.loads(content["__metadata__"].tobytes())
+    assert meta.pop("buffers") == [] and meta.pop("extra_state") == {}
+    del meta["model"]
+    meta["format_version"] = 1
+    content["__metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(dst, "wb") as out:
+        np.savez(out, **content)
+    return dst
+
+
+def _state(path: Path) -> dict[str, np.ndarray]:
+    model, _ = nb.checkpoint.load_model(path)
+    return {name: nb.to_numpy(a) for name, a in model.state_dict().items()}
+
+
+def test_resume_rebuilds_the_model_from_the_checkpoint_alone(
+    interrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The network comes from the checkpoint's description, not from the settings; the run
+    continues exactly as one that was never interrupted."""
+    straight = tmp_path / "straight.npz"
+    assert main([*_RUN, "--epochs", "3", "--save", str(straight)]) == 0
+    capsys.readouterr()
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        pytest.fail("--resume built the model from the settings")
+
+    monkeypatch.setattr("nnbackend.cli._build_model", no_build)
+    again = tmp_path / "again.npz"
+    assert main(["train", "--resume", str(interrupted), "--json", "--save", str(again)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [row["epoch"] for row in summary["history"]] == [2.0, 3.0]
+    meta = nb.checkpoint.read_metadata(again)
+    assert meta["model"] == nb.checkpoint.read_metadata(interrupted)["model"]
+    assert [layer["type"] for layer in meta["model"]["config"]["layers"]] == [
+        "Linear", "Tanh", "Linear", "Tanh", "Linear"]
+    resumed, uninterrupted = _state(again), _state(straight)
+    assert list(resumed) == list(uninterrupted)
+    for name, value in uninterrupted.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_a_version_1_checkpoint_resumes_with_the_model_of_the_settings(
+    interrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = _as_version_1(interrupted, tmp_path / "old.npz")
+    built: list[object] = []
+    build = cli._build_model
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(args)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr("nnbackend.cli._build_model", counted)
+    again = tmp_path / "again.npz"
+    assert main(["train", "--resume", str(old), "--json", "--save", str(again)]) == 0
+    assert len(built) == 1
+    assert [row["epoch"] for row in json.loads(capsys.readouterr().out)["history"]] == [2.0, 3.0]
+    meta = nb.checkpoint.read_metadata(again)  # and the next checkpoint has the description
+    assert (meta["format_version"], meta["model"]) == (2, nb.checkpoint.read_metadata(
+        interrupted)["model"])
+
+
+@pytest.mark.parametrize(
+    ("widths", "message"),
+    [
+        ((3, 8, 4), r"its model does not take this data: Sequential: layer 0 Linear\(3→8\) "
+                    r"expected input of shape \(N, 3\), got \(1, 2\)"),
+        ((2, 8, 5), r"its model gives outputs of shape \(5,\) per sample; the data has 4 "
+                    r"classes"),
+    ],
+    ids=["inputs", "classes"],
+)
+def test_a_checkpoints_model_that_does_not_fit_the_data_is_a_failed_run(
+    tmp_path: Path, widths: tuple[int, int, int], message: str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpoint (written by the library, not the command) whose model cannot take the data
+    its settings name stops before training, naming the file and the mismatch."""
+    n_in, hidden, n_out = widths
+    model = nb.Sequential(nb.Linear(n_in, hidden, dtype="float64"), nb.Tanh(),
+                          nb.Linear(hidden, n_out, dtype="float64"))
+    path = nb.checkpoint.save(tmp_path / "other.npz", model, nb.SGD(model, 0.01, momentum=0.9),
+                              epoch=1, dataset="blobs", seed=3, test_size=0.25,
+                              train_settings={**_RECORDED, "hidden": [hidden]})
+    _forbid_work(monkeypatch)
+    assert main(["train", "--resume", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"nnbackend: error: checkpoint {path}: ")
+    assert re.search(message, err), err
+
+
+def test_info_describes_a_checkpoint(interrupted: Path, capsys: pytest.CaptureFixture[str]
+                                     ) -> None:
+    assert main(["info", "--checkpoint", str(interrupted)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"checkpoint {interrupted}: nnbackend-checkpoint format 2, written by "
+                      f"nnbackend {nb.__version__} from a model on numpy (cpu)")
+    linear = 'Linear(in_features={}, out_features={}, bias=true, init="xavier", dtype="float64")'
+    assert out[1:8] == [
+        "model:",
+        "  Sequential()",
+        f"    layers[0]: {linear.format(2, 8)}",
+        "    layers[1]: Tanh()",
+        f"    layers[2]: {linear.format(8, 4)}",
+        "    layers[3]: Tanh()",
+        f"    layers[4]: {linear.format(4, 4)}",
+    ]
+    assert out[8] == "parameters: 6 (80 values)"
+    assert out[9].split() == ["0.weight", "float64", "(8,", "2)"]
+    assert out[15:17] == ["buffers: 0 (0 values)", "extra state: none"]
+    assert out[17].startswith("optimizer: SGD(lr=0.01, momentum=0.9")
+    assert out[17].endswith(") over 6 parameters")
+    assert "  epoch: 1" in out
+    assert f"  train_settings: {json.dumps(_RECORDED)}" in out
+
+    assert main(["info", "--checkpoint", str(interrupted), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == nb.checkpoint.read_metadata(interrupted)
+
+
+def test_info_on_a_version_1_checkpoint_and_on_bad_paths(
+    interrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _as_version_1(interrupted, tmp_path / "old.npz")
+    assert main(["info", "--checkpoint", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "format 1" in out
+    assert "model: no description (format 1 records none); it was:\n  Sequential(\n" in out
+    assert main(["info", "--checkpoint", str(tmp_path / "missing.npz")]) == 1
+    assert "nnbackend: error: " in capsys.readouterr().err
+    assert _exit_code(["info", "--json"]) == 2
+    assert "argument --json: only with --checkpoint" in capsys.readouterr().err

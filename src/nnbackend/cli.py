@@ -16,6 +16,14 @@ there and refuses an explicit one that contradicts it (naming both values); ``--
 ``--epochs`` override the checkpoint's. Checkpoints written before the settings were recorded
 still resume: their dataset, seed and test size (recorded then) are checked and filled in as
 above, and every other setting comes from the command line or its default, as it did.
+
+On ``--resume``, the model is rebuilt from the checkpoint's description of it (checkpoint
+format 2, :func:`nnbackend.checkpoint.load_model`), so the checkpoint alone defines the network;
+the settings still choose the data, loss, optimizer and batches. A format-1 checkpoint (no
+description) resumes as before, with the network built from the settings.
+
+``nnbackend info --checkpoint PATH`` prints what a checkpoint holds (its model's description,
+parameters, buffers, optimizer and metadata) without loading its arrays.
 """
 
 from __future__ import annotations
@@ -209,7 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print a machine-readable summary instead of text")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    commands.add_parser("info", help="backends, devices, library versions and BLAS threads")
+    info = commands.add_parser(
+        "info", help="backends, devices, library versions and BLAS threads (or a checkpoint)")
+    info.set_defaults(_parser=info)
+    info.add_argument("--checkpoint", type=Path, default=None,
+                      help="describe this checkpoint instead: its model, parameters, buffers, "
+                           "optimizer and metadata (its arrays are not read)")
+    info.add_argument("--json", action="store_true",
+                      help="with --checkpoint: print its metadata as JSON")
 
     bench = commands.add_parser("bench", help="compare training throughput across backends")
     bench.set_defaults(_parser=bench)
@@ -235,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "info":
+            if args.checkpoint is not None:
+                return _checkpoint_info(args.checkpoint, as_json=args.json)
+            if args.json:
+                raise _UsageError("argument --json: only with --checkpoint")
             return _info()
         return _bench(args)
     except _UsageError as exc:
@@ -414,6 +433,35 @@ def _build_model(args: argparse.Namespace, n_in: int, n_out: int, backend: Any) 
     return nb.Sequential(*layers)
 
 
+def _describes_its_model(meta: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's metadata records the description of its model (format 2)."""
+    version = meta.get("format_version")
+    return isinstance(version, int) and version >= 2 and meta.get("model") is not None
+
+
+def _rebuilt_model(path: Path, backend: Any, sample: np.ndarray, n_classes: int) -> Any:
+    """The checkpoint's model, rebuilt from its description, checked to take one sample of
+    the data and give a score per class (so that a mismatch stops before training)."""
+    from . import checkpoint
+    from .errors import CheckpointError
+
+    model, _ = checkpoint.load_model(path, backend=backend)
+    params = model.parameters()
+    if not params:
+        msg = f"checkpoint {path}: its model has no parameters to train"
+        raise CheckpointError(msg)
+    try:
+        out = model(backend.asarray(sample, dtype=params[0].dtype))
+    except (ValueError, TypeError) as exc:
+        msg = f"checkpoint {path}: its model does not take this data: {exc}"
+        raise CheckpointError(msg) from exc
+    if tuple(out.shape) != (1, n_classes):
+        msg = (f"checkpoint {path}: its model gives outputs of shape {tuple(out.shape)[1:]} "
+               f"per sample; the data has {n_classes} classes")
+        raise CheckpointError(msg)
+    return model
+
+
 def _build_optimizer(args: argparse.Namespace, params: Any) -> Any:
     from . import optim
 
@@ -444,7 +492,10 @@ def _train(args: argparse.Namespace) -> int:
     backend = _backend(args.backend)
     X_train, y_train, X_test, y_test = _load_data(args)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    model = _build_model(args, X_train.shape[1], n_classes, backend)
+    if meta is not None and _describes_its_model(meta):
+        model = _rebuilt_model(args.resume, backend, X_train[:1], n_classes)
+    else:
+        model = _build_model(args, X_train.shape[1], n_classes, backend)
     if args.loss == "mse":
         loss_fn: Any = nb.MSELoss()
         targets_train = np.eye(n_classes)[y_train]
@@ -453,7 +504,7 @@ def _train(args: argparse.Namespace) -> int:
         loss_fn = nb.CrossEntropyLoss()
         targets_train, targets_test = y_train, y_test
     optimizer = _build_optimizer(args, model.parameters())
-    dtype = model[0].weight.dtype
+    dtype = model.parameters()[0].dtype
     train_data = batches(X_train, targets_train, batch_size=args.batch_size, seed=args.seed,
                          backend=backend, dtype=dtype)
     test_data = batches(X_test, targets_test, batch_size=1024, shuffle=False, backend=backend,
@@ -637,6 +688,85 @@ def _info() -> int:
     print(f"default backend: {nb.get_backend()!r} "
           f"($NNBACKEND={os.environ.get('NNBACKEND', '') or '(unset)'})")
     return 0
+
+
+def _checkpoint_info(path: Path, *, as_json: bool) -> int:
+    """What a checkpoint holds, from its metadata alone (read and checked as for loading)."""
+    from . import checkpoint
+
+    meta = checkpoint.read_metadata(path)
+    if as_json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    where = "no parameters" if meta.get("backend") is None else \
+        f"{meta['backend']} ({meta.get('device')})"
+    print(f"checkpoint {path}: {meta['format']} format {meta['format_version']}, written by "
+          f"nnbackend {meta.get('library_version')} from a model on {where}")
+    description = meta.get("model") if meta["format_version"] >= 2 else None
+    if description is not None:
+        print("model:")
+        for line in _description_lines(description, "", 1):
+            print(line)
+    else:
+        reason = ("format 1 records none" if meta["format_version"] < 2
+                  else "the model could not be described")
+        print(f"model: no description ({reason}); it was:")
+        for line in str(meta.get("architecture")).splitlines():
+            print(f"  {line}")
+    new_in_2 = {"model", "buffers", "extra_state"}  # in format 1, user metadata could use these
+    version_2 = meta["format_version"] >= 2
+    for kind in ("parameters", "buffers"):
+        entries = meta[kind] if kind == "parameters" or version_2 else []
+        count = sum(math.prod(entry["shape"]) for entry in entries)
+        print(f"{kind}: {len(entries)} ({count} values)")
+        for entry in entries:
+            print(f"  {entry['name']:24} {entry['dtype']:8} {tuple(entry['shape'])}")
+    extra = meta["extra_state"] if version_2 else {}
+    print(f"extra state: {', '.join(repr(name) for name in extra) if extra else 'none'}")
+    opt = meta.get("optimizer")
+    if opt is None:
+        print("optimizer: none")
+    else:
+        hyper = ", ".join(f"{k}={v}" for k, v in opt["hyperparameters"].items())
+        print(f"optimizer: {opt['type']}({hyper}) over {len(opt['state'])} parameters")
+    from .checkpoint import RESERVED_METADATA
+
+    reserved = RESERVED_METADATA if version_2 else RESERVED_METADATA - new_in_2
+    user = {k: v for k, v in meta.items() if k not in reserved}
+    print("metadata:" if user else "metadata: none")
+    for key, value in user.items():
+        print(f"  {key}: {json.dumps(value)}")
+    return 0
+
+
+def _description_lines(node: Any, label: str, depth: int) -> list[str]:
+    """A model description as an indented tree: ``Kind(arg=value, ...)``, its layers below.
+
+    Read from a file without checking it as a build would: anything that is not a node is
+    printed as JSON, and nesting stops at the depth a build accepts.
+    """
+    from .layers.description import MAX_DEPTH
+
+    indent = "  " * depth
+    if (not isinstance(node, dict) or not isinstance(node.get("type"), str)
+            or not isinstance(node.get("config"), dict)):
+        return [f"{indent}{label}{json.dumps(node)}"]
+    if depth > MAX_DEPTH:
+        return [f"{indent}{label}{node['type']}(...)"]
+    arguments: list[str] = []
+    children: list[tuple[str, Any]] = []
+    for key, value in node["config"].items():
+        items = value if isinstance(value, list) else [value]
+        nodes = [v for v in items if isinstance(v, dict) and "type" in v]
+        if nodes and len(nodes) == len(items):
+            children.extend((f"{key}[{i}]: " if isinstance(value, list) else f"{key}: ", v)
+                            for i, v in enumerate(items))
+        else:
+            arguments.append(f"{key}={json.dumps(value)}")
+    lines = [f"{indent}{label}{node['type']}({', '.join(arguments)})"]
+    for child_label, child in children:
+        lines.extend(_description_lines(child, child_label, depth + 1))
+    return lines
 
 
 def _version_of(module: str) -> str | None:
