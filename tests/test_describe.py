@@ -43,6 +43,7 @@ MODELS: dict[str, Callable[[Case], nb.Module]] = {
     "leaky-relu": lambda c: nb.LeakyReLU(0.25),
     "softmax-axis0": lambda c: nb.Softmax(axis=0),
     "log-softmax": lambda c: nb.LogSoftmax(),
+    "dropout": lambda c: nb.Dropout(0.3, seed=5),  # its stream's seed is an argument
     "empty-sequential": lambda c: nb.Sequential(),
     "mlp": lambda c: nb.Sequential(nb.Linear(4, 8, seed=3, **_on(c)), nb.ReLU(),
                                    nb.Linear(8, 3, seed=4, **_on(c))),
@@ -50,7 +51,7 @@ MODELS: dict[str, Callable[[Case], nb.Module]] = {
         nb.Linear(4, 6, init="lecun", seed=5, **_on(c)), nb.Tanh(),
         nb.Sequential(nb.Linear(6, 5, bias=False, seed=6, **_on(c)), nb.LeakyReLU(0.1),
                       nb.Sequential(nb.Linear(5, 3, seed=7, **_on(c)), nb.Sigmoid())),
-        nb.Sequential(), nb.Identity(), nb.LogSoftmax(axis=-1)),
+        nb.Sequential(), nb.Identity(), nb.Dropout(0.5, seed=1), nb.LogSoftmax(axis=-1)),
     "residual": lambda c: nb.Residual(nb.Sequential(nb.Linear(4, 6, seed=8, **_on(c)), nb.Tanh(),
                                                     nb.Linear(6, 4, seed=9, **_on(c)))),
     "parallel-add": lambda c: nb.Parallel(nb.Linear(4, 3, seed=10, **_on(c)),
@@ -279,8 +280,8 @@ def _seq(*layers: Any, **config: Any) -> dict[str, Any]:
     return {"type": "Sequential", "config": {"layers": list(layers), **config}}
 
 
-_KNOWN = ("Identity, LeakyReLU, Linear, LogSoftmax, Parallel, ReLU, Residual, Sequential, "
-          "Sigmoid, Softmax, Tanh")
+_KNOWN = ("Dropout, Identity, LeakyReLU, Linear, LogSoftmax, Parallel, ReLU, Residual, "
+          "Sequential, Sigmoid, Softmax, Tanh")
 
 
 @pytest.mark.parametrize(

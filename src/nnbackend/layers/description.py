@@ -48,6 +48,7 @@ from typing import Any, TypeAlias, TypeVar
 from ..backend import get_backend, use_backend
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .combinators import Parallel, Residual
+from .dropout import Dropout
 from .linear import Linear
 from .module import Module
 from .sequential import Sequential
@@ -317,7 +318,7 @@ def _parse(value: Any, path: str, depth: int, allowed: _Allowed) -> _Node:
     if reserved:
         msg = f"a description does not choose placement ({reserved[0]!r}): build(backend=...)"
         raise DescriptionError(where, msg)
-    if getattr(cls, "from_config", None) is None:
+    if _from_config(cls) is None:
         _check_arguments(cls, config, where)
     decoded = {key: _decode(item, f"{path}.{key}", depth, allowed) for key, item in config.items()}
     return _Node(path, kind, cls, state_size, decoded)
@@ -467,7 +468,7 @@ def build(
 
 def _construct(node: _Node, be: Any, dtype: Any) -> Module:
     config = {key: _built(value, be, dtype) for key, value in node.config.items()}
-    factory = getattr(node.cls, "from_config", None)
+    factory = _from_config(node.cls)
     try:
         if factory is not None:
             module = factory(config)
@@ -493,6 +494,17 @@ def _built(value: Any, be: Any, dtype: Any) -> Any:
     if isinstance(value, dict):
         return {key: _built(item, be, dtype) for key, item in value.items()}
     return value
+
+
+def _from_config(cls: type[Module]) -> Callable[[dict[str, Any]], Module] | None:
+    """The class's own ``from_config``, or None to build it as ``cls(**config)`` (also when a
+    base class's default merely does that)."""
+    factory = getattr(cls, "from_config", None)
+    default = getattr(Module, "from_config", None)
+    if factory is None or getattr(factory, "__func__", factory) is \
+            getattr(default, "__func__", default):
+        return None
+    return factory  # type: ignore[no-any-return]
 
 
 def _placement(cls: type[Module], be: Any, dtype: Any) -> dict[str, Any]:
@@ -529,7 +541,8 @@ def _nothing(config: Mapping[str, Any]) -> int:
 
 
 register(Linear, state_size=_linear_size)
-# Containers own no arrays themselves (their children are counted in turn).
+# Containers own no arrays themselves (their children are counted in turn); dropout's stream
+# is extra state, not an array.
 for _layer in (Sequential, Residual, Parallel, Identity, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
-               LogSoftmax):
+               LogSoftmax, Dropout):
     register(_layer, state_size=_nothing)
