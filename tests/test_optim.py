@@ -1187,3 +1187,117 @@ def test_freezing_and_unfreezing_during_training(case: Case) -> None:
         assert opt.path_stats.repacked == 2 and opt.path_stats.fallbacks == {}
         assert opt.path_stats.flat == 4 + 4 + 2 * 4  # one group, one group, then two
         assert sorted(len(g.indices) for g in opt._flat_groups) == [1, 5]
+
+
+# -------------------------------------------------------------------------------------------
+# Parameter groups in checkpoints
+
+
+def _rewrite_metadata(src: Any, dst: Any, edit: Callable[[dict[str, Any]], None]) -> Any:
+    """``src`` with its JSON metadata edited, written as nnbackend writes checkpoints."""
+    with np.load(src, allow_pickle=False) as f:
+        content = {k: f[k] for k in f.files}
+    meta = json.loads(content["__metadata__"].tobytes())
+    edit(meta)
+    content["__metadata__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(dst, "wb") as out:
+        np.savez(out, **content)
+    return dst
+
+
+def _train_steps(model: nb.Module, opt: Optimizer, case: Case, steps: range) -> None:
+    for t in steps:
+        opt.zero_grad()
+        _backward(model, case, t)
+        opt.step()
+
+
+def _adamw_no_decay_on_biases(model: nb.Module) -> AdamW:
+    w, b = _split(model.parameters())
+    return AdamW([{"params": w}, {"params": b, "weight_decay": 0.0, "lr": 0.02}], lr=0.01,
+                 weight_decay=0.1)
+
+
+def test_param_groups_checkpoint_round_trip(case: Case, tmp_path: Any) -> None:
+    """Saved and loaded on every row: each group's values come back, and the resumed run
+    continues bit for bit with the saved one."""
+    model = _mlp(case)
+    opt = _adamw_no_decay_on_biases(model)
+    _train_steps(model, opt, case, range(5))
+    path = nb.checkpoint.save(tmp_path / "groups.npz", model, opt)
+    meta = nb.checkpoint.read_metadata(path)
+    assert [g["params"] for g in meta["optimizer"]["param_groups"]] == [[0, 1, 2], [3, 4, 5]]
+    assert [g["weight_decay"] for g in meta["optimizer"]["param_groups"]] == [0.1, 0.0]
+    resumed = _mlp(case)
+    resumed_opt = AdamW([{"params": _split(resumed.parameters())[0]},
+                         {"params": _split(resumed.parameters())[1]}], lr=0.5)
+    nb.checkpoint.load(path, resumed, resumed_opt)
+    assert [g.settings for g in resumed_opt.param_groups] == [g.settings
+                                                              for g in opt.param_groups]
+    assert resumed_opt.defaults == opt.defaults
+    _train_steps(model, opt, case, range(5, 9))
+    _train_steps(resumed, resumed_opt, case, range(5, 9))
+    for a, b in zip(_host(model), _host(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_param_groups_checkpoint_load_is_all_or_nothing(tmp_path: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    case = make_case(("numpy", None, "float64"))
+    model = _mlp(case)
+    opt = _adamw_no_decay_on_biases(model)
+    _train_steps(model, opt, case, range(3))
+    path = nb.checkpoint.save(tmp_path / "groups.npz", model, opt)
+    target = _mlp(case)
+    target_opt = _adamw_no_decay_on_biases(target)
+    _train_steps(target, target_opt, case, range(10, 12))
+    target_opt.param_groups[1]["lr"] = 0.123
+    before = target_opt._settings_snapshot()
+    state_before = target_opt.state
+
+    def bad_group(meta: dict[str, Any]) -> None:
+        meta["optimizer"]["param_groups"][1]["lr"] = -1.0
+
+    bad = _rewrite_metadata(path, tmp_path / "bad.npz", bad_group)
+    with pytest.raises(nb.checkpoint.CheckpointError,
+                       match=r"does not fit: AdamW.load_state_dict: param_groups\[1\]: lr must "
+                             r"be >= 0, got -1\.0"):
+        nb.checkpoint.load(bad, target, target_opt)
+    assert target_opt._settings_snapshot() == before and target_opt.state is state_before
+
+    def malformed(meta: dict[str, Any]) -> None:
+        meta["optimizer"]["param_groups"][0]["params"] = "all"
+
+    with pytest.raises(nb.checkpoint.CheckpointError, match=r"malformed metadata: optimizer "
+                                                             r"'param_groups' must be a list"):
+        nb.checkpoint.load(_rewrite_metadata(path, tmp_path / "m.npz", malformed), target,
+                           target_opt)
+
+    def fail(*args: Any, **kwargs: Any) -> None:  # the model's load fails after the optimizer's
+        raise ValueError("interrupted")
+
+    monkeypatch.setattr(target, "load_state_dict", fail)
+    with pytest.raises(nb.checkpoint.CheckpointError, match="interrupted"):
+        nb.checkpoint.load(path, target, target_opt)
+    assert target_opt._settings_snapshot() == before and target_opt.state is state_before
+    assert target_opt.param_groups[1]["lr"] == 0.123
+
+
+def test_a_checkpoint_saved_before_parameter_groups_loads_into_one_group(tmp_path: Any) -> None:
+    case = make_case(("numpy", None, "float64"))
+    model = _mlp(case)
+    opt = Adam(model, 0.01)
+    _train_steps(model, opt, case, range(3))
+    path = nb.checkpoint.save(tmp_path / "new.npz", model, opt)
+    old = _rewrite_metadata(path, tmp_path / "old.npz",
+                            lambda meta: meta["optimizer"].pop("param_groups"))
+    resumed = _copy_model(model, case)
+    resumed_opt = Adam(resumed, 0.5)
+    nb.checkpoint.load(old, resumed, resumed_opt)
+    assert resumed_opt.lr == 0.01 and resumed_opt.state[0]["step"] == 3
+    grouped = _copy_model(model, case)
+    first, rest = grouped.parameters()[:2], grouped.parameters()[2:]  # the model's order
+    with pytest.raises(nb.checkpoint.CheckpointError,
+                       match=r"has no 'param_groups' \(one group, saved before parameter groups "
+                             r"existed\); this optimizer has 2"):
+        nb.checkpoint.load(old, grouped, Adam([{"params": first}, {"params": rest}], 0.01))

@@ -27,9 +27,11 @@ Reserved metadata: ``format`` (``"nnbackend-checkpoint"``), ``format_version`` (
 :func:`nnbackend.layers.describe`: layer kinds and arguments, from which :func:`load_model`
 rebuilds it; null for a model that cannot be described), ``parameters`` and ``buffers`` (name,
 shape and dtype of each), ``extra_state`` (``model.extra_state_dict()``: each module's JSON
-extra state, by module name) and ``optimizer`` (``None``, or its type, hyperparameters, the
-model's name of each of its parameters, and the step counts and array names of each
-parameter's state).
+extra state, by module name) and ``optimizer`` (``None``, or its type, hyperparameters, its
+parameter groups (each group's hyperparameters and parameter indices, as in its
+``state_dict()``; absent in files saved before parameter groups, which load into an optimizer
+with one group), the model's name of each of its parameters, and the step counts and array
+names of each parameter's state).
 
 Version 1 (nnbackend 0.1.0 before the model description) had no ``model``, ``buffers`` or
 ``extra_state``; it is read as before, as a model with parameters only.
@@ -334,6 +336,7 @@ def _optimizer_entries(
     return {
         "type": state_dict["type"],
         "hyperparameters": state_dict["hyperparameters"],
+        "param_groups": state_dict["param_groups"],
         "parameters": [names[id(p)] for p in optimizer.params],
         "state": state,
     }
@@ -830,6 +833,15 @@ def _check_structure(file: Path, header: Mapping[str, Any]) -> None:
     state: Any = opt.get("state")
     owners: Any = opt.get("parameters")
     require(isinstance(state, list), "optimizer 'state' must be a list")
+    groups: Any = opt.get("param_groups", [])  # absent before parameter groups: one group
+    require(
+        isinstance(groups, list) and all(
+            isinstance(g, dict) and isinstance(g.get("params"), list)
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in g["params"])
+            for g in groups
+        ),
+        "optimizer 'param_groups' must be a list of {'params': [int, ...], ...}",
+    )
     require(
         isinstance(owners, list) and len(owners) == len(state)
         and all(n is None or isinstance(n, str) for n in owners),
@@ -1012,7 +1024,10 @@ def _optimizer_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
         }
         for i, entry in enumerate(saved["state"])
     ]
-    return {"type": saved["type"], "hyperparameters": saved["hyperparameters"], "state": state}
+    out = {"type": saved["type"], "hyperparameters": saved["hyperparameters"], "state": state}
+    if "param_groups" in saved:  # absent before parameter groups: the optimizer's one group
+        out["param_groups"] = saved["param_groups"]
+    return out
 
 
 def _apply(file: Path, model: Module, saved: _Saved, optimizer: Optimizer | None) -> None:
@@ -1036,7 +1051,7 @@ def _apply(file: Path, model: Module, saved: _Saved, optimizer: Optimizer | None
         extra_before = json.loads(json.dumps(model.extra_state_dict()))
     if optimizer is not None:
         opt_state = optimizer.state
-        opt_hyper = {name: getattr(optimizer, name) for name in optimizer.hyperparameters()}
+        opt_settings = optimizer._settings_snapshot()  # the defaults and each group's
     try:
         on_device = {name: backend_of(ref).asarray(saved.model_state[name])
                      for name, ref in targets.items()}
@@ -1055,8 +1070,7 @@ def _apply(file: Path, model: Module, saved: _Saved, optimizer: Optimizer | None
                 model.load_extra_state_dict(extra_before)
         if optimizer is not None:
             optimizer.state = opt_state
-            for name, value in opt_hyper.items():
-                setattr(optimizer, name, value)
+            optimizer._restore_settings(opt_settings)
         if isinstance(exc, KeyError | ValueError | TypeError):
             msg = f"checkpoint {file} does not fit: {_message(exc)}"
             raise CheckpointError(msg) from exc

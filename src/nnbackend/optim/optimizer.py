@@ -626,6 +626,18 @@ class Optimizer:
             for p, entry in zip(self.params, checked, strict=True)
         ]
 
+    def _settings_snapshot(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Copies of the defaults and of every group's hyperparameters, which
+        :meth:`_restore_settings` puts back (a checkpoint load that fails after the optimizer
+        loaded undoes it with them, together with the ``state`` list)."""
+        return dict(self.defaults), [dict(g.settings) for g in self.param_groups]
+
+    def _restore_settings(self, snapshot: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+        defaults, groups = snapshot
+        self.defaults = dict(defaults)
+        for group, settings in zip(self.param_groups, groups, strict=True):
+            group.settings = dict(settings)
+
     def _checked_hyperparameters(self, hyper: Any, *, where: str) -> dict[str, Any]:
         if not isinstance(hyper, Mapping):
             msg = f"{where}: 'hyperparameters' must be a dict, got {type(hyper).__name__}"
