@@ -12,8 +12,9 @@ A description node is ``{"type": KIND, "config": {argument: value}}``. ``config`
 layer's constructor arguments that define the architecture, as JSON values (str, int, float,
 bool, None, lists, and dicts with string keys) or other nodes (a layer taking layers: a
 ``Sequential``'s ``"layers"``, a ``Residual``'s ``"block"``). It records neither placement (the
-backend is an argument of :func:`build`) nor values (seeds, initialisers given as functions):
-the weights come from a state dict or a checkpoint. Tuples come back as lists.
+backend is an argument of :func:`build`) nor how arrays were first filled (a Linear's seed, an
+initialiser given as a function): the values come from a state dict or a checkpoint, with the
+extra state (a dropout stream's position). Tuples come back as lists.
 
 How a layer takes part
 ----------------------
@@ -71,8 +72,8 @@ AllowedClasses: TypeAlias = "type[Module] | str | Iterable[type[Module] | str]"
 class DescriptionError(ValueError):
     """A model that cannot be described, or a description that cannot be built.
 
-    The message names the place in the description (``model.layers[2].block``) and the cause;
-    :attr:`path` holds that place.
+    The message names the place in the description (``model.layers[2].block``, followed by the
+    layer's kind once it is known) and the cause; :attr:`path` holds that place.
     """
 
     def __init__(self, path: str, message: str) -> None:
