@@ -6,7 +6,7 @@ chosen by a backend flag (see :func:`get_backend`).
 
 __version__ = "0.1.0"  # first: submodules (checkpoint) read it
 
-from . import checkpoint, data, datasets, functional, init, optim, train
+from . import checkpoint, data, datasets, functional, init, optim, random, train
 from ._gradcheck import GradcheckReport, gradcheck, numerical_gradient
 from .backend import (
     Backend,
@@ -108,6 +108,7 @@ __all__ = [
     "numerical_gradient",
     "optim",
     "predict",
+    "random",
     "to_numpy",
     "train",
     "train_test_split",
