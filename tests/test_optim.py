@@ -1301,3 +1301,53 @@ def test_a_checkpoint_saved_before_parameter_groups_loads_into_one_group(tmp_pat
                        match=r"has no 'param_groups' \(one group, saved before parameter groups "
                              r"existed\); this optimizer has 2"):
         nb.checkpoint.load(old, grouped, Adam([{"params": first}, {"params": rest}], 0.01))
+
+
+# -------------------------------------------------------------------------------------------
+# A user's optimizer: its list of hyperparameters and its update rule, nothing else
+
+
+def _step_size(value: Any, where: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        msg = f"{where}: {name} must be a positive number, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+class SignDescent(Optimizer):
+    """θ ← θ − α sign(g) − α λ θ (signSGD with decoupled decay), as a user would write it."""
+
+    HYPERPARAMETERS = (
+        nb.optim.Hyperparameter("lr", nb.optim.REQUIRED, _step_size, positional=True),
+        nb.optim.Hyperparameter("decay", 0.0, lambda v, where, name: float(v)),
+    )
+
+    def _update(self, data: Any, grad: Any, state: dict[str, Any], step: int, xp: Any,
+                hyper: Any) -> Any:
+        if hyper["decay"]:
+            data *= 1.0 - hyper["lr"] * hyper["decay"]
+        data -= hyper["lr"] * xp.sign(grad)
+        return data
+
+
+def test_a_user_optimizer_declares_only_its_list_and_rule(case: Case) -> None:
+    a, b = _one_param(case), _one_param(case, [3.0])
+    opt = SignDescent([{"params": [a]}, {"params": [b], "decay": 0.5}], 0.25)
+    assert repr(opt) == ("SignDescent(lr=0.25, 2 parameters in 2 groups: [0] 1 parameter, "
+                         "decay=0.0; [1] 1 parameter, decay=0.5)")
+    a.grad, b.grad = case.asarray(G1), case.asarray([-2.0])
+    opt.step()
+    _close(case, nb.to_numpy(a.data), [0.75, -2.25, 0.75])
+    _close(case, nb.to_numpy(b.data), [3.0 * (1 - 0.125) + 0.25])
+    if supports_views(case.xp):
+        assert opt.path_stats.flat == 2
+    with pytest.raises(ValueError, match=r"SignDescent: lr must be a positive number, got 0"):
+        SignDescent([a], 0)
+    with pytest.raises(ValueError, match=r"SignDescent: param_groups\[0\]: lr must be a positive"):
+        opt.param_groups[0]["lr"] = -1
+    sd = opt.state_dict()
+    assert sd["param_groups"][1] == {"params": [1], "lr": 0.25, "decay": 0.5}
+    twin = SignDescent([{"params": [_one_param(case)]}, {"params": [_one_param(case, [3.0])]}],
+                       1.0)
+    twin.load_state_dict(sd)
+    assert [g.settings for g in twin.param_groups] == [g.settings for g in opt.param_groups]
