@@ -22,7 +22,17 @@ from conftest import Case, make_case
 
 import nnbackend as nb
 from nnbackend.backend import supports_views
-from nnbackend.optim import SGD, Adam, AdamW, Optimizer, RMSprop, StepLR, sgd_update
+from nnbackend.optim import (
+    SGD,
+    Adam,
+    AdamW,
+    LinearWarmup,
+    Optimizer,
+    ReduceLROnPlateau,
+    RMSprop,
+    StepLR,
+    sgd_update,
+)
 from nnbackend.optim.optimizer import maximum_into
 
 # -------------------------------------------------------------------------------------------
@@ -1351,3 +1361,27 @@ def test_a_user_optimizer_declares_only_its_list_and_rule(case: Case) -> None:
                        1.0)
     twin.load_state_dict(sd)
     assert [g.settings for g in twin.param_groups] == [g.settings for g in opt.param_groups]
+
+
+def test_groups_freezing_and_schedules_read_nothing_from_the_device(case: Case) -> None:
+    """On the GPU-like device (which counts host reads): grouped steps, a parameter frozen and
+    unfrozen (its group repacked), a plateau schedule and a group's rate assigned by hand read
+    no array back to the host."""
+    if case.backend.name != "gpulike":
+        pytest.skip("only the GPU-like test device counts host reads")
+    from nnbackend.testing import count_host_reads
+
+    model = _mlp(case)
+    opt = _adamw_no_decay_on_biases(model)
+    sched = LinearWarmup(opt, 2, after=ReduceLROnPlateau(opt, patience=0, min_lr=[0.0, 1e-3]))
+    frozen = model.parameters()[0]
+    with count_host_reads() as reads:
+        for t in range(8):
+            frozen.requires_grad = not 2 <= t < 5
+            opt.zero_grad()
+            _backward(model, case, t)
+            opt.step()
+            sched.step(1.0)
+            opt.param_groups[1]["lr"] *= 0.9
+    assert reads.count == 0, reads
+    assert opt.path_stats.repacked == 2 and opt.path_stats.fallbacks == {}
