@@ -462,17 +462,17 @@ def test_input_shape_errors_name_the_path_through_combinators() -> None:
     model = nb.Sequential(
         nb.Parallel(nb.Tanh(), nb.Identity(), merge="concat"),
         nb.Residual(nb.Sequential(nb.Linear(7, 7, dtype="float64"))))
-    message = (r"layer 1\.block\.0 Linear\(7→7\) expected input of shape \(N, 7\), "
-               r"got \(3, 8\)")
+    message = (r"^Sequential: layer 1\.block\.0 Linear\(7→7\) expected input of shape "
+               r"\(N, 7\), got \(3, 8\)$")
     with pytest.raises(ValueError, match=message):
         model(np.ones((3, 4)))
     with pytest.raises(ValueError, match=message):
         model.forward(np.ones((3, 4)))
     branches = nb.Parallel(nb.Tanh(), nb.Sequential(nb.Tanh(), nb.Linear(4, 2, dtype="float64")),
                            merge="concat")
-    with pytest.raises(ValueError, match=r"layer 1\.1 Linear\(4→2\) expected input of shape "
-                                         r"\(N, 4\), got \(3, 5\)"):
-        branches(np.ones((3, 5)))
+    with pytest.raises(ValueError, match=r"^Parallel: layer 1\.1 Linear\(4→2\) expected input "
+                                         r"of shape \(N, 4\), got \(3, 5\)$"):
+        branches(np.ones((3, 5)))  # named by the outermost container it passed through
 
 
 # ------------------------------------------------------------------ training

@@ -106,19 +106,19 @@ class Residual(Module):
 
     def check_input(self, x: Any, ctx: Context) -> None:
         _refuse_tuple(x)
-        with _NamedPath("block"):
+        with _NamedPath(self, "block"):
             self.block.check_input(x, ctx)
 
     def infer(self, x: Array, ctx: Context) -> Array:
         _refuse_tuple(x)
-        with _NamedPath("block"):
+        with _NamedPath(self, "block"):
             fx = self.block.infer(x, ctx)
         _check_same_shape(x, fx)
         return x + fx
 
     def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         _refuse_tuple(x)
-        with _NamedPath("block"):
+        with _NamedPath(self, "block"):
             # ctx as it is: ∂L/∂x, and so the block's, is wanted only when the caller wants it.
             fx, block_backprop = self.block.forward_pass(x, ctx)
         _check_same_shape(x, fx)
@@ -221,20 +221,20 @@ class Parallel(Module):
 
     def check_input(self, x: Any, ctx: Context) -> None:
         for i, branch in enumerate(self.branches):
-            with _NamedPath(i):
+            with _NamedPath(self, i):
                 branch.check_input(x, ctx)
 
     def infer(self, x: Any, ctx: Context) -> Array:
         outs = []
         for i, branch in enumerate(self.branches):
-            with _NamedPath(i):
+            with _NamedPath(self, i):
                 outs.append(branch.infer(x, ctx))
         return self._merged(outs, ctx)
 
     def forward_pass(self, x: Any, ctx: Context) -> tuple[Array, Backprop]:
         outs, backprops = [], []
         for i, branch in enumerate(self.branches):
-            with _NamedPath(i):  # ctx as it is: see the class notes
+            with _NamedPath(self, i):  # ctx as it is: see the class notes
                 out, backprop = branch.forward_pass(x, ctx)
             outs.append(out)
             backprops.append(backprop)
@@ -396,17 +396,17 @@ def _check_same_shape(x: Array, fx: Any) -> None:
 class _NamedPath:
     """Prepend a child's name to an :class:`InputShapeError`'s layer path passing through."""
 
-    __slots__ = ("name",)
+    __slots__ = ("container", "name")
 
-    def __init__(self, name: int | str) -> None:
-        self.name = name
+    def __init__(self, container: Module, name: int | str) -> None:
+        self.container, self.name = type(container).__name__, name
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: Any, err: Any, tb: Any) -> Literal[False]:
         if isinstance(err, InputShapeError):
-            err.path.insert(0, self.name)
+            err.inside(self.container, self.name)
         return False
 
 

@@ -28,11 +28,17 @@ class InputShapeError(ValueError):
         super().__init__(layer, expected, shape)
         self.layer, self.expected, self.shape = layer, expected, shape
         self.path: list[int | str] = []  # indices, and names such as "block" (Residual)
+        self.container = ""  # the outermost container the error passed through
+
+    def inside(self, container: str, step: int | str) -> None:
+        """Record that the error passed through ``container``'s child ``step``."""
+        self.path.insert(0, step)
+        self.container = container
 
     def __str__(self) -> str:
         where = self.layer
         if self.path:
-            where = f"Sequential: layer {'.'.join(map(str, self.path))} {where}"
+            where = f"{self.container}: layer {'.'.join(map(str, self.path))} {where}"
         expected = "N" if len(self.shape) == 2 else "..."
         return f"{where} expected input of shape ({expected}, {self.expected}), got {self.shape}"
 

@@ -96,7 +96,7 @@ class Sequential(Module):
             try:
                 self.layers[index].check_input(x, ctx)
             except InputShapeError as err:
-                err.path.insert(0, index)
+                err.inside(type(self).__name__, index)
                 raise
 
     def forward(self, x: Array, *, input_grad: bool = False) -> tuple[Array, Backprop]:
@@ -109,7 +109,7 @@ class Sequential(Module):
             for i in range(len(layers)):
                 x = layers[i].infer(x, ctx)
         except InputShapeError as err:  # name the layer by its index path in the model
-            err.path.insert(0, i)
+            err.inside(type(self).__name__, i)
             raise
         return x
 
@@ -126,7 +126,7 @@ class Sequential(Module):
                 x, backprop = layers[i].forward_pass(x, ctx if i == start else inner)
                 backprops.append(backprop)
         except InputShapeError as err:  # name the layer by its index path in the model
-            err.path.insert(0, i)
+            err.inside(type(self).__name__, i)
             raise
         backprops.reverse()
 
