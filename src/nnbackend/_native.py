@@ -14,7 +14,6 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from ._libraries import library_of
@@ -32,13 +31,13 @@ def summer(xp: Namespace) -> Reduction:
     On NumPy this is the ufunc reduction ``np.add.reduce``, which ``np.sum`` calls after ~1 µs
     of argument handling (the same pairwise summation, so the same bits).
     """
-    return _ufunc_reduction(np.add) if array_api_compat.is_numpy_namespace(xp) else xp.sum
+    return _ufunc_reduction(np.add) if library_of(xp).native is np else xp.sum
 
 
 @functools.cache
 def maximizer(xp: Namespace) -> Reduction:
     """``xp.max``, as ``max(x, axis=..., keepdims=...)``; ``np.maximum.reduce`` on NumPy."""
-    return _ufunc_reduction(np.maximum) if array_api_compat.is_numpy_namespace(xp) else xp.max
+    return _ufunc_reduction(np.maximum) if library_of(xp).native is np else xp.max
 
 
 def _ufunc_reduction(ufunc: Any) -> Reduction:
