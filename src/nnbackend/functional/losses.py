@@ -160,7 +160,8 @@ def cross_entropy(
     shape = tuple(logits.shape)
     axis = _class_axis(axis, shape, where)
     classes = shape[axis]
-    scale = _mean_scale(reduction, math.prod(shape) // classes, where)  # over the positions
+    positions = shape[:axis] + shape[axis + 1:]  # the shape of integer labels
+    scale = _mean_scale(reduction, math.prod(positions), where)
 
     # log pₘ_c = sₘ_c − log Σ_c' exp sₘ_c' with the max-shifted logits s (no overflow)
     shifted = logits - maximizer(xp)(logits, axis=axis, keepdims=True)
@@ -178,7 +179,7 @@ def cross_entropy(
     log_p -= log_sum_exp  # shifted is ours: it becomes log p in place
     if kind.endswith("integer"):
         q, valid = _label_distribution(target, classes, label_smoothing, xp, where=where,
-                                       logits=logits, axis=axis)
+                                       logits=logits, axis=axis, positions=positions)
         loss = _expected_log(q, log_p, xp, total) * -scale
         p -= q
         grad = p
@@ -266,27 +267,30 @@ def _expected_log(q: Array, log_p: Array, xp: Namespace, total: Callable[..., Ar
 
 def _label_distribution(
     labels: Array, classes: int, smoothing: float, xp: Namespace, *, where: str, logits: Array,
-    axis: int,
+    axis: int, positions: tuple[int, ...],
 ) -> tuple[Array, Array | None]:
     """The target distribution q = (1 − ε) onehot(labels) + ε/C along ``axis``, of the
     logits' shape and dtype, and a validity mask where the labels' range cannot be checked.
 
     Host labels are range-checked (:func:`_check_host_labels`). Device labels are not checked
     (that would stall the device); the caller poisons the positions the mask marks invalid.
+    ``positions`` is the logits' shape without the class axis.
     """
-    shape = tuple(logits.shape)
-    positions = shape[:axis] + shape[axis + 1:]
-    if tuple(labels.shape) != positions:
+    if labels.shape != positions:  # a tuple (torch.Size is one) compares as one
         msg = (
-            f"{where}: integer labels must have shape {_layout(len(shape), axis, classes=False)}"
-            f" = {positions} to match logits {shape}, got {tuple(labels.shape)}"
+            f"{where}: integer labels must have shape "
+            f"{_layout(logits.ndim, axis, classes=False)} = {positions} to match logits "
+            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
         )
         raise ValueError(msg)
     # Every integer dtype counts to 127; beyond, narrow labels (uint8 for 300 classes) widen.
     if classes > 128 and classes - 1 > xp.iinfo(labels.dtype).max:
         labels = xp.astype(labels, xp.int64)
-    class_range = _class_range(classes, labels, xp, trailing=len(shape) - 1 - axis)
-    q = xp.astype(_with_class_axis(labels, axis, xp) == class_range, logits.dtype)
+    trailing = len(positions) - axis  # axes after the class axis
+    class_range = _class_range(classes, labels, xp, trailing=trailing)
+    # labels[..., None] for classes last (inline: the common case pays no function call)
+    expanded = labels[..., None] if not trailing else xp.expand_dims(labels, axis=axis)
+    q = xp.astype(expanded == class_range, logits.dtype)
     valid = None
     if is_host_array(labels):
         _check_host_labels(labels, classes, xp, where=where)
