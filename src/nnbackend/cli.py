@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="compare training throughput across backends")
     bench.set_defaults(_parser=bench)
     bench.add_argument("--backends", default="numpy,cupy,torch",
-                       help="comma-separated: numpy, cupy, torch, numpy-handwritten")
+                       help="comma-separated: numpy, cupy, torch, gpulike, numpy-handwritten")
     bench.add_argument("--sizes", default="small,medium,large",
                        help="comma-separated MLP sizes: small, medium, large")
     bench.add_argument("--json", type=Path, default=None, help="write the results as JSON")
