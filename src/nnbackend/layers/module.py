@@ -326,9 +326,17 @@ class Module:
         return xp
 
     def _reference_array(self) -> Array | None:
-        """The first parameter's data (the module's namespace, device and dtype), or None."""
-        for p in self.parameters():
-            return p.data
+        """The first parameter's data (the module's namespace, device and dtype), or None.
+
+        Walks to the first parameter only (every public call asks): no list of them is built.
+        """
+        for p in self.__dict__["_parameters"].values():
+            if p is not None:
+                return p.data
+        for child in self.__dict__["_modules"].values():
+            ref = child._reference_array()
+            if ref is not None:
+                return ref
         return None
 
     def _where(self) -> str:
