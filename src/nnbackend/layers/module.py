@@ -183,11 +183,11 @@ class Context:
 
     @classmethod
     def of(cls, xp: Namespace, input_grad: bool) -> Context:
-        """The context for namespace ``xp`` and ``input_grad`` (one dictionary lookup)."""
-        key = (id(xp), input_grad)
-        ctx = cls._cache.get(key)
-        if ctx is None or ctx.xp is not xp:
-            ctx = cls._cache[key] = cls(xp, input_grad)
+        """The context for namespace ``xp`` and ``input_grad`` (one dictionary lookup; the
+        cached context holds ``xp``, so its id cannot be reused by another namespace)."""
+        ctx = cls._cache.get((id(xp), input_grad))
+        if ctx is None:
+            ctx = cls._cache[(id(xp), input_grad)] = cls(xp, input_grad)
         return ctx
 
     def with_input_grad(self, input_grad: bool) -> Context:
@@ -197,6 +197,9 @@ class Context:
     def __repr__(self) -> str:
         name = getattr(self.xp, "__name__", type(self.xp).__name__)
         return f"Context(xp={name}, input_grad={self.input_grad})"
+
+
+_CONTEXTS = Context._cache  # read inline at the public boundary (a call less per forward)
 
 
 class LoadResult(NamedTuple):
@@ -275,7 +278,8 @@ class Module:
             Compute ∂L/∂x in the backward pass; when False, ``backprop`` returns None and skips
             that work (the gradients of the parameters are still accumulated).
         """
-        ctx = Context.of(self._validate(x), input_grad)
+        xp = self._validate(x)
+        ctx = _CONTEXTS.get((id(xp), input_grad)) or Context.of(xp, input_grad)
         self.check_input(x, ctx)
         y, backprop = self.forward_pass(x, ctx)
         return y, _checked_backprop(backprop, y, self)
@@ -283,7 +287,8 @@ class Module:
     def __call__(self, x: Any) -> Any:
         """Inference: y = f(x), retaining nothing for a backward pass (the mode still decides
         what dropout and batch normalisation do, as in PyTorch)."""
-        ctx = Context.of(self._validate(x), False)
+        xp = self._validate(x)
+        ctx = _CONTEXTS.get((id(xp), False)) or Context.of(xp, False)
         self.check_input(x, ctx)
         return self.infer(x, ctx)
 
