@@ -1,6 +1,7 @@
 """Layers: ``Parameter``, ``Module`` and the building blocks of a network."""
 
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .arena import Arena
 from .combinators import Parallel, Residual
 from .description import DescriptionError, build, describe, register
 from .dropout import Dropout
@@ -9,6 +10,7 @@ from .module import Context, LoadResult, Module, Parameter
 from .sequential import Sequential
 
 __all__ = [
+    "Arena",
     "Context",
     "DescriptionError",
     "Dropout",

@@ -60,7 +60,7 @@ Three kinds of state
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from .._checks import (
     check_array,
@@ -73,6 +73,9 @@ from .._checks import (
 )
 from .._typing import Array, Backprop, Namespace
 from ..backend import Backend, backend_of, dtype_name, get_backend, supports_views, to_numpy
+
+if TYPE_CHECKING:
+    from .arena import Arena, Slot
 
 __all__ = ["Context", "LoadResult", "Module", "Parameter"]
 
@@ -98,12 +101,16 @@ class Parameter:
         False freezes the parameter: backward passes accumulate no gradient into it and no
         optimizer moves it (PyTorch's ``requires_grad_(False)``).
     grad_buffer : array or None
-        Where the first gradient after ``zero_grad`` is written (a view of an optimizer's flat
+        Where the first gradient after ``zero_grad`` is written (a view of its arena's flat
         gradient buffer), or None to take the gradient array as it comes. Rebinding ``data``
         to another array clears it.
+    slot : Slot or None
+        Where the parameter lives in an :class:`~nnbackend.layers.arena.Arena` (its range of
+        the flat buffers; ``data`` is the slot's view while it is packed), or None. A
+        parameter whose ``data`` is rebound leaves its arena when the arena next looks.
     """
 
-    __slots__ = ("_data", "grad", "grad_buffer", "name", "requires_grad")
+    __slots__ = ("_data", "grad", "grad_buffer", "name", "requires_grad", "slot")
 
     def __init__(self, data: Array, name: str = "", *, requires_grad: bool = True) -> None:
         self._data = data
@@ -111,6 +118,7 @@ class Parameter:
         self.grad_buffer: Array | None = None
         self.name = name
         self.requires_grad = requires_grad
+        self.slot: Slot | None = None
 
     @property
     def data(self) -> Array:
@@ -412,6 +420,15 @@ class Module:
         """Reset every parameter's gradient to None (the next backward assigns it afresh)."""
         for p in self.parameters():
             p.grad = None
+
+    def arena(self) -> Arena:
+        """The flat storage of this module's parameters (:mod:`nnbackend.layers.arena`),
+        created on the first call: one data and one gradient buffer per namespace, device and
+        dtype, that every optimizer, ``clip_grad_norm`` and an all-reduce share. Each call
+        also packs what became packable since (parameters unfrozen, or rebound by ``to``)."""
+        from .arena import module_arena  # the arena module imports Parameter from here
+
+        return module_arena(self)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Freeze (False) or unfreeze every parameter of this module and its descendants."""

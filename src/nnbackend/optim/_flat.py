@@ -1,42 +1,46 @@
-"""Flat buffers: an optimizer step in a constant number of array calls.
+"""Flat optimizer steps on the parameter arena: a constant number of array calls per run.
 
-On backends whose arrays support views (NumPy, CuPy, PyTorch), an optimizer packs the parameters
-of each (namespace, device, dtype, parameter group) into one flat buffer and rebinds every
-``Parameter.data`` to a view of it; their gradients land in a second flat buffer
-(``Parameter.accumulate_grad`` writes into its view) and the optimizer's state arrays live in
-flat buffers too. One update of the flat
-arrays then updates every parameter: the same handful of array calls whether the model has two
-parameter tensors or two hundred (on a GPU, each call is at least one kernel launch). Each
-parameter group has buffers of its own, so its hyperparameters apply to its buffer as a whole.
+On backends whose arrays support views (NumPy, CuPy, PyTorch), parameters live in an
+:class:`~nnbackend.layers.arena.Arena` (one flat data and one flat gradient buffer per chunk;
+``p.data`` is a view of the first, gradients accumulate into views of the second), which every
+optimizer over them shares. An optimizer sees its parameters of one parameter group in one
+chunk as a :class:`FlatGroup` and keeps its state (momentum, Adam's moments) in flat arrays of
+the group's total size, laid out in the arena's order, so that a contiguous range of the
+arena is a contiguous range of the state.
 
-Frozen parameters (``requires_grad=False``) are not packed: no flat update may move them, not even
-weight decay. A packed parameter frozen later makes its group repack once, at the next step,
-without it (it gets arrays of its own); an unfrozen one is packed again, into a buffer of its own
-when its step count differs from the others'. Neither is a fallback: both are counted in
-``path_stats.repacked``.
+A step updates the group in *runs*: maximal ranges of members that are adjacent in the arena,
+all have their gradient in their view this step and share a step count and state names. One
+update of a run's slices updates every parameter in it: the same handful of array calls
+whether the run holds two parameter tensors or two hundred (on a GPU, each call is at least
+one kernel launch). While every member has a gradient, a group is one run (its slices made
+once, when the group is built). A member without a gradient is skipped, as PyTorch skips it:
+the runs around it are updated and it is not (its state and step count stay); afterwards its
+step count differs from its neighbours', so it is a run of its own (one bias correction per
+run). A frozen member (``requires_grad=False``) is in no run: no update moves it, not even
+weight decay. Runs update exactly the elements the per-parameter path would, with the same
+operations, so both paths give the same bits.
 
 The per-parameter path stays the reference: it runs on backends without views (array-api-strict,
-JAX) and whenever the flat layout no longer holds (a parameter or gradient rebound by the user,
-parameters stepped unequally often), and both paths are tested for parity. The views make the
-two interchangeable: the per-parameter path updates the same memory the flat one does.
+JAX) and for parameters that left the arena or whose gradient cannot be used in place, and both
+paths are tested for parity. The views make the two interchangeable: the per-parameter path
+updates the same memory the flat one does.
 
-No fallback is silent: each group step that leaves the flat path is counted by reason in the
-optimizer's :class:`PathStats` (``optimizer.path_stats``), and the first one of each reason is
-reported with a :class:`FlatFallbackWarning` naming the parameter and the cause.
+No fallback is silent: what runs where is counted in the optimizer's :class:`PathStats`
+(``optimizer.path_stats``), and the first fallback of each reason is reported with a
+:class:`FlatFallbackWarning` naming the parameter and the cause.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from array_api_compat import device
 
-from .._checks import namespace_of, same_device
 from .._typing import Array, Namespace
+from ..layers.arena import Chunk, Slot, fits
 from ..layers.module import Parameter
 
 __all__ = [
@@ -45,61 +49,53 @@ __all__ = [
     "FlatFallbackWarning",
     "FlatGroup",
     "PathStats",
+    "Run",
+    "build_groups",
+    "count_key",
     "is_trainable",
-    "pack",
 ]
 
 
 class FlatFallbackWarning(RuntimeWarning):
-    """An optimizer stepped the parameters of a flat group one by one (the slower path).
+    """An optimizer stepped a parameter of the arena on its own (the slower path).
 
-    Issued once per optimizer and reason, naming the parameter and the cause; every such step
+    Issued once per optimizer and reason, naming the parameter and the cause; every such event
     is counted in ``optimizer.path_stats.fallbacks``.
     """
 
 
 FALLBACK_REASONS: dict[str, str] = {
     "rebound": (
-        "its .data was rebound to another array, so it no longer views the flat buffer (write "
-        "new values in place, p.data[...] = v, to keep the flat layout)"
-    ),
-    "other_optimizer": (
-        "another optimizer created over the same parameter packed it into its own flat buffer "
-        "(give each parameter to one optimizer)"
+        "its .data was rebound to another array, so it no longer views the arena's flat buffer "
+        "and left it (write new values in place, p.data[...] = v, to keep the flat layout; a "
+        "new optimizer, or model.arena(), packs it again)"
     ),
     "grad_assigned": (
         "its .grad was assigned an array that cannot be copied into the flat gradient buffer "
         "as it is (another shape, dtype, namespace or device)"
     ),
-    "no_grad": "it has no gradient this step while other parameters of its group do",
-    "steps_differ": (
-        "it has been stepped a different number of times than the rest of its group (it "
-        "missed a step: one flat update needs one step count)"
-    ),
-    "state": (
-        "its optimizer state does not match its group's (other state names or step counts, "
-        "e.g. loaded from a state dict)"
-    ),
 }
-"""Why a flat group's step ran per parameter, by the key counted in :class:`PathStats`."""
+"""Why a parameter of the arena was stepped on its own, by the key counted in :class:`PathStats`."""
 
 
 @dataclass(frozen=True)
 class Fallback:
-    """Why one group step cannot run flat: a key of :data:`FALLBACK_REASONS` and the index of
-    the first parameter (in the optimizer's list) that breaks the layout."""
+    """Why a parameter was stepped on its own: a key of :data:`FALLBACK_REASONS` and its index
+    in the optimizer's list."""
 
     reason: str
     index: int
-
-
-_IDLE = Fallback("idle", -1)  # no parameter of the group has a gradient: nothing to step
 
 
 def is_trainable(p: Parameter) -> bool:
     """Whether an optimizer may move ``p`` (``Parameter.requires_grad``; the hot loops read the
     attribute directly)."""
     return p.requires_grad
+
+
+def count_key(count: Any) -> Any:
+    """A step count as a key: the int, or a 0-d device count's identity (never read)."""
+    return count if count.__class__ is int else -1 - id(count)
 
 
 @dataclass
@@ -109,212 +105,270 @@ class PathStats:
     Attributes
     ----------
     flat : int
-        Group steps on the flat path (one per flat group per ``step()``).
+        Group steps on the flat path: one per flat group (a parameter group's members in one
+        arena chunk) with something to update, per ``step()``, however many runs it took.
+    runs : int
+        Runs updated by those steps (a constant number of array calls each): equal to ``flat``
+        while every member of every group has a gradient and one step count; more when some
+        are skipped, frozen or have fallen behind.
+    skipped : int
+        Trainable members of flat groups that had no gradient at a step (skipped, as PyTorch
+        does; the others stay on the flat path).
     fallbacks : Counter of str
-        Group steps that ran per parameter although the group was packed, by the reason key of
-        :data:`FALLBACK_REASONS`.
+        Parameters of the arena stepped on their own, by the reason key of
+        :data:`FALLBACK_REASONS`: ``"rebound"`` counts each parameter once, when it leaves the
+        arena (it is stepped per parameter from then on), ``"grad_assigned"`` each such step.
     unpacked : Counter of str
-        Parameters not packed when the optimizer (or their group) was created, by reason:
+        Parameters never packed when the optimizer (or their group) was created, by reason:
         ``"no_views"`` (their namespace has no views: array-api-strict, JAX), ``"flat=False"``,
         or ``"frozen"`` (``requires_grad=False``; packed once they are unfrozen).
     copied_grads : int
         Gradients assigned by hand (``p.grad = g``) that a flat step copied into its gradient
         buffer (one array call each; ``accumulate_grad`` writes there directly).
     repacked : int
-        Flat groups rebuilt because parameters were frozen or unfrozen (a few array calls per
-        parameter, once per change).
+        Layout changes after creation: parameters unfrozen and packed, the arena re-laid out in
+        this optimizer's order, groups rebuilt because their parameters moved (a few array
+        calls per parameter, once per change).
     """
 
     flat: int = 0
+    runs: int = 0
+    skipped: int = 0
     fallbacks: Counter[str] = field(default_factory=Counter)
     unpacked: Counter[str] = field(default_factory=Counter)
     copied_grads: int = 0
     repacked: int = 0
 
 
+Run: TypeAlias = "tuple[int, int, Any, frozenset[str]]"
+"""``(first, stop, step count, state names)``: members ``first:stop`` of a :class:`FlatGroup`."""
+
+_EMPTY: frozenset[str] = frozenset()
+
+StateCheck: TypeAlias = "Callable[[Parameter, dict[str, Any], Namespace], None]"
+
+
 class FlatGroup:
-    """The parameters of one namespace, device, dtype and parameter group, packed into flat
-    buffers.
+    """The members of one parameter group in one arena chunk, and the optimizer's flat state
+    for them.
 
     Attributes
     ----------
+    chunk : Chunk
     indices : list of int
-        Positions of the group's parameters in the optimizer's parameter list.
+        Positions of the members in the optimizer's parameter list, in arena order.
+    slots : list of Slot
+        Their slots, in the same order.
     param_group : int
-        The index of the optimizer's parameter group they belong to.
-    data, grad : array (n,)
-        The flat parameter values and gradients; each parameter's ``data`` is a view of
-        ``data`` and its gradient, when accumulated, a view of ``grad``.
-    state : dict of str to array (n,)
-        The optimizer's flat state arrays (allocated by the first flat step).
+        The optimizer's parameter group they belong to.
+    contiguous : bool
+        Whether the members are adjacent in the arena (then a step with every gradient present
+        is one run, over views made once).
+    state : dict of str to array (size,)
+        The optimizer's flat state arrays; member ``k`` owns ``[offsets[k], offsets[k] +
+        size_k)``, and its state dict holds the views of that range (``state_views``).
     """
 
-    def __init__(self, indices: list[int], params: Sequence[Parameter], xp: Namespace,
-                 param_group: int = 0) -> None:
-        self.indices = indices
+    def __init__(self, chunk: Chunk, members: Sequence[tuple[int, Slot]],
+                 param_group: int) -> None:
+        ordered = sorted(members, key=lambda m: m[1].start)
+        self.chunk = chunk
+        self.xp: Namespace = chunk.xp
         self.param_group = param_group
-        self.xp = xp
-        ref = params[0].data
-        self._slices: list[tuple[int, int, tuple[int, ...]]] = []
-        offset = 0
-        for p in params:
-            size = math.prod(p.shape)
-            self._slices.append((offset, offset + size, p.shape))
-            offset += size
-        self.data = xp.empty((offset,), dtype=ref.dtype, device=device(ref))
-        self.grad = xp.zeros((offset,), dtype=ref.dtype, device=device(ref))
-        self.data_views = self.views(self.data)
-        self.grad_views = self.views(self.grad)
-        for p, view, grad_view in zip(params, self.data_views, self.grad_views, strict=True):
-            view[...] = p.data
-            p.data = view
-            grad = p.grad
-            if grad is not None and grad.shape == view.shape and grad.dtype == view.dtype:
-                grad_view[...] = grad
-                p.grad = grad_view
-            p.grad_buffer = grad_view
-        self._members = list(zip(indices, self.data_views, self.grad_views, strict=True))
+        self.indices = [i for i, _ in ordered]
+        self.slots = [s for _, s in ordered]
+        self._members = ordered
+        self.key = group_key(ordered)
+        # Adjacent members (the next starts where the chunk's padding after this one ends) are
+        # as far apart in the flat state as in the arena, so a run of the arena is a run of
+        # the state; the others are packed (at aligned offsets too).
+        self._adjacent = [False] + [b.start == chunk.padded(a.stop)
+                                    for a, b in zip(self.slots, self.slots[1:], strict=False)]
+        self.contiguous = all(self._adjacent[1:])
+        self.offsets: list[int] = [0] * len(self.slots)
+        for k in range(1, len(self.slots)):
+            prev, here = self.slots[k - 1], self.slots[k]
+            gap = (here.start - prev.start if self._adjacent[k]
+                   else chunk.padded(prev.stop) - prev.start)
+            self.offsets[k] = self.offsets[k - 1] + gap
+        last = self.slots[-1] if self.slots else None
+        self.size = 0 if last is None else self.offsets[-1] + last.stop - last.start
+        self._full: tuple[Array, Array] | None = None
+        if self.contiguous and self.slots:
+            a, b = self.slots[0].start, self.slots[-1].stop
+            if a == 0 and b == chunk.data.shape[0]:
+                self._full = (chunk.data, chunk.grad)
+            else:
+                self._full = (chunk.data[a:b], chunk.grad[a:b])
         self.state: dict[str, Array] = {}
         self.state_views: dict[str, list[Array]] = {}
+        self._names: frozenset[str] = _EMPTY
+        self._views = list(self.state_views.items())
 
-    def views(self, flat: Array) -> list[Array]:
-        """One view of ``flat`` per parameter, in the parameter's shape."""
-        xp = self.xp
-        return [xp.reshape(flat[start:stop], shape) for start, stop, shape in self._slices]
+    # ---------------------------------------------------------------- one step
 
-    def common_step(self, params: Sequence[Parameter], states: Sequence[dict[str, Any]],
-                    stats: PathStats | None = None) -> int | Fallback:
-        """The step count every parameter shares, or why the flat layout does not hold.
+    def runs(self, params: Sequence[Parameter], states: Sequence[dict[str, Any]],
+             stats: PathStats, fallbacks: list[Fallback], check: StateCheck) -> list[Run] | None:
+        """The runs to update this step, or None when the layout no longer holds (a member
+        left or moved in the arena: the optimizer rebuilds its groups and asks again).
 
-        It holds when every parameter is trainable and still views the flat buffers, every
-        gradient has been
-        accumulated into its view and all step counts are equal (Adam's bias correction depends
-        on them). A gradient assigned by hand is first copied into its view (counted in
-        ``stats.copied_grads``), and state arrays that are not the group's views (allocated by
-        the per-parameter path, or loaded from a state dict) into flat state. A group none of
-        whose parameters has a gradient returns a :class:`Fallback` with reason ``"idle"``
-        (nothing to step; not a fallback), and a group with a frozen parameter one with reason
-        ``"frozen"`` (the optimizer repacks the group without it; not a fallback either).
+        Gradients assigned by hand are copied into their views here (``stats.copied_grads``),
+        and state arrays that are not the group's views (loaded from a state dict, or made by
+        the per-parameter path) into the flat state (after ``check`` accepts their placement).
+        A member whose gradient cannot be copied is left to the per-parameter path, recorded
+        in ``fallbacks``.
         """
-        step: int | None = None
-        missing: int | None = None  # the first parameter without a gradient
-        behind, fewest = -1, 0  # the first parameter stepped least often, and its count
-        unequal = False
-        for i, data_view, grad_view in self._members:
+        out: list[Run] = []
+        first = -1
+        key: Any = None
+        count: Any = 0
+        sig = _EMPTY
+        names = self._names
+        expected = len(names) + 1
+        views = self._views
+        adjacent = self._adjacent
+        xp = self.xp
+        for k, (i, slot) in enumerate(self._members):
             p = params[i]
-            if not p.requires_grad:
-                return Fallback("frozen", i)
-            if p.data is not data_view:
-                other = p.grad_buffer is not None and p.grad_buffer is not grad_view
-                return Fallback("other_optimizer" if other else "rebound", i)
+            if p.slot is not slot or p.data is not slot.data:
+                return None
             grad = p.grad
-            if grad is None:
-                missing = i if missing is None else missing
+            if grad is None or not p.requires_grad:
+                if grad is None and p.requires_grad:
+                    stats.skipped += 1
+                if first >= 0:
+                    out.append((first, k, count, sig))
+                    first = -1
                 continue
-            if grad is not grad_view:
-                if not self._fits(grad, grad_view):
-                    return Fallback("grad_assigned", i)
+            if grad is not slot.grad:
+                if not fits(grad, slot.grad, xp):
+                    fallbacks.append(Fallback("grad_assigned", i))
+                    if first >= 0:
+                        out.append((first, k, count, sig))
+                        first = -1
+                    continue
                 # Assigned (p.grad = g) instead of accumulated: the same values, copied into
-                # the flat gradient buffer, keep the group on its flat path.
-                grad_view[...] = grad
-                p.grad = grad_view
-                if stats is not None:
-                    stats.copied_grads += 1
-            count = states[i].get("step", 0)
-            if step is None:
-                step, behind, fewest = count, i, count
-            elif count != step:
-                unequal = True
-            if count < fewest:
-                behind, fewest = i, count
-        if step is None:
-            return _IDLE
-        if missing is not None:
-            return Fallback("no_grad", missing)
-        if unequal:
-            return Fallback("steps_differ", behind)
-        if not self._state_is_shared(states):
-            self.adopt_state(states)
-            if not self._state_is_shared(states):
-                return Fallback("state", self.indices[0])
-        return step
-
-    def release(self, i: int, p: Parameter, state: dict[str, Any]) -> None:
-        """Give parameter ``i`` (a member) arrays of its own: its data, gradient and state stop
-        viewing the flat buffers, which it then no longer keeps alive."""
-        xp = self.xp
-        k = self.indices.index(i)
-        if p.data is self.data_views[k]:
-            p.data = xp.asarray(p.data, copy=True)
-        if p.grad is self.grad_views[k]:
-            p.grad = xp.asarray(p.grad, copy=True)
-        for name, views in self.state_views.items():
-            if state.get(name) is views[k]:
-                state[name] = xp.asarray(views[k], copy=True)
-
-    def _fits(self, grad: Array, view: Array) -> bool:
-        """Whether ``grad`` can be copied into ``view`` as it is (no cast, no transfer)."""
-        xp = self.xp
-        return bool(
-            namespace_of(grad) is xp and grad.shape == view.shape and grad.dtype == view.dtype
-            and same_device(grad, view, xp)
-        )
-
-    def _state_is_shared(self, states: Sequence[dict[str, Any]]) -> bool:
-        """Whether each parameter's state arrays are exactly the group's views."""
-        for k, i in enumerate(self.indices):
+                # the flat gradient buffer, keep the member on its flat path.
+                slot.grad[...] = grad
+                p.grad = slot.grad
+                stats.copied_grads += 1
             st = states[i]
-            if len(st) != len(self.state_views) + ("step" in st):
-                return False
-            for name, views in self.state_views.items():
-                if st.get(name) is not views[k]:
-                    return False
-        return True
+            n = len(st)
+            if n == 0:
+                here = _EMPTY
+            elif n == expected:
+                for name, member_views in views:
+                    if st.get(name) is not member_views[k]:
+                        here = self._adopt(k, p, st, check)
+                        names, expected, views = self._names, len(self._names) + 1, self._views
+                        break
+                else:
+                    here = names
+            else:
+                here = self._adopt(k, p, st, check)
+                names, expected, views = self._names, len(self._names) + 1, self._views
+            c = st.get("step", 0)
+            ck = (count_key(c), here)
+            if first >= 0 and (ck != key or not adjacent[k]):
+                out.append((first, k, count, sig))
+                first = -1
+            if first < 0:
+                first, key, count, sig = k, ck, c, here
+        if first >= 0:
+            out.append((first, len(self._members), count, sig))
+        return out
 
-    def share_state(self, states: Sequence[dict[str, Any]]) -> None:
-        """Give every parameter its view of each flat state array."""
-        for name, flat in self.state.items():
+    def apply(self, run: Run, count: Any, update: Callable[..., Array],
+              hyper: Mapping[str, Any], states: Sequence[dict[str, Any]]) -> None:
+        """Update the members of ``run`` in place with ``update`` (the optimizer's rule) at
+        step count ``count`` (this update included), and give them their new step count and
+        views of any state the rule created."""
+        first, stop, _, names = run
+        whole = first == 0 and stop == len(self.slots) and self._full is not None
+        if whole:
+            assert self._full is not None
+            data, grad = self._full
+            sliced = {name: self.state[name] for name in names}
+            lo = hi = 0
+        else:
+            a, b = self.slots[first].start, self.slots[stop - 1].stop
+            lo = self.offsets[first]
+            hi = lo + (b - a)
+            data, grad = self.chunk.data[a:b], self.chunk.grad[a:b]
+            sliced = {name: self.state[name][lo:hi] for name in names}
+        held = dict(sliced)
+        out = update(data, grad, held, count, self.xp, hyper)
+        if out is not data:  # a rule that returns a new array instead of updating in place
+            data[...] = out
+        for name, value in held.items():
+            target = sliced.get(name)
+            if target is None:  # state the rule created for these members (first step, ...)
+                if name not in self.state:
+                    self._add_name(name)
+                target = self.state[name] if whole else self.state[name][lo:hi]
+                member_views = self.state_views[name]
+                for k in range(first, stop):
+                    states[self.indices[k]][name] = member_views[k]
+            if value is not target:
+                target[...] = value
+        for k in range(first, stop):
+            states[self.indices[k]]["step"] = count
+
+    # ---------------------------------------------------------------- state layout
+
+    def _add_name(self, name: str) -> None:
+        """A flat state array ``name`` (zeros: what every rule starts from) and its views."""
+        xp, data = self.xp, self.chunk.data
+        flat = xp.zeros((self.size,), dtype=data.dtype, device=device(data))
+        self.state[name] = flat
+        self.state_views[name] = [
+            xp.reshape(flat[lo:lo + s.stop - s.start], s.shape)
+            for lo, s in zip(self.offsets, self.slots, strict=True)
+        ]
+        self._names = frozenset(self.state)
+        self._views = list(self.state_views.items())
+
+    def _adopt(self, k: int, p: Parameter, st: dict[str, Any], check: StateCheck) -> frozenset[str]:
+        """Copy member ``k``'s state arrays that are not the group's views into the flat state
+        (once: then they are views); returns the names it holds."""
+        for name in [n for n in st if n != "step"]:
+            value = st[name]
             if name not in self.state_views:
-                self.state_views[name] = self.views(flat)
-            for k, i in enumerate(self.indices):
-                states[i][name] = self.state_views[name][k]
+                self._add_name(name)
+            view = self.state_views[name][k]
+            if value is not view:
+                check(p, {name: value}, self.xp)
+                view[...] = value
+                st[name] = view
+        held = frozenset(n for n in st if n != "step")
+        return self._names if held == self._names else held
 
-    def adopt_state(self, states: Sequence[dict[str, Any]]) -> None:
-        """Rebuild the flat state from per-parameter state arrays (loaded from a state dict, or
-        allocated by the per-parameter path).
-
-        Only when every parameter holds the same state names with one step count; otherwise
-        the flat state is dropped and the group runs the per-parameter path.
-        """
-        self.state, self.state_views = {}, {}
-        entries = [states[i] for i in self.indices]
-        names = {name for name in entries[0] if name != "step"}
-        steps = {st.get("step", 0) for st in entries}
-        if len(steps) != 1 or any({n for n in st if n != "step"} != names for st in entries):
-            return
-        for name in sorted(names):
-            flat = self.xp.empty(self.data.shape, dtype=self.data.dtype,
-                                 device=device(self.data))
-            for view, st in zip(self.views(flat), entries, strict=True):
-                view[...] = st[name]
-            self.state[name] = flat
-        self.share_state(states)
+    def release(self, i: int, st: dict[str, Any]) -> None:
+        """Give member ``i`` copies of its state views (it leaves the group), so that the flat
+        state is not kept alive through it."""
+        k = self.indices.index(i)
+        xp = self.xp
+        for name, member_views in self.state_views.items():
+            if st.get(name) is member_views[k]:
+                st[name] = xp.asarray(member_views[k], copy=True)
 
 
-def pack(params: Sequence[Parameter], indices: Iterable[int], group_of: Sequence[int],
-         states: Sequence[Mapping[str, Any]]) -> list[FlatGroup]:
-    """Pack ``params[i]`` for ``i`` in ``indices`` (parameters of namespaces with views) into one
-    :class:`FlatGroup` per namespace, device, dtype, parameter group (``group_of[i]``) and step
-    count (``states[i]["step"]``: one flat update applies one bias correction).
-    """
-    groups: dict[tuple[int, str, str, int, int], tuple[Namespace, list[int]]] = {}
-    for i in indices:
-        p = params[i]
-        xp = namespace_of(p.data)
-        key = (id(xp), repr(device(p.data)), str(p.data.dtype), group_of[i],
-               states[i].get("step", 0))
-        groups.setdefault(key, (xp, []))[1].append(i)
-    return [
-        FlatGroup(members, [params[i] for i in members], xp, param_group=key[3])
-        for key, (xp, members) in groups.items()
-    ]
+def group_key(members: Sequence[tuple[int, Slot]]) -> tuple[tuple[int, int], ...]:
+    """What identifies a group's layout: its members and their slots."""
+    return tuple(sorted((i, id(s)) for i, s in members))
+
+
+def build_groups(members: Sequence[tuple[int, Slot]], group_of: Sequence[int],
+                 old: Sequence[FlatGroup] = ()) -> list[FlatGroup]:
+    """One :class:`FlatGroup` per (arena chunk, parameter group) of ``members`` (index, slot);
+    a group of ``old`` whose members and slots are unchanged is kept, with its state."""
+    by_key: dict[tuple[int, int], tuple[Chunk, list[tuple[int, Slot]]]] = {}
+    for i, slot in members:
+        by_key.setdefault((id(slot.chunk), group_of[i]), (slot.chunk, []))[1].append((i, slot))
+    kept = {g.key: g for g in old}
+    out = []
+    for (_, group), (chunk, ms) in by_key.items():
+        same = kept.get(group_key(ms))
+        out.append(same if same is not None and same.param_group == group
+                   else FlatGroup(chunk, ms, group))
+    return out

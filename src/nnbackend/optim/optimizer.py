@@ -69,6 +69,7 @@ from .._checks import (
 )
 from .._typing import Array, Namespace
 from ..backend import backend_of, dtype_name, supports_views, to_numpy
+from ..layers.arena import Arena, live_slot
 from ..layers.module import Module, Parameter
 from ._flat import (
     FALLBACK_REASONS,
@@ -76,8 +77,9 @@ from ._flat import (
     FlatFallbackWarning,
     FlatGroup,
     PathStats,
+    Run,
+    build_groups,
     is_trainable,
-    pack,
 )
 from ._hyper import REQUIRED, Hyperparameter, bind, signature
 
@@ -239,7 +241,10 @@ class Optimizer:
         self.state: list[dict[str, Any]] = []
         self._group_of: list[int] = []  # parameter index -> group index
         self._flat = flat
-        self._flat_groups: list[FlatGroup] = []
+        self._flat_groups: list[FlatGroup] = []  # per (arena chunk, parameter group)
+        self._members: set[int] = set()  # parameters stepped in the arena (flat groups)
+        self._arena: Arena | None = None  # where this optimizer packs parameters
+        self._pending: list[Fallback] = []  # parameters that left the arena, to report
         self._frozen_out: list[int] = []  # packable parameters left out because frozen
         self.path_stats = PathStats()
         self._reported: set[str] = set()  # fallback reasons already warned about
@@ -292,8 +297,9 @@ class Optimizer:
         self._group_of.extend(index for _ in params)
 
     def _pack(self, indices: Iterable[int]) -> None:
-        """Pack the parameters at ``indices`` into flat buffers where they can be, recording
-        the others in ``path_stats.unpacked``."""
+        """Put the parameters at ``indices`` on the flat path where they can be (in the arena
+        that already holds them, else packed into this optimizer's), recording the others in
+        ``path_stats.unpacked``."""
         packable: list[int] = []
         for i in indices:
             p = self.params[i]
@@ -301,12 +307,60 @@ class Optimizer:
                 self.path_stats.unpacked["flat=False"] += 1
             elif not supports_views(namespace_of(p.data)):
                 self.path_stats.unpacked["no_views"] += 1
-            elif not is_trainable(p):
+            elif not is_trainable(p) and live_slot(p) is None:
                 self.path_stats.unpacked["frozen"] += 1
                 self._frozen_out.append(i)
             else:
                 packable.append(i)
-        self._flat_groups.extend(pack(self.params, packable, self._group_of, self.state))
+        if packable:
+            self._place(packable)
+
+    def _place(self, indices: list[int]) -> None:
+        """Pack the parameters at ``indices`` that are in no arena (into the arena of this
+        optimizer's other parameters, else a new one, in this optimizer's order: each group
+        contiguous) and make them members of the flat groups. When a group ends up split in
+        an arena laid out by someone else (module order interleaving AdamW's groups), the
+        arena is re-laid out once in this optimizer's order."""
+        params = [self.params[i] for i in indices]
+        if self._arena is None:
+            owner = next((s.chunk.arena for p in self.params
+                          if (s := live_slot(p)) is not None), None)
+            self._arena = owner if owner is not None else Arena()
+        self._arena.add(params)
+        self._members.update(indices)
+        self._regroup()
+        split = {id(g.chunk.arena): g.chunk.arena for g in self._flat_groups if not g.contiguous}
+        if split:
+            order = [self.params[i] for i in sorted(self._members)]
+            for arena in split.values():
+                arena.relayout(order)
+            self._regroup()
+
+    def _regroup(self) -> None:
+        """Rebuild the flat groups from the members' current arena slots.
+
+        A member whose data was rebound leaves the arena (counted once, reported at the end of
+        the step) and is stepped per parameter from then on; one that moved (an arena re-laid
+        out) stays flat, its state copied into the new group's layout at its next step
+        (``path_stats.repacked``).
+        """
+        old = {i: s for g in self._flat_groups for i, s in zip(g.indices, g.slots, strict=True)}
+        members = []
+        moved = False
+        for i in sorted(self._members):
+            slot = live_slot(self.params[i])
+            if slot is None:
+                self._members.discard(i)
+                for g in self._flat_groups:
+                    if i in g.indices:
+                        g.release(i, self.state[i])
+                self._pending.append(Fallback("rebound", i))
+                continue
+            moved = moved or (i in old and old[i] is not slot)
+            members.append((i, slot))
+        self._flat_groups = build_groups(members, self._group_of, self._flat_groups)
+        if moved:
+            self.path_stats.repacked += 1
 
     # ---------------------------------------------------------------- hyperparameters
 
@@ -420,59 +474,56 @@ class Optimizer:
         """
         if self._frozen_out:
             self._pack_unfrozen()
+        plans, fallbacks = self._plan()
+        stats = self.path_stats
+        groups = self.param_groups
+        advanced: dict[int, tuple[Array, Array]] = {}  # id(0-d count) -> (it, it + 1)
         done: set[int] = set()
-        fallbacks: list[Fallback] = []
-        flat_groups = self._flat_groups
-        k = 0
-        while k < len(flat_groups):
-            group = flat_groups[k]
-            count = group.common_step(self.params, self.state, self.path_stats)
-            if isinstance(count, Fallback):
-                if count.reason == "frozen":  # take the frozen ones out, step the rest flat
-                    flat_groups[k:k + 1] = self._repack(group)
-                    continue
-                if count.reason != "idle":
-                    fallbacks.append(count)
-                k += 1
+        for group, runs in plans:
+            if not runs:
                 continue
-            names = len(group.state)
-            self._update(group.data, group.grad, group.state, count + 1, group.xp,
-                         self.param_groups[group.param_group].settings)
-            if len(group.state) != names:  # new state (first step, or amsgrad/momentum turned on)
-                group.share_state(self.state)
-            for i in group.indices:
-                self.state[i]["step"] = count + 1
-            done.update(group.indices)
-            self.path_stats.flat += 1
-            k += 1
+            hyper = groups[group.param_group].settings
+            for run in runs:
+                group.apply(run, _advance(run[2], advanced), self._update, hyper, self.state)
+                done.update(group.indices[run[0]:run[1]])
+            stats.flat += 1
+            stats.runs += len(runs)
         if len(done) < len(self.params):
-            groups = self.param_groups
             for i, p, grad, st, xp in self._with_grads(skip=done):
                 self._check_state_placement(p, st, xp)
-                st["step"] = st.get("step", 0) + 1
+                st["step"] = _advance(st.get("step", 0), advanced)
                 p.data = self._update(p.data, grad, st, st["step"], xp,
                                       groups[self._group_of[i]].settings)
-        for fallback in fallbacks:  # after the update: a step that raises reports its error
+        # Reported after the update: a step that raises reports its error instead.
+        pending, self._pending = self._pending, []
+        for fallback in pending + fallbacks:
             self._report(fallback)
 
-    def _repack(self, group: FlatGroup) -> list[FlatGroup]:
-        """Rebuild ``group`` without its frozen parameters, which get arrays of their own (so
-        no flat update moves them and the old buffers are freed)."""
-        frozen = [i for i in group.indices if not is_trainable(self.params[i])]
-        for i in frozen:
-            group.release(i, self.params[i], self.state[i])
-        self._frozen_out.extend(frozen)
-        self.path_stats.repacked += 1
-        kept = [i for i in group.indices if i not in set(frozen)]
-        return pack(self.params, kept, self._group_of, self.state)
+    def _plan(self) -> tuple[list[tuple[FlatGroup, list[Run]]], list[Fallback]]:
+        """Each flat group's runs this step (the groups rebuilt first when members left or
+        moved in the arena), and the members left to the per-parameter path this step."""
+        while True:
+            skipped = self.path_stats.skipped
+            plans: list[tuple[FlatGroup, list[Run]]] = []
+            fallbacks: list[Fallback] = []
+            for group in self._flat_groups:
+                runs = group.runs(self.params, self.state, self.path_stats, fallbacks,
+                                  self._check_state_placement)
+                if runs is None:
+                    break
+                plans.append((group, runs))
+            else:
+                return plans, fallbacks
+            self.path_stats.skipped = skipped  # counted again after the rebuild
+            self._regroup()
 
     def _pack_unfrozen(self) -> None:
-        """Pack the parameters unfrozen since the last step into flat buffers of their own."""
+        """Pack the parameters unfrozen since the last step (into a chunk of their own)."""
         thawed = [i for i in self._frozen_out if is_trainable(self.params[i])]
         if not thawed:
             return
         self._frozen_out = [i for i in self._frozen_out if i not in set(thawed)]
-        self._flat_groups.extend(pack(self.params, thawed, self._group_of, self.state))
+        self._place(thawed)
         self.path_stats.repacked += 1
 
     def _report(self, fallback: Fallback) -> None:
@@ -484,14 +535,10 @@ class Optimizer:
         self._reported.add(reason)
         p = self.params[fallback.index]
         detail = FALLBACK_REASONS[reason]
-        if reason == "steps_differ":
-            counts = sorted({self.state[i].get("step", 0) for g in self._flat_groups
-                             if fallback.index in g.indices for i in g.indices})
-            detail += f"; the group's step counts are {counts}"
         msg = (
             f"{type(self).__name__}: {p!r} (params[{fallback.index}]) left the flat path: "
-            f"{detail}. Its group is now stepped one parameter at a time (the same update, "
-            f"with a few array calls per parameter instead of per group); counted in "
+            f"{detail}. It is stepped on its own (the same update, with a few array calls of "
+            f"its own; the rest of its group stays flat); counted in "
             f"path_stats.fallbacks[{reason!r}], warned once per reason"
         )
         warnings.warn(msg, FlatFallbackWarning, stacklevel=3)
@@ -864,6 +911,17 @@ def _collect_parameters(params: Any, *, where: str, label: str, seen: dict[int, 
         check_floating(p.data, namespace_of(p.data), where=where, what=repr(p))
         out.append(p)
     return out
+
+
+def _advance(count: Any, advanced: dict[int, tuple[Array, Array]]) -> Any:
+    """``count + 1``; parameters that shared a 0-d device count share the next one (made once
+    per step, without reading it)."""
+    if count.__class__ is int:
+        return count + 1
+    pair = advanced.get(id(count))
+    if pair is None:
+        pair = advanced[id(count)] = (count, count + 1)
+    return pair[1]
 
 
 def _count(n: int) -> str:
