@@ -583,10 +583,11 @@ def _is_array_of(data: Any, backend: Backend) -> bool:
     if backend.name == "numpy":
         return isinstance(data, np.ndarray)
     try:
-        return bool(
-            array_api_compat.array_namespace(data) is backend.xp
-            and array_api_compat.device(data) == backend.device
-        )
+        if array_api_compat.array_namespace(data) is not backend.xp:
+            return False
+        # A JAX array traced by jax.jit has no device: it stays where the computation runs
+        dev = array_api_compat.device(data)
+        return dev is None or bool(dev == backend.device)
     except TypeError:
         return False
 

@@ -15,6 +15,7 @@ from ._hyper import (
     positive,
     with_defaults,
 )
+from ._scalars import NUMBER, adam_factors, in_dtype_of
 from .optimizer import Optimizer, maximum_into, zeros_like
 
 __all__ = ["Adam", "AdamW", "adam_update"]
@@ -28,8 +29,8 @@ def adam_update(
     vmax: Array | None,
     /,
     *,
-    step: int,
-    lr: float,
+    step: int | Array,
+    lr: float | Array,
     beta1: float,
     beta2: float,
     eps: float,
@@ -58,9 +59,14 @@ def adam_update(
         First and second moment estimates (zeros before the first step).
     vmax : array or None
         Running maximum of v for AMSGrad; None for plain Adam.
-    step : int
-        t ≥ 1; the bias corrections 1 − βᵗ are computed in Python.
-    lr, beta1, beta2, eps, weight_decay : float
+    step : int or 0-d integer array
+        t ≥ 1. A Python int has the bias corrections 1 − βᵗ computed on the host (float64);
+        a 0-d array on the parameter's device has them computed there, as −expm1(t ln β) in
+        the learning rate's dtype (else the parameter's), so that a compiled step takes t as
+        an input (see :mod:`nnbackend.optim._scalars`).
+    lr : float or 0-d floating array
+        α, a Python float or a 0-d array on the parameter's device (a compiled step's input).
+    beta1, beta2, eps, weight_decay : float
     decoupled_weight_decay : bool
     xp : namespace
         The arrays' Array API namespace.
@@ -71,11 +77,16 @@ def adam_update(
         Updated in place where the backend allows (the same objects) and rebound where arrays
         are immutable: store them back.
     """
+    # Eager (Python numbers: every factor on the host); the class test first, as it is cheaper
+    numbers = (step.__class__ is int and lr.__class__ is float) or (
+        isinstance(step, NUMBER) and isinstance(lr, NUMBER))
     if weight_decay != 0.0:
-        if decoupled_weight_decay:
+        if not decoupled_weight_decay:
+            grad = grad + weight_decay * param  # a temporary: the caller's grad stays as it is
+        elif isinstance(lr, NUMBER):
             param *= 1.0 - lr * weight_decay
         else:
-            grad = grad + weight_decay * param  # a temporary: the caller's grad stays as it is
+            param *= in_dtype_of(1.0 - lr * weight_decay, param, xp)
     m *= beta1
     m += (1.0 - beta1) * grad
     v *= beta2
@@ -84,10 +95,17 @@ def adam_update(
         vmax = maximum_into(vmax, v, xp=xp)
     # √v̂ + ε = √v / √(1 − β2ᵗ) + ε, ε added after the correction, as in the paper and PyTorch
     denom = xp.sqrt(v if vmax is None else vmax)
-    denom /= math.sqrt(1.0 - beta2**step)
-    denom += eps
-    update = m / denom
-    update *= lr / (1.0 - beta1**step)
+    if numbers:
+        denom /= math.sqrt(1.0 - beta2**step)
+        denom += eps
+        update = m / denom
+        update *= lr / (1.0 - beta1**step)
+    else:
+        root, factor = adam_factors(step, lr, beta1, beta2, param, xp)
+        denom /= root
+        denom += eps
+        update = m / denom
+        update *= factor
     param -= update
     return param, m, v, vmax
 

@@ -46,7 +46,10 @@ Conventions every optimizer follows:
   in place on NumPy, CuPy, PyTorch and array-api-strict and rebinds on immutable arrays (JAX); the
   results are always stored back, so both kinds of backend stay correct.
 * Step counts and bias corrections are Python numbers: ``step()`` never reads an array back to
-  the host.
+  the host. For a compiled step, :func:`nnbackend.state.load_training_state` (with
+  ``device_scalars=True``) makes the step counts and each group's ``lr`` 0-d arrays on the
+  device instead; the update rules then compute the bias corrections there (a flat group
+  shares one count array), and ``state_dict()`` reads them back as Python numbers.
 * ``.grad`` is never modified (weight decay goes into a temporary).
 """
 
@@ -610,7 +613,9 @@ class Optimizer:
             "hyperparameters": self.hyperparameters(),
             "param_groups": self._saved_groups(),
             "state": [
-                {name: _host_copy(value) for name, value in st.items()} for st in self.state
+                {name: _host_step(value) if name == "step" else _host_copy(value)
+                 for name, value in st.items()}
+                for st in self.state
             ],
         }
 
@@ -929,7 +934,16 @@ def _count(n: int) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "dtype"):  # a 0-d device learning rate (nnbackend.state): read once
+        return float(to_numpy(value))
+    return value
+
+
+def _host_step(value: Any) -> int:
+    """A step count as a Python int (a 0-d device count is read to the host once)."""
+    return value if isinstance(value, int) else int(to_numpy(value))
 
 
 def _host_copy(value: Any) -> Any:

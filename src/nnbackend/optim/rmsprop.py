@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from .._typing import Array, Namespace
 from ._hyper import Hyperparameter, flag, fraction, nonnegative, positive
+from ._scalars import NUMBER, in_dtype_of
 from .optimizer import Optimizer, zeros_like
 
 __all__ = ["RMSprop", "rmsprop_update"]
@@ -20,7 +21,7 @@ def rmsprop_update(
     momentum_buffer: Array | None,
     /,
     *,
-    lr: float,
+    lr: float | Array,
     alpha: float,
     eps: float,
     momentum: float = 0.0,
@@ -47,7 +48,10 @@ def rmsprop_update(
         ḡ for the centered variant, else None.
     momentum_buffer : array or None
         b when momentum is used, else None.
-    lr, alpha, eps, momentum, weight_decay : float
+    lr : float or 0-d floating array
+        A Python float, or a 0-d array on the parameter's device (a compiled step's input;
+        cast once to the parameter's dtype, the rounding a Python float gets).
+    alpha, eps, momentum, weight_decay : float
     xp : namespace
         The arrays' Array API namespace.
 
@@ -57,6 +61,8 @@ def rmsprop_update(
         Updated in place where the backend allows (the same objects) and rebound where arrays
         are immutable: store them back.
     """
+    if lr.__class__ is not float and not isinstance(lr, NUMBER):  # a 0-d array (cheap test)
+        lr = in_dtype_of(lr, param, xp)
     if weight_decay != 0.0:
         grad = grad + weight_decay * param  # a temporary: the caller's grad stays as it is
     square_avg *= alpha

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from array_api_compat import array_namespace
+
 from .._typing import Array, Namespace
 from ._hyper import REQUIRED, Hyperparameter, flag, fraction, nonnegative
+from ._scalars import NUMBER, in_dtype_of
 from .optimizer import Optimizer, zeros_like
 
 __all__ = ["SGD", "sgd_update"]
@@ -18,10 +21,11 @@ def sgd_update(
     velocity: Array | None,
     /,
     *,
-    lr: float,
+    lr: float | Array,
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    xp: Namespace | None = None,
 ) -> tuple[Array, Array | None]:
     """One SGD step on one array; the reference rule of :class:`SGD`.
 
@@ -37,9 +41,14 @@ def sgd_update(
         θ and ∇θL, same shape, dtype and device. ``grad`` is never modified.
     velocity : array or None
         The momentum buffer v (zeros before the first step), or None for plain SGD.
-    lr, momentum, weight_decay : float
-        α, β and λ, Python floats.
+    lr : float or 0-d floating array
+        α: a Python float, or a 0-d array on the parameter's device (a compiled step's input;
+        cast once to the parameter's dtype, the rounding a Python float gets).
+    momentum, weight_decay : float
+        β and λ, Python floats.
     nesterov : bool
+    xp : namespace, optional
+        The arrays' namespace (looked up when ``lr`` is an array and it is omitted).
 
     Returns
     -------
@@ -47,6 +56,8 @@ def sgd_update(
         Updated in place where the backend allows (the same objects) and rebound where arrays
         are immutable: store both back.
     """
+    if lr.__class__ is not float and not isinstance(lr, NUMBER):  # a 0-d array (cheap test)
+        lr = in_dtype_of(lr, param, xp or array_namespace(param))
     if weight_decay != 0.0:
         step = param * weight_decay  # a temporary: the caller's grad stays as it is
         step += grad
@@ -130,7 +141,7 @@ class SGD(Optimizer):
             velocity = zeros_like(data, xp=xp)
         data, velocity = sgd_update(
             data, grad, velocity, lr=hyper["lr"], momentum=momentum,
-            nesterov=hyper["nesterov"], weight_decay=hyper["weight_decay"],
+            nesterov=hyper["nesterov"], weight_decay=hyper["weight_decay"], xp=xp,
         )
         if velocity is not None:
             state["velocity"] = velocity
