@@ -49,7 +49,9 @@ class Linear(Module):
     Parameters
     ----------
     in_features, out_features : int
-        Widths of the input x (N, in_features) and the output z (N, out_features).
+        Widths of the last axis of the input x (N, ..., in_features) and of the output z
+        (N, ..., out_features): the map applies to the last axis of inputs of any rank, as
+        PyTorch's does (a single sample (in_features,) too).
     bias : bool
         Learn a bias b of shape (out_features,), initialised to zero.
     init : {"he", "xavier", "lecun"} or callable
@@ -63,7 +65,8 @@ class Linear(Module):
     seed : int, optional
         Seed of the initialiser; ``None`` draws fresh entropy.
 
-    Backward, with δ = ∂L/∂z: ∂L/∂W = δᵀ x, ∂L/∂b = Σₙ δₙ, ∂L/∂x = δ W.
+    Backward, with δ = ∂L/∂z: ∂L/∂W = δᵀ x, ∂L/∂b = Σ δ (both summed over every leading
+    axis, as one GEMM over all positions), ∂L/∂x = δ W.
     """
 
     def __init__(
