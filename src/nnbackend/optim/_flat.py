@@ -51,7 +51,6 @@ __all__ = [
     "PathStats",
     "Run",
     "build_groups",
-    "count_key",
     "is_trainable",
 ]
 
@@ -91,11 +90,6 @@ def is_trainable(p: Parameter) -> bool:
     """Whether an optimizer may move ``p`` (``Parameter.requires_grad``; the hot loops read the
     attribute directly)."""
     return p.requires_grad
-
-
-def count_key(count: Any) -> Any:
-    """A step count as a key: the int, or a 0-d device count's identity (never read)."""
-    return count if count.__class__ is int else -1 - id(count)
 
 
 @dataclass
@@ -177,13 +171,13 @@ class FlatGroup:
         self.param_group = param_group
         self.indices = [i for i, _ in ordered]
         self.slots = [s for _, s in ordered]
-        self._members = ordered
         self.key = group_key(ordered)
         # Adjacent members (the next starts where the chunk's padding after this one ends) are
         # as far apart in the flat state as in the arena, so a run of the arena is a run of
         # the state; the others are packed (at aligned offsets too).
         self._adjacent = [False] + [b.start == chunk.padded(a.stop)
                                     for a, b in zip(self.slots, self.slots[1:], strict=False)]
+        self._loop = list(zip(self.indices, self.slots, self._adjacent, strict=True))
         self.contiguous = all(self._adjacent[1:])
         self.offsets: list[int] = [0] * len(self.slots)
         for k in range(1, len(self.slots)):
@@ -219,28 +213,28 @@ class FlatGroup:
         in ``fallbacks``.
         """
         out: list[Run] = []
-        first = -1
-        key: Any = None
-        count: Any = 0
-        sig = _EMPTY
+        first = -1  # the current run's first member (-1: none open)
+        count: Any = None  # its step count
+        sig = _EMPTY  # its state names
         names = self._names
         expected = len(names) + 1
         views = self._views
-        adjacent = self._adjacent
         xp = self.xp
-        for k, (i, slot) in enumerate(self._members):
+        k = -1
+        for i, slot, adjacent in self._loop:
+            k += 1
             p = params[i]
             if p.slot is not slot or p.data is not slot.data:
                 return None
             grad = p.grad
-            if grad is None or not p.requires_grad:
-                if grad is None and p.requires_grad:
-                    stats.skipped += 1
-                if first >= 0:
-                    out.append((first, k, count, sig))
-                    first = -1
-                continue
-            if grad is not slot.grad:
+            if grad is not slot.grad or not p.requires_grad:
+                if grad is None or not p.requires_grad:  # skipped, or frozen: in no run
+                    if grad is None and p.requires_grad:
+                        stats.skipped += 1
+                    if first >= 0:
+                        out.append((first, k, count, sig))
+                        first = -1
+                    continue
                 if not fits(grad, slot.grad, xp):
                     fallbacks.append(Fallback("grad_assigned", i))
                     if first >= 0:
@@ -254,28 +248,29 @@ class FlatGroup:
                 stats.copied_grads += 1
             st = states[i]
             n = len(st)
-            if n == 0:
-                here = _EMPTY
-            elif n == expected:
+            if n == expected:
+                here = names
                 for name, member_views in views:
                     if st.get(name) is not member_views[k]:
                         here = self._adopt(k, p, st, check)
                         names, expected, views = self._names, len(self._names) + 1, self._views
                         break
-                else:
-                    here = names
+            elif n == 0:
+                here = _EMPTY
             else:
                 here = self._adopt(k, p, st, check)
                 names, expected, views = self._names, len(self._names) + 1, self._views
             c = st.get("step", 0)
-            ck = (count_key(c), here)
-            if first >= 0 and (ck != key or not adjacent[k]):
+            if first >= 0:
+                # One run: adjacent, the same state names and the same count (an int, or one
+                # shared 0-d device count: told apart by identity, never read).
+                if adjacent and here is sig and (c is count or (
+                        c.__class__ is int and count.__class__ is int and c == count)):
+                    continue
                 out.append((first, k, count, sig))
-                first = -1
-            if first < 0:
-                first, key, count, sig = k, ck, c, here
+            first, count, sig = k, c, here
         if first >= 0:
-            out.append((first, len(self._members), count, sig))
+            out.append((first, len(self._loop), count, sig))
         return out
 
     def apply(self, run: Run, count: Any, update: Callable[..., Array],
@@ -284,12 +279,10 @@ class FlatGroup:
         step count ``count`` (this update included), and give them their new step count and
         views of any state the rule created."""
         first, stop, _, names = run
-        whole = first == 0 and stop == len(self.slots) and self._full is not None
-        if whole:
-            assert self._full is not None
-            data, grad = self._full
-            sliced = {name: self.state[name] for name in names}
-            lo = hi = 0
+        if first == 0 and stop == len(self.slots) and self._full is not None:
+            data, grad = self._full  # the whole group: views made once
+            lo = hi = -1
+            sliced = self.state if names is self._names else {n: self.state[n] for n in names}
         else:
             a, b = self.slots[first].start, self.slots[stop - 1].stop
             lo = self.offsets[first]
@@ -300,19 +293,27 @@ class FlatGroup:
         out = update(data, grad, held, count, self.xp, hyper)
         if out is not data:  # a rule that returns a new array instead of updating in place
             data[...] = out
+        if held:
+            self._store(held, sliced, first, stop, lo, hi, states)
+        for i in self.indices if lo < 0 else self.indices[first:stop]:
+            states[i]["step"] = count
+
+    def _store(self, held: dict[str, Array], sliced: Mapping[str, Array], first: int, stop: int,
+               lo: int, hi: int, states: Sequence[dict[str, Any]]) -> None:
+        """Put the state the rule returned where it belongs: new state (first step, AMSGrad
+        turned on) into the flat state, with views for the run's members; a rebound array
+        copied back."""
         for name, value in held.items():
             target = sliced.get(name)
-            if target is None:  # state the rule created for these members (first step, ...)
+            if target is None:  # state the rule created for these members
                 if name not in self.state:
                     self._add_name(name)
-                target = self.state[name] if whole else self.state[name][lo:hi]
+                target = self.state[name] if lo < 0 else self.state[name][lo:hi]
                 member_views = self.state_views[name]
                 for k in range(first, stop):
                     states[self.indices[k]][name] = member_views[k]
             if value is not target:
                 target[...] = value
-        for k in range(first, stop):
-            states[self.indices[k]]["step"] = count
 
     # ---------------------------------------------------------------- state layout
 

@@ -28,19 +28,24 @@ dict's ``hyperparameters`` and ``param_groups``, the checkpoint metadata and ``r
 
 Conventions every optimizer follows:
 
-* On backends with views (NumPy, CuPy, PyTorch) the parameters, their gradients and the state
-  live in one flat buffer per namespace, device, dtype and parameter group (see
-  :mod:`nnbackend.optim._flat`): creating an optimizer rebinds each ``Parameter.data`` to a view
-  of it, and a step is a constant number of array calls per group however many parameter
-  tensors there are. Elsewhere, and whenever the flat layout no longer holds, the same update
-  runs per parameter (the reference path). Which path ran is counted in
+* On backends with views (NumPy, CuPy, PyTorch) the parameters and their gradients live in an
+  arena (:mod:`nnbackend.layers.arena`: one flat data and one flat gradient buffer per
+  namespace, device and dtype, ``Parameter.data`` a view of the first) that every optimizer
+  over them shares: creating an optimizer packs the parameters that are in no arena yet (in
+  its order, each parameter group contiguous) and finds the others where they are. Each
+  optimizer keeps its state in flat arrays of its own, aligned to its parameters' ranges, and
+  a step is a constant number of array calls per run of adjacent parameters (one run per
+  group and chunk while every parameter has a gradient) however many parameter tensors there
+  are (see :mod:`nnbackend.optim._flat`). Elsewhere, and for a parameter that left the arena,
+  the same update runs per parameter (the reference path). Which path ran is counted in
   ``optimizer.path_stats``; leaving the flat path warns once per reason
   (:class:`~nnbackend.optim.FlatFallbackWarning`).
 
-* Parameters whose ``.grad`` is None are skipped (their state and step count do not move).
-* Frozen parameters (``requires_grad=False``) are never moved, not even by weight decay: they
-  are left out of the flat buffers (a parameter frozen or unfrozen later is taken out or put
-  back once, at the next step, without a fallback) and skipped by the per-parameter path.
+* Parameters whose ``.grad`` is None are skipped, as in PyTorch (their state and step count do
+  not move); the others stay on the flat path, in the runs around them.
+* Frozen parameters (``requires_grad=False``) are never moved, not even by weight decay: no run
+  covers them and the per-parameter path skips them. One frozen when the optimizer is created
+  is not packed (no gradient buffer for a frozen backbone), and is packed once unfrozen.
 * State arrays are allocated once, lazily on the first step that sees a gradient, with the
   parameter's shape, dtype and device. They are updated through augmented assignment, which is
   in place on NumPy, CuPy, PyTorch and array-api-strict and rebinds on immutable arrays (JAX); the
@@ -187,9 +192,10 @@ class Optimizer:
     *args, **hyperparameters
         The hyperparameters (see the subclass); the first may be given by position.
     flat : bool
-        Pack parameters, gradients and state into one flat buffer per device, dtype and group
+        Step the parameters in their arena's flat buffers (packing those in no arena yet)
         where the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant
-        number of array calls; False keeps the per-parameter reference path.
+        number of array calls per run; False keeps the per-parameter reference path (and
+        packs nothing).
 
     Attributes
     ----------
@@ -210,8 +216,9 @@ class Optimizer:
         error names the groups when they differ); assigning sets it in every group and in
         ``defaults``. ``lr`` may be changed between steps (by the user or a schedule).
     path_stats : PathStats
-        How the steps ran: group steps on the flat path, those that fell back to the
-        per-parameter path (by reason), and the parameters never packed (by reason).
+        How the steps ran: group steps and runs on the flat path, parameters skipped without a
+        gradient, those stepped on their own although in the arena (by reason), and the
+        parameters never packed (by reason).
     """
 
     HYPERPARAMETERS: ClassVar[tuple[Hyperparameter, ...]] = ()
@@ -439,8 +446,8 @@ class Optimizer:
         where = f"{type(self).__name__}: param_groups[{group.index}]"
         if key == "params":
             msg = (
-                f"{where}: 'params' cannot be replaced (the parameters are packed into the "
-                "optimizer's buffers); add parameters with add_param_group"
+                f"{where}: 'params' cannot be replaced (the optimizer's flat state is laid out "
+                "for its parameters); add parameters with add_param_group"
             )
             raise TypeError(msg)
         if key not in group.settings:
@@ -481,17 +488,19 @@ class Optimizer:
         stats = self.path_stats
         groups = self.param_groups
         advanced: dict[int, tuple[Array, Array]] = {}  # id(0-d count) -> (it, it + 1)
-        done: set[int] = set()
+        updated = 0
         for group, runs in plans:
             if not runs:
                 continue
             hyper = groups[group.param_group].settings
             for run in runs:
                 group.apply(run, _advance(run[2], advanced), self._update, hyper, self.state)
-                done.update(group.indices[run[0]:run[1]])
+                updated += run[1] - run[0]
             stats.flat += 1
             stats.runs += len(runs)
-        if len(done) < len(self.params):
+        if updated < len(self.params):
+            done = {i for group, runs in plans for first, stop, _, _ in runs
+                    for i in group.indices[first:stop]}
             for i, p, grad, st, xp in self._with_grads(skip=done):
                 self._check_state_placement(p, st, xp)
                 st["step"] = _advance(st.get("step", 0), advanced)
