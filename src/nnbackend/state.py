@@ -213,12 +213,13 @@ def load_training_state(
         else:
             stray.append(key)
     model_part = by_part["model"]
+    names = model.state_dict().keys()
     gens = _generators(model, where=where)
-    missing = [f"model/{n}" for n in model.state_dict() if n not in model_part]
-    missing += [f"rng/{k}/counter" for k, _ in gens if f"{k}/counter" not in by_part["rng"]]
-    unexpected = stray + [f"rng/{k}" for k in by_part["rng"]
-                          if k not in {f"{g}/counter" for g, _ in gens}]
-    unexpected += [f"model/{n}" for n in model_part if n not in model.state_dict()]
+    counter_keys = {f"{g}/counter" for g, _ in gens}
+    missing = [f"model/{n}" for n in names if n not in model_part]
+    missing += [f"rng/{k}" for k in counter_keys if k not in by_part["rng"]]
+    unexpected = stray + [f"rng/{k}" for k in by_part["rng"] if k not in counter_keys]
+    unexpected += [f"model/{n}" for n in model_part if n not in names]
     optim_plan = None
     if optimizer is None:
         unexpected += [f"optim/{k}" for k in by_part["optim"]]
@@ -323,9 +324,9 @@ def _scalar_backend(model: Module, *, where: str) -> Backend:
     if ref is None:
         msg = f"{where}: device_scalars needs a model with parameters or buffers (a device)"
         raise ValueError(msg)
-    be = _backend_of(ref)
+    be = backend_of(ref)
     for other in arrays:
-        if _backend_of(other) != be:
+        if backend_of(other) != be:
             msg = (
                 f"{where}: device_scalars puts the per-step values on the model's device, but "
                 f"the model's arrays are {describe_placement(ref)} and "
@@ -333,10 +334,6 @@ def _scalar_backend(model: Module, *, where: str) -> Backend:
             )
             raise ValueError(msg)
     return be
-
-
-def _backend_of(x: Array) -> Backend:
-    return backend_of(x)
 
 
 def _scalar_float(be: Backend) -> Any:
@@ -675,7 +672,7 @@ def _state_array(value: Any, p: Parameter, *, what: str) -> Any:
 
 def _onto(value: Any, ref: Array) -> Array:
     """A copy of ``value`` on ``ref``'s namespace and device."""
-    be = _backend_of(ref)
+    be = backend_of(ref)
     if _is_on(value, be):
         return be.xp.asarray(value, copy=True)
     return be.asarray(value, copy=True)
