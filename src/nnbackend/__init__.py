@@ -6,7 +6,7 @@ chosen by a backend flag (see :func:`get_backend`).
 
 __version__ = "0.1.0"  # first: submodules (checkpoint) read it
 
-from . import checkpoint, data, datasets, functional, init, optim, random, train
+from . import checkpoint, data, datasets, functional, init, optim, random, state, train
 from ._gradcheck import GradcheckReport, gradcheck, numerical_gradient
 from .backend import (
     Backend,
@@ -109,6 +109,7 @@ __all__ = [
     "optim",
     "predict",
     "random",
+    "state",
     "to_numpy",
     "train",
     "train_test_split",
