@@ -32,6 +32,8 @@ through the parameters alone. When an optimizer finds one of its parameter group
 several runs of a chunk (the arena was laid out by someone else in another order: AdamW's
 weights and biases interleaved in module order), it re-lays the chunk out once in its own order
 (:meth:`Arena.relayout`; other optimizers rebuild their layout at their next step, a few copies).
+Packing and re-laying out rebind ``p.data`` to new views, as creating an optimizer always did:
+hold parameters, not their ``.data``, across the creation of an optimizer.
 
 Semantics
 ---------
@@ -98,7 +100,17 @@ from ..backend import dtype_name, supports_views
 if TYPE_CHECKING:
     from .module import Module, Parameter
 
-__all__ = ["Arena", "ArenaStats", "Chunk", "Slot", "fits", "live_slot", "module_arena"]
+__all__ = [
+    "ALIGN_BYTES",
+    "Arena",
+    "ArenaStats",
+    "Chunk",
+    "Slot",
+    "fits",
+    "live_slot",
+    "module_arena",
+    "report_no_views",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -394,16 +406,22 @@ def live_slot(p: Parameter) -> Slot | None:
 def _unpackable(p: Parameter, xp: Namespace) -> str | None:
     """Why ``p`` cannot be packed now, or None."""
     if not supports_views(xp):
-        name = library_of(xp).name
-        if name not in _LOGGED_LIBRARIES:
-            _LOGGED_LIBRARIES.add(name)
-            _log.info(
-                "nnbackend: %s arrays have no mutable views: parameters stay separate arrays "
-                "and optimizers step them one at a time (the per-parameter path)", name)
+        report_no_views(xp)
         return "no_views"
     if not p.requires_grad:
         return "frozen"
     return None
+
+
+def report_no_views(xp: Namespace) -> None:
+    """Log, once per library, that its parameters take the per-parameter path by design (the
+    namespace has no mutable views: nothing can be packed)."""
+    name = library_of(xp).name
+    if name not in _LOGGED_LIBRARIES:
+        _LOGGED_LIBRARIES.add(name)
+        _log.info(
+            "nnbackend: %s arrays have no mutable views: parameters stay separate arrays and "
+            "optimizers step them one at a time (the per-parameter path)", name)
 
 
 def module_arena(module: Module) -> Arena:

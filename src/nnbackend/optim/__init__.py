@@ -1,12 +1,14 @@
 """Optimizers, learning-rate schedules and gradient clipping.
 
 Each optimizer's update rule is a plain Array API function (``sgd_update``, ``adam_update``,
-``rmsprop_update``) that the optimizer class calls once per parameter or flat buffer; the
-classes add hyperparameter validation, parameter groups (PyTorch's list of dicts), lazily
-allocated per-parameter state and state dicts. Every optimizer and schedule declares its
-settings once, as a tuple of :class:`Hyperparameter` (name, default, check): that list makes
-the constructor, the checks, the state dict and ``repr``. A new optimizer subclasses
-:class:`Optimizer` with its ``HYPERPARAMETERS`` and an update rule, and writes no ``__init__``.
+``rmsprop_update``) that the optimizer class calls once per parameter, or once per run of
+parameters in their arena (:mod:`nnbackend.layers.arena`, shared by every optimizer and
+:func:`clip_grad_norm`); the classes add hyperparameter validation, parameter groups
+(PyTorch's list of dicts), lazily allocated per-parameter state and state dicts. Every
+optimizer and schedule declares its settings once, as a tuple of :class:`Hyperparameter`
+(name, default, check): that list makes the constructor, the checks, the state dict and
+``repr``. A new optimizer subclasses :class:`Optimizer` with its ``HYPERPARAMETERS`` and an
+update rule, and writes no ``__init__``.
 """
 
 from ._flat import FlatFallbackWarning, PathStats

@@ -77,7 +77,7 @@ from .._checks import (
 )
 from .._typing import Array, Namespace
 from ..backend import backend_of, dtype_name, supports_views, to_numpy
-from ..layers.arena import Arena, live_slot
+from ..layers.arena import Arena, live_slot, report_no_views
 from ..layers.module import Module, Parameter
 from ._flat import (
     FALLBACK_REASONS,
@@ -315,8 +315,9 @@ class Optimizer:
             p = self.params[i]
             if not self._flat:
                 self.path_stats.unpacked["flat=False"] += 1
-            elif not supports_views(namespace_of(p.data)):
+            elif not supports_views(xp := namespace_of(p.data)):
                 self.path_stats.unpacked["no_views"] += 1
+                report_no_views(xp)  # the design there, logged once per library
             elif not is_trainable(p) and live_slot(p) is None:
                 self.path_stats.unpacked["frozen"] += 1
                 self._frozen_out.append(i)
