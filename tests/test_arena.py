@@ -127,6 +127,18 @@ def test_no_views_is_reported_once_per_library(case: Case, caplog: pytest.LogCap
         assert opt.path_stats.unpacked == {"no_views": 6}
 
 
+def test_what_cannot_be_packed_is_named() -> None:
+    layer = nb.Linear(3, 2, seed=0, backend="numpy", dtype="float64")
+    layer.bias.requires_grad = False
+    layer.index = nb.Parameter(np.arange(3), "index")  # not floating: no flat buffer takes it
+    arena = layer.arena()
+    assert arena.unpacked == {"frozen": 1, "not_floating": 1}
+    assert arena.parameters() == [layer.weight]
+    layer.bias.requires_grad = True  # packed by the next call, in a chunk of its own
+    assert layer.arena().parameters() == [layer.weight, layer.bias] and len(arena) == 2
+    assert arena.unpacked == {"not_floating": 1}
+
+
 def test_optimizers_and_the_model_find_one_arena(case: Case) -> None:
     """An optimizer given the parameters packs them (no arena yet) or finds theirs; the model's
     arena is then that one, and a second optimizer's groups view the same chunk."""

@@ -353,7 +353,7 @@ class Arena:
     @property
     def unpacked(self) -> Counter[str]:
         """Parameters offered to :meth:`add` and not packed, by reason: ``"no_views"`` (their
-        namespace has none: array-api-strict, JAX) or ``"frozen"``."""
+        namespace has none: array-api-strict, JAX), ``"frozen"`` or ``"not_floating"``."""
         return Counter(reason for p, reason in self._unpacked.values() if live_slot(p) is None)
 
     def parameters(self) -> list[Parameter]:
@@ -408,6 +408,8 @@ def _unpackable(p: Parameter, xp: Namespace) -> str | None:
     if not supports_views(xp):
         report_no_views(xp)
         return "no_views"
+    if not xp.isdtype(p.data.dtype, "real floating"):
+        return "not_floating"  # optimizers refuse them; a flat buffer has one floating dtype
     if not p.requires_grad:
         return "frozen"
     return None

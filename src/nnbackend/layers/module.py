@@ -91,7 +91,7 @@ class Parameter:
     ----------
     data : array
         The value; owned by the library (optimizers update it in place where the backend allows,
-        and may rebind it to a view of their flat buffer).
+        and the arena packing it rebinds it to a view of its flat buffer).
     grad : array or None
         ∂L/∂data accumulated by backward passes since the last ``zero_grad``; same shape, dtype
         and device as ``data``.
@@ -145,7 +145,7 @@ class Parameter:
         """grad ← grad + g (the first contribution after ``zero_grad`` is taken as is).
 
         With a ``grad_buffer``, the first contribution is copied into it, so that gradients
-        live in the optimizer's flat buffer; ``grad`` is never kept by reference then. A frozen
+        live in the arena's flat buffer; ``grad`` is never kept by reference then. A frozen
         parameter (``requires_grad=False``) takes nothing.
         """
         if not self.requires_grad:

@@ -137,9 +137,10 @@ class Adam(Optimizer):
         λ ≥ 0: λ θ added to the gradient (L2 regularisation, which the moments then rescale).
     amsgrad : bool
     flat : bool
-        Pack parameters, gradients and state into one flat buffer per device, dtype and group
+        Step the parameters in their arena's flat buffers (packing those in no arena yet)
         where the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant
-        number of array calls per group; False keeps the per-parameter reference path.
+        number of array calls per run of parameters; False keeps the per-parameter reference
+        path.
 
     The settings are declared once, in ``HYPERPARAMETERS``. State per parameter: ``"step"``,
     ``"m"``, ``"v"`` and with AMSGrad ``"vmax"`` (each the shape of θ).

@@ -107,9 +107,10 @@ class SGD(Optimizer):
     weight_decay : float
         λ ≥ 0: L2 penalty (λ/2)‖θ‖² added to the loss, i.e. λ θ added to the gradient.
     flat : bool
-        Pack parameters, gradients and state into one flat buffer per device, dtype and group
+        Step the parameters in their arena's flat buffers (packing those in no arena yet)
         where the backend has views (NumPy, CuPy, PyTorch), so that a step costs a constant
-        number of array calls per group; False keeps the per-parameter reference path.
+        number of array calls per run of parameters; False keeps the per-parameter reference
+        path.
 
     The settings are declared once, in ``HYPERPARAMETERS`` (``nesterov`` needs momentum, in
     every group). State per parameter: ``"step"`` and, with momentum, ``"velocity"`` (v, shape
