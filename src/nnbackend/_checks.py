@@ -116,18 +116,18 @@ def describe_placement(x: Array) -> str:
     return f"{name} on {device(x)!r}"
 
 
-def check_array(x: object, *, where: str, what: str) -> Namespace:
-    """Return the namespace of ``x``; raise TypeError naming ``where`` if it is not an array
+def check_array(x: object, *, caller: str, what: str) -> Namespace:
+    """Return the namespace of ``x``; raise TypeError naming ``caller`` if it is not an array
     (or is a PyTorch tensor recording an autograd graph: nnbackend computes gradients itself)."""
     xp = _NAMESPACE_BY_TYPE.get(type(x))
     if xp is None:
         if not is_array_api_obj(x):
-            msg = f"{where}: {what} must be an array, got {type(x).__name__}"
+            msg = f"{caller}: {what} must be an array, got {type(x).__name__}"
             raise TypeError(msg)
         xp = namespace_of(x)
     if type(x) in _AUTOGRAD_TYPES and x.requires_grad:  # type: ignore[attr-defined]
         msg = (
-            f"{where}: {what} is a PyTorch tensor that requires grad; nnbackend computes "
+            f"{caller}: {what} is a PyTorch tensor that requires grad; nnbackend computes "
             "gradients itself, pass it with .detach()"
         )
         raise TypeError(msg)
@@ -155,49 +155,49 @@ def check_int(value: Any, *, what: str, minimum: int = 0) -> int:
     return number
 
 
-def check_number(value: Any, *, where: str, name: str) -> float:
+def check_number(value: Any, *, caller: str, name: str) -> float:
     """A finite real Python number as a float; arrays and bools are rejected."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = f"{where}: {name} must be a real Python number, got {value!r}"
+        msg = f"{caller}: {name} must be a real Python number, got {value!r}"
         raise TypeError(msg)
     out = float(value)
     if not math.isfinite(out):
-        msg = f"{where}: {name} must be finite, got {value!r}"
+        msg = f"{caller}: {name} must be finite, got {value!r}"
         raise ValueError(msg)
     return out
 
 
-def check_nonnegative(value: Any, *, where: str, name: str) -> float:
+def check_nonnegative(value: Any, *, caller: str, name: str) -> float:
     """A finite real number ≥ 0."""
-    out = check_number(value, where=where, name=name)
+    out = check_number(value, caller=caller, name=name)
     if out < 0.0:
-        msg = f"{where}: {name} must be >= 0, got {value!r}"
+        msg = f"{caller}: {name} must be >= 0, got {value!r}"
         raise ValueError(msg)
     return out
 
 
-def check_positive(value: Any, *, where: str, name: str) -> float:
+def check_positive(value: Any, *, caller: str, name: str) -> float:
     """A finite real number > 0."""
-    out = check_number(value, where=where, name=name)
+    out = check_number(value, caller=caller, name=name)
     if out <= 0.0:
-        msg = f"{where}: {name} must be > 0, got {value!r}"
+        msg = f"{caller}: {name} must be > 0, got {value!r}"
         raise ValueError(msg)
     return out
 
 
-def check_fraction(value: Any, *, where: str, name: str) -> float:
+def check_fraction(value: Any, *, caller: str, name: str) -> float:
     """A real number in [0, 1) (a decay rate: 1 would never forget, above 1 diverges)."""
-    out = check_number(value, where=where, name=name)
+    out = check_number(value, caller=caller, name=name)
     if not 0.0 <= out < 1.0:
-        msg = f"{where}: {name} must lie in [0, 1), got {value!r}"
+        msg = f"{caller}: {name} must lie in [0, 1), got {value!r}"
         raise ValueError(msg)
     return out
 
 
-def check_flag(value: Any, *, where: str, name: str) -> bool:
+def check_flag(value: Any, *, caller: str, name: str) -> bool:
     """A Python bool."""
     if not isinstance(value, bool):
-        msg = f"{where}: {name} must be True or False, got {value!r}"
+        msg = f"{caller}: {name} must be True or False, got {value!r}"
         raise TypeError(msg)
     return value
 
@@ -209,20 +209,20 @@ def name_mismatch(missing: list[str], unexpected: list[str]) -> str:
     )
 
 
-def check_floating(x: Array, xp: Namespace, *, where: str, what: str) -> None:
+def check_floating(x: Array, xp: Namespace, *, caller: str, what: str) -> None:
     """Raise TypeError unless ``x`` has a real floating dtype."""
     if not is_floating(x.dtype, xp):
-        msg = f"{where}: {what} must have a floating dtype (float32 or float64), got {x.dtype}"
+        msg = f"{caller}: {what} must have a floating dtype (float32 or float64), got {x.dtype}"
         raise TypeError(msg)
 
 
 def check_same_placement(
-    x: Array, xp: Namespace, ref: Array, ref_xp: Namespace, *, where: str, what: str, ref_what: str
+    x: Array, xp: Namespace, ref: Array, ref_xp: Namespace, *, caller: str, what: str, ref_what: str
 ) -> None:
     """Raise ValueError unless ``x`` and ``ref`` share a namespace and a device."""
     if xp is not ref_xp or not same_device(x, ref, xp):
         msg = (
-            f"{where}: {what} is {describe_placement(x)} but {ref_what} is "
+            f"{caller}: {what} is {describe_placement(x)} but {ref_what} is "
             f"{describe_placement(ref)}; move it with backend.asarray(...) or model.to(...)"
         )
         raise ValueError(msg)

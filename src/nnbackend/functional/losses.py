@@ -151,10 +151,10 @@ def cross_entropy(
     gradient become NaN, which training's non-finite-loss check reports.
     """
     where = "cross_entropy"
-    xp = check_array(logits, where=where, what="logits")
-    check_floating(logits, xp, where=where, what="logits")
-    check_same_placement(target, check_array(target, where=where, what="target"), logits, xp,
-                         where=where, what="target", ref_what="logits")
+    xp = check_array(logits, caller=where, what="logits")
+    check_floating(logits, xp, caller=where, what="logits")
+    check_same_placement(target, check_array(target, caller=where, what="target"), logits, xp,
+                         caller=where, what="target", ref_what="logits")
     check_reduction(reduction, where)
     label_smoothing = check_label_smoothing(label_smoothing, where)
     shape = tuple(logits.shape)
@@ -187,7 +187,7 @@ def cross_entropy(
             loss = xp.where(xp.all(valid), loss, xp.nan)
             grad = xp.where(_with_class_axis(valid, axis, xp), grad, xp.nan)
     else:
-        check_floating(target, xp, where=where, what="target")
+        check_floating(target, xp, caller=where, what="target")
         if tuple(target.shape) != shape:
             msg = (
                 f"{where}: probability targets must have the logits' shape {shape}, got "
@@ -320,12 +320,12 @@ def _check_host_labels(labels: Array, classes: int, xp: Namespace, *, where: str
 
 
 def _check_pair(prediction: Array, target: Array, *, where: str, reduction: str) -> Namespace:
-    xp = check_array(prediction, where=where, what="prediction")
-    check_array(target, where=where, what="target")
-    check_floating(prediction, xp, where=where, what="prediction")
-    check_same_placement(target, namespace_of(target), prediction, xp, where=where,
+    xp = check_array(prediction, caller=where, what="prediction")
+    check_array(target, caller=where, what="target")
+    check_floating(prediction, xp, caller=where, what="prediction")
+    check_same_placement(target, namespace_of(target), prediction, xp, caller=where,
                          what="target", ref_what="prediction")
-    check_floating(target, xp, where=where, what="target")
+    check_floating(target, xp, caller=where, what="target")
     if tuple(prediction.shape) != tuple(target.shape):
         msg = (
             f"{where}: prediction has shape {tuple(prediction.shape)} but target has shape "

@@ -311,8 +311,8 @@ class Module:
             if xp is not None:
                 return xp
         where = self._where()
-        xp = check_array(x, where=where, what="input")
-        check_floating(x, xp, where=where, what="input")
+        xp = check_array(x, caller=where, what="input")
+        check_floating(x, xp, caller=where, what="input")
         if ref is not None:
             _check_matches_parameters(x, xp, ref, where=where)
         return xp
@@ -323,7 +323,7 @@ class Module:
         for i, x in enumerate(xs):
             if x is None:
                 continue
-            here = check_array(x, where=where, what=f"input {i}")
+            here = check_array(x, caller=where, what=f"input {i}")
             if first is None:
                 first, xp = x, here
             elif here is not xp or not same_device(x, first, xp):
@@ -731,7 +731,7 @@ def _check_gradient_tuple(dy: Any, y: tuple[Any, ...], where: str) -> None:
 
 def _explain_bad_gradient(dy: Any, y: Array, where: str) -> None:
     """Raise the error that says how ∂L/∂y fails to match the output y."""
-    check_array(dy, where=where, what="the gradient dy")
+    check_array(dy, caller=where, what="the gradient dy")
     if tuple(dy.shape) != tuple(y.shape):
         msg = f"{where}: gradient dy has shape {tuple(dy.shape)}, output y has {tuple(y.shape)}"
         raise ValueError(msg)

@@ -169,22 +169,22 @@ def bind(spec: Sequence[Hyperparameter], args: tuple[Any, ...], kwargs: Mapping[
 
 def nonnegative(value: Any, where: str, name: str) -> float:
     """A finite real number ≥ 0 (a learning rate, a weight decay)."""
-    return check_nonnegative(value, where=where, name=name)
+    return check_nonnegative(value, caller=where, name=name)
 
 
 def positive(value: Any, where: str, name: str) -> float:
     """A finite real number > 0 (an ε, a decay factor γ)."""
-    return check_positive(value, where=where, name=name)
+    return check_positive(value, caller=where, name=name)
 
 
 def fraction(value: Any, where: str, name: str) -> float:
     """A real number in [0, 1) (a decay rate: 1 would never forget, above 1 diverges)."""
-    return check_fraction(value, where=where, name=name)
+    return check_fraction(value, caller=where, name=name)
 
 
 def flag(value: Any, where: str, name: str) -> bool:
     """A Python bool."""
-    return check_flag(value, where=where, name=name)
+    return check_flag(value, caller=where, name=name)
 
 
 def pair_of_fractions(value: Any, where: str, name: str) -> tuple[float, float]:
@@ -211,7 +211,7 @@ def positive_int(value: Any, where: str, name: str) -> int:
 
 def unit_interval(value: Any, where: str, name: str) -> float:
     """A real number in [0, 1] (a start factor)."""
-    out = check_number(value, where=where, name=name)
+    out = check_number(value, caller=where, name=name)
     if not 0.0 <= out <= 1.0:
         msg = f"{where}: {name} must lie in [0, 1], got {value!r}"
         raise ValueError(msg)
@@ -220,7 +220,7 @@ def unit_interval(value: Any, where: str, name: str) -> float:
 
 def open_unit_interval(value: Any, where: str, name: str) -> float:
     """A real number in (0, 1) (a reduction factor: 0 would stop training, 1 do nothing)."""
-    out = check_number(value, where=where, name=name)
+    out = check_number(value, caller=where, name=name)
     if not 0.0 < out < 1.0:
         msg = f"{where}: {name} must lie in (0, 1), got {value!r}"
         raise ValueError(msg)

@@ -71,8 +71,8 @@ def clip_grad_norm(parameters: Any, max_norm: float, *, eps: float = 1e-6) -> Ar
     if isinstance(max_norm, int | float) and math.isinf(max_norm) and max_norm > 0:
         bound = math.inf
     else:
-        bound = check_nonnegative(max_norm, where=where, name="max_norm")
-    eps = check_positive(eps, where=where, name="eps")
+        bound = check_nonnegative(max_norm, caller=where, name="max_norm")
+    eps = check_positive(eps, caller=where, name="eps")
 
     grads, owners, loose = _gradient_arrays(params)
     if not grads:

@@ -923,7 +923,7 @@ def _collect_parameters(params: Any, *, where: str, label: str, seen: dict[int, 
             )
             raise ValueError(msg)
         here[id(p)] = k
-        check_floating(p.data, namespace_of(p.data), where=where, what=repr(p))
+        check_floating(p.data, namespace_of(p.data), caller=where, what=repr(p))
         out.append(p)
     return out
 

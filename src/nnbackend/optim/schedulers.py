@@ -638,7 +638,7 @@ def _check_optimizer(optimizer: Any, *, where: str) -> None:
         )
         raise TypeError(msg)
     for i, g in enumerate(groups):
-        check_nonnegative(g["lr"], where=where, name=f"the optimizer's param_groups[{i}]['lr']")
+        check_nonnegative(g["lr"], caller=where, name=f"the optimizer's param_groups[{i}]['lr']")
 
 
 def _common(values: Sequence[float], *, where: str, what: str, instead: str) -> float:
