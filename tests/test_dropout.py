@@ -157,11 +157,11 @@ def test_no_host_reads(case: Any, rng: Any) -> None:
 
 
 @pytest.mark.parametrize(("p", "error", "match"), [
-    (1.5, ValueError, "p must be in \\[0, 1\\]"),
-    (-0.1, ValueError, "p must be in \\[0, 1\\]"),
-    (float("nan"), ValueError, "p must be in \\[0, 1\\]"),
-    (True, TypeError, "p must be a float"),
-    ("0.5", TypeError, "p must be a float"),
+    (1.5, ValueError, "p must lie in \\[0, 1\\]"),
+    (-0.1, ValueError, "p must lie in \\[0, 1\\]"),
+    (float("nan"), ValueError, "p must lie in \\[0, 1\\]"),
+    (True, TypeError, "p must be a real number"),
+    ("0.5", TypeError, "p must be a real number"),
 ])
 def test_bad_p(p: Any, error: type, match: str) -> None:
     x = np.ones(3, dtype=np.float32)

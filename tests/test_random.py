@@ -398,9 +398,9 @@ def test_bad_configuration(kwargs: dict[str, Any], error: type, match: str) -> N
 def test_bad_draw_arguments() -> None:
     be = nb.get_backend("numpy")
     gen = Generator(0)
-    with pytest.raises(ValueError, match="keep_prob must be in"):
+    with pytest.raises(ValueError, match="keep_prob must lie in"):
         gen.bernoulli_mask(3, 1.5, backend=be)
-    with pytest.raises(ValueError, match="keep_prob must be in"):
+    with pytest.raises(ValueError, match="keep_prob must lie in"):
         gen.bernoulli_mask(3, float("nan"), backend=be)
     with pytest.raises(TypeError, match="keep_prob"):
         gen.bernoulli_mask(3, True, backend=be)

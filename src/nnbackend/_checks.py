@@ -23,6 +23,7 @@ __all__ = [
     "check_nonnegative",
     "check_number",
     "check_positive",
+    "check_probability",
     "check_same_placement",
     "describe_placement",
     "device_of",
@@ -192,6 +193,20 @@ def check_fraction(value: Any, *, caller: str, name: str) -> float:
         msg = f"{caller}: {name} must lie in [0, 1), got {value!r}"
         raise ValueError(msg)
     return out
+
+
+def check_probability(value: Any, *, caller: str, name: str) -> float:
+    """A real number in [0, 1] as a float: TypeError for a non-number (a string, a bool, an
+    array), ValueError outside the range (NaN too), each naming ``caller``, ``name``, the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = (f"{caller}: {name} must be a real number in [0, 1], got {value!r} "
+               f"of type {type(value).__name__}")
+        raise TypeError(msg)
+    probability = float(value)
+    if not 0.0 <= probability <= 1.0:  # also refuses NaN
+        msg = f"{caller}: {name} must lie in [0, 1], got {value!r}"
+        raise ValueError(msg)
+    return probability
 
 
 def check_flag(value: Any, *, caller: str, name: str) -> bool:

@@ -113,6 +113,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from ._checks import check_probability
 from ._libraries import library_of, to_host
 from ._typing import Array, Device, Namespace
 from .backend import Backend, get_backend
@@ -264,17 +265,6 @@ def _shape(shape: Any) -> tuple[tuple[int, ...], int]:
         msg = f"Generator: one draw holds at most 2**31 values, shape {dims} has {n}"
         raise ValueError(msg)
     return dims, n
-
-
-def _probability(q: Any, name: str) -> float:
-    if isinstance(q, bool) or not isinstance(q, int | float | np.integer | np.floating):
-        msg = f"{name} must be a Python float in [0, 1], got {q!r} of type {type(q).__name__}"
-        raise TypeError(msg)
-    prob = float(q)
-    if not 0.0 <= prob <= 1.0:  # NaN fails too
-        msg = f"{name} must be in [0, 1], got {prob}"
-        raise ValueError(msg)
-    return prob
 
 
 def _target(backend: Any, xp: Namespace | None, device: Device) -> Backend:
@@ -458,7 +448,7 @@ class Generator:
         Exact for q = 0 and 1 (all False, all True), within 2.4·10⁻¹⁰ of q otherwise; one draw
         in every case, so later draws do not depend on q.
         """
-        q = _probability(keep_prob, "Generator.bernoulli_mask: keep_prob")
+        q = check_probability(keep_prob, caller="Generator.bernoulli_mask", name="keep_prob")
         target = _target(backend, xp, device)
         dims, n = _shape(shape)
         c32 = self._advance()

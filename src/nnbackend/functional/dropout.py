@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array_api_compat
 
+from .._checks import check_probability
 from .._native import masked
 from .._typing import Array, Namespace
 from ..random import Generator
@@ -29,14 +30,8 @@ __all__ = ["dropout", "dropout_backward"]
 
 
 def _check_p(p: object, where: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, int | float):
-        msg = f"{where}: p must be a float in [0, 1], got {p!r} of type {type(p).__name__}"
-        raise TypeError(msg)
-    p = float(p)
-    if not 0.0 <= p <= 1.0:  # NaN fails too
-        msg = f"{where}: p must be in [0, 1] (the probability of dropping), got {p}"
-        raise ValueError(msg)
-    return p
+    """p, the probability of zeroing an element, as a float in [0, 1]."""
+    return check_probability(p, caller=where, name="p")
 
 
 def dropout(

@@ -30,6 +30,7 @@ from typing import Any
 from .._checks import (
     check_array,
     check_floating,
+    check_probability,
     check_same_placement,
     device_of,
     dtype_kind,
@@ -360,17 +361,8 @@ def check_reduction(reduction: Any, where: str) -> str:
 
 
 def check_label_smoothing(value: Any, where: str) -> float:
-    """``value`` as a float ε ∈ [0, 1]; TypeError for a non-number (a string, a bool, an
-    array), ValueError outside the range, each naming ``where`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = (f"{where}: label_smoothing must be a real number in [0, 1], got {value!r} "
-               f"of type {type(value).__name__}")
-        raise TypeError(msg)
-    smoothing = float(value)
-    if not 0.0 <= smoothing <= 1.0:  # also refuses NaN
-        msg = f"{where}: label_smoothing must lie in [0, 1], got {value!r}"
-        raise ValueError(msg)
-    return smoothing
+    """``value`` as a float ε ∈ [0, 1] (see :func:`nnbackend._checks.check_probability`)."""
+    return check_probability(value, caller=where, name="label_smoothing")
 
 
 _CLASS_RANGES: dict[tuple[int, int, int, Any, Any], Array] = {}
