@@ -182,12 +182,15 @@ class Context:
     Contexts are immutable and cached (two per namespace): ``Context.of(xp, input_grad)``.
     """
 
-    __slots__ = ("input_grad", "xp")
+    __slots__ = ("input_grad", "wanting_input_grad", "xp")
     _cache: ClassVar[dict[tuple[int, bool], Context]] = {}
 
     def __init__(self, xp: Namespace, input_grad: bool) -> None:
         self.xp = xp
         self.input_grad = input_grad
+        self.wanting_input_grad: Context = self
+        """The same context with ``input_grad`` True (what a container gives the layers after
+        its first: their ∂L/∂x feeds the layer before)."""
 
     @classmethod
     def of(cls, xp: Namespace, input_grad: bool) -> Context:
@@ -195,7 +198,10 @@ class Context:
         cached context holds ``xp``, so its id cannot be reused by another namespace)."""
         ctx = cls._cache.get((id(xp), input_grad))
         if ctx is None:
-            ctx = cls._cache[(id(xp), input_grad)] = cls(xp, input_grad)
+            wanting, skipping = cls(xp, True), cls(xp, False)
+            skipping.wanting_input_grad = wanting
+            cls._cache[(id(xp), True)], cls._cache[(id(xp), False)] = wanting, skipping
+            ctx = wanting if input_grad else skipping
         return ctx
 
     def with_input_grad(self, input_grad: bool) -> Context:
@@ -286,7 +292,10 @@ class Module:
             Compute ∂L/∂x in the backward pass; when False, ``backprop`` returns None and skips
             that work (the gradients of the parameters are still accumulated).
         """
-        xp = self._validate(x)
+        ref = self._reference_array()
+        xp = None if ref is None else matching_namespace(x, ref)
+        if xp is None:
+            xp = self._validate(x)
         ctx = _CONTEXTS.get((id(xp), input_grad)) or Context.of(xp, input_grad)
         self.check_input(x, ctx)
         y, backprop = self.forward_pass(x, ctx)
@@ -295,7 +304,10 @@ class Module:
     def __call__(self, x: Any) -> Any:
         """Inference: y = f(x), retaining nothing for a backward pass (the mode still decides
         what dropout and batch normalisation do, as in PyTorch)."""
-        xp = self._validate(x)
+        ref = self._reference_array()
+        xp = None if ref is None else matching_namespace(x, ref)
+        if xp is None:
+            xp = self._validate(x)
         ctx = _CONTEXTS.get((id(xp), False)) or Context.of(xp, False)
         self.check_input(x, ctx)
         return self.infer(x, ctx)

@@ -43,6 +43,12 @@ class Sequential(Module):
             (i for i, layer in enumerate(self.layers) if layer._reference_array() is not None),
             len(self.layers),
         )
+        # The boundary check goes to the first trainable layer, which knows the expected input,
+        # unless a layer before it may change the width (declares out_features, as a Parallel
+        # concatenation of activations does). Decided once: every forward asks.
+        index = self._first_trainable
+        self._checks_input = index if index < len(self.layers) and not any(
+            hasattr(layer, "out_features") for layer in self.layers[:index]) else None
         # Leading layers run by inference when ∂L/∂x is not wanted: up to the first trainable
         # layer, and never past a layer that behaves differently in training (its inference
         # must not stand in for its training forward in a mode it was not written for).
@@ -87,12 +93,8 @@ class Sequential(Module):
         return "Sequential"
 
     def check_input(self, x: Array, ctx: Context) -> None:
-        index = self._first_trainable
-        # It knows the expected input, unless a layer before it may change the width (declares
-        # out_features, as a Parallel concatenation of activations does).
-        if index < len(self.layers) and not any(
-            hasattr(layer, "out_features") for layer in self.layers[:index]
-        ):
+        index = self._checks_input
+        if index is not None:
             try:
                 self.layers[index].check_input(x, ctx)
             except InputShapeError as err:
@@ -116,7 +118,7 @@ class Sequential(Module):
     def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         layers, start, i = self.layers, 0, 0
         backprops = []
-        inner = ctx.with_input_grad(True)
+        inner = ctx.wanting_input_grad
         try:
             if not ctx.input_grad:  # leading layers need no backward pass when nothing before
                 start = self._shortcut  # them is trained: their outputs only
