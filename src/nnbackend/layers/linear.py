@@ -107,7 +107,8 @@ class Linear(Module):
         return f"{self.in_features}→{self.out_features}" + ("" if self.bias else ", bias=False")
 
     def check_input(self, x: Array, ctx: Context) -> None:
-        self._check_width(x)
+        if not x.ndim or x.shape[-1] != self.in_features:  # _check_width, without a call
+            raise InputShapeError(repr(self), self.in_features, tuple(x.shape))
 
     def _check_width(self, x: Array) -> None:
         """Raise :class:`InputShapeError` unless x has shape (..., in_features), any rank >= 1.

@@ -43,12 +43,6 @@ class Sequential(Module):
             (i for i, layer in enumerate(self.layers) if layer._reference_array() is not None),
             len(self.layers),
         )
-        # The boundary check goes to the first trainable layer, which knows the expected input,
-        # unless a layer before it may change the width (declares out_features, as a Parallel
-        # concatenation of activations does). Decided once: every forward asks.
-        index = self._first_trainable
-        self._checks_input = index if index < len(self.layers) and not any(
-            hasattr(layer, "out_features") for layer in self.layers[:index]) else None
         # Leading layers run by inference when ∂L/∂x is not wanted: up to the first trainable
         # layer, and never past a layer that behaves differently in training (its inference
         # must not stand in for its training forward in a mode it was not written for).
@@ -91,15 +85,6 @@ class Sequential(Module):
 
     def _where(self) -> str:
         return "Sequential"
-
-    def check_input(self, x: Array, ctx: Context) -> None:
-        index = self._checks_input
-        if index is not None:
-            try:
-                self.layers[index].check_input(x, ctx)
-            except InputShapeError as err:
-                err.inside(type(self).__name__, index)
-                raise
 
     def forward(self, x: Array, *, input_grad: bool = False) -> tuple[Array, Backprop]:
         """Training forward; ``backprop(dy)`` returns ∂L/∂x only when ``input_grad`` is True."""
