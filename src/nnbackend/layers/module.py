@@ -676,10 +676,8 @@ def _check_entry(where: str, name: str, value: Any, ref: Array) -> None:
 
 def _check_same_values(where: str, alias: str, value: Any, primary: str, ref: Any) -> None:
     """A tied parameter's two entries must agree (a host comparison, at load time only)."""
-    import numpy as np  # the host edge: comparing two loaded entries
-
-    a, b = to_numpy(value), to_numpy(ref)
-    if a.shape != b.shape or not np.array_equal(a, b):
+    a, b = to_numpy(value), to_numpy(ref)  # host copies: the comparison is at the I/O edge
+    if a.shape != b.shape or not bool((a == b).all()):
         msg = (f"{where}: {alias!r} and {primary!r} are one (tied) parameter, but the state "
                "dict gives them different values")
         raise ValueError(msg)
