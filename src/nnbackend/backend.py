@@ -178,6 +178,11 @@ class Backend:
             host = np.array(host, copy=True)  # torch refuses negative strides, warns on read-only
         return self.xp.asarray(host, device=self.device, copy=copy)
 
+    def holds(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend's namespace on its device (a JAX array
+        traced by ``jax.jit``, which has no device, counts as here)."""
+        return _is_array_of(x, self)
+
     def zeros(self, shape: tuple[int, ...], *, dtype: Any = None) -> Array:
         """Zeros of ``shape`` on this backend's device (float32 unless ``dtype`` says otherwise)."""
         return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)

@@ -359,24 +359,6 @@ def _copied(value: Array) -> Array:
     return namespace_of(value).asarray(value, copy=True)
 
 
-def _is_on(value: Any, be: Backend) -> bool:
-    """Whether ``value`` is an array of ``be``'s namespace on its device (a traced JAX array,
-    which has no device, counts as there)."""
-    if isinstance(value, int | float | np.generic) or not array_api_compat.is_array_api_obj(
-        value
-    ):
-        return False
-    if be.name == "numpy":
-        return isinstance(value, np.ndarray)
-    try:
-        if array_api_compat.array_namespace(value) is not be.xp:
-            return False
-        dev = array_api_compat.device(value)
-    except TypeError:
-        return False
-    return dev is None or bool(dev == be.device)
-
-
 def _host_number(value: Any, *, what: str, integer: bool) -> Any:
     """A per-step value as a Python int or float (a device array is read once)."""
     if isinstance(value, bool):
@@ -406,7 +388,7 @@ def _host_number(value: Any, *, what: str, integer: bool) -> Any:
 def _device_scalar(value: Any, be: Backend, *, what: str, kind: str, dtype: Any) -> Array | None:
     """``value`` kept as it is when it is a 0-d array of ``kind`` on ``be``, unread; None for
     anything else, and for NumPy arrays, whose values are checked on the host (free there)."""
-    if isinstance(value, np.ndarray) or not _is_on(value, be):
+    if isinstance(value, np.ndarray) or not be.holds(value):
         return None
     if tuple(value.shape) != ():
         msg = f"{what} must be a 0-d array, got shape {tuple(value.shape)}"
@@ -427,7 +409,7 @@ def _counter_out(gen: Generator, target: Backend | None) -> Array:
     counter = gen.counter
     if target is None:
         return np.asarray(gen.state()["counter"], dtype=np.int64)
-    if not isinstance(counter, int) and _is_on(counter, target):
+    if not isinstance(counter, int) and target.holds(counter):
         return counter
     return _on_device(_as_int32(gen.state()["counter"]), target, target.xp.int32)
 
@@ -489,7 +471,7 @@ class _Scalars:
         if target is None:
             value = count if isinstance(count, int) else int(to_numpy(count))
             out = np.asarray(value, dtype=np.int64)
-        elif not isinstance(count, int) and _is_on(count, target):
+        elif not isinstance(count, int) and target.holds(count):
             out = count
         else:
             value = count if isinstance(count, int) else int(to_numpy(count))
@@ -505,7 +487,7 @@ class _Scalars:
         if target is None:
             return np.asarray(lr if isinstance(lr, float) else float(to_numpy(lr)),
                               dtype=np.float64)
-        if not isinstance(lr, int | float) and _is_on(lr, target):
+        if not isinstance(lr, int | float) and target.holds(lr):
             return lr
         value = lr if isinstance(lr, int | float) else float(to_numpy(lr))
         return _on_device(value, target, _scalar_float(target))
@@ -673,7 +655,7 @@ def _state_array(value: Any, p: Parameter, *, what: str) -> Any:
 def _onto(value: Any, ref: Array) -> Array:
     """A copy of ``value`` on ``ref``'s namespace and device."""
     be = backend_of(ref)
-    if _is_on(value, be):
+    if be.holds(value):
         return be.xp.asarray(value, copy=True)
     return be.asarray(value, copy=True)
 
