@@ -662,7 +662,7 @@ def _setitem(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], No
     ("edit", "error", "match"),
     [
         (_setitem(("type",), "SGD"), ValueError, r"saved by 'SGD', not 'Adam'"),
-        (lambda sd: sd["state"].pop(), ValueError, r"holds 5 parameter states.* 6 parameters"),
+        (lambda sd: sd["state"].pop(), ValueError, r"has 5 parameter states.* 6 parameters"),
         (_setitem(("state", 0, "m"), np.zeros((7, 4))), ValueError,
          r"state 0 'm' has shape \(7, 4\).* has \(7, 5\)"),
         (_setitem(("state", 1, "v"), np.zeros(7, np.float32)), TypeError,

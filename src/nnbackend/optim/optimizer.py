@@ -662,16 +662,8 @@ class Optimizer:
             raise ValueError(msg)
         defaults = self._checked_hyperparameters(state_dict["hyperparameters"], where=where)
         groups = self._checked_groups(state_dict.get("param_groups"), defaults, where=where)
-        entries = state_dict["state"]
-        if isinstance(entries, Mapping | str) or not isinstance(entries, Sequence):
-            msg = f"{where}: 'state' must be a list, got {type(entries).__name__}"
-            raise TypeError(msg)
-        if len(entries) != len(self.params):
-            msg = (
-                f"{where}: the state dict holds {len(entries)} parameter states, the optimizer "
-                f"has {len(self.params)} parameters"
-            )
-            raise ValueError(msg)
+        entries = _one_per(state_dict["state"], len(self.params), where=where, key="state",
+                           noun="parameter states", own="parameters")
         expected = [self._expected_state(values) for values in groups]
         checked = [
             self._checked_entry(i, p, entry, expected[self._group_of[i]], where=where)
@@ -728,15 +720,8 @@ class Optimizer:
                 )
                 raise ValueError(msg)
             return [self._checked(defaults, where=type(self).__name__, complete=True)]
-        if isinstance(saved, Mapping | str) or not isinstance(saved, Sequence):
-            msg = f"{where}: 'param_groups' must be a list, got {type(saved).__name__}"
-            raise TypeError(msg)
-        if len(saved) != len(self.param_groups):
-            msg = (
-                f"{where}: the state dict has {len(saved)} parameter groups, the optimizer has "
-                f"{len(self.param_groups)}"
-            )
-            raise ValueError(msg)
+        saved = _one_per(saved, len(self.param_groups), where=where, key="param_groups",
+                         noun="parameter groups", own="")
         out, start = [], 0
         for g, entry in zip(self.param_groups, saved, strict=True):
             label = f"{where}: param_groups[{g.index}]"
@@ -961,3 +946,15 @@ def _host_copy(value: Any) -> Any:
         return value
     return to_numpy(value).copy()  # to_numpy may share memory with the state (NumPy, torch CPU)
 
+
+def _one_per(value: Any, count: int, *, where: str, key: str, noun: str, own: str) -> Sequence[Any]:
+    """``value``, a state dict's list of ``count`` entries (one per parameter or group):
+    TypeError for another type, ValueError for another length, naming both counts."""
+    if isinstance(value, Mapping | str) or not isinstance(value, Sequence):
+        msg = f"{where}: {key!r} must be a list, got {type(value).__name__}"
+        raise TypeError(msg)
+    if len(value) != count:
+        msg = (f"{where}: the state dict has {len(value)} {noun}, the optimizer has {count}"
+               + (f" {own}" if own else ""))
+        raise ValueError(msg)
+    return value
