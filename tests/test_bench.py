@@ -37,7 +37,8 @@ def cupy_usable() -> bool:
 # ------------------------------------------------------------------------ package layout
 
 # the order of the package docstring's table: each module imports only modules above it
-MODULES = ("counting", "specs", "floor", "timing", "workloads", "calls", "plot", "report")
+MODULES = ("counting", "specs", "convspecs", "floor", "convfloor", "timing", "workloads",
+           "convworkloads", "memory", "calls", "plot", "report")
 
 
 def test_the_package_reexports_exactly_its_modules_public_names() -> None:
@@ -439,9 +440,10 @@ def test_run_cli_takes_the_commands_comma_separated_string() -> None:
     ("backends", "sizes", "message"),
     [
         ("numpy,tensorflow", "tiny", "unknown backend 'tensorflow' in --backends; choose from "
-                                     "numpy, cupy, torch, gpulike, numpy-handwritten"),
+                                     "numpy, cupy, torch, gpulike, numpy-handwritten, "
+                                     "nnbackend-torch, jax, all"),
         ("numpy", "small,huge", "unknown size 'huge' in --sizes; choose from small, medium, "
-                                "large"),
+                                "large, lenet, resblock"),
         ("", "small", "--backends names no backend"),
         ("numpy", " , ", "--sizes names no size"),
     ],

@@ -229,9 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="compare training throughput across backends")
     bench.set_defaults(_parser=bench)
     bench.add_argument("--backends", default="numpy,cupy,torch",
-                       help="comma-separated: numpy, cupy, torch, gpulike, numpy-handwritten")
+                       help="comma-separated: numpy, cupy, torch, gpulike, numpy-handwritten, "
+                            "nnbackend-torch, jax, all")
     bench.add_argument("--sizes", default="small,medium,large",
-                       help="comma-separated MLP sizes: small, medium, large")
+                       help="comma-separated: MLP sizes small, medium, large; convolutional "
+                            "networks lenet, resblock")
     bench.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     bench.add_argument("--plot", type=Path, default=None,
                        help="draw throughput against batch size, in the format the suffix "
@@ -810,7 +812,7 @@ def _blas_threads() -> list[str]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import resolve_names, run_cli
+    from .bench import resolve_names, restart_without_openblas_env, run_cli
 
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
     sizes = [name.strip() for name in args.sizes.split(",") if name.strip()]
@@ -822,6 +824,8 @@ def _bench(args: argparse.Namespace) -> int:
         _check_output("--json", args.json, replaces=False)
     if args.plot is not None:
         _check_plot("--plot", args.plot)
+    if sys.argv[1:2] == ["bench"]:  # the command itself, not main([...]) inside a program
+        restart_without_openblas_env(sys.argv[1:])
     status: int = run_cli(backends, sizes, args.json, args.plot)
     return status
 

@@ -89,9 +89,39 @@ ratios
 from __future__ import annotations
 
 from .calls import CallCount, count_calls
+from .convfloor import NumpyLeNet, NumpyResBlock
+from .convspecs import (
+    CONV_SIZES,
+    CONV_WORKLOADS,
+    DROPOUT_P,
+    ConvShape,
+    ConvSpec,
+    build_conv_model,
+    conv_parameters,
+    make_conv_data,
+)
+from .convworkloads import (
+    GEMM_NAMES,
+    TORCH_GEMM_OPS,
+    MatmulTimer,
+    build_conv_workload,
+    build_torch_conv_model,
+    conv_gemm_seconds,
+    torch_threads,
+)
 from .counting import CountedArray, CountingNamespace
-from .floor import NumpyMLP
-from .report import GemmTimes, Row, format_table, make_row, resolve_names, run, run_cli
+from .floor import NumpyMLP, flat_adam_update
+from .memory import MemoryResult, peak_rss_growth
+from .report import (
+    GemmTimes,
+    Row,
+    format_table,
+    make_row,
+    resolve_names,
+    restart_without_openblas_env,
+    run,
+    run_cli,
+)
 from .specs import (
     ADAM_LR,
     SGD_LR,
@@ -102,7 +132,16 @@ from .specs import (
     host_parameters,
     make_data,
 )
-from .timing import Timing, machine_info, measure, thread_info
+from .timing import (
+    OPENBLAS_ENV,
+    Timing,
+    blas_kernel,
+    machine_info,
+    measure,
+    openblas_env,
+    thread_info,
+    without_openblas_env,
+)
 from .workloads import (
     TARGETS,
     Target,
@@ -115,34 +154,59 @@ from .workloads import (
 
 __all__ = [
     "ADAM_LR",
+    "CONV_SIZES",
+    "CONV_WORKLOADS",
+    "DROPOUT_P",
+    "GEMM_NAMES",
+    "OPENBLAS_ENV",
     "SGD_LR",
     "SIZES",
     "TARGETS",
+    "TORCH_GEMM_OPS",
     "WORKLOADS",
     "CallCount",
+    "ConvShape",
+    "ConvSpec",
     "CountedArray",
     "CountingNamespace",
     "GemmTimes",
     "MLPSpec",
+    "MatmulTimer",
+    "MemoryResult",
+    "NumpyLeNet",
     "NumpyMLP",
+    "NumpyResBlock",
     "Row",
     "Target",
     "Timing",
     "Workload",
+    "blas_kernel",
+    "build_conv_model",
+    "build_conv_workload",
     "build_model",
+    "build_torch_conv_model",
     "build_torch_model",
     "build_workload",
+    "conv_gemm_seconds",
+    "conv_parameters",
     "count_calls",
+    "flat_adam_update",
     "format_table",
     "gemm_workload",
     "get_target",
     "host_parameters",
     "machine_info",
+    "make_conv_data",
     "make_data",
     "make_row",
     "measure",
+    "openblas_env",
+    "peak_rss_growth",
     "resolve_names",
+    "restart_without_openblas_env",
     "run",
     "run_cli",
     "thread_info",
+    "torch_threads",
+    "without_openblas_env",
 ]

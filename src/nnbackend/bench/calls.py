@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_backend
+from .convspecs import ConvSpec
+from .convworkloads import build_conv_workload
 from .counting import CountingNamespace
 from .specs import MLPSpec
-from .workloads import Target, build_workload
+from .workloads import Target, Workload, build_workload
 
 __all__ = ["CallCount", "count_calls"]
 
@@ -26,8 +28,8 @@ class CallCount:
     unit: str
 
 
-def count_calls(target: Target, spec: MLPSpec, workload: str, *, batch: int | None = None,
-                seed: int = 0) -> CallCount | None:
+def count_calls(target: Target, spec: MLPSpec | ConvSpec, workload: str, *,
+                batch: int | None = None, seed: int = 0) -> CallCount | None:
     """Count the calls of one step of ``workload`` (after two warm-up steps).
 
     nnbackend: calls through its Array API namespace and operators on its arrays (unit
@@ -35,13 +37,17 @@ def count_calls(target: Target, spec: MLPSpec, workload: str, *, batch: int | No
     both with :class:`CountingNamespace`. torch: ATen operators dispatched, the autograd
     backward included (``"aten"``).
 
-    Returns None for nnbackend on CuPy (and on the GPU-like test device, which takes CuPy's
-    paths), without running it: the library's native fast paths pass the arrays to CuPy's own
-    functions, which (unlike NumPy's) accept CuPy arrays only, not the counting proxies.
+    Returns None, without running anything, for nnbackend on other libraries than NumPy (CuPy,
+    and the GPU-like test device, which takes CuPy's paths: the library's native fast paths
+    pass the arrays to CuPy's own functions, which accept CuPy arrays only, not the counting
+    proxies; PyTorch and JAX likewise) and for the convolutional floor (it calls NumPy on its
+    own buffers, not through a namespace).
     """
     if target.impl == "torch":
         return _count_torch(target, spec, workload, batch=batch, seed=seed)
-    if target.impl == "nnbackend" and target.backend in ("cupy", "gpulike"):
+    if target.impl == "nnbackend" and target.backend != "numpy":
+        return None
+    if target.impl == "floor" and isinstance(spec, ConvSpec):
         return None
     if target.impl == "nnbackend":
         namespace = CountingNamespace(get_backend(target.backend).xp)
@@ -49,7 +55,7 @@ def count_calls(target: Target, spec: MLPSpec, workload: str, *, batch: int | No
     else:
         namespace = CountingNamespace(np)
         unit = "numpy"
-    wl = build_workload(target, spec, workload, batch=batch, seed=seed, namespace=namespace)
+    wl = _build(target, spec, workload, batch=batch, seed=seed, namespace=namespace)
     wl()
     wl()
     namespace.reset()
@@ -57,7 +63,16 @@ def count_calls(target: Target, spec: MLPSpec, workload: str, *, batch: int | No
     return CallCount(namespace.calls, dict(sorted(namespace.counts.items())), unit)
 
 
-def _count_torch(target: Target, spec: MLPSpec, workload: str, *, batch: int | None,
+def _build(target: Target, spec: MLPSpec | ConvSpec, workload: str, *, batch: int | None,
+           seed: int, namespace: CountingNamespace | None = None) -> Workload:
+    """The workload of an MLP or a convolutional network."""
+    if isinstance(spec, ConvSpec):
+        return build_conv_workload(target, spec, workload, batch=batch, seed=seed,
+                                   namespace=namespace)
+    return build_workload(target, spec, workload, batch=batch, seed=seed, namespace=namespace)
+
+
+def _count_torch(target: Target, spec: MLPSpec | ConvSpec, workload: str, *, batch: int | None,
                  seed: int) -> CallCount:
     """ATen operators of one torch step, through a TorchDispatchMode."""
     dispatch_mode: Any = importlib.import_module("torch.utils._python_dispatch").TorchDispatchMode
@@ -71,7 +86,7 @@ def _count_torch(target: Target, spec: MLPSpec, workload: str, *, batch: int | N
                 counts[name] += 1
             return func(*args, **(kwargs or {}))
 
-    wl = build_workload(target, spec, workload, batch=batch, seed=seed)
+    wl = _build(target, spec, workload, batch=batch, seed=seed)
     wl()
     wl()
     with _Counting():

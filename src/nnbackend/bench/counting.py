@@ -9,8 +9,9 @@ is counted by name. :func:`nnbackend.bench.count_calls` uses it to count one ben
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
@@ -69,11 +70,19 @@ class CountingNamespace:
     ----------
     xp : namespace
         The namespace to count (``array_api_compat.numpy``, ``numpy``, ...).
+    timed : iterable of str
+        Names (as counted: ``"matmul"``, ``"__matmul__"``, ``"np.matmul"``) whose calls are
+        also timed with ``time.perf_counter``, around the wrapped call only (the proxies'
+        unwrapping and wrapping included, a microsecond or so): how the benchmarks measure
+        the time a step spends in its matrix products. Meaningful for libraries that compute
+        synchronously (NumPy).
 
     Attributes
     ----------
     counts : collections.Counter
         Calls by name since the last :meth:`reset`.
+    seconds : dict of str to float
+        Seconds spent in the ``timed`` calls, by name, since the last :meth:`reset`.
 
     Examples
     --------
@@ -84,12 +93,15 @@ class CountingNamespace:
     3
     """
 
-    def __init__(self, xp: Any, *, _counts: Counter[str] | None = None,
+    def __init__(self, xp: Any, *, timed: Iterable[str] = (),
+                 _counts: Counter[str] | None = None, _seconds: dict[str, float] | None = None,
                  _prefix: str = "") -> None:
         self._xp = xp
         self._prefix = _prefix
         self._wrappers: dict[str, Any] = {}
+        self._timed = frozenset(timed)
         self.counts: Counter[str] = Counter() if _counts is None else _counts
+        self.seconds: dict[str, float] = {} if _seconds is None else _seconds
         # the wrapped namespace's name: name-based tests (array_api_compat.is_numpy_namespace)
         # must choose the same code path as for the real namespace
         self.__name__: str = getattr(xp, "__name__", type(xp).__name__)
@@ -100,8 +112,19 @@ class CountingNamespace:
         return sum(self.counts.values())
 
     def reset(self) -> None:
-        """Set every count back to zero."""
+        """Set every count (and time) back to zero."""
         self.counts.clear()
+        self.seconds.clear()
+
+    def _count(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
+        """Count a call named ``name`` and make it (timed when ``name`` is)."""
+        self.counts[name] += 1
+        if name not in self._timed:
+            return function(*args)
+        start = time.perf_counter()
+        result = function(*args)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        return result
 
     def wrap(self, value: Any) -> Any:
         """Wrap an array (or the arrays in a tuple or list) so its operations are counted."""
@@ -129,7 +152,8 @@ class CountingNamespace:
             return wrapper
         value = getattr(self._xp, name)
         if isinstance(value, ModuleType):
-            wrapper = CountingNamespace(value, _counts=self.counts,
+            wrapper = CountingNamespace(value, timed=self._timed, _counts=self.counts,
+                                        _seconds=self.seconds,
                                         _prefix=f"{self._prefix}{name}.")
         elif callable(value) and not isinstance(value, type):
             wrapper = _CountingFunction(self, f"{self._prefix}{name}", value)
@@ -165,8 +189,8 @@ class _CountingFunction:
         self.__doc__ = getattr(function, "__doc__", None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self._ns.counts[self.__name__] += 1
-        return self._ns._call_native(self._function, args, kwargs)
+        return self._ns._count(self.__name__, self._ns._call_native, self._function, args,
+                               kwargs)
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._function, name)
@@ -203,12 +227,12 @@ class CountedArray:
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         name = f"{ufunc.__name__}" if method == "__call__" else f"{ufunc.__name__}.{method}"
-        self._ns.counts[f"np.{name}"] += 1
-        return self._ns._call_native(getattr(ufunc, method), inputs, kwargs)
+        return self._ns._count(f"np.{name}", self._ns._call_native, getattr(ufunc, method),
+                               inputs, kwargs)
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
-        self._ns.counts[f"np.{func.__name__}"] += 1
-        return self._ns._call_native(func, args, kwargs)
+        return self._ns._count(f"np.{func.__name__}", self._ns._call_native, func, args,
+                               kwargs)
 
     def __array_namespace__(self, *, api_version: str | None = None) -> CountingNamespace:
         return self._ns
@@ -278,8 +302,7 @@ def _counted_operator(name: str, *, inplace: bool) -> Callable[..., Any]:
     """A special method of :class:`CountedArray` that counts and delegates ``name``."""
 
     def operator(self: CountedArray, *args: Any) -> Any:
-        self._ns.counts[name] += 1
-        result = getattr(self._a, name)(*_unwrap(args))
+        result = self._ns._count(name, getattr(self._a, name), *_unwrap(args))
         if result is NotImplemented:
             return result
         if inplace and result is self._a:

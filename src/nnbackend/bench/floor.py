@@ -11,7 +11,7 @@ import numpy as np
 
 from .specs import ADAM_LR, SGD_LR
 
-__all__ = ["NumpyMLP"]
+__all__ = ["NumpyMLP", "flat_adam_update"]
 
 
 @dataclass
@@ -212,18 +212,28 @@ class NumpyMLP:
 
     def _adam_step(self, m: Any, v: Any, tmp: Any) -> None:
         """The Adam update of the flat parameters from the flat gradient (class docstring)."""
-        xp, (beta1, beta2), g = self.xp, self.betas, self._grad
         self._step += 1
-        t = self._step
-        k = math.sqrt((1.0 - beta2) / (1.0 - beta2**t))
-        step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1**t) * k)
-        m *= beta1
-        m += g
-        xp.multiply(g, g, out=tmp)
-        v *= beta2
-        v += tmp
-        xp.sqrt(v, out=tmp)
-        tmp += self.eps / k
-        xp.divide(m, tmp, out=tmp)
-        tmp *= step_size
-        self._theta -= tmp
+        flat_adam_update(self._theta, self._grad, m, v, tmp, step=self._step, lr=self.lr,
+                         betas=self.betas, eps=self.eps, xp=self.xp)
+
+
+def flat_adam_update(theta: Any, grad: Any, m: Any, v: Any, tmp: Any, *, step: int, lr: float,
+                     betas: tuple[float, float], eps: float, xp: Any = np) -> None:
+    """One Adam update of a flat parameter buffer in place, with scaled moments.
+
+    ``m`` and ``v`` hold m̄ = m / (1 − β1) and v̄ = v / (1 − β2) (see :class:`NumpyMLP`),
+    ``tmp`` is scratch of the same shape, ``step`` is t ≥ 1: nine passes, no temporaries.
+    """
+    beta1, beta2 = betas
+    k = math.sqrt((1.0 - beta2) / (1.0 - beta2**step))
+    step_size = lr * (1.0 - beta1) / ((1.0 - beta1**step) * k)
+    m *= beta1
+    m += grad
+    xp.multiply(grad, grad, out=tmp)
+    v *= beta2
+    v += tmp
+    xp.sqrt(v, out=tmp)
+    tmp += eps / k
+    xp.divide(m, tmp, out=tmp)
+    tmp *= step_size
+    theta -= tmp

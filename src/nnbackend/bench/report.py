@@ -14,6 +14,9 @@ import numpy as np
 
 from ..backend import BackendUnavailableError
 from .calls import CallCount, count_calls
+from .convspecs import _PUBLIC_CONV_SIZES, CONV_SIZES, ConvSpec
+from .convworkloads import build_conv_workload, conv_gemm_seconds
+from .memory import peak_rss_growth
 from .plot import _PLOT_BATCHES, _figure_class, _plot_throughput
 from .specs import (
     _PUBLIC_SIZES,
@@ -24,7 +27,7 @@ from .specs import (
     MLPSpec,
     _check_workload,
 )
-from .timing import machine_info, measure, thread_info
+from .timing import machine_info, measure, openblas_env, thread_info, without_openblas_env
 from .workloads import TARGETS, Target, build_workload, gemm_workload, get_target
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "format_table",
     "make_row",
     "resolve_names",
+    "restart_without_openblas_env",
     "run",
     "run_cli",
 ]
@@ -42,11 +46,16 @@ _BACKEND_NAMES: dict[str, tuple[str, ...]] = {
     "cupy": ("nnbackend-cupy",),
     "gpulike": ("nnbackend-gpulike",),
     "torch": ("torch-cpu", "torch-cuda"),
+    "nnbackend-torch": ("nnbackend-torch",),
+    "jax": ("nnbackend-jax",),
     "numpy-handwritten": ("floor",),
     "handwritten": ("floor",),
     "floor": ("floor",),
+    "all": TARGETS,
 }
-_PUBLIC_BACKENDS = "numpy, cupy, torch, gpulike, numpy-handwritten"
+_PUBLIC_BACKENDS = "numpy, cupy, torch, gpulike, numpy-handwritten, nnbackend-torch, jax, all"
+_PUBLIC_ALL_SIZES = (*_PUBLIC_SIZES, *_PUBLIC_CONV_SIZES)
+Spec = MLPSpec | ConvSpec
 
 
 
@@ -76,6 +85,9 @@ class Row:
     vs_torch: float | None = None
     vs_floor: float | None = None
     calls_by_name: dict[str, int] = field(default_factory=dict)
+    gemm_method: str | None = None
+    peak_rss_bytes: int | None = None
+    rss_vs_torch: float | None = None
 
     def extra_info(self) -> dict[str, Any]:
         """The row as pytest-benchmark ``extra_info`` (with the thread settings)."""
@@ -84,10 +96,14 @@ class Row:
         return info
 
 
-def make_row(target: Target, spec: MLPSpec, workload: str, *, batch: int | None,
-             seconds: float, gemm_seconds: float | None, calls: CallCount | None) -> Row:
-    """Assemble a :class:`Row` from a step time, its products' time and its call count."""
+def make_row(target: Target, spec: Spec, workload: str, *, batch: int | None,
+             seconds: float, gemm_seconds: float | None, calls: CallCount | None,
+             gemm_method: str | None = None, peak_rss_bytes: int | None = None) -> Row:
+    """Assemble a :class:`Row` from a step time, its products' time and its call count (and,
+    for the convolutional networks, how the products were timed and the peak memory)."""
     batch = batch or spec.batch
+    if gemm_method is None and gemm_seconds is not None:
+        gemm_method = "isolated"
     return Row(
         size=spec.name, widths=spec.label, batch=batch, workload=workload, target=target.name,
         impl=target.impl, backend=target.backend, device=target.device, seconds=seconds,
@@ -97,6 +113,7 @@ def make_row(target: Target, spec: MLPSpec, workload: str, *, batch: int | None,
         array_calls=None if calls is None else calls.total,
         calls_unit=None if calls is None else calls.unit,
         calls_by_name={} if calls is None else calls.by_name,
+        gemm_method=gemm_method, peak_rss_bytes=peak_rss_bytes,
     )
 
 
@@ -113,7 +130,8 @@ def _fmt_time(seconds: float) -> str:
 
 _COLUMNS = (("size", "<", 6), ("workload", "<", 10), ("target", "<", 15), ("device", "<", 6),
             ("µs/step", ">", 9), ("samples/s", ">", 11), ("GFLOP/s", ">", 8),
-            ("×torch", ">", 6), ("×floor", ">", 6), ("GEMM%", ">", 5), ("calls/step", ">", 10))
+            ("×torch", ">", 6), ("×floor", ">", 6), ("GEMM%", ">", 5), ("peak MiB", ">", 8),
+            ("mem/torch", ">", 9), ("calls/step", ">", 10))
 
 
 def _cells(row: Row) -> list[str]:
@@ -125,7 +143,8 @@ def _cells(row: Row) -> list[str]:
             f"{row.samples_per_s:,.0f}", f"{row.gflops:.2f}", _fmt(row.vs_torch, ".2f", "×"),
             _fmt(row.vs_floor, ".2f", "×"),
             _fmt(None if row.gemm_fraction is None else 100 * row.gemm_fraction, ".0f", "%"),
-            calls]
+            _fmt(None if row.peak_rss_bytes is None else row.peak_rss_bytes / 2**20, ".1f"),
+            _fmt(row.rss_vs_torch, ".2f", "×"), calls]
 
 
 def format_table(rows: Iterable[Row]) -> str:
@@ -146,8 +165,11 @@ def format_table(rows: Iterable[Row]) -> str:
 _LEGEND = """\
 ×torch, ×floor: throughput relative to PyTorch eager on the same kind of device and to the \
 hand-written NumPy floor (above 1: faster).
-GEMM%: the step's matrix products alone, timed on the same library and device, as a share of \
-the step.
+GEMM%: the step's matrix products as a share of the step: MLPs, the products alone, timed on \
+the same library and device; convolutional networks, the time inside the products during the \
+step (PyTorch: its convolution and matrix kernels, from torch.profiler).
+peak MiB: peak RSS growth over 3 steps of a fresh process (convolutional networks); \
+mem/torch: that over PyTorch eager's (below 1: less).
 calls/step: Array API calls and array operators per step (floor: NumPy calls and operators; \
 * torch: ATen operators, autograd backward included)."""
 
@@ -192,7 +214,7 @@ def _split(names: str | Sequence[str]) -> list[str]:
 
 
 def resolve_names(backends: str | Sequence[str],
-                  sizes: str | Sequence[str]) -> tuple[list[str], list[MLPSpec]]:
+                  sizes: str | Sequence[str]) -> tuple[list[str], list[Spec]]:
     """Validate the requested names: (the requested targets' names, the sizes).
 
     ``backends`` and ``sizes`` as :func:`run_cli` takes them. Raises ValueError naming an
@@ -208,15 +230,17 @@ def resolve_names(backends: str | Sequence[str],
     if not requested:
         msg = f"--backends names no backend; choose from {_PUBLIC_BACKENDS}"
         raise ValueError(msg)
-    specs: list[MLPSpec] = []
+    specs: list[Spec] = []
     for name in _split(sizes):
-        if name not in SIZES:
-            msg = f"unknown size {name!r} in --sizes; choose from {', '.join(_PUBLIC_SIZES)}"
+        spec: Spec | None = SIZES.get(name) or CONV_SIZES.get(name)
+        if spec is None:
+            msg = (f"unknown size {name!r} in --sizes; choose from "
+                   f"{', '.join(_PUBLIC_ALL_SIZES)}")
             raise ValueError(msg)
-        if SIZES[name] not in specs:
-            specs.append(SIZES[name])
+        if spec not in specs:
+            specs.append(spec)
     if not specs:
-        msg = f"--sizes names no size; choose from {', '.join(_PUBLIC_SIZES)}"
+        msg = f"--sizes names no size; choose from {', '.join(_PUBLIC_ALL_SIZES)}"
         raise ValueError(msg)
     return requested, specs
 
@@ -243,26 +267,40 @@ def _set_ratios(rows: Sequence[Row]) -> None:
                           and r.device.startswith("cuda") == row.device.startswith("cuda")), None)
         row.vs_torch = None if torch_row is None else torch_row.seconds / row.seconds
         row.vs_floor = None if floor is None else floor.seconds / row.seconds
+        torch_rss = None if torch_row is None else torch_row.peak_rss_bytes
+        if row.peak_rss_bytes is not None and torch_rss:
+            row.rss_vs_torch = row.peak_rss_bytes / torch_rss
 
 
 def run(
     targets: Sequence[Target],
-    specs: Sequence[MLPSpec],
+    specs: Sequence[Spec],
     workloads: Sequence[str] = WORKLOADS,
     *,
     budget_s: float = 0.3,
+    memory: bool = True,
     on_group: Callable[[list[Row]], None] | None = None,
 ) -> list[Row]:
     """Measure every (size, workload, target): time, products' time, calls; ratios per group.
 
-    ``on_group`` is called with the rows of each (size, workload) as soon as they are done.
+    Convolutional networks run the workloads of theirs among ``workloads``
+    (:data:`CONV_WORKLOADS`), with their products timed inside the step
+    (:func:`conv_gemm_seconds`) and, with ``memory``, the peak memory of each row in a fresh
+    process (:func:`peak_rss_growth`). ``on_group`` is called with the rows of each (size,
+    workload) as soon as they are done.
     """
     rows: list[Row] = []
     gemm_times = GemmTimes(budget_s=budget_s)
     for spec in specs:
         for workload in workloads:
+            if isinstance(spec, ConvSpec) and workload not in spec.workloads:
+                continue
             group: list[Row] = []
             for target in targets:
+                if isinstance(spec, ConvSpec):
+                    group.append(_conv_row(target, spec, workload, budget_s=budget_s,
+                                           memory=memory))
+                    continue
                 wl = build_workload(target, spec, workload)
                 timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
                 calls = count_calls(target, spec, workload)
@@ -277,6 +315,22 @@ def run(
     return rows
 
 
+def _conv_row(target: Target, spec: ConvSpec, workload: str, *, budget_s: float,
+              memory: bool) -> Row:
+    """One convolutional row: time, products' time inside the step, calls, peak memory."""
+    wl = build_conv_workload(target, spec, workload)
+    timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
+    del wl
+    gemm = conv_gemm_seconds(target, spec, workload)
+    method = None if gemm is None else "profiler" if target.impl == "torch" else "inline"
+    peak = None
+    if memory:
+        peak = peak_rss_growth(target.name, spec.name, workload).growth_bytes
+    return make_row(target, spec, workload, batch=None, seconds=timing.seconds,
+                    gemm_seconds=gemm, calls=count_calls(target, spec, workload),
+                    gemm_method=method, peak_rss_bytes=peak)
+
+
 def run_cli(
     backends: str | Sequence[str],
     sizes: str | Sequence[str],
@@ -286,6 +340,7 @@ def run_cli(
     budget_s: float = 0.3,
     workloads: Sequence[str] = WORKLOADS,
     plot_batches: Sequence[int] = _PLOT_BATCHES,
+    memory: bool = True,
     stream: TextIO | None = None,
 ) -> int:
     """``nnbackend bench``: measure, print the table, optionally write JSON and a plot.
@@ -294,11 +349,14 @@ def run_cli(
     ----------
     backends : str or sequence of str
         ``numpy`` (nnbackend on NumPy), ``cupy`` (nnbackend on CuPy), ``torch`` (PyTorch
-        eager on the CPU, and on CUDA where available), ``numpy-handwritten`` (the floor);
-        a comma-separated string or a list. The floor is always measured: it is the unit of
+        eager on the CPU, and on CUDA where available), ``nnbackend-torch`` and ``jax``
+        (nnbackend on PyTorch's and JAX's CPU devices), ``gpulike`` (nnbackend on the GPU-like
+        test device), ``numpy-handwritten`` (the floor), ``all`` (every target); a
+        comma-separated string or a list. The floor is always measured: it is the unit of
         the ``×floor`` column. Unavailable backends are listed with the reason.
     sizes : str or sequence of str
-        ``small``, ``medium``, ``large`` (see :data:`SIZES`).
+        ``small``, ``medium``, ``large`` (the MLPs of :data:`SIZES`), ``lenet``,
+        ``resblock`` (the convolutional networks of :data:`CONV_SIZES`).
     json_path : Path, optional
         Write ``{"machine": ..., "settings": ..., "unavailable": ..., "rows": [...]}`` there
         (and ``"throughput_vs_batch"`` with ``plot_path``).
@@ -309,7 +367,10 @@ def run_cli(
     budget_s : float
         Seconds of timing per row (and per products' measurement).
     workloads : sequence of str
-        Subset of :data:`WORKLOADS`.
+        Subset of :data:`WORKLOADS` (the convolutional networks run those of
+        :data:`CONV_WORKLOADS` among them).
+    memory : bool
+        Measure the convolutional rows' peak memory, one fresh process per row.
     stream : text file, optional
         Where the table goes (default: standard output).
 
@@ -346,13 +407,14 @@ def run_cli(
         print("\n".join(table[2:] if shown else table), file=out, flush=True)
         shown.extend(group)
 
-    rows = run(targets, specs, workloads, budget_s=budget_s, on_group=show)
+    rows = run(targets, specs, workloads, budget_s=budget_s, memory=memory, on_group=show)
     print(file=out)
     print(_LEGEND, file=out)
 
     points: list[dict[str, Any]] = []
-    if plot_path is not None:
-        points = _plot_throughput(targets, specs, plot_batches, Path(plot_path),
+    if plot_path is not None:  # MLPs only (an empty list: the default MLPs)
+        mlps = [s for s in specs if isinstance(s, MLPSpec)]
+        points = _plot_throughput(targets, mlps, plot_batches, Path(plot_path),
                                   figure_class=figure_class, budget_s=min(budget_s, 0.15))
         print(f"wrote plot: {plot_path}", file=out)
     if json_path is not None:
@@ -365,16 +427,31 @@ def run_cli(
     return 0
 
 
-def _json_document(specs: Sequence[MLPSpec], rows: Sequence[Row], unavailable: dict[str, str],
+def _size_settings(spec: Spec) -> dict[str, Any]:
+    if isinstance(spec, MLPSpec):
+        return {"widths": list(spec.widths), "batch": spec.batch}
+    return {"network": spec.kind, "input": [spec.channels, spec.height, spec.width],
+            "batch": spec.batch, "input_grad": spec.input_grad,
+            "flops_by_layer": {w: spec.flops_by_layer(w) for w in spec.workloads}}
+
+
+def _json_document(specs: Sequence[Spec], rows: Sequence[Row], unavailable: dict[str, str],
                    points: Sequence[dict[str, Any]], *, budget_s: float) -> dict[str, Any]:
     """What ``--json`` writes: machine, settings, unavailable targets, rows (and the sweep)."""
     document: dict[str, Any] = {
         "machine": machine_info(),
         "settings": {
             "budget_s": budget_s, "sgd_lr": SGD_LR, "adam_lr": ADAM_LR, "dtype": "float32",
-            "seed": 0, "sizes": {s.name: {"widths": list(s.widths), "batch": s.batch}
-                                 for s in specs},
+            "seed": 0, "sizes": {s.name: _size_settings(s) for s in specs},
             "flops": "2·B·Σ nᵢnₒ (forward), 6·B·Σ nᵢnₒ (fwd-bwd, train-*)",
+            "conv_flops": "per conv 2·N·OH·OW·Cout·Cin/groups·kh·kw, per linear 2·N·nᵢ·nₒ, "
+                          "forward; backward ∂L/∂W the same again, ∂L/∂x the same again "
+                          "where computed (not LeNet's first convolution)",
+            "gemm": {"isolated": "the step's products alone, same shapes and layouts",
+                     "inline": "time inside the matmul calls during the step",
+                     "profiler": "torch.profiler self CPU time of convolution and matrix ops"},
+            "peak_rss": "ru_maxrss growth over 3 steps in a fresh process, peak mark reset "
+                        "after a batch-2 warm-up and the workload's construction",
         },
         "unavailable": unavailable,
         "rows": [asdict(r) for r in rows],
@@ -384,17 +461,40 @@ def _json_document(specs: Sequence[MLPSpec], rows: Sequence[Row], unavailable: d
     return document
 
 
-def _header(specs: Sequence[MLPSpec]) -> str:
-    """Two lines: the setting (threads, versions) and the sizes."""
+def _header(specs: Sequence[Spec]) -> str:
+    """Two lines: the setting (threads, versions, BLAS kernel) and the sizes."""
     threads = thread_info()
     parts = [f"{os.cpu_count()} CPU cores", f"NumPy {np.__version__}"]
     if threads["blas"]:
-        parts[-1] += f" ({threads['blas']}, {threads['blas_threads']} threads)"
-    if threads["OPENBLAS_CORETYPE"]:
-        parts.append(f"OPENBLAS_CORETYPE={threads['OPENBLAS_CORETYPE']}")
+        kernel = f", kernel {threads['blas_kernel']}" if threads["blas_kernel"] else ""
+        parts[-1] += f" ({threads['blas']}{kernel}, {threads['blas_threads']} threads)"
+    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if threads[name]:
+            parts.append(f"{name}={threads[name]}")
     torch = sys.modules.get("torch")
     if torch is not None:
         parts.append(f"PyTorch {torch.__version__} ({threads['torch_threads']} threads)")
+    kinds = ["MLPs, ReLU, softmax cross-entropy" if isinstance(s, MLPSpec)
+             else "convolutional networks" for s in specs]
     sizes = " · ".join(f"{s.name} {s.label} batch {s.batch}" for s in specs)
-    return (f"nnbackend bench: float32 MLPs, ReLU, softmax cross-entropy; {'; '.join(parts)}\n"
-            f"sizes: {sizes}")
+    return (f"nnbackend bench: float32 {' and '.join(dict.fromkeys(kinds))}; "
+            f"{'; '.join(parts)}\nsizes: {sizes}")
+
+
+def restart_without_openblas_env(argv: Sequence[str], *, stream: TextIO | None = None) -> None:
+    """Replace this process with ``python -m nnbackend <argv>`` without :data:`OPENBLAS_ENV`.
+
+    OpenBLAS reads those settings once, when NumPy loads it, so a comparison of NumPy with
+    other libraries must start without them. Returns (doing nothing) when none is set, or when
+    ``NNBACKEND_BENCH_KEEP_OPENBLAS_ENV`` is set to keep them on purpose; otherwise prints
+    which settings it drops to ``stream`` (standard error) and never returns.
+    """
+    dropped = openblas_env()
+    if not dropped or os.environ.get("NNBACKEND_BENCH_KEEP_OPENBLAS_ENV"):
+        return
+    settings = ", ".join(f"{k}={v}" for k, v in dropped.items())
+    print(f"nnbackend bench: restarting without {settings} (they slow current NumPy; set "
+          "NNBACKEND_BENCH_KEEP_OPENBLAS_ENV=1 to keep them)",
+          file=stream if stream is not None else sys.stderr, flush=True)
+    command = [sys.executable, "-m", "nnbackend", *argv]
+    os.execve(sys.executable, command, without_openblas_env())

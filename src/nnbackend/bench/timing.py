@@ -20,7 +20,16 @@ import numpy as np
 from .. import __version__
 from ..backend import get_backend
 
-__all__ = ["Timing", "machine_info", "measure", "thread_info"]
+__all__ = [
+    "OPENBLAS_ENV",
+    "Timing",
+    "blas_kernel",
+    "machine_info",
+    "measure",
+    "openblas_env",
+    "thread_info",
+    "without_openblas_env",
+]
 
 
 def _no_sync() -> None:
@@ -107,19 +116,78 @@ def _blas_info() -> list[dict[str, Any]]:
     return pools
 
 
-_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+"""Settings that pin OpenBLAS's kernel and cache model when NumPy loads it. A machine may set
+them for other software; they slow current NumPy, so benchmarks that compare NumPy with other
+libraries run without them (``nnbackend bench`` restarts itself without them:
+:func:`without_openblas_env`; for pytest, ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``)."""
+
+_ENV_VARS = (*OPENBLAS_ENV, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
              "NNBACKEND")
 
 
+def openblas_env() -> dict[str, str]:
+    """The :data:`OPENBLAS_ENV` settings present in this process's environment."""
+    return {name: os.environ[name] for name in OPENBLAS_ENV if name in os.environ}
+
+
+def without_openblas_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``environ`` (default: this process's) without :data:`OPENBLAS_ENV`."""
+    env = dict(os.environ if environ is None else environ)
+    for name in OPENBLAS_ENV:
+        env.pop(name, None)
+    return env
+
+
+_CORENAME_SYMBOLS = ("openblas_get_corename", "scipy_openblas_get_corename64_",
+                     "scipy_openblas_get_corename", "openblas_get_corename64_")
+
+
+def _corename_from_library() -> str | None:
+    """OpenBLAS's ``openblas_get_corename()`` from the copy mapped into this process (Linux),
+    for when threadpoolctl is not installed."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None
+    ctypes = importlib.import_module("ctypes")
+    for path in sorted(p for p in paths if "numpy" in p) or sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in _CORENAME_SYMBOLS:
+            function = getattr(lib, symbol, None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                name = function()
+                return name.decode() if name else None
+    return None
+
+
+def blas_kernel() -> str | None:
+    """The kernel NumPy's BLAS runs (OpenBLAS's core name, such as ``SkylakeX`` or ``Zen``):
+    threadpoolctl's ``architecture``, else ``openblas_get_corename`` through ctypes."""
+    blas = [p for p in _blas_info() if p.get("user_api") == "blas"]
+    blas = [p for p in blas if "numpy" in p["library"]] or blas
+    if blas and blas[0].get("architecture"):
+        return str(blas[0]["architecture"])
+    return _corename_from_library()
+
+
 def thread_info() -> dict[str, Any]:
-    """Threads of NumPy's BLAS and of PyTorch (when imported), and OPENBLAS_CORETYPE."""
+    """Threads of NumPy's BLAS and of PyTorch (when imported), the BLAS kernel, and the
+    :data:`OPENBLAS_ENV` settings."""
     pools = _blas_info()
     blas = [p for p in pools if p.get("user_api") == "blas"]
     blas = [p for p in blas if "numpy" in p["library"]] or blas  # NumPy's own copy, if known
     info: dict[str, Any] = {
         "blas": blas[0].get("internal_api") if blas else None,
         "blas_threads": blas[0].get("num_threads") if blas else None,
+        "blas_kernel": blas_kernel(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
     }
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -139,6 +207,7 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "array_api_compat": array_api_compat.__version__,
         "thread_pools": _blas_info(),
+        "blas_kernel": blas_kernel(),
         "env": {var: os.environ.get(var) for var in _ENV_VARS},
     }
     torch = sys.modules.get("torch")

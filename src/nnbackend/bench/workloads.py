@@ -37,8 +37,8 @@ __all__ = [
     "get_target",
 ]
 
-TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "torch-cuda", "nnbackend-cupy",
-           "nnbackend-gpulike")
+TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "nnbackend-torch", "nnbackend-jax",
+           "torch-cuda", "nnbackend-cupy", "nnbackend-gpulike")
 """Every row kind, in table order: references first, so ratios are known when rows print."""
 
 
@@ -81,6 +81,10 @@ def get_target(name: str) -> Target:
         return Target(name, "floor", "numpy", "cpu")
     if name == "nnbackend-numpy":
         return Target(name, "nnbackend", "numpy", "cpu")
+    if name in ("nnbackend-torch", "nnbackend-jax"):  # their CPU devices
+        backend = name.removeprefix("nnbackend-")
+        be = get_backend(backend)
+        return Target(name, "nnbackend", backend, str(be.device))
     if name == "nnbackend-cupy":
         be = get_backend("cupy")
         return Target(name, "nnbackend", "cupy", f"cuda:{be.device.id}")
@@ -118,6 +122,29 @@ def _sync_for(target: Target) -> Callable[[], None]:
         return _no_sync
     device = target.device if target.backend == "torch" else None
     return get_backend(target.backend, device=device).synchronize
+
+
+def _jax_step(step: Callable[[], object], model: Any) -> Workload:
+    """A JAX step and its synchronisation: JAX dispatches asynchronously, even on the CPU, so
+    the clock waits for the step's result and every parameter (the update's outputs)."""
+    jax = importlib.import_module("jax")
+    last: list[object] = [None]
+
+    def run() -> object:
+        last[0] = step()
+        return last[0]
+
+    def sync() -> None:
+        jax.block_until_ready((last[0], [p.data for p in model.parameters()]))
+
+    return Workload(run, sync)
+
+
+def _nnbackend_step(target: Target, step: Callable[[], object], model: Any) -> Workload:
+    """``step`` with the synchronisation its backend needs."""
+    if target.backend == "jax":
+        return _jax_step(step, model)
+    return Workload(step, _sync_for(target))
 
 
 def build_workload(
@@ -173,7 +200,7 @@ def _nnbackend_workload(target: Target, spec: MLPSpec, workload: str, x_host: np
         x, labels = namespace.wrap(x), namespace.wrap(labels)
     loss_fn = CrossEntropyLoss()
     if workload == "forward":
-        return Workload(lambda: model(x), _sync_for(target))
+        return _nnbackend_step(target, lambda: model(x), model)
     opt = Adam(model.parameters(), lr=ADAM_LR) if workload == "train-adam" else SGD(
         model.parameters(), lr=SGD_LR)
     train = workload != "fwd-bwd"
@@ -187,7 +214,7 @@ def _nnbackend_workload(target: Target, spec: MLPSpec, workload: str, x_host: np
             opt.step()
         return loss
 
-    return Workload(step, _sync_for(target))
+    return _nnbackend_step(target, step, model)
 
 
 def _floor_workload(spec: MLPSpec, workload: str, x_host: np.ndarray, labels_host: np.ndarray,
@@ -337,6 +364,16 @@ def gemm_workload(target: Target, spec: MLPSpec, workload: str, *,
                 gpulike.matmul(left, right, out=out)
 
         return Workload(gpulike_products)
+    if target.library == "jax":  # no out=: JAX arrays are immutable
+        jax = importlib.import_module("jax")
+        jnp = importlib.import_module("jax.numpy")
+        jax_ops = operands(jnp.asarray)
+        results: list[Any] = []
+
+        def jax_products() -> None:
+            results[:] = [jnp.matmul(left, right) for left, right, _ in jax_ops]
+
+        return Workload(jax_products, lambda: jax.block_until_ready(results))
     torch = _import_torch()
     device = torch.device(target.device)
     torch_ops = operands(lambda v: torch.from_numpy(v).to(device))
