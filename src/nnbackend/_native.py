@@ -19,7 +19,7 @@ import numpy as np
 from ._libraries import library_of
 from ._typing import Array, Namespace
 
-__all__ = ["masked", "matmul_into", "maximizer", "sum_into", "summer"]
+__all__ = ["channel_operand", "masked", "matmul_into", "maximizer", "sum_into", "summer"]
 
 Reduction = Callable[..., Array]
 
@@ -92,3 +92,18 @@ def sum_into(x: Array, out: Array, *, axis: int, xp: Namespace) -> bool:
     else:
         library.sum(x, axis=axis, out=out)
     return True
+
+
+def channel_operand(v: Array, length: int, xp: Namespace) -> Array:
+    """A per-channel vector v (C,) as an operand of arrays laid out (N, C, L).
+
+    The standard spelling is v reshaped to (C, 1), broadcast along L. NumPy runs a loop with a
+    stride-0 operand at about half the speed of a contiguous one (measured on (64, 6, 784)
+    float32: 63 µs for x · v[:, None] against 31 µs for x · x), so on NumPy v is materialised
+    as a contiguous (C, L) block (``np.repeat``: C·L values, 1/N of the data), which NumPy's
+    iterator coalesces with x's trailing axes into one contiguous loop per sample. The values
+    are the same, so every result is bit for bit the standard one's.
+    """
+    if library_of(xp).native is np and length > 1:
+        return np.repeat(v, length).reshape(v.shape[0], length)
+    return xp.reshape(v, (v.shape[0], 1))

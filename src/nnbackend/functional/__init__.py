@@ -20,14 +20,20 @@ from .activations import (
     tanh,
     tanh_backward,
 )
-from .dropout import dropout, dropout_backward
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import linear, linear_backward
 from .losses import binary_cross_entropy_with_logits, cross_entropy, mse
+from .normalization import batch_norm, batch_norm_backward, batch_norm_forward
 
 __all__ = [
+    "batch_norm",
+    "batch_norm_backward",
+    "batch_norm_forward",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "dropout",
+    "dropout2d",
+    "dropout2d_backward",
     "dropout_backward",
     "identity",
     "identity_backward",

@@ -1,0 +1,392 @@
+"""Batch normalisation and its backward pass (Array API only), as PyTorch's ``batch_norm``.
+
+Layouts: x of shape (N, C), (N, C, L) or (N, C, H, W) (any trailing axes); one statistic per
+channel (axis 1), over every other axis: n = N · L values per channel, L the product of the
+trailing sizes. γ = ``weight`` and β = ``bias`` have shape (C,), as the running statistics.
+
+Training (batch statistics), in the input's dtype, the variance in two passes (mean first,
+then the mean of the squared deviations, so no cancellation of E[x²] − E[x]²)::
+
+    μ = Σ x / n,   x_c = x − μ,   σ² = Σ x_c² / n  (biased),   r = 1 / √(σ² + ε)
+    y = x_c · (γ r) + β
+    running_mean ← (1 − m) · running_mean + m · μ
+    running_var  ← (1 − m) · running_var  + m · Σ x_c² / (n − 1)   (unbiased, as PyTorch's)
+
+with m = ``momentum``, or m = 1 / ``num_batches_tracked`` for ``momentum=None`` (a cumulative
+average of the batch statistics; the count includes this batch, so the first batch's statistics
+replace the initial ones). Evaluation (running statistics μ_r, σ²_r)::
+
+    y = x · s + (β − μ_r s),   s = γ / √(σ²_r + ε)
+
+Without running statistics (``running_mean=None``: ``track_running_stats=False``) the batch
+statistics are used in evaluation too, as PyTorch does, and nothing is updated. Training refuses
+a batch with one value per channel (n = 1, where σ² would be 0 and the unbiased variance 0/0),
+with PyTorch's message.
+
+Backward, with δ = ∂L/∂y and x̂ = x_c r (sums over the n values of each channel)::
+
+    ∂L/∂β = Σ δ,   ∂L/∂γ = Σ δ x̂ = r Σ δ x_c
+    ∂L/∂x = (γ r) · (δ − Σ δ / n − x̂ · Σ δ x̂ / n)        (training: batch statistics)
+    ∂L/∂x = δ · γ / √(σ²_r + ε)                             (evaluation: running statistics)
+
+The training form is the fused one (the three terms of the chain rule through μ and σ² folded
+into per-channel factors: ∂L/∂x = δ·k₁ + x_c·k₂ + k₃, one pass per term), stable because it is
+written in the deviations x_c, never in E[x²].
+
+Conventions of this module
+--------------------------
+The buffers of the library are stored back by assignment, never mutated by the math (JAX's
+arrays cannot be), so the running statistics go in and the new ones come out:
+
+- :func:`batch_norm` returns y only, as ``torch.nn.functional.batch_norm`` does; unlike it, the
+  running statistics passed in are *not* updated in place (use :func:`batch_norm_forward`).
+- :func:`batch_norm_forward` returns ``BatchNormForward(y, running_mean, running_var, saved)``:
+  the new running statistics (the arrays passed in, unchanged, when there is nothing to update)
+  and ``saved``, what :func:`batch_norm_backward` needs (x_c and r, not recomputed).
+- :func:`batch_norm_backward` ``(dy, saved) -> (dx, dweight, dbias)``, each None when not
+  asked for (or, for the last two, when there is no γ/β).
+
+Reductions over the channel's values are written as standard fused reductions where the
+standard has one: Σ x_c² and Σ δ x_c are ``vecdot`` over the trailing axis (one read of each
+operand, no product array), then a sum over the batch axis; sums over the trailing axis first,
+then the batch axis (on NumPy the contiguous axis reduces pairwise and fastest). Nothing is read
+back to the host (the momentum=None factor is computed from the device count on the device).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import array_api_compat
+
+from .._checks import check_nonnegative, check_number
+from .._native import channel_operand, summer
+from .._typing import Array, Namespace
+
+__all__ = [
+    "BatchNormForward",
+    "BatchNormSaved",
+    "batch_norm",
+    "batch_norm_backward",
+    "batch_norm_forward",
+]
+
+
+class BatchNormSaved(NamedTuple):
+    """What :func:`batch_norm_backward` needs from the forward pass (arrays in the work layout:
+    (N, C) for a 2-d input, else (N, C, L))."""
+
+    centered: Array | None
+    """x − μ with the batch mean μ (batch statistics), else None."""
+    x: Array | None
+    """The input in the work layout (running statistics: for ∂L/∂γ), else None."""
+    mean: Array | None
+    """The running mean μ_r (running statistics), else None."""
+    inv_std: Array
+    """r = 1 / √(σ² + ε), (C,)."""
+    scale: Array
+    """γ r (or r without γ), (C,)."""
+    affine: bool
+    """Whether γ and β were given (∂L/∂γ and ∂L/∂β exist)."""
+    shape: tuple[int, ...]
+    """The input's shape (∂L/∂x is returned in it)."""
+
+
+class BatchNormForward(NamedTuple):
+    """What :func:`batch_norm_forward` returns."""
+
+    y: Array
+    running_mean: Array | None
+    running_var: Array | None
+    saved: BatchNormSaved | None
+
+
+def batch_norm(
+    input: Array,
+    running_mean: Array | None,
+    running_var: Array | None,
+    weight: Array | None = None,
+    bias: Array | None = None,
+    training: bool = False,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    *,
+    num_batches_tracked: Array | int | None = None,
+    xp: Namespace | None = None,
+) -> Array:
+    """y = (x − μ) / √(σ² + ε) · γ + β per channel (axis 1), as ``torch.nn.functional.batch_norm``.
+
+    Parameters
+    ----------
+    input : array
+        Floating, (N, C), (N, C, L) or (N, C, H, W) (any trailing axes).
+    running_mean, running_var : array (C,) or None
+        The running statistics (evaluation uses them); None for both: batch statistics always.
+        **Not updated in place** (the library's buffers are stored back by assignment): call
+        :func:`batch_norm_forward` for the updated ones.
+    weight, bias : array (C,), optional
+        γ and β (None: γ = 1, β = 0).
+    training : bool
+        Batch statistics (and the running statistics' update in :func:`batch_norm_forward`).
+    momentum : float or None
+        Weight of the batch statistics in the running update; None: cumulative average, with
+        factor 1 / ``num_batches_tracked``.
+    eps : float
+        ε > 0 added to the variance.
+    num_batches_tracked : 0-d integer array or int, optional
+        The number of training batches so far, this one included (needed only for
+        ``momentum=None`` when running statistics are updated).
+    xp : namespace, optional
+        ``input``'s namespace (looked up when omitted).
+
+    Returns
+    -------
+    y : array
+        Same shape, dtype and device as ``input``.
+    """
+    return batch_norm_forward(
+        input, running_mean, running_var, weight, bias, training, momentum, eps,
+        num_batches_tracked=num_batches_tracked, save=False, xp=xp, caller="batch_norm",
+    ).y
+
+
+def batch_norm_forward(
+    input: Array,
+    running_mean: Array | None,
+    running_var: Array | None,
+    weight: Array | None = None,
+    bias: Array | None = None,
+    training: bool = False,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    *,
+    num_batches_tracked: Array | int | None = None,
+    save: bool = True,
+    xp: Namespace | None = None,
+    caller: str = "batch_norm_forward",
+) -> BatchNormForward:
+    """:func:`batch_norm` returning also the new running statistics and what the backward needs.
+
+    Same parameters as :func:`batch_norm`; ``save=False`` returns no ``saved`` (None) and
+    builds y in the storage of x − μ (one allocation fewer: inference), ``caller`` names the
+    function or layer in errors.
+
+    Returns
+    -------
+    BatchNormForward
+        ``(y, running_mean, running_var, saved)``: the updated running statistics in training
+        (new arrays; the arguments are not modified), else the arguments themselves; ``saved``
+        for :func:`batch_norm_backward`.
+    """
+    x = input
+    xp = array_api_compat.array_namespace(x) if xp is None else xp
+    _check_arguments(x, running_mean, running_var, weight, bias, momentum, eps, xp, caller)
+    shape = tuple(x.shape)
+    n = _count(shape)
+    batch_stats = training or running_mean is None
+    if training and n == 1:
+        msg = (f"{caller}: expected more than 1 value per channel when training, got input of "
+               f"shape {shape}")
+        raise ValueError(msg)
+    work = x if x.ndim == 2 else xp.reshape(x, (shape[0], shape[1], n // shape[0]))
+    if not batch_stats:
+        return _eval_forward(work, running_mean, running_var, weight, bias, eps, shape, save, xp)
+    mean = _channel_sum(work, xp) / n
+    centered = work - _per_channel(mean, work, xp)
+    squares = _channel_dot(centered, centered, xp)
+    inv_std = 1.0 / xp.sqrt(squares / n + eps)
+    scale = inv_std if weight is None else weight * inv_std
+    if save:
+        y = centered * _per_channel(scale, work, xp)
+    else:  # x − μ is needed no longer: y in its storage (rebound on JAX)
+        y = centered
+        y *= _per_channel(scale, work, xp)
+    if bias is not None:
+        y += _per_channel(bias, work, xp)  # y is ours: in place (rebound on JAX)
+    if training and running_mean is not None and running_var is not None:
+        factor = _factor(momentum, num_batches_tracked, x.dtype, xp, caller)
+        keep = 1.0 - factor
+        running_mean = keep * running_mean + factor * mean
+        running_var = keep * running_var + factor * (squares / (n - 1))
+    saved = BatchNormSaved(centered, None, None, inv_std, scale, weight is not None, shape) \
+        if save else None
+    return BatchNormForward(_unwork(y, shape, xp), running_mean, running_var, saved)
+
+
+def batch_norm_backward(
+    dy: Array,
+    saved: BatchNormSaved,
+    *,
+    input_grad: bool = True,
+    weight_grad: bool = True,
+    bias_grad: bool = True,
+    overwrite: bool = False,
+    xp: Namespace | None = None,
+) -> tuple[Array | None, Array | None, Array | None]:
+    """``(∂L/∂x, ∂L/∂γ, ∂L/∂β)`` from δ = ``dy`` (the input's shape) and the forward's ``saved``.
+
+    Parameters
+    ----------
+    dy : array
+        ∂L/∂y, of the input's shape.
+    saved : BatchNormSaved
+        From :func:`batch_norm_forward`.
+    input_grad, weight_grad, bias_grad : bool
+        Which gradients to compute; the others are None (∂L/∂γ and ∂L/∂β are None also
+        without γ and β).
+    overwrite : bool
+        Whether ``saved``'s arrays may be overwritten (∂L/∂x is then built in the storage of
+        x − μ: one allocation fewer). Only for a ``saved`` used once; ignored where arrays are
+        immutable.
+    xp : namespace, optional
+        ``dy``'s namespace (looked up when omitted).
+    """
+    xp = array_api_compat.array_namespace(dy) if xp is None else xp
+    shape = saved.shape
+    if tuple(dy.shape) != shape:
+        msg = f"batch_norm_backward: dy has shape {tuple(dy.shape)}, the input had {shape}"
+        raise ValueError(msg)
+    n = _count(shape)
+    work = dy if dy.ndim == 2 else xp.reshape(dy, (shape[0], shape[1], n // shape[0]))
+    weight_grad = weight_grad and saved.affine
+    bias_grad = bias_grad and saved.affine
+    if saved.centered is None:
+        return _eval_backward(work, saved, input_grad, weight_grad, bias_grad, xp)
+    centered, inv_std, scale = saved.centered, saved.inv_std, saved.scale
+    sum_dy = _channel_sum(work, xp) if input_grad or bias_grad else None
+    dot = _channel_dot(work, centered, xp) if input_grad or weight_grad else None
+    dweight = dot * inv_std if weight_grad else None
+    dbias = sum_dy if bias_grad else None
+    if not input_grad or sum_dy is None or dot is None:
+        return None, dweight, dbias
+    # ∂L/∂x = δ k₁ + x_c k₂ + k₃ with k₁ = γr, k₂ = −γr·r²·Σδx_c/n, k₃ = −γr·Σδ/n.
+    k2 = _per_channel(scale * (inv_std * inv_std) * dot * (-1.0 / n), work, xp)
+    k3 = _per_channel(scale * sum_dy * (-1.0 / n), work, xp)
+    dx = centered if overwrite else centered * k2
+    if overwrite:
+        dx *= k2
+    dx += k3
+    dx += work * _per_channel(scale, work, xp)
+    return _unwork(dx, shape, xp), dweight, dbias
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _eval_forward(
+    work: Array, running_mean: Array, running_var: Array, weight: Array | None,
+    bias: Array | None, eps: float, shape: tuple[int, ...], save: bool, xp: Namespace,
+) -> BatchNormForward:
+    """y = x s + (β − μ_r s) with s = γ / √(σ²_r + ε): two passes, as PyTorch's evaluation."""
+    inv_std = 1.0 / xp.sqrt(running_var + eps)
+    scale = inv_std if weight is None else weight * inv_std
+    shift = -running_mean * scale if bias is None else bias - running_mean * scale
+    y = work * _per_channel(scale, work, xp)
+    y += _per_channel(shift, work, xp)
+    saved = BatchNormSaved(None, work, running_mean, inv_std, scale, weight is not None, shape) \
+        if save else None
+    return BatchNormForward(_unwork(y, shape, xp), running_mean, running_var, saved)
+
+
+def _eval_backward(
+    work: Array, saved: BatchNormSaved, input_grad: bool, weight_grad: bool, bias_grad: bool,
+    xp: Namespace,
+) -> tuple[Array | None, Array | None, Array | None]:
+    """Running statistics are constants: ∂L/∂x = δ s; ∂L/∂γ = r Σ δ (x − μ_r); ∂L/∂β = Σ δ."""
+    dx = _unwork(work * _per_channel(saved.scale, work, xp), saved.shape, xp) if input_grad \
+        else None
+    dweight = None
+    if weight_grad and saved.x is not None and saved.mean is not None:
+        centered = saved.x - _per_channel(saved.mean, work, xp)  # not Σδx − μΣδ: no cancellation
+        dweight = _channel_dot(work, centered, xp) * saved.inv_std
+    dbias = _channel_sum(work, xp) if bias_grad else None
+    return dx, dweight, dbias
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    """n = N · L: the values per channel."""
+    n = shape[0]
+    for size in shape[2:]:
+        n *= size
+    return n
+
+
+def _per_channel(v: Array, work: Array, xp: Namespace) -> Array:
+    """A (C,) vector as an operand of the work layout: (C,) for (N, C); for (N, C, L), (C, 1)
+    (a contiguous (C, L) block on NumPy, whose loops are twice as fast without a stride-0
+    operand: :func:`nnbackend._native.channel_operand`)."""
+    return v if work.ndim == 2 else channel_operand(v, work.shape[2], xp)
+
+
+def _channel_sum(a: Array, xp: Namespace) -> Array:
+    """Σ over every axis but the channels'. For (N, C, L): the trailing axis as a product with
+    ones (a matrix-vector product: one read of a, ~3× NumPy's ``sum`` over a trailing axis
+    of 784 and ~14× over one of 4, to the same rounding in float32), then a sum over N."""
+    total = summer(xp)
+    if a.ndim == 2:
+        return total(a, axis=0)
+    ones = xp.ones((a.shape[2],), dtype=a.dtype, device=array_api_compat.device(a))
+    return total(a @ ones, axis=0)
+
+
+def _channel_dot(a: Array, b: Array, xp: Namespace) -> Array:
+    """Σ a·b per channel. For (N, C, L): ``vecdot`` over the trailing axis (one read of each
+    operand, no product array), then a sum over N; for (N, C) a product and a sum (``vecdot``
+    along axis 0 runs strided, ~10× slower on NumPy for large N)."""
+    if a.ndim == 2:
+        return summer(xp)(a * b, axis=0)
+    return summer(xp)(xp.vecdot(a, b, axis=-1), axis=0)
+
+
+def _unwork(a: Array, shape: tuple[int, ...], xp: Namespace) -> Array:
+    """An array of the work layout back in the input's shape (a view where it is one)."""
+    return a if a.ndim == len(shape) else xp.reshape(a, shape)
+
+
+def _factor(
+    momentum: float | None, count: Array | int | None, dtype: Any, xp: Namespace, caller: str
+) -> Any:
+    """The weight m of this batch in the running update: ``momentum``, or 1 / count (on the
+    device when the count is a device array: no host read)."""
+    if momentum is not None:
+        return momentum
+    if count is None:
+        msg = (f"{caller}: momentum=None (a cumulative average) needs num_batches_tracked, the "
+               "number of training batches including this one")
+        raise TypeError(msg)
+    if isinstance(count, numbers.Integral):
+        if count < 1:
+            msg = f"{caller}: num_batches_tracked must be >= 1 with momentum=None, got {count}"
+            raise ValueError(msg)
+        return 1.0 / int(count)
+    return 1.0 / xp.astype(count, dtype)
+
+
+def _check_arguments(
+    x: Array, running_mean: Array | None, running_var: Array | None, weight: Array | None,
+    bias: Array | None, momentum: float | None, eps: float, xp: Namespace, caller: str,
+) -> None:
+    """Shapes, dtypes and numbers: errors that name the argument and what it was."""
+    if not xp.isdtype(x.dtype, "real floating"):
+        msg = f"{caller}: input must be a floating array, got dtype {x.dtype}"
+        raise TypeError(msg)
+    if x.ndim < 2:
+        msg = (f"{caller}: input must have a batch and a channel axis, (N, C, ...), got shape "
+               f"{tuple(x.shape)}")
+        raise ValueError(msg)
+    if (running_mean is None) != (running_var is None):
+        msg = f"{caller}: running_mean and running_var must both be arrays or both be None"
+        raise ValueError(msg)
+    channels = x.shape[1]
+    for name, v in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if v is not None and (tuple(v.shape) != (channels,) or v.dtype != x.dtype):
+            msg = (f"{caller}: {name} must have shape ({channels},) and the input's dtype "
+                   f"{x.dtype} for an input of shape {tuple(x.shape)}, got shape "
+                   f"{tuple(v.shape)} and dtype {v.dtype}")
+            raise ValueError(msg)
+    if momentum is not None:
+        check_number(momentum, caller=caller, name="momentum")
+    check_nonnegative(eps, caller=caller, name="eps")
