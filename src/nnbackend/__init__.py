@@ -20,7 +20,10 @@ from .backend import (
 from .data import batches, train_test_split
 from .errors import BackendUnavailableError, CheckpointError, GradcheckError
 from .layers import (
+    BatchNorm1d,
+    BatchNorm2d,
     Dropout,
+    Dropout2d,
     Identity,
     LeakyReLU,
     Linear,
@@ -60,10 +63,13 @@ __all__ = [
     "Backend",
     "BackendInfo",
     "BackendUnavailableError",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "CheckpointError",
     "CosineAnnealingLR",
     "CrossEntropyLoss",
     "Dropout",
+    "Dropout2d",
     "EarlyStopping",
     "ExponentialLR",
     "GradcheckError",

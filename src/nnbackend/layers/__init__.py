@@ -4,16 +4,20 @@ from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax
 from .arena import Arena
 from .combinators import Parallel, Residual
 from .description import DescriptionError, build, describe, register
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
+from .normalization import BatchNorm1d, BatchNorm2d
 from .sequential import Sequential
 
 __all__ = [
     "Arena",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "Context",
     "DescriptionError",
     "Dropout",
+    "Dropout2d",
     "Identity",
     "LeakyReLU",
     "Linear",

@@ -49,9 +49,10 @@ from typing import Any, TypeAlias, TypeVar
 from ..backend import get_backend, use_backend
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .combinators import Parallel, Residual
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .linear import Linear
 from .module import Module
+from .normalization import BatchNorm1d, BatchNorm2d
 from .sequential import Sequential
 
 __all__ = ["MAX_DEPTH", "AllowedClasses", "DescriptionError", "build", "describe", "register"]
@@ -547,3 +548,15 @@ register(Linear, state_size=_linear_size)
 for _layer in (Sequential, Residual, Parallel, Identity, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
                LogSoftmax, Dropout):
     register(_layer, state_size=_nothing)
+
+
+def _batch_norm_size(config: Mapping[str, Any]) -> int:
+    """γ and β (affine) and the running mean, variance and count (tracked): BatchNorm's."""
+    c = _count(config.get("num_features"))
+    return (2 * c if config.get("affine", True) else 0) + (
+        2 * c + 1 if config.get("track_running_stats", True) else 0)
+
+
+register(BatchNorm1d, state_size=_batch_norm_size)
+register(BatchNorm2d, state_size=_batch_norm_size)
+register(Dropout2d, state_size=_nothing)

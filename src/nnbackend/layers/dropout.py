@@ -1,4 +1,5 @@
-"""``Dropout``: inverted dropout over :func:`nnbackend.functional.dropout`, reproducibly."""
+"""``Dropout`` and ``Dropout2d``: inverted dropout over :func:`nnbackend.functional.dropout`
+and :func:`~nnbackend.functional.dropout2d` (whole channels), reproducibly."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._typing import Array, Backprop
-from ..functional.dropout import _check_p, dropout, dropout_backward
+from ..functional.dropout import (
+    _check_p,
+    dropout,
+    dropout2d,
+    dropout2d_backward,
+    dropout_backward,
+)
 from ..random import Generator
 from .module import Context, Module
+from .normalization import InputLayoutError
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "Dropout2d"]
 
 
 class Dropout(Module):
@@ -66,3 +74,36 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class Dropout2d(Dropout):
+    """Channel-wise dropout: whole channels zeroed, y = x · m / (1 − p) with one
+    m ~ Bernoulli(1 − p) per (sample, channel), broadcast over H and W; y = x in eval.
+
+    Input (N, C, H, W), or (C, H, W) for one sample without a batch axis (one draw per
+    channel). Parameters, random stream and extra state as :class:`Dropout`'s (the same seed
+    gives the same channels on every backend; a checkpoint resumes the stream). Backward:
+    ∂L/∂x = ∂L/∂y · m / (1 − p), with the forward's mask.
+    """
+
+    def __init__(self, p: float = 0.5, *, seed: int | None = None) -> None:
+        super().__init__(_check_p(p, "Dropout2d"), seed=seed)
+
+    def _check_shape(self, x: Array) -> None:
+        if x.ndim not in (3, 4):
+            raise InputLayoutError(repr(self), "(N, C, H, W) or (C, H, W)", tuple(x.shape))
+
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
+        self._check_shape(x)
+        p, xp, input_grad = self.p, ctx.xp, ctx.input_grad
+        y, mask = dropout2d(x, p, generator=self.generator, training=self.training, xp=xp)
+
+        def backprop(dy: Array) -> Array | None:
+            return dropout2d_backward(dy, mask, p, xp=xp) if input_grad else None
+
+        return y, backprop
+
+    def infer(self, x: Array, ctx: Context) -> Array:
+        self._check_shape(x)
+        return dropout2d(x, self.p, generator=self.generator, training=self.training,
+                         xp=ctx.xp)[0]

@@ -79,9 +79,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "LoadResult", "Module", "Parameter"]
 
-# PyTorch's BatchNorm keeps this counter as a buffer; nnbackend keeps counters as extra state,
-# so a torch state dict's entry is accepted (and ignored) where the module has no such buffer.
-_IGNORED_TORCH_KEYS = ("num_batches_tracked",)
+# Integer buffers (BatchNorm's num_batches_tracked) take integers of any width from a state
+# dict, cast to the buffer's own: PyTorch saves int64, JAX without 64-bit types holds int32.
+_INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
 class Parameter:
@@ -523,7 +523,7 @@ class Module:
         result = self.check_state_dict(state, strict=strict)
         targets = self._state_targets()
         # Copies first: the values may be (views of) this module's own arrays.
-        values = {name: backend_of(ref).asarray(state[name], copy=True)
+        values = {name: backend_of(ref).asarray(state[name], dtype=_integer_dtype(ref), copy=True)
                   for name, (ref, _) in targets.items() if name in state}
         for name, value in values.items():
             ref, store = targets[name]
@@ -545,7 +545,7 @@ class Module:
         missing = sorted(targets.keys() - state.keys())
         unexpected = sorted(
             k for k in state.keys() - targets.keys()
-            if k not in aliases and not k.endswith(_IGNORED_TORCH_KEYS)
+            if k not in aliases
         )
         if strict and (missing or unexpected):
             msg = f"{self._where()}: state dict does not match the module's parameters"
@@ -669,9 +669,15 @@ def _check_entry(where: str, name: str, value: Any, ref: Array) -> None:
         msg = f"{where}: {name!r} has shape {tuple(ref.shape)}, state dict gives {shape}"
         raise ValueError(msg)
     got, want = dtype_name(getattr(value, "dtype", type(value))), dtype_name(ref.dtype)
-    if got != want:
+    if got != want and not (got in _INTEGER_DTYPES and want in _INTEGER_DTYPES):
         msg = f"{where}: {name!r} has dtype {want}, state dict gives {got}"
         raise TypeError(msg)
+
+
+def _integer_dtype(ref: Array) -> Any:
+    """``ref``'s dtype when it is an integer one (a loaded integer is cast to it), else None
+    (floating entries have the buffer's dtype already: :func:`_check_entry`)."""
+    return ref.dtype if dtype_name(ref.dtype) in _INTEGER_DTYPES else None
 
 
 def _check_same_values(where: str, alias: str, value: Any, primary: str, ref: Any) -> None:

@@ -1,0 +1,245 @@
+"""Batch normalisation layers over :mod:`nnbackend.functional.normalization`, as PyTorch's.
+
+``BatchNorm1d`` takes (N, C) or (N, C, L), ``BatchNorm2d`` (N, C, H, W); both normalise each
+channel C over every other axis. State, under PyTorch's names and shapes (a ``torch.nn``
+BatchNorm's state dict, converted to NumPy, loads as it is, and ours into PyTorch's):
+
+==========================  =================================================================
+``weight`` (C,)             γ, a parameter initialised to ones (``affine=True``)
+``bias`` (C,)               β, a parameter initialised to zeros (``affine=True``)
+``running_mean`` (C,)       a buffer, zeros (``track_running_stats=True``)
+``running_var`` (C,)        a buffer, ones (``track_running_stats=True``)
+``num_batches_tracked`` ()  a 0-d integer buffer, the number of training forwards so far
+                            (int64; int32 on JAX without 64-bit types), on the device
+==========================  =================================================================
+
+Each training forward (``forward`` and ``module(x)`` alike, as in PyTorch) uses the batch's
+statistics and updates the running ones and the count on the device, without reading anything
+back; evaluation uses the running statistics (batch statistics when they are not tracked).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._checks import check_flag, check_int, check_nonnegative, check_probability
+from .._libraries import library_of
+from .._typing import Array, Backprop, Namespace
+from ..backend import dtype_name, get_backend
+from ..functional.normalization import BatchNormForward, batch_norm_backward, batch_norm_forward
+from .linear import InputShapeError
+from .module import Context, Module, Parameter
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "InputLayoutError"]
+
+
+class InputLayoutError(InputShapeError):
+    """An input of the wrong rank or channel count for a layer (BatchNorm, Dropout2d): the
+    message gives the accepted shapes, e.g. ``(N, 16, H, W)``.
+
+    An :class:`~nnbackend.layers.linear.InputShapeError`, so that containers prepend the
+    layer's path as the error passes through them (``Sequential: layer 3 BatchNorm2d(16, ...)
+    expected input of shape (N, 16, H, W), got (8, 6, 14, 14)``).
+    """
+
+    def __init__(self, layer: str, expected: str, shape: tuple[int, ...]) -> None:
+        super().__init__(layer, 0, shape)
+        self.expected_shape = expected
+
+    def __str__(self) -> str:
+        where = self.layer
+        if self.path:
+            where = f"{self.container}: layer {'.'.join(map(str, self.path))} {where}"
+        return f"{where} expected input of shape {self.expected_shape}, got {self.shape}"
+
+
+class _BatchNorm(Module):
+    """y = (x − μ) / √(σ² + ε) · γ + β per channel (axis 1); see the module docstring.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels (axis 1 of the input).
+    eps : float
+        ε ≥ 0 added to the variance (PyTorch's 1e-5).
+    momentum : float or None
+        Weight m ∈ [0, 1] of each batch in the running statistics, r ← (1 − m) r + m · batch
+        (PyTorch's 0.1); None: their cumulative average (m = 1 / ``num_batches_tracked``).
+    affine : bool
+        Learn γ (``weight``) and β (``bias``).
+    track_running_stats : bool
+        Keep running statistics (for evaluation); False: batch statistics in every mode, and
+        no buffers.
+    dtype : optional
+        float32 (default) or float64: of the parameters and the running statistics.
+    backend : optional
+        Where the arrays live (see :func:`nnbackend.get_backend`; default: the current one).
+
+    Notes
+    -----
+    Training: the batch mean μ and biased variance σ² normalise, and the running variance takes
+    the unbiased one (n / (n − 1) σ², n = values per channel), as PyTorch's; a training batch
+    with one value per channel is refused. Backward (training): ∂L/∂x = (γ/σ)·(δ − mean δ −
+    x̂ · mean(δ x̂)), ∂L/∂γ = Σ δ x̂, ∂L/∂β = Σ δ; in evaluation ∂L/∂x = δ γ / σ_running.
+    """
+
+    has_training_behaviour = True
+    _layouts: ClassVar[tuple[tuple[str, ...], ...]]
+    """The accepted input shapes, axis names after N and C (``()`` is (N, C))."""
+    _ranks: ClassVar[tuple[int, ...]]
+    """The accepted ranks (of ``_layouts``)."""
+    # Buffers (None without track_running_stats; Array is Any, so None fits the annotation).
+    running_mean: Array
+    running_var: Array
+    num_batches_tracked: Array
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype: Any = None,
+        backend: Any = None,
+    ) -> None:
+        super().__init__()
+        kind = type(self).__name__
+        self.num_features = check_int(num_features, what=f"{kind}: num_features", minimum=1)
+        self.eps = check_nonnegative(eps, caller=kind, name="eps")
+        self.momentum = None if momentum is None else check_probability(
+            momentum, caller=kind, name="momentum")
+        self.affine = check_flag(affine, caller=kind, name="affine")
+        self.track_running_stats = check_flag(track_running_stats, caller=kind,
+                                              name="track_running_stats")
+        be = get_backend(backend)
+        dt = be.dtype(dtype)
+        self._dtype_name = dtype_name(dt)
+        c = self.num_features
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+        if affine:
+            self.weight = Parameter(be.asarray(np.ones(c), dtype=dt, copy=True), "weight")
+            self.bias = Parameter(be.asarray(np.zeros(c), dtype=dt, copy=True), "bias")
+        stats = track_running_stats
+        self.register_buffer(
+            "running_mean", be.asarray(np.zeros(c), dtype=dt, copy=True) if stats else None)
+        self.register_buffer(
+            "running_var", be.asarray(np.ones(c), dtype=dt, copy=True) if stats else None)
+        # int64 (as PyTorch's); Backend.asarray narrows it to int32 where 64-bit types are off.
+        self.register_buffer("num_batches_tracked",
+                             be.asarray(np.zeros((), np.int64), copy=True) if stats else None)
+
+    # ---------------------------------------------------------------- description
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments (see :mod:`nnbackend.layers.description`), with the
+        arrays' dtype as it is now."""
+        ref = self._reference_array()
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine, "track_running_stats": self.track_running_stats,
+                "dtype": self._dtype_name if ref is None else dtype_name(ref.dtype)}
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+    def _reference_array(self) -> Array | None:
+        """γ, or the running mean without γ: the namespace, device and dtype inputs must have."""
+        weight = self.weight
+        return weight.data if weight is not None else self.running_mean
+
+    # ---------------------------------------------------------------- the protocol
+
+    def _check_shape(self, x: Array) -> None:
+        """Raise :class:`InputLayoutError` unless x has an accepted rank and C channels."""
+        if x.ndim not in self._ranks or x.shape[1] != self.num_features:
+            c = self.num_features
+            expected = " or ".join("(" + ", ".join(("N", str(c), *axes)) + ")"
+                                   for axes in self._layouts)
+            raise InputLayoutError(repr(self), expected, tuple(x.shape))
+
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
+        self._check_shape(x)
+        xp, input_grad = ctx.xp, ctx.input_grad
+        y, _, _, saved = self._forward(x, xp, save=True)
+        weight, bias = self.weight, self.bias
+        if saved is None:  # (save=True always saves: for the type checker)
+            raise AssertionError
+
+        def backprop(dy: Array) -> Array | None:
+            # x − μ is this closure's own (called once): ∂L/∂x is built in its storage.
+            dx, dweight, dbias = batch_norm_backward(
+                dy, saved, input_grad=input_grad,
+                weight_grad=weight is not None and weight.requires_grad,
+                bias_grad=bias is not None and bias.requires_grad, overwrite=True, xp=xp,
+            )
+            if weight is not None and dweight is not None:
+                weight.accumulate_grad(dweight)
+            if bias is not None and dbias is not None:
+                bias.accumulate_grad(dbias)
+            return dx
+
+        return y, backprop
+
+    def infer(self, x: Array, ctx: Context) -> Array:
+        self._check_shape(x)
+        return self._forward(x, ctx.xp, save=False).y
+
+    def _forward(self, x: Array, xp: Namespace, *, save: bool) -> BatchNormForward:
+        """The functional forward with this layer's state; in training, the running statistics
+        and the count stored back (after the forward succeeded)."""
+        weight, bias = self.weight, self.bias
+        update = self.training and self.running_mean is not None
+        count = None
+        if update and self.momentum is None:  # the count including this batch, on the device
+            count = self.num_batches_tracked + 1
+        out = batch_norm_forward(
+            x, self.running_mean, self.running_var,
+            None if weight is None else weight.data, None if bias is None else bias.data,
+            self.training, self.momentum, self.eps, num_batches_tracked=count, save=save,
+            xp=xp, caller=repr(self),
+        )
+        if update:
+            mutable = library_of(xp).mutable_views
+            self._store("running_mean", out.running_mean, mutable)
+            self._store("running_var", out.running_var, mutable)
+            if mutable:
+                self.num_batches_tracked += 1  # in place, a 0-d array still
+            else:
+                self.num_batches_tracked = count if count is not None else \
+                    self.num_batches_tracked + 1
+        return out
+
+    def _store(self, name: str, value: Array, mutable: bool) -> None:
+        """A new buffer value: copied in place where arrays are mutable (references to the
+        buffer stay valid), else rebound."""
+        if mutable:
+            getattr(self, name)[...] = value
+        else:
+            setattr(self, name, value)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) inputs, over N (and L) for each channel C,
+    as ``torch.nn.BatchNorm1d``."""
+
+    _layouts = ((), ("L",))
+    _ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) inputs, over N, H and W for each channel C, as
+    ``torch.nn.BatchNorm2d``."""
+
+    _layouts = (("H", "W"),)
+    _ranks = (4,)
+
+
+# The parameters and notes, written once (in _BatchNorm's docstring), in each public class's.
+_SHARED_DOC = (_BatchNorm.__doc__ or "").split("\n", 1)[1]
+BatchNorm1d.__doc__ = (BatchNorm1d.__doc__ or "") + "\n" + _SHARED_DOC
+BatchNorm2d.__doc__ = (BatchNorm2d.__doc__ or "") + "\n" + _SHARED_DOC
