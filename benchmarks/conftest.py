@@ -37,6 +37,20 @@ else:
         machine_info["nnbackend"] = bench.machine_info()
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The BLAS kernel NumPy runs, and a warning when OpenBLAS is pinned by the environment."""
+    threads = bench.thread_info()
+    lines = [f"nnbackend bench: NumPy BLAS {threads['blas']}, kernel {threads['blas_kernel']}, "
+             f"{threads['blas_threads']} threads"]
+    pinned = bench.openblas_env()
+    if pinned:
+        settings = " ".join(f"{k}={v}" for k, v in pinned.items())
+        unset = " ".join(f"-u {k}" for k in pinned)
+        lines.append(f"WARNING: {settings} is set and slows NumPy against the other libraries; "
+                     f"run this suite as: env {unset} pytest benchmarks/ ...")
+    return lines
+
+
 @pytest.fixture
 def target(request: pytest.FixtureRequest) -> bench.Target:
     """The benchmark target named by the indirect parameter ``target``, or a skip."""

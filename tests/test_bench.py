@@ -504,3 +504,311 @@ def test_the_gpulike_target_runs_cupys_paths_and_is_not_counted() -> None:
     bench.gemm_workload(target, spec, "train-sgd")()
     # CuPy's own functions take no counting proxies; the GPU-like device takes CuPy's paths
     assert bench.count_calls(target, spec, "train-sgd") is None
+
+
+# ------------------------------------------------------------------------ convolutional networks
+
+CONV_TINY = ("lenet-tiny", "resblock-tiny")
+
+
+def conv_target(name: str) -> bench.Target:
+    """The target ``name``, or a skip naming why it cannot run here (a missing library or a
+    layer nnbackend does not have yet)."""
+    try:
+        target = bench.get_target(name)
+        if target.impl == "nnbackend":
+            bench.build_conv_model(bench.CONV_SIZES["resblock-tiny"], target.backend)
+            bench.build_conv_model(bench.CONV_SIZES["lenet-tiny"], target.backend)
+    except nb.BackendUnavailableError as exc:
+        pytest.skip(f"{name}: {exc}")
+    return target
+
+
+def test_conv_flops_follow_the_closed_form() -> None:
+    lenet = bench.CONV_SIZES["lenet"]
+    n = 64
+    conv1, conv2 = 2 * n * 28 * 28 * 6 * 1 * 25, 2 * n * 10 * 10 * 16 * 6 * 25
+    linear = 2 * n * (400 * 120 + 120 * 84 + 84 * 10)
+    assert lenet.flops("forward") == conv1 + conv2 + linear
+    # backward: ∂L/∂W of every layer, ∂L/∂x of every layer but the first convolution
+    for workload in ("fwd-bwd", "train-adam"):
+        assert lenet.flops(workload) == 3 * (conv1 + conv2 + linear) - conv1
+    assert lenet.flops("forward", batch=2) == (conv1 + conv2 + linear) / 32
+    block = bench.CONV_SIZES["resblock"]
+    one = 2 * 32 * 32 * 32 * 16 * 16 * 9
+    assert block.flops("forward") == 2 * one
+    assert block.flops("train-adam") == 6 * one  # ∂L/∂x of both: the block is inside a net
+    assert block.flops_by_layer("fwd-bwd") == {"conv1": (one, one, one), "conv2": (one, one, one)}
+    assert (lenet.label, block.label) == ("28x28x1", "32x32x16")
+    with pytest.raises(ValueError, match="unknown workload 'backward'"):
+        block.flops("backward")
+
+
+def test_conv_parameters_are_pytorchs_state_dict() -> None:
+    torch = pytest.importorskip("torch")
+    for name in CONV_TINY:
+        spec = bench.CONV_SIZES[name]
+        model = bench.build_torch_conv_model(spec, seed=3)
+        state = bench.conv_parameters(spec, seed=3)
+        theirs = model.state_dict()
+        assert sorted(state) == sorted(theirs)
+        for key, value in state.items():
+            np.testing.assert_array_equal(theirs[key].numpy(), value)
+        assert isinstance(model, torch.nn.Module)
+    w = bench.conv_parameters(bench.CONV_SIZES["lenet"], seed=0)["4.weight"]
+    assert w.shape == (16, 6, 5, 5) and w.dtype == np.float32
+    assert abs(float(w.std()) - (2 / 150) ** 0.5) < 0.01  # He: N(0, 2 / fan_in)
+
+
+def torch_float64_reference(spec: bench.ConvSpec, state: dict[str, np.ndarray], x: np.ndarray,
+                            aim: np.ndarray) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
+    """PyTorch autograd in float64 on the same state (dropout off): (output, gradients, ∂L/∂x
+    or the loss)."""
+    torch = pytest.importorskip("torch")
+    model = bench.build_torch_conv_model(spec).double()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    xt = torch.from_numpy(x).requires_grad_(spec.input_grad)
+    y = model(xt)
+    if spec.kind == "lenet":
+        loss = torch.nn.functional.cross_entropy(y, torch.from_numpy(aim))
+        loss.backward()
+        last = loss.detach().numpy()
+    else:
+        y.backward(torch.from_numpy(aim))
+        last = xt.grad.numpy()
+    grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
+    return y.detach().numpy(), grads, last
+
+
+def float64_state(spec: bench.ConvSpec) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float64) if v.dtype == np.float32 else v
+            for k, v in bench.conv_parameters(spec, seed=1).items()}
+
+
+def assert_gradients_match(mine: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+    assert sorted(mine) == sorted(reference)
+    for key, expected in reference.items():
+        # a convolution's bias before a batch norm has a gradient of rounding noise only
+        atol = 1e-12 * max(1.0, float(np.abs(expected).max()))
+        np.testing.assert_allclose(mine[key], expected, rtol=1e-9, atol=atol, err_msg=key)
+
+
+def test_floor_lenet_matches_pytorch_autograd_in_float64() -> None:
+    spec = bench.CONV_SIZES["lenet-tiny"]
+    state = float64_state(spec)
+    x, labels = bench.make_conv_data(spec, seed=2)
+    x = x.astype(np.float64)
+    _, grads, loss = torch_float64_reference(spec, state, x, labels)
+    floor = bench.NumpyLeNet(spec, state, dropout_p=0.0)
+    mine = floor.loss_and_grad(floor.prepare(x), labels)
+    np.testing.assert_allclose(float(mine), float(loss), rtol=1e-12)
+    assert_gradients_match(floor.gradients(), grads)
+    # the running statistics after one training forward, and inference with them
+    torch = pytest.importorskip("torch")
+    model = bench.build_torch_conv_model(spec).double()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    model(torch.from_numpy(x))
+    after = floor.state_dict()
+    for key, value in model.state_dict().items():
+        if "running" in key:
+            np.testing.assert_allclose(after[key], value.numpy(), rtol=1e-12, err_msg=key)
+    model.eval()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(floor.forward(floor.prepare(x)), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dx_mode", ["flip", "col2im"])
+def test_floor_resblock_matches_pytorch_autograd_in_float64(dx_mode: str) -> None:
+    spec = bench.CONV_SIZES["resblock-tiny"]
+    state = float64_state(spec)
+    x, g = (a.astype(np.float64) for a in bench.make_conv_data(spec, seed=2))
+    y, grads, dx = torch_float64_reference(spec, state, x, g)
+    floor = bench.NumpyResBlock(spec, state, dx_mode=dx_mode)
+    mine = floor.forward_backward(floor.prepare(x), floor.prepare(g))
+    np.testing.assert_allclose(mine.transpose(0, 3, 1, 2), dx, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(floor.y.transpose(0, 3, 1, 2), y, rtol=1e-10, atol=1e-13)
+    assert_gradients_match(floor.gradients(), grads)
+
+
+def test_floor_adam_steps_follow_torch_optim_adam() -> None:
+    torch = pytest.importorskip("torch")
+    spec = bench.CONV_SIZES["resblock-tiny"]
+    state = float64_state(spec)
+    x, g = (a.astype(np.float64) for a in bench.make_conv_data(spec, seed=2))
+    model = bench.build_torch_conv_model(spec).double()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    floor = bench.NumpyResBlock(spec, state, lr=0.01)
+    for _ in range(3):  # the bias corrections change with t
+        opt.zero_grad()
+        model(torch.from_numpy(x)).backward(torch.from_numpy(g))
+        opt.step()
+        floor.train_step(floor.prepare(x), floor.prepare(g))
+    mine = floor.state_dict()
+    for key, value in model.state_dict().items():
+        if key in mine:
+            start = state[key]
+            np.testing.assert_allclose(mine[key] - start, value.numpy() - start, rtol=1e-8,
+                                       atol=1e-14, err_msg=key)
+
+
+def test_floor_rejects_the_other_network_and_a_missing_weight() -> None:
+    lenet, block = bench.CONV_SIZES["lenet-tiny"], bench.CONV_SIZES["resblock-tiny"]
+    with pytest.raises(ValueError, match="NumpyLeNet: needs a lenet spec, got 'resblock-tiny'"):
+        bench.NumpyLeNet(block, bench.conv_parameters(block))
+    state = bench.conv_parameters(block)
+    del state["0.block.3.weight"]
+    with pytest.raises(KeyError, match=r"NumpyResBlock: the state has no 0\.block\.3\.weight"):
+        bench.NumpyResBlock(block, state)
+    with pytest.raises(ValueError, match="NumpyResBlock: needs a resblock spec"):
+        bench.NumpyResBlock(lenet, bench.conv_parameters(lenet))
+
+
+@pytest.mark.parametrize("size", CONV_TINY)
+def test_the_floors_products_are_the_counted_flops(size: str) -> None:
+    spec = bench.CONV_SIZES[size]
+    for workload in spec.workloads:
+        timer = bench.MatmulTimer()
+        step = bench.build_conv_workload(bench.get_target("floor"), spec, workload,
+                                         matmul=timer)
+        step()
+        flops = 0
+        for a, b in timer.shapes:
+            assert a[-1] == b[0]
+            flops += 2 * int(np.prod(a)) * b[-1]
+        assert flops == spec.flops(workload), workload
+        assert timer.seconds > 0.0
+
+
+@pytest.mark.parametrize("target_name", bench.TARGETS)
+@pytest.mark.parametrize("size", CONV_TINY)
+def test_conv_workloads_run_on_every_target(size: str, target_name: str) -> None:
+    target = conv_target(target_name)
+    spec = bench.CONV_SIZES[size]
+    for workload in spec.workloads:
+        step = bench.build_conv_workload(target, spec, workload)
+        out = step()
+        out = step()  # twice: the optimizer's state exists after the first
+        assert out is not None
+        host = nb.to_numpy(out) if target.impl == "nnbackend" else np.asarray(
+            out.detach().cpu() if hasattr(out, "detach") else out)
+        if workload == "forward" and spec.kind == "lenet":
+            assert host.shape == (spec.batch, 10)
+        elif spec.kind == "lenet":
+            assert host.shape == ()  # the loss
+        else:  # the block's output (N, C, H, W) or ∂L/∂x, in the target's own layout
+            assert sorted(host.shape) == sorted(spec.input_shape())
+        assert np.all(np.isfinite(host))
+
+
+@pytest.mark.parametrize("target_name", [t for t in bench.TARGETS if t != "floor"])
+def test_every_target_computes_the_floors_block(target_name: str) -> None:
+    """The same math everywhere: the block's inference output and one ∂L/∂x (no dropout in the
+    block, so no randomness) agree with the floor to float32 rounding."""
+    target = conv_target(target_name)
+    spec = bench.CONV_SIZES["resblock-tiny"]
+    floor = bench.get_target("floor")
+    for workload in ("forward", "fwd-bwd"):
+        expected = bench.build_conv_workload(floor, spec, workload)().transpose(0, 3, 1, 2)
+        out: Any = bench.build_conv_workload(target, spec, workload)()
+        got = nb.to_numpy(out) if target.impl == "nnbackend" else out.detach().cpu().numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=workload)
+
+
+def test_conv_gemm_seconds_per_implementation() -> None:
+    spec = bench.CONV_SIZES["resblock-tiny"]
+    floor = bench.conv_gemm_seconds(bench.get_target("floor"), spec, "fwd-bwd", steps=1)
+    assert floor is not None and floor > 0.0
+    if HAS_TORCH:
+        torch_s = bench.conv_gemm_seconds(bench.get_target("torch-cpu"), spec, "train-adam",
+                                          steps=1)
+        assert torch_s is not None and torch_s > 0.0
+    target = bench.Target("nnbackend-cupy", "nnbackend", "cupy", "cuda:0")
+    assert bench.conv_gemm_seconds(target, spec, "forward") is None  # asynchronous: not timed
+
+
+def test_timing_counting_namespace_times_only_the_named_calls() -> None:
+    ns = CountingNamespace(array_api_compat.numpy, timed=("matmul", "__matmul__"))
+    a = ns.wrap(np.ones((3, 3)))
+    b = ns.matmul(a, a) + a @ a
+    assert ns.unwrap(ns.sum(b)) == 54.0
+    assert set(ns.seconds) == {"matmul", "__matmul__"}
+    assert all(s > 0.0 for s in ns.seconds.values())
+    assert ns.counts == {"matmul": 1, "__matmul__": 1, "__add__": 1, "sum": 1}
+    ns.reset()
+    assert ns.seconds == {} and ns.calls == 0
+
+
+def test_peak_rss_growth_runs_in_a_fresh_process() -> None:
+    result = bench.peak_rss_growth("floor", "resblock-tiny", "train-adam", steps=2)
+    assert (result.target, result.size, result.workload, result.steps) == (
+        "floor", "resblock-tiny", "train-adam", 2)
+    assert result.growth_bytes >= 0 and result.baseline_bytes > 10 * 2**20  # Python + NumPy
+    assert result.reset == Path("/proc/self/clear_refs").exists()
+    with pytest.raises(RuntimeError, match="measuring nowhere resblock-tiny forward failed"):
+        bench.peak_rss_growth("nowhere", "resblock-tiny", "forward")
+
+
+def test_run_cli_measures_the_convolutional_networks(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    out = io.StringIO()
+    rc = bench.run_cli("numpy", ["lenet-tiny", "resblock-tiny"], path, None, budget_s=0.002,
+                       memory=False, stream=out)
+    text = out.getvalue()
+    assert "convolutional networks" in text and "peak MiB" in text
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    targets = {r["target"] for r in rows}
+    if "nnbackend-numpy" in targets:
+        assert rc == 0
+    else:  # nnbackend lacks a layer here: said, and nothing requested ran
+        assert rc == 1 and "not measured: nnbackend-numpy lenet-tiny: " in text
+    assert targets <= {"floor", "nnbackend-numpy"}
+    expected = {(s, w, t) for s in CONV_TINY for w in bench.CONV_WORKLOADS for t in targets}
+    assert {(r["size"], r["workload"], r["target"]) for r in rows} == expected
+    for r in rows:
+        spec = bench.CONV_SIZES[r["size"]]
+        assert r["widths"] == spec.label and r["batch"] == 2
+        assert r["gflops"] == pytest.approx(spec.flops(r["workload"]) / r["seconds"] / 1e9)
+        assert r["gemm_method"] == "inline"
+        assert r["gemm_fraction"] == pytest.approx(r["gemm_seconds"] / r["seconds"])
+        assert r["peak_rss_bytes"] is None  # memory=False
+
+
+def test_the_header_names_the_blas_kernel_and_openblas_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    _, text = run_tiny("numpy", workloads=["forward"])
+    header = text.splitlines()[0]
+    kernel = bench.blas_kernel()
+    if kernel is not None:
+        assert f"kernel {kernel}" in header
+    assert "OPENBLAS_L2_SIZE=1048576" in header
+    assert bench.openblas_env() == {"OPENBLAS_L2_SIZE": "1048576"}
+    assert "OPENBLAS_L2_SIZE" not in bench.without_openblas_env()
+
+
+def test_restart_without_openblas_env_replaces_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr("os.execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    bench.restart_without_openblas_env(["bench"])
+    assert calls == []  # nothing to drop
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    note = io.StringIO()
+    bench.restart_without_openblas_env(["bench", "--sizes", "lenet"], stream=note)
+    [(path, argv, env)] = calls
+    assert argv == [sys.executable, "-m", "nnbackend", "bench", "--sizes", "lenet"]
+    assert "OPENBLAS_CORETYPE" not in env and path == sys.executable
+    assert "restarting without OPENBLAS_CORETYPE=Haswell" in note.getvalue()
+    monkeypatch.setenv("NNBACKEND_BENCH_KEEP_OPENBLAS_ENV", "1")
+    bench.restart_without_openblas_env(["bench"])
+    assert len(calls) == 1

@@ -280,6 +280,7 @@ def run(
     budget_s: float = 0.3,
     memory: bool = True,
     on_group: Callable[[list[Row]], None] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> list[Row]:
     """Measure every (size, workload, target): time, products' time, calls; ratios per group.
 
@@ -287,7 +288,9 @@ def run(
     (:data:`CONV_WORKLOADS`), with their products timed inside the step
     (:func:`conv_gemm_seconds`) and, with ``memory``, the peak memory of each row in a fresh
     process (:func:`peak_rss_growth`). ``on_group`` is called with the rows of each (size,
-    workload) as soon as they are done.
+    workload) as soon as they are done. A target that cannot build a network (a layer this
+    version lacks) is left out of that network's rows, the reason recorded in ``skipped``
+    under ``"<target> <size>"``.
     """
     rows: list[Row] = []
     gemm_times = GemmTimes(budget_s=budget_s)
@@ -298,8 +301,12 @@ def run(
             group: list[Row] = []
             for target in targets:
                 if isinstance(spec, ConvSpec):
-                    group.append(_conv_row(target, spec, workload, budget_s=budget_s,
-                                           memory=memory))
+                    try:
+                        group.append(_conv_row(target, spec, workload, budget_s=budget_s,
+                                               memory=memory))
+                    except BackendUnavailableError as exc:
+                        if skipped is not None:
+                            skipped[f"{target.name} {spec.name}"] = str(exc)
                     continue
                 wl = build_workload(target, spec, workload)
                 timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
@@ -392,7 +399,6 @@ def run_cli(
         _check_workload(workload)
     figure_class = _figure_class() if plot_path is not None else None
     targets, unavailable = _available(["floor", *requested])
-    ran_requested = any(t.name in requested for t in targets)
 
     print(_header(specs), file=out)
     for name, reason in unavailable.items():
@@ -407,8 +413,13 @@ def run_cli(
         print("\n".join(table[2:] if shown else table), file=out, flush=True)
         shown.extend(group)
 
-    rows = run(targets, specs, workloads, budget_s=budget_s, memory=memory, on_group=show)
+    skipped: dict[str, str] = {}
+    rows = run(targets, specs, workloads, budget_s=budget_s, memory=memory, on_group=show,
+               skipped=skipped)
     print(file=out)
+    for name, reason in skipped.items():
+        print(f"not measured: {name}: {reason}", file=out)
+        unavailable[name] = reason
     print(_LEGEND, file=out)
 
     points: list[dict[str, Any]] = []
@@ -421,7 +432,7 @@ def run_cli(
         document = _json_document(specs, rows, unavailable, points, budget_s=budget_s)
         Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"wrote JSON: {json_path}", file=out)
-    if not ran_requested:
+    if not any(r.target in requested for r in rows):
         print("nnbackend bench: none of the requested backends is available here", file=out)
         return 1
     return 0
