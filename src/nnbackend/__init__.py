@@ -20,14 +20,20 @@ from .backend import (
 from .data import batches, train_test_split
 from .errors import BackendUnavailableError, CheckpointError, GradcheckError
 from .layers import (
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
     Dropout,
     Dropout2d,
+    Flatten,
     Identity,
     LeakyReLU,
     Linear,
     LogSoftmax,
+    MaxPool1d,
+    MaxPool2d,
     Module,
     Parallel,
     Parameter,
@@ -37,6 +43,7 @@ from .layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    Unflatten,
 )
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from .optim import (
@@ -59,6 +66,9 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "AdaptiveAvgPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
     "BCEWithLogitsLoss",
     "Backend",
     "BackendInfo",
@@ -72,6 +82,7 @@ __all__ = [
     "Dropout2d",
     "EarlyStopping",
     "ExponentialLR",
+    "Flatten",
     "GradcheckError",
     "GradcheckReport",
     "History",
@@ -83,6 +94,8 @@ __all__ = [
     "LogSoftmax",
     "Loss",
     "MSELoss",
+    "MaxPool1d",
+    "MaxPool2d",
     "Module",
     "NonFiniteLossError",
     "Optimizer",
@@ -97,6 +110,7 @@ __all__ = [
     "Softmax",
     "StepLR",
     "Tanh",
+    "Unflatten",
     "__version__",
     "available_backends",
     "backend_of",

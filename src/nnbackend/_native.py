@@ -19,7 +19,9 @@ import numpy as np
 from ._libraries import library_of
 from ._typing import Array, Namespace
 
-__all__ = ["channel_operand", "masked", "matmul_into", "maximizer", "sum_into", "summer"]
+__all__ = [
+    "channel_operand", "masked", "matmul_into", "maximizer", "nan_free", "sum_into", "summer",
+]
 
 Reduction = Callable[..., Array]
 
@@ -107,3 +109,15 @@ def channel_operand(v: Array, length: int, xp: Namespace) -> Array:
     if library_of(xp).native is np and length > 1:
         return np.repeat(v, length).reshape(v.shape[0], length)
     return xp.reshape(v, (v.shape[0], 1))
+
+
+def nan_free(x: Array, xp: Namespace) -> bool:
+    """Whether ``x`` certainly holds no NaN, so a caller may skip testing for NaN.
+
+    Checked on NumPy only, whose arrays are in host memory (reading costs no synchronisation):
+    one fast reduction, ``max`` propagating NaN. Elsewhere the answer is False (unknown), and
+    the caller takes the path that handles NaN, so no device is ever read.
+    """
+    if _library(xp) is not np or x.size == 0:
+        return False
+    return not np.isnan(np.maximum.reduce(x, axis=None))

@@ -24,8 +24,34 @@ from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import linear, linear_backward
 from .losses import binary_cross_entropy_with_logits, cross_entropy, mse
 from .normalization import batch_norm, batch_norm_backward, batch_norm_forward
+from .pooling import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_avg_pool2d_forward,
+    avg_pool1d,
+    avg_pool1d_backward,
+    avg_pool1d_forward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool1d,
+    max_pool1d_backward,
+    max_pool1d_forward,
+    max_pool2d,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "avg_pool1d",
+    "avg_pool1d_backward",
+    "avg_pool1d_forward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_forward",
@@ -43,6 +69,12 @@ __all__ = [
     "linear_backward",
     "log_softmax",
     "log_softmax_backward",
+    "max_pool1d",
+    "max_pool1d_backward",
+    "max_pool1d_forward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
     "mse",
     "relu",
     "relu_backward",

@@ -8,21 +8,29 @@ from .dropout import Dropout, Dropout2d
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d
+from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .sequential import Sequential
+from .shape import Flatten, Unflatten
 
 __all__ = [
+    "AdaptiveAvgPool2d",
     "Arena",
+    "AvgPool1d",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "Context",
     "DescriptionError",
     "Dropout",
     "Dropout2d",
+    "Flatten",
     "Identity",
     "LeakyReLU",
     "Linear",
     "LoadResult",
     "LogSoftmax",
+    "MaxPool1d",
+    "MaxPool2d",
     "Module",
     "Parallel",
     "Parameter",
@@ -32,6 +40,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "Unflatten",
     "build",
     "describe",
     "register",

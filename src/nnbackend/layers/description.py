@@ -53,7 +53,9 @@ from .dropout import Dropout, Dropout2d
 from .linear import Linear
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d
+from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .sequential import Sequential
+from .shape import Flatten, Unflatten
 
 __all__ = ["MAX_DEPTH", "AllowedClasses", "DescriptionError", "build", "describe", "register"]
 
@@ -560,3 +562,8 @@ def _batch_norm_size(config: Mapping[str, Any]) -> int:
 register(BatchNorm1d, state_size=_batch_norm_size)
 register(BatchNorm2d, state_size=_batch_norm_size)
 register(Dropout2d, state_size=_nothing)
+
+# Pooling and reshaping layers hold no arrays.
+for _shaping in (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool2d, Flatten,
+                 Unflatten):
+    register(_shaping, state_size=_nothing)
