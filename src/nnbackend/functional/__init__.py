@@ -20,6 +20,16 @@ from .activations import (
     tanh,
     tanh_backward,
 )
+from .conv import (
+    ConvSaved,
+    ConvWorkspace,
+    conv1d,
+    conv1d_backward,
+    conv1d_forward,
+    conv2d,
+    conv2d_backward,
+    conv2d_forward,
+)
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import linear, linear_backward
 from .losses import binary_cross_entropy_with_logits, cross_entropy, mse
@@ -43,6 +53,8 @@ from .pooling import (
 )
 
 __all__ = [
+    "ConvSaved",
+    "ConvWorkspace",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool2d_forward",
@@ -56,6 +68,12 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_forward",
     "binary_cross_entropy_with_logits",
+    "conv1d",
+    "conv1d_backward",
+    "conv1d_forward",
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_forward",
     "cross_entropy",
     "dropout",
     "dropout2d",

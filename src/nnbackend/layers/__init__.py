@@ -3,6 +3,7 @@
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .arena import Arena
 from .combinators import Parallel, Residual
+from .conv import Conv1d, Conv2d
 from .description import DescriptionError, build, describe, register
 from .dropout import Dropout, Dropout2d
 from .linear import Linear
@@ -20,6 +21,8 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "Context",
+    "Conv1d",
+    "Conv2d",
     "DescriptionError",
     "Dropout",
     "Dropout2d",

@@ -49,6 +49,7 @@ from typing import Any, TypeAlias, TypeVar
 from ..backend import get_backend, use_backend
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .combinators import Parallel, Residual
+from .conv import Conv1d, Conv2d, conv_state_size
 from .dropout import Dropout, Dropout2d
 from .linear import Linear
 from .module import Module
@@ -567,3 +568,6 @@ register(Dropout2d, state_size=_nothing)
 for _shaping in (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool2d, Flatten,
                  Unflatten):
     register(_shaping, state_size=_nothing)
+
+register(Conv1d, state_size=lambda config: conv_state_size(config, 1))
+register(Conv2d, state_size=lambda config: conv_state_size(config, 2))
