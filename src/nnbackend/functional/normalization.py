@@ -87,8 +87,10 @@ class BatchNormSaved(NamedTuple):
     """r = 1 / √(σ² + ε), (C,)."""
     scale: Array
     """γ r (or r without γ), (C,)."""
-    affine: bool
-    """Whether γ and β were given (∂L/∂γ and ∂L/∂β exist)."""
+    has_weight: bool
+    """Whether γ was given (∂L/∂γ exists)."""
+    has_bias: bool
+    """Whether β was given (∂L/∂β exists)."""
     shape: tuple[int, ...]
     """The input's shape (∂L/∂x is returned in it)."""
 
@@ -209,8 +211,8 @@ def batch_norm_forward(
         keep = 1.0 - factor
         running_mean = keep * running_mean + factor * mean
         running_var = keep * running_var + factor * (squares / (n - 1))
-    saved = BatchNormSaved(centered, None, None, inv_std, scale, weight is not None, shape) \
-        if save else None
+    saved = BatchNormSaved(centered, None, None, inv_std, scale, weight is not None,
+                           bias is not None, shape) if save else None
     return BatchNormForward(_unwork(y, shape, xp), running_mean, running_var, saved)
 
 
@@ -249,8 +251,8 @@ def batch_norm_backward(
         raise ValueError(msg)
     n = _count(shape)
     work = dy if dy.ndim == 2 else xp.reshape(dy, (shape[0], shape[1], n // shape[0]))
-    weight_grad = weight_grad and saved.affine
-    bias_grad = bias_grad and saved.affine
+    weight_grad = weight_grad and saved.has_weight
+    bias_grad = bias_grad and saved.has_bias
     if saved.centered is None:
         return _eval_backward(work, saved, input_grad, weight_grad, bias_grad, xp)
     centered, inv_std, scale = saved.centered, saved.inv_std, saved.scale
@@ -285,8 +287,8 @@ def _eval_forward(
     shift = -running_mean * scale if bias is None else bias - running_mean * scale
     y = work * _per_channel(scale, work, xp)
     y += _per_channel(shift, work, xp)
-    saved = BatchNormSaved(None, work, running_mean, inv_std, scale, weight is not None, shape) \
-        if save else None
+    saved = BatchNormSaved(None, work, running_mean, inv_std, scale, weight is not None,
+                           bias is not None, shape) if save else None
     return BatchNormForward(_unwork(y, shape, xp), running_mean, running_var, saved)
 
 

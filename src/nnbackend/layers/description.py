@@ -555,8 +555,8 @@ for _layer in (Sequential, Residual, Parallel, Identity, ReLU, Sigmoid, Tanh, Le
 
 def _batch_norm_size(config: Mapping[str, Any]) -> int:
     """γ and β (affine) and the running mean, variance and count (tracked): BatchNorm's."""
-    c = _count(config.get("num_features"))
-    return (2 * c if config.get("affine", True) else 0) + (
+    c, affine = _count(config.get("num_features")), config.get("affine", True)
+    return (c if affine else 0) + (c if affine and config.get("bias", True) else 0) + (
         2 * c + 1 if config.get("track_running_stats", True) else 0)
 
 

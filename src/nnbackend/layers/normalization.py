@@ -69,6 +69,8 @@ class _BatchNorm(Module):
         (PyTorch's 0.1); None: their cumulative average (m = 1 / ``num_batches_tracked``).
     affine : bool
         Learn γ (``weight``) and β (``bias``).
+    bias : bool
+        With ``affine``, learn β too (PyTorch 2's keyword; False: γ only).
     track_running_stats : bool
         Keep running statistics (for evaluation); False: batch statistics in every mode, and
         no buffers.
@@ -103,6 +105,7 @@ class _BatchNorm(Module):
         affine: bool = True,
         track_running_stats: bool = True,
         *,
+        bias: bool = True,
         dtype: Any = None,
         backend: Any = None,
     ) -> None:
@@ -113,6 +116,7 @@ class _BatchNorm(Module):
         self.momentum = None if momentum is None else check_probability(
             momentum, caller=kind, name="momentum")
         self.affine = check_flag(affine, caller=kind, name="affine")
+        use_bias = check_flag(bias, caller=kind, name="bias") and affine
         self.track_running_stats = check_flag(track_running_stats, caller=kind,
                                               name="track_running_stats")
         be = get_backend(backend)
@@ -123,6 +127,7 @@ class _BatchNorm(Module):
         self.bias: Parameter | None = None
         if affine:
             self.weight = Parameter(be.asarray(np.ones(c), dtype=dt, copy=True), "weight")
+        if use_bias:
             self.bias = Parameter(be.asarray(np.zeros(c), dtype=dt, copy=True), "bias")
         stats = track_running_stats
         self.register_buffer(
@@ -141,11 +146,13 @@ class _BatchNorm(Module):
         ref = self._reference_array()
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
                 "affine": self.affine, "track_running_stats": self.track_running_stats,
+                "bias": self.bias is not None,
                 "dtype": self._dtype_name if ref is None else dtype_name(ref.dtype)}
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
     def _reference_array(self) -> Array | None:
         """γ, or the running mean without γ: the namespace, device and dtype inputs must have."""
