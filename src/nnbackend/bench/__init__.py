@@ -11,16 +11,30 @@ module            job
                   array calls
 ``specs``         what is benchmarked: :data:`SIZES`, :data:`WORKLOADS`, the learning rates,
                   :func:`make_data`, :func:`build_model` and its :func:`host_parameters`
+``convspecs``     the convolutional networks: :data:`CONV_SIZES` (LeNet, a residual block),
+                  their FLOPs, :func:`make_conv_data`, :func:`conv_parameters` (the initial
+                  state), :func:`build_conv_model`
 ``floor``         :class:`NumpyMLP`, the hand-written NumPy floor
-``timing``        :func:`measure`, and the machine it ran on (:func:`machine_info`)
+``convfloor``     :class:`NumpyLeNet`, :class:`NumpyResBlock`: the convolutional floors
+``timing``        :func:`measure`, the machine it ran on (:func:`machine_info`), the BLAS
+                  kernel (:func:`blas_kernel`) and the OpenBLAS settings (:data:`OPENBLAS_ENV`)
 ``workloads``     :data:`TARGETS`, :func:`get_target`, :func:`build_workload` (one step of a
                   target), :func:`gemm_workload` (its products alone), :func:`build_torch_model`
+``convworkloads`` :func:`build_conv_workload`, :func:`build_torch_conv_model`,
+                  :func:`conv_gemm_seconds` (the time inside a step's products)
+``memory``        :func:`peak_rss_growth`: a step's peak memory, in a fresh process
+``breakdown``     :func:`step_breakdown`: a convolutional step's time per layer and direction
 ``calls``         :func:`count_calls`: the calls of one step
 ``plot``          the ``--plot`` sweep of throughput against batch size
 ``report``        :class:`Row`, :func:`format_table`, :class:`GemmTimes` (the products'
                   time, measured once per library, device, size and direction),
                   :func:`resolve_names`, :func:`run`, :func:`run_cli`
 ================  =============================================================================
+
+The convolutional networks (``--sizes lenet,resblock``) are described in
+:mod:`nnbackend.bench.convspecs` (networks, FLOPs), :mod:`nnbackend.bench.convworkloads`
+(steps, GEMM share), :mod:`nnbackend.bench.convfloor` (the floor) and
+:mod:`nnbackend.bench.memory` (peak memory); the rest of this page is about the MLPs.
 
 Rows
 ----
@@ -88,6 +102,7 @@ ratios
 
 from __future__ import annotations
 
+from .breakdown import Phase, StepBreakdown, format_breakdown, step_breakdown
 from .calls import CallCount, count_calls
 from .convfloor import NumpyLeNet, NumpyResBlock
 from .convspecs import (
@@ -176,7 +191,9 @@ __all__ = [
     "NumpyLeNet",
     "NumpyMLP",
     "NumpyResBlock",
+    "Phase",
     "Row",
+    "StepBreakdown",
     "Target",
     "Timing",
     "Workload",
@@ -191,6 +208,7 @@ __all__ = [
     "conv_parameters",
     "count_calls",
     "flat_adam_update",
+    "format_breakdown",
     "format_table",
     "gemm_workload",
     "get_target",
@@ -206,6 +224,7 @@ __all__ = [
     "restart_without_openblas_env",
     "run",
     "run_cli",
+    "step_breakdown",
     "thread_info",
     "torch_threads",
     "without_openblas_env",

@@ -406,6 +406,17 @@ class NumpyLeNet:
         return loss
 
     def _backward(self, delta: np.ndarray) -> None:
+        d = self._classifier_backward(delta)
+        for conv, bn, pool in zip(self.convs[::-1], self.bns[::-1], self.pools[::-1],
+                                  strict=True):
+            dy = pool.backward(d)
+            dz = bn.backward(dy.reshape(conv.z.shape))
+            dx = conv.backward(dz)
+            if dx is not None:
+                d = dx
+
+    def _classifier_backward(self, delta: np.ndarray) -> np.ndarray:
+        """The linear layers' gradients; returns ∂L/∂(pooled features) (N, h, w, c)."""
         for i in range(len(self.fc_w) - 1, -1, -1):
             a = self.h[i - 1] if i else self.pools[-1].out.reshape(delta.shape[0], -1)
             self.mm(a.T, delta, out=self.fc_gw[i])
@@ -418,14 +429,8 @@ class NumpyLeNet:
                 np.greater(a, 0.0, out=self.keep[i - 1])
                 np.multiply(da, self.keep[i - 1], out=da)  # ReLU
             delta = da
-        d = delta.reshape(self.pools[-1].out.shape)
-        for conv, bn, pool in zip(self.convs[::-1], self.bns[::-1], self.pools[::-1],
-                                  strict=True):
-            dy = pool.backward(d)
-            dz = bn.backward(dy.reshape(conv.z.shape))
-            dx = conv.backward(dz)
-            if dx is not None:
-                d = dx
+        out: np.ndarray = delta.reshape(self.pools[-1].out.shape)
+        return out
 
     def train_step(self, x: np.ndarray, labels: np.ndarray) -> Any:
         """One Adam step on a prepared batch; returns the loss before the step."""

@@ -274,8 +274,5 @@ def build_conv_model(spec: ConvSpec, backend: Any = "numpy", *, seed: int = 0) -
     """
     be = get_backend(backend)
     model = _nnbackend_layers(spec, seed).to(be)
-    # the batch count's dtype follows the backend (JAX without x64 has no int64): left as built
-    state = {k: v for k, v in conv_parameters(spec, seed=seed).items()
-             if not k.endswith("num_batches_tracked")}
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(conv_parameters(spec, seed=seed))  # every name, as PyTorch's
     return model

@@ -214,7 +214,7 @@ def _nnbackend_workload(target: Target, spec: ConvSpec, workload: str, x_host: n
             opt.step()
         return result
 
-    return _nnbackend_step(target, step, model)
+    return _nnbackend_step(target, step, model, optimizer=opt, loss=loss_fn)
 
 
 def _set_buffer(model: Any, dotted: str, value: Any) -> None:
@@ -234,18 +234,20 @@ def _floor_workload(spec: ConvSpec, workload: str, x_host: np.ndarray, target_ho
     if spec.kind == "lenet":
         lenet = NumpyLeNet(spec, state, seed=seed, matmul=mm)
         x, labels = lenet.prepare(x_host), target_host
+        parts: dict[str, Any] = {"model": lenet}
         if workload == "forward":
-            return Workload(lambda: lenet.forward(x))
+            return Workload(lambda: lenet.forward(x), parts=parts)
         if workload == "fwd-bwd":
-            return Workload(lambda: lenet.loss_and_grad(x, labels))
-        return Workload(lambda: lenet.train_step(x, labels))
+            return Workload(lambda: lenet.loss_and_grad(x, labels), parts=parts)
+        return Workload(lambda: lenet.train_step(x, labels), parts=parts)
     block = NumpyResBlock(spec, state, matmul=mm)
     x, g = block.prepare(x_host), block.prepare(target_host)
+    parts = {"model": block}
     if workload == "forward":
-        return Workload(lambda: block.forward(x))
+        return Workload(lambda: block.forward(x), parts=parts)
     if workload == "fwd-bwd":
-        return Workload(lambda: block.forward_backward(x, g))
-    return Workload(lambda: block.train_step(x, g))
+        return Workload(lambda: block.forward_backward(x, g), parts=parts)
+    return Workload(lambda: block.train_step(x, g), parts=parts)
 
 
 def _torch_workload(target: Target, spec: ConvSpec, workload: str, x_host: np.ndarray,

@@ -70,12 +70,12 @@ class CountingNamespace:
     ----------
     xp : namespace
         The namespace to count (``array_api_compat.numpy``, ``numpy``, ...).
-    timed : iterable of str
-        Names (as counted: ``"matmul"``, ``"__matmul__"``, ``"np.matmul"``) whose calls are
-        also timed with ``time.perf_counter``, around the wrapped call only (the proxies'
-        unwrapping and wrapping included, a microsecond or so): how the benchmarks measure
-        the time a step spends in its matrix products. Meaningful for libraries that compute
-        synchronously (NumPy).
+    timed : iterable of str, or True
+        Names (as counted: ``"matmul"``, ``"__matmul__"``, ``"np.matmul"``), or every name,
+        whose calls are also timed with ``time.perf_counter``, around the wrapped call only
+        (the proxies' unwrapping and wrapping included, a microsecond or so): how the
+        benchmarks measure the time a step spends in its matrix products. Meaningful for
+        libraries that compute synchronously (NumPy).
 
     Attributes
     ----------
@@ -93,13 +93,14 @@ class CountingNamespace:
     3
     """
 
-    def __init__(self, xp: Any, *, timed: Iterable[str] = (),
+    def __init__(self, xp: Any, *, timed: Iterable[str] | bool = (),
                  _counts: Counter[str] | None = None, _seconds: dict[str, float] | None = None,
                  _prefix: str = "") -> None:
         self._xp = xp
         self._prefix = _prefix
         self._wrappers: dict[str, Any] = {}
-        self._timed = frozenset(timed)
+        self._time_all = timed is True
+        self._timed: frozenset[str] = frozenset(() if isinstance(timed, bool) else timed)
         self.counts: Counter[str] = Counter() if _counts is None else _counts
         self.seconds: dict[str, float] = {} if _seconds is None else _seconds
         # the wrapped namespace's name: name-based tests (array_api_compat.is_numpy_namespace)
@@ -119,7 +120,7 @@ class CountingNamespace:
     def _count(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
         """Count a call named ``name`` and make it (timed when ``name`` is)."""
         self.counts[name] += 1
-        if name not in self._timed:
+        if not self._time_all and name not in self._timed:
             return function(*args)
         start = time.perf_counter()
         result = function(*args)
@@ -152,7 +153,8 @@ class CountingNamespace:
             return wrapper
         value = getattr(self._xp, name)
         if isinstance(value, ModuleType):
-            wrapper = CountingNamespace(value, timed=self._timed, _counts=self.counts,
+            wrapper = CountingNamespace(value, timed=self._time_all or self._timed,
+                                        _counts=self.counts,
                                         _seconds=self.seconds,
                                         _prefix=f"{self._prefix}{name}.")
         elif callable(value) and not isinstance(value, type):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -105,10 +105,13 @@ def get_target(name: str) -> Target:
 @dataclass(frozen=True)
 class Workload:
     """One benchmarked step: ``step()`` may return before a device has finished; ``sync()``
-    waits for it. Calling the workload runs both (what pytest-benchmark times)."""
+    waits for it. Calling the workload runs both (what pytest-benchmark times). ``parts`` names
+    the objects the step uses (``"model"``, ``"optimizer"``, ...) for tools that look inside
+    it (:mod:`nnbackend.bench.breakdown`)."""
 
     step: Callable[[], object]
     sync: Callable[[], None] = _no_sync
+    parts: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __call__(self) -> object:
         result = self.step()
@@ -124,7 +127,7 @@ def _sync_for(target: Target) -> Callable[[], None]:
     return get_backend(target.backend, device=device).synchronize
 
 
-def _jax_step(step: Callable[[], object], model: Any) -> Workload:
+def _jax_step(step: Callable[[], object], model: Any, parts: dict[str, Any]) -> Workload:
     """A JAX step and its synchronisation: JAX dispatches asynchronously, even on the CPU, so
     the clock waits for the step's result and every parameter (the update's outputs)."""
     jax = importlib.import_module("jax")
@@ -137,14 +140,16 @@ def _jax_step(step: Callable[[], object], model: Any) -> Workload:
     def sync() -> None:
         jax.block_until_ready((last[0], [p.data for p in model.parameters()]))
 
-    return Workload(run, sync)
+    return Workload(run, sync, parts)
 
 
-def _nnbackend_step(target: Target, step: Callable[[], object], model: Any) -> Workload:
-    """``step`` with the synchronisation its backend needs."""
+def _nnbackend_step(target: Target, step: Callable[[], object], model: Any,
+                    **parts: Any) -> Workload:
+    """``step`` with the synchronisation its backend needs; ``parts`` besides the model."""
+    parts["model"] = model
     if target.backend == "jax":
-        return _jax_step(step, model)
-    return Workload(step, _sync_for(target))
+        return _jax_step(step, model, parts)
+    return Workload(step, _sync_for(target), parts)
 
 
 def build_workload(
