@@ -75,3 +75,23 @@ def test_masked_zeroes_where_the_mask_is_false(case: Any) -> None:
     got = masked(x, x > 0.0, xp)
     assert got.dtype == x.dtype
     np.testing.assert_array_equal(nb.to_numpy(got).astype(np.float64), np.maximum(host, 0.0))
+
+
+def test_windows_into_copies_the_windows_or_declines(case: Any) -> None:
+    """im2col's windows (stride and dilation) in one copy on NumPy, bit for bit the standard
+    slices; elsewhere it declines and leaves ``out`` untouched (the caller slices)."""
+    from nnbackend._native import windows_into
+
+    be = case.backend
+    x, host = _draw(case, (2, 3, 9, 10), 5)
+    kernel, stride, dilation, out_size = (3, 2), (2, 3), (2, 3), (3, 2)
+    out = be.zeros((2, 3, *kernel, *out_size), dtype=case.dtype_name)
+    if not windows_into(x, kernel, stride, dilation, out_size, out, case.xp):
+        assert case.backend.name not in ("numpy",)
+        np.testing.assert_array_equal(nb.to_numpy(out), 0.0)
+        return
+    got = nb.to_numpy(out)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            want = host[:, :, 2 * i:2 * i + 2 * 2 + 1:2, 3 * j:3 * j + 3 * 1 + 1:3]
+            np.testing.assert_array_equal(got[:, :, i, j], want)
