@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import io
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -677,9 +678,10 @@ def test_the_floors_products_are_the_counted_flops(size: str) -> None:
                                          matmul=timer)
         step()
         flops = 0
-        for a, b in timer.shapes:
-            assert a[-1] == b[0]
-            flops += 2 * int(np.prod(a)) * b[-1]
+        for a, b in timer.shapes:  # (..., m, k) · (..., k, n), the batch axes broadcast
+            m, k, n = (a[-2] if len(a) > 1 else 1), a[-1], b[-1]
+            assert k == (b[-2] if len(b) > 1 else b[0])
+            flops += 2 * math.prod(np.broadcast_shapes(a[:-2], b[:-2])) * m * k * n
         assert flops == spec.flops(workload), workload
         assert timer.seconds > 0.0
 

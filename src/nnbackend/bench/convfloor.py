@@ -32,6 +32,7 @@ goes through, ``numpy.matmul`` by default: the GEMM-share measurement passes a t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -93,7 +94,12 @@ class _Conv:
     """A stride-1 convolution in channels-last layout (module docstring).
 
     ``src`` is where the previous layer writes this layer's input (N, H, W, Cin): the interior
-    of the zero-padded buffer when there is padding.
+    of the zero-padded buffer when there is padding. The im2col matrix (M, K) has its K axis
+    in (i, j, c) order; with one input channel it is stored K-major, (k, k, N, OH, OW), so the
+    copy runs along OW instead of along five-element kernel rows (the product takes the
+    transposed view). ``dx_mode="col2im"`` computes δ W_ijᵀ for every kernel offset in one
+    batched product, (k·k, M, Cin), whose slices add into the padded gradient with the whole
+    (OW, Cin) plane contiguous; ``"flip"`` convolves the padded δ with the flipped kernel.
     """
 
     def __init__(self, shape: ConvShape, batch: int, w: np.ndarray, b: np.ndarray | None,
@@ -106,8 +112,13 @@ class _Conv:
         self.m = n * oh * ow
         self.padded = np.zeros((n, h + 2 * p, wd + 2 * p, cin), dtype)
         self.src = self.padded[:, p:p + h, p:p + wd, :]
-        self.cols6 = np.empty((n, oh, ow, k, k, cin), dtype)
-        self.cols = self.cols6.reshape(self.m, k * k * cin)
+        self.k_major = cin == 1
+        if self.k_major:
+            self.cols6 = np.empty((k, k, cin, n, oh, ow), dtype)
+            self.cols = self.cols6.reshape(k * k * cin, self.m).T
+        else:
+            self.cols6 = np.empty((n, oh, ow, k, k, cin), dtype)
+            self.cols = self.cols6.reshape(self.m, k * k * cin)
         self.z = np.empty((self.m, cout), dtype)
         self.ones = np.ones(self.m, dtype)
         if not input_grad:
@@ -121,17 +132,21 @@ class _Conv:
             self.dsrc = self.dpad[:, q:q + oh, q:q + ow, :]
             self.wflip = np.empty((k * k * cout, cin), dtype)
             self.dx = np.empty((n, h, wd, cin), dtype)
-        else:  # col2im: δ Wᵀ, then one slice-add per kernel offset
-            self.dcols6 = np.empty_like(self.cols6)
-            self.dcols = self.dcols6.reshape(self.cols.shape)
+        else:  # col2im: δ W_ijᵀ for every offset (i, j) in one product, then slice-adds
+            self.w_offsets = np.empty((k * k, cout, cin), dtype)
+            self.dcols = np.empty((k * k, self.m, cin), dtype)
             self.dpadded = np.zeros_like(self.padded)
             self.dx_view = self.dpadded[:, p:p + h, p:p + wd, :]
 
+    def _im2col(self, padded: np.ndarray) -> None:
+        k = self.shape.kernel
+        windows = sliding_window_view(padded, (k, k), axis=(1, 2))  # (N, OH, OW, C, k, k)
+        order = (4, 5, 3, 0, 1, 2) if self.k_major else (0, 1, 2, 4, 5, 3)
+        np.copyto(self.cols6, windows.transpose(order))
+
     def forward(self) -> np.ndarray:
         """z = im2col(x) W (+ b), (M, Cout), from the input written into :attr:`src`."""
-        k = self.shape.kernel
-        windows = sliding_window_view(self.padded, (k, k), axis=(1, 2))  # (N, OH, OW, C, k, k)
-        np.copyto(self.cols6, windows.transpose(0, 1, 2, 4, 5, 3))
+        self._im2col(self.padded)
         self.mm(self.cols, self.w, out=self.z)
         if self.b is not None:
             self.z += self.b
@@ -146,31 +161,39 @@ class _Conv:
             return None
         s, k = self.shape, self.shape.kernel
         oh, ow = s.out_hw
+        w4 = self.w.reshape(k, k, s.cin, s.cout)  # rebuilt from W each step (W moves)
         if self.dx_mode == "flip":
-            # flip(W)[(i, j, co), ci] = W[(k−1−i, k−1−j, ci), co]; rebuilt each step (W moves)
-            w4 = self.w.reshape(k, k, s.cin, s.cout)[::-1, ::-1]
-            np.copyto(self.wflip.reshape(k, k, s.cout, s.cin), w4.transpose(0, 1, 3, 2))
+            # flip(W)[(i, j, co), ci] = W[(k−1−i, k−1−j, ci), co]
+            np.copyto(self.wflip.reshape(k, k, s.cout, s.cin),
+                      w4[::-1, ::-1].transpose(0, 1, 3, 2))
             np.copyto(self.dsrc, dz.reshape(self.dsrc.shape))
-            windows = sliding_window_view(self.dpad, (k, k), axis=(1, 2))
-            np.copyto(self.cols6, windows.transpose(0, 1, 2, 4, 5, 3))  # cols are used up
+            self._im2col(self.dpad)  # the forward's columns are used up
             self.mm(self.cols, self.wflip, out=self.dx.reshape(-1, s.cin))
             return self.dx
-        self.mm(dz, self.w.T, out=self.dcols)
+        np.copyto(self.w_offsets.reshape(k, k, s.cout, s.cin), w4.transpose(0, 1, 3, 2))
+        self.mm(dz[None], self.w_offsets, out=self.dcols)
         self.dpadded.fill(0.0)
+        planes = self.dcols.reshape(k, k, -1, oh, ow, s.cin)
         for i in range(k):
             for j in range(k):
-                self.dpadded[:, i:i + oh, j:j + ow, :] += self.dcols6[:, :, :, i, j, :]
+                self.dpadded[:, i:i + oh, j:j + ow, :] += planes[i, j]
         return self.dx_view
 
 
 class _BatchNorm:
-    """Batch normalisation over the rows of (M, C) (module docstring)."""
+    """Batch normalisation over the rows of (M, C) (module docstring).
 
-    def __init__(self, m: int, gamma: np.ndarray, beta: np.ndarray, ggamma: np.ndarray,
-                 gbeta: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
-                 dtype: Any) -> None:
+    NumPy runs an (M, C) ⊙ (C,) broadcast with an inner loop of C elements, slow for few
+    channels: the elementwise passes work on the (M / P, P·C) view with the per-channel
+    vectors tiled P times (P: the rows of one image), an inner loop of P·C.
+    """
+
+    def __init__(self, m: int, period: int, gamma: np.ndarray, beta: np.ndarray,
+                 ggamma: np.ndarray, gbeta: np.ndarray, running_mean: np.ndarray,
+                 running_var: np.ndarray, dtype: Any) -> None:
         c = gamma.shape[0]
-        self.m, self.gamma, self.beta, self.ggamma, self.gbeta = m, gamma, beta, ggamma, gbeta
+        self.m, self.period = m, period
+        self.gamma, self.beta, self.ggamma, self.gbeta = gamma, beta, ggamma, gbeta
         self.running_mean, self.running_var = running_mean, running_var
         self.ones = np.ones(m, dtype)
         self.xc = np.empty((m, c), dtype)  # z − μ
@@ -179,17 +202,25 @@ class _BatchNorm:
         self.scale = np.empty(c, dtype)  # γ/σ
         self.dz = np.empty((m, c), dtype)
 
+    def _wide(self, a: np.ndarray) -> np.ndarray:
+        """The (M / P, P·C) view of an (M, C) array."""
+        return a.reshape(-1, self.period * a.shape[-1])
+
+    def _tile(self, v: np.ndarray) -> np.ndarray:
+        return np.tile(v, self.period)
+
     def forward(self, z: np.ndarray, out: np.ndarray) -> None:
         """Training: y = γ (z − μ)/σ + β into ``out`` (M, C); updates the running statistics."""
         mean = np.matmul(self.ones, z) * (1.0 / self.m)
-        np.subtract(z, mean, out=self.xc)
+        np.subtract(self._wide(z), self._tile(mean), out=self._wide(self.xc))
         np.multiply(self.xc, self.xc, out=self.tmp)
         var = np.matmul(self.ones, self.tmp) * (1.0 / self.m)
         np.sqrt(var + BN_EPS, out=self.inv_std)
         np.divide(1.0, self.inv_std, out=self.inv_std)
         np.multiply(self.gamma, self.inv_std, out=self.scale)
-        np.multiply(self.xc, self.scale, out=out)
-        out += self.beta
+        wide = self._wide(out)
+        np.multiply(self._wide(self.xc), self._tile(self.scale), out=wide)
+        wide += self._tile(self.beta)
         self.running_mean *= 1.0 - BN_MOMENTUM
         self.running_mean += BN_MOMENTUM * mean
         self.running_var *= 1.0 - BN_MOMENTUM
@@ -198,8 +229,9 @@ class _BatchNorm:
     def infer(self, z: np.ndarray, out: np.ndarray) -> None:
         """Inference with the running statistics, into ``out``."""
         scale = self.gamma / np.sqrt(self.running_var + BN_EPS)
-        np.multiply(z, scale, out=out)
-        out += self.beta - self.running_mean * scale
+        wide = self._wide(out)
+        np.multiply(self._wide(z), self._tile(scale), out=wide)
+        wide += self._tile(self.beta - self.running_mean * scale)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """∂L/∂z (M, C) from ∂L/∂y; ∂L/∂γ = Σ δ x̂ and ∂L/∂β = Σ δ into the gradient views."""
@@ -210,10 +242,11 @@ class _BatchNorm:
         # ∂L/∂z = scale δ − scale/M Σδ − xc · scale/σ · (Σ δ x̂)/M
         c1 = self.scale * self.inv_std * self.ggamma * (-1.0 / self.m)
         c2 = self.scale * self.gbeta * (-1.0 / self.m)
-        np.multiply(self.xc, c1, out=self.dz)
-        self.dz += c2
-        np.multiply(dy, self.scale, out=self.tmp)
-        self.dz += self.tmp
+        dz, tmp = self._wide(self.dz), self._wide(self.tmp)
+        np.multiply(self._wide(self.xc), self._tile(c1), out=dz)
+        dz += self._tile(c2)
+        np.multiply(self._wide(dy), self._tile(self.scale), out=tmp)
+        dz += tmp
         return self.dz
 
 
@@ -321,7 +354,8 @@ class NumpyLeNet:
         self.convs = [_Conv(s, n, P[2 * i], P[2 * i + 1], G[2 * i], G[2 * i + 1],
                             input_grad=i > 0, dx_mode="col2im",
                             matmul=matmul, dtype=dtype) for i, s in enumerate(convs)]
-        self.bns = [_BatchNorm(conv.m, P[4 + 2 * i], P[5 + 2 * i], G[4 + 2 * i], G[5 + 2 * i],
+        self.bns = [_BatchNorm(conv.m, math.prod(s.out_hw), P[4 + 2 * i], P[5 + 2 * i],
+                               G[4 + 2 * i], G[5 + 2 * i],
                                np.array(state.get(f"{prefix}.running_mean",
                                                   np.zeros(s.cout)), dtype),
                                np.array(state.get(f"{prefix}.running_var",
@@ -498,7 +532,8 @@ class NumpyResBlock:
         self.convs = [_Conv(s, n, P[i], None, G[i], None, input_grad=True, dx_mode=dx_mode,
                             matmul=matmul, dtype=dtype) for i, s in enumerate(convs)]
         c = spec.channels
-        self.bns = [_BatchNorm(conv.m, P[2 + 2 * i], P[3 + 2 * i], G[2 + 2 * i], G[3 + 2 * i],
+        self.bns = [_BatchNorm(conv.m, spec.height * spec.width, P[2 + 2 * i], P[3 + 2 * i],
+                               G[2 + 2 * i], G[3 + 2 * i],
                                np.array(state.get(f"{prefix}.running_mean", np.zeros(c)), dtype),
                                np.array(state.get(f"{prefix}.running_var", np.ones(c)), dtype),
                                dtype)
