@@ -54,9 +54,10 @@ CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any], bool]] 
 # and array-api-strict's second device run a few that cover every path (col2im with strides
 # and padding, the flipped kernel with groups, a 1-D convolution, an even kernel with "same"
 # padding), and JAX, which compiles every operation anew for each shape (~0.1 s each, dozens
-# per convolution), runs col2im and the flipped kernel once each.
+# per convolution), runs both col2im variants (strided; stride 1 in whole rows) once each: the
+# flipped kernel is made of the forward's operations.
 FULL_ROWS = ("numpy-float64", "torch-cpu", "gpulike-float64", "strict-CPU_DEVICE")
-FEW_JAX = ("k3-s3-tuple-pad", "depthwise-flip")
+FEW_JAX = ("k3-s3-tuple-pad", "depthwise-mult2-same")
 FEW = ("k1", "k3-s3-tuple-pad", "k4x2-same-even", "depthwise-flip", "1d-k3-s2-p1")
 
 
@@ -233,10 +234,10 @@ LAYERS: dict[str, tuple[Any, Any, tuple[int, ...]]] = {
                          lambda: torch.nn.Conv2d(2, 3, 2), (2, 4, 5)),
     "Conv1d": (lambda **kw: nb.Conv1d(3, 2, 4, stride=2, padding=2, **kw),
                lambda: torch.nn.Conv1d(3, 2, 4, stride=2, padding=2), (2, 3, 9)),
-    # the table's "depthwise-flip" shapes: on JAX, whose compiled operations are kept by shape
-    "Conv2d-depthwise": (lambda **kw: nb.Conv2d(4, 4, 3, padding=1, groups=4, bias=False, **kw),
-                         lambda: torch.nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False),
-                         (2, 4, 6, 6)),
+    # the table's "depthwise-mult2-same" shapes: on JAX, which keeps compiled operations by shape
+    "Conv2d-depthwise": (lambda **kw: nb.Conv2d(4, 8, 3, padding="same", groups=4, **kw),
+                         lambda: torch.nn.Conv2d(4, 8, 3, padding="same", groups=4),
+                         (2, 4, 7, 6)),
 }
 
 
