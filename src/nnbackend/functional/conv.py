@@ -611,12 +611,12 @@ def _input_grad_col2im_rows(dy3: Array, weight: Array, g: ConvGeometry, xp: Name
             wide = workspace.take("dywide", shape, dy3, xp, zeros=True)
         else:
             wide = xp.zeros(shape, dtype=dy3.dtype, device=array_api_compat.device(dy3))
-        index = (slice(None),) * 4 + (slice(0, OW),)
+        columns = (slice(None),) * 4 + (slice(0, OW),)
         rows = xp.reshape(dy3, (N, G, Co // G, OH, OW))
         if array_api_compat.is_writeable_array(wide):
-            wide[index] = rows
+            wide[columns] = rows
         else:
-            wide = xpx.at(wide)[index].set(rows)
+            wide = xpx.at(wide)[columns].set(rows)
         wide = xp.reshape(wide, (N, G, Co // G, OH * Wp))
     wt = xp.reshape(weight, (G, Co // G, K)).mT  # (G, K_g, O_g)
     dcols = xp.reshape(xp.matmul(wt, wide), (N, C, kh, kw, OH * Wp))
