@@ -45,7 +45,8 @@ def test_conv_step(benchmark: Any, median_seconds: Callable[[], float | None], s
     if seconds is None:  # --benchmark-disable: a quick measurement of our own
         seconds = bench.measure(step.step, sync=step.sync, budget_s=0.05).seconds
     del step
-    gemm = bench.conv_gemm_seconds(target, spec, workload)
+    share = bench.conv_gemm_share(target, spec, workload)
+    gemm = None if share is None else share * seconds
     peak = None
     if os.environ.get("NNBACKEND_BENCH_MEMORY", "1") != "0":
         peak = bench.peak_rss_growth(target.name, size, workload).growth_bytes

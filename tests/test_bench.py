@@ -725,16 +725,16 @@ def test_every_target_computes_the_floors_block(target_name: str) -> None:
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=workload)
 
 
-def test_conv_gemm_seconds_per_implementation() -> None:
+def test_conv_gemm_share_per_implementation() -> None:
     spec = bench.CONV_SIZES["resblock-tiny"]
-    floor = bench.conv_gemm_seconds(bench.get_target("floor"), spec, "fwd-bwd", steps=1)
-    assert floor is not None and floor > 0.0
+    floor = bench.conv_gemm_share(bench.get_target("floor"), spec, "fwd-bwd", steps=1)
+    assert floor is not None and 0.0 < floor < 1.0  # a share of the same step's time
     if HAS_TORCH:
-        torch_s = bench.conv_gemm_seconds(bench.get_target("torch-cpu"), spec, "train-adam",
-                                          steps=1)
+        torch_s = bench.conv_gemm_share(bench.get_target("torch-cpu"), spec, "train-adam",
+                                        steps=1)
         assert torch_s is not None and torch_s > 0.0
     target = bench.Target("nnbackend-cupy", "nnbackend", "cupy", "cuda:0")
-    assert bench.conv_gemm_seconds(target, spec, "forward") is None  # asynchronous: not timed
+    assert bench.conv_gemm_share(target, spec, "forward") is None  # asynchronous: not timed
 
 
 def test_timing_counting_namespace_times_only_the_named_calls() -> None:
@@ -757,6 +757,16 @@ def test_peak_rss_growth_runs_in_a_fresh_process() -> None:
     assert result.reset == Path("/proc/self/clear_refs").exists()
     with pytest.raises(RuntimeError, match="measuring nowhere resblock-tiny forward failed"):
         bench.peak_rss_growth("nowhere", "resblock-tiny", "forward")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_peak_rss_growth_is_not_the_parents_peak() -> None:
+    """ru_maxrss carries the parent's peak across fork and exec: a parent larger than what the
+    child's steps need made every growth read 0 (the child's own peak, VmHWM, is measured)."""
+    ballast = np.ones(48 * 2**20 // 8)  # 48 MiB resident here, more than the child will hold
+    result = bench.peak_rss_growth("floor", "lenet-tiny", "train-adam", steps=2)
+    assert result.growth_bytes > 0
+    assert result.baseline_bytes < ballast.nbytes + 200 * 2**20
 
 
 def test_run_cli_measures_the_convolutional_networks(tmp_path: Path) -> None:

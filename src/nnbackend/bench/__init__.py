@@ -21,7 +21,7 @@ module            job
 ``workloads``     :data:`TARGETS`, :func:`get_target`, :func:`build_workload` (one step of a
                   target), :func:`gemm_workload` (its products alone), :func:`build_torch_model`
 ``convworkloads`` :func:`build_conv_workload`, :func:`build_torch_conv_model`,
-                  :func:`conv_gemm_seconds` (the time inside a step's products)
+                  :func:`conv_gemm_share` (the time inside a step's products)
 ``memory``        :func:`peak_rss_growth`: a step's peak memory, in a fresh process
 ``breakdown``     :func:`step_breakdown`: a convolutional step's time per layer and direction
 ``calls``         :func:`count_calls`: the calls of one step
@@ -121,7 +121,7 @@ from .convworkloads import (
     MatmulTimer,
     build_conv_workload,
     build_torch_conv_model,
-    conv_gemm_seconds,
+    conv_gemm_share,
     torch_threads,
 )
 from .counting import CountedArray, CountingNamespace
@@ -204,7 +204,7 @@ __all__ = [
     "build_torch_conv_model",
     "build_torch_model",
     "build_workload",
-    "conv_gemm_seconds",
+    "conv_gemm_share",
     "conv_parameters",
     "count_calls",
     "flat_adam_update",

@@ -37,7 +37,7 @@ from typing import Any
 
 from ..backend import get_backend
 from .convspecs import CONV_SIZES, ConvSpec
-from .convworkloads import GEMM_NAMES, MatmulTimer, build_conv_workload
+from .convworkloads import GEMM_NAMES, MatmulTimer, _quiet_stderr, build_conv_workload
 from .counting import CountingNamespace
 from .workloads import Target, Workload, get_target
 
@@ -253,7 +253,7 @@ def _torch_breakdown(target: Target, spec: ConvSpec, workload: str,
         wl()
         totals.append(time.perf_counter() - start)
     for _ in range(steps):
-        with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+        with _quiet_stderr(), profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
             wl()
         runs.append({e.key: e.self_cpu_time_total * 1e-6 for e in prof.key_averages()})
     names = sorted({n for run in runs for n in run},

@@ -1,6 +1,6 @@
 """The convolutional benchmarks' steps: :func:`build_conv_workload` (one step of a target on
 LeNet or the residual block), :func:`build_torch_conv_model` (PyTorch's network from the same
-initial state) and :func:`conv_gemm_seconds` (the time a step spends in its matrix products).
+initial state) and :func:`conv_gemm_share` (the share of a step spent in its matrix products).
 
 Each target runs the same step (see :mod:`nnbackend.bench.convspecs`):
 
@@ -21,12 +21,14 @@ PyTorch eager uses ``torch.nn.Conv2d``/``BatchNorm2d``/``MaxPool2d``/``Dropout``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import statistics
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -52,7 +54,7 @@ __all__ = [
     "MatmulTimer",
     "build_conv_workload",
     "build_torch_conv_model",
-    "conv_gemm_seconds",
+    "conv_gemm_share",
     "torch_threads",
 ]
 
@@ -317,58 +319,79 @@ class MatmulTimer:
         self.shapes.clear()
 
 
-def conv_gemm_seconds(target: Target, spec: ConvSpec, workload: str, *, steps: int = 5,
-                      seed: int = 0) -> float | None:
-    """Seconds per step spent in the step's matrix products, timed inside the real step.
+def conv_gemm_share(target: Target, spec: ConvSpec, workload: str, *, steps: int = 5,
+                    seed: int = 0) -> float | None:
+    """The share of a step spent in its matrix products, timed inside the real step.
 
-    The median over ``steps`` steps (after two warm-up steps) of the time inside the calls:
+    For each of ``steps`` steps (after two warm-up steps), the time inside the products over
+    that same step's time, both on one clock in one instrumented step (so a busy machine
+    slows both alike); the median over the steps:
 
     - the floor: every ``matmul`` of its convolutions and linear layers (:class:`MatmulTimer`);
     - nnbackend on NumPy: every call in :data:`GEMM_NAMES` (operators ``@`` included) through a
-      timing :class:`CountingNamespace`;
+      timing :class:`CountingNamespace` (whose proxies add a microsecond or so to each of the
+      step's calls: the share is, if anything, understated);
     - PyTorch on the CPU: the self CPU time of :data:`TORCH_GEMM_OPS` under
-      ``torch.profiler`` (oneDNN's convolution kernels are not GEMM calls: this is the time in
-      its convolution and matrix kernels);
+      ``torch.profiler`` over the profiled step's wall time (oneDNN's convolution kernels are
+      not GEMM calls: this is the share of its convolution and matrix kernels);
     - None elsewhere (device libraries run asynchronously; CuPy's paths take no proxies).
     """
     if target.impl == "floor":
         timer = MatmulTimer()
         wl = build_conv_workload(target, spec, workload, seed=seed, matmul=timer)
-        return _median_over_steps(wl, steps, lambda: timer.seconds, timer.reset)
+        return _median_share(wl, steps, lambda: timer.seconds, timer.reset)
     if target.impl == "nnbackend" and target.backend == "numpy":
         ns = CountingNamespace(get_backend("numpy").xp, timed=GEMM_NAMES)
         wl = build_conv_workload(target, spec, workload, seed=seed, namespace=ns)
-        return _median_over_steps(wl, steps, lambda: sum(ns.seconds.values()), ns.reset)
+        return _median_share(wl, steps, lambda: sum(ns.seconds.values()), ns.reset)
     if target.impl == "torch" and not target.on_gpu:
-        return _torch_gemm_seconds(target, spec, workload, steps=steps, seed=seed)
+        return _torch_gemm_share(target, spec, workload, steps=steps, seed=seed)
     return None
 
 
-def _median_over_steps(wl: Workload, steps: int, read: Callable[[], float],
-                       reset: Callable[[], None]) -> float:
+def _median_share(wl: Workload, steps: int, read: Callable[[], float],
+                  reset: Callable[[], None]) -> float:
     wl()
     wl()
-    per_step = []
+    shares = []
     for _ in range(steps):
         reset()
+        start = time.perf_counter()
         wl()
-        per_step.append(read())
-    return statistics.median(per_step)
+        shares.append(read() / (time.perf_counter() - start))
+    return statistics.median(shares)
 
 
-def _torch_gemm_seconds(target: Target, spec: ConvSpec, workload: str, *, steps: int,
-                        seed: int) -> float:
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Standard error (file descriptor 2) to /dev/null: torch.profiler's C++ side prints a
+    line per profile there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w", encoding="ascii") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _torch_gemm_share(target: Target, spec: ConvSpec, workload: str, *, steps: int,
+                      seed: int) -> float:
     profiler = importlib.import_module("torch.profiler")
     wl = build_conv_workload(target, spec, workload, seed=seed)
     wl()
     wl()
-    per_step = []
+    shares = []
     for _ in range(steps):
-        with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+        with _quiet_stderr(), profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
             wl()
+            wall = time.perf_counter() - start
         self_us: Counter[str] = Counter()
         for event in prof.key_averages():
             if event.key in TORCH_GEMM_OPS:
                 self_us[event.key] += event.self_cpu_time_total
-        per_step.append(sum(self_us.values()) * 1e-6)
-    return statistics.median(per_step)
+        shares.append(sum(self_us.values()) * 1e-6 / wall)
+    return statistics.median(shares)

@@ -5,12 +5,17 @@ nnbackend.bench.memory``) imports what the target needs, runs two steps of the s
 batch 2 (so lazily created library state — BLAS buffers and threads, oneDNN's kernels — exists
 before the measurement), builds the real workload (weights, data, optimizer), collects
 garbage, and resets the kernel's peak-RSS mark (``/proc/self/clear_refs``, "5"); then it
-reads ``resource.getrusage(RUSAGE_SELF).ru_maxrss``, runs ``steps`` steps and reads it again.
-The growth is what those steps needed above the resident set they started from: activations
-and what the backward keeps, im2col buffers, gradients, the optimizer's state (created by the
-first step, for PyTorch and nnbackend alike), temporaries, the allocator's retention. Where
-the peak cannot be reset (no ``/proc``), the growth is measured from the process's peak so
-far, which can only understate it; the result says which (``reset``).
+reads the peak resident set, runs ``steps`` steps and reads it again. The growth is what those
+steps needed above the resident set they started from: activations and what the backward
+keeps, im2col buffers, gradients, the optimizer's state (created by the first step, for
+PyTorch and nnbackend alike), temporaries, the allocator's retention.
+
+The peak is the kernel's ``VmHWM`` of the process's memory (``/proc/self/status``), which the
+reset sets back to the current RSS. ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is the same
+mark on a fresh process, but Linux carries the *parent's* peak into it across fork and exec
+(and the reset does not clear that), so a child of a process holding PyTorch would report no
+growth below the parent's size; it is the fallback where ``/proc`` is missing, with the growth
+measured from the process's peak so far, which can only understate it (``reset`` False).
 """
 
 from __future__ import annotations
@@ -46,7 +51,15 @@ class MemoryResult:
 
 
 def _maxrss_bytes() -> int:
-    """The process's peak resident set (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """The peak resident set of this process's memory: ``VmHWM``, else ``ru_maxrss`` (KiB on
+    Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..backend import BackendUnavailableError
 from .calls import CallCount, count_calls
 from .convspecs import _PUBLIC_CONV_SIZES, CONV_SIZES, ConvSpec
-from .convworkloads import build_conv_workload, conv_gemm_seconds
+from .convworkloads import build_conv_workload, conv_gemm_share
 from .memory import peak_rss_growth
 from .plot import _PLOT_BATCHES, _figure_class, _plot_throughput
 from .specs import (
@@ -286,7 +286,7 @@ def run(
 
     Convolutional networks run the workloads of theirs among ``workloads``
     (:data:`CONV_WORKLOADS`), with their products timed inside the step
-    (:func:`conv_gemm_seconds`) and, with ``memory``, the peak memory of each row in a fresh
+    (:func:`conv_gemm_share`) and, with ``memory``, the peak memory of each row in a fresh
     process (:func:`peak_rss_growth`). ``on_group`` is called with the rows of each (size,
     workload) as soon as they are done. A target that cannot build a network (a layer this
     version lacks) is left out of that network's rows, the reason recorded in ``skipped``
@@ -328,8 +328,9 @@ def _conv_row(target: Target, spec: ConvSpec, workload: str, *, budget_s: float,
     wl = build_conv_workload(target, spec, workload)
     timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
     del wl
-    gemm = conv_gemm_seconds(target, spec, workload)
-    method = None if gemm is None else "profiler" if target.impl == "torch" else "inline"
+    share = conv_gemm_share(target, spec, workload)
+    gemm = None if share is None else share * timing.seconds
+    method = None if share is None else "profiler" if target.impl == "torch" else "inline"
     peak = None
     if memory:
         peak = peak_rss_growth(target.name, spec.name, workload).growth_bytes
