@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -20,11 +20,12 @@ from ._libraries import library_of
 from ._typing import Array, Namespace
 
 __all__ = [
-    "channel_operand", "masked", "matmul_into", "maximizer", "nan_free", "sum_into", "summer",
-    "windows_into",
+    "channel_operand", "fused", "masked", "matmul_into", "maximizer", "nan_free", "sum_into",
+    "summer", "windows_into",
 ]
 
 Reduction = Callable[..., Array]
+Kernel = TypeVar("Kernel", bound=Callable[..., Any])
 
 
 @functools.cache
@@ -145,3 +146,24 @@ def windows_into(
     windows = windows[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw, ::dh, ::dw]
     np.copyto(out, windows.transpose(0, 1, 4, 5, 2, 3))
     return True
+
+
+def fused(kernel: Kernel, xp: Namespace, *, static: tuple[str, ...]) -> Kernel:
+    """``kernel`` itself, or on JAX ``jax.jit(kernel)``, compiled once per value of its
+    keyword arguments named in ``static`` (hashable: shapes, parsed arguments, ``xp``).
+
+    Eager JAX compiles every operation on its first shapes: a pooling backward of a 3 × 3
+    window is some forty small compilations, against one for the whole kernel (and one
+    dispatch per call after it, its operations fused). The kernel is the same standard code
+    either way, and inside a caller's own ``jax.jit`` the inner one is inlined.
+    """
+    if library_of(xp).name != "jax":
+        return kernel
+    return cast(Kernel, _jitted(kernel, static))
+
+
+@functools.cache
+def _jitted(kernel: Callable[..., Any], static: tuple[str, ...]) -> Callable[..., Any]:
+    import jax  # only reached with a JAX namespace: JAX is installed
+
+    return cast(Callable[..., Any], jax.jit(kernel, static_argnames=static))

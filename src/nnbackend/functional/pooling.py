@@ -10,8 +10,8 @@ k, stride s (default k), padding p and dilation d, PyTorch's arithmetic::
           less one in ceil mode when the last window would start at or past n + p
     window o covers the padded positions o·s + j·d, j = 0 … k − 1 (padded index i ↔ input i − p)
 
-Padding is at most half the (effective, for max pooling) kernel, as PyTorch requires, and a
-window never lies wholly in the padding. Max pooling reads the padding as −∞; average pooling
+Padding is at most half the kernel (⌊k / 2⌋, whatever the dilation), as PyTorch requires, and
+a window never lies wholly in the padding. Max pooling reads the padding as −∞; average pooling
 as 0, divided by::
 
     divisor_override                        when given,
@@ -41,7 +41,9 @@ written slice by slice: assigned where the windows do not overlap (the common 2 
 accumulated otherwise, in place where arrays are mutable and through ``array_api_extra.at``
 (JAX) where they are not. Adaptive pooling with non-dividing sizes is two matrix products with
 the averaging matrices, built on the input's device from ``arange``; with dividing sizes it is
-average pooling with kernel = stride = n / out. Nothing is read back to the host, except on
+average pooling with kernel = stride = n / out. Average pooling over disjoint windows that tile
+the input, of more than four elements each (global pooling), is one sum over the window axes of
+the (N, C, OH, kH, OW, kW) view instead. Nothing is read back to the host, except on
 NumPy (where reading costs no synchronisation) one check that the output holds no NaN, which
 lets the backward skip testing each slice for NaN (:func:`nnbackend._native.nan_free`).
 
@@ -68,7 +70,7 @@ import array_api_extra as xpx
 
 from .._checks import check_floating, namespace_of
 from .._libraries import library_of
-from .._native import masked, nan_free
+from .._native import fused, masked, nan_free
 from .._typing import Array, Namespace
 
 __all__ = [
@@ -167,8 +169,8 @@ def pool_args(
     divisor_override: Any = None,
 ) -> PoolArgs:
     """Check and parse the arguments of a pooling call as PyTorch does (kernel, stride and
-    dilation positive, padding at most half the kernel: the effective kernel d (k − 1) + 1 for
-    max pooling, k for average pooling), raising errors that name ``caller``."""
+    dilation positive, padding at most half the kernel: ⌊k / 2⌋, also with dilation, as
+    PyTorch's kernels with indices and its 1-d kernel check), raising errors naming ``caller``."""
     kernel = _pair(kernel_size, dims, caller=caller, name="kernel_size", minimum=1, unit=1)
     strides = kernel if stride is None or (isinstance(stride, Sequence) and not stride) else \
         _pair(stride, dims, caller=caller, name="stride", minimum=1, unit=1)
@@ -190,15 +192,10 @@ def pool_args(
         divisor = int(divisor_override)
     args = PoolArgs(caller, kind, dims, kernel, strides, pads, dilations, ceil_mode,
                     count_include_pad, divisor)
-    effective = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)) \
-        if kind == "max" else kernel
-    if any(p > e // 2 for p, e in zip(pads, effective, strict=True)):
-        what = "effective kernel size (dilation · (kernel_size − 1) + 1)" if kind == "max" \
-            else "kernel size"
+    if any(p > k // 2 for p, k in zip(pads, kernel, strict=True)):  # the kernel, not d (k − 1) + 1
         msg = (
-            f"{caller}: padding must be at most half the {what}, got padding={args.show(pads)} "
-            f"for kernel_size={args.show(kernel)}"
-            + (f" and dilation={args.show(dilations)}" if kind == "max" else "")
+            f"{caller}: padding must be at most half the kernel size, got "
+            f"padding={args.show(pads)} for kernel_size={args.show(kernel)}"
         )
         raise ValueError(msg)
     return args
@@ -460,10 +457,28 @@ def _check_gradient(dy: Array, w: _Windows, caller: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Max pooling
 
+# The kernels' arguments that are not arrays (see _native.fused: compiled once per value on JAX).
+_STATIC = ("args", "keep", "xp")
+_STATIC_AVG = ("args", "xp")
+_STATIC_BACKWARD = ("args", "shape", "xp")
+
 
 def _max_forward(x: Array, args: PoolArgs, xp: Namespace | None, keep: bool
                  ) -> tuple[Array, PoolSaved | None]:
+    """y (and with ``keep`` what the backward needs), the input checked (dtype, shape)."""
     xp = _namespace(x, xp, args.caller)
+    shape = tuple(x.shape)
+    pool_windows(args, shape)  # checks the shape before any array work
+    kernel = fused(_max_kernel, xp, static=_STATIC)
+    if not keep:
+        return kernel(x, args=args, keep=False, xp=xp)[0], None
+    y, source, maxima = kernel(x, args=args, keep=True, xp=xp)
+    return y, PoolSaved(args, pool_windows(args, shape), source=source, maxima=maxima)
+
+
+def _max_kernel(x: Array, *, args: PoolArgs, keep: bool, xp: Namespace
+                ) -> tuple[Array, Array | None, tuple[Array, ...]]:
+    """(y, padded source, running maxima) — the last two only with ``keep``."""
     w = pool_windows(args, tuple(x.shape))
     source = _padded(xp.reshape(x, w.work_shape), w, -math.inf, xp)
     offsets = w.offsets
@@ -473,20 +488,25 @@ def _max_forward(x: Array, args: PoolArgs, xp: Namespace | None, keep: bool
         y = xp.maximum(y, source[index])  # NaN-propagating, as PyTorch's max
         maxima.append(y)
     out = xp.reshape(y, w.output_shape)
-    if not keep:
-        return out, None
-    return out, PoolSaved(args, w, source=source, maxima=tuple(maxima))
+    return (out, source, tuple(maxima)) if keep else (out, None, ())
 
 
 def _max_backward(dy: Array, saved: PoolSaved, xp: Namespace | None) -> Array:
     w, args, source = saved.windows, saved.args, saved.source
-    if w is None or args is None or source is None or not saved.maxima:
+    if w is None or args is None or args.kind != "max" or source is None:
         msg = "max_pool backward: saved is not what a max_pool*_forward returned"
         raise TypeError(msg)
     xp = namespace_of(dy) if xp is None else xp
     _check_gradient(dy, w, f"{args.caller} backward")
+    kernel = fused(_max_backward_kernel, xp, static=_STATIC_BACKWARD)
+    return kernel(dy, source, saved.maxima, args=args, shape=w.input_shape, xp=xp)
+
+
+def _max_backward_kernel(dy: Array, source: Array, maxima: tuple[Array, ...], *,
+                         args: PoolArgs, shape: tuple[int, ...], xp: Namespace) -> Array:
+    w = pool_windows(args, shape)
     dy4 = xp.reshape(dy, (*w.work_shape[:2], *w.out))
-    maxima, offsets = saved.maxima, w.offsets
+    offsets = w.offsets
     # Slice k takes the gradient where it beats the maximum of the slices before it (strictly,
     # so the first of equal maxima keeps it; a NaN beats anything, so the last NaN wins); the
     # gradient is routed from the last offset back, each winner taking it from the rest.
@@ -530,8 +550,7 @@ def max_pool2d(
     input : array
         (N, C, H, W) or (C, H, W), floating.
     kernel_size, stride, padding, dilation : int or (int, int)
-        As PyTorch's; ``stride`` defaults to ``kernel_size``; padding at most half the
-        effective kernel d (k − 1) + 1.
+        As PyTorch's; ``stride`` defaults to ``kernel_size``; padding at most half the kernel.
     ceil_mode : bool
         Round the output size up (the last window must start inside the input or its left
         padding).
@@ -617,8 +636,18 @@ def _divisor(args: PoolArgs, w: _Windows, like: Array, xp: Namespace) -> Any:
 
 def _avg_forward(x: Array, args: PoolArgs, xp: Namespace | None, keep: bool
                  ) -> tuple[Array, PoolSaved | None]:
+    """y (and with ``keep`` what the backward needs), the input checked (dtype, shape)."""
     xp = _namespace(x, xp, args.caller)
     w = pool_windows(args, tuple(x.shape))
+    y = fused(_avg_kernel, xp, static=_STATIC_AVG)(x, args=args, xp=xp)
+    return y, (PoolSaved(args, w) if keep else None)
+
+
+def _avg_kernel(x: Array, *, args: PoolArgs, xp: Namespace) -> Array:
+    w = pool_windows(args, tuple(x.shape))
+    if _blocks(w):  # disjoint windows tiling the input: one reduction over the window axes
+        total = xp.sum(xp.reshape(x, _block_shape(w, args)), axis=(3, 5))
+        return xp.reshape(total / _divisor(args, w, total, xp), w.output_shape)
     source = _padded(xp.reshape(x, w.work_shape), w, 0.0, xp)
     offsets = w.offsets
     total = source[offsets[0]]
@@ -626,8 +655,22 @@ def _avg_forward(x: Array, args: PoolArgs, xp: Namespace | None, keep: bool
         total = total + source[offsets[1]]  # a new array: the rest is added in place
         for index in offsets[2:]:
             total = _accumulate(total, source[index], xp)
-    y = xp.reshape(total / _divisor(args, w, total, xp), w.output_shape)
-    return y, (PoolSaved(args, w) if keep else None)
+    return xp.reshape(total / _divisor(args, w, total, xp), w.output_shape)
+
+
+_SLICED_BLOCKS = 4
+"""Up to this many elements per window, disjoint windows are pooled slice by slice (faster on
+NumPy for the common 2 × 2, as for max pooling); beyond, by one reduction over the window axes
+of the (N, C, OH, kH, OW, kW) view (global pooling: one sum, not H · W slices)."""
+
+
+def _blocks(w: _Windows) -> bool:
+    return w.covered and len(w.offsets) > _SLICED_BLOCKS
+
+
+def _block_shape(w: _Windows, args: PoolArgs) -> tuple[int, ...]:
+    (n, c, _, _), (oh, ow), (kh, kw) = w.work_shape, w.out, args.kernel
+    return (n, c, oh, kh, ow, kw)
 
 
 def _accumulate(total: Array, v: Array, xp: Namespace) -> Array:
@@ -644,8 +687,18 @@ def _avg_backward(dy: Array, saved: PoolSaved, xp: Namespace | None) -> Array:
         raise TypeError(msg)
     xp = namespace_of(dy) if xp is None else xp
     _check_gradient(dy, w, f"{args.caller} backward")
+    kernel = fused(_avg_backward_kernel, xp, static=_STATIC_BACKWARD)
+    return kernel(dy, args=args, shape=w.input_shape, xp=xp)
+
+
+def _avg_backward_kernel(dy: Array, *, args: PoolArgs, shape: tuple[int, ...], xp: Namespace
+                         ) -> Array:
+    w = pool_windows(args, shape)
     dy4 = xp.reshape(dy, (*w.work_shape[:2], *w.out))
     share = dy4 / _divisor(args, w, dy4, xp)
+    if _blocks(w):  # each window's share broadcast over its block, then laid out as x
+        blocks = xp.broadcast_to(share[:, :, :, None, :, None], _block_shape(w, args))
+        return xp.reshape(blocks, w.input_shape)
     dx = _gradient_canvas(w, dy4, xp)
     for index in w.offsets:
         dx = _store(dx, index, share, add=w.overlap, xp=xp)
@@ -795,16 +848,23 @@ def _adaptive_forward(x: Array, output_size: Any, xp: Namespace | None, keep: bo
     h, w = shape[-2:]
     if h % oh == 0 and w % ow == 0:  # disjoint equal windows: average pooling
         args = pool_args(caller, "avg", 2, (h // oh, w // ow), None, 0)
-        y, saved = _avg_forward(x, args, xp, keep)
-        return y, saved
+        return _avg_forward(x, args, xp, keep)
+    y, a_h, a_w = fused(_adaptive_kernel, xp, static=("out", "xp"))(x, out=(oh, ow), xp=xp)
+    if not keep:
+        return y, None
+    return y, PoolSaved(None, None, matrices=(a_h, a_w, shape, tuple(y.shape), caller))
+
+
+def _adaptive_kernel(x: Array, *, out: _Pair, xp: Namespace
+                     ) -> tuple[Array, Array | None, Array | None]:
+    """y = A_H x A_Wᵀ and the matrices (None along an axis that keeps its size)."""
+    (h, w), (oh, ow) = x.shape[-2:], out
     a_h = None if oh == h else _averaging_matrix(h, oh, x, xp)
     a_w = None if ow == w else _averaging_matrix(w, ow, x, xp)
     y = x if a_w is None else x @ xp.matrix_transpose(a_w)  # (…, H, OW): one GEMM
     if a_h is not None:
         y = a_h @ y  # (…, OH, OW)
-    if not keep:
-        return y, None
-    return y, PoolSaved(None, None, matrices=(a_h, a_w, shape, tuple(y.shape), caller))
+    return y, a_h, a_w
 
 
 def adaptive_avg_pool2d(input: Array, output_size: Any, *, xp: Namespace | None = None) -> Array:
@@ -843,12 +903,17 @@ def adaptive_avg_pool2d_backward(dy: Array, saved: PoolSaved, *, xp: Namespace |
         msg = "adaptive_avg_pool2d backward: saved is not what adaptive_avg_pool2d_forward " \
               "returned"
         raise TypeError(msg)
-    a_h, a_w, shape, out_shape, caller = saved.matrices
+    a_h, a_w, _, out_shape, caller = saved.matrices
     if tuple(dy.shape) != out_shape:
         raise PoolingError(f"{caller} backward",
                            f"dy of shape {tuple(dy.shape)} for an output of shape {out_shape}")
     xp = namespace_of(dy) if xp is None else xp
+    return fused(_adaptive_backward_kernel, xp, static=("xp",))(dy, a_h, a_w, xp=xp)
+
+
+def _adaptive_backward_kernel(dy: Array, a_h: Array | None, a_w: Array | None, *,
+                              xp: Namespace) -> Array:
     dx = dy if a_w is None else dy @ a_w  # (…, OH, W)
     if a_h is not None:
         dx = xp.matrix_transpose(a_h) @ dx  # (…, H, W)
-    return dx if tuple(dx.shape) == shape else xp.reshape(dx, shape)
+    return dx

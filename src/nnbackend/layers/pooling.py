@@ -118,7 +118,7 @@ class MaxPool2d(_MaxPool):
     ----------
     kernel_size, stride, padding, dilation : int or (int, int)
         As ``torch.nn.MaxPool2d``'s: ``stride`` defaults to ``kernel_size``, padding (read as
-        −∞) at most half the effective kernel d (k − 1) + 1.
+        −∞) at most half the kernel.
     return_indices : bool
         Must be False (nnbackend has no MaxUnpool2d).
     ceil_mode : bool
