@@ -55,7 +55,6 @@ back to the host (the momentum=None factor is computed from the device count on 
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -358,7 +357,7 @@ def _factor(
         msg = (f"{caller}: momentum=None (a cumulative average) needs num_batches_tracked, the "
                "number of training batches including this one")
         raise TypeError(msg)
-    if isinstance(count, numbers.Integral):
+    if isinstance(count, int):  # a Python int (NumPy's scalars take the array path: same bits)
         if count < 1:
             msg = f"{caller}: num_batches_tracked must be >= 1 with momentum=None, got {count}"
             raise ValueError(msg)
