@@ -854,3 +854,20 @@ def test_step_breakdown_accounts_for_the_step(target_name: str) -> None:
     assert text.startswith(f"{target_name}, resblock-tiny, train-adam: ")
     with pytest.raises(ValueError, match="nnbackend-gpulike is not broken down"):
         bench.step_breakdown("nnbackend-gpulike", "resblock-tiny")
+
+
+@pytest.mark.parametrize("target_name", ["nnbackend-torch", "nnbackend-jax"])
+def test_nnbackend_on_torch_and_jax_runs_the_mlp_steps(target_name: str) -> None:
+    target = conv_target(target_name)
+    spec = bench.SIZES["tiny"]
+    model_losses = []
+    for workload in bench.WORKLOADS:
+        step = bench.build_workload(target, spec, workload)
+        step()
+        out = step()
+        model_losses.append(nb.to_numpy(out))
+    assert model_losses[0].shape == (spec.batch, 4)  # the forward's logits
+    assert all(np.isfinite(loss).all() for loss in model_losses)
+    products = bench.gemm_workload(target, spec, "train-sgd")
+    products()  # synchronised: JAX's results waited for
+    assert bench.count_calls(target, spec, "train-sgd") is None  # not counted off NumPy
