@@ -22,6 +22,16 @@ from nnbackend.testing import count_host_reads
 STEPS = 3  # training steps before the evaluation step
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Any:
+    """The references on one thread: PyTorch's batch_norm on these tiny tensors took ~20 ms a
+    call with two threads on two busy cores (its workers wait for each other), 0.1 ms on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _close(got: Any, want: np.ndarray, case: Any, what: str) -> None:
     """float64 rows to 1e-10, float32 rows to the matrix's tolerance, relative to the scale of
     the reference (entries near zero are compared on that scale, not their own)."""
