@@ -12,6 +12,7 @@ bad arguments and inputs refused with messages naming the function or layer and 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from typing import Any
 
@@ -162,6 +163,38 @@ def test_both_input_gradients_agree_with_torch(case: Any, name: str, flipped: bo
     dx, dw, db = F.conv2d_backward(dy, saved, weight_grad=False)
     assert dw is None and db is None
     _close(case, dx, _torch_conv(x_host, w_host, None, dy_host, **kwargs)[1])
+
+
+CHUNKED: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]] = {
+    "flipped": ((6, 3, 5, 5), (3, 3, 3, 3), {"padding": 1}),
+    "rows-groups": ((6, 4, 5, 6), (6, 2, 3, 2), {"padding": (1, 0), "groups": 2}),
+    "strided": ((6, 2, 7, 6), (3, 2, 3, 3), {"stride": 2, "padding": 1}),
+    "1x1": ((6, 3, 4, 3), (2, 3, 1, 1), {}),
+}
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 6])
+@pytest.mark.parametrize("name", CHUNKED)
+def test_every_chunk_size_matches_torch(case: Any, name: str, chunk: int,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Products over 1, 2, 3 or all 6 samples side by side (the chunk a product's size picks)
+    give PyTorch's values, on each way of computing ∂L/∂x."""
+    if _row(case) not in FULL_ROWS:
+        pytest.skip(f"{_row(case)}: the chunk sizes run on {FULL_ROWS}")
+    x_shape, w_shape, kwargs = CHUNKED[name]
+    g = C.conv_geometry(x_shape, w_shape, spatial=2, caller="test", **kwargs)
+    macs = (w_shape[0] // g.groups) * math.prod(w_shape[1:]) * math.prod(g.out_size)
+    monkeypatch.setattr(C, "_PRODUCT_MACS", macs * chunk)
+    assert C.conv_geometry(x_shape, w_shape, spatial=2, caller="test", **kwargs).chunk == chunk
+    x, x_host = _draw(case, x_shape, 23)
+    w, w_host = _draw(case, w_shape, 24)
+    b, b_host = _draw(case, (w_shape[0],), 25)
+    y, saved = F.conv2d_forward(x, w, b, **kwargs)
+    dy, dy_host = _draw(case, tuple(y.shape), 26)
+    want = _torch_conv(x_host, w_host, b_host, dy_host, **kwargs)
+    _close(case, y, want[0])
+    for got, expected in zip(F.conv2d_backward(dy, saved), want[1:], strict=True):
+        _close(case, got, expected)
 
 
 def test_the_cheaper_input_gradient_is_chosen() -> None:

@@ -78,15 +78,15 @@ def test_masked_zeroes_where_the_mask_is_false(case: Any) -> None:
 
 
 def test_windows_into_copies_the_windows_or_declines(case: Any) -> None:
-    """im2col's windows (stride and dilation) in one copy on NumPy, bit for bit the standard
-    slices; elsewhere it declines and leaves ``out`` untouched (the caller slices)."""
+    """im2col's windows (stride, dilation, chunks of samples) in one copy on NumPy, bit for
+    bit the standard slices; elsewhere it declines and leaves ``out`` untouched."""
     from nnbackend._native import windows_into
 
     be = case.backend
-    x, host = _draw(case, (2, 3, 9, 10), 5)
-    kernel, stride, dilation, out_size = (3, 2), (2, 3), (2, 3), (3, 2)
-    out = be.zeros((2, 3, *kernel, *out_size), dtype=case.dtype_name)
-    if not windows_into(x, kernel, stride, dilation, out_size, out, case.xp):
+    x, host = _draw(case, (4, 3, 9, 10), 5)
+    kernel, stride, dilation, out_size, chunk = (3, 2), (2, 3), (2, 3), (3, 2), 2
+    out = be.zeros((2, 3, *kernel, chunk, *out_size), dtype=case.dtype_name)
+    if not windows_into(x, kernel, stride, dilation, out_size, chunk, out, case.xp):
         assert case.backend.name not in ("numpy",)
         np.testing.assert_array_equal(nb.to_numpy(out), 0.0)
         return
@@ -94,45 +94,5 @@ def test_windows_into_copies_the_windows_or_declines(case: Any) -> None:
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             want = host[:, :, 2 * i:2 * i + 2 * 2 + 1:2, 3 * j:3 * j + 3 * 1 + 1:3]
-            np.testing.assert_array_equal(got[:, :, i, j], want)
-
-
-def test_nan_free_answers_only_where_reading_is_free(case: Any) -> None:
-    """True only on NumPy for an array without NaN (a host array: no synchronisation);
-    False (unknown) elsewhere, without reading, and for an array with a NaN or no values."""
-    from nnbackend._native import nan_free
-
-    xp = case.backend.xp
-    x, _ = _draw(case, (5, 7), 3)
-    assert nan_free(x, xp) is (case.backend.name == "numpy")
-    host = np.ones((4, 3))
-    host[2, 1] = np.nan
-    assert nan_free(case.asarray(host), xp) is False
-    assert nan_free(case.asarray(np.ones((0, 3))), xp) is False
-
-
-def test_fused_kernels_give_the_plain_kernels_results(case: Any) -> None:
-    """On JAX the kernel runs compiled (jax.jit with its static arguments), elsewhere it is the
-    kernel itself; either way the results are the plain kernel's (a pooling backward too)."""
-    from nnbackend._native import fused
-    from nnbackend.functional import pooling as P
-
-    xp = case.backend.xp
-
-    def kernel(a: Any, b: Any, *, scale: float, xp: Any) -> Any:
-        return xp.maximum(a, b) * scale
-
-    compiled = fused(kernel, xp, static=("scale", "xp"))
-    assert (compiled is kernel) is (case.backend.name != "jax")
-    a, _ = _draw(case, (4, 6), 1)
-    b, _ = _draw(case, (4, 6), 2)
-    np.testing.assert_array_equal(nb.to_numpy(compiled(a, b, scale=3.0, xp=xp)),
-                                  nb.to_numpy(kernel(a, b, scale=3.0, xp=xp)))
-    x, _ = _draw(case, (2, 2, 7, 6), 4)
-    args = P.pool_args("max_pool2d", "max", 2, 3, 2, 1, 1, True)
-    y, source, maxima = P._max_kernel(x, args=args, keep=True, xp=xp)
-    dy, _ = _draw(case, tuple(y.shape), 5)
-    plain = P._max_backward_kernel(dy, source, maxima, args=args, shape=(2, 2, 7, 6), xp=xp)
-    fast = fused(P._max_backward_kernel, xp, static=P._STATIC_BACKWARD)(
-        dy, source, maxima, args=args, shape=(2, 2, 7, 6), xp=xp)
-    np.testing.assert_array_equal(nb.to_numpy(fast), nb.to_numpy(plain))
+            for n in range(4):
+                np.testing.assert_array_equal(got[n // chunk, :, i, j, n % chunk], want[n])

@@ -127,10 +127,11 @@ def nan_free(x: Array, xp: Namespace) -> bool:
 
 def windows_into(
     x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
-    out_size: tuple[int, int], out: Array, xp: Namespace,
+    out_size: tuple[int, int], chunk: int, out: Array, xp: Namespace,
 ) -> bool:
-    """out[n, c, i, j, p, q] ← x[n, c, p·s_h + i·d_h, q·s_w + j·d_w]: im2col's windows of x
-    (N, C, H, W) into ``out`` (N, C, kh, kw, OH, OW), in one copy where the library is NumPy.
+    """out[m, c, i, j, s, p, q] ← x[m·chunk + s, c, p·s_h + i·d_h, q·s_w + j·d_w]: im2col's
+    windows of x (N, C, H, W) into ``out`` (N/chunk, C, kh, kw, chunk, OH, OW), in one copy
+    where the library is NumPy.
 
     NumPy's ``sliding_window_view`` is a strided view of every window; stepped by the stride
     and the dilation, transposed to ``out``'s order and copied once, it replaces kh·kw slice
@@ -144,7 +145,9 @@ def windows_into(
     windows = np.lib.stride_tricks.sliding_window_view(
         x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
     windows = windows[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw, ::dh, ::dw]
-    np.copyto(out, windows.transpose(0, 1, 4, 5, 2, 3))
+    n, c = x.shape[0], x.shape[1]
+    windows = windows.reshape(n // chunk, chunk, c, oh, ow, kh, kw)  # a view: splits axis 0
+    np.copyto(out, windows.transpose(0, 2, 5, 6, 1, 3, 4))
     return True
 
 

@@ -66,6 +66,7 @@ whole-convolution timings against PyTorch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,7 @@ __all__ = [
     "ConvGeometry",
     "ConvSaved",
     "ConvWorkspace",
+    "chunk_size",
     "conv1d",
     "conv1d_backward",
     "conv1d_forward",
@@ -143,6 +145,27 @@ class ConvGeometry:
         return 2 if self.is_2d else 1
 
     is_2d: bool = True
+    chunk: int = 1
+    """Samples per product (a divisor of the batch, see :func:`chunk_size`)."""
+
+
+_PRODUCT_MACS = 2**19
+"""The multiply-adds a product should reach: OpenBLAS runs a GEMM of fewer than 2¹⁸ on one
+thread (its ``GEMM_MULTITHREAD_THRESHOLD``), so LeNet's per-sample products (1.2·10⁵ and
+2.4·10⁵) would leave the second core idle; bigger chunks than needed lose the cache (one
+sample's columns of LeNet's first convolution fit in L2, the batch's do not: 0.15 ms against
+0.66 ms for the same forward product on one thread)."""
+
+
+def chunk_size(batch: int, rows: int, inner: int, columns: int) -> int:
+    """Samples per product: the fewest (a divisor of ``batch``) for which a product
+    (rows × inner) · (inner × chunk·columns) reaches ``_PRODUCT_MACS`` multiply-adds, else the
+    whole batch."""
+    per_sample = rows * inner * columns
+    for chunk in range(1, batch + 1):
+        if batch % chunk == 0 and per_sample * chunk >= _PRODUCT_MACS:
+            return chunk
+    return batch
 
 
 def _ints(value: Any, spatial: int, *, caller: str, name: str, minimum: int) -> tuple[int, ...]:
@@ -242,15 +265,17 @@ def conv_geometry(
         msg = f"{caller}: bias must have shape ({out_channels},), got {tuple(bias_shape)}"
         raise ValueError(msg)
     out = [(n - r) // s + 1 for n, r, s in zip(padded, reach, stride_, strict=True)]
+    batch = input_shape[0] if batched else 1
+    chunk = chunk_size(batch, out_channels // groups, per_group * math.prod(kernel_),
+                       math.prod(out))
     if spatial == 1:
-        return ConvGeometry(input_shape, input_shape[0] if batched else 1, channels,
-                            out_channels, groups, (1, size[0]), (1, kernel_[0]),
-                            (1, stride_[0]), (1, dilation_[0]), ((0, 0), pad[0]), (1, out[0]),
-                            is_2d=False)
-    return ConvGeometry(input_shape, input_shape[0] if batched else 1, channels, out_channels,
-                        groups, (size[0], size[1]), (kernel_[0], kernel_[1]),
-                        (stride_[0], stride_[1]), (dilation_[0], dilation_[1]),
-                        (pad[0], pad[1]), (out[0], out[1]))
+        return ConvGeometry(input_shape, batch, channels, out_channels, groups, (1, size[0]),
+                            (1, kernel_[0]), (1, stride_[0]), (1, dilation_[0]),
+                            ((0, 0), pad[0]), (1, out[0]), is_2d=False, chunk=chunk)
+    return ConvGeometry(input_shape, batch, channels, out_channels, groups,
+                        (size[0], size[1]), (kernel_[0], kernel_[1]), (stride_[0], stride_[1]),
+                        (dilation_[0], dilation_[1]), (pad[0], pad[1]), (out[0], out[1]),
+                        chunk=chunk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,23 +476,24 @@ def conv_forward(x: Array, weight: Array, bias: Array | None, g: ConvGeometry, *
                  ) -> tuple[Array, ConvSaved]:
     """y and the saved columns for a geometry :func:`conv_geometry` checked (layers call this
     directly with a cached geometry)."""
-    N, C, Co, G = g.batch, g.in_channels, g.out_channels, g.groups
+    N, C, Co, G, c = g.batch, g.in_channels, g.out_channels, g.groups, g.chunk
     (H, W), (kh, kw), (OH, OW) = g.in_size, g.kernel, g.out_size
+    P, K = OH * OW, (C // G) * kh * kw
     x4 = xp.reshape(x, (N, C, H, W))
     workspace = workspace if library_of(xp).mutable_views else None
-    if kh * kw == 1 and g.stride == (1, 1) and g.padding == ((0, 0), (0, 0)):
+    if c == 1 and kh * kw == 1 and g.stride == (1, 1) and g.padding == ((0, 0), (0, 0)):
         cols, owns = xp.reshape(x4, (N, G, C // G, H * W)), False  # a 1×1 kernel: x itself
     else:
         padded = _pad(x4, g.padding, xp, workspace, "xpad")
-        cols = _im2col(padded, G, g.kernel, g.stride, g.dilation, (OH, OW), xp, workspace)
+        cols = _im2col(padded, G, g.kernel, g.stride, g.dilation, (OH, OW), c, xp, workspace)
         owns = True
         if workspace is not None and padded is not x4:
             workspace.give("xpad", padded)
-    K = (C // G) * kh * kw
     if G == 1:
-        y = xp.matmul(xp.reshape(weight, (Co, K)), xp.reshape(cols, (N, K, OH * OW)))
+        y = xp.matmul(xp.reshape(weight, (Co, K)), xp.reshape(cols, (N // c, K, c * P)))
     else:
-        y = xp.reshape(xp.matmul(xp.reshape(weight, (G, Co // G, K)), cols), (N, Co, OH * OW))
+        y = xp.matmul(xp.reshape(weight, (G, Co // G, K)), cols)
+    y = _unchunked(xp.reshape(y, (N // c, Co, c * P)), c, xp)
     if bias is not None:
         y += xp.reshape(bias, (Co, 1))  # y is ours: in place (rebound on JAX)
     saved = ConvSaved(cols, weight, g, bias is not None, workspace, owns)
@@ -488,19 +514,20 @@ def conv_backward(
         msg = (f"conv backward: the gradient has shape {tuple(dy.shape)}, the output had "
                f"{g.output_shape}")
         raise ValueError(msg)
-    N, Co, G = g.batch, g.out_channels, g.groups
+    N, Co, G, c = g.batch, g.out_channels, g.groups, g.chunk
     P = g.out_size[0] * g.out_size[1]
-    dy3 = xp.reshape(dy, (N, G, Co // G, P))
+    dy3 = xp.reshape(dy, (N, Co, P))
     db = None
     if saved.has_bias and bias_grad:
-        per_sample = summer(xp)(xp.reshape(dy3, (N, Co, P)), axis=2)
+        per_sample = summer(xp)(dy3, axis=2)
         if bias_grad_out is not None and sum_into(per_sample, bias_grad_out, axis=0, xp=xp):
             db = bias_grad_out
         else:
             db = summer(xp)(per_sample, axis=0)
+    dyc = xp.reshape(_chunked(dy3, c, xp), (N // c, G, Co // G, c * P))
     dW = None
     if weight_grad:
-        products = xp.matmul(dy3, cols.mT)  # (N, G, O_g, K_g): one batched GEMM
+        products = xp.matmul(dyc, cols.mT)  # (N/c, G, O_g, K_g): one batched GEMM
         if weight_grad_out is not None and sum_into(
                 products, xp.reshape(weight_grad_out, products.shape[1:]), axis=0, xp=xp):
             dW = weight_grad_out
@@ -512,10 +539,28 @@ def conv_backward(
     if _flipped_is_cheaper(g):
         dx = _input_grad_flipped(dy3, weight, g, xp, workspace)
     elif g.stride == (1, 1):
-        dx = _input_grad_col2im_rows(dy3, weight, g, xp, workspace)
+        dx = _input_grad_col2im_rows(dyc, weight, g, xp, workspace)
     else:
-        dx = _input_grad_col2im(dy3, weight, g, xp)
+        dx = _input_grad_col2im(dyc, weight, g, xp)
     return xp.reshape(dx, g.input_shape), dW, db
+
+
+def _chunked(a: Array, c: int, xp: Namespace) -> Array:
+    """(N, X, P) → (N/c, X, c·P): each chunk of c samples side by side (a copy when c > 1)."""
+    if c == 1:
+        return a
+    N, X, P = a.shape
+    moved = xp.permute_dims(xp.reshape(a, (N // c, c, X, P)), (0, 2, 1, 3))
+    return xp.reshape(_copy(moved, xp), (N // c, X, c * P))
+
+
+def _unchunked(a: Array, c: int, xp: Namespace) -> Array:
+    """(N/c, X, c·P) → (N, X, P), the inverse of :func:`_chunked`."""
+    if c == 1:
+        return a
+    Nc, X, cP = a.shape
+    moved = xp.permute_dims(xp.reshape(a, (Nc, X, c, cP // c)), (0, 2, 1, 3))
+    return xp.reshape(_copy(moved, xp), (Nc * c, X, cP // c))
 
 
 def _flipped_is_cheaper(g: ConvGeometry) -> bool:
@@ -540,35 +585,35 @@ def _input_grad_flipped(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespac
     N, C, Co, G = g.batch, g.in_channels, g.out_channels, g.groups
     (H, W), (kh, kw), (OH, OW) = g.in_size, g.kernel, g.out_size
     (dh, dw), ((top, bottom), (left, right)) = g.dilation, g.padding
+    Cg, Og, kk = C // G, Co // G, kh * kw
     rh, rw = dh * (kh - 1), dw * (kw - 1)
     pad = ((rh - top, rh - bottom), (rw - left, rw - right))
     dy4 = xp.reshape(dy3, (N, Co, OH, OW))
     padded = _pad(dy4, pad, xp, workspace, "dypad")
-    cols = _im2col(padded, G, g.kernel, (1, 1), g.dilation, (H, W), xp, workspace)
+    c = chunk_size(N, Cg, Og * kk, H * W)
+    cols = _im2col(padded, G, g.kernel, (1, 1), g.dilation, (H, W), c, xp, workspace)
     if workspace is not None and padded is not dy4:
         workspace.give("dypad", padded)
-    Cg, Og = C // G, Co // G
-    w = xp.flip(xp.reshape(weight, (G, Og, Cg, kh * kw)), axis=3)  # (i, j) → (k−1−i, k−1−j)
-    w = xp.reshape(xp.permute_dims(w, (0, 2, 1, 3)), (G, Cg, Og * kh * kw))
+    w = xp.flip(xp.reshape(weight, (G, Og, Cg, kk)), axis=3)  # (i, j) → (k−1−i, k−1−j)
+    w = xp.reshape(xp.permute_dims(w, (0, 2, 1, 3)), (G, Cg, Og * kk))
     if G == 1:
-        dx = xp.matmul(w[0, ...], xp.reshape(cols, (N, Og * kh * kw, H * W)))
+        dx = xp.matmul(w[0, ...], xp.reshape(cols, (N // c, Og * kk, c * H * W)))
     else:
-        dx = xp.matmul(w, cols)  # (N, G, C_g, H·W)
+        dx = xp.matmul(w, cols)  # (N/c, G, C_g, c·H·W)
     if workspace is not None:
         workspace.give("cols", cols)
-    return dx
+    return _unchunked(xp.reshape(dx, (N // c, C, c * H * W)), c, xp)
 
 
-def _input_grad_col2im(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespace) -> Array:
+def _input_grad_col2im(dyc: Array, weight: Array, g: ConvGeometry, xp: Namespace) -> Array:
     """∂L/∂x = col2im(W_gᵀ δ): each kernel offset's columns added back through its slice of x
     (clipped to the unpadded input, so no padded buffer is needed)."""
-    N, C, Co, G = g.batch, g.in_channels, g.out_channels, g.groups
+    N, C, Co, G, c = g.batch, g.in_channels, g.out_channels, g.groups, g.chunk
     (H, W), (kh, kw), (OH, OW) = g.in_size, g.kernel, g.out_size
     K = (C // G) * kh * kw
     wt = xp.reshape(weight, (G, Co // G, K)).mT  # (G, K_g, O_g)
-    dcols = xp.reshape(xp.matmul(wt, dy3), (N, C, kh, kw, OH, OW))
-    dx = xp.zeros((N, C, H, W), dtype=dy3.dtype, device=array_api_compat.device(dy3))
-    views, writeable = library_of(xp).mutable_views, array_api_compat.is_writeable_array(dx)
+    dcols = xp.reshape(xp.matmul(wt, dyc), (N // c, C, kh, kw, c, OH, OW))
+    dx = xp.zeros((N // c, c, C, H, W), dtype=dyc.dtype, device=array_api_compat.device(dyc))
     (sh, sw), (dh, dw), ((top, _), (left, _)) = g.stride, g.dilation, g.padding
     for i in range(kh):
         rows = _clipped(i * dh - top, sh, OH, H)
@@ -578,75 +623,74 @@ def _input_grad_col2im(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespace
             cols = _clipped(j * dw - left, sw, OW, W)
             if cols is None:
                 continue
-            index = (slice(None), slice(None), rows[0], cols[0])
-            v = dcols[:, :, i, j, rows[1], cols[1]]
-            if views:
-                target = dx[index]
-                target += v  # in place through the view
-            elif writeable:
-                dx[index] = dx[index] + v
-            else:
-                dx = xpx.at(dx)[index].add(v)
-    return dx
+            v = xp.permute_dims(dcols[:, :, i, j, :, rows[1], cols[1]], (0, 2, 1, 3, 4))
+            dx = _add_into(dx, (slice(None),) * 3 + (rows[0], cols[0]), v, xp)
+    return xp.reshape(dx, (N, C, H, W))
 
 
-def _input_grad_col2im_rows(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespace,
+def _input_grad_col2im_rows(dyc: Array, weight: Array, g: ConvGeometry, xp: Namespace,
                             workspace: ConvWorkspace | None) -> Array:
     """col2im for stride 1, in whole padded rows: with δ widened to the padded width Wp (zeros
     in its last Wp − OW columns), the columns of kernel offset (i, j) are one contiguous run
     of the flattened padded plane, from i·d_h·Wp + j·d_w, so each offset is one slice-add of
     (OH − 1)·Wp + OW elements per (sample, channel) instead of OH rows of OW; the zero columns
     add nothing where they wrap into the next row. The products grow by Wp / OW; on NumPy,
-    whose loops pay per row, LeNet's 5×5 6→16 case (64, 6, 14, 14) takes 0.5 ms instead of
+    whose loops pay per row, LeNet's 5×5 6→16 case (64, 6, 14, 14) takes 0.8 ms instead of
     1.55 ms for col2im."""
-    N, C, Co, G = g.batch, g.in_channels, g.out_channels, g.groups
+    N, C, Co, G, c = g.batch, g.in_channels, g.out_channels, g.groups, g.chunk
     (H, W), (kh, kw), (OH, OW), (Hp, Wp) = g.in_size, g.kernel, g.out_size, g.padded_size
     (dh, dw), ((top, _), (left, _)) = g.dilation, g.padding
-    K = (C // G) * kh * kw
+    Og, K = Co // G, (C // G) * kh * kw
     if Wp == OW:
-        wide = dy3
+        wide = dyc
     else:
-        shape = (N, G, Co // G, OH, Wp)
+        shape = (N // c, G, Og, c, OH, Wp)
         if workspace is not None:  # its zero columns stay zero: only the others are written
-            wide = workspace.take("dywide", shape, dy3, xp, zeros=True)
+            wide = workspace.take("dywide", shape, dyc, xp, zeros=True)
         else:
-            wide = xp.zeros(shape, dtype=dy3.dtype, device=array_api_compat.device(dy3))
-        columns = (slice(None),) * 4 + (slice(0, OW),)
-        rows = xp.reshape(dy3, (N, G, Co // G, OH, OW))
+            wide = xp.zeros(shape, dtype=dyc.dtype, device=array_api_compat.device(dyc))
+        columns = (slice(None),) * 5 + (slice(0, OW),)
+        rows = xp.reshape(dyc, (N // c, G, Og, c, OH, OW))
         if array_api_compat.is_writeable_array(wide):
             wide[columns] = rows
         else:
             wide = xpx.at(wide)[columns].set(rows)
-        wide = xp.reshape(wide, (N, G, Co // G, OH * Wp))
-    wt = xp.reshape(weight, (G, Co // G, K)).mT  # (G, K_g, O_g)
-    dcols = xp.reshape(xp.matmul(wt, wide), (N, C, kh, kw, OH * Wp))
-    if workspace is not None and wide is not dy3:
-        workspace.give("dywide", xp.reshape(wide, (N, G, Co // G, OH, Wp)))
-    plane = xp.zeros((N, C, Hp * Wp), dtype=dy3.dtype, device=array_api_compat.device(dy3))
-    views, writeable = library_of(xp).mutable_views, array_api_compat.is_writeable_array(plane)
+    wt = xp.reshape(weight, (G, Og, K)).mT  # (G, K_g, O_g)
+    dcols = xp.matmul(wt, xp.reshape(wide, (N // c, G, Og, c * OH * Wp)))
+    dcols = xp.reshape(dcols, (N // c, C, kh, kw, c, OH * Wp))
+    if workspace is not None and wide is not dyc:
+        workspace.give("dywide", wide)
+    plane = xp.zeros((N // c, c, C, Hp * Wp), dtype=dyc.dtype,
+                     device=array_api_compat.device(dyc))
     run = (OH - 1) * Wp + OW  # ends at Hp·Wp exactly for the last offset
     for i in range(kh):
         for j in range(kw):
             start = i * dh * Wp + j * dw
-            index = (slice(None), slice(None), slice(start, start + run))
-            v = dcols[:, :, i, j, :run]
-            if views:
-                target = plane[index]
-                target += v  # in place through the view
-            elif writeable:
-                plane[index] = plane[index] + v
-            else:
-                plane = xpx.at(plane)[index].add(v)
+            v = xp.permute_dims(dcols[:, :, i, j, :, :run], (0, 2, 1, 3))
+            plane = _add_into(plane, (slice(None),) * 3 + (slice(start, start + run),), v, xp)
     padded = xp.reshape(plane, (N, C, Hp, Wp))
     if (Hp, Wp) == (H, W):
         return padded
     return _copy(padded[:, :, top:top + H, left:left + W], xp)
 
 
+def _add_into(a: Array, index: tuple[slice, ...], v: Array, xp: Namespace) -> Array:
+    """a[index] += v: in place through the view where arrays have mutable views, by
+    assignment where they are writeable, ``array_api_extra.at`` where they are immutable."""
+    if library_of(xp).mutable_views:
+        target = a[index]
+        target += v
+    elif array_api_compat.is_writeable_array(a):
+        a[index] = a[index] + v
+    else:
+        a = xpx.at(a)[index].add(v)
+    return a
+
+
 def _copy(x: Array, xp: Namespace) -> Array:
     """A C-contiguous copy of a strided view (``asarray(copy=True)`` may keep its strides)."""
     if not library_of(xp).mutable_views:
-        return x  # a slice is already a new array there
+        return x  # no views there: slices and permutations are new arrays already
     out = xp.empty(x.shape, dtype=x.dtype, device=array_api_compat.device(x))
     out[...] = x
     return out
@@ -683,23 +727,32 @@ def _pad(x: Array, padding: tuple[Pair, Pair], xp: Namespace, workspace: ConvWor
 
 
 def _im2col(padded: Array, groups: int, kernel: Pair, stride: Pair, dilation: Pair,
-            out_size: Pair, xp: Namespace, workspace: ConvWorkspace | None) -> Array:
-    """cols (N, groups, (C/groups)·kh·kw, OH·OW) of the padded input (N, C, Hp, Wp): one
-    strided basic slice per kernel offset (one copy of a window view on NumPy)."""
+            out_size: Pair, chunk: int, xp: Namespace, workspace: ConvWorkspace | None
+            ) -> Array:
+    """cols (N/chunk, groups, (C/groups)·kh·kw, chunk·OH·OW) of the padded input
+    (N, C, Hp, Wp): one strided basic slice per kernel offset (one copy of a window view on
+    NumPy), each chunk's samples side by side."""
     N, C = padded.shape[0], padded.shape[1]
     (kh, kw), (sh, sw), (dh, dw), (OH, OW) = kernel, stride, dilation, out_size
-    grouped = (N, groups, C // groups * kh * kw, OH * OW)
-    windows = ((i, j, padded[:, :, i * dh:i * dh + sh * (OH - 1) + 1:sh,
-                             j * dw:j * dw + sw * (OW - 1) + 1:sw])
-               for i in range(kh) for j in range(kw))
+    Nc = N // chunk
+    grouped = (Nc, groups, C // groups * kh * kw, chunk * OH * OW)
+
+    def window(i: int, j: int) -> Array:  # (N/chunk, C, chunk, OH, OW)
+        w = padded[:, :, i * dh:i * dh + sh * (OH - 1) + 1:sh, j * dw:j * dw + sw * (OW - 1) + 1:sw]
+        if chunk == 1:
+            return xp.reshape(w, (Nc, C, 1, OH, OW))
+        return xp.permute_dims(xp.reshape(w, (Nc, chunk, C, OH, OW)), (0, 2, 1, 3, 4))
+
     if not library_of(xp).mutable_views:  # no buffer to write into: stack the windows
-        return xp.reshape(xp.stack([w for _, _, w in windows], axis=2), grouped)
+        stacked = xp.stack([window(i, j) for i in range(kh) for j in range(kw)], axis=2)
+        return xp.reshape(stacked, grouped)
     if workspace is not None:
         cols = workspace.take("cols", grouped, padded, xp)
     else:
         cols = xp.empty(grouped, dtype=padded.dtype, device=array_api_compat.device(padded))
-    view = xp.reshape(cols, (N, C, kh, kw, OH, OW))
-    if not windows_into(padded, kernel, stride, dilation, out_size, view, xp):
-        for i, j, window in windows:
-            view[:, :, i, j] = window
+    view = xp.reshape(cols, (Nc, C, kh, kw, chunk, OH, OW))
+    if not windows_into(padded, kernel, stride, dilation, out_size, chunk, view, xp):
+        for i in range(kh):
+            for j in range(kw):
+                view[:, :, i, j] = window(i, j)
     return cols
