@@ -34,9 +34,10 @@ How it is computed
 ------------------
 One strided basic slice of the (padded) input per kernel offset (k_H · k_W views, no
 ``as_strided``): max pooling is the ``maximum`` of the slices, average pooling their sum.
-Max pooling's backward recomputes the choice offset by offset from the running maxima the
-forward kept (slice k wins where it exceeds the maximum of slices 0 … k − 1, or is NaN) and
-routes δ through them from the last offset back, with masks, never a scatter. The gradient is
+For its backward, max pooling's forward copies the slices into contiguous columns
+(k_H·k_W, N, C, OH, OW) once; the backward recomputes the choice column by column (column k
+beats those before it where it exceeds their maximum, or is NaN; the choice is the last column
+that beats those before it) and passes δ through boolean masks, never a scatter. The gradient is
 written slice by slice: assigned where the windows do not overlap (the common 2 × 2 stride 2),
 accumulated otherwise, in place where arrays are mutable and through ``array_api_extra.at``
 (JAX) where they are not. Adaptive pooling with non-dividing sizes is two matrix products with
@@ -51,7 +52,7 @@ Conventions of this module
 --------------------------
 Each forward function returns y, as PyTorch's does. Its ``*_forward`` twin returns
 ``(y, saved)``, where ``saved`` (:class:`PoolSaved`) holds what the ``*_backward`` function
-needs (the window geometry, and for max pooling the padded input and the running maxima), so
+needs (the window geometry, and for max pooling the columns and y), so
 the backward recomputes nothing of the forward: ``*_backward(dy, saved) -> dx``, dx of the
 input's shape.
 """
@@ -388,10 +389,11 @@ class PoolSaved:
         None for the matrix form).
     windows : _Windows or None
         The window geometry for the input's shape.
-    source : array or None
-        Max pooling: the (padded) input the slices were taken from.
-    maxima : tuple of arrays
-        Max pooling: the running maxima of slices 0 … k, the last one being y.
+    columns : array or None
+        Max pooling: the slices of the (padded) input, one per kernel offset in scan order,
+        stacked (k_H·k_W, N, C, OH, OW).
+    output : array or None
+        Max pooling: y.
     matrices : tuple
         Adaptive pooling in matrix form: (A_H or None, A_W or None, input shape, y's shape,
         caller); A is None along an axis that keeps its size.
@@ -399,8 +401,8 @@ class PoolSaved:
 
     args: PoolArgs | None
     windows: _Windows | None
-    source: Array | None = None
-    maxima: tuple[Array, ...] = ()
+    columns: Array | None = None
+    output: Array | None = None
     matrices: tuple[Any, ...] = ()
 
 
@@ -458,7 +460,7 @@ def _check_gradient(dy: Array, w: _Windows, caller: str) -> None:
 # Max pooling
 
 # The kernels' arguments that are not arrays (see _native.fused: compiled once per value on JAX).
-_STATIC = ("args", "keep", "xp")
+_STATIC = ("args", "xp")
 _STATIC_AVG = ("args", "xp")
 _STATIC_BACKWARD = ("args", "shape", "xp")
 
@@ -468,61 +470,91 @@ def _max_forward(x: Array, args: PoolArgs, xp: Namespace | None, keep: bool
     """y (and with ``keep`` what the backward needs), the input checked (dtype, shape)."""
     xp = _namespace(x, xp, args.caller)
     shape = tuple(x.shape)
-    pool_windows(args, shape)  # checks the shape before any array work
-    kernel = fused(_max_kernel, xp, static=_STATIC)
+    w = pool_windows(args, shape)  # checks the shape before any array work
     if not keep:
-        return kernel(x, args=args, keep=False, xp=xp)[0], None
-    y, source, maxima = kernel(x, args=args, keep=True, xp=xp)
-    return y, PoolSaved(args, pool_windows(args, shape), source=source, maxima=maxima)
+        return fused(_max_kernel, xp, static=_STATIC)(x, args=args, xp=xp), None
+    y, columns = fused(_max_columns_kernel, xp, static=_STATIC)(x, args=args, xp=xp)
+    return y, PoolSaved(args, w, columns=columns, output=y)
 
 
-def _max_kernel(x: Array, *, args: PoolArgs, keep: bool, xp: Namespace
-                ) -> tuple[Array, Array | None, tuple[Array, ...]]:
-    """(y, padded source, running maxima) — the last two only with ``keep``."""
+def _max_kernel(x: Array, *, args: PoolArgs, xp: Namespace) -> Array:
+    """y: the running maximum of the slices, nothing kept (inference)."""
     w = pool_windows(args, tuple(x.shape))
     source = _padded(xp.reshape(x, w.work_shape), w, -math.inf, xp)
     offsets = w.offsets
     y = source[offsets[0]]
-    maxima = [y]
     for index in offsets[1:]:
         y = xp.maximum(y, source[index])  # NaN-propagating, as PyTorch's max
-        maxima.append(y)
-    out = xp.reshape(y, w.output_shape)
-    return (out, source, tuple(maxima)) if keep else (out, None, ())
+    return xp.reshape(y, w.output_shape)
+
+
+def _max_columns_kernel(x: Array, *, args: PoolArgs, xp: Namespace) -> tuple[Array, Array]:
+    """(y, the slices stacked as contiguous columns (k_H·k_W, N, C, OH, OW)).
+
+    One strided copy of each slice, after which the maxima here and every comparison of the
+    backward read contiguous arrays: on NumPy a strided slice costs several times a
+    contiguous array of its size, and the backward would read each slice again.
+    """
+    w = pool_windows(args, tuple(x.shape))
+    source = _padded(xp.reshape(x, w.work_shape), w, -math.inf, xp)
+    columns = _stacked([source[index] for index in w.offsets], xp)
+    y = columns[0, ...]
+    for k in range(1, columns.shape[0]):
+        y = xp.maximum(y, columns[k, ...])
+    return xp.reshape(y, w.output_shape), columns
+
+
+def _stacked(slices: list[Array], xp: Namespace) -> Array:
+    """The slices stacked along a new first axis: assigned one by one into an empty array where
+    arrays are mutable (NumPy's ``stack`` costs a third more, through its concatenation)."""
+    if not library_of(xp).mutable_views:
+        return xp.stack(slices)
+    first = slices[0]
+    out = xp.empty((len(slices), *first.shape), dtype=first.dtype,
+                   device=array_api_compat.device(first))
+    for k, piece in enumerate(slices):
+        out[k, ...] = piece
+    return out
 
 
 def _max_backward(dy: Array, saved: PoolSaved, xp: Namespace | None) -> Array:
-    w, args, source = saved.windows, saved.args, saved.source
-    if w is None or args is None or args.kind != "max" or source is None:
+    w, args, columns = saved.windows, saved.args, saved.columns
+    if w is None or args is None or args.kind != "max" or columns is None:
         msg = "max_pool backward: saved is not what a max_pool*_forward returned"
         raise TypeError(msg)
     xp = namespace_of(dy) if xp is None else xp
     _check_gradient(dy, w, f"{args.caller} backward")
     kernel = fused(_max_backward_kernel, xp, static=_STATIC_BACKWARD)
-    return kernel(dy, source, saved.maxima, args=args, shape=w.input_shape, xp=xp)
+    return kernel(dy, columns, saved.output, args=args, shape=w.input_shape, xp=xp)
 
 
-def _max_backward_kernel(dy: Array, source: Array, maxima: tuple[Array, ...], *,
-                         args: PoolArgs, shape: tuple[int, ...], xp: Namespace) -> Array:
+def _max_backward_kernel(dy: Array, columns: Array, y: Array, *, args: PoolArgs,
+                         shape: tuple[int, ...], xp: Namespace) -> Array:
     w = pool_windows(args, shape)
     dy4 = xp.reshape(dy, (*w.work_shape[:2], *w.out))
+    y = xp.reshape(y, dy4.shape)
     offsets = w.offsets
-    # Slice k takes the gradient where it beats the maximum of the slices before it (strictly,
-    # so the first of equal maxima keeps it; a NaN beats anything, so the last NaN wins); the
-    # gradient is routed from the last offset back, each winner taking it from the rest.
-    test_nan = not nan_free(maxima[-1], xp)
+    # Column k beats the columns before it where it exceeds their maximum (strictly, so the
+    # first of equal maxima keeps the choice; a NaN beats anything, so the last NaN wins); the
+    # window's choice is the last column that beats those before it.
+    test_nan = not nan_free(y, xp)
+    running, wins = columns[0, ...], []
+    for k in range(1, len(offsets)):
+        column = columns[k, ...]
+        beats = column > running
+        wins.append(beats | xp.isnan(column) if test_nan else beats)
+        if k + 1 < len(offsets):
+            running = xp.maximum(running, column)
     dx = _gradient_canvas(w, dy4, xp)
     add = w.overlap
-    d = dy4
+    later = None  # where a later column won: the window's choice lies there
     for k in range(len(offsets) - 1, 0, -1):
-        s = source[offsets[k]]
-        wins = s > maxima[k - 1]
-        if test_nan:
-            wins = wins | xp.isnan(s)
-        dx = _store(dx, offsets[k], masked(d, wins, xp), add=add, xp=xp)
-        d = masked(d, ~wins, xp)
-    dx = _store(dx, offsets[0], d, add=add, xp=xp)
-    y = maxima[-1]
+        beats = wins[k - 1]
+        chosen = beats if later is None else beats & ~later  # boolean: cheap
+        later = beats if later is None else later | beats
+        dx = _store(dx, offsets[k], masked(dy4, chosen, xp), add=add, xp=xp)
+    first = dy4 if later is None else masked(dy4, ~later, xp)
+    dx = _store(dx, offsets[0], first, add=add, xp=xp)
     for block, index in w.edge_blocks:  # all −∞ windows starting in the padding: see there
         dx = _store(dx, index, masked(dy4[block], y[block] == -math.inf, xp), add=True, xp=xp)
     return _unpadded(dx, w, xp)
