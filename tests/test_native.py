@@ -96,3 +96,44 @@ def test_windows_into_copies_the_windows_or_declines(case: Any) -> None:
             want = host[:, :, 2 * i:2 * i + 2 * 2 + 1:2, 3 * j:3 * j + 3 * 1 + 1:3]
             for n in range(4):
                 np.testing.assert_array_equal(got[n // chunk, :, i, j, n % chunk], want[n])
+
+
+def test_nan_free_answers_only_where_reading_is_free(case: Any) -> None:
+    """True only on NumPy for an array without NaN (a host array: no synchronisation);
+    False (unknown) elsewhere, without reading, and for an array with a NaN or no values."""
+    from nnbackend._native import nan_free
+
+    xp = case.backend.xp
+    x, _ = _draw(case, (5, 7), 3)
+    assert nan_free(x, xp) is (case.backend.name == "numpy")
+    host = np.ones((4, 3))
+    host[2, 1] = np.nan
+    assert nan_free(case.asarray(host), xp) is False
+    assert nan_free(case.asarray(np.ones((0, 3))), xp) is False
+
+
+def test_fused_kernels_give_the_plain_kernels_results(case: Any) -> None:
+    """On JAX the kernel runs compiled (jax.jit with its static arguments), elsewhere it is the
+    kernel itself; either way the results are the plain kernel's (a pooling backward too)."""
+    from nnbackend._native import fused
+    from nnbackend.functional import pooling as P
+
+    xp = case.backend.xp
+
+    def kernel(a: Any, b: Any, *, scale: float, xp: Any) -> Any:
+        return xp.maximum(a, b) * scale
+
+    compiled = fused(kernel, xp, static=("scale", "xp"))
+    assert (compiled is kernel) is (case.backend.name != "jax")
+    a, _ = _draw(case, (4, 6), 1)
+    b, _ = _draw(case, (4, 6), 2)
+    np.testing.assert_array_equal(nb.to_numpy(compiled(a, b, scale=3.0, xp=xp)),
+                                  nb.to_numpy(kernel(a, b, scale=3.0, xp=xp)))
+    x, _ = _draw(case, (2, 2, 7, 6), 4)
+    args = P.pool_args("max_pool2d", "max", 2, 3, 2, 1, 1, True)
+    y, columns = P._max_columns_kernel(x, args=args, xp=xp)
+    dy, _ = _draw(case, tuple(y.shape), 5)
+    plain = P._max_backward_kernel(dy, columns, y, args=args, shape=(2, 2, 7, 6), xp=xp)
+    fast = fused(P._max_backward_kernel, xp, static=P._STATIC_BACKWARD)(
+        dy, columns, y, args=args, shape=(2, 2, 7, 6), xp=xp)
+    np.testing.assert_array_equal(nb.to_numpy(fast), nb.to_numpy(plain))
