@@ -72,6 +72,21 @@ BACKWARD: dict[str, Callable[..., Any]] = {
 }
 
 
+# JAX compiles each kernel anew for every geometry (~0.2-0.5 s each here), so its row runs a
+# subset that covers its code paths (the immutable updates: assigned and accumulated slices, the
+# −∞ corrections at padded edges, a divisor array, global average pooling's one sum, the
+# adaptive matrices, 1-d pooling); every other row runs everything.
+JAX_CASES = (0, 3, 8, 12, 16, 18)
+JAX_TIES = ("repeated values, overlapping", "all -inf, padded and dilated",
+            "NaNs, overlapping and padded")
+JAX_LAYERS = ("max2d-overlap-ceil", "adaptive")
+
+
+def _jax_covers(case: Any, name: object, subset: tuple[object, ...]) -> None:
+    if case.id.startswith("jax-cpu") and name not in subset:
+        pytest.skip(f"JAX runs a covering subset of this table: {subset}")
+
+
 def _case_id(entry: tuple[str, tuple[int, ...], dict[str, Any]]) -> str:
     name, shape, kwargs = entry
     args = ",".join(f"{k}={v}" for k, v in kwargs.items()).replace(" ", "")
@@ -101,6 +116,7 @@ def _host(case: Any, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("entry", CASES, ids=_case_id)
 def test_forward_and_gradient_match_pytorch(case: Any, entry: Any) -> None:
+    _jax_covers(case, CASES.index(entry), JAX_CASES)
     name, shape, kwargs = entry
     rng = np.random.default_rng(abs(hash(_case_id(entry))) % 2**32)
     x = _host(case, rng.standard_normal(shape))
@@ -163,6 +179,7 @@ def _check_choice(case: Any, dims: int, x: np.ndarray, kwargs: dict[str, Any]) -
 def test_max_pool_chooses_as_pytorch_among_ties_nan_and_minus_infinity(
     case: Any, what: str, x: np.ndarray, kwargs: dict[str, Any]
 ) -> None:
+    _jax_covers(case, what, JAX_TIES)
     _check_choice(case, 2, x, kwargs)
 
 
@@ -224,6 +241,7 @@ def test_layers_match_torch_nn_pass_gradcheck_and_read_nothing_back(case: Any, m
                                                                      shape: Any) -> None:
     """forward/backprop, inference and the no-∂L/∂x forward against torch.nn's layer; finite
     differences on float64 rows; on the GPU-like device, all of it without a host read."""
+    _jax_covers(case, LAYER_IDS[[m for m, _ in LAYERS].index(make)], JAX_LAYERS)
     layer = make()
     reference = _torch_layer(layer)
     assert repr(layer) == repr(reference)
