@@ -137,3 +137,23 @@ def test_fused_kernels_give_the_plain_kernels_results(case: Any) -> None:
     fast = fused(P._max_backward_kernel, xp, static=P._STATIC_BACKWARD)(
         dy, columns, y, args=args, shape=(2, 2, 7, 6), xp=xp)
     np.testing.assert_array_equal(nb.to_numpy(fast), nb.to_numpy(plain))
+
+
+def test_masked_into_writes_the_masked_values_or_declines(case: Any) -> None:
+    """out[index] ← x · [mask] into a strided slice on NumPy, bit for bit ``masked``; the rest
+    of ``out`` untouched; elsewhere it declines and leaves ``out`` as it was."""
+    from nnbackend._native import masked_into
+
+    be, xp = case.backend, case.backend.xp
+    x, host = _draw(case, (3, 4), 6)
+    mask = x > 0.0
+    out = be.zeros((6, 9), dtype=case.dtype_name)
+    index = (slice(1, None, 2), slice(0, 8, 2))
+    want = np.zeros((6, 9))
+    if not masked_into(x, mask, out, index, xp):
+        assert case.backend.name != "numpy"
+        np.testing.assert_array_equal(nb.to_numpy(out), want)
+        return
+    want[index] = np.maximum(host, 0.0)
+    np.testing.assert_array_equal(nb.to_numpy(out).astype(np.float64), want)
+    np.testing.assert_array_equal(nb.to_numpy(out)[index], nb.to_numpy(masked(x, mask, xp)))

@@ -20,8 +20,8 @@ from ._libraries import library_of
 from ._typing import Array, Namespace
 
 __all__ = [
-    "channel_operand", "fused", "masked", "matmul_into", "maximizer", "nan_free", "sum_into",
-    "summer", "windows_into",
+    "channel_operand", "fused", "masked", "masked_into", "matmul_into", "maximizer", "nan_free",
+    "sum_into", "summer", "windows_into",
 ]
 
 Reduction = Callable[..., Array]
@@ -66,6 +66,16 @@ def masked(x: Array, mask: Array, xp: Namespace) -> Array:
     bool × float promotion, so elsewhere the mask is first cast to ``x``'s dtype (one more pass).
     """
     return x * mask if _library(xp) is not None else x * xp.astype(mask, x.dtype)
+
+
+def masked_into(x: Array, mask: Array, out: Array, index: Any, xp: Namespace) -> bool:
+    """out[index] ← x · [mask] (as ``masked``) written straight into that part of ``out`` (a
+    strided slice, say) where the library is NumPy, saving a temporary and its copy; False
+    (``out`` untouched) elsewhere, where the caller assigns ``masked(x, mask, xp)``."""
+    if _library(xp) is not np:
+        return False
+    np.multiply(x, mask, out=out[index])
+    return True
 
 
 def matmul_into(a: Array, b: Array, out: Array, xp: Namespace) -> bool:

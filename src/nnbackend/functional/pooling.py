@@ -71,7 +71,7 @@ import array_api_extra as xpx
 
 from .._checks import check_floating, namespace_of
 from .._libraries import library_of
-from .._native import fused, masked, nan_free
+from .._native import fused, masked, masked_into, nan_free
 from .._typing import Array, Namespace
 
 __all__ = [
@@ -435,6 +435,14 @@ def _store(a: Array, index: _Index, v: Array, *, add: bool, xp: Namespace) -> Ar
     return at.add(v) if add else at.set(v)
 
 
+def _put_masked(dx: Array, index: _Index, d: Array, mask: Array, add: bool, xp: Namespace
+                ) -> Array:
+    """dx[index] = d · [mask] (+= where windows overlap), written in one pass on NumPy."""
+    if not add and masked_into(d, mask, dx, index, xp):
+        return dx
+    return _store(dx, index, masked(d, mask, xp), add=add, xp=xp)
+
+
 def _gradient_canvas(w: _Windows, like: Array, xp: Namespace) -> Array:
     """The padded ∂L/∂x the slices are written into: zeros unless every element is written."""
     device = array_api_compat.device(like)
@@ -552,9 +560,11 @@ def _max_backward_kernel(dy: Array, columns: Array, y: Array, *, args: PoolArgs,
         beats = wins[k - 1]
         chosen = beats if later is None else beats & ~later  # boolean: cheap
         later = beats if later is None else later | beats
-        dx = _store(dx, offsets[k], masked(dy4, chosen, xp), add=add, xp=xp)
-    first = dy4 if later is None else masked(dy4, ~later, xp)
-    dx = _store(dx, offsets[0], first, add=add, xp=xp)
+        dx = _put_masked(dx, offsets[k], dy4, chosen, add, xp)
+    if later is None:
+        dx = _store(dx, offsets[0], dy4, add=add, xp=xp)
+    else:
+        dx = _put_masked(dx, offsets[0], dy4, ~later, add, xp)
     for block, index in w.edge_blocks:  # all −∞ windows starting in the padding: see there
         dx = _store(dx, index, masked(dy4[block], y[block] == -math.inf, xp), add=True, xp=xp)
     return _unpadded(dx, w, xp)
