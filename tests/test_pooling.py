@@ -428,3 +428,24 @@ def test_empty_batches_pool_to_empty_outputs(case: Any) -> None:
     assert tuple(F.max_pool2d_backward(case.asarray(np.ones((0, 2, 2, 2))), saved).shape) == \
         (0, 2, 5, 5)
     assert tuple(F.avg_pool2d(x, 3, 1, 1).shape) == (0, 2, 5, 5)
+
+
+def test_pooling_layers_trace_inside_a_callers_jax_jit(case: Any) -> None:
+    """A jitted step through the pooling layers (their fused kernels inlined) matches eager."""
+    if case.backend.name != "jax":
+        pytest.skip("jax.jit is JAX's")
+    import jax
+
+    model = nb.Sequential(nb.MaxPool2d(3, 2, 1), nb.AvgPool2d(2, ceil_mode=True),
+                          nb.AdaptiveAvgPool2d((2, 3)), nb.Flatten(), backend=case.backend)
+    rng = np.random.default_rng(11)
+    x = case.asarray(rng.standard_normal((2, 2, 9, 11)))
+    dy = case.asarray(rng.standard_normal((2, 12)))
+
+    def step(x: Any, dy: Any) -> tuple[Any, Any]:
+        y, backprop = model.forward_pass(x, nb.layers.Context.of(case.xp, True))
+        return y, backprop(dy)
+
+    for got, want in zip(jax.jit(step)(x, dy), step(x, dy), strict=True):
+        np.testing.assert_allclose(case.backend.to_numpy(got), case.backend.to_numpy(want),
+                                   rtol=1e-6, atol=1e-7)
