@@ -33,28 +33,36 @@ masks by multiplying, 0 · ∞ = NaN, where PyTorch's scatter leaves exact zeros
 How it is computed
 ------------------
 One strided basic slice of the (padded) input per kernel offset (k_H · k_W views, no
-``as_strided``): max pooling is the ``maximum`` of the slices, average pooling their sum.
-For its backward, max pooling's forward copies the slices into contiguous columns
-(k_H·k_W, N, C, OH, OW) once; the backward recomputes the choice column by column (column k
-beats those before it where it exceeds their maximum, or is NaN; the choice is the last column
-that beats those before it) and passes δ through boolean masks, never a scatter. The gradient is
-written slice by slice: assigned where the windows do not overlap (the common 2 × 2 stride 2),
+``as_strided``): max pooling (inference) is the ``maximum`` of the slices, average pooling their
+sum. For a backward pass, max pooling's forward copies the slices once into contiguous columns
+(k_H·k_W, N, C, OH, OW), kept for the backward (k_H·k_W values per output, where PyTorch keeps
+one int64 index): on NumPy a strided slice costs several times a contiguous array of its size.
+The backward recomputes the choice column by column from them (column k beats those before it
+where it exceeds their maximum, or is NaN; the choice is the last column that beats those
+before it) and masks δ with the boolean choice of each offset: no scatter. The gradient is
+written slice by slice: assigned where the windows do not overlap (the common 2 × 2 stride 2;
+on NumPy multiplied straight into the slice, :func:`nnbackend._native.masked_into`),
 accumulated otherwise, in place where arrays are mutable and through ``array_api_extra.at``
 (JAX) where they are not. Adaptive pooling with non-dividing sizes is two matrix products with
 the averaging matrices, built on the input's device from ``arange``; with dividing sizes it is
 average pooling with kernel = stride = n / out. Average pooling over disjoint windows that tile
 the input, of more than four elements each (global pooling), is one sum over the window axes of
-the (N, C, OH, kH, OW, kW) view instead. Nothing is read back to the host, except on
-NumPy (where reading costs no synchronisation) one check that the output holds no NaN, which
-lets the backward skip testing each slice for NaN (:func:`nnbackend._native.nan_free`).
+the (N, C, OH, kH, OW, kW) view instead.
+
+Nothing is read back to the host, except on NumPy (where reading costs no synchronisation) one
+check that the output holds no NaN, which lets the backward skip testing each column for NaN
+(:func:`nnbackend._native.nan_free`). On JAX each kernel (the array work of one forward or
+backward, for one geometry) runs compiled by ``jax.jit`` (:func:`nnbackend._native.fused`):
+eager JAX would compile each of its dozens of operations separately.
 
 Conventions of this module
 --------------------------
 Each forward function returns y, as PyTorch's does. Its ``*_forward`` twin returns
 ``(y, saved)``, where ``saved`` (:class:`PoolSaved`) holds what the ``*_backward`` function
-needs (the window geometry, and for max pooling the columns and y), so
-the backward recomputes nothing of the forward: ``*_backward(dy, saved) -> dx``, dx of the
-input's shape.
+needs (the window geometry, and for max pooling the columns and y; for adaptive pooling the
+averaging matrices): ``*_backward(dy, saved) -> dx``, dx of the input's shape. Errors in the
+arguments or the input's shape are :class:`PoolingError` (a ValueError) or TypeError, naming the
+function.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ from .._typing import Array, Namespace
 
 __all__ = [
     "PoolSaved",
+    "PoolingError",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool2d_forward",
