@@ -12,7 +12,6 @@ bad arguments and inputs refused with messages naming the function or layer and 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from typing import Any
 
@@ -182,9 +181,7 @@ def test_every_chunk_size_matches_torch(case: Any, name: str, chunk: int,
     if _row(case) not in FULL_ROWS:
         pytest.skip(f"{_row(case)}: the chunk sizes run on {FULL_ROWS}")
     x_shape, w_shape, kwargs = CHUNKED[name]
-    g = C.conv_geometry(x_shape, w_shape, spatial=2, caller="test", **kwargs)
-    macs = (w_shape[0] // g.groups) * math.prod(w_shape[1:]) * math.prod(g.out_size)
-    monkeypatch.setattr(C, "_PRODUCT_MACS", macs * chunk)
+    monkeypatch.setattr(C, "chunk_size", lambda batch, *sizes: chunk)
     assert C.conv_geometry(x_shape, w_shape, spatial=2, caller="test", **kwargs).chunk == chunk
     x, x_host = _draw(case, x_shape, 23)
     w, w_host = _draw(case, w_shape, 24)
@@ -195,6 +192,17 @@ def test_every_chunk_size_matches_torch(case: Any, name: str, chunk: int,
     _close(case, y, want[0])
     for got, expected in zip(F.conv2d_backward(dy, saved), want[1:], strict=True):
         _close(case, got, expected)
+
+
+def test_chunk_sizes() -> None:
+    """One product per sample, unless a sample's is too small to thread and compute-bound."""
+    def chunk(x: tuple[int, ...], w: tuple[int, ...], **kwargs: Any) -> int:
+        return C.conv_geometry(x, w, spatial=2, caller="test", **kwargs).chunk
+
+    assert chunk((64, 6, 14, 14), (16, 6, 5, 5)) == 64  # LeNet's second: 2.4e5 MACs a sample
+    assert chunk((64, 1, 28, 28), (6, 1, 5, 5), padding=2) == 1  # memory-bound: 150 weights
+    assert chunk((32, 16, 32, 32), (16, 16, 3, 3), padding=1) == 1  # 2.4e6 MACs a sample
+    assert chunk((6, 4, 5, 6), (8, 1, 3, 3), groups=4) == 1  # depthwise: 18 weights a group
 
 
 def test_the_cheaper_input_gradient_is_chosen() -> None:
