@@ -536,12 +536,16 @@ def conv_backward(
     dyc = xp.reshape(_chunked(dy3, c, xp), (N // c, G, Co // G, c * P))
     dW = None
     if weight_grad:
-        products = xp.matmul(dyc, cols.mT)  # (N/c, G, O_g, K_g): one batched GEMM
-        if weight_grad_out is not None and sum_into(
-                products, xp.reshape(weight_grad_out, products.shape[1:]), axis=0, xp=xp):
+        # ∂L/∂Wᵀ = cols · δᵀ, (N/c, G, K_g, O_g): the same multiply-adds as δ · colsᵀ, in the
+        # operand order OpenBLAS runs faster for these shapes (one thread: 2.6 against 4.3 ms
+        # for the 3×3 16→16 block's, 0.45 against 0.78 ms for LeNet's 5×5 6→16)
+        products = xp.matmul(cols, dyc.mT)
+        grad_t = None if weight_grad_out is None else xp.reshape(
+            weight_grad_out, (G, Co // G, products.shape[2])).mT
+        if grad_t is not None and sum_into(products, grad_t, axis=0, xp=xp):
             dW = weight_grad_out
         else:
-            dW = xp.reshape(summer(xp)(products, axis=0), weight.shape)
+            dW = xp.reshape(_copy(summer(xp)(products, axis=0).mT, xp), weight.shape)
     saved.release()  # the columns of δ may take the same buffer
     if not input_grad:
         return None, dW, db
