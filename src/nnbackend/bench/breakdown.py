@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import importlib
 import statistics
 import sys
@@ -272,6 +273,7 @@ def step_breakdown(target_name: str, size: str, workload: str = "train-adam", *,
         A target other than nnbackend on NumPy, the floor or PyTorch on the CPU.
     """
     target, spec = get_target(target_name), CONV_SIZES[size]
+    gc.collect()  # earlier garbage (a previous breakdown's proxies) would be collected inside
     if target.impl == "nnbackend" and target.backend == "numpy":
         total, phases = _nnbackend_breakdown(target, spec, workload, steps)
     elif target.impl == "floor":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -325,6 +326,7 @@ def run(
 def _conv_row(target: Target, spec: ConvSpec, workload: str, *, budget_s: float,
               memory: bool) -> Row:
     """One convolutional row: time, products' time inside the step, calls, peak memory."""
+    gc.collect()  # the previous row's garbage is not this row's to collect
     wl = build_conv_workload(target, spec, workload)
     timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
     del wl
