@@ -53,12 +53,12 @@ CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any], bool]] 
 # the GPU-like device's CuPy paths, array-api-strict's view-less stacking); the float32 rows
 # and array-api-strict's second device run a few that cover every path (col2im with strides
 # and padding, the flipped kernel with groups, a 1-D convolution, an even kernel with "same"
-# padding), and JAX, which compiles every operation anew for each shape (~0.1 s each, dozens
-# per convolution), runs both col2im variants (strided; stride 1 in whole rows) once each: the
-# flipped kernel is made of the forward's operations.
+# padding); JAX, which compiles each kernel once per shape (~0.3 s under load), runs the three
+# ways of computing ∂L/∂x and a 1-D convolution, and the layer tests on the same shapes.
 FULL_ROWS = ("numpy-float64", "torch-cpu", "gpulike-float64", "strict-CPU_DEVICE")
-FEW_JAX = ("k3-s3-tuple-pad", "depthwise-mult2-same")
 FEW = ("k1", "k3-s3-tuple-pad", "k4x2-same-even", "depthwise-flip", "1d-k3-s2-p1")
+FEW_JAX = ("k3-s3-tuple-pad", "depthwise-mult2-same", "1d-k3-s2-p1")
+JAX_SKIP = "the table's JAX cases cover this math (each new shape compiles anew)"
 
 
 def _row(case: Any) -> str:
@@ -219,7 +219,7 @@ def test_the_cheaper_input_gradient_is_chosen() -> None:
 
 
 def test_workspace_buffers_are_reused_and_results_unchanged(case: Any) -> None:
-    _skip_jax(case, "immutable arrays take no workspace (the table checks its results)")
+    _skip_jax(case, JAX_SKIP)
     x_shape, w_shape, kwargs, _ = CASES["k3-p1-flip"]
     x, _ = _draw(case, x_shape, 7)
     w, _ = _draw(case, w_shape, 8)
@@ -242,7 +242,7 @@ def test_workspace_buffers_are_reused_and_results_unchanged(case: Any) -> None:
 def test_two_forwards_in_flight_do_not_share_buffers(case: Any) -> None:
     """Two training forwards before their backwards (gradient accumulation over micro-batches)
     each keep their own columns: the gradients are the sum of both references."""
-    _skip_jax(case, "immutable arrays share no buffers")
+    _skip_jax(case, JAX_SKIP)
     layer = nb.Conv2d(3, 3, 3, padding=1, seed=0, dtype=case.dtype_name, backend=case.backend)
     x1, x1_host = _draw(case, (2, 3, 6, 6), 9)
     x2, x2_host = _draw(case, (2, 3, 6, 6), 10)
@@ -285,7 +285,7 @@ LAYERS: dict[str, tuple[Any, Any, tuple[int, ...]]] = {
 @pytest.mark.parametrize("name", LAYERS)
 def test_layers_load_torch_state_dicts_and_match_torch(case: Any, name: str) -> None:
     if name != "Conv2d-depthwise":
-        _skip_jax(case, "the table covers the math; Conv2d-depthwise covers the layer")
+        _skip_jax(case, JAX_SKIP)
     make, make_torch, shape = LAYERS[name]
     torch.manual_seed(0)
     reference = make_torch().double()
@@ -324,7 +324,7 @@ def test_first_convolution_computes_no_input_gradient(
         case: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """In a Sequential, the first convolution is not asked for ∂L/∂x: neither col2im nor the
     flipped convolution runs for it, the second one's does, and the parameters still learn."""
-    _skip_jax(case, "the same layer code as every other row, each shape compiled anew")
+    _skip_jax(case, JAX_SKIP)
     calls: list[str] = []
     for name in ("_input_grad_flipped", "_input_grad_col2im"):
         original = getattr(C, name)
@@ -374,7 +374,7 @@ def test_no_host_reads_on_the_gpulike_device(case: Any) -> None:
 def test_gradients_go_into_the_arena(case: Any) -> None:
     """With the model's parameters in an arena, ∂L/∂W and ∂L/∂b are written into its flat
     gradient buffer (the out= path) and match PyTorch's."""
-    _skip_jax(case, "no arena views on immutable arrays")
+    _skip_jax(case, JAX_SKIP)
     layer = nb.Conv2d(2, 3, 3, padding=1, seed=5, dtype=case.dtype_name, backend=case.backend)
     model = nb.Sequential(layer)
     model.arena()

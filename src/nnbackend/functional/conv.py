@@ -76,7 +76,7 @@ import array_api_extra as xpx
 
 from .._checks import namespace_of
 from .._libraries import library_of
-from .._native import sum_into, summer, windows_into
+from .._native import fused, sum_into, summer, windows_into
 from .._typing import Array, Namespace
 
 __all__ = [
@@ -485,17 +485,59 @@ def conv_forward(x: Array, weight: Array, bias: Array | None, g: ConvGeometry, *
                  ) -> tuple[Array, ConvSaved]:
     """y and the saved columns for a geometry :func:`conv_geometry` checked (layers call this
     directly with a cached geometry)."""
+    workspace = workspace if library_of(xp).mutable_views else None
+    y, cols = fused(_forward_kernel, xp, static=_STATIC)(
+        x, weight, bias, g=g, xp=xp, workspace=workspace)
+    return y, ConvSaved(cols, weight, g, bias is not None, workspace, not _input_is_cols(g))
+
+
+def conv_backward(
+    dy: Array, saved: ConvSaved, *, input_grad: bool, weight_grad: bool = True,
+    bias_grad: bool = True, xp: Namespace, weight_grad_out: Array | None = None,
+    bias_grad_out: Array | None = None,
+) -> tuple[Array | None, Array | None, Array | None]:
+    """(dx, dW, db) for the saved forward (see :func:`conv2d_backward`)."""
+    g, cols = saved.geometry, saved.cols
+    if cols is None:
+        msg = "conv backward: this forward's saved columns were used (or released) already"
+        raise RuntimeError(msg)
+    if tuple(dy.shape) != g.output_shape:
+        msg = (f"conv backward: the gradient has shape {tuple(dy.shape)}, the output had "
+               f"{g.output_shape}")
+        raise ValueError(msg)
+    saved.cols = None  # the backward gives them back to the workspace itself
+    if not library_of(xp).mutable_views:
+        weight_grad_out = bias_grad_out = None  # nothing is written into arrays there
+    return fused(_backward_kernel, xp, static=_STATIC_BACKWARD)(
+        dy, cols, saved.weight, weight_grad_out, bias_grad_out, g=g, xp=xp,
+        workspace=saved.workspace, owns_cols=saved.owns_cols,
+        flags=(input_grad, weight_grad, bias_grad and saved.has_bias),
+        method=_input_grad_method(g) if input_grad else "")
+
+
+# The kernels' arguments that are not arrays (see _native.fused: compiled once per value on JAX).
+_STATIC = ("g", "xp", "workspace")
+_STATIC_BACKWARD = (*_STATIC, "owns_cols", "flags", "method")
+
+
+def _input_is_cols(g: ConvGeometry) -> bool:
+    """A 1×1 kernel with stride 1 and no padding, one sample per product: x is its columns."""
+    return (g.chunk == 1 and g.kernel == (1, 1) and g.stride == (1, 1)
+            and g.padding == ((0, 0), (0, 0)))
+
+
+def _forward_kernel(x: Array, weight: Array, bias: Array | None, *, g: ConvGeometry,
+                    xp: Namespace, workspace: ConvWorkspace | None) -> tuple[Array, Array]:
+    """(y, cols): the forward's math."""
     N, C, Co, G, c = g.batch, g.in_channels, g.out_channels, g.groups, g.chunk
     (H, W), (kh, kw), (OH, OW) = g.in_size, g.kernel, g.out_size
     P, K = OH * OW, (C // G) * kh * kw
     x4 = xp.reshape(x, (N, C, H, W))
-    workspace = workspace if library_of(xp).mutable_views else None
-    if c == 1 and kh * kw == 1 and g.stride == (1, 1) and g.padding == ((0, 0), (0, 0)):
-        cols, owns = xp.reshape(x4, (N, G, C // G, H * W)), False  # a 1×1 kernel: x itself
+    if _input_is_cols(g):
+        cols = xp.reshape(x4, (N, G, C // G, H * W))
     else:
         padded = _pad(x4, g.padding, xp, workspace, "xpad")
         cols = _im2col(padded, G, g.kernel, g.stride, g.dilation, (OH, OW), c, xp, workspace)
-        owns = True
         if workspace is not None and padded is not x4:
             workspace.give("xpad", padded)
     if G == 1:
@@ -505,29 +547,23 @@ def conv_forward(x: Array, weight: Array, bias: Array | None, g: ConvGeometry, *
     y = _unchunked(xp.reshape(y, (N // c, Co, c * P)), c, xp)
     if bias is not None:
         y += xp.reshape(bias, (Co, 1))  # y is ours: in place (rebound on JAX)
-    saved = ConvSaved(cols, weight, g, bias is not None, workspace, owns)
-    return xp.reshape(y, g.output_shape), saved
+    return xp.reshape(y, g.output_shape), cols
 
 
-def conv_backward(
-    dy: Array, saved: ConvSaved, *, input_grad: bool, weight_grad: bool = True,
-    bias_grad: bool = True, xp: Namespace, weight_grad_out: Array | None = None,
-    bias_grad_out: Array | None = None,
+def _backward_kernel(
+    dy: Array, cols: Array, weight: Array, weight_grad_out: Array | None,
+    bias_grad_out: Array | None, *, g: ConvGeometry, xp: Namespace,
+    workspace: ConvWorkspace | None, owns_cols: bool, flags: tuple[bool, bool, bool],
+    method: str,
 ) -> tuple[Array | None, Array | None, Array | None]:
-    """(dx, dW, db) for the saved forward (see :func:`conv2d_backward`)."""
-    g, cols, weight, workspace = saved.geometry, saved.cols, saved.weight, saved.workspace
-    if cols is None:
-        msg = "conv backward: this forward's saved columns were used (or released) already"
-        raise RuntimeError(msg)
-    if tuple(dy.shape) != g.output_shape:
-        msg = (f"conv backward: the gradient has shape {tuple(dy.shape)}, the output had "
-               f"{g.output_shape}")
-        raise ValueError(msg)
+    """(dx, dW, db): the backward's math; ``flags`` = (input_grad, weight_grad, bias_grad),
+    ``method`` how ∂L/∂x is computed (:func:`_input_grad_method`)."""
+    input_grad, weight_grad, bias_grad = flags
     N, Co, G, c = g.batch, g.out_channels, g.groups, g.chunk
     P = g.out_size[0] * g.out_size[1]
     dy3 = xp.reshape(dy, (N, Co, P))
     db = None
-    if saved.has_bias and bias_grad:
+    if bias_grad:
         per_sample = summer(xp)(dy3, axis=2)
         if bias_grad_out is not None and sum_into(per_sample, bias_grad_out, axis=0, xp=xp):
             db = bias_grad_out
@@ -546,16 +582,25 @@ def conv_backward(
             dW = weight_grad_out
         else:
             dW = xp.reshape(_copy(summer(xp)(products, axis=0).mT, xp), weight.shape)
-    saved.release()  # the columns of δ may take the same buffer
+    if workspace is not None and owns_cols:
+        workspace.give("cols", cols)  # the columns of δ may take the same buffer
     if not input_grad:
         return None, dW, db
-    if _flipped_is_cheaper(g):
+    if method == "flipped":
         dx = _input_grad_flipped(dy3, weight, g, xp, workspace)
-    elif g.stride == (1, 1):
+    elif method == "rows":
         dx = _input_grad_col2im_rows(dyc, weight, g, xp, workspace)
     else:
         dx = _input_grad_col2im(dyc, weight, g, xp)
     return xp.reshape(dx, g.input_shape), dW, db
+
+
+def _input_grad_method(g: ConvGeometry) -> str:
+    """How ∂L/∂x is computed: "flipped" (a convolution of δ), "rows" (col2im in whole rows,
+    stride 1) or "strided" (col2im clipped per offset)."""
+    if _flipped_is_cheaper(g):
+        return "flipped"
+    return "rows" if g.stride == (1, 1) else "strided"
 
 
 def _chunked(a: Array, c: int, xp: Namespace) -> Array:
