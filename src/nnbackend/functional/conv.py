@@ -1,4 +1,4 @@
-"""Convolutions (``conv1d``, ``conv2d``) and their backward passes, by im2col and one batched GEMM.
+"""Convolutions (``conv1d``, ``conv2d``) and their backward passes, by im2col and batched GEMMs.
 
 Semantics are PyTorch's (``torch.nn.functional.conv1d``/``conv2d``): cross-correlation, layouts
 NCL / NCHW (or unbatched CL / CHW), weight (out, in/groups, k) / (out, in/groups, kh, kw), bias
@@ -13,55 +13,67 @@ refused with a stride > 1, as PyTorch refuses it; an odd total padding d·(k −
 extra row/column at the bottom/right, as PyTorch does). A 1-D convolution is the 2-D one with
 height 1.
 
-im2col (Chainer's ``im2col_cpu``)
----------------------------------
-The columns are laid out per sample, channel-major::
+im2col (Chainer's ``im2col_cpu``) and the products
+--------------------------------------------------
+The columns are built by one strided basic slice of x̃ per kernel offset (i, j) (a slice never
+repeats an index; NumPy copies all offsets at once from ``sliding_window_view``, see
+:func:`nnbackend._native.windows_into`), channel-major, c samples side by side::
 
-    cols[n, g, (c, i, j), (p, q)] = x̃[n, g·C_g + c, p·s_h + i·d_h, q·s_w + j·d_w]
-    shape (N, groups, C_g·kh·kw, OH·OW)
+    cols[m, g, (c', i, j), (s, p, q)] = x̃[m·c + s, g·C_g + c', p·s_h + i·d_h, q·s_w + j·d_w]
+    shape (N/c, groups, K_g = C_g·kh·kw, c·OH·OW)
 
-built by one strided basic slice of x̃ per kernel offset (i, j) (a slice never repeats an
-index). The products are then single batched matmuls whose result is already NCHW::
+and every product is one batched matmul over the N/c chunks (and the groups)::
 
-    y  = W_g · cols            (groups, O_g, K_g) @ (N, groups, K_g, P) → (N, groups, O_g, P)
-    ∂L/∂W = Σ_n δ · colsᵀ      (N, groups, O_g, P) @ (N, groups, P, K_g), summed over n
+    y     = W_g · cols           (groups, O_g, K_g) @ (N/c, groups, K_g, c·P)
+    ∂L/∂Wᵀ = Σ_m cols · δᵀ       (N/c, groups, K_g, c·P) @ (N/c, groups, c·P, O_g)
     ∂L/∂b = Σ_{n, p} δ
-    ∂L/∂x = col2im(W_gᵀ · δ)   or, for stride 1, the convolution of δ with the flipped kernel
+    ∂L/∂x = col2im(W_gᵀ · δ)  or  the convolution of δ with the flipped kernel
 
-col2im adds each offset's columns back through the same slices (``+=`` on a view where the
-library has mutable views, ``array_api_extra.at(...).add`` where arrays are immutable, as on
-JAX); with stride 1 and O·H·W ≤ C·OH·OW (a "same" convolution), ∂L/∂x is computed instead as
-the convolution of δ, zero-padded by d·(k − 1) − pad, with the kernel flipped and its channel
-axes swapped: im2col again and one more batched matmul, no scatter at all.
+With c = 1 (the usual choice, :func:`chunk_size`) the products are per sample and y comes out
+NCHW as it is; c = N (a sample's product too small for OpenBLAS to thread, yet compute-bound:
+LeNet's second convolution) makes each product one GEMM over the batch, and y and δ change
+layout once.
+
+∂L/∂x, three ways (:func:`_input_grad_method`): with stride 1 and O·H·W ≤ C·OH·OW (the
+"same" convolutions) as the convolution of δ, zero-padded by d·(k − 1) − pad, with the kernel
+flipped and its channel axes swapped (im2col again and one batched matmul, no scatter);
+otherwise col2im adds each offset's columns back through its slice (``+=`` on a view where the
+library has mutable views, an assignment where arrays are writeable, ``array_api_extra.at(...)
+.add`` where they are immutable, as on JAX): for stride 1 in whole padded rows (one contiguous
+slice per offset and plane, δ widened by zero columns), else clipped per offset.
 
 The forward/backward convention
 -------------------------------
 :func:`conv2d_forward` (and :func:`conv1d_forward`) return ``(y, saved)``: ``saved`` is a
 :class:`ConvSaved` holding the columns, the weight and the geometry, so that
-:func:`conv2d_backward` computes ∂L/∂W from the forward's columns without building them again.
-:func:`conv2d` / :func:`conv1d` return y alone. A :class:`ConvWorkspace` passed to the forward
-lends it reusable buffers (columns, padded input) on libraries with mutable arrays; the backward
-gives them back, so a layer that trains step after step allocates its big buffers once.
+:func:`conv2d_backward` computes ∂L/∂W from the forward's columns without building them again;
+it is spent by the backward. :func:`conv2d` / :func:`conv1d` return y alone. A
+:class:`ConvWorkspace` passed to the forward lends it reusable buffers (the padded input, the
+columns, and in the backward the padded or widened δ and its columns, which take the forward's
+column buffer back) on libraries with mutable arrays, so a layer that trains step after step
+allocates its big buffers once (the fresh allocations cost a 3×3 16→16 convolution ~20 % more).
+On JAX each kernel (forward, backward) runs compiled once per geometry
+(:func:`nnbackend._native.fused`).
 
-Measurements (NumPy 2.4, OpenBLAS 0.3.31 SkylakeX kernels, float32, 1 thread, CPU time, ms)
-------------------------------------------------------------------------------------------
-Products of one convolution's forward, ∂L/∂W and ∂L/∂cols, in three orientations:
+Measurements (NumPy 2.4, OpenBLAS 0.3.31 SkylakeX kernels, float32, ms)
+------------------------------------------------------------------------
+The products of one convolution (forward, ∂L/∂W, ∂L/∂cols) in three orientations, 2 threads,
+idle machine: M = N·OH·OW rows of K = C·kh·kw::
 
-================================  ===========  ================  ==================
-shape                             (M, K)·(K,O)  (O, K)·(K, M)     per sample (N batched)
-================================  ===========  ================  ==================
-3×3 16→16, (32, 16, 32, 32) fwd    4.18         5.40              3.57
-  ∂W / ∂cols                       3.51 / 2.07  4.58 / 3.55       4.60 / 2.86
-5×5 1→6, (64, 1, 28, 28) fwd       0.46         0.66              0.15
-  ∂W / ∂cols                       0.58 / 0.38  1.02 / 0.84       0.16 / 0.19
-5×5 6→16, (64, 6, 14, 14) fwd      0.39         0.41              0.29
-  ∂W / ∂cols                       0.44 / 0.39  0.74 / 0.38       0.79 / 0.32
-================================  ===========  ================  ==================
+    shape                        (M, K)·(K, O)       (O, K)·(K, M)       per sample
+    3×3 16→16 (32, 16, 32, 32)   1.98 / 1.86 / 0.97  2.13 / 2.64 / 1.51  2.03 / 2.84 / 2.18
+    5×5 1→6 (64, 1, 28, 28)      0.23 / 0.58 / 0.19  0.40 / 1.02 / 0.25  0.15 / 0.16 / 0.19
+    5×5 6→16 (64, 6, 14, 14)     0.20 / 0.30 / 0.20  0.22 / 0.46 / 0.25  0.29 / 0.80 / 0.32
 
-(M = N·OH·OW rows, K = C·kh·kw.) The (M, K) orientation needs channels-last columns, whose
-construction from NCHW costs more than it saves (im2col 1.3 ms + 4 layout transposes for the
-3×3 case, against no transpose at all here). See ``notes`` in the module's tests for the
-whole-convolution timings against PyTorch.
+(∂L/∂W per sample as cols · δᵀ: 2.6 instead of 4.3 ms for the first, 0.45 instead of 0.78 for
+the last, one thread.) The (M, K) orientation's products are the fastest, but its columns are
+channels-last: from NCHW they cost a layout change of x, y, δ and ∂L/∂x and an im2col whose
+runs are C long (one thread, the first case: 0.8 + 1.26 + 3·0.34 ms, against 0.12 + 1.0-1.4
+ms here), which more than eats the gain; the channel-major columns need no transpose at all.
+The whole layer, forward and backward (∂L/∂x but for the second case), 2 threads, idle
+machine, against ``torch.nn.Conv2d`` (oneDNN) on the same 2 threads: 3×3 16→16 9.3-9.9 (PyTorch
+2.9-3.1), 5×5 1→6 0.77 (0.69), 5×5 6→16 2.5-2.9 (1.12): im2col's memory traffic and
+OpenBLAS on these thin products (55-80 GFLOP/s) against oneDNN's direct convolution.
 """
 
 from __future__ import annotations
