@@ -125,6 +125,10 @@ class ConvGeometry:
         (height, width) each; height 1, kernel 1, stride 1 for a 1-D convolution.
     padding : ((int, int), (int, int))
         ((top, bottom), (left, right)) zeros around the input.
+    is_2d : bool
+        False for a 1-D convolution.
+    chunk : int
+        Samples per product, a divisor of the batch (:func:`chunk_size`).
     """
 
     input_shape: tuple[int, ...]
@@ -138,6 +142,8 @@ class ConvGeometry:
     dilation: Pair
     padding: tuple[Pair, Pair]
     out_size: Pair
+    is_2d: bool = True
+    chunk: int = 1
 
     @property
     def padded_size(self) -> Pair:
@@ -155,10 +161,6 @@ class ConvGeometry:
     def spatial(self) -> int:
         """2 for conv2d, 1 for conv1d (whose height, kernel height and strides are 1)."""
         return 2 if self.is_2d else 1
-
-    is_2d: bool = True
-    chunk: int = 1
-    """Samples per product (a divisor of the batch, see :func:`chunk_size`)."""
 
 
 _THREADED_MACS = 2**18
