@@ -2,9 +2,10 @@
 
 Forward values, ∂L/∂x, ∂L/∂W and ∂L/∂b for a table of conv2d and conv1d cases (kernels 1–5,
 strides 1–3, padding 0/1/tuple/"same" (odd and even kernels)/"valid", dilation 1–2, groups
-1/2/depthwise, no bias, odd sizes, batch 1, unbatched inputs), both ways of computing ∂L/∂x
-(col2im and the flipped-kernel convolution), the reused workspace (also with two forwards in
-flight), finite differences for each layer, no host reads on the GPU-like device, the first
+1/2/depthwise, no bias, odd sizes, batch 1, unbatched inputs), every way of computing ∂L/∂x
+(col2im, strided or in whole rows, and the flipped-kernel convolution), products over every
+chunk of samples, the reused workspace (also with two forwards in flight), finite differences
+for each layer, no host reads on the GPU-like device, the first
 convolution of a network computing no ∂L/∂x, torch.nn state dicts and reprs, descriptions, and
 bad arguments and inputs refused with messages naming the function or layer and the shapes.
 """
