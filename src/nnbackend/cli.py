@@ -26,12 +26,14 @@ writable, the path is not a directory, a plot's suffix names a format matplotlib
 backend's name, and on ``--resume`` every training setting against the checkpoint's.
 
 ``--save`` records the run's training settings (:data:`TRAIN_SETTINGS`: data, model, loss,
-optimizer and batch size, and the planned epochs) in the checkpoint's metadata under
+optimizer, batch size and schedule, and the planned epochs) in the checkpoint's metadata under
 ``"train_settings"``. ``--resume`` takes every setting not given on the command line from
 there and refuses an explicit one that contradicts it (naming both values); ``--lr`` and
 ``--epochs`` override the checkpoint's. Checkpoints written before the settings were recorded
 still resume: their dataset, seed and test size (recorded then) are checked and filled in as
-above, and every other setting comes from the command line or its default, as it did.
+above, and every other setting comes from the command line or its default, as it did. A
+checkpoint that records no ``model`` or ``schedule`` (written before those options) counts as
+``--model mlp --schedule constant``, the only network and rate the command had then.
 
 On ``--resume``, the model is rebuilt from the checkpoint's description of it (checkpoint
 format 2, :func:`nnbackend.checkpoint.load_model`), so the checkpoint alone defines the network;
@@ -192,11 +194,11 @@ MLP's; :data:`MODEL_DEFAULTS` replaces some for another ``--model``."""
 MODEL_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "mlp": {},
     "cnn": {"hidden": (120, 84), "batch_size": 64, "epochs": 30, "schedule": "cosine",
-            "lr": {"adam": 2e-3, "adamw": 2e-3}},
+            "lr": {"adam": 3e-3, "adamw": 3e-3}},
 }
 """The defaults that differ by ``--model`` over :data:`TRAIN_SETTINGS`' own, and ``"epochs"``
 and ``"lr"`` (by optimizer; the others keep the MLP's). The CNN's were chosen on ``--dataset
-mnist5k`` (see the README): LeNet's 120, 84 head, batches of 64, 30 epochs of Adam from 2e-3,
+mnist5k`` (see the README): LeNet's 120, 84 head, batches of 64, 30 epochs of Adam from 3e-3,
 annealed to 0."""
 
 
