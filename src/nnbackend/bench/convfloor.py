@@ -328,8 +328,8 @@ class NumpyLeNet:
         if spec.kind != "lenet":
             msg = f"NumpyLeNet: needs a lenet spec, got {spec.name!r}"
             raise ValueError(msg)
-        names = [f"{p}.{w}" for p in self._CONV + self._FC for w in ("weight", "bias")]
-        names += [f"{p}.{w}" for p in self._BN for w in ("weight", "bias")]
+        names = [f"{p}.weight" for p in self._CONV]
+        names += [f"{p}.{w}" for p in self._FC + self._BN for w in ("weight", "bias")]
         dtype = _check_state(state, names, "NumpyLeNet")
         self.spec, self.mm, self.dropout_p = spec, matmul, dropout_p
         self.rng = np.random.default_rng(seed)
@@ -337,35 +337,41 @@ class NumpyLeNet:
         pools = [(c.out_hw, c.cout) for c in convs]
         (_, h2), c2 = pools[1]
         self._fc1_hwc = (h2 // 2, h2 // 2, c2)
-        arrays = []
+        arrays: dict[str, np.ndarray] = {}  # PyTorch's names, the floor's layouts
         for prefix in self._CONV:
-            arrays += [_conv_weight_to_floor(np.asarray(state[f"{prefix}.weight"])),
-                       np.asarray(state[f"{prefix}.bias"])]
+            w = np.asarray(state[f"{prefix}.weight"])
+            arrays[f"{prefix}.weight"] = _conv_weight_to_floor(w)
+            if f"{prefix}.bias" in state:  # optional: a batch norm follows
+                arrays[f"{prefix}.bias"] = np.asarray(state[f"{prefix}.bias"])
         for prefix in self._BN:
-            arrays += [np.asarray(state[f"{prefix}.weight"]), np.asarray(state[f"{prefix}.bias"])]
+            arrays[f"{prefix}.weight"] = np.asarray(state[f"{prefix}.weight"])
+            arrays[f"{prefix}.bias"] = np.asarray(state[f"{prefix}.bias"])
         for i, prefix in enumerate(self._FC):
             w = np.asarray(state[f"{prefix}.weight"])
             if i == 0:  # columns from (c, h, w) to (h, w, c) order: the flatten of NHWC
                 w = w.reshape(w.shape[0], c2, *self._fc1_hwc[:2]).transpose(0, 2, 3, 1)
-            arrays += [np.ascontiguousarray(w.reshape(w.shape[0], -1).T),
-                       np.asarray(state[f"{prefix}.bias"])]
-        self.flat = _Flat([np.asarray(a, dtype) for a in arrays])
-        P, G = self.flat.params, self.flat.grads
-        self.convs = [_Conv(s, n, P[2 * i], P[2 * i + 1], G[2 * i], G[2 * i + 1],
-                            input_grad=i > 0, dx_mode="col2im",
-                            matmul=matmul, dtype=dtype) for i, s in enumerate(convs)]
-        self.bns = [_BatchNorm(conv.m, math.prod(s.out_hw), P[4 + 2 * i], P[5 + 2 * i],
-                               G[4 + 2 * i], G[5 + 2 * i],
-                               np.array(state.get(f"{prefix}.running_mean",
-                                                  np.zeros(s.cout)), dtype),
-                               np.array(state.get(f"{prefix}.running_var",
-                                                  np.ones(s.cout)), dtype), dtype)
-                    for i, (conv, s, prefix) in enumerate(zip(self.convs, convs, self._BN,
-                                                              strict=True))]
+            arrays[f"{prefix}.weight"] = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+            arrays[f"{prefix}.bias"] = np.asarray(state[f"{prefix}.bias"])
+        self._names = list(arrays)
+        self.flat = _Flat([np.asarray(a, dtype) for a in arrays.values()])
+        P = dict(zip(self._names, self.flat.params, strict=True))
+        G = dict(zip(self._names, self.flat.grads, strict=True))
+        self.convs = [_Conv(s, n, P[f"{c}.weight"], P.get(f"{c}.bias"), G[f"{c}.weight"],
+                            G.get(f"{c}.bias"), input_grad=i > 0, dx_mode="col2im",
+                            matmul=matmul, dtype=dtype)
+                      for i, (s, c) in enumerate(zip(convs, self._CONV, strict=True))]
+        self.bns = [_BatchNorm(conv.m, math.prod(s.out_hw), P[f"{b}.weight"], P[f"{b}.bias"],
+                               G[f"{b}.weight"], G[f"{b}.bias"],
+                               np.array(state.get(f"{b}.running_mean", np.zeros(s.cout)), dtype),
+                               np.array(state.get(f"{b}.running_var", np.ones(s.cout)), dtype),
+                               dtype)
+                    for conv, s, b in zip(self.convs, convs, self._BN, strict=True)]
         self.pools = [_PoolReLU(n, oh, ow, c, dtype) for (oh, ow), c in pools]
         self.bn_out = [np.empty_like(conv.z) for conv in self.convs]
-        self.fc_w, self.fc_b = P[8::2], P[9::2]
-        self.fc_gw, self.fc_gb = G[8::2], G[9::2]
+        self.fc_w = [P[f"{f}.weight"] for f in self._FC]
+        self.fc_b = [P[f"{f}.bias"] for f in self._FC]
+        self.fc_gw = [G[f"{f}.weight"] for f in self._FC]
+        self.fc_gb = [G[f"{f}.bias"] for f in self._FC]
         widths = [w.shape[1] for w in self.fc_w]
         self.h = [np.empty((n, c), dtype) for c in widths]
         self.keep = [np.empty((n, c), bool) for c in widths[:-1]]
@@ -473,20 +479,16 @@ class NumpyLeNet:
         return loss
 
     def _torch_arrays(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for i, (prefix, shape) in enumerate(zip(self._CONV, self.spec.convs, strict=True)):
-            out[f"{prefix}.weight"] = _conv_weight_from_floor(arrays[2 * i], shape)
-            out[f"{prefix}.bias"] = arrays[2 * i + 1].copy()
-        for i, prefix in enumerate(self._BN):
-            out[f"{prefix}.weight"] = arrays[4 + 2 * i].copy()
-            out[f"{prefix}.bias"] = arrays[5 + 2 * i].copy()
+        """The flat buffer's views (parameters or gradients) in PyTorch's layouts (copies)."""
+        out = {name: a.copy() for name, a in zip(self._names, arrays, strict=True)}
+        for prefix, shape in zip(self._CONV, self.spec.convs, strict=True):
+            out[f"{prefix}.weight"] = _conv_weight_from_floor(out[f"{prefix}.weight"], shape)
         for i, prefix in enumerate(self._FC):
-            w = arrays[8 + 2 * i].T
+            w = out[f"{prefix}.weight"].T
             if i == 0:
                 hh, ww, c = self._fc1_hwc
                 w = w.reshape(-1, hh, ww, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
             out[f"{prefix}.weight"] = np.ascontiguousarray(w)
-            out[f"{prefix}.bias"] = arrays[9 + 2 * i].copy()
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:

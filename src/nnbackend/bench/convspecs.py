@@ -4,13 +4,16 @@ from (:func:`conv_parameters`), and nnbackend's model for them (:func:`build_con
 
 Two networks, float32, NCHW:
 
-``lenet`` (28×28×1, batch 64), the network of ``nnbackend train --model cnn``::
+``lenet`` (28×28×1, batch 64), the network of ``nnbackend train --model cnn``
+(:func:`nnbackend.models.lenet`), convolutions without bias (a batch normalisation follows
+each)::
 
     conv 1→6 5×5 pad 2, BN, ReLU, 2×2 max-pool; conv 6→16 5×5, BN, ReLU, 2×2 max-pool;
-    flatten (400); 400→120, ReLU, dropout; 120→84, ReLU, dropout; 84→10; cross-entropy
+    flatten (400); 400→120, ReLU, dropout 0.25; 120→84, ReLU, dropout 0.25; 84→10;
+    cross-entropy
 
 ``resblock`` (32×32×16, batch 32), a ResNet basic block (He et al., 2016), convolutions
-without bias (a batch normalisation follows each)::
+without bias as well::
 
     y = ReLU(x + BN(conv₃ₓ₃(ReLU(BN(conv₃ₓ₃(x))))))      (16→16 channels, pad 1)
 
@@ -51,8 +54,8 @@ __all__ = [
 CONV_WORKLOADS: Final = ("forward", "fwd-bwd", "train-adam")
 """The steps benchmarked on the convolutional networks (Adam, lr 1e-3, as the MLPs')."""
 
-DROPOUT_P: Final = 0.5
-"""LeNet's dropout probability after each hidden linear layer."""
+DROPOUT_P: Final = 0.25
+"""LeNet's dropout probability after each hidden linear layer (``nnbackend.models``')."""
 
 BN_EPS: Final = 1e-5
 BN_MOMENTUM: Final = 0.1
@@ -133,8 +136,8 @@ class ConvSpec:
         """The convolutions, in order."""
         c, h, w = self.channels, self.height, self.width
         if self.kind == "lenet":
-            return (ConvShape("conv1", c, 6, 5, 2, h, w, True),
-                    ConvShape("conv2", 6, 16, 5, 0, h // 2, w // 2, True))
+            return (ConvShape("conv1", c, 6, 5, 2, h, w, False),
+                    ConvShape("conv2", 6, 16, 5, 0, h // 2, w // 2, False))
         return (ConvShape("conv1", c, c, 3, 1, h, w, False),
                 ConvShape("conv2", c, c, 3, 1, h, w, False))
 
@@ -252,16 +255,9 @@ def _nnbackend_layers(spec: ConvSpec, seed: int) -> Any:
     if spec.kind == "resblock":
         block = sequential(conv(c1), bn2d(c1.cout), relu(), conv(c2), bn2d(c2.cout))
         return sequential(_layer("Residual")(block), relu())
-    pool, flatten, linear = _layer("MaxPool2d"), _layer("Flatten"), _layer("Linear")
-    dropout = _layer("Dropout")
-    (a, b), (_, c), (_, d) = spec.linears
-    return sequential(
-        conv(c1), bn2d(c1.cout), relu(), pool(2),
-        conv(c2), bn2d(c2.cout), relu(), pool(2), flatten(),
-        linear(a, b), relu(), dropout(DROPOUT_P, seed=seed),
-        linear(b, c), relu(), dropout(DROPOUT_P, seed=seed + 1),
-        linear(c, d),
-    )
+    from ..models import lenet  # the command line's network, layer for layer
+
+    return lenet(spec.classes, spec.channels, dropout=DROPOUT_P, seed=seed)
 
 
 def build_conv_model(spec: ConvSpec, backend: Any = "numpy", *, seed: int = 0) -> Any:
