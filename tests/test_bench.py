@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import importlib.util
 import io
+import itertools
 import json
 import math
 import re
@@ -298,6 +299,34 @@ def test_measure_runs_the_step_and_synchronises_each_block() -> None:
     assert calls["sync"] >= 1 + 3  # after the warm-up, and once per block at least
     with pytest.raises(ValueError, match="budget_s must be positive"):
         bench.measure(step, budget_s=0.0)
+
+
+def test_measure_interleaved_takes_turns_and_synchronises_each_block() -> None:
+    order: list[str] = []
+    syncs = {"a": 0, "b": 0}
+
+    def step(name: str) -> Any:
+        return lambda: order.append(name)
+
+    def sync(name: str) -> Any:
+        return lambda: syncs.__setitem__(name, syncs[name] + 1)
+
+    timings = bench.measure_interleaved([(step("a"), sync("a")), (step("b"), sync("b"))],
+                                        budget_s=0.004, repeats=3)
+    assert len(timings) == 2
+    for t in timings:
+        assert t.seconds > 0 and t.median_seconds >= t.seconds and t.steps >= 3
+    # runs of one name: a's warm-up, b's warm-up, then one block of each per round
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(order)]
+    assert [name for name, _ in runs[:2]] == ["a", "b"]
+    rounds = runs[2:]
+    assert len(rounds) >= 2 * 3 and len(rounds) % 2 == 0  # at least `repeats` rounds
+    assert {n for n, _ in rounds[0::2]} == {"a"} and {n for n, _ in rounds[1::2]} == {"b"}
+    assert len({length for _, length in rounds[0::2]}) == 1  # a's block size throughout
+    assert sum(length for _, length in rounds[0::2]) == timings[0].steps
+    assert min(syncs.values()) >= 1 + 3
+    with pytest.raises(ValueError, match="needs steps, a positive budget_s"):
+        bench.measure_interleaved([], budget_s=1.0)
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")

@@ -28,8 +28,15 @@ from .specs import (
     MLPSpec,
     _check_workload,
 )
-from .timing import machine_info, measure, openblas_env, thread_info, without_openblas_env
-from .workloads import TARGETS, Target, build_workload, gemm_workload, get_target
+from .timing import (
+    machine_info,
+    measure,
+    measure_interleaved,
+    openblas_env,
+    thread_info,
+    without_openblas_env,
+)
+from .workloads import TARGETS, Target, Workload, build_workload, gemm_workload, get_target
 
 __all__ = [
     "GemmTimes",
@@ -286,7 +293,8 @@ def run(
     """Measure every (size, workload, target): time, products' time, calls; ratios per group.
 
     Convolutional networks run the workloads of theirs among ``workloads``
-    (:data:`CONV_WORKLOADS`), with their products timed inside the step
+    (:data:`CONV_WORKLOADS`), the targets of a group timed in turns
+    (:func:`measure_interleaved`), with their products timed inside the step
     (:func:`conv_gemm_share`) and, with ``memory``, the peak memory of each row in a fresh
     process (:func:`peak_rss_growth`). ``on_group`` is called with the rows of each (size,
     workload) as soon as they are done. A target that cannot build a network (a layer this
@@ -299,23 +307,12 @@ def run(
         for workload in workloads:
             if isinstance(spec, ConvSpec) and workload not in spec.workloads:
                 continue
-            group: list[Row] = []
-            for target in targets:
-                if isinstance(spec, ConvSpec):
-                    try:
-                        group.append(_conv_row(target, spec, workload, budget_s=budget_s,
-                                               memory=memory))
-                    except BackendUnavailableError as exc:
-                        if skipped is not None:
-                            skipped[f"{target.name} {spec.name}"] = str(exc)
-                    continue
-                wl = build_workload(target, spec, workload)
-                timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
-                calls = count_calls(target, spec, workload)
-                group.append(make_row(target, spec, workload, batch=None,
-                                      seconds=timing.seconds,
-                                      gemm_seconds=gemm_times.seconds(target, spec, workload),
-                                      calls=calls))
+            if isinstance(spec, ConvSpec):
+                group = _conv_rows(targets, spec, workload, budget_s=budget_s, memory=memory,
+                                   skipped=skipped)
+            else:
+                group = _mlp_rows(targets, spec, workload, budget_s=budget_s,
+                                  gemm_times=gemm_times)
             _set_ratios(group)
             if on_group is not None:
                 on_group(group)
@@ -323,22 +320,49 @@ def run(
     return rows
 
 
-def _conv_row(target: Target, spec: ConvSpec, workload: str, *, budget_s: float,
-              memory: bool) -> Row:
-    """One convolutional row: time, products' time inside the step, calls, peak memory."""
-    gc.collect()  # the previous row's garbage is not this row's to collect
-    wl = build_conv_workload(target, spec, workload)
-    timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
-    del wl
-    share = conv_gemm_share(target, spec, workload)
-    gemm = None if share is None else share * timing.seconds
-    method = None if share is None else "profiler" if target.impl == "torch" else "inline"
-    peak = None
-    if memory:
-        peak = peak_rss_growth(target.name, spec.name, workload).growth_bytes
-    return make_row(target, spec, workload, batch=None, seconds=timing.seconds,
-                    gemm_seconds=gemm, calls=count_calls(target, spec, workload),
-                    gemm_method=method, peak_rss_bytes=peak)
+def _mlp_rows(targets: Sequence[Target], spec: MLPSpec, workload: str, *, budget_s: float,
+              gemm_times: GemmTimes) -> list[Row]:
+    """The rows of one MLP and workload, each target timed in turn."""
+    rows = []
+    for target in targets:
+        wl = build_workload(target, spec, workload)
+        timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
+        rows.append(make_row(target, spec, workload, batch=None, seconds=timing.seconds,
+                             gemm_seconds=gemm_times.seconds(target, spec, workload),
+                             calls=count_calls(target, spec, workload)))
+    return rows
+
+
+def _conv_rows(targets: Sequence[Target], spec: ConvSpec, workload: str, *, budget_s: float,
+               memory: bool, skipped: dict[str, str] | None) -> list[Row]:
+    """The rows of one network and workload: the targets' steps timed in turns
+    (:func:`measure_interleaved`, the group's budget ``len(targets) · budget_s``), then each
+    one's share in its products, calls and peak memory."""
+    gc.collect()  # the previous group's garbage is not this group's to collect
+    built: list[tuple[Target, Workload]] = []
+    for target in targets:
+        try:
+            built.append((target, build_conv_workload(target, spec, workload)))
+        except BackendUnavailableError as exc:
+            if skipped is not None:
+                skipped[f"{target.name} {spec.name}"] = str(exc)
+    timings = measure_interleaved([(wl.step, wl.sync) for _, wl in built],
+                                  budget_s=budget_s * max(1, len(built))) if built else []
+    ran = [target for target, _ in built]
+    del built
+    rows = []
+    for target, timing in zip(ran, timings, strict=True):
+        gc.collect()
+        share = conv_gemm_share(target, spec, workload)
+        gemm = None if share is None else share * timing.seconds
+        method = None if share is None else "profiler" if target.impl == "torch" else "inline"
+        peak = None
+        if memory:
+            peak = peak_rss_growth(target.name, spec.name, workload).growth_bytes
+        rows.append(make_row(target, spec, workload, batch=None, seconds=timing.seconds,
+                             gemm_seconds=gemm, calls=count_calls(target, spec, workload),
+                             gemm_method=method, peak_rss_bytes=peak))
+    return rows
 
 
 def run_cli(

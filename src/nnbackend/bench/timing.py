@@ -9,7 +9,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "blas_kernel",
     "machine_info",
     "measure",
+    "measure_interleaved",
     "openblas_env",
     "thread_info",
     "without_openblas_env",
@@ -97,6 +98,55 @@ def measure(step: Callable[[], object], *, sync: Callable[[], None] = _no_sync,
         medians.append(statistics.median(times))
         everything.extend(times)
     return Timing(min(medians), statistics.median(everything), repeats * blocks * block)
+
+
+def measure_interleaved(steps: Sequence[tuple[Callable[[], object], Callable[[], None]]], *,
+                        budget_s: float = 1.0, repeats: int = 5,
+                        block_s: float = 0.002) -> list[Timing]:
+    """Time several ``(step, sync)`` pairs in turns, with :func:`measure`'s estimator.
+
+    Each gets two untimed steps, a warm-up and a block size as in :func:`measure`; then
+    rounds run one block of each step after the other until about ``budget_s`` is spent, so
+    that a burst of work elsewhere on the machine falls on every step alike instead of on
+    whichever was being timed. The rounds are cut into ``repeats`` consecutive groups: each
+    step's time is the minimum over the groups of its median block.
+    """
+    if budget_s <= 0 or repeats < 1 or not steps:
+        msg = (f"measure_interleaved: needs steps, a positive budget_s and repeats ≥ 1, got "
+               f"{len(steps)} steps, {budget_s}, {repeats}")
+        raise ValueError(msg)
+    blocks, per_round = [], 0.0
+    for step, sync in steps:
+        step()  # first calls (a JIT's compilation) left out of the block size
+        step()
+        sync()
+        start, calls = time.perf_counter(), 0
+        while calls < 2 or (time.perf_counter() - start < 0.1 * budget_s / len(steps)
+                            and calls < 10_000):
+            step()
+            calls += 1
+        sync()
+        per_step = max((time.perf_counter() - start) / calls, 1e-9)
+        block = max(1, round(block_s / per_step))
+        blocks.append(block)
+        per_round += block * per_step
+    rounds = max(repeats, round(budget_s / per_round))
+    times: list[list[float]] = [[] for _ in steps]
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for i, ((step, sync), block) in enumerate(zip(steps, blocks, strict=True)):
+            t0 = clock()
+            for _ in range(block):
+                step()
+            sync()
+            times[i].append((clock() - t0) / block)
+    size = rounds // repeats
+    out = []
+    for block_times, block in zip(times, blocks, strict=True):
+        groups = [block_times[g * size:(g + 1) * size] for g in range(repeats)]
+        medians = [statistics.median(g) for g in groups if g]
+        out.append(Timing(min(medians), statistics.median(block_times), rounds * block))
+    return out
 
 
 def _blas_info() -> list[dict[str, Any]]:
