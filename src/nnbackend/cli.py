@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default="small,medium,large",
                        help="comma-separated: MLP sizes small, medium, large; convolutional "
                             "networks lenet, resblock")
+    bench.add_argument("--budget", type=_positive_float, default=0.3, metavar="SECONDS",
+                       help="seconds of timing per row (default 0.3; more for steadier "
+                            "numbers on a busy machine)")
     bench.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     bench.add_argument("--plot", type=Path, default=None,
                        help="draw throughput against batch size, in the format the suffix "
@@ -931,7 +934,7 @@ def _bench(args: argparse.Namespace) -> int:
         _check_plot("--plot", args.plot)
     if sys.argv[1:2] == ["bench"]:  # the command itself, not main([...]) inside a program
         restart_without_openblas_env(sys.argv[1:])
-    status: int = run_cli(backends, sizes, args.json, args.plot)
+    status: int = run_cli(backends, sizes, args.json, args.plot, budget_s=args.budget)
     return status
 
 
