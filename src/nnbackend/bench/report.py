@@ -336,7 +336,7 @@ def _mlp_rows(targets: Sequence[Target], spec: MLPSpec, workload: str, *, budget
 def _conv_rows(targets: Sequence[Target], spec: ConvSpec, workload: str, *, budget_s: float,
                memory: bool, skipped: dict[str, str] | None) -> list[Row]:
     """The rows of one network and workload: the targets' steps timed in turns
-    (:func:`measure_interleaved`, the group's budget ``len(targets) · budget_s``), then each
+    (:func:`measure_interleaved`: three rounds, ``budget_s`` per target in all), then each
     one's share in its products, calls and peak memory."""
     gc.collect()  # the previous group's garbage is not this group's to collect
     built: list[tuple[Target, Workload]] = []
@@ -347,7 +347,7 @@ def _conv_rows(targets: Sequence[Target], spec: ConvSpec, workload: str, *, budg
             if skipped is not None:
                 skipped[f"{target.name} {spec.name}"] = str(exc)
     timings = measure_interleaved([(wl.step, wl.sync) for _, wl in built],
-                                  budget_s=budget_s * max(1, len(built))) if built else []
+                                  budget_s=budget_s * len(built)) if built else []
     ran = [target for target, _ in built]
     del built
     rows = []

@@ -101,51 +101,33 @@ def measure(step: Callable[[], object], *, sync: Callable[[], None] = _no_sync,
 
 
 def measure_interleaved(steps: Sequence[tuple[Callable[[], object], Callable[[], None]]], *,
-                        budget_s: float = 1.0, repeats: int = 5,
-                        block_s: float = 0.002) -> list[Timing]:
-    """Time several ``(step, sync)`` pairs in turns, with :func:`measure`'s estimator.
+                        budget_s: float = 1.0, rounds: int = 3,
+                        repeats: int = 5) -> list[Timing]:
+    """Time several ``(step, sync)`` pairs in turns: ``rounds`` rounds, each measuring every
+    step with :func:`measure` for ``budget_s / (rounds · len(steps))`` seconds in a row.
 
-    Each gets two untimed steps, a warm-up and a block size as in :func:`measure`; then
-    rounds run one block of each step after the other until about ``budget_s`` is spent, so
-    that a burst of work elsewhere on the machine falls on every step alike instead of on
-    whichever was being timed. The rounds are cut into ``repeats`` consecutive groups: each
-    step's time is the minimum over the groups of its median block.
+    A burst of work elsewhere on a shared machine then falls on one round of each step, not on
+    all of one step's measurement. The turns are long on purpose: OpenBLAS's and OpenMP's
+    worker threads keep spinning for a while after their library's last call, so alternating
+    libraries block by block would have each one's threads compete with the other's (on two
+    cores, PyTorch's LeNet step ran 2.5 times slower that way); :func:`measure`'s warm-up at
+    the start of each turn lets them settle. Each step's time is its fastest round's.
     """
-    if budget_s <= 0 or repeats < 1 or not steps:
-        msg = (f"measure_interleaved: needs steps, a positive budget_s and repeats ≥ 1, got "
-               f"{len(steps)} steps, {budget_s}, {repeats}")
+    if budget_s <= 0 or rounds < 1 or not steps:
+        msg = (f"measure_interleaved: needs steps, a positive budget_s and rounds ≥ 1, got "
+               f"{len(steps)} steps, {budget_s}, {rounds}")
         raise ValueError(msg)
-    blocks, per_round = [], 0.0
-    for step, sync in steps:
-        step()  # first calls (a JIT's compilation) left out of the block size
-        step()
-        sync()
-        start, calls = time.perf_counter(), 0
-        while calls < 2 or (time.perf_counter() - start < 0.1 * budget_s / len(steps)
-                            and calls < 10_000):
-            step()
-            calls += 1
-        sync()
-        per_step = max((time.perf_counter() - start) / calls, 1e-9)
-        block = max(1, round(block_s / per_step))
-        blocks.append(block)
-        per_round += block * per_step
-    rounds = max(repeats, round(budget_s / per_round))
-    times: list[list[float]] = [[] for _ in steps]
-    clock = time.perf_counter
+    share = budget_s / (rounds * len(steps))
+    results: list[list[Timing]] = [[] for _ in steps]
     for _ in range(rounds):
-        for i, ((step, sync), block) in enumerate(zip(steps, blocks, strict=True)):
-            t0 = clock()
-            for _ in range(block):
-                step()
-            sync()
-            times[i].append((clock() - t0) / block)
-    size = rounds // repeats
+        for i, (step, sync) in enumerate(steps):
+            results[i].append(measure(step, sync=sync, budget_s=share, repeats=repeats))
     out = []
-    for block_times, block in zip(times, blocks, strict=True):
-        groups = [block_times[g * size:(g + 1) * size] for g in range(repeats)]
-        medians = [statistics.median(g) for g in groups if g]
-        out.append(Timing(min(medians), statistics.median(block_times), rounds * block))
+    for timings in results:
+        best = min(timings, key=lambda t: t.seconds)
+        everything = [t.median_seconds for t in timings]
+        out.append(Timing(best.seconds, statistics.median(everything),
+                          sum(t.steps for t in timings)))
     return out
 
 
