@@ -59,7 +59,32 @@ def _axis(dim: int, rank: int, layer: str, name: str, shape: tuple[int, ...]) ->
     return dim % rank
 
 
-class Flatten(Module):
+class _Reshape(Module):
+    """A layer that only reshapes: y = reshape(x, f(x.shape)); ∂L/∂x = ∂L/∂y reshaped back.
+    Subclasses give :meth:`_output_shape` (which also checks the input)."""
+
+    def _output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def check_input(self, x: Array, ctx: Context) -> None:
+        self._output_shape(tuple(x.shape))
+
+    def infer(self, x: Array, ctx: Context) -> Array:
+        return ctx.xp.reshape(x, self._output_shape(tuple(x.shape)))
+
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
+        xp, shape = ctx.xp, tuple(x.shape)
+        y = xp.reshape(x, self._output_shape(shape))
+        if not ctx.input_grad:
+            return y, _no_gradient
+
+        def backprop(dy: Array) -> Array:
+            return xp.reshape(dy, shape)
+
+        return y, backprop
+
+
+class Flatten(_Reshape):
     """Merge the axes ``start_dim`` … ``end_dim`` into one: (N, C, H, W) → (N, C·H·W).
 
     Parameters
@@ -98,25 +123,7 @@ class Flatten(Module):
                                          f"end_dim={self.end_dim} for an input of shape {shape}")
         return (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:])
 
-    def check_input(self, x: Array, ctx: Context) -> None:
-        self._output_shape(tuple(x.shape))
-
-    def infer(self, x: Array, ctx: Context) -> Array:
-        return ctx.xp.reshape(x, self._output_shape(tuple(x.shape)))
-
-    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
-        xp, shape = ctx.xp, tuple(x.shape)
-        y = xp.reshape(x, self._output_shape(shape))
-        if not ctx.input_grad:
-            return y, _no_gradient
-
-        def backprop(dy: Array) -> Array:
-            return xp.reshape(dy, shape)
-
-        return y, backprop
-
-
-class Unflatten(Module):
+class Unflatten(_Reshape):
     """Split axis ``dim`` into ``unflattened_size``: (N, C·H·W) → (N, C, H, W).
 
     Parameters
@@ -170,22 +177,6 @@ class Unflatten(Module):
                                          f"but unflattened_size {sizes} holds {known}")
         return (*shape[:axis], *sizes, *shape[axis + 1:])
 
-    def check_input(self, x: Array, ctx: Context) -> None:
-        self._output_shape(tuple(x.shape))
-
-    def infer(self, x: Array, ctx: Context) -> Array:
-        return ctx.xp.reshape(x, self._output_shape(tuple(x.shape)))
-
-    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
-        xp, shape = ctx.xp, tuple(x.shape)
-        y = xp.reshape(x, self._output_shape(shape))
-        if not ctx.input_grad:
-            return y, _no_gradient
-
-        def backprop(dy: Array) -> Array:
-            return xp.reshape(dy, shape)
-
-        return y, backprop
 
 
 def _no_gradient(dy: Array) -> None:
