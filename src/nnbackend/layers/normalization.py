@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 from .._checks import check_flag, check_int, check_nonnegative, check_probability
 from .._libraries import library_of
 from .._typing import Array, Backprop, Namespace
@@ -126,17 +124,17 @@ class _BatchNorm(Module):
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
         if affine:
-            self.weight = Parameter(be.asarray(np.ones(c), dtype=dt, copy=True), "weight")
+            self.weight = Parameter(be.xp.ones((c,), dtype=dt, device=be.device), "weight")
         if use_bias:
-            self.bias = Parameter(be.asarray(np.zeros(c), dtype=dt, copy=True), "bias")
+            self.bias = Parameter(be.zeros((c,), dtype=dt), "bias")
         stats = track_running_stats
         self.register_buffer(
-            "running_mean", be.asarray(np.zeros(c), dtype=dt, copy=True) if stats else None)
+            "running_mean", be.zeros((c,), dtype=dt) if stats else None)
         self.register_buffer(
-            "running_var", be.asarray(np.ones(c), dtype=dt, copy=True) if stats else None)
-        # int64 (as PyTorch's); Backend.asarray narrows it to int32 where 64-bit types are off.
-        self.register_buffer("num_batches_tracked",
-                             be.asarray(np.zeros((), np.int64), copy=True) if stats else None)
+            "running_var", be.xp.ones((c,), dtype=dt, device=be.device) if stats else None)
+        # int64 (as PyTorch's); int32 where 64-bit types are off (JAX without x64).
+        count = be.xp.zeros((), dtype=be.index_dtype, device=be.device) if stats else None
+        self.register_buffer("num_batches_tracked", count)
 
     # ---------------------------------------------------------------- description
 
