@@ -264,15 +264,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of a 3-epoch run with non-default settings, interrupted (Ctrl-C) after
     its first epoch's save."""
     path = tmp_path_factory.mktemp("resume") / "run.npz"
-    save = nb.checkpoint.save
-
-    def save_then_interrupt(*args: Any, **kwargs: Any) -> Path:
-        save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nb.checkpoint, "save", save_then_interrupt)
-        assert main([*_RUN, "--epochs", "3", "--save", str(path)]) == 130
+    assert _interrupted_after_one_epoch([*_RUN, "--epochs", "3", "--save", str(path)]) == 130
     return path
 
 
@@ -655,15 +647,8 @@ def cnn_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     interrupted (Ctrl-C) after its first epoch's save: (straight, interrupted, summary)."""
     folder = tmp_path_factory.mktemp("cnn")
     straight, interrupted = folder / "straight.npz", folder / "interrupted.npz"
-    save = nb.checkpoint.save
-
-    def save_then_interrupt(*args: Any, **kwargs: Any) -> Path:
-        save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nb.checkpoint, "save", save_then_interrupt)
-        assert main([*_CNN_RUN, "--epochs", "3", "--save", str(interrupted)]) == 130
+    args = [*_CNN_RUN, "--epochs", "3", "--save", str(interrupted)]
+    assert _interrupted_after_one_epoch(args) == 130
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main([*_CNN_RUN, "--epochs", "3", "--save", str(straight)]) == 0
