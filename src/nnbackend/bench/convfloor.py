@@ -302,7 +302,31 @@ def _check_state(state: Mapping[str, np.ndarray], names: list[str], where: str) 
     return np.asarray(state[names[0]]).dtype
 
 
-class NumpyLeNet:
+class _FloorNetwork:
+    """What both floor networks share: their state and gradients under PyTorch's names, from
+    the flat buffers (``_torch_arrays`` maps the floor's layouts to PyTorch's)."""
+
+    _BN: tuple[str, ...]
+    flat: _Flat
+    bns: list[_BatchNorm]
+
+    def _torch_arrays(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and running statistics under PyTorch's names and layouts (copies)."""
+        out = self._torch_arrays(self.flat.params)
+        for prefix, bn in zip(self._BN, self.bns, strict=True):
+            out[f"{prefix}.running_mean"] = bn.running_mean.copy()
+            out[f"{prefix}.running_var"] = bn.running_var.copy()
+        return out
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """The last backward pass's gradients under PyTorch's names and layouts."""
+        return self._torch_arrays(self.flat.grads)
+
+
+class NumpyLeNet(_FloorNetwork):
     """LeNet (:mod:`nnbackend.bench.convspecs`) in hand-written NumPy: the floor.
 
     Parameters
@@ -491,20 +515,9 @@ class NumpyLeNet:
             out[f"{prefix}.weight"] = np.ascontiguousarray(w)
         return out
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and running statistics under PyTorch's names and layouts (copies)."""
-        out = self._torch_arrays(self.flat.params)
-        for prefix, bn in zip(self._BN, self.bns, strict=True):
-            out[f"{prefix}.running_mean"] = bn.running_mean.copy()
-            out[f"{prefix}.running_var"] = bn.running_var.copy()
-        return out
-
-    def gradients(self) -> dict[str, np.ndarray]:
-        """The last :meth:`loss_and_grad`'s gradients under PyTorch's names and layouts."""
-        return self._torch_arrays(self.flat.grads)
 
 
-class NumpyResBlock:
+class NumpyResBlock(_FloorNetwork):
     """The residual block (:mod:`nnbackend.bench.convspecs`) in hand-written NumPy: the floor.
 
     Parameters as :class:`NumpyLeNet`'s (``dx_mode`` for both convolutions, default
@@ -608,14 +621,3 @@ class NumpyResBlock:
             out[f"{prefix}.bias"] = arrays[3 + 2 * i].copy()
         return out
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and running statistics under PyTorch's names and layouts (copies)."""
-        out = self._torch_arrays(self.flat.params)
-        for prefix, bn in zip(self._BN, self.bns, strict=True):
-            out[f"{prefix}.running_mean"] = bn.running_mean.copy()
-            out[f"{prefix}.running_var"] = bn.running_var.copy()
-        return out
-
-    def gradients(self) -> dict[str, np.ndarray]:
-        """The last :meth:`forward_backward`'s gradients under PyTorch's names and layouts."""
-        return self._torch_arrays(self.flat.grads)
