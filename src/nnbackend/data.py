@@ -1,10 +1,15 @@
-"""Mini-batches on the device, and a host-side train/test split.
+"""Mini-batches on the device, a host-side train/test split, and windows of token sequences.
 
 :func:`batches` moves a data set to the backend's device once and then serves shuffled
 mini-batches by indexing on the device, so an epoch costs one small host→device transfer (the
 permutation) instead of one per batch. The permutation of epoch ``e`` is drawn on the host from
 ``np.random.default_rng([seed, e])``: a run resumed at epoch ``e`` sees exactly the batches an
 uninterrupted run would have seen.
+
+For next-token prediction, :func:`sequence_batches` serves windows of a token sequence at
+random offsets (drawn per epoch from ``default_rng([seed, epoch])``, resumable in the same way)
+and :func:`sequence_windows` the non-overlapping windows that predict every id of a validation
+sequence exactly once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from ._checks import check_int, dtype_kind, namespace_of
 from ._typing import Array
 from .backend import Backend, dtype_name, get_backend, to_numpy
 
-__all__ = ["Batches", "batches", "train_test_split"]
+__all__ = [
+    "Batches",
+    "SequenceBatches",
+    "SequenceWindows",
+    "batches",
+    "sequence_batches",
+    "sequence_windows",
+    "train_test_split",
+]
 
 
 class Batches:
@@ -334,3 +347,232 @@ def _check_samples(X: Array, y: Array, *, where: str) -> int:
         raise ValueError(msg)
     return n
 
+
+
+# ------------------------------------------------------------------------------- sequences
+
+
+class SequenceBatches:
+    """Random windows of one token sequence, re-iterable once per epoch (build it with
+    :func:`sequence_batches`).
+
+    Each batch is ``(x, y)`` of shape (B, T): B windows of T + 1 consecutive ids at random
+    offsets o, ``x = ids[o : o + T]`` and ``y = ids[o + 1 : o + T + 1]`` (the next id of each
+    position). Epoch e's offsets are drawn on the host from ``np.random.default_rng([seed,
+    e])``, so a run resumed at epoch e sees the batches an uninterrupted one would.
+
+    Attributes
+    ----------
+    ids : array
+        The whole sequence on the backend's device (its index dtype).
+    context, batch_size, steps : int
+        T, B, and the batches per epoch (``len(self)``).
+    seed, epoch : int
+        The offsets' seed; the epoch the next ``iter()`` serves (each full pass advances it).
+    backend : Backend
+    """
+
+    def __init__(self, ids: Array, *, context: int, batch_size: int, steps: int, seed: int,
+                 backend: Backend) -> None:
+        self.ids = ids
+        self.n_tokens = int(ids.shape[0])
+        self.context = context
+        self.batch_size = batch_size
+        self.steps = steps
+        self.seed = seed
+        self.backend = backend
+        self.epoch = 0
+        xp = backend.xp
+        # the T + 1 positions of a window, on the device once
+        self._span = xp.arange(context + 1, dtype=backend.index_dtype, device=backend.device)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __repr__(self) -> str:
+        return (f"SequenceBatches(n_tokens={self.n_tokens}, context={self.context}, "
+                f"batch_size={self.batch_size}, steps={self.steps}, backend={self.backend!r})")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` serve epoch ``epoch`` (its offsets are fixed by it)."""
+        check_int(epoch, what="SequenceBatches.set_epoch: epoch")
+        self.epoch = epoch
+
+    def offsets(self, epoch: int) -> NDArray[np.int64]:
+        """Epoch ``epoch``'s window starts, (steps, B), uniform in 0..N−T−1."""
+        rng = np.random.default_rng([self.seed, epoch])
+        return rng.integers(0, self.n_tokens - self.context, size=(self.steps, self.batch_size),
+                            dtype=np.int64)
+
+    def __iter__(self) -> Iterator[tuple[Array, Array]]:
+        epoch, xp, T = self.epoch, self.backend.xp, self.context
+        index_dtype = dtype_name(self.backend.index_dtype)
+        # One transfer per epoch: every offset; the windows are gathered on the device.
+        starts = self.backend.asarray(self.offsets(epoch).astype(index_dtype))
+        for step in range(self.steps):
+            where = xp.reshape(starts[step, :][:, None] + self._span[None, :], (-1,))
+            window = xp.reshape(xp.take(self.ids, where, axis=0), (self.batch_size, T + 1))
+            yield window[:, :T], window[:, 1:]
+        self.epoch = epoch + 1
+
+
+def sequence_batches(
+    ids: Any,
+    *,
+    context: int,
+    batch_size: int,
+    steps_per_epoch: int | None = None,
+    seed: int | None = None,
+    backend: Any = None,
+) -> SequenceBatches:
+    """Batches of random windows of a token sequence, for next-token prediction.
+
+    The sequence moves to the backend's device once, here; each batch then gathers B windows
+    of T + 1 ids there, at offsets drawn per epoch from ``default_rng([seed, epoch])``, and
+    yields inputs ``x`` (B, T) and targets ``y`` (B, T), ``y[b, t] = x[b, t + 1]`` (the id after
+    ``x[b, t]``).
+
+    Parameters
+    ----------
+    ids : array_like of int, shape (N,)
+        The token ids (host or already on the device), N ≥ T + 1.
+    context : int
+        T, the window's inputs.
+    batch_size : int
+        B, windows per batch.
+    steps_per_epoch : int, optional
+        Batches per epoch; default ``max(1, (N − 1) // (B·T))``: an epoch predicts about as
+        many positions as the sequence has.
+    seed : int, optional
+        The offsets' seed (non-negative); None draws fresh entropy once, here.
+    backend : optional
+        Where the batches live (see :func:`nnbackend.get_backend`).
+
+    Raises
+    ------
+    ValueError
+        ``ids`` is not 1-D, is shorter than T + 1, or a size is not positive.
+    TypeError
+        ``ids`` is not integer, or a size or the seed is not an integer.
+    """
+    check_int(context, what="sequence_batches: context", minimum=1)
+    check_int(batch_size, what="sequence_batches: batch_size", minimum=1)
+    seed = _seed_or_entropy(seed, "sequence_batches")
+    be = get_backend(backend)
+    host = _token_ids(ids, "sequence_batches")
+    if host.shape[0] < context + 1:
+        msg = (f"sequence_batches: {host.shape[0]} ids are too few for windows of context "
+               f"{context} + 1")
+        raise ValueError(msg)
+    if steps_per_epoch is None:
+        steps = max(1, (host.shape[0] - 1) // (batch_size * context))
+    else:
+        steps = check_int(steps_per_epoch, what="sequence_batches: steps_per_epoch", minimum=1)
+    return SequenceBatches(be.asarray(host, dtype=be.index_dtype), context=int(context),
+                           batch_size=int(batch_size), steps=steps, seed=seed, backend=be)
+
+
+class SequenceWindows:
+    """Non-overlapping windows that predict every target of a sequence once (build it with
+    :func:`sequence_windows`): full windows (B, T) in batches, then the last partial window
+    (1, r) when the targets do not fill whole windows.
+
+    Attributes
+    ----------
+    stream : array
+        Inputs and targets on the device: ``stream[1:]`` are the targets.
+    n_targets : int
+        M, the ids predicted (each exactly once).
+    context, batch_size : int
+    """
+
+    def __init__(self, stream: Array, *, context: int, batch_size: int) -> None:
+        self.stream = stream
+        self.n_targets = int(stream.shape[0]) - 1
+        self.context = context
+        self.batch_size = batch_size
+        full = self.n_targets // context
+        self._bounds = [(i, min(i + batch_size, full)) for i in range(0, full, batch_size)]
+        self._rest = self.n_targets - full * context
+        xp, T = namespace_of(stream), context
+        self._x = xp.reshape(stream[: full * T], (full, T))
+        self._y = xp.reshape(stream[1 : full * T + 1], (full, T))
+
+    def __len__(self) -> int:
+        return len(self._bounds) + (1 if self._rest else 0)
+
+    def __repr__(self) -> str:
+        return (f"SequenceWindows(n_targets={self.n_targets}, context={self.context}, "
+                f"batch_size={self.batch_size})")
+
+    def __iter__(self) -> Iterator[tuple[Array, Array]]:
+        for start, stop in self._bounds:
+            yield self._x[start:stop, :], self._y[start:stop, :]
+        if self._rest:
+            xp, first = namespace_of(self.stream), self.n_targets - self._rest
+            yield (xp.reshape(self.stream[first : self.n_targets], (1, self._rest)),
+                   xp.reshape(self.stream[first + 1 :], (1, self._rest)))
+
+
+def sequence_windows(
+    ids: Any,
+    *,
+    context: int,
+    batch_size: int = 64,
+    preceding: Any = None,
+    backend: Any = None,
+) -> SequenceWindows:
+    """Windows of T consecutive inputs, side by side, in which every id is predicted once.
+
+    The inputs of window k are ``s[kT : kT + T]`` and its targets ``s[kT + 1 : kT + T + 1]``
+    for the stream s = ``preceding + ids`` (``preceding`` is the id just before the sequence,
+    e.g. the last training id before a validation split: then every id of ``ids`` is a target;
+    without it, ``ids[0]`` is only an input). The last window is shorter when the M targets are
+    not a multiple of T; it is served alone, (1, M mod T), after the full ones in batches of
+    ``batch_size``. A model evaluated on them predicts each target once, from up to T ids
+    before it (the windows start afresh every T positions).
+
+    Parameters
+    ----------
+    ids : array_like of int, shape (N,)
+    context : int
+        T.
+    batch_size : int
+        Full windows per batch.
+    preceding : int, optional
+        The id before ``ids[0]``.
+    backend : optional
+        Where the windows live (the ids are moved once, here).
+    """
+    check_int(context, what="sequence_windows: context", minimum=1)
+    check_int(batch_size, what="sequence_windows: batch_size", minimum=1)
+    be = get_backend(backend)
+    host = _token_ids(ids, "sequence_windows")
+    if preceding is not None:
+        host = np.concatenate([_token_ids([preceding], "sequence_windows: preceding"), host])
+    if host.shape[0] < 2:
+        msg = "sequence_windows: nothing to predict: the stream needs 2 ids at least"
+        raise ValueError(msg)
+    return SequenceWindows(be.asarray(host, dtype=be.index_dtype), context=int(context),
+                           batch_size=int(batch_size))
+
+
+def _token_ids(ids: Any, where: str) -> NDArray[np.int64]:
+    """Host int64 ids of shape (N,) (any integer dtype; a device array is copied back)."""
+    host = to_numpy(ids) if is_array_api_obj(ids) else np.asarray(ids)
+    if host.ndim != 1:
+        msg = f"{where}: ids must be 1-D (N,), got shape {host.shape}"
+        raise ValueError(msg)
+    if host.dtype.kind not in "iu":
+        msg = f"{where}: ids must be integers, got dtype {host.dtype}"
+        raise TypeError(msg)
+    if host.size and host.min() < 0:
+        msg = f"{where}: ids must be non-negative, got {host.min()}"
+        raise ValueError(msg)
+    return host.astype(np.int64, copy=False)
+
+
+def _seed_or_entropy(seed: int | None, where: str) -> int:
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+    return check_int(seed, what=f"{where}: seed")

@@ -17,7 +17,9 @@ import importlib.util
 import io
 import math
 import os
+import platform
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -28,13 +30,18 @@ from ._checks import check_int, check_nonnegative
 
 __all__ = [
     "MNIST5K_SHA256",
+    "TEXT_VALID_FRACTION",
+    "UNKNOWN_SYMBOL",
     "ChecksumError",
     "IDXFormatError",
+    "TextCorpus",
+    "Vocabulary",
     "load_digits",
     "load_idx",
     "load_idx_dataset",
     "load_idx_header",
     "load_mnist5k",
+    "load_text",
     "make_blobs",
     "make_regression",
     "make_spirals",
@@ -541,3 +548,208 @@ def load_idx_dataset(
     if pixels.dtype == np.uint8:
         X /= np.float32(255.0)
     return _as_images(X, pixels.shape[1], pixels.shape[2], images), labels.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------ text
+
+UNKNOWN_SYMBOL = "\ufffd"
+"""How id 0 of every :class:`Vocabulary` (a character unseen in the training split) is
+written back: U+FFFD REPLACEMENT CHARACTER."""
+
+TEXT_VALID_FRACTION = 0.1
+"""The share of a corpus :func:`load_text` keeps for validation: its last 10 %."""
+
+_TEXTS = ("pydoc",)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Characters ↔ integer ids: id 0 is the unknown symbol, ids 1..V−1 the characters.
+
+    Built from a training text (:meth:`from_text`): its distinct characters in code-point
+    order. A character outside them encodes as 0 and id 0 decodes as :data:`UNKNOWN_SYMBOL`.
+    :meth:`to_json` / :meth:`from_json` carry it in a checkpoint's metadata.
+
+    Attributes
+    ----------
+    characters : tuple of str
+        The known characters, in id order (ids 1, 2, ...).
+    """
+
+    characters: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        chars = self.characters
+        if not isinstance(chars, tuple) or not all(
+                isinstance(c, str) and len(c) == 1 for c in chars):
+            msg = ("Vocabulary: characters must be a tuple of 1-character strings, got "
+                   f"{chars!r:.80}")
+            raise TypeError(msg)
+        if len(set(chars)) != len(chars):
+            twice = sorted({c for c in chars if chars.count(c) > 1})
+            msg = f"Vocabulary: characters must be distinct, {twice!r:.80} occur twice"
+            raise ValueError(msg)
+        object.__setattr__(self, "_ids", {c: i + 1 for i, c in enumerate(chars)})
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        """The vocabulary of ``text``'s distinct characters (sorted by code point)."""
+        return cls(tuple(sorted(set(text))))
+
+    @classmethod
+    def from_json(cls, value: Any) -> Vocabulary:
+        """The vocabulary :meth:`to_json` wrote; ValueError naming what is wrong otherwise."""
+        if (not isinstance(value, dict) or set(value) != {"characters", "unknown"}
+                or not isinstance(value["characters"], str)
+                or value["unknown"] != UNKNOWN_SYMBOL):
+            msg = ("a vocabulary is {'characters': str, 'unknown': "
+                   f"{UNKNOWN_SYMBOL!r}}}, got {value!r:.80}")
+            raise ValueError(msg)
+        return cls(tuple(value["characters"]))
+
+    def to_json(self) -> dict[str, str]:
+        """``{"characters": "...", "unknown": "\\ufffd"}``: JSON for a checkpoint."""
+        return {"characters": "".join(self.characters), "unknown": UNKNOWN_SYMBOL}
+
+    def __len__(self) -> int:
+        """V: the known characters and the unknown symbol."""
+        return len(self.characters) + 1
+
+    def encode(self, text: str) -> Int64Array:
+        """The ids of ``text``'s characters, int64 of shape (len(text),); unknown ones are 0."""
+        ids: dict[str, int] = self.__dict__["_ids"]
+        return np.fromiter((ids.get(c, 0) for c in text), dtype=np.int64, count=len(text))
+
+    def decode(self, ids: Any) -> str:
+        """The text of host ids (any integer sequence); 0 is :data:`UNKNOWN_SYMBOL`."""
+        values = np.asarray(ids)
+        if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
+            msg = f"Vocabulary.decode: expected 1-D integer ids, got {values.dtype} {values.shape}"
+            raise ValueError(msg)
+        if values.size and (values.min() < 0 or values.max() >= len(self)):
+            msg = (f"Vocabulary.decode: ids must lie in 0..{len(self) - 1}, got "
+                   f"{values.min()}..{values.max()}")
+            raise ValueError(msg)
+        table = (UNKNOWN_SYMBOL, *self.characters)
+        return "".join(table[i] for i in values.tolist())
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """A character corpus: its text split in two contiguous parts, and their ids.
+
+    Attributes
+    ----------
+    name : str
+        Where it came from (``"pydoc"``).
+    text : str
+        The whole text; ``train_text + valid_text``.
+    n_train : int
+        Characters in the training part (the first ``n_train`` of ``text``).
+    vocabulary : Vocabulary
+        Built from the training part only.
+    train, valid : numpy.ndarray of int64
+        The two parts as ids (validation characters unseen in training are 0).
+    python_version : str
+        The interpreter whose text it is (``platform.python_version()``): the help texts
+        differ between Python versions.
+    sha256 : str
+        The SHA-256 of ``text`` encoded as UTF-8: record it beside results.
+    """
+
+    name: str
+    text: str
+    n_train: int
+    vocabulary: Vocabulary
+    train: Int64Array
+    valid: Int64Array
+    python_version: str
+    sha256: str
+
+    @classmethod
+    def from_text(cls, text: str, *, name: str = "text",
+                  valid_fraction: float = TEXT_VALID_FRACTION) -> TextCorpus:
+        """Split ``text`` contiguously: the first ``N − ⌈f·N⌉`` characters train, the rest
+        validate (f = ``valid_fraction``); the vocabulary comes from the training part."""
+        if not isinstance(text, str):
+            msg = f"TextCorpus.from_text: text must be a str, got {type(text).__name__}"
+            raise TypeError(msg)
+        if not 0.0 < valid_fraction < 1.0:
+            msg = f"TextCorpus.from_text: valid_fraction must lie in (0, 1), got {valid_fraction!r}"
+            raise ValueError(msg)
+        n_valid = math.ceil(valid_fraction * len(text))
+        n_train = len(text) - n_valid
+        if n_train < 2 or n_valid < 1:
+            msg = (f"TextCorpus.from_text: {len(text)} characters are too few to split "
+                   f"{1 - valid_fraction:g}/{valid_fraction:g}")
+            raise ValueError(msg)
+        vocabulary = Vocabulary.from_text(text[:n_train])
+        ids = vocabulary.encode(text)
+        return cls(name=name, text=text, n_train=n_train, vocabulary=vocabulary,
+                   train=ids[:n_train], valid=ids[n_train:],
+                   python_version=platform.python_version(),
+                   sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+    @property
+    def train_text(self) -> str:
+        """The training part of :attr:`text`."""
+        return self.text[: self.n_train]
+
+    @property
+    def valid_text(self) -> str:
+        """The validation part of :attr:`text`."""
+        return self.text[self.n_train :]
+
+    def encode(self, text: str) -> Int64Array:
+        """``vocabulary.encode(text)``."""
+        return self.vocabulary.encode(text)
+
+    def decode(self, ids: Any) -> str:
+        """``vocabulary.decode(ids)``."""
+        return self.vocabulary.decode(ids)
+
+    def record(self) -> dict[str, Any]:
+        """What a run should record about its data: name, sizes, Python version, SHA-256."""
+        return {"name": self.name, "characters": len(self.text), "train": self.n_train,
+                "valid": len(self.text) - self.n_train, "vocabulary_size": len(self.vocabulary),
+                "python_version": self.python_version, "sha256": self.sha256}
+
+
+def load_text(name: str = "pydoc") -> TextCorpus:
+    """A character-level text corpus that ships with Python, split 90/10.
+
+    ``"pydoc"``: the interpreter's own help texts (``pydoc_data.topics.topics``, the pages
+    ``help("if")`` and friends print; about 465,000 characters of English on Python 3.11),
+    joined in the sorted order of their keys, so the text is the same on every run of one
+    Python version. It differs between versions: :attr:`TextCorpus.python_version` and
+    :attr:`TextCorpus.sha256` say which text a result was measured on.
+
+    The split is contiguous: the first 90 % of the characters train, the last 10 % validate
+    (:data:`TEXT_VALID_FRACTION`). The vocabulary holds the training part's characters and
+    the unknown symbol (id 0), which validation characters unseen in training become.
+
+    Parameters
+    ----------
+    name : {"pydoc"}
+
+    Returns
+    -------
+    TextCorpus
+
+    Raises
+    ------
+    ValueError
+        An unknown ``name``.
+    ImportError
+        This Python ships no ``pydoc_data`` (some minimal distributions leave it out).
+    """
+    if name not in _TEXTS:
+        msg = f"load_text: unknown corpus {name!r}; the corpora are {', '.join(_TEXTS)}"
+        raise ValueError(msg)
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:
+        msg = f"load_text('pydoc') needs the standard library's pydoc_data ({exc})"
+        raise ImportError(msg) from exc
+    text = "".join(topics[key] for key in sorted(topics))
+    return TextCorpus.from_text(text, name=name)
