@@ -741,7 +741,10 @@ def _check_gradient_tuple(dy: Any, y: tuple[Any, ...], where: str) -> None:
         msg = f"{where}: the output is a tuple of {len(y)} arrays; dy must be one too"
         raise TypeError(msg)
     for d, out in zip(dy, y, strict=True):
-        if d is not None and (matching_namespace(d, out) is None or d.shape != out.shape):
+        if isinstance(out, tuple):  # a nested output: an LSTM's (output, (h_n, c_n))
+            if d is not None:
+                _check_gradient_tuple(d, out, where)
+        elif d is not None and (matching_namespace(d, out) is None or d.shape != out.shape):
             _explain_bad_gradient(d, out, where)
 
 
