@@ -39,8 +39,9 @@ def cupy_usable() -> bool:
 # ------------------------------------------------------------------------ package layout
 
 # the order of the package docstring's table: each module imports only modules above it
-MODULES = ("counting", "specs", "convspecs", "floor", "convfloor", "timing", "workloads",
-           "convworkloads", "memory", "breakdown", "calls", "plot", "report")
+MODULES = ("counting", "specs", "convspecs", "seqspecs", "floor", "convfloor", "timing",
+           "workloads", "convworkloads", "seqworkloads", "memory", "breakdown", "calls", "plot",
+           "report")
 
 
 def test_the_package_reexports_exactly_its_modules_public_names() -> None:

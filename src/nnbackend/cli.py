@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "nnbackend-torch, jax, all")
     bench.add_argument("--sizes", default="small,medium,large",
                        help="comma-separated: MLP sizes small, medium, large; convolutional "
-                            "networks lenet, resblock")
+                            "networks lenet, resblock; sequence layers transformer, lstm")
     bench.add_argument("--budget", type=_positive_float, default=0.3, metavar="SECONDS",
                        help="seconds of timing per row (default 0.3; more for steadier "
                             "numbers on a busy machine)")

@@ -14,6 +14,9 @@ module            job
 ``convspecs``     the convolutional networks: :data:`CONV_SIZES` (LeNet, a residual block),
                   their FLOPs, :func:`make_conv_data`, :func:`conv_parameters` (the initial
                   state), :func:`build_conv_model`
+``seqspecs``      the sequence layers: :data:`SEQ_SIZES` (a transformer encoder layer, an
+                  LSTM), their FLOPs, :func:`make_seq_data`, :func:`seq_parameters` (the
+                  initial state), :func:`build_seq_model`
 ``floor``         :class:`NumpyMLP`, the hand-written NumPy floor
 ``convfloor``     :class:`NumpyLeNet`, :class:`NumpyResBlock`: the convolutional floors
 ``timing``        :func:`measure`, the machine it ran on (:func:`machine_info`), the BLAS
@@ -22,6 +25,8 @@ module            job
                   target), :func:`gemm_workload` (its products alone), :func:`build_torch_model`
 ``convworkloads`` :func:`build_conv_workload`, :func:`build_torch_conv_model`,
                   :func:`conv_gemm_share` (the time inside a step's products)
+``seqworkloads``  :func:`build_seq_workload`, :func:`build_torch_seq_model`,
+                  :func:`seq_gemm_share`
 ``memory``        :func:`peak_rss_growth`: a step's peak memory, in a fresh process
 ``breakdown``     :func:`step_breakdown`: a convolutional step's time per layer and direction
 ``calls``         :func:`count_calls`: the calls of one step
@@ -34,7 +39,10 @@ module            job
 The convolutional networks (``--sizes lenet,resblock``) are described in
 :mod:`nnbackend.bench.convspecs` (networks, FLOPs), :mod:`nnbackend.bench.convworkloads`
 (steps, GEMM share), :mod:`nnbackend.bench.convfloor` (the floor) and
-:mod:`nnbackend.bench.memory` (peak memory); the rest of this page is about the MLPs.
+:mod:`nnbackend.bench.memory` (peak memory); the sequence layers (``--sizes
+transformer,lstm``) in :mod:`nnbackend.bench.seqspecs` (layers, FLOPs) and
+:mod:`nnbackend.bench.seqworkloads` (steps, GEMM share; no floor), their peak memory by
+:mod:`nnbackend.bench.memory` too. The rest of this page is about the MLPs.
 
 Rows
 ----
@@ -137,6 +145,20 @@ from .report import (
     run,
     run_cli,
 )
+from .seqspecs import (
+    SEQ_SIZES,
+    SEQ_WORKLOADS,
+    SeqSpec,
+    build_seq_model,
+    make_seq_data,
+    seq_parameters,
+)
+from .seqworkloads import (
+    TORCH_SEQ_GEMM_OPS,
+    build_seq_workload,
+    build_torch_seq_model,
+    seq_gemm_share,
+)
 from .specs import (
     ADAM_LR,
     SGD_LR,
@@ -175,10 +197,13 @@ __all__ = [
     "DROPOUT_P",
     "GEMM_NAMES",
     "OPENBLAS_ENV",
+    "SEQ_SIZES",
+    "SEQ_WORKLOADS",
     "SGD_LR",
     "SIZES",
     "TARGETS",
     "TORCH_GEMM_OPS",
+    "TORCH_SEQ_GEMM_OPS",
     "WORKLOADS",
     "CallCount",
     "ConvShape",
@@ -194,6 +219,7 @@ __all__ = [
     "NumpyResBlock",
     "Phase",
     "Row",
+    "SeqSpec",
     "StepBreakdown",
     "Target",
     "Timing",
@@ -202,8 +228,11 @@ __all__ = [
     "build_conv_model",
     "build_conv_workload",
     "build_model",
+    "build_seq_model",
+    "build_seq_workload",
     "build_torch_conv_model",
     "build_torch_model",
+    "build_torch_seq_model",
     "build_workload",
     "conv_gemm_share",
     "conv_parameters",
@@ -218,6 +247,7 @@ __all__ = [
     "make_conv_data",
     "make_data",
     "make_row",
+    "make_seq_data",
     "measure",
     "measure_interleaved",
     "openblas_env",
@@ -226,6 +256,8 @@ __all__ = [
     "restart_without_openblas_env",
     "run",
     "run_cli",
+    "seq_gemm_share",
+    "seq_parameters",
     "step_breakdown",
     "thread_info",
     "torch_threads",

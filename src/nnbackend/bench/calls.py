@@ -13,10 +13,14 @@ from ..backend import get_backend
 from .convspecs import ConvSpec
 from .convworkloads import build_conv_workload
 from .counting import CountingNamespace
+from .seqspecs import SeqSpec
+from .seqworkloads import build_seq_workload
 from .specs import MLPSpec
 from .workloads import Target, Workload, build_workload
 
 __all__ = ["CallCount", "count_calls"]
+
+_Spec = MLPSpec | ConvSpec | SeqSpec
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class CallCount:
     unit: str
 
 
-def count_calls(target: Target, spec: MLPSpec | ConvSpec, workload: str, *,
+def count_calls(target: Target, spec: _Spec, workload: str, *,
                 batch: int | None = None, seed: int = 0) -> CallCount | None:
     """Count the calls of one step of ``workload`` (after two warm-up steps).
 
@@ -41,13 +45,13 @@ def count_calls(target: Target, spec: MLPSpec | ConvSpec, workload: str, *,
     and the GPU-like test device, which takes CuPy's paths: the library's native fast paths
     pass the arrays to CuPy's own functions, which accept CuPy arrays only, not the counting
     proxies; PyTorch and JAX likewise) and for the convolutional floor (it calls NumPy on its
-    own buffers, not through a namespace).
+    own buffers, not through a namespace); the sequence layers have no floor.
     """
     if target.impl == "torch":
         return _count_torch(target, spec, workload, batch=batch, seed=seed)
     if target.impl == "nnbackend" and target.backend != "numpy":
         return None
-    if target.impl == "floor" and isinstance(spec, ConvSpec):
+    if target.impl == "floor" and not isinstance(spec, MLPSpec):
         return None
     if target.impl == "nnbackend":
         namespace = CountingNamespace(get_backend(target.backend).xp)
@@ -63,16 +67,19 @@ def count_calls(target: Target, spec: MLPSpec | ConvSpec, workload: str, *,
     return CallCount(namespace.calls, dict(sorted(namespace.counts.items())), unit)
 
 
-def _build(target: Target, spec: MLPSpec | ConvSpec, workload: str, *, batch: int | None,
+def _build(target: Target, spec: _Spec, workload: str, *, batch: int | None,
            seed: int, namespace: CountingNamespace | None = None) -> Workload:
-    """The workload of an MLP or a convolutional network."""
+    """The workload of an MLP, a convolutional network or a sequence layer."""
+    if isinstance(spec, SeqSpec):
+        return build_seq_workload(target, spec, workload, batch=batch, seed=seed,
+                                  namespace=namespace)
     if isinstance(spec, ConvSpec):
         return build_conv_workload(target, spec, workload, batch=batch, seed=seed,
                                    namespace=namespace)
     return build_workload(target, spec, workload, batch=batch, seed=seed, namespace=namespace)
 
 
-def _count_torch(target: Target, spec: MLPSpec | ConvSpec, workload: str, *, batch: int | None,
+def _count_torch(target: Target, spec: _Spec, workload: str, *, batch: int | None,
                  seed: int) -> CallCount:
     """ATen operators of one torch step, through a TorchDispatchMode."""
     dispatch_mode: Any = importlib.import_module("torch.utils._python_dispatch").TorchDispatchMode

@@ -32,7 +32,9 @@ from typing import Any
 
 from .convspecs import CONV_SIZES
 from .convworkloads import build_conv_workload
-from .workloads import get_target
+from .seqspecs import SEQ_SIZES
+from .seqworkloads import build_seq_workload
+from .workloads import Workload, get_target
 
 __all__ = ["MemoryResult", "peak_rss_growth"]
 
@@ -77,12 +79,11 @@ def _reset_peak() -> bool:
 def measure_here(target_name: str, size: str, workload: str, steps: int) -> MemoryResult:
     """The measurement itself, in this process (which should be fresh: module docstring)."""
     target = get_target(target_name)
-    spec = CONV_SIZES[size]
-    warm = build_conv_workload(target, spec, workload, batch=2)
+    warm = _build(target, size, workload, batch=2)
     warm()
     warm()
     del warm
-    wl = build_conv_workload(target, spec, workload)
+    wl = _build(target, size, workload)
     gc.collect()
     reset = _reset_peak()
     before = _maxrss_bytes()
@@ -90,6 +91,13 @@ def measure_here(target_name: str, size: str, workload: str, steps: int) -> Memo
         wl()
     after = _maxrss_bytes()
     return MemoryResult(target_name, size, workload, steps, after - before, before, reset)
+
+
+def _build(target: Any, size: str, workload: str, batch: int | None = None) -> Workload:
+    """The workload of a convolutional network or a sequence layer named ``size``."""
+    if size in SEQ_SIZES:
+        return build_seq_workload(target, SEQ_SIZES[size], workload, batch=batch)
+    return build_conv_workload(target, CONV_SIZES[size], workload, batch=batch)
 
 
 def peak_rss_growth(target_name: str, size: str, workload: str, *, steps: int = 3,
@@ -116,7 +124,7 @@ def peak_rss_growth(target_name: str, size: str, workload: str, *, steps: int = 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nnbackend.bench.memory")
     parser.add_argument("target")
-    parser.add_argument("size", choices=sorted(CONV_SIZES))
+    parser.add_argument("size", choices=sorted([*CONV_SIZES, *SEQ_SIZES]))
     parser.add_argument("workload")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)

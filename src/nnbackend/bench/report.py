@@ -19,6 +19,8 @@ from .convspecs import _PUBLIC_CONV_SIZES, CONV_SIZES, ConvSpec
 from .convworkloads import build_conv_workload, conv_gemm_share
 from .memory import peak_rss_growth
 from .plot import _PLOT_BATCHES, _figure_class, _plot_throughput
+from .seqspecs import _PUBLIC_SEQ_SIZES, SEQ_SIZES, SeqSpec
+from .seqworkloads import build_seq_workload, seq_gemm_share
 from .specs import (
     _PUBLIC_SIZES,
     ADAM_LR,
@@ -62,8 +64,8 @@ _BACKEND_NAMES: dict[str, tuple[str, ...]] = {
     "all": TARGETS,
 }
 _PUBLIC_BACKENDS = "numpy, cupy, torch, gpulike, numpy-handwritten, nnbackend-torch, jax, all"
-_PUBLIC_ALL_SIZES = (*_PUBLIC_SIZES, *_PUBLIC_CONV_SIZES)
-Spec = MLPSpec | ConvSpec
+_PUBLIC_ALL_SIZES = (*_PUBLIC_SIZES, *_PUBLIC_CONV_SIZES, *_PUBLIC_SEQ_SIZES)
+Spec = MLPSpec | ConvSpec | SeqSpec
 
 
 
@@ -175,9 +177,10 @@ _LEGEND = """\
 hand-written NumPy floor (above 1: faster).
 GEMM%: the step's matrix products as a share of the step: MLPs, the products alone, timed on \
 the same library and device; convolutional networks, the time inside the products during the \
-step (PyTorch: its convolution and matrix kernels, from torch.profiler).
-peak MiB: peak RSS growth over 3 steps of a fresh process (convolutional networks); \
-mem/torch: that over PyTorch eager's (below 1: less).
+step (PyTorch: its convolution and matrix kernels, from torch.profiler; sequence layers: \
+likewise, PyTorch's fused attention and LSTM kernels counted whole).
+peak MiB: peak RSS growth over 3 steps of a fresh process (convolutional networks, \
+sequence layers); mem/torch: that over PyTorch eager's (below 1: less).
 calls/step: Array API calls and array operators per step (floor: NumPy calls and operators; \
 * torch: ATen operators, autograd backward included)."""
 
@@ -240,7 +243,7 @@ def resolve_names(backends: str | Sequence[str],
         raise ValueError(msg)
     specs: list[Spec] = []
     for name in _split(sizes):
-        spec: Spec | None = SIZES.get(name) or CONV_SIZES.get(name)
+        spec: Spec | None = SIZES.get(name) or CONV_SIZES.get(name) or SEQ_SIZES.get(name)
         if spec is None:
             msg = (f"unknown size {name!r} in --sizes; choose from "
                    f"{', '.join(_PUBLIC_ALL_SIZES)}")
@@ -292,8 +295,9 @@ def run(
 ) -> list[Row]:
     """Measure every (size, workload, target): time, products' time, calls; ratios per group.
 
-    Convolutional networks run the workloads of theirs among ``workloads``
-    (:data:`CONV_WORKLOADS`), the targets of a group timed in turns
+    Convolutional networks and sequence layers run the workloads of theirs among
+    ``workloads`` (:data:`CONV_WORKLOADS`, :data:`SEQ_WORKLOADS`; the sequence layers have no
+    floor: it is left out of their rows), the targets of a group timed in turns
     (:func:`measure_interleaved`), with their products timed inside the step
     (:func:`conv_gemm_share`) and, with ``memory``, the peak memory of each row in a fresh
     process (:func:`peak_rss_growth`). ``on_group`` is called with the rows of each (size,
@@ -305,9 +309,9 @@ def run(
     gemm_times = GemmTimes(budget_s=budget_s)
     for spec in specs:
         for workload in workloads:
-            if isinstance(spec, ConvSpec) and workload not in spec.workloads:
+            if not isinstance(spec, MLPSpec) and workload not in spec.workloads:
                 continue
-            if isinstance(spec, ConvSpec):
+            if not isinstance(spec, MLPSpec):
                 group = _conv_rows(targets, spec, workload, budget_s=budget_s, memory=memory,
                                    skipped=skipped)
             else:
@@ -333,16 +337,23 @@ def _mlp_rows(targets: Sequence[Target], spec: MLPSpec, workload: str, *, budget
     return rows
 
 
-def _conv_rows(targets: Sequence[Target], spec: ConvSpec, workload: str, *, budget_s: float,
-               memory: bool, skipped: dict[str, str] | None) -> list[Row]:
-    """The rows of one network and workload: the targets' steps timed in turns
-    (:func:`measure_interleaved`: three rounds, ``budget_s`` per target in all), then each
-    one's share in its products, calls and peak memory."""
+def _conv_rows(targets: Sequence[Target], spec: ConvSpec | SeqSpec, workload: str, *,
+               budget_s: float, memory: bool, skipped: dict[str, str] | None) -> list[Row]:
+    """The rows of one network (or sequence layer) and workload: the targets' steps timed in
+    turns (:func:`measure_interleaved`: three rounds, ``budget_s`` per target in all), then
+    each one's share in its products, calls and peak memory."""
     gc.collect()  # the previous group's garbage is not this group's to collect
+    seq = isinstance(spec, SeqSpec)
+    if seq:  # no floor for the sequence layers
+        targets = [t for t in targets if t.impl != "floor"]
     built: list[tuple[Target, Workload]] = []
     for target in targets:
         try:
-            built.append((target, build_conv_workload(target, spec, workload)))
+            if isinstance(spec, SeqSpec):
+                wl = build_seq_workload(target, spec, workload)
+            else:
+                wl = build_conv_workload(target, spec, workload)
+            built.append((target, wl))
         except BackendUnavailableError as exc:
             if skipped is not None:
                 skipped[f"{target.name} {spec.name}"] = str(exc)
@@ -353,7 +364,10 @@ def _conv_rows(targets: Sequence[Target], spec: ConvSpec, workload: str, *, budg
     rows = []
     for target, timing in zip(ran, timings, strict=True):
         gc.collect()
-        share = conv_gemm_share(target, spec, workload)
+        if isinstance(spec, SeqSpec):
+            share = seq_gemm_share(target, spec, workload)
+        else:
+            share = conv_gemm_share(target, spec, workload)
         gemm = None if share is None else share * timing.seconds
         method = None if share is None else "profiler" if target.impl == "torch" else "inline"
         peak = None
@@ -390,7 +404,8 @@ def run_cli(
         the ``×floor`` column. Unavailable backends are listed with the reason.
     sizes : str or sequence of str
         ``small``, ``medium``, ``large`` (the MLPs of :data:`SIZES`), ``lenet``,
-        ``resblock`` (the convolutional networks of :data:`CONV_SIZES`).
+        ``resblock`` (the convolutional networks of :data:`CONV_SIZES`), ``transformer``,
+        ``lstm`` (the sequence layers of :data:`SEQ_SIZES`).
     json_path : Path, optional
         Write ``{"machine": ..., "settings": ..., "unavailable": ..., "rows": [...]}`` there
         (and ``"throughput_vs_batch"`` with ``plot_path``).
@@ -401,10 +416,10 @@ def run_cli(
     budget_s : float
         Seconds of timing per row (and per products' measurement).
     workloads : sequence of str
-        Subset of :data:`WORKLOADS` (the convolutional networks run those of
-        :data:`CONV_WORKLOADS` among them).
+        Subset of :data:`WORKLOADS` (the convolutional networks and sequence layers run
+        those of :data:`CONV_WORKLOADS` and :data:`SEQ_WORKLOADS` among them).
     memory : bool
-        Measure the convolutional rows' peak memory, one fresh process per row.
+        Measure the convolutional and sequence rows' peak memory, one fresh process per row.
     stream : text file, optional
         Where the table goes (default: standard output).
 
@@ -468,6 +483,11 @@ def run_cli(
 def _size_settings(spec: Spec) -> dict[str, Any]:
     if isinstance(spec, MLPSpec):
         return {"widths": list(spec.widths), "batch": spec.batch}
+    if isinstance(spec, SeqSpec):
+        return {"layer": spec.kind, "batch": spec.batch, "length": spec.length,
+                "width": spec.width, "hidden": spec.hidden, "heads": spec.heads,
+                "input_grad": spec.input_grad,
+                "flops_by_layer": {w: spec.flops_by_layer(w) for w in spec.workloads}}
     return {"network": spec.kind, "input": [spec.channels, spec.height, spec.width],
             "batch": spec.batch, "input_grad": spec.input_grad,
             "flops_by_layer": {w: spec.flops_by_layer(w) for w in spec.workloads}}
@@ -485,6 +505,9 @@ def _json_document(specs: Sequence[Spec], rows: Sequence[Row], unavailable: dict
             "conv_flops": "per conv 2·N·OH·OW·Cout·Cin/groups·kh·kw, per linear 2·N·nᵢ·nₒ, "
                           "forward; backward ∂L/∂W the same again, ∂L/∂x the same again "
                           "where computed (not LeNet's first convolution)",
+            "seq_flops": "matrix products, 2·m·k·n each, attention dense (T² per head and "
+                         "batch row, the causal mask's zero half included), LSTM all T steps; "
+                         "backward both operands' gradients: 3× the forward",
             "gemm": {"isolated": "the step's products alone, same shapes and layouts",
                      "inline": "time inside the matmul calls during the step",
                      "profiler": "torch.profiler self CPU time of convolution and matrix ops"},
@@ -513,6 +536,7 @@ def _header(specs: Sequence[Spec]) -> str:
     if torch is not None:
         parts.append(f"PyTorch {torch.__version__} ({threads['torch_threads']} threads)")
     kinds = ["MLPs, ReLU, softmax cross-entropy" if isinstance(s, MLPSpec)
+             else "sequence layers" if isinstance(s, SeqSpec)
              else "convolutional networks" for s in specs]
     sizes = " · ".join(f"{s.name} {s.label} batch {s.batch}" for s in specs)
     return (f"nnbackend bench: float32 {' and '.join(dict.fromkeys(kinds))}; "
