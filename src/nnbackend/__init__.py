@@ -20,6 +20,9 @@ from .backend import (
 from .data import batches, train_test_split
 from .errors import BackendUnavailableError, CheckpointError, GradcheckError
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     AdaptiveAvgPool2d,
     AvgPool1d,
     AvgPool2d,
@@ -39,6 +42,7 @@ from .layers import (
     Module,
     Parallel,
     Parameter,
+    RecurrentOutput,
     ReLU,
     Residual,
     Sequential,
@@ -65,6 +69,9 @@ from .optim import (
 from .train import EarlyStopping, History, NonFiniteLossError, evaluate, fit, predict
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "SGD",
     "Adam",
     "AdamW",
@@ -107,6 +114,7 @@ __all__ = [
     "Parameter",
     "RMSprop",
     "ReLU",
+    "RecurrentOutput",
     "ReduceLROnPlateau",
     "Residual",
     "Sequential",

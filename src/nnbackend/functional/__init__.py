@@ -51,10 +51,12 @@ from .pooling import (
     max_pool2d_backward,
     max_pool2d_forward,
 )
+from .recurrent import RecurrentSaved, rnn, rnn_backward, rnn_forward
 
 __all__ = [
     "ConvSaved",
     "ConvWorkspace",
+    "RecurrentSaved",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool2d_forward",
@@ -96,6 +98,9 @@ __all__ = [
     "mse",
     "relu",
     "relu_backward",
+    "rnn",
+    "rnn_backward",
+    "rnn_forward",
     "sigmoid",
     "sigmoid_backward",
     "softmax",

@@ -10,10 +10,14 @@ from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from .recurrent import GRU, LSTM, RNN, RecurrentOutput
 from .sequential import Sequential
 from .shape import Flatten, Unflatten
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "AdaptiveAvgPool2d",
     "Arena",
     "AvgPool1d",
@@ -38,6 +42,7 @@ __all__ = [
     "Parallel",
     "Parameter",
     "ReLU",
+    "RecurrentOutput",
     "Residual",
     "Sequential",
     "Sigmoid",

@@ -55,6 +55,7 @@ from .linear import Linear
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from .recurrent import GRU, LSTM, RNN, RecurrentOutput, recurrent_state_size
 from .sequential import Sequential
 from .shape import Flatten, Unflatten
 
@@ -571,3 +572,8 @@ for _shaping in (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool2d, 
 
 register(Conv1d, state_size=lambda config: conv_state_size(config, 1))
 register(Conv2d, state_size=lambda config: conv_state_size(config, 2))
+
+# Recurrent layers: their weights and biases per layer and direction; RecurrentOutput none.
+for _recurrent in (RNN, LSTM, GRU):
+    register(_recurrent, state_size=recurrent_state_size(_recurrent))
+register(RecurrentOutput, state_size=_nothing)
