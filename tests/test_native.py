@@ -157,3 +157,30 @@ def test_masked_into_writes_the_masked_values_or_declines(case: Any) -> None:
     want[index] = np.maximum(host, 0.0)
     np.testing.assert_array_equal(nb.to_numpy(out).astype(np.float64), want)
     np.testing.assert_array_equal(nb.to_numpy(out)[index], nb.to_numpy(masked(x, mask, xp)))
+
+
+def test_scatter_add_rows_matches_the_standard_segment_sum(case: Any) -> None:
+    """The native scatter-add (NumPy's sorted reduceat, PyTorch's index_add_, JAX's .at[].add,
+    CuPy's scatter_add) against the standard segment sum and a float64 np.add.at: repeated ids,
+    ids never seen, the excluded id ``num`` (padding, ids out of range) adding nothing; None on
+    the libraries without one (array-api-strict, the GPU-like test device)."""
+    from nnbackend._native import scatter_add_rows
+    from nnbackend.functional.embedding import segment_sum_rows
+
+    ids_host = np.random.default_rng(6).integers(0, 8, 40)
+    ids_host[:5] = 3
+    ids_host[5:8] = 8  # excluded
+    rows, host = _draw(case, (40, 3), 7)
+    ids = case.asarray(ids_host, dtype=case.index_dtype_name)
+    want = np.zeros((9, 3))
+    np.add.at(want, ids_host, host)
+    standard = segment_sum_rows(ids, rows, num=8, xp=case.xp)
+    case.check_placement(standard)
+    _close(standard, want[:8], case, terms=8)
+    got = scatter_add_rows(ids, rows, 8, case.xp)
+    if got is None:
+        assert case.backend.name in ("array_api_strict", "gpulike")
+        return
+    case.check_placement(got)
+    assert tuple(got.shape) == (8, 3)
+    _close(got, nb.to_numpy(standard).astype(np.float64), case, terms=8)

@@ -15,13 +15,14 @@ from types import ModuleType
 from typing import Any, TypeVar, cast
 
 import numpy as np
+from array_api_compat import device
 
 from ._libraries import library_of
 from ._typing import Array, Namespace
 
 __all__ = [
     "channel_operand", "fused", "masked", "masked_into", "matmul_into", "maximizer", "nan_free",
-    "sum_into", "summer", "windows_into",
+    "scatter_add_rows", "sum_into", "summer", "windows_into",
 ]
 
 Reduction = Callable[..., Array]
@@ -159,6 +160,46 @@ def windows_into(
     windows = windows.reshape(n // chunk, chunk, c, oh, ow, kh, kw)  # a view: splits axis 0
     np.copyto(out, windows.transpose(0, 2, 5, 6, 1, 3, 4))
     return True
+
+
+def scatter_add_rows(ids: Array, rows: Array, num: int, xp: Namespace) -> Array | None:
+    """out[v] = Σ_{m : ids[m] = v} rows[m] for v in [0, num) (an embedding's ∂L/∂W), by the
+    library's own scatter-add, or None where it has none (the caller takes the standard segment
+    sum, :func:`nnbackend.functional.embedding.segment_sum_rows`).
+
+    ``ids`` (M,) in [0, num], where the id ``num`` adds nothing (padding, ids out of range);
+    ``rows`` (M, E). The sum runs into a (num + 1, E) buffer of zeros whose last row takes the
+    excluded ids, and ``out`` is its first ``num`` rows: CuPy's ``cupyx.scatter_add``,
+    PyTorch's ``index_add_`` (each accumulates repeated ids, unlike ``out[ids] += rows``),
+    JAX's ``.at[ids].add`` through ``array_api_extra.at``. On NumPy, ``np.add.at`` takes its
+    slow generic loop for rows (measured 0.84 ms for 1024 rows of 64 float32 into 100 ids,
+    4.9 ms for 2048 × 128), so the rows are sorted by id (a stable radix sort) and each run
+    summed by ``np.add.reduceat`` (0.20 and 0.53 ms), in the rows' order within a run. The
+    GPU-like test device has no scatter (CuPy's lives in ``cupyx``), so it runs the standard
+    path.
+    """
+    name = library_of(xp).name
+    if name not in ("numpy", "cupy", "torch", "jax"):
+        return None
+    width = rows.shape[1]
+    out = xp.zeros((num + 1, width), dtype=rows.dtype, device=device(rows))
+    if name == "numpy":
+        if ids.shape[0]:
+            order = np.argsort(ids, kind="stable")
+            ordered = ids[order]
+            heads = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+            out[ordered[heads]] = np.add.reduceat(rows[order], heads, axis=0)
+    elif name == "torch":
+        out.index_add_(0, ids, rows)
+    elif name == "cupy":
+        import importlib  # only reached with a CuPy namespace: CuPy (and cupyx) installed
+
+        importlib.import_module("cupyx").scatter_add(out, ids, rows)
+    else:
+        import array_api_extra as xpx
+
+        out = xpx.at(out)[ids].add(rows)
+    return out[:num, :]
 
 
 def fused(kernel: Kernel, xp: Namespace, *, static: tuple[str, ...]) -> Kernel:

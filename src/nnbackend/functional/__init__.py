@@ -31,6 +31,7 @@ from .conv import (
     conv2d_forward,
 )
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
+from .embedding import embedding, embedding_backward, embedding_forward
 from .linear import linear, linear_backward
 from .losses import binary_cross_entropy_with_logits, cross_entropy, mse
 from .normalization import batch_norm, batch_norm_backward, batch_norm_forward
@@ -81,6 +82,9 @@ __all__ = [
     "dropout2d",
     "dropout2d_backward",
     "dropout_backward",
+    "embedding",
+    "embedding_backward",
+    "embedding_forward",
     "identity",
     "identity_backward",
     "leaky_relu",

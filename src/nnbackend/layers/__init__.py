@@ -6,6 +6,7 @@ from .combinators import Parallel, Residual
 from .conv import Conv1d, Conv2d
 from .description import DescriptionError, build, describe, register
 from .dropout import Dropout, Dropout2d
+from .embedding import Embedding
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d
@@ -30,6 +31,7 @@ __all__ = [
     "DescriptionError",
     "Dropout",
     "Dropout2d",
+    "Embedding",
     "Flatten",
     "Identity",
     "LeakyReLU",

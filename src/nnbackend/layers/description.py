@@ -51,6 +51,7 @@ from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax
 from .combinators import Parallel, Residual
 from .conv import Conv1d, Conv2d, conv_state_size
 from .dropout import Dropout, Dropout2d
+from .embedding import Embedding
 from .linear import Linear
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d
@@ -577,3 +578,5 @@ register(Conv2d, state_size=lambda config: conv_state_size(config, 2))
 for _recurrent in (RNN, LSTM, GRU):
     register(_recurrent, state_size=recurrent_state_size(_recurrent))
 register(RecurrentOutput, state_size=_nothing)
+register(Embedding, state_size=lambda config: _count(config.get("num_embeddings"))
+         * _count(config.get("embedding_dim")))

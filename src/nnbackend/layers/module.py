@@ -233,6 +233,12 @@ class Module:
     training: bool
     has_training_behaviour: ClassVar[bool] = False
     """True for layers that behave differently in training mode (dropout, batch norm)."""
+    input_kind: ClassVar[str | None] = None
+    """What the public boundary (``forward``, ``module(x)``) accepts: ``"floating"`` (arrays in
+    the parameters' dtype), ``"integer"`` (token ids of any integer dtype: ``Embedding``), or
+    None, the default: what the first registered sub-module takes (so a ``Sequential`` or a
+    language model whose first sub-module is an ``Embedding`` takes integer ids), floating for
+    a module without sub-modules."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -324,10 +330,27 @@ class Module:
                 return xp
         where = self._where()
         xp = check_array(x, caller=where, what="input")
-        check_floating(x, xp, caller=where, what="input")
+        ids_layer = self._integer_input_layer()
+        if ids_layer is not None:
+            _check_integer_input(x, xp, self, ids_layer)
+        else:
+            check_floating(x, xp, caller=where, what="input")
         if ref is not None:
-            _check_matches_parameters(x, xp, ref, where=where)
+            _check_matches_parameters(x, xp, ref, where=where, check_dtype=ids_layer is None)
         return xp
+
+    def _integer_input_layer(self) -> Module | None:
+        """The module whose ``input_kind`` makes this one take integer ids (itself, or the
+        first sub-module along first sub-modules), or None: this module takes floats."""
+        module: Module = self
+        while True:
+            kind = type(module).input_kind
+            if kind is not None:
+                return module if kind == "integer" else None
+            children = module.__dict__["_modules"]
+            if not children:
+                return None
+            module = next(iter(children.values()))
 
     def _validate_tuple(self, xs: tuple[Any, ...]) -> Namespace:
         """Several inputs (None allowed for an absent one): one namespace and device."""
@@ -712,6 +735,19 @@ def _check_matches_parameters(
             "silently)"
         )
         raise TypeError(msg)
+
+
+def _check_integer_input(x: Array, xp: Namespace, module: Module, ids_layer: Module) -> None:
+    """Raise TypeError unless ``x`` holds integers (token ids for ``ids_layer``, the first
+    layer of ``module``), naming the layer, the dtype and the shape."""
+    if xp.isdtype(x.dtype, "integral"):
+        return
+    where = repr(ids_layer)
+    if ids_layer is not module:
+        where = f"{module._where()} (its first layer {where})"
+    msg = (f"{where}: token ids must be integers, got {dtype_name(x.dtype)} of shape "
+           f"{tuple(x.shape)} (an Embedding takes integer ids: cast them, e.g. to int64)")
+    raise TypeError(msg)
 
 
 def _checked_backprop(backprop: Backprop, y: Any, module: Module) -> Backprop:
