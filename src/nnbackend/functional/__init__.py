@@ -20,6 +20,12 @@ from .activations import (
     tanh,
     tanh_backward,
 )
+from .attention import (
+    AttentionSaved,
+    scaled_dot_product_attention,
+    scaled_dot_product_attention_backward,
+    scaled_dot_product_attention_forward,
+)
 from .conv import (
     ConvSaved,
     ConvWorkspace,
@@ -55,6 +61,7 @@ from .pooling import (
 from .recurrent import RecurrentSaved, rnn, rnn_backward, rnn_forward
 
 __all__ = [
+    "AttentionSaved",
     "ConvSaved",
     "ConvWorkspace",
     "RecurrentSaved",
@@ -102,6 +109,9 @@ __all__ = [
     "mse",
     "relu",
     "relu_backward",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention_backward",
+    "scaled_dot_product_attention_forward",
     "rnn",
     "rnn_backward",
     "rnn_forward",

@@ -2,6 +2,7 @@
 
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .arena import Arena
+from .attention import MultiheadAttention
 from .combinators import Parallel, Residual
 from .conv import Conv1d, Conv2d
 from .description import DescriptionError, build, describe, register
@@ -41,6 +42,7 @@ __all__ = [
     "MaxPool1d",
     "MaxPool2d",
     "Module",
+    "MultiheadAttention",
     "Parallel",
     "Parameter",
     "ReLU",

@@ -48,6 +48,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from ..backend import get_backend, use_backend
 from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .attention import MultiheadAttention
 from .combinators import Parallel, Residual
 from .conv import Conv1d, Conv2d, conv_state_size
 from .dropout import Dropout, Dropout2d
@@ -573,6 +574,15 @@ for _shaping in (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool2d, 
 
 register(Conv1d, state_size=lambda config: conv_state_size(config, 1))
 register(Conv2d, state_size=lambda config: conv_state_size(config, 2))
+
+
+def _attention_size(config: Mapping[str, Any]) -> int:
+    """in_proj (3E, E) and out_proj (E, E), with their biases: MultiheadAttention's."""
+    e, bias = _count(config.get("embed_dim")), config.get("bias", True)
+    return 4 * e * e + (4 * e if bias else 0)
+
+
+register(MultiheadAttention, state_size=_attention_size)
 
 # Recurrent layers: their weights and biases per layer and direction; RecurrentOutput none.
 for _recurrent in (RNN, LSTM, GRU):
