@@ -269,7 +269,7 @@ def test_seq_gemm_share_per_implementation() -> None:
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
-def test_count_calls_and_peak_memory_of_a_torch_lstm_step() -> None:
+def test_count_calls_of_a_torch_lstm_step() -> None:
     spec = bench.SEQ_SIZES["lstm-tiny"]
     target = bench.get_target("torch-cpu")
     count = bench.count_calls(target, spec, "train-adam")
@@ -278,9 +278,14 @@ def test_count_calls_and_peak_memory_of_a_torch_lstm_step() -> None:
     assert count.by_name["aten.mkldnn_rnn_layer.default"] == 1
     assert count.by_name["aten.mkldnn_rnn_layer_backward.default"] == 1
     assert bench.count_calls(bench.get_target("floor"), spec, "forward") is None
-    result = bench.peak_rss_growth("torch-cpu", "lstm-tiny", "train-adam", steps=2)
-    assert (result.size, result.workload) == ("lstm-tiny", "train-adam")
-    assert result.growth_bytes >= 0 and result.baseline_bytes > 50 * 2**20  # PyTorch loaded
+
+
+def test_peak_rss_growth_of_a_sequence_step_runs_in_a_fresh_process() -> None:
+    seq_target("nnbackend-numpy", "lstm-tiny")
+    result = bench.peak_rss_growth("nnbackend-numpy", "lstm-tiny", "train-adam", steps=2)
+    assert (result.target, result.size, result.workload, result.steps) == (
+        "nnbackend-numpy", "lstm-tiny", "train-adam", 2)
+    assert result.growth_bytes >= 0 and result.baseline_bytes > 10 * 2**20  # Python + NumPy
 
 
 def test_resolve_names_knows_the_sequence_layers() -> None:
