@@ -118,8 +118,8 @@ def test_idx_dataset(tmp_path: Path) -> None:
     ("args", "status", "complaint"),
     [
         (["train", "--epochs", "0"], 2, "expected a positive integer, got '0'"),
-        (["train", "--dataset", "cifar"], 2, "expected digits, mnist5k, blobs, spirals or "
-                                             "idx:PATH"),
+        (["train", "--dataset", "cifar"], 2, "expected digits, mnist5k, blobs, spirals, "
+                                             "pydoc or idx:PATH"),
         (["train", "--model", "resnet"], 2, "argument --model: invalid choice: 'resnet'"),
         (["train", "--hidden", "64,x"], 2, "expected comma-separated positive widths"),
         (["train", "--hidden", ""], 2, "expected comma-separated positive widths such as "

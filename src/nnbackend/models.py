@@ -1,4 +1,5 @@
-"""Ready-made networks: the MLP and the LeNet-style CNNs that ``nnbackend train`` builds.
+"""Ready-made networks: the MLP, the LeNet-style CNNs and the character-level language models
+that ``nnbackend train`` builds.
 
 Each builder returns a plain :class:`~nnbackend.layers.Sequential` of built-in layers, so
 :func:`nnbackend.layers.describe` records it and :func:`nnbackend.layers.build` (or
@@ -17,6 +18,12 @@ On 28×28 inputs (MNIST) the maps are 28 → 14 → 10 → 5, and the head is 40
 LeNet. The convolutions have no bias, since the batch normalisation that follows each
 subtracts the channel's mean and adds its own β. :func:`cnn_for` sizes the same network to
 other images (the rules are in its docstring).
+
+The language models, ids (N, T) → logits (N, T, V): :func:`gpt` (a
+:class:`~nnbackend.layers.TransformerLM`, a registered kind that ties its output projection
+to its token embedding itself) and :func:`char_lstm`, a Sequential::
+
+    Embedding(V, E) → LSTM(E, H, num_layers, batch_first=True) → RecurrentOutput() → Linear(H, V)
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 from ._checks import check_int
 from .layers import Dropout, Linear, Module, ReLU, Sequential, Sigmoid, Tanh
 
-__all__ = ["ACTIVATIONS", "cnn_for", "lenet", "mlp"]
+__all__ = ["ACTIVATIONS", "char_lstm", "cnn_for", "gpt", "lenet", "mlp"]
 
 ACTIVATIONS: dict[str, type[Module]] = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 """The activations the builders take by name; the weights before one are drawn with He's
@@ -202,3 +209,53 @@ def lenet(
     """
     return cnn_for((in_channels, 28, 28), classes, **options)
 
+
+
+def gpt(
+    vocab_size: int,
+    *,
+    d_model: int = 64,
+    nhead: int = 4,
+    num_layers: int = 2,
+    dim_feedforward: int | None = None,
+    context: int = 64,
+    dropout: float = 0.0,
+    dtype: Any = None,
+    backend: Any = None,
+    seed: int | None = 0,
+) -> Module:
+    """The small GPT of ``nnbackend train --model transformer``: a
+    :class:`~nnbackend.layers.TransformerLM` (2 layers, d = 64, 4 heads, a feed-forward of
+    4d, a positional table of 64 by default), its output projection tied to the token
+    embedding."""
+    from .layers.language_model import TransformerLM
+
+    return TransformerLM(vocab_size, d_model, nhead, num_layers, dim_feedforward, context,
+                         dropout, dtype=dtype, backend=backend, seed=seed)
+
+
+def char_lstm(
+    vocab_size: int,
+    *,
+    embedding_dim: int = 64,
+    hidden_size: int = 256,
+    num_layers: int = 1,
+    dropout: float = 0.0,
+    dtype: Any = None,
+    backend: Any = None,
+    seed: int | None = 0,
+) -> Sequential:
+    """The character LSTM of ``nnbackend train --model lstm``: ``Embedding(V, E) →
+    LSTM(E, H, num_layers, batch_first=True, dropout) → RecurrentOutput() → Linear(H, V)``
+    (logits at every step; ``dropout`` between LSTM layers, as PyTorch's, and none when
+    ``num_layers`` is 1). Seeds ``seed, seed + 1, ...`` in order."""
+    from .layers import LSTM, Embedding, RecurrentOutput
+
+    seeds = _seeds(seed)
+    placed = {"dtype": dtype, "backend": backend}
+    return Sequential(
+        Embedding(vocab_size, embedding_dim, seed=next(seeds), **placed),
+        LSTM(embedding_dim, hidden_size, num_layers, batch_first=True,
+             dropout=dropout if num_layers > 1 else 0.0, seed=next(seeds), **placed),
+        RecurrentOutput(batch_first=True),
+        Linear(hidden_size, vocab_size, seed=next(seeds), **placed))
