@@ -223,7 +223,7 @@ def _nnbackend_layer(spec: SeqSpec) -> Any:
     if spec.kind == "transformer":
         return _layer("TransformerEncoderLayer")(
             spec.width, spec.heads, dim_feedforward=spec.hidden, dropout=0.0,
-            activation="gelu", norm_first=True, batch_first=True)
+            activation="gelu", norm_first=True, batch_first=True, is_causal=True)
     return _layer("LSTM")(spec.width, spec.hidden, batch_first=True)
 
 

@@ -175,10 +175,10 @@ def _nnbackend_io(spec: SeqSpec, x: Any) -> tuple[Any, Any, Any]:
     """How nnbackend's layer is called: (its input, ``y -> the output sequence``, ``∂L/∂y ->
     what its backprop takes``).
 
-    The transformer layer takes x (causal per its configuration, see
-    :func:`nnbackend.bench.seqspecs.build_seq_model`) and returns y. The LSTM returns
-    ``(output, (h_n, c_n))`` as PyTorch's does; its backprop takes the gradients of the same
-    structure, None for the states (nothing depends on them here).
+    The transformer layer takes x (causal by its constructor's ``is_causal=True``: the layer
+    takes one input, so the flag PyTorch's ``forward`` takes lives there) and returns y. The
+    LSTM returns ``(output, (h_n, c_n))`` as PyTorch's does; its backprop takes the gradients
+    of the same structure, None for the states (nothing depends on them here).
     """
     if spec.kind == "transformer":
         return x, _identity, _identity
