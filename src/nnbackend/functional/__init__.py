@@ -40,7 +40,17 @@ from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .embedding import embedding, embedding_backward, embedding_forward
 from .linear import linear, linear_backward
 from .losses import binary_cross_entropy_with_logits, cross_entropy, mse
-from .normalization import batch_norm, batch_norm_backward, batch_norm_forward
+from .normalization import (
+    batch_norm,
+    batch_norm_backward,
+    batch_norm_forward,
+    layer_norm,
+    layer_norm_backward,
+    layer_norm_forward,
+    rms_norm,
+    rms_norm_backward,
+    rms_norm_forward,
+)
 from .pooling import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -94,6 +104,9 @@ __all__ = [
     "embedding_forward",
     "identity",
     "identity_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "layer_norm_forward",
     "leaky_relu",
     "leaky_relu_backward",
     "linear",
@@ -109,12 +122,15 @@ __all__ = [
     "mse",
     "relu",
     "relu_backward",
-    "scaled_dot_product_attention",
-    "scaled_dot_product_attention_backward",
-    "scaled_dot_product_attention_forward",
+    "rms_norm",
+    "rms_norm_backward",
+    "rms_norm_forward",
     "rnn",
     "rnn_backward",
     "rnn_forward",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention_backward",
+    "scaled_dot_product_attention_forward",
     "sigmoid",
     "sigmoid_backward",
     "softmax",

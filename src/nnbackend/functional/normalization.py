@@ -1,4 +1,8 @@
-"""Batch normalisation and its backward pass (Array API only), as PyTorch's ``batch_norm``.
+"""Batch, layer and RMS normalisation and their backward passes (Array API only), as
+PyTorch's ``batch_norm``, ``layer_norm`` and ``rms_norm``.
+
+Batch normalisation
+-------------------
 
 Layouts: x of shape (N, C), (N, C, L) or (N, C, H, W) (any trailing axes); one statistic per
 channel (axis 1), over every other axis: n = N · L values per channel, L the product of the
@@ -51,6 +55,21 @@ standard has one: Σ x_c² and Σ δ x_c are ``vecdot`` over the trailing axis (
 operand, no product array), then a sum over the batch axis; sums over the trailing axis first,
 then the batch axis (on NumPy the contiguous axis reduces pairwise and fastest). Nothing is read
 back to the host (the momentum=None factor is computed from the device count on the device).
+
+Layer and RMS normalisation
+---------------------------
+Each row of D = prod(``normalized_shape``) trailing values (x viewed as (M, D)) is normalised
+on its own, with γ = ``weight`` and β = ``bias`` of shape ``normalized_shape``::
+
+    layer_norm:  μ = Σ x / D,  x_c = x − μ,  r = 1 / √(Σ x_c² / D + ε),  x̂ = x_c r
+    rms_norm:    r = 1 / √(Σ x² / D + ε),  x̂ = x r          (ε None: finfo(dtype).eps)
+    y = x̂ γ + β
+
+(two passes for the variance, as batch normalisation's). Backward, g = δ γ, means over each
+row's D values: ∂L/∂x = r (g − mean g − x̂ mean(g x̂)) (RMS norm: without mean g),
+∂L/∂γ = Σ_rows δ x̂, ∂L/∂β = Σ_rows δ. :func:`layer_norm_forward` / :func:`rms_norm_forward`
+return ``(y, saved)`` (``saved`` holds x̂ and r); :func:`layer_norm_backward` returns
+``(dx, dweight, dbias)``, :func:`rms_norm_backward` ``(dx, dweight)``.
 """
 
 from __future__ import annotations
@@ -66,9 +85,16 @@ from .._typing import Array, Namespace
 __all__ = [
     "BatchNormForward",
     "BatchNormSaved",
+    "LayerNormSaved",
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_forward",
+    "layer_norm",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "rms_norm",
+    "rms_norm_backward",
+    "rms_norm_forward",
 ]
 
 
@@ -391,3 +417,265 @@ def _check_arguments(
     if momentum is not None:
         check_number(momentum, caller=caller, name="momentum")
     check_nonnegative(eps, caller=caller, name="eps")
+
+
+# --------------------------------------------------------------------------------------------
+# Layer normalisation and RMS normalisation (over the trailing axes of each sample)
+
+
+class LayerNormSaved(NamedTuple):
+    """What :func:`layer_norm_backward` and :func:`rms_norm_backward` need from the forward
+    pass (arrays in the work layout (M, D): M rows of D = prod(normalized_shape) values)."""
+
+    normalized: Array
+    """x̂ = (x − μ) r (layer norm) or x r (RMS norm), (M, D)."""
+    inv_std: Array
+    """r = 1 / √(σ² + ε) (layer norm) or 1 / √(mean x² + ε) (RMS norm), (M, 1)."""
+    weight: Array | None
+    """γ flattened to (D,), or None."""
+    has_bias: bool
+    """Whether β was given (∂L/∂β exists)."""
+    centered: bool
+    """True for layer norm (the mean is subtracted), False for RMS norm."""
+    shape: tuple[int, ...]
+    """The input's shape (∂L/∂x is returned in it)."""
+    normalized_shape: tuple[int, ...]
+    """The trailing shape normalised over (∂L/∂γ and ∂L/∂β are returned in it)."""
+
+
+def layer_norm(
+    input: Array,
+    normalized_shape: int | tuple[int, ...],
+    weight: Array | None = None,
+    bias: Array | None = None,
+    eps: float = 1e-5,
+    *,
+    xp: Namespace | None = None,
+) -> Array:
+    """y = (x − μ) / √(σ² + ε) · γ + β over the trailing ``normalized_shape`` axes of each
+    sample, as ``torch.nn.functional.layer_norm``.
+
+    μ and σ² (biased) are taken over the D = prod(normalized_shape) trailing values, in two
+    passes (the mean first, then the mean of the squared deviations: no cancellation).
+
+    Parameters
+    ----------
+    input : array (..., *normalized_shape)
+        Floating.
+    normalized_shape : int or tuple of int
+        The trailing shape to normalise over.
+    weight, bias : array of shape ``normalized_shape``, optional
+        γ and β (None: γ = 1, β = 0).
+    eps : float
+        ε ≥ 0 added to the variance (PyTorch's 1e-5).
+    xp : namespace, optional
+        ``input``'s namespace (looked up when omitted).
+
+    Returns
+    -------
+    y : array of ``input``'s shape, dtype and device.
+    """
+    return layer_norm_forward(input, normalized_shape, weight, bias, eps, save=False, xp=xp)[0]
+
+
+def layer_norm_forward(
+    input: Array,
+    normalized_shape: int | tuple[int, ...],
+    weight: Array | None = None,
+    bias: Array | None = None,
+    eps: float = 1e-5,
+    *,
+    save: bool = True,
+    xp: Namespace | None = None,
+    caller: str = "layer_norm",
+) -> tuple[Array, LayerNormSaved | None]:
+    """:func:`layer_norm` returning also what :func:`layer_norm_backward` needs (None with
+    ``save=False``); ``caller`` names the function or layer in errors."""
+    x = input
+    xp = array_api_compat.array_namespace(x) if xp is None else xp
+    norm_shape = _normalized_shape(normalized_shape, caller)
+    work, w, b = _check_trailing(x, norm_shape, weight, bias, xp, caller)
+    total = summer(xp)
+    size = work.shape[1]
+    centered = work - total(work, axis=-1, keepdims=True) / size
+    variance = xp.vecdot(centered, centered, axis=-1)[:, None] / size
+    inv_std = 1.0 / xp.sqrt(variance + eps)
+    centered *= inv_std  # x̂, in the storage of x − μ (ours; rebound on JAX)
+    return _affine(centered, inv_std, w, b, True, x, norm_shape, save, xp)
+
+
+def layer_norm_backward(
+    dy: Array,
+    saved: LayerNormSaved,
+    *,
+    input_grad: bool = True,
+    weight_grad: bool = True,
+    bias_grad: bool = True,
+    xp: Namespace | None = None,
+) -> tuple[Array | None, Array | None, Array | None]:
+    """``(∂L/∂x, ∂L/∂γ, ∂L/∂β)`` of layer (or RMS) normalisation from δ = ``dy``.
+
+    With g = δ γ (δ without γ) and means over the D normalised values of each row::
+
+        ∂L/∂x = r · (g − mean g − x̂ · mean(g x̂))     (layer norm)
+        ∂L/∂x = r · (g − x̂ · mean(g x̂))              (RMS norm: no mean subtracted)
+        ∂L/∂γ = Σ_rows δ x̂,   ∂L/∂β = Σ_rows δ
+
+    Gradients not asked for (or without γ/β) are None.
+    """
+    xp = array_api_compat.array_namespace(dy) if xp is None else xp
+    shape = saved.shape
+    if tuple(dy.shape) != shape:
+        where = "layer_norm_backward" if saved.centered else "rms_norm_backward"
+        msg = f"{where}: dy has shape {tuple(dy.shape)}, the input had {shape}"
+        raise ValueError(msg)
+    xhat, inv_std, weight = saved.normalized, saved.inv_std, saved.weight
+    work = xp.reshape(dy, xhat.shape)
+    total = summer(xp)
+    dweight = dbias = None
+    if weight_grad and weight is not None:
+        dweight = xp.reshape(total(work * xhat, axis=0), saved.normalized_shape)
+    if bias_grad and saved.has_bias:
+        dbias = xp.reshape(total(work, axis=0), saved.normalized_shape)
+    if not input_grad:
+        return None, dweight, dbias
+    size = xhat.shape[1]
+    g = work if weight is None else work * weight
+    projection = xp.vecdot(g, xhat, axis=-1)[:, None] / size
+    dx = xhat * projection
+    dx = g - dx  # (a new array: g may be dy itself)
+    if saved.centered:
+        dx -= total(g, axis=-1, keepdims=True) / size
+    dx *= inv_std
+    return xp.reshape(dx, shape), dweight, dbias
+
+
+def rms_norm(
+    input: Array,
+    normalized_shape: int | tuple[int, ...],
+    weight: Array | None = None,
+    eps: float | None = None,
+    *,
+    xp: Namespace | None = None,
+) -> Array:
+    """y = x / √(mean x² + ε) · γ over the trailing ``normalized_shape`` axes of each sample,
+    as ``torch.nn.functional.rms_norm``.
+
+    Parameters
+    ----------
+    input : array (..., *normalized_shape)
+        Floating.
+    normalized_shape : int or tuple of int
+        The trailing shape to normalise over.
+    weight : array of shape ``normalized_shape``, optional
+        γ (None: γ = 1).
+    eps : float, optional
+        ε ≥ 0 added to the mean square; None (PyTorch's default): the machine epsilon of the
+        input's dtype, ``finfo(dtype).eps``.
+    xp : namespace, optional
+        ``input``'s namespace (looked up when omitted).
+
+    Returns
+    -------
+    y : array of ``input``'s shape, dtype and device.
+    """
+    return rms_norm_forward(input, normalized_shape, weight, eps, save=False, xp=xp)[0]
+
+
+def rms_norm_forward(
+    input: Array,
+    normalized_shape: int | tuple[int, ...],
+    weight: Array | None = None,
+    eps: float | None = None,
+    *,
+    save: bool = True,
+    xp: Namespace | None = None,
+    caller: str = "rms_norm",
+) -> tuple[Array, LayerNormSaved | None]:
+    """:func:`rms_norm` returning also what :func:`rms_norm_backward` needs (None with
+    ``save=False``); ``caller`` names the function or layer in errors."""
+    x = input
+    xp = array_api_compat.array_namespace(x) if xp is None else xp
+    norm_shape = _normalized_shape(normalized_shape, caller)
+    work, w, _ = _check_trailing(x, norm_shape, weight, None, xp, caller)
+    if eps is None:
+        eps = float(xp.finfo(x.dtype).eps)
+    check_nonnegative(eps, caller=caller, name="eps")
+    mean_square = xp.vecdot(work, work, axis=-1)[:, None] / work.shape[1]
+    inv_std = 1.0 / xp.sqrt(mean_square + eps)
+    return _affine(work * inv_std, inv_std, w, None, False, x, norm_shape, save, xp)
+
+
+def rms_norm_backward(
+    dy: Array,
+    saved: LayerNormSaved,
+    *,
+    input_grad: bool = True,
+    weight_grad: bool = True,
+    xp: Namespace | None = None,
+) -> tuple[Array | None, Array | None]:
+    """``(∂L/∂x, ∂L/∂γ)`` of :func:`rms_norm` (see :func:`layer_norm_backward`'s formulas)."""
+    dx, dweight, _ = layer_norm_backward(dy, saved, input_grad=input_grad,
+                                         weight_grad=weight_grad, bias_grad=False, xp=xp)
+    return dx, dweight
+
+
+def _affine(
+    xhat: Array, inv_std: Array, weight: Array | None, bias: Array | None, centered: bool,
+    x: Array, norm_shape: tuple[int, ...], save: bool, xp: Namespace,
+) -> tuple[Array, LayerNormSaved | None]:
+    """y = x̂ γ + β in the input's shape, and the saved state."""
+    if weight is not None:
+        y = xhat * weight
+        if bias is not None:
+            y += bias  # y is ours: in place (rebound on JAX)
+    elif bias is not None:
+        y = xhat + bias
+    else:  # y must not alias what the backward reads (a later layer may write into y)
+        y = xhat * 1.0 if save else xhat
+    saved = LayerNormSaved(xhat, inv_std, weight, bias is not None, centered, tuple(x.shape),
+                           norm_shape) if save else None
+    return xp.reshape(y, tuple(x.shape)), saved
+
+
+def _normalized_shape(normalized_shape: Any, caller: str) -> tuple[int, ...]:
+    """``normalized_shape`` as a tuple of positive ints (an int is a 1-tuple)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = None
+    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        msg = (f"{caller}: normalized_shape must be a positive int or a non-empty tuple of "
+               f"them, got {normalized_shape!r}")
+        raise ValueError(msg)
+    return shape
+
+
+def _check_trailing(
+    x: Array, norm_shape: tuple[int, ...], weight: Array | None, bias: Array | None,
+    xp: Namespace, caller: str,
+) -> tuple[Array, Array | None, Array | None]:
+    """x as (M, D) rows, γ and β as (D,): errors naming the caller and the shapes."""
+    if not xp.isdtype(x.dtype, "real floating"):
+        msg = f"{caller}: input must be a floating array, got dtype {x.dtype}"
+        raise TypeError(msg)
+    k = len(norm_shape)
+    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != norm_shape:
+        trailing = ", ".join(map(str, norm_shape))
+        msg = (f"{caller}: expected input of shape (..., {trailing}) (normalized_shape "
+               f"{norm_shape}), got {tuple(x.shape)}")
+        raise ValueError(msg)
+    size = rows = 1
+    for n in norm_shape:
+        size *= n
+    for n in x.shape[:x.ndim - k]:
+        rows *= n
+    flat: list[Array | None] = []
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is not None and (tuple(v.shape) != norm_shape or v.dtype != x.dtype):
+            msg = (f"{caller}: {name} must have shape normalized_shape = {norm_shape} and the "
+                   f"input's dtype {x.dtype}, got shape {tuple(v.shape)} and dtype {v.dtype}")
+            raise ValueError(msg)
+        flat.append(v if v is None or k == 1 else xp.reshape(v, (size,)))
+    return xp.reshape(x, (rows, size)), flat[0], flat[1]

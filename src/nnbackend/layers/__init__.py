@@ -10,7 +10,7 @@ from .dropout import Dropout, Dropout2d
 from .embedding import Embedding
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
-from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
 from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .recurrent import GRU, LSTM, RNN, RecurrentOutput
 from .sequential import Sequential
@@ -35,6 +35,7 @@ __all__ = [
     "Embedding",
     "Flatten",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LoadResult",
@@ -45,6 +46,7 @@ __all__ = [
     "MultiheadAttention",
     "Parallel",
     "Parameter",
+    "RMSNorm",
     "ReLU",
     "RecurrentOutput",
     "Residual",

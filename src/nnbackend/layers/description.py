@@ -55,7 +55,7 @@ from .dropout import Dropout, Dropout2d
 from .embedding import Embedding
 from .linear import Linear
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
 from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .recurrent import GRU, LSTM, RNN, RecurrentOutput, recurrent_state_size
 from .sequential import Sequential
@@ -590,3 +590,18 @@ for _recurrent in (RNN, LSTM, GRU):
 register(RecurrentOutput, state_size=_nothing)
 register(Embedding, state_size=lambda config: _count(config.get("num_embeddings"))
          * _count(config.get("embedding_dim")))
+
+
+def _trailing_norm_size(config: Mapping[str, Any]) -> int:
+    """γ (and β for LayerNorm with bias), each of shape normalized_shape."""
+    if not config.get("elementwise_affine", True):
+        return 0
+    shape = config.get("normalized_shape")
+    size = 1
+    for n in shape if isinstance(shape, list) else [shape]:
+        size *= _count(n)
+    return size * (2 if config.get("bias", False) else 1)
+
+
+register(LayerNorm, state_size=lambda config: _trailing_norm_size({"bias": True, **config}))
+register(RMSNorm, state_size=_trailing_norm_size)

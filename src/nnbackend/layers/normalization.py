@@ -1,4 +1,6 @@
-"""Batch normalisation layers over :mod:`nnbackend.functional.normalization`, as PyTorch's.
+"""Normalisation layers over :mod:`nnbackend.functional.normalization`, as PyTorch's:
+``BatchNorm1d``/``BatchNorm2d`` (per channel, over the batch), ``LayerNorm`` and ``RMSNorm``
+(per sample, over its trailing ``normalized_shape`` axes; sections at the end).
 
 ``BatchNorm1d`` takes (N, C) or (N, C, L), ``BatchNorm2d`` (N, C, H, W); both normalise each
 channel C over every other axis. State, under PyTorch's names and shapes (a ``torch.nn``
@@ -26,11 +28,19 @@ from .._checks import check_flag, check_int, check_nonnegative, check_probabilit
 from .._libraries import library_of
 from .._typing import Array, Backprop, Namespace
 from ..backend import dtype_name, get_backend
-from ..functional.normalization import BatchNormForward, batch_norm_backward, batch_norm_forward
+from ..functional.normalization import (
+    BatchNormForward,
+    _normalized_shape,
+    batch_norm_backward,
+    batch_norm_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+    rms_norm_forward,
+)
 from .linear import InputShapeError
 from .module import Context, Module, Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "InputLayoutError"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "InputLayoutError", "LayerNorm", "RMSNorm"]
 
 
 class InputLayoutError(InputShapeError):
@@ -248,3 +258,196 @@ class BatchNorm2d(_BatchNorm):
 _SHARED_DOC = (_BatchNorm.__doc__ or "").split("\n", 1)[1]
 BatchNorm1d.__doc__ = (BatchNorm1d.__doc__ or "") + "\n" + _SHARED_DOC
 BatchNorm2d.__doc__ = (BatchNorm2d.__doc__ or "") + "\n" + _SHARED_DOC
+
+
+# --------------------------------------------------------------------------------------------
+# LayerNorm and RMSNorm: per sample, over the trailing axes
+
+
+class _TrailingNorm(Module):
+    """Normalisation of each sample over its trailing ``normalized_shape`` axes."""
+
+    _centered: ClassVar[bool]
+    normalized_shape: tuple[int, ...]
+    eps: float | None
+    elementwise_affine: bool
+    weight: Parameter | None
+    bias: Parameter | None
+
+    def _init_parameters(self, normalized_shape: Any, elementwise_affine: bool, bias: bool,
+                         dtype: Any, backend: Any) -> None:
+        kind = type(self).__name__
+        self.normalized_shape = _normalized_shape(normalized_shape, kind)
+        self.elementwise_affine = check_flag(elementwise_affine, caller=kind,
+                                             name="elementwise_affine")
+        be = get_backend(backend)
+        dt = be.dtype(dtype)
+        self._dtype_name = dtype_name(dt)
+        shape = self.normalized_shape
+        self.weight = Parameter(be.xp.ones(shape, dtype=dt, device=be.device), "weight") \
+            if elementwise_affine else None
+        self.bias = Parameter(be.zeros(shape, dtype=dt), "bias") \
+            if elementwise_affine and bias else None
+
+    def _reference_array(self) -> Array | None:
+        weight = self.weight
+        return None if weight is None else weight.data
+
+    def _check_shape(self, x: Array) -> None:
+        """Raise :class:`InputLayoutError` unless x ends in ``normalized_shape``."""
+        k = len(self.normalized_shape)
+        if x.ndim < k or tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
+            expected = "(..., " + ", ".join(map(str, self.normalized_shape)) + ")"
+            raise InputLayoutError(repr(self), expected, tuple(x.shape))
+
+    def check_input(self, x: Array, ctx: Context) -> None:
+        self._check_shape(x)
+
+    def _forward(self, x: Array, xp: Namespace, save: bool) -> Any:
+        weight, bias = self.weight, self.bias
+        w = None if weight is None else weight.data
+        if self._centered:
+            return layer_norm_forward(x, self.normalized_shape, w,
+                                      None if bias is None else bias.data, self.eps or 0.0,
+                                      save=save, xp=xp, caller=repr(self))
+        return rms_norm_forward(x, self.normalized_shape, w, self.eps, save=save, xp=xp,
+                                caller=repr(self))
+
+    def infer(self, x: Array, ctx: Context) -> Array:
+        self._check_shape(x)
+        return self._forward(x, ctx.xp, False)[0]
+
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
+        self._check_shape(x)
+        xp, input_grad = ctx.xp, ctx.input_grad
+        y, saved = self._forward(x, xp, True)
+        weight, bias = self.weight, self.bias
+
+        def backprop(dy: Array) -> Array | None:
+            dx, dweight, dbias = layer_norm_backward(
+                dy, saved, input_grad=input_grad,
+                weight_grad=weight is not None and weight.requires_grad,
+                bias_grad=bias is not None and bias.requires_grad, xp=xp)
+            if weight is not None and dweight is not None:
+                weight.accumulate_grad(dweight)
+            if bias is not None and dbias is not None:
+                bias.accumulate_grad(dbias)
+            return dx
+
+        return y, backprop
+
+    def _dtype_now(self) -> str:
+        ref = self._reference_array()
+        return self._dtype_name if ref is None else dtype_name(ref.dtype)
+
+
+def _shape_config(shape: tuple[int, ...]) -> int | list[int]:
+    return shape[0] if len(shape) == 1 else list(shape)
+
+
+class LayerNorm(_TrailingNorm):
+    """y = (x − μ) / √(σ² + ε) · γ + β over the trailing ``normalized_shape`` axes of each
+    sample, as ``torch.nn.LayerNorm``.
+
+    μ and the biased σ² are taken over the D = prod(normalized_shape) trailing values of each
+    sample (two passes: no cancellation); the same statistics in training and evaluation
+    (no running statistics, no mode).
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+        The trailing shape normalised over: inputs (..., *normalized_shape).
+    eps : float
+        ε ≥ 0 added to the variance (PyTorch's 1e-5).
+    elementwise_affine : bool
+        Learn γ (``weight``, ones) and β (``bias``, zeros), each of shape normalized_shape.
+    bias : bool
+        With ``elementwise_affine``, learn β too (False: γ only), as PyTorch's.
+    dtype : optional
+        float32 (default) or float64: of γ and β.
+    backend : optional
+        Where the parameters live (see :func:`nnbackend.get_backend`; default: the current one).
+
+    Notes
+    -----
+    Backward, g = δ γ and means over each sample's D values: ∂L/∂x = (g − mean g − x̂ mean(g x̂))
+    / √(σ² + ε), ∂L/∂γ = Σ δ x̂, ∂L/∂β = Σ δ (sums over every leading position). Without
+    ``elementwise_affine`` the layer has no parameters and takes floating inputs of any dtype.
+    """
+
+    _centered = True
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        *,
+        dtype: Any = None,
+        backend: Any = None,
+    ) -> None:
+        super().__init__()
+        self.eps = check_nonnegative(eps, caller="LayerNorm", name="eps")
+        self._init_parameters(normalized_shape, elementwise_affine,
+                              check_flag(bias, caller="LayerNorm", name="bias"), dtype, backend)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments (see :mod:`nnbackend.layers.description`)."""
+        return {"normalized_shape": _shape_config(self.normalized_shape), "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine, "bias": self.bias is not None,
+                "dtype": self._dtype_now()}
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}"
+                + ("" if self.bias is not None or not self.elementwise_affine else ", bias=False"))
+
+
+class RMSNorm(_TrailingNorm):
+    """y = x / √(mean x² + ε) · γ over the trailing ``normalized_shape`` axes of each sample,
+    as ``torch.nn.RMSNorm``.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+        The trailing shape normalised over: inputs (..., *normalized_shape).
+    eps : float, optional
+        ε ≥ 0 added to the mean square; None (PyTorch's default): ``finfo(dtype).eps`` of the
+        input's dtype.
+    elementwise_affine : bool
+        Learn γ (``weight``, ones, of shape normalized_shape).
+    dtype : optional
+        float32 (default) or float64: of γ.
+    backend : optional
+        Where the parameters live (see :func:`nnbackend.get_backend`; default: the current one).
+
+    Notes
+    -----
+    Backward, g = δ γ, x̂ = x r with r = 1 / √(mean x² + ε): ∂L/∂x = r (g − x̂ mean(g x̂)),
+    ∂L/∂γ = Σ δ x̂.
+    """
+
+    _centered = False
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        *,
+        dtype: Any = None,
+        backend: Any = None,
+    ) -> None:
+        super().__init__()
+        self.eps = None if eps is None else check_nonnegative(eps, caller="RMSNorm", name="eps")
+        self._init_parameters(normalized_shape, elementwise_affine, False, dtype, backend)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments (see :mod:`nnbackend.layers.description`)."""
+        return {"normalized_shape": _shape_config(self.normalized_shape), "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine, "dtype": self._dtype_now()}
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
