@@ -53,6 +53,7 @@ from .layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    TransformerEncoderLayer,
     Unflatten,
 )
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
@@ -130,6 +131,7 @@ __all__ = [
     "Softmax",
     "StepLR",
     "Tanh",
+    "TransformerEncoderLayer",
     "Unflatten",
     "__version__",
     "available_backends",

@@ -15,6 +15,7 @@ from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool
 from .recurrent import GRU, LSTM, RNN, RecurrentOutput
 from .sequential import Sequential
 from .shape import Flatten, Unflatten
+from .transformer import TransformerEncoderLayer
 
 __all__ = [
     "GRU",
@@ -54,6 +55,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "TransformerEncoderLayer",
     "Unflatten",
     "build",
     "describe",

@@ -60,6 +60,7 @@ from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool
 from .recurrent import GRU, LSTM, RNN, RecurrentOutput, recurrent_state_size
 from .sequential import Sequential
 from .shape import Flatten, Unflatten
+from .transformer import TransformerEncoderLayer
 
 __all__ = ["MAX_DEPTH", "AllowedClasses", "DescriptionError", "build", "describe", "register"]
 
@@ -583,6 +584,17 @@ def _attention_size(config: Mapping[str, Any]) -> int:
 
 
 register(MultiheadAttention, state_size=_attention_size)
+
+
+def _transformer_size(config: Mapping[str, Any]) -> int:
+    """The two feed-forward maps and the two norms (the attention is a sub-layer, counted
+    in turn): TransformerEncoderLayer's own arrays."""
+    d, f = _count(config.get("d_model")), _count(config.get("dim_feedforward", 2048))
+    bias = config.get("bias", True)
+    return 2 * d * f + (f + d if bias else 0) + 2 * d * (2 if bias else 1)
+
+
+register(TransformerEncoderLayer, state_size=_transformer_size)
 
 # Recurrent layers: their weights and biases per layer and direction; RecurrentOutput none.
 for _recurrent in (RNN, LSTM, GRU):
