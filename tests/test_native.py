@@ -184,3 +184,25 @@ def test_scatter_add_rows_matches_the_standard_segment_sum(case: Any) -> None:
     case.check_placement(got)
     assert tuple(got.shape) == (8, 3)
     _close(got, nb.to_numpy(standard).astype(np.float64), case, terms=8)
+
+
+def test_ufunc_into_writes_the_function_or_declines(case: Any) -> None:
+    """out ← xp.<name>(*args) into a strided slice (or in place) on NumPy, bit for bit the
+    standard function's; elsewhere it declines and leaves ``out`` as it was."""
+    from nnbackend._native import ufunc_into
+
+    be, xp = case.backend, case.backend.xp
+    x, _ = _draw(case, (3, 4), 7)
+    y, _ = _draw(case, (3, 4), 8)
+    out = be.zeros((3, 9), dtype=case.dtype_name)
+    view = out[:, 1:5]
+    if not ufunc_into("multiply", x, y, out=view, xp=xp):
+        assert case.backend.name != "numpy"
+        np.testing.assert_array_equal(nb.to_numpy(out), np.zeros((3, 9)))
+        return
+    host = nb.to_numpy(out)
+    np.testing.assert_array_equal(host[:, 1:5], nb.to_numpy(xp.multiply(x, y)))
+    np.testing.assert_array_equal(np.delete(host, np.s_[1:5], axis=1), np.zeros((3, 5)))
+    want = nb.to_numpy(xp.tanh(x))
+    assert ufunc_into("tanh", x, out=x, xp=xp)
+    np.testing.assert_array_equal(nb.to_numpy(x), want)

@@ -22,7 +22,7 @@ from ._typing import Array, Namespace
 
 __all__ = [
     "channel_operand", "fused", "masked", "masked_into", "matmul_into", "maximizer", "nan_free",
-    "scatter_add_rows", "sum_into", "summer", "windows_into",
+    "scatter_add_rows", "sum_into", "summer", "ufunc_into", "windows_into",
 ]
 
 Reduction = Callable[..., Array]
@@ -76,6 +76,20 @@ def masked_into(x: Array, mask: Array, out: Array, index: Any, xp: Namespace) ->
     if _library(xp) is not np:
         return False
     np.multiply(x, mask, out=out[index])
+    return True
+
+
+def ufunc_into(name: str, *args: Array, out: Array, xp: Namespace) -> bool:
+    """out ← ``name``(*args) (an elementwise function of the standard: ``"tanh"``,
+    ``"multiply"``, ...) written straight into ``out`` (a view of a buffer, or an argument
+    itself) where the library is NumPy, saving a temporary and its copy; False (``out``
+    untouched) elsewhere, where the caller assigns ``xp.<name>(*args)``.
+
+    The recurrent layers' per-step gate arithmetic writes into its step buffers this way.
+    """
+    if _library(xp) is not np:
+        return False
+    getattr(np, name)(*args, out=out)
     return True
 
 
