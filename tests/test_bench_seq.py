@@ -223,6 +223,16 @@ def test_nnbackend_steps_compute_the_reference_layer(size: str, target_name: str
     assert float(to_host(step())) != pytest.approx(loss, rel=1e-5)
 
 
+def comparable(key: str, value: np.ndarray) -> np.ndarray:
+    """``value`` without the keys' bias (the middle third of ``in_proj_bias``): softmax is
+    invariant to q·b_k, added to every score of a row, so its gradient is zero and each library
+    holds float32 rounding noise there, which Adam's normalised steps then turn into ±lr."""
+    if key != "self_attn.in_proj_bias":
+        return value
+    d = value.shape[0] // 3
+    return np.concatenate([value[:d], value[2 * d:]])
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
 @pytest.mark.parametrize("size", SEQ_TINY)
 def test_nnbackend_and_torch_steps_agree(size: str) -> None:
@@ -238,8 +248,9 @@ def test_nnbackend_and_torch_steps_agree(size: str) -> None:
     got = {k: nb.to_numpy(p.grad) for k, p in mine.parts["model"].named_parameters()}
     assert sorted(got) == sorted(grads)
     for key, expected in grads.items():
-        np.testing.assert_allclose(got[key], expected, rtol=2e-4,
-                                   atol=2e-6 * float(np.abs(expected).max()), err_msg=key)
+        np.testing.assert_allclose(comparable(key, got[key]), comparable(key, expected),
+                                   rtol=2e-4, atol=2e-6 * float(np.abs(expected).max()),
+                                   err_msg=key)
     mine = bench.build_seq_workload(target, spec, "train-adam")
     theirs = bench.build_seq_workload(torch_target, spec, "train-adam")
     for _ in range(2):
@@ -247,8 +258,8 @@ def test_nnbackend_and_torch_steps_agree(size: str) -> None:
     weights = {k: v.detach().numpy() for k, v in theirs.parts["model"].state_dict().items()}
     state = mine.parts["model"].state_dict()
     for key, expected in weights.items():
-        np.testing.assert_allclose(nb.to_numpy(state[key]), expected, rtol=1e-5, atol=1e-6,
-                                   err_msg=key)
+        np.testing.assert_allclose(comparable(key, nb.to_numpy(state[key])),
+                                   comparable(key, expected), rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 # ------------------------------------------------------------------------ measurements
