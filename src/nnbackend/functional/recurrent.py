@@ -26,8 +26,17 @@ How the work is laid out
 - The input projection x_t W_ihᵀ + b (b = b_ih + b_hh, except b_hn for the GRU, which sits
   inside r ⊙ (…)) of every step is one GEMM over the T·N rows, before the loop.
 - Each step does one GEMM, h_{t−1} W_hhᵀ (N, G·H), and the gates' elementwise work; the gate
-  activations, cell states and hidden states are stored per step (in preallocated buffers where
-  the library's arrays are mutable views, else in lists stacked at the end: JAX).
+  activations, cell states and hidden states are stored per step. Where the library's arrays
+  are mutable views (NumPy, PyTorch, CuPy) the steps run in place: the gates are activated
+  inside the projection's buffer, states and gradients are written into their step's slice of
+  preallocated buffers, products into reused scratch arrays (NumPy's ``out=`` through
+  ``_native.ufunc_into``/``matmul_into``: no allocation per step). Elsewhere (JAX's immutable
+  arrays, array-api-strict) the same equations run as pure functions, their results kept in
+  lists and stacked.
+- Every gate takes one tanh pass: σ(a) = ½ tanh(½ a) + ½, with the sigmoid gates' rows of
+  W_ih, W_hh and b halved once per forward (exact). Its error is absolute, about one ulp of ½
+  (a σ below ~1e-6 loses relative precision, unlike :func:`~nnbackend.functional.sigmoid`):
+  a gate scales a state of order one, so that is the size of the state's own rounding.
 - Backward through time runs the steps in reverse, each with one GEMM for ∂L/∂h_{t−1} = δ_t
   W_hh, writing the pre-activation gradients δ_t (N, G·H) into a buffer; the weight gradients
   are then one GEMM each over all steps: ∂L/∂W_ih = Σ_t δ_tᵀ x_t, ∂L/∂W_hh = Σ_t δ_tᵀ h_{t−1},
