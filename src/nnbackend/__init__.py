@@ -20,6 +20,7 @@ from .backend import (
 from .data import batches, train_test_split
 from .errors import BackendUnavailableError, CheckpointError, GradcheckError
 from .layers import (
+    GELU,
     GRU,
     LSTM,
     RNN,
@@ -51,7 +52,9 @@ from .layers import (
     RMSNorm,
     Sequential,
     Sigmoid,
+    SiLU,
     Softmax,
+    Softplus,
     Tanh,
     TransformerEncoderLayer,
     Unflatten,
@@ -74,6 +77,7 @@ from .optim import (
 from .train import EarlyStopping, History, NonFiniteLossError, evaluate, fit, predict
 
 __all__ = [
+    "GELU",
     "GRU",
     "LSTM",
     "RNN",
@@ -127,8 +131,10 @@ __all__ = [
     "ReduceLROnPlateau",
     "Residual",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
+    "Softplus",
     "StepLR",
     "Tanh",
     "TransformerEncoderLayer",

@@ -22,7 +22,7 @@ from ._typing import Array, Namespace
 
 __all__ = [
     "channel_operand", "fused", "masked", "masked_into", "matmul_into", "maximizer", "nan_free",
-    "scatter_add_rows", "sum_into", "summer", "ufunc_into", "windows_into",
+    "scatter_add_rows", "special", "sum_into", "summer", "ufunc_into", "windows_into",
 ]
 
 Reduction = Callable[..., Array]
@@ -214,6 +214,30 @@ def scatter_add_rows(ids: Array, rows: Array, num: int, xp: Namespace) -> Array 
 
         out = xpx.at(out)[ids].add(rows)
     return out[:num, :]
+
+
+@functools.cache
+def special(name: str, xp: Namespace) -> Callable[[Array], Array] | None:
+    """The library's own ``erf`` or ``erfc`` (``name``) for arrays of ``xp``, or None where it
+    has none (the caller evaluates :mod:`nnbackend.functional.special`'s standard rational
+    approximations, some sixty array operations).
+
+    PyTorch's ``torch.special``, JAX's ``jax.scipy.special``, CuPy's ``cupyx.scipy.special``,
+    and for NumPy SciPy's ``scipy.special`` when SciPy is installed (it is not a dependency);
+    each keeps the input's dtype. The GPU-like test device and array-api-strict have none.
+    """
+    library = library_of(xp).name
+    module = {"torch": "torch.special", "jax": "jax.scipy.special",
+              "cupy": "cupyx.scipy.special", "numpy": "scipy.special"}.get(library)
+    if module is None:
+        return None
+    import importlib
+
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except ImportError:  # NumPy without SciPy
+        return None
+    return cast(Callable[[Array], Array], found)
 
 
 def fused(kernel: Kernel, xp: Namespace, *, static: tuple[str, ...]) -> Kernel:

@@ -5,6 +5,10 @@ a ``*_backward`` companion. Losses return ``(loss, ∂loss/∂prediction)``.
 """
 
 from .activations import (
+    ActivationSaved,
+    gelu,
+    gelu_backward,
+    gelu_forward,
     identity,
     identity_backward,
     leaky_relu,
@@ -15,8 +19,14 @@ from .activations import (
     relu_backward,
     sigmoid,
     sigmoid_backward,
+    silu,
+    silu_backward,
+    silu_forward,
     softmax,
     softmax_backward,
+    softplus,
+    softplus_backward,
+    softplus_forward,
     tanh,
     tanh_backward,
 )
@@ -69,8 +79,10 @@ from .pooling import (
     max_pool2d_forward,
 )
 from .recurrent import RecurrentSaved, rnn, rnn_backward, rnn_forward
+from .special import erf, erfc
 
 __all__ = [
+    "ActivationSaved",
     "AttentionSaved",
     "ConvSaved",
     "ConvWorkspace",
@@ -102,6 +114,11 @@ __all__ = [
     "embedding",
     "embedding_backward",
     "embedding_forward",
+    "erf",
+    "erfc",
+    "gelu",
+    "gelu_backward",
+    "gelu_forward",
     "identity",
     "identity_backward",
     "layer_norm",
@@ -133,8 +150,14 @@ __all__ = [
     "scaled_dot_product_attention_forward",
     "sigmoid",
     "sigmoid_backward",
+    "silu",
+    "silu_backward",
+    "silu_forward",
     "softmax",
     "softmax_backward",
+    "softplus",
+    "softplus_backward",
+    "softplus_forward",
     "tanh",
     "tanh_backward",
 ]

@@ -15,18 +15,46 @@ softmax        y = eˣ / Σ eˣ  (along ``axis``)       y ⊙ (dy − Σ dy ⊙ 
 log_softmax    y = x − log Σ eˣ                      dy − eʸ Σ dy
 =============  ====================================  ===================================
 
+Three activations need more than y for their derivative, so they follow the design page's
+§11 convention instead: ``name_forward(x) -> (y, saved)`` and ``name_backward(dy, saved)``
+(``saved`` holds x and a factor the forward computed anyway); ``name(x)`` returns y:
+
+=============  ===================================================  ============================
+function       forward  y = f(x)                                    derivative f′(x)
+=============  ===================================================  ============================
+gelu           x Φ(x),  Φ(x) = ½ erfc(−x/√2)  (``"none"``)           Φ(x) + x φ(x)
+               x σ(2u), u = √(2/π) (x + 0.044715 x³)  (``"tanh"``)  s + 2 x s (1 − s) u′, s = σ(2u)
+silu           x σ(x)                                               σ(x) (1 + x (1 − σ(x)))
+softplus       log(1 + e^{βx}) / β,  x where βx > threshold         σ(βx),  1 where βx > threshold
+=============  ===================================================  ============================
+
+φ is the standard normal density. GELU's exact form takes erfc from
+:mod:`nnbackend.functional.special` (the standard has no erf): ½ erfc(−x/√2) is accurate for
+negative x too, where PyTorch's ½ (1 + erf(x/√2)) cancels (it returns 0 for x < −8.3 in float64
+where x Φ(x) is −5e−17 at x = −8.3); the tanh form's ½ (1 + tanh u) is written σ(2u) for the
+same reason. Softplus is max(βx, 0) + log1p(e^{−|βx|}) (no overflow, accurate for any βx),
+PyTorch's reversion to x above ``threshold`` kept.
+
 Shapes are preserved: ``x``, ``y`` and ``dy`` share one shape. Results keep the input's
 namespace, dtype and device.
 """
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 from array_api_compat import array_namespace
 
 from .._native import masked
 from .._typing import Array, Namespace
+from .special import erfc
 
 __all__ = [
+    "ActivationSaved",
+    "gelu",
+    "gelu_backward",
+    "gelu_forward",
     "identity",
     "identity_backward",
     "leaky_relu",
@@ -37,8 +65,14 @@ __all__ = [
     "relu_backward",
     "sigmoid",
     "sigmoid_backward",
+    "silu",
+    "silu_backward",
+    "silu_forward",
     "softmax",
     "softmax_backward",
+    "softplus",
+    "softplus_backward",
+    "softplus_forward",
     "tanh",
     "tanh_backward",
 ]
@@ -166,3 +200,138 @@ def log_softmax_backward(
     """∂L/∂xᵢ = ∂L/∂yᵢ − exp(yᵢ) Σⱼ ∂L/∂yⱼ."""
     xp = xp or array_namespace(dy, y)
     return dy - xp.exp(y) * xp.sum(dy, axis=axis, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------
+# GELU, SiLU, Softplus: the backward needs x (the §11 convention: *_forward -> (y, saved))
+
+_GELU_FORMS = ("none", "tanh")
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+class ActivationSaved(NamedTuple):
+    """What :func:`gelu_backward`, :func:`silu_backward` and :func:`softplus_backward` need."""
+
+    x: Array
+    """The input x (for Softplus: βx)."""
+    factor: Array
+    """Φ(x) (GELU "none"), σ(2u) (GELU "tanh"), σ(x) (SiLU); None for Softplus."""
+    form: str
+    """``"none"``/``"tanh"`` (GELU), ``"silu"``, ``"softplus"``."""
+    beta: float = 1.0
+    threshold: float = 20.0
+
+
+def check_approximate(approximate: object, where: str = "gelu") -> str:
+    """``approximate`` if it is GELU's ``"none"`` or ``"tanh"``, else ValueError naming it."""
+    if approximate not in _GELU_FORMS:
+        msg = f"{where}: approximate must be 'none' or 'tanh', got {approximate!r}"
+        raise ValueError(msg)
+    return str(approximate)
+
+
+def gelu(x: Array, /, approximate: str = "none", *, xp: Namespace | None = None) -> Array:
+    """GELU(x) = x Φ(x) (``approximate="none"``, PyTorch's default) or its tanh approximation
+    x σ(2u), u = √(2/π)(x + 0.044715 x³) (``"tanh"``), as ``torch.nn.functional.gelu``."""
+    return gelu_forward(x, approximate, xp=xp)[0]
+
+
+def gelu_forward(
+    x: Array, /, approximate: str = "none", *, xp: Namespace | None = None
+) -> tuple[Array, ActivationSaved]:
+    """:func:`gelu` and what :func:`gelu_backward` needs (x and Φ(x), or x and σ(2u))."""
+    form = check_approximate(approximate)
+    xp = xp or array_namespace(x)
+    if form == "none":
+        cdf = erfc(x * (-math.sqrt(0.5)), xp=xp)
+        cdf *= 0.5
+    else:
+        u = x * x
+        u *= _GELU_CUBIC
+        u += 1.0
+        u *= x
+        u *= 2.0 * _SQRT_2_OVER_PI  # 2u
+        cdf = sigmoid(u, xp=xp)
+    return x * cdf, ActivationSaved(x, cdf, form)
+
+
+def gelu_backward(dy: Array, saved: ActivationSaved, /, *, xp: Namespace | None = None) -> Array:
+    """∂L/∂x = ∂L/∂y · (Φ(x) + x φ(x)), or for the tanh form ∂L/∂y · (s + 2 x s (1 − s) u′)
+    with s = σ(2u), u′ = √(2/π)(1 + 3 · 0.044715 x²)."""
+    xp = xp or array_namespace(dy)
+    x, cdf = saved.x, saved.factor
+    if saved.form == "none":
+        slope = x * x
+        slope *= -0.5
+        slope = xp.exp(slope)
+        slope *= x
+        slope *= 1.0 / math.sqrt(2.0 * math.pi)  # x φ(x)
+    else:
+        slope = x * x
+        slope *= 3.0 * _GELU_CUBIC
+        slope += 1.0
+        slope *= (2.0 * _SQRT_2_OVER_PI) * x
+        slope *= cdf * (1.0 - cdf)  # 2 x s (1 − s) u′
+    slope += cdf
+    return dy * slope
+
+
+def silu(x: Array, /, *, xp: Namespace | None = None) -> Array:
+    """SiLU(x) = x σ(x) (the swish), as ``torch.nn.functional.silu``."""
+    return silu_forward(x, xp=xp)[0]
+
+
+def silu_forward(
+    x: Array, /, *, xp: Namespace | None = None
+) -> tuple[Array, ActivationSaved]:
+    """:func:`silu` and what :func:`silu_backward` needs (x and σ(x))."""
+    s = sigmoid(x, xp=xp)
+    return x * s, ActivationSaved(x, s, "silu")
+
+
+def silu_backward(dy: Array, saved: ActivationSaved, /, *, xp: Namespace | None = None) -> Array:
+    """∂L/∂x = ∂L/∂y · σ(x) (1 + x (1 − σ(x)))."""
+    s = saved.factor
+    slope = 1.0 - s
+    slope *= saved.x
+    slope += 1.0
+    slope *= s
+    return dy * slope
+
+
+def softplus(
+    x: Array, /, beta: float = 1.0, threshold: float = 20.0, *, xp: Namespace | None = None
+) -> Array:
+    """Softplus(x) = log(1 + e^{βx}) / β, and x where βx > ``threshold`` (PyTorch's reversion
+    to the identity), as ``torch.nn.functional.softplus``."""
+    return softplus_forward(x, beta, threshold, xp=xp)[0]
+
+
+def softplus_forward(
+    x: Array, /, beta: float = 1.0, threshold: float = 20.0, *, xp: Namespace | None = None
+) -> tuple[Array, ActivationSaved]:
+    """:func:`softplus` and what :func:`softplus_backward` needs (βx).
+
+    log(1 + e^z) is written max(z, 0) + log1p(e^{−|z|}), z = βx: no exp of a positive number
+    (nothing overflows whatever the threshold) and no cancellation for z ≪ 0.
+    """
+    xp = xp or array_namespace(x)
+    z = x * beta if beta != 1.0 else x
+    e = xp.abs(z)
+    e *= -1.0
+    e = xp.log1p(xp.exp(e))
+    e += xp.maximum(z, 0.0)
+    if beta != 1.0:
+        e /= beta
+    return xp.where(z > threshold, x, e), ActivationSaved(z, None, "softplus", beta, threshold)
+
+
+def softplus_backward(
+    dy: Array, saved: ActivationSaved, /, *, xp: Namespace | None = None
+) -> Array:
+    """∂L/∂x = ∂L/∂y · σ(βx), and ∂L/∂y where βx > ``threshold``."""
+    xp = xp or array_namespace(dy)
+    z = saved.x
+    return xp.where(z > saved.threshold, dy, dy * sigmoid(z, xp=xp))
+

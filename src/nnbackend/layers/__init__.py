@@ -1,6 +1,17 @@
 """Layers: ``Parameter``, ``Module`` and the building blocks of a network."""
 
-from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .activations import (
+    GELU,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .arena import Arena
 from .attention import MultiheadAttention
 from .combinators import Parallel, Residual
@@ -18,6 +29,7 @@ from .shape import Flatten, Unflatten
 from .transformer import TransformerEncoderLayer
 
 __all__ = [
+    "GELU",
     "GRU",
     "LSTM",
     "RNN",
@@ -52,8 +64,10 @@ __all__ = [
     "RecurrentOutput",
     "Residual",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
+    "Softplus",
     "Tanh",
     "TransformerEncoderLayer",
     "Unflatten",

@@ -6,10 +6,13 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from .. import functional as F
+from .._checks import check_number
 from .._typing import Array, Backprop
+from ..functional import activations as A
 from .module import Context, Module
 
-__all__ = ["Identity", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
+__all__ = ["GELU", "Identity", "LeakyReLU", "LogSoftmax", "ReLU", "SiLU", "Sigmoid", "Softmax",
+           "Softplus", "Tanh"]
 
 
 class _Activation(Module):
@@ -114,3 +117,72 @@ class LogSoftmax(Softmax):
 
     _fn = staticmethod(F.log_softmax)
     _backward = staticmethod(F.log_softmax_backward)
+
+
+class _SavingActivation(_Activation):
+    """y = f(x) elementwise; the backward from what ``_forward`` saved (x and a factor)."""
+
+    _forward: ClassVar[Callable[..., tuple[Array, A.ActivationSaved]]]
+
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
+        xp, input_grad = ctx.xp, ctx.input_grad
+        y, saved = self._forward(x, xp=xp, **self._kwargs())
+        backward = self._backward
+
+        def backprop(dy: Array) -> Array | None:
+            return backward(dy, saved, xp=xp) if input_grad else None
+
+        return y, backprop
+
+
+class GELU(_SavingActivation):
+    """y = x Φ(x) (``approximate="none"``, PyTorch's default: Φ the standard normal CDF, through
+    the library's standard erf) or x σ(2u), u = √(2/π)(x + 0.044715 x³) (``"tanh"``), as
+    ``torch.nn.GELU``; ∂L/∂x = ∂L/∂y · (Φ(x) + x φ(x)) (see
+    :mod:`nnbackend.functional.activations` for the tanh form's derivative)."""
+
+    _fn = staticmethod(A.gelu)
+    _forward = staticmethod(A.gelu_forward)
+    _backward = staticmethod(A.gelu_backward)
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        self.approximate = A.check_approximate(approximate, "GELU")
+
+    def _kwargs(self) -> dict[str, object]:
+        return {"approximate": self.approximate}
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_SavingActivation):
+    """y = x σ(x) (the swish), as ``torch.nn.SiLU``; ∂L/∂x = ∂L/∂y · σ(x)(1 + x(1 − σ(x)))."""
+
+    _fn = staticmethod(A.silu)
+    _forward = staticmethod(A.silu_forward)
+    _backward = staticmethod(A.silu_backward)
+
+
+class Softplus(_SavingActivation):
+    """y = log(1 + e^{βx}) / β, and y = x where βx > ``threshold`` (PyTorch's reversion to the
+    identity for numerical stability), as ``torch.nn.Softplus(beta=1.0, threshold=20.0)``;
+    ∂L/∂x = ∂L/∂y · σ(βx) (∂L/∂y above the threshold)."""
+
+    _fn = staticmethod(A.softplus)
+    _forward = staticmethod(A.softplus_forward)
+    _backward = staticmethod(A.softplus_backward)
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = check_number(beta, caller="Softplus", name="beta")
+        if self.beta == 0.0:
+            msg = "Softplus: beta must be non-zero (y = log(1 + e^{βx}) / β), got 0.0"
+            raise ValueError(msg)
+        self.threshold = check_number(threshold, caller="Softplus", name="threshold")
+
+    def _kwargs(self) -> dict[str, object]:
+        return {"beta": self.beta, "threshold": self.threshold}
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"

@@ -47,7 +47,18 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 from ..backend import get_backend, use_backend
-from .activations import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .activations import (
+    GELU,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .attention import MultiheadAttention
 from .combinators import Parallel, Residual
 from .conv import Conv1d, Conv2d, conv_state_size
@@ -617,3 +628,6 @@ def _trailing_norm_size(config: Mapping[str, Any]) -> int:
 
 register(LayerNorm, state_size=lambda config: _trailing_norm_size({"bias": True, **config}))
 register(RMSNorm, state_size=_trailing_norm_size)
+
+for _activation in (GELU, SiLU, Softplus):
+    register(_activation, state_size=_nothing)
