@@ -384,3 +384,28 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(TypeError, match=r"RecurrentOutput\('sequence'\) takes a recurrent "
                        r"layer's \(output, state\) tuple, got ndarray of shape \(2, 3\)"):
         nb.RecurrentOutput()(np.zeros((2, 3)))
+
+
+def test_an_lstm_state_pair_may_leave_one_part_out(case: Case) -> None:
+    """(h0, None) is (h0, zeros): the same output as PyTorch's with c0 = 0, and the gradient
+    tuple has None for the state that was not given."""
+    layer, reference = _pair(case, "LSTM", 3, 4)
+    rng = np.random.default_rng(15)
+    x = _host(case, rng.standard_normal((4, 3, 3)))  # CONFIGS[0]'s shapes (JAX compiles once)
+    h0 = _host(case, rng.standard_normal((1, 3, 4)))
+    d_output = _host(case, rng.standard_normal((4, 3, 4)))
+    want = _torch_reference("LSTM", reference, x, [h0, np.zeros((1, 3, 4))], d_output, None,
+                            None)
+    (output, _), backprop = layer.forward((case.asarray(x), (case.asarray(h0), None)))
+    _close(case, output, want["output"], "output")
+    dx, (dh0, dc0) = backprop((case.asarray(d_output), None))
+    assert dc0 is None
+    _close(case, dx, want["dx"], "dx")
+    _close(case, dh0, want["dh0"], "dh0")
+
+
+def test_a_state_of_another_dtype_is_refused() -> None:
+    layer = nb.GRU(3, 4, dtype="float32", seed=0)
+    x = np.zeros((2, 1, 3), np.float32)
+    with pytest.raises(TypeError, match=r"GRU\(3, 4\): h0 has dtype float64; expected float32"):
+        layer((x, np.zeros((1, 1, 4))))
