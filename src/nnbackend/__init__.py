@@ -57,6 +57,7 @@ from .layers import (
     Softplus,
     Tanh,
     TransformerEncoderLayer,
+    TransformerLM,
     Unflatten,
 )
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
@@ -138,6 +139,7 @@ __all__ = [
     "StepLR",
     "Tanh",
     "TransformerEncoderLayer",
+    "TransformerLM",
     "Unflatten",
     "__version__",
     "available_backends",

@@ -19,6 +19,7 @@ from .conv import Conv1d, Conv2d
 from .description import DescriptionError, build, describe, register
 from .dropout import Dropout, Dropout2d
 from .embedding import Embedding
+from .language_model import TransformerLM
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
@@ -70,6 +71,7 @@ __all__ = [
     "Softplus",
     "Tanh",
     "TransformerEncoderLayer",
+    "TransformerLM",
     "Unflatten",
     "build",
     "describe",

@@ -64,6 +64,7 @@ from .combinators import Parallel, Residual
 from .conv import Conv1d, Conv2d, conv_state_size
 from .dropout import Dropout, Dropout2d
 from .embedding import Embedding
+from .language_model import TransformerLM
 from .linear import Linear
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
@@ -190,7 +191,9 @@ def describe(model: Module) -> dict[str, Any]:
     DescriptionError
         A layer has no ``config()`` (or it returned None), a config holds a value that is not
         JSON or a layer, a constructor would not accept the config, or one module (or one
-        parameter: tied weights) is used in two places, which a rebuilt model could not share.
+        parameter: tied weights) is used in two places, which a rebuilt model could not share
+        (except the ties a layer makes itself and declares in ``tied_parameters()``, as
+        :class:`~nnbackend.layers.TransformerLM`'s output projection).
         The message names the layer's place (``model.layers[1]``).
     """
     if not isinstance(model, Module):
@@ -198,14 +201,33 @@ def describe(model: Module) -> dict[str, Any]:
         raise TypeError(msg)
     classes: dict[str, type[Module]] = {}
     description = _describe(model, _ROOT, {}, classes)
-    aliases = model._tied_aliases()
+    aliases = _undeclared_ties(model)
     if aliases:
         alias, first = next(iter(aliases.items()))
         msg = (f"parameter {alias!r} is the parameter {first!r} (tied weights): a rebuilt model "
-               "would hold two")
+               "would hold two (a layer that ties its own parameters declares it in "
+               "tied_parameters())")
         raise DescriptionError(_ROOT, msg)
     _parse(description, _ROOT, 0, _Allowed(classes))  # what build will check: fail here first
     return description
+
+
+def _undeclared_ties(model: Module) -> dict[str, str]:
+    """The tied parameters (``{other name: first name}``) that no layer declares as its own.
+
+    A layer that creates a tie in its constructor (a language model's output projection tied
+    to its token embedding) returns it from ``tied_parameters()`` (names relative to the
+    layer): building it from its config ties it again, so the description stays true. Ties
+    made by hand after construction are not rebuilt, and stay refused.
+    """
+    declared: dict[str, str] = {}
+    for path, module in model.named_modules():
+        method = getattr(module, "tied_parameters", None)
+        ties = method() if callable(method) else {}
+        prefix = f"{path}." if path else ""
+        declared.update({prefix + alias: prefix + first for alias, first in ties.items()})
+    return {alias: first for alias, first in model._tied_aliases().items()
+            if declared.get(alias) != first}
 
 
 def _describe(module: Module, path: str, seen: dict[int, str],
@@ -606,6 +628,18 @@ def _transformer_size(config: Mapping[str, Any]) -> int:
 
 
 register(TransformerEncoderLayer, state_size=_transformer_size)
+
+def _language_model_size(config: Mapping[str, Any]) -> int:
+    """Everything TransformerLM builds itself: both embeddings (the output projection is the
+    token embedding), every layer (attention included), the final norm."""
+    v, d, c = (_count(config.get(key)) for key in ("vocab_size", "d_model", "context"))
+    f = _count(config.get("dim_feedforward", 4 * d))
+    per_layer = _attention_size({"embed_dim": d}) + _transformer_size(
+        {"d_model": d, "dim_feedforward": f})
+    return (v + c) * d + _count(config.get("num_layers", 2)) * per_layer + 2 * d
+
+
+register(TransformerLM, state_size=_language_model_size)
 
 # Recurrent layers: their weights and biases per layer and direction; RecurrentOutput none.
 for _recurrent in (RNN, LSTM, GRU):
