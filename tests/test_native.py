@@ -206,3 +206,23 @@ def test_ufunc_into_writes_the_function_or_declines(case: Any) -> None:
     want = nb.to_numpy(xp.tanh(x))
     assert ufunc_into("tanh", x, out=x, xp=xp)
     np.testing.assert_array_equal(nb.to_numpy(x), want)
+
+
+@pytest.mark.parametrize("name", ["erf", "erfc"])
+def test_special_matches_the_standard_erf(case: Any, name: str) -> None:
+    """The library's own erf/erfc (PyTorch, SciPy for NumPy, JAX, CuPy) against the standard
+    rational approximations of functional.special, on x in [−5, 5] (erfc's tail relative to its
+    size); None on the libraries without one (array-api-strict, the GPU-like test device)."""
+    from nnbackend._native import special
+    from nnbackend.functional.special import erf_standard, erfc_standard
+
+    x = case.asarray(np.linspace(-5.0, 5.0, 101))
+    native = special(name, case.xp)
+    if native is None:
+        assert case.backend.name in ("array_api_strict", "gpulike")
+        return
+    got = native(x)
+    case.check_placement(got)
+    want = nb.to_numpy({"erf": erf_standard, "erfc": erfc_standard}[name](x, xp=case.xp))
+    eps = np.finfo(case.dtype_name).eps
+    np.testing.assert_allclose(nb.to_numpy(got), want, rtol=64 * eps, atol=4 * eps)
