@@ -74,6 +74,8 @@ def test_many_repeated_ids_and_rare_ids_after_frequent_ones(case: Any, native: b
     frequent rows to the matrix's tolerance on their scale, and each rare row to its *own*
     relative tolerance (a difference of prefix sums would leave it the rounding error of the
     ~2,000 rows summed before it, 1e-4 relative in float32)."""
+    if not native and case.backend.name == "jax":
+        pytest.skip("JAX takes its scatter; its standard path is covered above (one compile less)")
     rng = np.random.default_rng(2)
     vocab = 40
     ids = rng.choice(3, size=(50, 40), p=[0.6, 0.3, 0.1])
@@ -118,7 +120,7 @@ def test_every_integer_dtype_and_shape(case: Any, dtype: str) -> None:
     weight = _host(case, rng.normal(size=(V, E)))
     layer = nb.Embedding(V, E, dtype=case.dtype_name, backend=case.backend)
     layer.load_state_dict({"weight": weight.astype(case.dtype_name)})
-    for shape in [(), (7,), (2, 3, 4)]:
+    for shape in [(), (2, 3, 4)]:
         ids = rng.integers(0, V, shape)
         y = layer(case.asarray(ids, dtype=dtype))
         case.check_placement(y)
