@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from .._checks import check_probability
-from .._native import maximizer, summer
+from .._native import maximizer, summer, ufunc_into
 from .._typing import Array, Namespace
 from ..random import Generator
 from .dropout import dropout, dropout_backward
@@ -145,10 +145,13 @@ def scaled_dot_product_attention_forward(
     *,
     generator: Generator | None = None,
     xp: Namespace | None = None,
+    out: Array | None = None,
 ) -> tuple[Array, AttentionSaved]:
     """:func:`scaled_dot_product_attention` returning ``(o, saved)`` for the backward pass.
 
-    ``saved.weights`` holds the attention weights A (..., L, S) (after dropout).
+    ``saved.weights`` holds the attention weights A (..., L, S) (after dropout). ``out``
+    (optional, o's shape and dtype: a strided view of a caller's buffer, say) receives o where
+    the library can write a product into it (NumPy); o is then ``out`` itself.
     """
     xp = xp or array_api_compat.array_namespace(query, key, value)
     p = check_probability(dropout_p, caller=_WHERE, name="dropout_p") if dropout_p else 0.0
@@ -167,8 +170,8 @@ def scaled_dot_product_attention_forward(
     if p:
         assert generator is not None
         weights, mask = dropout(probs, p, generator=generator, xp=xp)
-    out = weights @ value
-    return out, AttentionSaved(qs, key, value, probs, weights, mask, p, s, out)
+    o = _product(weights, value, out, xp)
+    return o, AttentionSaved(qs, key, value, probs, weights, mask, p, s, o)
 
 
 def scaled_dot_product_attention_backward(
@@ -177,12 +180,16 @@ def scaled_dot_product_attention_backward(
     dweights: Array | None = None,
     *,
     xp: Namespace | None = None,
+    out: tuple[Array, Array, Array] | None = None,
 ) -> tuple[Array, Array, Array]:
     """``(dq, dk, dv)``: the gradients of q, k and v given δ = ∂L/∂o (..., L, Ev).
 
     ``dweights`` (optional, broadcasting against (..., L, S)) is a gradient of the weights
     A = ``saved.weights`` themselves, for a caller that returned them (as
     ``MultiheadAttention(need_weights=True)`` does). Fully masked rows give zero gradients.
+    ``out`` (optional: three arrays of q's, k's and v's shapes, views of one buffer, say)
+    receives the gradients where the library can write products into them (NumPy); each
+    returned gradient is then its ``out`` array.
     """
     xp = xp or array_api_compat.array_namespace(dy, saved.output)
     if tuple(dy.shape) != tuple(saved.output.shape):
@@ -190,7 +197,8 @@ def scaled_dot_product_attention_backward(
                f"{tuple(saved.output.shape)}")
         raise ValueError(msg)
     qs, k, v, probs, weights = saved.query, saved.key, saved.value, saved.probs, saved.weights
-    dv = xp.matrix_transpose(weights) @ dy
+    dq_out, dk_out, dv_out = (None, None, None) if out is None else out
+    dv = _product(xp.matrix_transpose(weights), dy, dv_out, xp)
     dA = dy @ xp.matrix_transpose(v)
     rowdot = xp.vecdot(dy, saved.output)[..., None]  # Σⱼ (∂L/∂P)ᵢⱼ Pᵢⱼ = δᵢ · oᵢ
     if dweights is not None:
@@ -200,9 +208,9 @@ def scaled_dot_product_attention_backward(
         else dA
     dP -= rowdot  # dP is ours (a product or dropout's fresh array): in place
     dP *= probs
-    dq = dP @ k
+    dq = _product(dP, k, dq_out, xp)
     dq *= saved.scale
-    dk = xp.matrix_transpose(dP) @ qs
+    dk = _product(xp.matrix_transpose(dP), qs, dk_out, xp)
     return dq, dk, dv
 
 
@@ -216,12 +224,19 @@ def _softmax_rows(z: Array, xp: Namespace) -> Array:
     # A fully masked row has maximum −∞: shift it by 0, so exp gives 0 there, not exp(NaN).
     m = xp.where(m == -math.inf, xp.zeros_like(m), m)
     z -= m
-    e = xp.exp(z)
+    e = z if ufunc_into("exp", z, out=z, xp=xp) else xp.exp(z)  # in place where it can
     total = summer(xp)(e, axis=-1, keepdims=True)
     # Every other row sums to at least 1 (its maximum's exp(0)); an empty row divides by 1.
     total = xp.where(total == 0.0, xp.ones_like(total), total)
     e /= total
     return e
+
+
+def _product(a: Array, b: Array, out: Array | None, xp: Namespace) -> Array:
+    """a @ b, written into ``out`` where given and the library can (then ``out`` itself)."""
+    if out is not None and ufunc_into("matmul", a, b, out=out, xp=xp):
+        return out
+    return a @ b
 
 
 def _bias(

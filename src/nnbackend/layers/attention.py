@@ -7,9 +7,11 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import array_api_compat
 import numpy as np
 
 from .._checks import check_int, check_probability
+from .._libraries import library_of
 from .._typing import Array, Backprop, Namespace
 from ..backend import dtype_name, get_backend
 from ..functional.attention import (
@@ -313,10 +315,20 @@ class MultiheadAttention(Module):
                        for i, a in enumerate((inputs.query, inputs.key, inputs.value)))
         bias = self._bias(inputs, tuple(q.shape), xp)
         p = self.dropout if self.training else 0.0
+        # Where products can be written into strided views (NumPy), the heads' output goes
+        # straight into the merged layout (..., H, d) and the gradients of q, k, v into the
+        # packed (..., 3, H, d) one: no transposing copies.
+        strided = _strided_products(xp)
+        merged_buffer = xp.empty((*lead, h, d), dtype=q.dtype, device=_device(q)) \
+            if strided else None
+        heads_out = None if merged_buffer is None else xp.permute_dims(merged_buffer, to_heads)
         heads, saved = scaled_dot_product_attention_forward(
             q, k, v, bias, p, self.is_causal and bias is None, None,
-            generator=self.generator, xp=xp)
-        merged = xp.reshape(xp.permute_dims(heads, from_heads), (*lead, e))
+            generator=self.generator, xp=xp, out=heads_out)
+        if heads_out is not None and heads is heads_out:
+            merged = xp.reshape(merged_buffer, (*lead, e))
+        else:
+            merged = xp.reshape(xp.permute_dims(heads, from_heads), (*lead, e))
         out_proj = self.out_proj
         w_out = out_proj.weight.data
         y = linear(merged, w_out, None if out_proj.bias is None else out_proj.bias.data)
@@ -339,9 +351,17 @@ class MultiheadAttention(Module):
                 dy = xp.expand_dims(dy, axis=batch_axis)
             dmerged = self._out_proj_backward(dy, merged, w_out, xp)
             dheads = xp.permute_dims(xp.reshape(dmerged, (*lead, h, d)), to_heads)
-            dq, dk, dv = scaled_dot_product_attention_backward(
-                dheads, saved, self._weights_gradient(dweights, unbatched, xp), xp=xp)
-            grads = self._in_proj_backward(inputs, (dq, dk, dv), lead, input_grad, xp)
+            packed = None
+            if strided and inputs.packed:
+                packed = xp.empty((*lead, 3, h, d), dtype=dheads.dtype, device=_device(dheads))
+            views = None if packed is None else tuple(
+                xp.permute_dims(packed[:, :, i, :, :], to_heads) for i in range(3))
+            dqkv: tuple[Array, ...] = scaled_dot_product_attention_backward(
+                dheads, saved, self._weights_gradient(dweights, unbatched, xp), xp=xp,
+                out=views)
+            if views is not None and all(g is o for g, o in zip(dqkv, views, strict=True)):
+                dqkv = (xp.reshape(packed, (*lead, 3 * e)),)
+            grads = self._in_proj_backward(inputs, dqkv, lead, input_grad, xp)
             if grads is None:
                 return None
             if unbatched:
@@ -414,19 +434,22 @@ class MultiheadAttention(Module):
         return dmerged
 
     def _in_proj_backward(
-        self, inputs: _Inputs, dheads: tuple[Array, Array, Array], lead: tuple[int, ...],
+        self, inputs: _Inputs, dheads: tuple[Array, ...], lead: tuple[int, ...],
         input_grad: bool, xp: Namespace,
     ) -> tuple[Array, ...] | None:
         """Accumulate ∂L/∂in_proj_weight and ∂L/∂in_proj_bias; return the inputs' gradients
-        ((dx,) packed, (dquery, dkey, dvalue) otherwise) or None without ``input_grad``."""
+        ((dx,) packed, (dquery, dkey, dvalue) otherwise) or None without ``input_grad``.
+        ``dheads``: the three (N, H, L, d) gradients, or (packed,) the (..., 3E) one."""
         weight, bias = self.in_proj_weight, self.in_proj_bias
         w = weight.data
         bias_grad = bias is not None and bias.requires_grad
         if inputs.packed:
-            # (N, H, L, d) x3 -> (L, N, 3, H, d) (batch_first: (N, L, 3, H, d)) -> (..., 3E)
-            order = (1, 3, 0, 2, 4) if self.batch_first else (3, 1, 0, 2, 4)
-            dqkv = xp.reshape(xp.permute_dims(xp.stack(dheads, axis=0), order),
-                              (*lead, 3 * w.shape[1]))
+            if len(dheads) == 1:
+                dqkv = dheads[0]
+            else:  # (N, H, L, d) x3 -> (L, N, 3, H, d) (batch_first: (N, L, 3, H, d))
+                order = (1, 3, 0, 2, 4) if self.batch_first else (3, 1, 0, 2, 4)
+                dqkv = xp.reshape(xp.permute_dims(xp.stack(dheads, axis=0), order),
+                                  (*lead, 3 * w.shape[1]))
             dx, dw, db = linear_backward(
                 dqkv, inputs.query, w, input_grad=input_grad, bias_grad=bias_grad, xp=xp,
                 weight_grad_out=weight.grad_buffer if weight.grad is None else None,
@@ -453,6 +476,10 @@ class MultiheadAttention(Module):
 
 
 def _device(a: Array) -> Any:
-    import array_api_compat
-
     return array_api_compat.device(a)
+
+
+def _strided_products(xp: Namespace) -> bool:
+    """Whether ``ufunc_into`` writes products into strided views for ``xp`` (NumPy's
+    ``matmul(out=)``; elsewhere the layer transposes with copies)."""
+    return library_of(xp).native is np
