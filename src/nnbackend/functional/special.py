@@ -5,7 +5,7 @@ it to a few ulp over the whole line, tails included. :func:`erf` and :func:`erfc
 the rational approximations of fdlibm's ``s_erf.c`` (Sun Microsystems, 1993; the coefficients
 below are its published constants, under its notice: "Permission to use, copy, modify, and
 distribute this software is freely granted, provided that this notice is preserved."),
-written elementwise with ``where`` over four ranges of a = |x|:
+written elementwise over four ranges of a = |x|:
 
 =====================  =====================================================================
 a < 0.84375            erf(x) = x + x·P(x²)/Q(x²);  erfc = 1 − erf (x < ¼), else
@@ -30,9 +30,11 @@ erfc (erfc's tail relative), and evaluated in float32 (same coefficients, float3
 as on JAX without 64-bit types) within a few float32 ulp; ``tests/test_gelu.py`` measures both
 against mpmath on a dense grid with tails and subnormal arguments.
 
-Each range is evaluated on the input clamped into it (``minimum``/``maximum``), so no branch
-sees a value that would overflow, divide by zero or warn, and ``where`` selects; NaN
-propagates, erf(±∞) = ±1, erfc(+∞) = 0, erfc(−∞) = 2. The libraries that have an erf of their
+Each range is evaluated on the input clamped into it (``clip``), so no branch sees a value
+that would overflow, divide by zero or warn, and every branch value is finite; the ranges are
+then selected by products with their masks (a·[m] + b·[¬m], exact for finite values, and
+faster than ``where`` on NumPy); erf is evaluated at |x| and takes x's sign by ``copysign``.
+NaN propagates, erf(±0) = ±0, erf(±∞) = ±1, erfc(+∞) = 0, erfc(−∞) = 2. The libraries that have an erf of their
 own (PyTorch, SciPy for NumPy, JAX, CuPy) use it instead (:func:`nnbackend._native.special`):
 the standard path costs some sixty array operations.
 """
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import array_api_compat
 
-from .._native import special
+from .._native import masked, special
 from .._typing import Array, Namespace
 
 __all__ = ["erf", "erf_standard", "erfc", "erfc_standard"]
@@ -92,35 +94,40 @@ def erfc(x: Array, /, *, xp: Namespace | None = None) -> Array:
 
 
 def erf_standard(x: Array, /, *, xp: Namespace) -> Array:
-    """:func:`erf` in standard operations only (see the module docstring)."""
+    """:func:`erf` in standard operations only (see the module docstring): erf(|x|), then
+    x's sign (erf is odd; −0 and NaN keep theirs)."""
     a = xp.abs(x)
-    negative = x < 0.0
-    xs = xp.clip(x, -_SMALL, _SMALL)
-    y_small = xs + xs * _small(xs, xp)
-    middle = _ERX + _middle(a, xp)
-    y_middle = xp.where(negative, -middle, middle)
-    tail = _tail(a, xp)  # erfc(|x|), 0 from |x| = 28 on (1 − it rounds to 1 from 6 on)
-    y = xp.where(negative, tail - 1.0, 1.0 - tail)
-    y = xp.where(a < _MIDDLE, y_middle, y)
-    y = xp.where(a < _SMALL, y_small, y)
-    return xp.where(xp.isnan(x), x, y)
+    small = xp.minimum(a, _SMALL)
+    y_small = small * _small(small, xp)
+    y_small += small
+    y_middle = _middle(a, xp)
+    y_middle += _ERX
+    y = _select(a < _MIDDLE, y_middle, 1.0 - _tail(a, xp), xp)  # 1 − erfc: 1 from |x| ≈ 6
+    return xp.copysign(_select(a < _SMALL, y_small, y, xp), x)
 
 
 def erfc_standard(x: Array, /, *, xp: Namespace) -> Array:
     """:func:`erfc` in standard operations only (see the module docstring)."""
     a = xp.abs(x)
     xs = xp.clip(x, -_SMALL, _SMALL)
-    small = _small(xs, xp)
-    near = 1.0 - (xs + xs * small)  # x < 1/4: erfc ≥ 0.72, no cancellation
-    far = 0.5 - (xs * small + (xs - 0.5))  # x in [1/4, 0.84375)
-    y_small = xp.where(x < 0.25, near, far)
-    middle = _middle(a, xp)
-    y_middle = xp.where(x > 0.0, (1.0 - _ERX) - middle, 1.0 + (_ERX + middle))
-    tail = _tail(a, xp)  # 0 from |x| = 28 on: erfc(x) = 0 or 2 there
-    y = xp.where(x > 0.0, tail, 2.0 - tail)
-    y = xp.where(a < _MIDDLE, y_middle, y)
-    y = xp.where(a < _SMALL, y_small, y)
-    return xp.where(xp.isnan(x), x, y)
+    xy = xs * _small(xs, xp)
+    near = 1.0 - (xs + xy)  # x < 1/4: erfc ≥ 0.72, no cancellation
+    xy += xs - 0.5
+    far = 0.5 - xy  # x in [1/4, 0.84375): ½ − (x P/Q + (x − ½))
+    y_small = _select(x < 0.25, near, far, xp)
+    positive = _select(a < _MIDDLE, (1.0 - _ERX) - _middle(a, xp), _tail(a, xp), xp)  # erfc(|x|)
+    y = _select(x > 0.0, positive, 2.0 - positive, xp)  # erfc(−a) = 2 − erfc(a) ≥ 1.77
+    return _select(a < _SMALL, y_small, y, xp)
+
+
+def _select(mask: Array, a: Array, b: Array, xp: Namespace) -> Array:
+    """``a`` where ``mask`` holds, else ``b``, for a and b finite or NaN: a·[mask] + b·[¬mask]
+    is exact (a·1 + b·0; every branch is evaluated on inputs clamped into its range, so
+    neither holds an infinity) and propagates NaN. On NumPy ``where`` over an unpredictable
+    mask costs ~10 ms per million values, the products and sum ~0.6 ms."""
+    out = masked(a, mask, xp)
+    out += masked(b, ~mask, xp)
+    return out
 
 
 def _small(xs: Array, xp: Namespace) -> Array:
@@ -139,7 +146,8 @@ def _tail(a: Array, xp: Namespace) -> Array:
     """erfc(a) for a clamped into [1.25, 28] (the two fits selected at 1/0.35)."""
     at = xp.clip(a, _MIDDLE, _TAIL)
     s = 1.0 / (at * at)
-    ratio = xp.where(at < _SWITCH, _poly(_RA, s) / _poly(_SA, s), _poly(_RB, s) / _poly(_SB, s))
+    ratio = _select(at < _SWITCH, _poly(_RA, s) / _poly(_SA, s), _poly(_RB, s) / _poly(_SB, s),
+                    xp)
     bits = 53 if xp.finfo(a.dtype).eps < 1e-10 else 24
     t = at * float(2 ** (bits // 2 + 2) + 1)
     z = t - (t - at)  # Veltkamp's split: the top bits of a, so z² + 0.5625 is exact
@@ -147,8 +155,11 @@ def _tail(a: Array, xp: Namespace) -> Array:
 
 
 def _poly(coefficients: tuple[float, ...], z: Array) -> Array:
-    """c₀ + c₁ z + c₂ z² + … by Horner's rule."""
+    """c₀ + c₁ z + c₂ z² + … by Horner's rule, in place on one new array (rebound where
+    arrays are immutable): a temporary per step cost NumPy a fresh allocation each."""
     result = coefficients[-1] * z
     for c in coefficients[-2:0:-1]:
-        result = (result + c) * z
-    return result + coefficients[0]
+        result += c
+        result *= z
+    result += coefficients[0]
+    return result
