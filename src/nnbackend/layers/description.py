@@ -25,6 +25,10 @@ How a layer takes part
   take ``config`` as keyword arguments: ``Sequential(*layers)`` is built from
   ``{"layers": [...]}``. Without it, the layer is built as ``cls(**config)``, with ``backend=``
   (and ``dtype=``, when :func:`build` is given one) added where the constructor takes them.
+- ``tied_parameters(self) -> dict`` (optional): ``{other name: first name}`` (relative to the
+  layer) of the parameters its constructor ties, e.g. a language model's output projection
+  and token embedding. A tie the layer makes itself is rebuilt with it; any other parameter
+  (or module) used in two places makes :func:`describe` raise.
 
 The kinds: built-in layers and those given to :func:`register` by their registered name (the
 class name); any other class by ``"package.module:QualName"``. :func:`build` builds such a
