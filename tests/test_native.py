@@ -174,16 +174,20 @@ def test_scatter_add_rows_matches_the_standard_segment_sum(case: Any) -> None:
     ids = case.asarray(ids_host, dtype=case.index_dtype_name)
     want = np.zeros((9, 3))
     np.add.at(want, ids_host, host)
+    got = scatter_add_rows(ids, rows, 8, case.xp)
+    if got is not None:
+        case.check_placement(got)
+        assert tuple(got.shape) == (8, 3)
+        _close(got, want[:8], case, terms=8)
+    else:
+        assert case.backend.name in ("array_api_strict", "gpulike")
+    if case.backend.name == "jax":  # its standard path: test_embedding (compiles ~4 s here)
+        return
     standard = segment_sum_rows(ids, rows, num=8, xp=case.xp)
     case.check_placement(standard)
     _close(standard, want[:8], case, terms=8)
-    got = scatter_add_rows(ids, rows, 8, case.xp)
-    if got is None:
-        assert case.backend.name in ("array_api_strict", "gpulike")
-        return
-    case.check_placement(got)
-    assert tuple(got.shape) == (8, 3)
-    _close(got, nb.to_numpy(standard).astype(np.float64), case, terms=8)
+    if got is not None:
+        _close(got, nb.to_numpy(standard).astype(np.float64), case, terms=8)
 
 
 def test_ufunc_into_writes_the_function_or_declines(case: Any) -> None:
