@@ -37,6 +37,12 @@ Users call the public methods, which validate at the boundary and then run the p
 Containers call their children's ``forward_pass``/``infer`` directly with arrays the library
 made, so only the outermost call pays for the checks.
 
+The boundary takes floating arrays in the parameters' dtype, unless the module takes integers:
+a layer of token ids declares ``input_kind = "integer"`` (``Embedding``), and a module that
+declares nothing takes what its first sub-module takes, so a ``Sequential`` or a language
+model whose first sub-module is an ``Embedding`` takes integer ids (any integer dtype, on the
+model's device) and refuses floats naming the Embedding.
+
 Train and eval modes
 --------------------
 ``module.training`` (``train()``/``eval()``) decides what layers with training-time behaviour
