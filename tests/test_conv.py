@@ -13,6 +13,7 @@ bad arguments and inputs refused with messages naming the function or layer and 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from typing import Any
 
@@ -196,6 +197,63 @@ def test_every_chunk_size_matches_torch(case: Any, name: str, chunk: int,
     _close(case, y, want[0])
     for got, expected in zip(F.conv2d_backward(dy, saved), want[1:], strict=True):
         _close(case, got, expected)
+
+
+REBUILT: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]] = {
+    "flipped": ((5, 3, 5, 5), (3, 3, 3, 3), {"padding": 1}),
+    "flipped-groups-dilated": ((5, 4, 7, 6), (4, 2, 3, 3), {"padding": 2, "dilation": 2,
+                                                             "groups": 2}),
+    "rows": ((5, 3, 5, 6), (4, 3, 3, 2), {"padding": (1, 0)}),
+    "strided-unpadded": ((5, 2, 7, 6), (3, 2, 3, 3), {"stride": 2}),
+}
+
+
+@pytest.mark.parametrize("samples", [1, 2, 5])
+@pytest.mark.parametrize("name", REBUILT)
+def test_rebuilt_columns_match_torch(case: Any, name: str, samples: int,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Columns too large to keep: the forward keeps the padded input and the columns are
+    rebuilt for ∂L/∂W, in blocks of 1, 2 (a smaller last block) or all 5 samples, on every way
+    of computing ∂L/∂x; the results are PyTorch's (where arrays are mutable; elsewhere the
+    columns are always kept)."""
+    _skip_jax(case, JAX_SKIP)
+    if _row(case) not in FULL_ROWS and samples != 2:
+        pytest.skip(f"{_row(case)}: the block sizes run on {FULL_ROWS}")
+    x_shape, w_shape, kwargs = REBUILT[name]
+    g = C.conv_geometry(x_shape, w_shape, spatial=2, caller="test", **kwargs)
+    per_sample = (g.in_channels * math.prod(g.kernel) * math.prod(g.out_size)
+                  * np.dtype(case.dtype_name).itemsize)
+    monkeypatch.setattr(C, "KEPT_COLUMNS_BYTES", 0)
+    monkeypatch.setattr(C, "BLOCK_BYTES", samples * per_sample)
+    x, x_host = _draw(case, x_shape, 27)
+    w, w_host = _draw(case, w_shape, 28)
+    b, b_host = _draw(case, (w_shape[0],), 29)
+    workspace = F.ConvWorkspace()
+    for _ in range(2):  # the second step on the workspace's buffers
+        y, saved = F.conv2d_forward(x, w, b, **kwargs, workspace=workspace)
+        mutable = nb._libraries.library_of(case.xp).mutable_views
+        assert saved.block == (samples if mutable else 0)
+        dy, dy_host = _draw(case, tuple(y.shape), 30)
+        want = _torch_conv(x_host, w_host, b_host, dy_host, **kwargs)
+        _close(case, y, want[0])
+        for got, expected in zip(F.conv2d_backward(dy, saved), want[1:], strict=True):
+            _close(case, got, expected)
+
+
+def test_large_columns_are_rebuilt_small_ones_kept() -> None:
+    """The residual block's 3×3 16→16 convolution of (32, 16, 32, 32) float32 (18.9 MB of
+    columns) keeps its padded input and rebuilds the columns in blocks of 7 samples; LeNet's
+    first (64, 1, 28, 28) 5×5 (5 MB) keeps its columns, and so does every product over the
+    whole batch."""
+    def block(x: tuple[int, ...], w: tuple[int, ...], dtype: Any, **kwargs: Any) -> int:
+        g = C.conv_geometry(x, w, spatial=2, caller="test", **kwargs)
+        return C.recompute_block(g, dtype, np)
+
+    assert block((32, 16, 32, 32), (16, 16, 3, 3), np.float32, padding=1) == 7
+    assert block((32, 16, 32, 32), (16, 16, 3, 3), np.float64, padding=1) == 3
+    assert block((64, 1, 28, 28), (6, 1, 5, 5), np.float32, padding=2) == 0
+    assert block((64, 6, 14, 14), (16, 6, 5, 5), np.float32) == 0  # one GEMM over the batch
+    assert block((32, 64, 32, 32), (64, 64, 1, 1), np.float32) == 0  # x is its own columns
 
 
 def test_chunk_sizes() -> None:
