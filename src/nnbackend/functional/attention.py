@@ -53,8 +53,10 @@ import math
 from typing import Any, NamedTuple
 
 import array_api_compat
+import numpy as np
 
 from .._checks import check_probability
+from .._libraries import library_of
 from .._native import maximizer, summer, ufunc_into
 from .._typing import Array, Namespace
 from ..random import Generator
@@ -161,7 +163,7 @@ def scaled_dot_product_attention_forward(
                f"got {type(generator).__name__}")
         raise TypeError(msg)
     qs = query * s
-    scores = qs @ xp.matrix_transpose(key)
+    scores = qs @ _transposed(key, xp)
     bias = _bias(attn_mask, is_causal, tuple(scores.shape[-2:]), query, xp)
     if bias is not None:
         scores += bias  # a fresh array: masked in place (rebound on JAX)
@@ -199,7 +201,7 @@ def scaled_dot_product_attention_backward(
     qs, k, v, probs, weights = saved.query, saved.key, saved.value, saved.probs, saved.weights
     dq_out, dk_out, dv_out = (None, None, None) if out is None else out
     dv = _product(xp.matrix_transpose(weights), dy, dv_out, xp)
-    dA = dy @ xp.matrix_transpose(v)
+    dA = dy @ _transposed(v, xp)
     rowdot = xp.vecdot(dy, saved.output)[..., None]  # Σⱼ (∂L/∂P)ᵢⱼ Pᵢⱼ = δᵢ · oᵢ
     if dweights is not None:
         dA += dweights
@@ -230,6 +232,19 @@ def _softmax_rows(z: Array, xp: Namespace) -> Array:
     total = xp.where(total == 0.0, xp.ones_like(total), total)
     e /= total
     return e
+
+
+def _transposed(a: Array, xp: Namespace) -> Array:
+    """aᵀ (the last two axes swapped) as the right operand of a stacked product.
+
+    On NumPy a C-ordered copy: its stacked matmul with a transposed (strided) right operand
+    ran 3-20 times slower with two OpenBLAS threads (measured on (64, 128, 32) @ (64, 32, 128)
+    float32: 2.6 ms fastest, 19 ms median on a busy machine, against 0.8 and 1.0 ms with the
+    copy, which costs 0.16 ms); elsewhere the view (the libraries' batched GEMMs take
+    transposed operands as they are).
+    """
+    t = xp.matrix_transpose(a)
+    return xp.reshape(t, tuple(t.shape), copy=True) if library_of(xp).native is np else t
 
 
 def _product(a: Array, b: Array, out: Array | None, xp: Namespace) -> Array:
