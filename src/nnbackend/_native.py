@@ -220,7 +220,7 @@ def scatter_add_rows(ids: Array, rows: Array, num: int, xp: Namespace) -> Array 
 def special(name: str, xp: Namespace) -> Callable[[Array], Array] | None:
     """The library's own ``erf`` or ``erfc`` (``name``) for arrays of ``xp``, or None where it
     has none (the caller evaluates :mod:`nnbackend.functional.special`'s standard rational
-    approximations, some sixty array operations).
+    approximations, over a hundred array operations).
 
     PyTorch's ``torch.special``, JAX's ``jax.scipy.special``, CuPy's ``cupyx.scipy.special``,
     and for NumPy SciPy's ``scipy.special`` when SciPy is installed (it is not a dependency);

@@ -34,9 +34,12 @@ Each range is evaluated on the input clamped into it (``clip``), so no branch se
 that would overflow, divide by zero or warn, and every branch value is finite; the ranges are
 then selected by products with their masks (a·[m] + b·[¬m], exact for finite values, and
 faster than ``where`` on NumPy); erf is evaluated at |x| and takes x's sign by ``copysign``.
-NaN propagates, erf(±0) = ±0, erf(±∞) = ±1, erfc(+∞) = 0, erfc(−∞) = 2. The libraries that have an erf of their
-own (PyTorch, SciPy for NumPy, JAX, CuPy) use it instead (:func:`nnbackend._native.special`):
-the standard path costs some sixty array operations.
+NaN propagates, erf(±0) = ±0, erf(±∞) = ±1, erfc(+∞) = 0, erfc(−∞) = 2.
+
+The libraries that have an erf of their own (PyTorch, SciPy for NumPy, JAX, CuPy) use it
+instead (:func:`nnbackend._native.special`): every range evaluated everywhere, the standard
+path costs over a hundred array operations (measured on a million float32 values: 42 ms of
+CPU against SciPy's 17 ms; PyTorch's fused GELU takes 4 ms forward and backward).
 """
 
 from __future__ import annotations
