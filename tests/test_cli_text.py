@@ -98,11 +98,14 @@ def test_generate_samples_from_the_checkpoint_alone(tmp_path: Path,
     assert greedy[0] == greedy[1] and greedy[0].startswith(long_prompt)
 
 
-def test_lstm_trains_and_generates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "lstm.npz"
-    summary = _train(capsys, "--model", "lstm", "--hidden", "24", "--epochs", "1",
-                     "--save", str(path))
+def test_lstm_trains_plots_and_generates(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    path, plot = tmp_path / "lstm.npz", tmp_path / "bpc.svg"
+    summary = _train(capsys, "--model", "lstm", "--hidden", "24", "--epochs", "2",
+                     "--save", str(path), "--plot", str(plot))
     assert summary["model"] == "lstm" and math.isfinite(summary["val_bpc"])
+    assert b"<svg" in plot.read_bytes()[:400]  # the bits-per-character curves, as SVG
     meta = nb.checkpoint.read_metadata(path)
     assert meta["model"]["type"] == "Sequential"
     assert main(["generate", str(path), "--prompt", "The ", "--tokens", "12"]) == 0
