@@ -57,7 +57,7 @@ import numpy as np
 
 from .._checks import check_probability
 from .._libraries import library_of
-from .._native import maximizer, summer, ufunc_into
+from .._native import fused, maximizer, summer, ufunc_into
 from .._typing import Array, Namespace
 from ..random import Generator
 from .dropout import dropout, dropout_backward
@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 _WHERE = "scaled_dot_product_attention"
+_STATIC = ("scale", "causal", "xp")
 
 
 class AttentionSaved(NamedTuple):
@@ -162,12 +163,8 @@ def scaled_dot_product_attention_forward(
         msg = (f"{_WHERE}: dropout_p={p} needs generator= (an nnbackend.random.Generator), "
                f"got {type(generator).__name__}")
         raise TypeError(msg)
-    qs = query * s
-    scores = qs @ _transposed(key, xp)
-    bias = _bias(attn_mask, is_causal, tuple(scores.shape[-2:]), query, xp)
-    if bias is not None:
-        scores += bias  # a fresh array: masked in place (rebound on JAX)
-    probs = _softmax_rows(scores, xp)
+    qs, probs = fused(_scores_kernel, xp, static=_STATIC)(
+        query, key, attn_mask, scale=s, causal=is_causal, xp=xp)
     weights, mask = probs, None
     if p:
         assert generator is not None
@@ -198,20 +195,43 @@ def scaled_dot_product_attention_backward(
         msg = (f"{_WHERE}_backward: dy has shape {tuple(dy.shape)}, the output had "
                f"{tuple(saved.output.shape)}")
         raise ValueError(msg)
-    qs, k, v, probs, weights = saved.query, saved.key, saved.value, saved.probs, saved.weights
     dq_out, dk_out, dv_out = (None, None, None) if out is None else out
+    kernel = fused(_backward_kernel, xp, static=("p", "scale", "xp"))  # JAX: compiled once
+    return kernel(dy, saved.query, saved.key, saved.value, saved.probs,
+                  saved.weights, saved.output, dweights, saved.mask, dq_out, dk_out, dv_out,
+                  p=saved.dropout_p, scale=saved.scale, xp=xp)
+
+
+def _scores_kernel(query: Array, key: Array, attn_mask: Array | None, *, scale: float,
+                   causal: bool, xp: Namespace) -> tuple[Array, Array]:
+    """(q · s, P): the scaled queries and the masked softmax of their scores (on JAX one
+    compiled kernel: :func:`nnbackend._native.fused`)."""
+    qs = query * scale
+    scores = qs @ _transposed(key, xp)
+    bias = _bias(attn_mask, causal, tuple(scores.shape[-2:]), query, xp)
+    if bias is not None:
+        scores += bias  # a fresh array: masked in place (rebound on JAX)
+    return qs, _softmax_rows(scores, xp)
+
+
+def _backward_kernel(
+    dy: Array, qs: Array, k: Array, v: Array, probs: Array, weights: Array, output: Array,
+    dweights: Array | None, mask: Array | None, dq_out: Array | None, dk_out: Array | None,
+    dv_out: Array | None, *, p: float, scale: float, xp: Namespace,
+) -> tuple[Array, Array, Array]:
+    """(dq, dk, dv): the module docstring's backward (the products written into the
+    ``*_out`` arrays where given and the library can)."""
     dv = _product(xp.matrix_transpose(weights), dy, dv_out, xp)
     dA = dy @ _transposed(v, xp)
-    rowdot = xp.vecdot(dy, saved.output)[..., None]  # Σⱼ (∂L/∂P)ᵢⱼ Pᵢⱼ = δᵢ · oᵢ
+    rowdot = xp.vecdot(dy, output)[..., None]  # Σⱼ (∂L/∂P)ᵢⱼ Pᵢⱼ = δᵢ · oᵢ
     if dweights is not None:
         dA += dweights
         rowdot += summer(xp)(dweights * weights, axis=-1, keepdims=True)
-    dP = dropout_backward(dA, saved.mask, saved.dropout_p, xp=xp) if saved.mask is not None \
-        else dA
+    dP = dropout_backward(dA, mask, p, xp=xp) if mask is not None else dA
     dP -= rowdot  # dP is ours (a product or dropout's fresh array): in place
     dP *= probs
     dq = _product(dP, k, dq_out, xp)
-    dq *= saved.scale
+    dq *= scale
     dk = _product(xp.matrix_transpose(dP), qs, dk_out, xp)
     return dq, dk, dv
 
