@@ -124,13 +124,15 @@ def test_loss_and_every_gradient_match_pytorch(case: Case) -> None:
                                rtol=1e-12 if case.is_float64 else 1e-5, atol=1e-6)
 
 
-def test_twenty_adam_steps_follow_pytorch(case: Case) -> None:
+@pytest.mark.parametrize("optimizer", ["Adam", "AdamW"])
+def test_twenty_adam_steps_follow_pytorch(case: Case, optimizer: str) -> None:
     if not case.is_float64:
         pytest.skip("the trajectory is compared in float64")
     torch_model = _torch_model(3)
     model = _ours(case, torch_model)
-    opt_t = torch.optim.Adam(torch_model.parameters(), lr=3e-3)
-    opt = nb.optim.Adam(model.parameters(), lr=3e-3)
+    lr = 3e-3 if optimizer == "Adam" else 1e-2  # AdamW: the command line's rate, decay 0.01
+    opt_t = getattr(torch.optim, optimizer)(torch_model.parameters(), lr=lr)
+    opt = getattr(nb.optim, optimizer)(model.parameters(), lr=lr)
     stream = np.random.default_rng(4).integers(0, V, size=400)
     data = nb.data.sequence_batches(stream, context=CONTEXT, batch_size=4, steps_per_epoch=20,
                                     seed=0, backend=case.backend)
