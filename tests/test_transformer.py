@@ -231,3 +231,18 @@ def test_refuses_bad_arguments_and_inputs(case: Any) -> None:
         layer((x, case.asarray(np.zeros((T, T)))))
     with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(2, 5\)"):
         layer((x, None, case.asarray(np.zeros((T, N), bool), dtype="bool")))
+
+
+def test_state_size_counts_what_the_layers_allocate() -> None:
+    """The description's size of a layer (checked against a checkpoint before building) is
+    everything its constructor allocates, the sub-layers it makes included."""
+    kinds = nb.layers.description._KINDS
+    for bias in (True, False):
+        layer = TransformerEncoderLayer(D, HEADS, FF, bias=bias)
+        attention = layer.self_attn
+        for built, kind in ((layer, "TransformerEncoderLayer"),
+                            (attention, "MultiheadAttention")):
+            size = kinds[kind].state_size
+            assert size is not None
+            assert size(built.config()) == sum(int(np.prod(p.shape))
+                                               for p in built.parameters()), (kind, bias)

@@ -624,11 +624,12 @@ register(MultiheadAttention, state_size=_attention_size)
 
 
 def _transformer_size(config: Mapping[str, Any]) -> int:
-    """The two feed-forward maps and the two norms (the attention is a sub-layer, counted
-    in turn): TransformerEncoderLayer's own arrays."""
+    """Everything TransformerEncoderLayer builds (its sub-layers are not in the description):
+    the self-attention, the two feed-forward maps and the two norms."""
     d, f = _count(config.get("d_model")), _count(config.get("dim_feedforward", 2048))
     bias = config.get("bias", True)
-    return 2 * d * f + (f + d if bias else 0) + 2 * d * (2 if bias else 1)
+    return (_attention_size({"embed_dim": d, "bias": bias}) + 2 * d * f
+            + (f + d if bias else 0) + 2 * d * (2 if bias else 1))
 
 
 register(TransformerEncoderLayer, state_size=_transformer_size)
@@ -638,8 +639,7 @@ def _language_model_size(config: Mapping[str, Any]) -> int:
     token embedding), every layer (attention included), the final norm."""
     v, d, c = (_count(config.get(key)) for key in ("vocab_size", "d_model", "context"))
     f = _count(config.get("dim_feedforward", 4 * d))
-    per_layer = _attention_size({"embed_dim": d}) + _transformer_size(
-        {"d_model": d, "dim_feedforward": f})
+    per_layer = _transformer_size({"d_model": d, "dim_feedforward": f})
     return (v + c) * d + _count(config.get("num_layers", 2)) * per_layer + 2 * d
 
 
