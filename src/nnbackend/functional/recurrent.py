@@ -82,7 +82,7 @@ import array_api_compat
 
 from .._checks import namespace_of
 from .._libraries import library_of
-from .._native import fused, masked, matmul_into, summer, ufunc_into
+from .._native import fused, masked, masked_into, matmul_into, summer, ufunc_into
 from .._typing import Array, Namespace
 from ..random import Generator
 from .dropout import dropout, dropout_backward
@@ -265,7 +265,7 @@ def _lstm_forward_in_place(gates: Array, hs: _Steps, cells: _Steps, tanh_cells: 
     the activations; the states go into their buffers."""
     n = hs[0].shape[-1]
     w_t = _transposed(w_hh, xp)
-    (tmp,) = _Scratch(gates, xp, tuple(gates.shape[1:])).arrays
+    tmp, product = _Scratch(gates, xp, tuple(gates.shape[1:]), (gates.shape[1], n)).arrays
     h, c = hs[0], cells[0]
     for s in range(gates.shape[0]):
         g = gates[s, ...]
@@ -276,7 +276,8 @@ def _lstm_forward_in_place(gates: Array, hs: _Steps, cells: _Steps, tanh_cells: 
         i, f, gg, o = g[:, :n], g[:, n: 2 * n], g[:, 2 * n: 3 * n], g[:, 3 * n:]
         c_new, tc, h = cells[s + 1], tanh_cells[s], hs[s + 1]
         _into("multiply", f, c, out=c_new, xp=xp)
-        c_new += i * gg
+        _into("multiply", i, gg, out=product, xp=xp)
+        c_new += product
         _into("tanh", c_new, out=tc, xp=xp)
         _into("multiply", o, tc, out=h, xp=xp)
         c = c_new
@@ -289,7 +290,7 @@ def _gru_forward_in_place(gates: Array, hs: _Steps, hn: _Steps, w_hh: Array,
     becomes the activations; W_hn h + b_hn and the states go into their buffers."""
     n = hs[0].shape[-1]
     w_t = _transposed(w_hh, xp)
-    (tmp,) = _Scratch(gates, xp, tuple(gates.shape[1:])).arrays
+    tmp, product = _Scratch(gates, xp, tuple(gates.shape[1:]), (gates.shape[1], n)).arrays
     h = hs[0]
     for s in range(gates.shape[0]):
         g = gates[s, ...]
@@ -304,7 +305,8 @@ def _gru_forward_in_place(gates: Array, hs: _Steps, hn: _Steps, w_hh: Array,
             m[...] = gh[:, 2 * n:]
         else:
             _into("add", gh[:, 2 * n:], b_hn, out=m, xp=xp)
-        cand += g[:, :n] * m
+        _into("multiply", g[:, :n], m, out=product, xp=xp)
+        cand += product
         _into("tanh", cand, out=cand, xp=xp)
         h_new = hs[s + 1]
         _into("subtract", h, cand, out=h_new, xp=xp)
@@ -321,7 +323,9 @@ def _rnn_backward_in_place(dh: Array, d_out: Array | None, hs: _Steps, deltas: _
             dh += d_out[s, ...]
         h, delta = hs[s + 1], deltas[s]
         if relu:
-            delta[...] = masked(dh, h > 0.0, xp)
+            positive = h > 0.0
+            if not masked_into(dh, positive, delta, ..., xp):
+                delta[...] = masked(dh, positive, xp)
         else:
             _into("multiply", h, h, out=delta, xp=xp)
             delta -= 1.0
