@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "language models (--dataset pydoc)",
         "A step trains on --batch-size random windows of --context characters; an epoch is "
         "--steps-per-epoch steps, after which the validation bits per character are measured "
-        "on the last 10 %% of the text. --schedule cosine warms up over the first 100 steps "
+        "on the last 10 % of the text. --schedule cosine warms up over the first 100 steps "
         "and anneals per step to 0 at the last epoch's end.")
     text.add_argument("--context", type=_positive_int, default=None,
                       help="characters per window, the GPT's positional table "
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--dropout", type=_dropout, default=None,
                       help=f"the GPT's dropout, the LSTM's between layers {default('dropout')}")
     text.add_argument("--steps-per-epoch", type=_positive_int, default=None,
-                      help=default("steps_per_epoch"))
+                      help=f"batches per epoch {default('steps_per_epoch')}")
     text.add_argument("--minutes", type=_positive_float, default=None,
                       help="stop at the end of the first epoch that ends after this many "
                            "minutes of training (the checkpoint can be resumed)")
