@@ -634,7 +634,7 @@ class Vocabulary:
         return "".join(table[i] for i in values.tolist())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare sha256 and vocabulary instead
 class TextCorpus:
     """A character corpus: its text split in two contiguous parts, and their ids.
 
