@@ -42,6 +42,12 @@ returns o; :func:`scaled_dot_product_attention_forward` returns ``(o, saved)``, 
 (an :class:`AttentionSaved`) holds what :func:`scaled_dot_product_attention_backward`
 ``(dy, saved) -> (dq, dk, dv)`` needs, and the attention weights A (``saved.weights``).
 
+Cost: the (..., L, S) scores are made once and softmaxed in place (the exponential too, on
+NumPy); the forward makes one array of that size, the backward one more. Both take ``out=``
+arrays (strided views of a caller's buffer: MultiheadAttention's merged-heads and packed
+q/k/v-gradient layouts) that NumPy's matmul writes into. On JAX the scores-and-softmax and
+the backward are each one compiled kernel (:func:`nnbackend._native.fused`).
+
 Differences from PyTorch: the leading axes of q, k and v must be equal (PyTorch's math path
 broadcasts them); ``enable_gqa`` is not offered; a floating mask gets no gradient; fully masked
 rows give zeros instead of NaN (above).
