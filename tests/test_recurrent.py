@@ -214,6 +214,78 @@ def test_unbatched_input_and_initial_state(case: Case) -> None:
     _close(case, dc0, want["dc0"], "dc0")
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_tiny_sigmoid_gates_keep_their_relative_precision(case: Case, mode: str) -> None:
+    """Sigmoid gates at pre-activations near −30 (biases −30 on i, f, o / r, z), where the tanh
+    form ½ tanh(½ a) + ½ gives exactly 0 in float32 and keeps 3 digits in float64, while σ(−30)
+    is 9.4e-14: outputs, final states and every gradient, all of the order of those gates, to
+    the matrix's relative tolerance of PyTorch's float64. The GRU's n gate has no input
+    weights or bias, so h_t ≈ r ⊙ (W_hn h + b_hn) + z ⊙ h_{t−1} is made of the small gates
+    alone; the LSTM's c_1 = f ⊙ c_0 + i ⊙ g and h = o ⊙ tanh c likewise (CONFIGS[0]'s and
+    [1]'s shapes: JAX compiles once)."""
+    t, n, i, h = 4, 3, 3, 4
+    torch.manual_seed(11)
+    reference = KINDS[mode][1](i, h, dtype=torch.float64)
+    with torch.no_grad():
+        sigmoid_rows = [0, 1, 3] if mode == "LSTM" else [0, 1]
+        for k in sigmoid_rows:
+            reference.bias_ih_l0[k * h: (k + 1) * h] = -30.0
+        if mode == "GRU":
+            reference.weight_ih_l0[2 * h:] = 0.0
+            reference.bias_ih_l0[2 * h:] = 0.0
+    state = {k: v.detach().numpy().astype(case.dtype_name) for k, v in
+             reference.state_dict().items()}
+    reference.load_state_dict({k: torch.tensor(v.astype(np.float64)) for k, v in state.items()})
+    layer = KINDS[mode][0](i, h, dtype=case.dtype_name, backend=case.backend, seed=0)
+    layer.load_state_dict(state)
+    rng = np.random.default_rng(12)
+    x = _host(case, rng.standard_normal((t, n, i)))
+    hx = [_host(case, rng.standard_normal((1, n, h))) for _ in range(2 if mode == "LSTM" else 1)]
+    d_output = _host(case, rng.standard_normal((t, n, h)))
+    dh = _host(case, rng.standard_normal((1, n, h)))
+    dc = _host(case, rng.standard_normal((1, n, h))) if mode == "LSTM" else None
+    want = _torch_reference(mode, reference, x, hx, d_output, dh, dc)
+    assert 1e-30 < np.abs(want["output"]).max() < 1e-12  # the gates' scale, far from 0
+    states = [case.asarray(s) for s in hx]
+    (output, final), backprop = layer.forward(
+        (case.asarray(x), tuple(states) if mode == "LSTM" else states[0]))
+    h_n, c_n = final if mode == "LSTM" else (final, None)
+    _close(case, output, want["output"], "output")
+    _close(case, h_n, want["h_n"], "h_n")
+    dy_state: Any = case.asarray(dh)
+    if mode == "LSTM":
+        _close(case, c_n, want["c_n"], "c_n")
+        dy_state = (dy_state, case.asarray(dc))
+    dx, dstate = backprop((case.asarray(d_output), dy_state))
+    _close(case, dx, want["dx"], "dx")
+    if mode == "LSTM":
+        _close(case, dstate[0], want["dh0"], "dh0")
+        _close(case, dstate[1], want["dc0"], "dc0")
+    else:
+        _close(case, dstate, want["dh0"], "dh0")
+    for name, p in layer.named_parameters():
+        _close(case, p.grad, want[name], f"d{name}")
+
+
+def test_sigmoid_into_is_sigmoid_bit_for_bit(case: Case) -> None:
+    """The in-place sigmoid of the gates (functional.activations.sigmoid_into, out = x itself
+    and a separate out) against functional.sigmoid, over the whole line: ±0, ±inf, NaN, the
+    tails where σ is subnormal in float32 and where it rounds to 1."""
+    _skip_jax(case, "sigmoid_into writes into its arrays (JAX's are immutable)")
+    from nnbackend.functional.activations import sigmoid_into
+
+    grid = np.concatenate([np.linspace(-120.0, 40.0, 4001), [0.0, -0.0, np.inf, -np.inf,
+                                                              np.nan, 1e-30, -1e-30]])
+    x = case.asarray(grid)
+    want = nb.to_numpy(F.sigmoid(x))
+    out, scratch = case.asarray(np.zeros(grid.shape)), case.asarray(np.zeros(grid.shape))
+    sigmoid_into(x, out=out, scratch=scratch)
+    np.testing.assert_array_equal(nb.to_numpy(out), want)
+    assert np.array_equal(nb.to_numpy(x), grid.astype(case.dtype_name), equal_nan=True)
+    sigmoid_into(x, out=x, scratch=scratch)
+    np.testing.assert_array_equal(nb.to_numpy(x), want)
+
+
 @pytest.mark.parametrize("mode", ["RNN_TANH", "LSTM", "GRU"])
 def test_gradcheck(case: Case, mode: str) -> None:
     """Finite differences of the output sequence (and of the last step) through a Sequential."""

@@ -46,9 +46,9 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from .._native import masked
+from .._native import masked, ufunc_into
 from .._typing import Array, Namespace
-from .special import blockwise, erfc, normal_cdf_slope32, standard_float32
+from .special import erfc
 
 __all__ = [
     "ActivationSaved",
@@ -65,6 +65,7 @@ __all__ = [
     "relu_backward",
     "sigmoid",
     "sigmoid_backward",
+    "sigmoid_into",
     "silu",
     "silu_backward",
     "silu_forward",
@@ -154,6 +155,27 @@ def _sigmoid_from_exp(e: Array, step: Array, xp: Namespace) -> Array:
     return step
 
 
+def sigmoid_into(x: Array, /, *, out: Array, scratch: Array, xp: Namespace | None = None
+                 ) -> None:
+    """out ← σ(x), the formula of :func:`sigmoid` (the same passes, bit for bit) in place.
+
+    ``out`` and ``scratch`` are mutable arrays of x's shape and dtype (``out`` may be ``x``
+    itself; both are overwritten). On NumPy every pass writes into them through
+    ``_native.ufunc_into``: no allocation, for loops that activate a buffer step after step
+    (the recurrent layers' gates). Elsewhere ``out[...] = sigmoid(x)``.
+    """
+    xp = xp or array_namespace(x)
+    if not ufunc_into("greater_equal", x, 0.0, out=scratch, xp=xp):  # step = [x ≥ 0]
+        out[...] = sigmoid(x, xp=xp)
+        return
+    ufunc_into("abs", x, out=out, xp=xp)  # e = exp(−|x|)
+    ufunc_into("negative", out, out=out, xp=xp)
+    ufunc_into("exp", out, out=out, xp=xp)
+    ufunc_into("maximum", out, scratch, out=scratch, xp=xp)  # numerator max(e, step)
+    ufunc_into("add", out, 1.0, out=out, xp=xp)
+    ufunc_into("divide", scratch, out, out=out, xp=xp)
+
+
 def sigmoid_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) -> Array:
     """∂L/∂x = ∂L/∂y · σ (1 − σ), from the forward output y = σ(x)."""
     return dy * (y * (1.0 - y))
@@ -221,8 +243,6 @@ class ActivationSaved(NamedTuple):
     """``"none"``/``"tanh"`` (GELU), ``"silu"``, ``"softplus"``."""
     beta: float = 1.0
     threshold: float = 20.0
-    slope: Array | None = None
-    """f′(x) itself where the forward computed it (GELU's exact form in float32), else None."""
 
 
 def check_approximate(approximate: object, where: str = "gelu") -> str:
@@ -245,10 +265,6 @@ def gelu_forward(
     """:func:`gelu` and what :func:`gelu_backward` needs (x and Φ(x), or x and σ(2u))."""
     form = check_approximate(approximate)
     xp = xp or array_namespace(x)
-    if form == "none" and standard_float32(x, xp):
-        # One pass of the float32 kernel gives y and f′ = Φ + x φ (the backward's one product)
-        y, slope = blockwise(normal_cdf_slope32, x, 2, 4, xp)
-        return y, ActivationSaved(x, None, form, slope=slope)
     if form == "none":
         cdf = erfc(x * (-math.sqrt(0.5)), xp=xp)
         cdf *= 0.5
@@ -266,8 +282,6 @@ def gelu_backward(dy: Array, saved: ActivationSaved, /, *, xp: Namespace | None 
     """∂L/∂x = ∂L/∂y · (Φ(x) + x φ(x)), or for the tanh form ∂L/∂y · (s + 2 x s (1 − s) u′)
     with s = σ(2u), u′ = √(2/π)(1 + 3 · 0.044715 x²)."""
     xp = xp or array_namespace(dy)
-    if saved.slope is not None:
-        return dy * saved.slope
     x, cdf = saved.x, saved.factor
     if saved.form == "none":
         slope = x * x

@@ -33,10 +33,13 @@ How the work is laid out
   ``_native.ufunc_into``/``matmul_into``: no allocation per step). Elsewhere (JAX's immutable
   arrays, array-api-strict) the same equations run as pure functions, their results kept in
   lists and stacked.
-- Every gate takes one tanh pass: σ(a) = ½ tanh(½ a) + ½, with the sigmoid gates' rows of
-  W_ih, W_hh and b halved once per forward (exact). Its error is absolute, about one ulp of ½
-  (a σ below ~1e-6 loses relative precision, unlike :func:`~nnbackend.functional.sigmoid`):
-  a gate scales a state of order one, so that is the size of the state's own rounding.
+- The sigmoid gates (the LSTM's i, f, o, the GRU's r, z) take the library's accurate
+  sigmoid, e = exp(−|a|), (1 or e)/(1 + e) (:func:`~nnbackend.functional.sigmoid`, a few ulp
+  of relative error for any a), the tanh gates (g, n) tanh; never the tanh form
+  ½ tanh(½ a) + ½, which cancels to 0 below a ≈ −17 in float32. In place, one step activates
+  the whole contiguous row of its gates with the sigmoid (the tanh gate's pre-activation saved
+  first, its tanh written back over it): whole-row passes cost about half as much as passes
+  over the strided blocks of the row on NumPy.
 - Backward through time runs the steps in reverse, each with one GEMM for ∂L/∂h_{t−1} = δ_t
   W_hh, writing the pre-activation gradients δ_t (N, G·H) into a buffer; the weight gradients
   are then one GEMM each over all steps: ∂L/∂W_ih = Σ_t δ_tᵀ x_t, ∂L/∂W_hh = Σ_t δ_tᵀ h_{t−1},
@@ -48,6 +51,8 @@ Backward per step, with ∂h the total gradient of h_t (from the output and from
     RNN:   δ = ∂h ⊙ (1 − h_t²)  (tanh)  or  ∂h ⊙ [h_t > 0]  (relu)
     LSTM:  ∂c ← ∂c + ∂h ⊙ o ⊙ (1 − tanh²c_t);  δ_i = ∂c g i(1−i),  δ_f = ∂c c_{t−1} f(1−f),
            δ_g = ∂c i (1−g²),  δ_o = ∂h tanh(c_t) o(1−o);  ∂c_{t−1} = ∂c ⊙ f
+           (the four derivatives from the stored gates y as one row, (1 − y)(y + b), b = 1 on
+           the g block and 0 elsewhere: y(1 − y) and 1 − y² = (1 − y)(1 + y))
     GRU:   δ_n = ∂h (1−z)(1−n²),  δ_z = ∂h (h_{t−1} − n) z(1−z),
            δ_r = δ_n ⊙ (W_hn h_{t−1} + b_hn) ⊙ r(1−r);
            the recurrent side sees (δ_r, δ_z, δ_n ⊙ r), the input side (δ_r, δ_z, δ_n)
@@ -85,6 +90,7 @@ from .._libraries import library_of
 from .._native import fused, masked, masked_into, matmul_into, summer, ufunc_into
 from .._typing import Array, Namespace
 from ..random import Generator
+from .activations import sigmoid, sigmoid_into
 from .dropout import dropout, dropout_backward
 
 __all__ = ["MODES", "RecurrentSaved", "rnn", "rnn_backward", "rnn_forward"]
@@ -98,30 +104,17 @@ Weights = tuple[Array, Array, Array | None, Array | None]
 # --------------------------------------------------------------------------------------------
 # Gate activations
 #
-# The gates' sigmoids are computed as σ(a) = ½ tanh(½ a) + ½, so that one tanh pass covers
-# every gate of a step (the LSTM's g gate is tanh itself): the pre-activations of the sigmoid
-# gates are halved by halving their rows of W_ih, W_hh and b once per forward (exact: a power
-# of two), then y = tanh(·) · s + o with s, o = ½, ½ on sigmoid gates and 1, 0 on tanh ones.
-# Its error is absolute, ~1 ulp of ½ (a tiny σ(a) below ~1e-6 in float32 loses its relative
-# precision, unlike functional.sigmoid): a gate scales a state of order 1, so that error is
-# the size of the rounding of the state it scales (c_t = f c + i g, r ⊙ (…), z ⊙ h). It saves
-# five of eight passes over the gates per step (abs, exp, compare, max, divide).
+# Sigmoid gates take functional.sigmoid's formula (accurate to a few ulp for any pre-activation:
+# a gate of 1e-30 is 1e-30, as PyTorch's), tanh gates tanh. The team's rule (DESIGN.md §4)
+# forbids the tanh form ½ tanh(½ a) + ½: one tanh pass for every gate, but 0 below a ≈ −17 in
+# float32, a 100 % relative error in a gate that then scales a state.
 
 
-def _gate_constants(mode: str, hidden: int, like: Array, xp: Namespace
-                    ) -> tuple[Array, Array, Array]:
-    """(pre-activation scale, output scale s, output offset o), each (G·H,): ½ on sigmoid gates
-    (ones on the GRU's n block, whose tanh is taken after r ⊙ (…))."""
-    half = [0.5, 0.5, 1.0, 0.5] if mode == "LSTM" else [0.5, 0.5, 1.0]
-    offset = [0.5, 0.5, 0.0, 0.5] if mode == "LSTM" else [0.5, 0.5, 0.0]
+def _tanh_gate(hidden: int, like: Array, xp: Namespace) -> Array:
+    """b (4H,) of the LSTM backward's (1 − y)(y + b): 1 on the g block, 0 on i, f, o."""
     device = array_api_compat.device(like)
-
-    def blocks(values: list[float]) -> Array:
-        return xp.concat([xp.full((hidden,), v, dtype=like.dtype, device=device)
-                          for v in values])
-
-    scale = blocks(half)
-    return scale, scale, blocks(offset)
+    return xp.concat([xp.full((hidden,), v, dtype=like.dtype, device=device)
+                      for v in (0.0, 0.0, 1.0, 0.0)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,13 +136,15 @@ def _rnn_step_back(dh: Array, d_out: Array | None, h: Array, w_hh: Array, *, rel
     return delta, delta @ w_hh
 
 
-def _lstm_step(gx: Array, h: Array, c: Array, w_hh: Array, scale: Array, offset: Array, *,
+def _lstm_step(gx: Array, h: Array, c: Array, w_hh: Array, *,
                xp: Namespace) -> tuple[Array, Array, Array, Array]:
-    """(gates (i, f, g, o) after their activations, c_t, tanh c_t, h_t); gx and w_hh have
-    their sigmoid rows halved."""
-    gates = xp.tanh(gx + h @ w_hh.T) * scale + offset
+    """(gates (i, f, g, o) after their activations, c_t, tanh c_t, h_t)."""
+    a = gx + h @ w_hh.T
     n = h.shape[-1]
-    i, f, g, o = (gates[:, k * n: (k + 1) * n] for k in range(4))
+    i_f = sigmoid(a[:, : 2 * n], xp=xp)
+    i, f = i_f[:, :n], i_f[:, n:]
+    g, o = xp.tanh(a[:, 2 * n: 3 * n]), sigmoid(a[:, 3 * n:], xp=xp)
+    gates = xp.concat([i_f, g, o], axis=1)
     c_new = f * c + i * g
     tc = xp.tanh(c_new)
     return gates, c_new, tc, o * tc
@@ -172,11 +167,10 @@ def _lstm_step_back(dh: Array, dc: Array, d_out: Array | None, gates: Array, c_p
 
 def _gru_step(gx: Array, h: Array, w_hh: Array, b_hn: Array | None, *,
               xp: Namespace) -> tuple[Array, Array, Array]:
-    """(gates (r, z, n) after their activations, W_hn h_{t−1} + b_hn, h_t); the r and z rows
-    of gx and w_hh are halved."""
+    """(gates (r, z, n) after their activations, W_hn h_{t−1} + b_hn, h_t)."""
     gh = h @ w_hh.T
     n = h.shape[-1]
-    rz = xp.tanh(gx[:, : 2 * n] + gh[:, : 2 * n]) * 0.5 + 0.5
+    rz = sigmoid(gx[:, : 2 * n] + gh[:, : 2 * n], xp=xp)
     r, z = rz[:, :n], rz[:, n:]
     hn = gh[:, 2 * n:] if b_hn is None else gh[:, 2 * n:] + b_hn
     cand = xp.tanh(gx[:, 2 * n:] + r * hn)
@@ -259,10 +253,11 @@ def _rnn_forward_in_place(gx: Array, hs: _Steps, w_hh: Array, relu: bool, xp: Na
 
 
 def _lstm_forward_in_place(gates: Array, hs: _Steps, cells: _Steps, tanh_cells: _Steps,
-                           w_hh: Array, scale: Array, offset: Array, xp: Namespace
-                           ) -> tuple[Array, Array]:
-    """Steps in place: ``gates`` (T, N, 4H) holds the halved input projections and becomes
-    the activations; the states go into their buffers."""
+                           w_hh: Array, xp: Namespace) -> tuple[Array, Array]:
+    """Steps in place: ``gates`` (T, N, 4H) holds the input projections and becomes the
+    activations; the states go into their buffers. The whole row takes the sigmoid (one
+    contiguous pass each, the g block's wasted) after tanh of the g block went into scratch;
+    that tanh is then copied over the g block."""
     n = hs[0].shape[-1]
     w_t = _transposed(w_hh, xp)
     tmp, product = _Scratch(gates, xp, tuple(gates.shape[1:]), (gates.shape[1], n)).arrays
@@ -270,10 +265,10 @@ def _lstm_forward_in_place(gates: Array, hs: _Steps, cells: _Steps, tanh_cells: 
     for s in range(gates.shape[0]):
         g = gates[s, ...]
         g += _product(h, w_t, tmp, xp)
-        _into("tanh", g, out=g, xp=xp)
-        g *= scale
-        g += offset
         i, f, gg, o = g[:, :n], g[:, n: 2 * n], g[:, 2 * n: 3 * n], g[:, 3 * n:]
+        _into("tanh", gg, out=product, xp=xp)
+        sigmoid_into(g, out=g, scratch=tmp, xp=xp)  # tmp's product is spent
+        gg[...] = product
         c_new, tc, h = cells[s + 1], tanh_cells[s], hs[s + 1]
         _into("multiply", f, c, out=c_new, xp=xp)
         _into("multiply", i, gg, out=product, xp=xp)
@@ -286,28 +281,30 @@ def _lstm_forward_in_place(gates: Array, hs: _Steps, cells: _Steps, tanh_cells: 
 
 def _gru_forward_in_place(gates: Array, hs: _Steps, hn: _Steps, w_hh: Array,
                           b_hn: Array | None, xp: Namespace) -> Array:
-    """Steps in place: ``gates`` (T, N, 3H) holds the input projections (r, z halved) and
-    becomes the activations; W_hn h + b_hn and the states go into their buffers."""
+    """Steps in place: ``gates`` (T, N, 3H) holds the input projections and becomes the
+    activations; W_hn h + b_hn and the states go into their buffers. As the LSTM's: the whole
+    row takes the sigmoid (contiguous passes) once the n block's input projection is saved;
+    n is then written over its block."""
     n = hs[0].shape[-1]
     w_t = _transposed(w_hh, xp)
-    tmp, product = _Scratch(gates, xp, tuple(gates.shape[1:]), (gates.shape[1], n)).arrays
+    tmp, product, x_n = _Scratch(gates, xp, tuple(gates.shape[1:]), (gates.shape[1], n),
+                                 (gates.shape[1], n)).arrays
     h = hs[0]
     for s in range(gates.shape[0]):
         g = gates[s, ...]
         gh = _product(h, w_t, tmp, xp)
-        rz, cand = g[:, : 2 * n], g[:, 2 * n:]
-        rz += gh[:, : 2 * n]
-        _into("tanh", rz, out=rz, xp=xp)
-        rz *= 0.5
-        rz += 0.5
+        cand = g[:, 2 * n:]
         m = hn[s]
         if b_hn is None:
             m[...] = gh[:, 2 * n:]
         else:
             _into("add", gh[:, 2 * n:], b_hn, out=m, xp=xp)
+        x_n[...] = cand
+        g += gh  # the n block's sum is not used: overwritten below
+        sigmoid_into(g, out=g, scratch=tmp, xp=xp)  # tmp's product is spent (m holds its n)
         _into("multiply", g[:, :n], m, out=product, xp=xp)
-        cand += product
-        _into("tanh", cand, out=cand, xp=xp)
+        x_n += product
+        _into("tanh", x_n, out=cand, xp=xp)
         h_new = hs[s + 1]
         _into("subtract", h, cand, out=h_new, xp=xp)
         h_new *= g[:, n: 2 * n]
@@ -508,10 +505,7 @@ def _direction_forward(
                 h = step(gx[s, ...], h, w_hh, relu=relu, xp=xp)
                 hs[s + 1] = h
     else:
-        pre, scale, offset = _gate_constants(mode, hidden, x, xp)
-        halved = xp.reshape(pre, (-1, 1))  # the sigmoid gates' rows halved (exact)
-        gx = _projection(x, w_ih * halved, None if bias is None else bias * pre, xp)
-        w_half = w_hh * halved
+        gx = _projection(x, w_ih, bias, xp)
         if mode == "LSTM":
             assert c0 is not None
             gates = _Steps(steps, (batch, 4 * hidden), x, xp, views, buffer=gx if views else None)
@@ -519,13 +513,12 @@ def _direction_forward(
             tanh_cells = _Steps(steps, (batch, hidden), x, xp, views)
             cells[0] = c0
             if views:
-                h, c_last = _lstm_forward_in_place(gx, hs, cells, tanh_cells, w_half, scale,
-                                                   offset, xp)
+                h, c_last = _lstm_forward_in_place(gx, hs, cells, tanh_cells, w_hh, xp)
             else:
                 step = _kernel(_lstm_step, xp)
                 h, c = h0, c0
                 for s in range(steps):
-                    g, c, tc, h = step(gx[s, ...], h, c, w_half, scale, offset, xp=xp)
+                    g, c, tc, h = step(gx[s, ...], h, c, w_hh, xp=xp)
                     gates[s], cells[s + 1], tanh_cells[s], hs[s + 1] = g, c, tc, h
                 c_last = c
         else:
@@ -533,12 +526,12 @@ def _direction_forward(
             hn = _Steps(steps, (batch, hidden), x, xp, views)
             b_hn = None if b_hh is None else b_hh[2 * hidden:]
             if views:
-                h = _gru_forward_in_place(gx, hs, hn, w_half, b_hn, xp)
+                h = _gru_forward_in_place(gx, hs, hn, w_hh, b_hn, xp)
             else:
                 step = _kernel(_gru_step, xp)
                 h = h0
                 for s in range(steps):
-                    g, m, h = step(gx[s, ...], h, w_half, b_hn, xp=xp)
+                    g, m, h = step(gx[s, ...], h, w_hh, b_hn, xp=xp)
                     gates[s], hn[s], hs[s + 1] = g, m, h
     output = hs.stacked(1)
     if reverse:
@@ -581,8 +574,7 @@ def _direction_backward(
     elif mode == "LSTM":
         assert saved.gates is not None and saved.cells is not None
         assert saved.tanh_cells is not None
-        tanh_gate = _gate_constants(mode, hidden, h0, xp)[2]
-        tanh_gate = 1.0 - 2.0 * tanh_gate  # b: 1 on the g block, else 0
+        tanh_gate = _tanh_gate(hidden, h0, xp)
         dc = _own(dc_last, h0, xp)
         if views:
             dh, dc = _lstm_backward_in_place(dh, dc, d_out, saved, deltas, w_hh, tanh_gate, xp)
