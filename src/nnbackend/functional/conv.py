@@ -62,7 +62,10 @@ at a time into one small buffer, for the forward's products and again for ∂L/�
 backward (∂L/∂x by the flipped kernel runs in blocks too). The residual block's 3×3 16→16
 convolutions (18.9 MB of columns each) then keep 2.3 MB each: its training step's peak RSS
 growth fell from 58.0 to 34.4 MiB (PyTorch: 25.5 MiB), while its CPU time on one thread stayed
-within 1 % (39.6 against 40.0 ms; a block's columns are still in cache for its product).
+within 1 % (39.6 against 40.0 ms; a block's columns are still in cache for its product). On
+two threads the rebuilding is a serial pass beside GEMMs that use both cores: 6–11 % more
+time per step (alternating steps, quantiles 0–10 %, loaded machine). Blocks of 2, 4, 10 and
+20 MiB cost the same there (the pass, not the number of products, is the cost).
 
 Measurements (NumPy 2.4, OpenBLAS 0.3.31 SkylakeX kernels, float32, ms)
 ------------------------------------------------------------------------
