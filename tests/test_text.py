@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import platform
+import warnings
 
 import numpy as np
 import pytest
@@ -231,6 +232,16 @@ def test_sampling_is_seeded_and_follows_the_temperature() -> None:
     assert follows >= 55
     hot = generate(model, vocabulary, "a", 200, temperature=100.0, seed=5)
     assert len(set(hot)) == 6  # every id, the unknown one too, once the logits are flattened
+
+
+def test_a_tiny_temperature_samples_the_arg_max_instead_of_nan() -> None:
+    """τ = 1e-320: z / τ overflows to ±inf; the draw must still be (nearly) greedy."""
+    vocabulary = Vocabulary.from_text("abcde")
+    model = _successor_model(6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow/invalid RuntimeWarning either
+        out = generate(model, vocabulary, "a", 7, temperature=1e-320, seed=3)
+    assert out == generate(model, vocabulary, "a", 7, temperature=0) == "bcdeabc"
 
 
 def test_generation_crops_the_prompt_to_the_context() -> None:

@@ -155,7 +155,10 @@ def _draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
         raise FloatingPointError(msg)
     if temperature == 0.0:
         return int(np.argmax(logits))
-    z = logits / temperature
-    p = np.exp(z - z.max())
+    # Shift before dividing: z − max(z) ≤ 0, so a tiny τ sends the others to −∞ (exp: 0) and
+    # keeps the maximum at 0 (exp: 1), where z / τ − max(z / τ) would be inf − inf = NaN.
+    with np.errstate(over="ignore"):
+        z = (logits - logits.max()) / temperature
+    p = np.exp(z)
     p /= p.sum()
     return int(rng.choice(len(p), p=p))
