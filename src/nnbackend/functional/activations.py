@@ -32,7 +32,11 @@ softplus       log(1 + e^{βx}) / β,  x where βx > threshold         σ(βx), 
 :mod:`nnbackend.functional.special` (the standard has no erf): ½ erfc(−x/√2) is accurate for
 negative x too, where PyTorch's ½ (1 + erf(x/√2)) cancels (it returns 0 for x < −8.3 in float64
 where x Φ(x) is −5e−17 at x = −8.3); the tanh form's ½ (1 + tanh u) is written σ(2u) for the
-same reason. Softplus is max(βx, 0) + log1p(e^{−|βx|}) (no overflow, accurate for any βx),
+same reason. In float32 on NumPy and on libraries without an erf of their own,
+``gelu_forward`` runs :func:`nnbackend.functional.special.normal_cdf_slope32` instead: one kernel
+gives y and f′(x) (``ActivationSaved.slope``; the backward is one product), x Φ(x) within 7 ulp
+of mpmath down to the underflow, in ~6 ms per million values on NumPy against SciPy's ~17.
+Softplus is max(βx, 0) + log1p(e^{−|βx|}) (no overflow, accurate for any βx),
 PyTorch's reversion to x above ``threshold`` kept.
 
 Shapes are preserved: ``x``, ``y`` and ``dy`` share one shape. Results keep the input's
