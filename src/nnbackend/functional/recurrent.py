@@ -39,7 +39,9 @@ How the work is laid out
   ½ tanh(½ a) + ½, which cancels to 0 below a ≈ −17 in float32. In place, one step activates
   the whole contiguous row of its gates with the sigmoid (the tanh gate's pre-activation saved
   first, its tanh written back over it): whole-row passes cost about half as much as passes
-  over the strided blocks of the row on NumPy.
+  over the strided blocks of the row on NumPy. The price of accuracy: on a float32 (32, 512)
+  row ~37 µs a step against ~15 µs for the tanh form (exp and six cheap passes against tanh
+  and two), ~5 % of the LSTM benchmark's forward+backward.
 - Backward through time runs the steps in reverse, each with one GEMM for ∂L/∂h_{t−1} = δ_t
   W_hh, writing the pre-activation gradients δ_t (N, G·H) into a buffer; the weight gradients
   are then one GEMM each over all steps: ∂L/∂W_ih = Σ_t δ_tᵀ x_t, ∂L/∂W_hh = Σ_t δ_tᵀ h_{t−1},
