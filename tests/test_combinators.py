@@ -245,6 +245,21 @@ def test_without_input_grad_the_parameters_get_the_same_gradients(case: Any, nam
         np.testing.assert_array_equal(b, a, err_msg=pname)
 
 
+def test_a_sequential_of_layers_without_parameters_returns_none_without_input_grad(
+        case: Any) -> None:
+    """Every layer runs by inference there: backprop gave dy back as if it were ∂L/∂x (for
+    ReLU, [5, 7] instead of None or [0, 7])."""
+    x = case.asarray(np.array([[-1.0, 2.0]]))
+    dy = case.asarray(np.array([[5.0, 7.0]]))
+    for model in (nb.Sequential(nb.ReLU()), nb.Sequential(nb.ReLU(), nb.Tanh())):
+        _, backprop = model.forward(x)  # Sequential's default: input_grad=False
+        assert backprop(dy) is None
+    _, backprop = nb.Sequential(nb.ReLU()).forward(x, input_grad=True)
+    np.testing.assert_array_equal(nb.to_numpy(backprop(dy)), [[0.0, 7.0]])
+    _, backprop = nb.Sequential().forward(x, input_grad=True)  # the identity
+    np.testing.assert_array_equal(nb.to_numpy(backprop(dy)), [[5.0, 7.0]])
+
+
 # ------------------------------------------------------------------ what the children are asked
 
 

@@ -116,6 +116,10 @@ class Sequential(Module):
             err.inside(type(self).__name__, i)
             raise
         backprops.reverse()
+        if not backprops and not ctx.input_grad:
+            # Every layer ran by inference (none trained, none with training behaviour): no
+            # ∂L/∂x was asked for, and dy passed through untouched is not one.
+            return x, _no_input_grad
 
         def backprop_all(dy: Array) -> Array | None:
             for backprop in backprops:
@@ -123,6 +127,10 @@ class Sequential(Module):
             return dy
 
         return x, backprop_all
+
+
+def _no_input_grad(dy: Array) -> None:
+    return None
 
 
 def _has_training_behaviour(layer: Module) -> bool:
