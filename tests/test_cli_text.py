@@ -158,3 +158,41 @@ def test_resume_refuses_another_context_and_generate_another_checkpoint(
     capsys.readouterr()
     assert main(["generate", str(digits), "--prompt", "a"]) == 1
     assert "records no vocabulary: not a language model's checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", [True, False])
+def test_a_resumed_schedule_continues_with_an_explicit_lr(text: bool) -> None:
+    """Both schedules (per epoch: cosine; per step for a language model: warm-up then
+    cosine) continue from the recorded progress; ``--lr`` rescales α₀ in every part (the
+    cosine the warm-up hands over to too), and a missing record is a CheckpointError."""
+    import argparse
+
+    from nnbackend import cli
+    from nnbackend.errors import CheckpointError
+
+    model = nb.Linear(2, 2, dtype="float64")
+    args = argparse.Namespace(schedule="cosine", epochs=2, lr=None, resume="run.npz")
+
+    def schedule(optimizer: Any, meta: Any) -> Any:
+        if text:
+            return cli._text_schedule(args, optimizer, meta, 50)  # 10 warm-up steps of 100
+        return cli._schedule(args, optimizer, meta)
+
+    first_opt = nb.optim.AdamW(model.parameters(), lr=0.01)
+    first = schedule(first_opt, None)
+    steps = 30 if text else 1
+    for _ in range(steps):
+        first.step()
+    meta = {cli._SCHEDULE_KEY: first.state_dict()}
+    args.lr = 0.5
+    resumed_opt = nb.optim.AdamW(model.parameters(), lr=0.01)
+    resumed = schedule(resumed_opt, meta)
+    assert resumed.last_epoch == first.last_epoch == steps
+    for _ in range(10 if text else 1):
+        rate = first_opt.param_groups[0]["lr"]
+        assert 0.0 < rate < 0.01
+        assert resumed_opt.param_groups[0]["lr"] == pytest.approx(50.0 * rate, rel=1e-12)
+        first.step()
+        resumed.step()
+    with pytest.raises(CheckpointError, match=r"run\.npz: its lr_schedule cannot continue"):
+        schedule(nb.optim.AdamW(model.parameters(), lr=0.01), {})

@@ -613,13 +613,20 @@ def _schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, Any] 
     a resumed checkpoint's progress: the rate of its next epoch, recomputed for ``--epochs``
     (a new total stretches the rest of the cosine) and from ``--lr`` when given (a new α₀)."""
     from . import optim
-    from .errors import CheckpointError
 
     if args.schedule == "constant":
         return None
     schedule = optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    if meta is None:
-        return schedule
+    return schedule if meta is None else _continue_schedule(schedule, args, optimizer, meta)
+
+
+def _continue_schedule(schedule: Any, args: argparse.Namespace, optimizer: Any,
+                       meta: Mapping[str, Any], inner: Any = None) -> Any:
+    """``schedule`` at a resumed checkpoint's progress: its recorded state loaded (a
+    CheckpointError when it cannot be), α₀ replaced by ``--lr`` when given (in ``inner``, a
+    schedule ``schedule`` hands over to, too), and the optimizer's rates set to the next step's."""
+    from .errors import CheckpointError
+
     saved = meta.get(_SCHEDULE_KEY)
     try:
         if saved is None:
@@ -630,6 +637,8 @@ def _schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, Any] 
         raise CheckpointError(msg) from exc
     if args.lr is not None:
         schedule.base_lrs = [args.lr] * len(schedule.base_lrs)
+        if inner is not None:
+            inner.base_lrs = list(schedule.base_lrs)
     for group, lr in zip(optimizer.param_groups, schedule.lrs_at(schedule.last_epoch),
                          strict=True):
         group["lr"] = lr  # as the schedule sets them: the optimizer's default stays α₀
@@ -776,7 +785,6 @@ def _text_schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, 
     100 steps (fewer in a shorter run), then a cosine to 0 at the last planned step; None for
     a constant rate. Continued from a resumed checkpoint's progress, as :func:`_schedule`."""
     from . import optim
-    from .errors import CheckpointError
 
     if args.schedule == "constant":
         return None
@@ -784,23 +792,8 @@ def _text_schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, 
     warmup = min(_WARMUP_STEPS, total // 10)
     cosine = optim.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
     schedule = optim.LinearWarmup(optimizer, warmup, after=cosine)
-    if meta is None:
-        return schedule
-    saved = meta.get(_SCHEDULE_KEY)
-    try:
-        if saved is None:
-            raise ValueError(f"no {_SCHEDULE_KEY!r} recorded")
-        schedule.load_state_dict(saved)
-    except (ValueError, KeyError, TypeError) as exc:
-        msg = f"checkpoint {args.resume}: its {_SCHEDULE_KEY} cannot continue: {exc}"
-        raise CheckpointError(msg) from exc
-    if args.lr is not None:
-        schedule.base_lrs = [args.lr] * len(schedule.base_lrs)
-        cosine.base_lrs = list(schedule.base_lrs)
-    for group, lr in zip(optimizer.param_groups, schedule.lrs_at(schedule.last_epoch),
-                         strict=True):
-        group["lr"] = lr
-    return schedule
+    return schedule if meta is None else _continue_schedule(schedule, args, optimizer, meta,
+                                                             inner=cosine)
 
 
 class _StepScheduled:
