@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -379,8 +379,14 @@ def _quiet_stderr() -> Iterator[None]:
 
 def _torch_gemm_share(target: Target, spec: ConvSpec, workload: str, *, steps: int,
                       seed: int) -> float:
-    profiler = importlib.import_module("torch.profiler")
     wl = build_conv_workload(target, spec, workload, seed=seed)
+    return torch_profiled_share(wl, TORCH_GEMM_OPS, steps=steps)
+
+
+def torch_profiled_share(wl: Workload, ops: Collection[str], *, steps: int) -> float:
+    """The median, over ``steps`` profiled steps after two unprofiled ones, of the share of a
+    PyTorch step's wall time that ``torch.profiler`` books as self CPU time of ``ops``."""
+    profiler = importlib.import_module("torch.profiler")
     wl()
     wl()
     shares = []
@@ -391,7 +397,7 @@ def _torch_gemm_share(target: Target, spec: ConvSpec, workload: str, *, steps: i
             wall = time.perf_counter() - start
         self_us: Counter[str] = Counter()
         for event in prof.key_averages():
-            if event.key in TORCH_GEMM_OPS:
+            if event.key in ops:
                 self_us[event.key] += event.self_cpu_time_total
         shares.append(sum(self_us.values()) * 1e-6 / wall)
     return statistics.median(shares)

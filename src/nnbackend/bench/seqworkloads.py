@@ -27,9 +27,6 @@ no hand-written floor for these layers.
 from __future__ import annotations
 
 import importlib
-import statistics
-import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -37,7 +34,13 @@ import numpy as np
 from ..backend import BackendUnavailableError, get_backend
 from ..losses import MSELoss
 from ..optim import Adam
-from .convworkloads import GEMM_NAMES, TORCH_GEMM_OPS, _median_share, _quiet_stderr, torch_threads
+from .convworkloads import (
+    GEMM_NAMES,
+    TORCH_GEMM_OPS,
+    _median_share,
+    torch_profiled_share,
+    torch_threads,
+)
 from .counting import CountingNamespace
 from .seqspecs import SeqSpec, build_seq_model, make_seq_data, seq_parameters
 from .specs import ADAM_LR, _check_workload
@@ -264,19 +267,5 @@ def seq_gemm_share(target: Target, spec: SeqSpec, workload: str, *, steps: int =
 
 def _torch_share(target: Target, spec: SeqSpec, workload: str, *, steps: int,
                  seed: int) -> float:
-    profiler = importlib.import_module("torch.profiler")
     wl = build_seq_workload(target, spec, workload, seed=seed)
-    wl()
-    wl()
-    shares = []
-    for _ in range(steps):
-        with _quiet_stderr(), profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            wl()
-            wall = time.perf_counter() - start
-        self_us: Counter[str] = Counter()
-        for event in prof.key_averages():
-            if event.key in TORCH_SEQ_GEMM_OPS:
-                self_us[event.key] += event.self_cpu_time_total
-        shares.append(sum(self_us.values()) * 1e-6 / wall)
-    return statistics.median(shares)
+    return torch_profiled_share(wl, TORCH_SEQ_GEMM_OPS, steps=steps)
