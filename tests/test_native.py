@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 import nnbackend as nb
-from nnbackend._native import masked, matmul_into, maximizer, sum_into, summer
+from nnbackend._native import (
+    masked,
+    matmul_into,
+    maximizer,
+    sum_into,
+    summer,
+    transposed_operand,
+)
 
 
 def _draw(case: Any, shape: tuple[int, ...], seed: int) -> tuple[Any, np.ndarray]:
@@ -230,3 +237,16 @@ def test_special_matches_the_standard_erf(case: Any, name: str) -> None:
     want = nb.to_numpy({"erf": erf_standard, "erfc": erfc_standard}[name](x, xp=case.xp))
     eps = np.finfo(case.dtype_name).eps
     np.testing.assert_allclose(nb.to_numpy(got), want, rtol=64 * eps, atol=4 * eps)
+
+
+def test_transposed_operand_is_the_transpose(case: Any) -> None:
+    """The right operand of a stacked product (a C-ordered copy on NumPy, the view elsewhere)
+    holds bᵀ exactly, and products with it are the float64 products with bᵀ."""
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(2, 3, 5, 4)), rng.normal(size=(2, 3, 6, 4))
+    xa, xb = case.asarray(a), case.asarray(b)
+    t = transposed_operand(xb, case.xp)
+    held_a, held_b = case.backend.to_numpy(xa), case.backend.to_numpy(xb)
+    np.testing.assert_array_equal(case.backend.to_numpy(t), held_b.swapaxes(-1, -2))
+    want = held_a.astype(np.float64) @ held_b.astype(np.float64).swapaxes(-1, -2)
+    np.testing.assert_allclose(case.backend.to_numpy(xa @ t), want, rtol=case.rtol, atol=case.rtol)

@@ -138,6 +138,19 @@ def channel_operand(v: Array, length: int, xp: Namespace) -> Array:
     return xp.reshape(v, (v.shape[0], 1))
 
 
+def transposed_operand(a: Array, xp: Namespace) -> Array:
+    """aᵀ (the last two axes swapped) as the right operand of a stacked product.
+
+    On NumPy a C-ordered copy: its stacked matmul with a transposed (strided) right operand
+    ran 3-20 times slower with two OpenBLAS threads (measured on (64, 128, 32) @ (64, 32, 128)
+    float32: 2.6 ms fastest, 19 ms median on a busy machine, against 0.8 and 1.0 ms with the
+    copy, which costs 0.16 ms); elsewhere the standard's view (the libraries' batched GEMMs
+    take transposed operands as they are). The values are the same either way.
+    """
+    t = xp.matrix_transpose(a)
+    return xp.reshape(t, tuple(t.shape), copy=True) if library_of(xp).native is np else t
+
+
 def nan_free(x: Array, xp: Namespace) -> bool:
     """Whether ``x`` certainly holds no NaN, so a caller may skip testing for NaN.
 

@@ -59,11 +59,9 @@ import math
 from typing import Any, NamedTuple
 
 import array_api_compat
-import numpy as np
 
 from .._checks import check_probability
-from .._libraries import library_of
-from .._native import fused, maximizer, summer, ufunc_into
+from .._native import fused, maximizer, summer, transposed_operand, ufunc_into
 from .._typing import Array, Namespace
 from ..random import Generator
 from .dropout import dropout, dropout_backward
@@ -213,7 +211,7 @@ def _scores_kernel(query: Array, key: Array, attn_mask: Array | None, *, scale: 
     """(q · s, P): the scaled queries and the masked softmax of their scores (on JAX one
     compiled kernel: :func:`nnbackend._native.fused`)."""
     qs = query * scale
-    scores = qs @ _transposed(key, xp)
+    scores = qs @ transposed_operand(key, xp)
     bias = _bias(attn_mask, causal, tuple(scores.shape[-2:]), query, xp)
     if bias is not None:
         scores += bias  # a fresh array: masked in place (rebound on JAX)
@@ -228,7 +226,7 @@ def _backward_kernel(
     """(dq, dk, dv): the module docstring's backward (the products written into the
     ``*_out`` arrays where given and the library can)."""
     dv = _product(xp.matrix_transpose(weights), dy, dv_out, xp)
-    dA = dy @ _transposed(v, xp)
+    dA = dy @ transposed_operand(v, xp)
     rowdot = xp.vecdot(dy, output)[..., None]  # Σⱼ (∂L/∂P)ᵢⱼ Pᵢⱼ = δᵢ · oᵢ
     if dweights is not None:
         dA += dweights
@@ -258,19 +256,6 @@ def _softmax_rows(z: Array, xp: Namespace) -> Array:
     total = xp.where(total == 0.0, xp.ones_like(total), total)
     e /= total
     return e
-
-
-def _transposed(a: Array, xp: Namespace) -> Array:
-    """aᵀ (the last two axes swapped) as the right operand of a stacked product.
-
-    On NumPy a C-ordered copy: its stacked matmul with a transposed (strided) right operand
-    ran 3-20 times slower with two OpenBLAS threads (measured on (64, 128, 32) @ (64, 32, 128)
-    float32: 2.6 ms fastest, 19 ms median on a busy machine, against 0.8 and 1.0 ms with the
-    copy, which costs 0.16 ms); elsewhere the view (the libraries' batched GEMMs take
-    transposed operands as they are).
-    """
-    t = xp.matrix_transpose(a)
-    return xp.reshape(t, tuple(t.shape), copy=True) if library_of(xp).native is np else t
 
 
 def _product(a: Array, b: Array, out: Array | None, xp: Namespace) -> Array:
