@@ -30,7 +30,12 @@ __all__ = [
     "fans",
     "get_initializer",
     "he_normal",
+    "host_generator",
     "lecun_normal",
+    "normal",
+    "standard_normal",
+    "torch_linear_weight",
+    "uniform",
     "xavier_uniform",
     "zeros",
 ]
@@ -96,6 +101,41 @@ def zeros(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return np.zeros(shape)
 
 
+
+def standard_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """N(0, 1): PyTorch's initialisation of an embedding table."""
+    return rng.standard_normal(shape)
+
+
+def normal(std: float) -> Initializer:
+    """N(0, std²), e.g. GPT-2's N(0, 0.02²) for its embedding tables."""
+
+    def init(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return rng.standard_normal(shape) * std
+
+    return init
+
+
+def uniform(bound: float) -> Initializer:
+    """U(−bound, bound), e.g. PyTorch's recurrent weights and biases with bound = 1/√H."""
+
+    def init(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(-bound, bound, shape)
+
+    return init
+
+
+def torch_linear_weight(rng: np.random.Generator) -> Initializer:
+    """PyTorch's ``nn.Linear`` weight initialiser, ``kaiming_uniform_(a=√5)``: U(−b, b) with
+    b = 1/√fan_in, drawn from ``rng`` (a stream a layer shares between its parameters, as
+    PyTorch's module does; an initialiser for :class:`Linear`'s ``init=``)."""
+
+    def init(shape: tuple[int, ...], _rng: np.random.Generator) -> np.ndarray:
+        bound = 1.0 / math.sqrt(shape[1]) if shape[1] else 0.0
+        return rng.uniform(-bound, bound, size=shape)
+
+    return init
+
 _BY_NAME: dict[str, Initializer] = {
     "he": he_normal,
     "kaiming": he_normal,
@@ -116,7 +156,7 @@ def get_initializer(init: str | Initializer | Any) -> Initializer:
     raise ValueError(msg)
 
 
-def _generator(seed: Any, *, where: str) -> np.random.Generator:
+def host_generator(seed: Any, *, where: str) -> np.random.Generator:
     """``numpy.random.default_rng(seed)``, with an error naming ``where`` and the bad seed.
 
     ``seed`` is None (fresh entropy), a non-negative integer, or anything else NumPy seeds
@@ -145,7 +185,7 @@ def draw(
     The one draw every backend transfers from, so the same seed gives bit-identical weights
     everywhere; ``where`` names the layer in the error raised for a wrong-shape initialiser.
     """
-    values = np.asarray(get_initializer(init)(shape, _generator(seed, where=where)))
+    values = np.asarray(get_initializer(init)(shape, host_generator(seed, where=where)))
     if values.shape != shape:
         msg = f"{where}: init returned shape {values.shape}, expected {shape}"
         raise ValueError(msg)

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import array_api_compat
-import numpy as np
 
 from .._checks import check_int, check_probability
 from .._libraries import library_of
@@ -20,23 +19,12 @@ from ..functional.attention import (
     scaled_dot_product_attention_forward,
 )
 from ..functional.linear import linear, linear_backward
-from ..init import _generator, xavier_uniform
+from ..init import host_generator, torch_linear_weight, xavier_uniform
 from ..random import Generator
 from .linear import Linear
 from .module import Context, Module, Parameter
 
 __all__ = ["MultiheadAttention"]
-
-
-def torch_linear_weight(rng: np.random.Generator) -> Any:
-    """PyTorch's ``nn.Linear`` weight initialiser, ``kaiming_uniform_(a=√5)``: U(−b, b) with
-    b = 1/√fan_in, drawn from ``rng`` (an initialiser for :class:`Linear`'s ``init=``)."""
-
-    def init(shape: tuple[int, ...], _rng: np.random.Generator) -> np.ndarray:
-        bound = 1.0 / math.sqrt(shape[1]) if shape[1] else 0.0
-        return rng.uniform(-bound, bound, size=shape)
-
-    return init
 
 
 class _Inputs(NamedTuple):
@@ -157,7 +145,7 @@ class MultiheadAttention(Module):
         be = get_backend(backend)
         dt = be.dtype(dtype)
         e = self.embed_dim
-        rng = _generator(seed, where=where)
+        rng = host_generator(seed, where=where)
         self.in_proj_weight = Parameter(
             be.asarray(xavier_uniform((3 * e, e), rng), dtype=dt, copy=True), "in_proj_weight")
         self.in_proj_bias = Parameter(be.zeros((3 * e,), dtype=dt), "in_proj_bias") \
@@ -482,4 +470,4 @@ def _device(a: Array) -> Any:
 def _strided_products(xp: Namespace) -> bool:
     """Whether ``ufunc_into`` writes products into strided views for ``xp`` (NumPy's
     ``matmul(out=)``; elsewhere the layer transposes with copies)."""
-    return library_of(xp).native is np
+    return library_of(xp).name == "numpy"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .._checks import check_int
 from .._typing import Array, Backprop
 from ..backend import dtype_name, get_backend
@@ -25,15 +23,10 @@ from ..functional.embedding import (
     embedding_forward,
     normalize_padding_idx,
 )
-from ..init import draw
+from ..init import draw, standard_normal
 from .module import Context, Module, Parameter
 
 __all__ = ["Embedding"]
-
-
-def _standard_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """N(0, 1): PyTorch's initialisation of an embedding table."""
-    return rng.standard_normal(shape)
 
 
 class Embedding(Module):
@@ -98,7 +91,7 @@ class Embedding(Module):
         be = get_backend(backend)
         dt = be.dtype(dtype)
         shape = (self.num_embeddings, self.embedding_dim)
-        table = draw(_standard_normal, shape, seed, where=repr(self))
+        table = draw(standard_normal, shape, seed, where=repr(self))
         if self.padding_idx is not None:
             table[self.padding_idx] = 0.0
         self.weight = Parameter(be.asarray(table, dtype=dt, copy=True), "weight")

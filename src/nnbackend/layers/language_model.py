@@ -34,11 +34,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .._checks import check_int, describe_placement
 from .._typing import Array, Backprop
 from ..backend import dtype_name, get_backend
+from ..init import draw, normal
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
@@ -225,7 +224,7 @@ def _redraw_normal(table: Embedding, std: float, seed: int | None, be: Any, dt: 
     """Replace an embedding table by N(0, std²) draws (on the host from ``seed``, as every
     initialiser here: the same on every backend)."""
     shape = tuple(table.weight.shape)
-    values = np.random.default_rng(seed).standard_normal(shape) * std
+    values = draw(normal(std), shape, seed, where=repr(table))
     table.weight.data = be.asarray(values, dtype=dt, copy=True)
 
 

@@ -28,12 +28,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import array_api_compat
-import numpy as np
 
-from .._checks import check_int, check_probability, describe_placement, namespace_of
+from .._checks import check_flag, check_int, check_probability, describe_placement, namespace_of
 from .._typing import Array, Backprop, Namespace
 from ..backend import dtype_name, get_backend
 from ..functional.recurrent import MODES, rnn_backward, rnn_forward
+from ..init import host_generator, uniform
 from ..random import Generator
 from .module import Context, Module, Parameter
 
@@ -71,9 +71,9 @@ class _RNNBase(Module):
         self.input_size = check_int(input_size, what=f"{kind}: input_size", minimum=1)
         self.hidden_size = check_int(hidden_size, what=f"{kind}: hidden_size", minimum=1)
         self.num_layers = check_int(num_layers, what=f"{kind}: num_layers", minimum=1)
-        self.bias = _check_bool(bias, kind, "bias")
-        self.batch_first = _check_bool(batch_first, kind, "batch_first")
-        self.bidirectional = _check_bool(bidirectional, kind, "bidirectional")
+        self.bias = check_flag(bias, caller=kind, name="bias")
+        self.batch_first = check_flag(batch_first, caller=kind, name="batch_first")
+        self.bidirectional = check_flag(bidirectional, caller=kind, name="bidirectional")
         self.dropout = check_probability(dropout, caller=kind, name="dropout")
         if proj_size != 0:
             msg = (f"{kind}: proj_size={proj_size!r} is not supported (an LSTM with projections); "
@@ -86,8 +86,8 @@ class _RNNBase(Module):
         self.generator = Generator(seed)
         be = get_backend(backend)
         dt = be.dtype(dtype)
-        rng = np.random.default_rng(self.generator.seed)
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        rng = host_generator(self.generator.seed, where=kind)
+        initial = uniform(1.0 / math.sqrt(self.hidden_size))
         rows = MODES[mode] * self.hidden_size
         directions = 2 if self.bidirectional else 1
         self._names: list[tuple[str, str, str | None, str | None]] = []
@@ -100,7 +100,7 @@ class _RNNBase(Module):
                 if self.bias:
                     shapes.update({"bias_ih": (rows,), "bias_hh": (rows,)})
                 for name, shape in shapes.items():  # PyTorch's order: U(−1/√H, 1/√H) each
-                    values = rng.uniform(-bound, bound, shape)
+                    values = initial(shape, rng)
                     setattr(self, name + suffix,
                             Parameter(be.asarray(values, dtype=dt, copy=True), name + suffix))
                 self._names.append((f"weight_ih{suffix}", f"weight_hh{suffix}",
@@ -279,13 +279,6 @@ class _RNNBase(Module):
         return result, backprop
 
 
-def _check_bool(value: Any, kind: str, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        msg = f"{kind}: {name} must be True or False, got {value!r}"
-        raise TypeError(msg)
-    return bool(value)
-
-
 def _zeros_like(a: Array) -> Array:
     return namespace_of(a).zeros_like(a)
 
@@ -455,7 +448,7 @@ class RecurrentOutput(Module):
             msg = f"RecurrentOutput: keep must be 'sequence' or 'last', got {keep!r}"
             raise ValueError(msg)
         self.keep = keep
-        self.batch_first = _check_bool(batch_first, "RecurrentOutput", "batch_first")
+        self.batch_first = check_flag(batch_first, caller="RecurrentOutput", name="batch_first")
 
     def config(self) -> dict[str, Any]:
         """The constructor's arguments."""

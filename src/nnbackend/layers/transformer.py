@@ -9,9 +9,9 @@ from typing import Any
 from .._checks import check_int, check_probability
 from .._typing import Array, Backprop
 from ..backend import dtype_name, get_backend
-from ..init import _generator
+from ..init import host_generator, torch_linear_weight
 from . import activations
-from .attention import MultiheadAttention, _Inputs, torch_linear_weight
+from .attention import MultiheadAttention, _Inputs
 from .dropout import Dropout
 from .linear import Linear
 from .module import Context, Module
@@ -112,7 +112,7 @@ class TransformerEncoderLayer(Module):
         self.is_causal, self.seed = bool(is_causal), seed
         be = get_backend(backend)
         dt = be.dtype(dtype)
-        rng = _generator(seed, where=where)
+        rng = host_generator(seed, where=where)
 
         def child_seed() -> int:
             return int(rng.integers(0, 2**63))
