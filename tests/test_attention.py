@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _compare import close, held, one_torch_thread  # noqa: F401 (a module-scoped autouse fixture)
 
 import nnbackend as nb
 import nnbackend.functional as F
@@ -31,30 +32,9 @@ def _skip_on_jax(case: Any) -> None:
         pytest.skip("JAX runs the covering subset of this file")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _close(got: Any, want: Any, case: Any, what: str) -> None:
-    got = nb.to_numpy(got)
-    want = np.asarray(want)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    scale = float(np.abs(want).max()) or 1.0
-    np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.rtol * scale, err_msg=what)
-
-
-def _host(case: Any, a: np.ndarray) -> np.ndarray:
-    """The float64 values the case's dtype holds (the reference sees the same inputs)."""
-    return np.asarray(a).astype(case.dtype_name).astype(np.float64)
-
-
 def _qkv(case: Any, seed: int) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
-    return tuple(_host(case, rng.normal(size=shape)) for shape in
+    return tuple(held(case, rng.normal(size=shape)) for shape in
                  ((N, H, L, E), (N, H, S, E), (N, H, S, EV), (N, H, L, EV)))
 
 
@@ -132,7 +112,7 @@ def test_sdpa_matches_torch_forward_and_gradients(case: Any, mask_name: str) -> 
     want = _torch_sdpa(q, k, v, dy, allowed, **kwargs)
     for got, ref, what in zip((y, dq, dk, dv), want, ("y", "dq", "dk", "dv"), strict=True):
         assert np.isfinite(nb.to_numpy(got)).all(), what
-        _close(got, ref, case, f"{what}, mask {mask_name}")
+        close(got, ref, case, f"{what}, mask {mask_name}")
     y_plain = F.scaled_dot_product_attention(
         case.asarray(q), case.asarray(k), case.asarray(v), **ours)
     np.testing.assert_array_equal(nb.to_numpy(y_plain), nb.to_numpy(y))
@@ -146,7 +126,7 @@ def test_sdpa_matches_torch_forward_and_gradients(case: Any, mask_name: str) -> 
 def test_sdpa_scale_and_the_weights_gradient(case: Any) -> None:
     """An explicit scale, and a gradient of the weights A themselves (as MHA's need_weights)."""
     q, k, v, dy = _qkv(case, 5)
-    dw = _host(case, np.random.default_rng(6).normal(size=(N, H, L, S)))
+    dw = held(case, np.random.default_rng(6).normal(size=(N, H, L, S)))
     y, saved = F.scaled_dot_product_attention_forward(
         case.asarray(q), case.asarray(k), case.asarray(v), scale=0.7)
     grads = F.scaled_dot_product_attention_backward(case.asarray(dy), saved, case.asarray(dw))
@@ -154,11 +134,11 @@ def test_sdpa_scale_and_the_weights_gradient(case: Any) -> None:
     weights = torch.softmax(tq @ tk.transpose(-2, -1) * 0.7, dim=-1)
     ty = weights @ tv
     ((ty * torch.from_numpy(dy)).sum() + (weights * torch.from_numpy(dw)).sum()).backward()
-    _close(y, ty.detach().numpy(), case, "y")
-    _close(saved.weights, weights.detach().numpy(), case, "weights")
+    close(y, ty.detach().numpy(), case, "y")
+    close(saved.weights, weights.detach().numpy(), case, "weights")
     for got, ref, what in zip(grads, (tq, tk, tv), ("dq", "dk", "dv"), strict=True):
         assert ref.grad is not None
-        _close(got, ref.grad.numpy(), case, what)
+        close(got, ref.grad.numpy(), case, what)
 
 
 def test_sdpa_dropout_uses_the_generator_and_its_mask(case: Any) -> None:
@@ -180,10 +160,10 @@ def test_sdpa_dropout_uses_the_generator_and_its_mask(case: Any) -> None:
     scores = scores.masked_fill(~torch.from_numpy(np.tril(np.ones((L, S), bool))), -np.inf)
     ty = (torch.softmax(scores, dim=-1) * torch.from_numpy(mask) / (1 - p)) @ tv
     ty.backward(torch.from_numpy(dy))
-    _close(y, ty.detach().numpy(), case, "y")
+    close(y, ty.detach().numpy(), case, "y")
     for got, ref, what in zip((dq, dk, dv), (tq, tk, tv), ("dq", "dk", "dv"), strict=True):
         assert ref.grad is not None
-        _close(got, ref.grad.numpy(), case, what)
+        close(got, ref.grad.numpy(), case, what)
 
 
 def test_sdpa_gradcheck(case: Any) -> None:
@@ -247,7 +227,7 @@ def _torch_mha(seed: int, batch_first: bool) -> torch.nn.MultiheadAttention:
 
 def _loaded(case: Any, ref: torch.nn.Module, layer: nb.Module) -> nb.Module:
     """``layer`` given ``ref``'s weights as the case's dtype holds them (both then equal)."""
-    state = {k: _host(case, v.detach().numpy()) for k, v in ref.state_dict().items()}
+    state = {k: held(case, v.detach().numpy()) for k, v in ref.state_dict().items()}
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     layer.load_state_dict({k: v.astype(case.dtype_name) for k, v in state.items()})
     return layer
@@ -259,7 +239,7 @@ def _mha(case: Any, batch_first: bool, **kwargs: Any) -> MultiheadAttention:
 
 
 def _seq(case: Any, rng: np.random.Generator, length: int, batch_first: bool) -> np.ndarray:
-    return _host(case, rng.normal(size=(N, length, EMBED) if batch_first else (length, N, EMBED)))
+    return held(case, rng.normal(size=(N, length, EMBED) if batch_first else (length, N, EMBED)))
 
 
 # (kind, batch_first): self-attention through one array, cross-attention through a tuple with
@@ -287,7 +267,7 @@ def test_mha_matches_torch(case: Any, kind: str, batch_first: bool) -> None:
     tx, tk, tv = (torch.tensor(a, requires_grad=True) for a in (x, key, value))
     kpm = rng.random((N, S)) < 0.3  # True: ignored (PyTorch's polarity for this layer)
     kpm[:, 0] = False
-    attn = _host(case, rng.normal(size=(N * H, L, S)))  # additive, per sample and head
+    attn = held(case, rng.normal(size=(N * H, L, S)))  # additive, per sample and head
     dw = None
     if kind in ("self", "causal"):
         mask = (torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64)
@@ -312,7 +292,7 @@ def test_mha_matches_torch(case: Any, kind: str, batch_first: bool) -> None:
         inputs = (case.asarray(x), case.asarray(key), case.asarray(value))
     loss = (ty * torch.from_numpy(dy)).sum()
     if kind == "weights":
-        dw = _host(case, rng.normal(size=tuple(tw.shape)))
+        dw = held(case, rng.normal(size=tuple(tw.shape)))
         loss = loss + (tw * torch.from_numpy(dw)).sum()
     loss.backward()
     y, backprop = layer.forward(inputs)
@@ -320,21 +300,21 @@ def test_mha_matches_torch(case: Any, kind: str, batch_first: bool) -> None:
                      else case.asarray(dy))
     if kind == "weights":
         y, weights = y
-        _close(weights, tw.detach().numpy(), case, "weights")
+        close(weights, tw.detach().numpy(), case, "weights")
     case.check_placement(y)
-    _close(y, ty.detach().numpy(), case, "y")
+    close(y, ty.detach().numpy(), case, "y")
     if kind in ("self", "causal"):
-        _close(grads, tx.grad.numpy(), case, "dx")
+        close(grads, tx.grad.numpy(), case, "dx")
     elif kind == "causal-padding":  # one x as query, key and value: the three add up
-        _close(grads[0] + grads[1] + grads[2], tx.grad.numpy(), case, "dx")
+        close(grads[0] + grads[1] + grads[2], tx.grad.numpy(), case, "dx")
     else:
         assert isinstance(grads, tuple) and len(grads) == len(inputs)
         assert all(g is None for g in grads[3:])
         for got, t, what in zip(grads, (tx, tk, tv), ("dquery", "dkey", "dvalue"), strict=False):
-            _close(got, t.grad.numpy(), case, what)
+            close(got, t.grad.numpy(), case, what)
     params = dict(ref.named_parameters())
     for name, p in layer.named_parameters():
-        _close(p.grad, params[name].grad.numpy(), case, f"d{name}")
+        close(p.grad, params[name].grad.numpy(), case, f"d{name}")
 
 
 def _torch_masked_mha(ref: torch.nn.MultiheadAttention, x: torch.Tensor,
@@ -367,12 +347,12 @@ def test_mha_fully_padded_sample_gives_zeros_and_no_nan(case: Any) -> None:
     y, backprop = layer.forward((xa, xa, xa, case.asarray(kpm, dtype="bool")))
     dq, dk, dv, dmask = backprop(case.asarray(dy))
     assert dmask is None
-    _close(y, ty.detach().numpy(), case, "y")
-    _close(dq + dk + dv, tx.grad.numpy(), case, "dx")  # one x used three times: the sum
+    close(y, ty.detach().numpy(), case, "y")
+    close(dq + dk + dv, tx.grad.numpy(), case, "dx")  # one x used three times: the sum
     params = dict(ref.named_parameters())
     for name, p in layer.named_parameters():
         assert np.isfinite(nb.to_numpy(p.grad)).all(), name
-        _close(p.grad, params[name].grad.numpy(), case, f"d{name}")
+        close(p.grad, params[name].grad.numpy(), case, f"d{name}")
     bias = nb.to_numpy(layer.out_proj.bias.data)
     np.testing.assert_array_equal(nb.to_numpy(y)[0], np.broadcast_to(bias, (L, EMBED)))
 
@@ -390,10 +370,10 @@ def test_mha_boolean_attn_mask_true_is_not_allowed(case: Any) -> None:
     ty = ref(tx, tx, tx, attn_mask=torch.from_numpy(blocked), need_weights=False)[0]
     xa = case.asarray(x)
     y = layer((xa, xa, xa, None, case.asarray(blocked, dtype="bool")))
-    _close(y, ty.detach().numpy(), case, "y")
+    close(y, ty.detach().numpy(), case, "y")
     causal = _mha(case, False, is_causal=True)
     causal.load_state_dict(layer.state_dict())
-    _close(causal(xa), ty.detach().numpy(), case, "is_causal=True")
+    close(causal(xa), ty.detach().numpy(), case, "is_causal=True")
 
 
 def test_mha_dropout_is_reproducible_and_off_in_eval(case: Any) -> None:
@@ -407,7 +387,7 @@ def test_mha_dropout_is_reproducible_and_off_in_eval(case: Any) -> None:
     plain = _mha(case, True)
     for layer in layers:
         layer.eval()
-        _close(layer(x), nb.to_numpy(plain(x)), case, "eval: no dropout")
+        close(layer(x), nb.to_numpy(plain(x)), case, "eval: no dropout")
     state = layers[0].get_extra_state()
     assert state["counter"] == 2
     layers[1].set_extra_state(state)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _compare import close, held, one_torch_thread  # noqa: F401 (a module-scoped autouse fixture)
 
 import nnbackend as nb
 import nnbackend.functional as F
@@ -20,29 +21,6 @@ from nnbackend.state import load_training_state, training_state
 from nnbackend.testing import count_host_reads
 
 STEPS = 3  # training steps before the evaluation step
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """The references on one thread: PyTorch's batch_norm on these tiny tensors took ~20 ms a
-    call with two threads on two busy cores (its workers wait for each other), 0.1 ms on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _close(got: Any, want: np.ndarray, case: Any, what: str) -> None:
-    """float64 rows to 1e-10, float32 rows to the matrix's tolerance, relative to the scale of
-    the reference (entries near zero are compared on that scale, not their own)."""
-    got = nb.to_numpy(got)
-    scale = float(np.abs(want).max()) or 1.0
-    np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.rtol * scale, err_msg=what)
-
-
-def _host(case: Any, a: np.ndarray) -> np.ndarray:
-    """The float64 values the case's dtype holds (the reference sees the same inputs)."""
-    return a.astype(case.dtype_name).astype(np.float64)
 
 
 def _torch_layer(shape: tuple[int, ...], **kwargs: Any) -> torch.nn.Module:
@@ -74,8 +52,8 @@ def test_functional_matches_torch_over_training_steps_then_eval(case: Any, confi
     c = shape[1]
     rng = np.random.default_rng(len(shape) * 10 + c)
     ref = _torch_layer(shape, affine=affine, track_running_stats=track, momentum=momentum)
-    weight = _host(case, rng.normal(1.0, 0.5, c))
-    bias = _host(case, rng.normal(0.0, 0.5, c))
+    weight = held(case, rng.normal(1.0, 0.5, c))
+    bias = held(case, rng.normal(0.0, 0.5, c))
     if affine:
         with torch.no_grad():
             ref.weight.copy_(torch.from_numpy(weight))
@@ -88,8 +66,8 @@ def test_functional_matches_torch_over_training_steps_then_eval(case: Any, confi
     for step in range(STEPS + 1):
         training = step < STEPS
         ref.train(training)
-        x = _host(case, rng.normal(2.0, 3.0, shape))  # an offset: the variance has two passes
-        dy = _host(case, rng.normal(size=shape))
+        x = held(case, rng.normal(2.0, 3.0, shape))  # an offset: the variance has two passes
+        dy = held(case, rng.normal(size=shape))
         xt = torch.tensor(x, requires_grad=True)
         yt = ref(xt)
         yt.backward(torch.from_numpy(dy))
@@ -100,29 +78,29 @@ def test_functional_matches_torch_over_training_steps_then_eval(case: Any, confi
         case.check_placement(y)
         dx, dw, db = F.batch_norm_backward(case.asarray(dy), saved)
         what = f"step {step} ({'train' if training else 'eval'})"
-        _close(y, yt.detach().numpy(), case, f"y, {what}")
+        close(y, yt.detach().numpy(), case, f"y, {what}")
         assert dx is not None
-        _close(dx, xt.grad.numpy(), case, f"dx, {what}")
+        close(dx, xt.grad.numpy(), case, f"dx, {what}")
         if affine:
-            _close(dw, ref.weight.grad.numpy(), case, f"dweight, {what}")
-            _close(db, ref.bias.grad.numpy(), case, f"dbias, {what}")
+            close(dw, ref.weight.grad.numpy(), case, f"dweight, {what}")
+            close(db, ref.bias.grad.numpy(), case, f"dbias, {what}")
             ref.weight.grad = ref.bias.grad = None
         else:
             assert dw is None and db is None
         if track:
-            _close(mean, ref.running_mean.numpy(), case, f"running_mean, {what}")
-            _close(var, ref.running_var.numpy(), case, f"running_var, {what}")
+            close(mean, ref.running_mean.numpy(), case, f"running_mean, {what}")
+            close(var, ref.running_var.numpy(), case, f"running_var, {what}")
         else:
             assert mean is None and var is None
 
 
 def test_batch_norm_returns_y_and_leaves_the_running_statistics_alone(case: Any) -> None:
     rng = np.random.default_rng(1)
-    x = _host(case, rng.normal(size=(5, 3, 7)))
+    x = held(case, rng.normal(size=(5, 3, 7)))
     mean, var = case.asarray(np.zeros(3)), case.asarray(np.ones(3))
     y = F.batch_norm(case.asarray(x), mean, var, training=True)
     ref = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, training=True)
-    _close(y, ref.numpy(), case, "y")
+    close(y, ref.numpy(), case, "y")
     np.testing.assert_array_equal(nb.to_numpy(mean), np.zeros(3))
     np.testing.assert_array_equal(nb.to_numpy(var), np.ones(3))
 
@@ -131,7 +109,7 @@ def test_variance_is_two_pass_in_float32_too(case: Any) -> None:
     """x = 3000 + N(0, 1): E[x²] − E[x]² would lose every digit of σ² in float32 (9·10⁶ · 6·10⁻⁸
     ≈ 0.5); the deviations' mean of squares keeps it to the rounding of the data."""
     rng = np.random.default_rng(2)
-    x = _host(case, 3000.0 + rng.normal(size=(5, 3, 7)))
+    x = held(case, 3000.0 + rng.normal(size=(5, 3, 7)))
     out = F.batch_norm_forward(case.asarray(x), case.asarray(np.zeros(3)),
                                case.asarray(np.ones(3)), training=True, momentum=1.0)
     want_var = x.var(axis=(0, 2), ddof=1)
@@ -223,11 +201,11 @@ def test_layer_trains_and_evaluates_as_torch(
 ) -> None:
     rng = np.random.default_rng(5)
     layer, ref = _layer(case, shape, **kwargs), _torch_layer(shape, **kwargs)
-    state = {k: _host(case, v.numpy()) if v.dtype.is_floating_point else v.numpy()
+    state = {k: held(case, v.numpy()) if v.dtype.is_floating_point else v.numpy()
              for k, v in ref.state_dict().items()}
-    state["weight"] = _host(case, rng.normal(1.0, 0.3, shape[1]))
+    state["weight"] = held(case, rng.normal(1.0, 0.3, shape[1]))
     if ref.bias is not None:
-        state["bias"] = _host(case, rng.normal(size=shape[1]))
+        state["bias"] = held(case, rng.normal(size=shape[1]))
     ref.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
     layer.load_state_dict({k: v.astype(case.dtype_name) if v.dtype.kind == "f" else v
                            for k, v in state.items()})
@@ -235,28 +213,28 @@ def test_layer_trains_and_evaluates_as_torch(
         if step == STEPS:
             layer.eval()
             ref.eval()
-        x = _host(case, rng.normal(1.0, 2.0, shape))
-        dy = _host(case, rng.normal(size=shape))
+        x = held(case, rng.normal(1.0, 2.0, shape))
+        dy = held(case, rng.normal(size=shape))
         xt = torch.tensor(x, requires_grad=True)
         yt = ref(xt)
         yt.backward(torch.from_numpy(dy))
         y, backprop = layer.forward(case.asarray(x), input_grad=True)
         dx = backprop(case.asarray(dy))
-        _close(y, yt.detach().numpy(), case, f"y, step {step}")
-        _close(dx, xt.grad.numpy(), case, f"dx, step {step}")
-        _close(layer.weight.grad, ref.weight.grad.numpy(), case, f"dweight, step {step}")
+        close(y, yt.detach().numpy(), case, f"y, step {step}")
+        close(dx, xt.grad.numpy(), case, f"dx, step {step}")
+        close(layer.weight.grad, ref.weight.grad.numpy(), case, f"dweight, step {step}")
         if ref.bias is not None:
-            _close(layer.bias.grad, ref.bias.grad.numpy(), case, f"dbias, step {step}")
+            close(layer.bias.grad, ref.bias.grad.numpy(), case, f"dbias, step {step}")
         else:
             assert layer.bias is None
         layer.zero_grad()
         ref.zero_grad()
         # Inference in training mode updates the statistics too, as PyTorch's forward does.
         if step == 0:
-            _close(layer(case.asarray(x)), ref(torch.from_numpy(x)).detach().numpy(), case,
+            close(layer(case.asarray(x)), ref(torch.from_numpy(x)).detach().numpy(), case,
                    "inference in training mode")
     for name in ("running_mean", "running_var"):
-        _close(getattr(layer, name), getattr(ref, name).numpy(), case, name)
+        close(getattr(layer, name), getattr(ref, name).numpy(), case, name)
     assert int(nb.to_numpy(layer.num_batches_tracked)) == int(ref.num_batches_tracked) == STEPS + 1
     case.check_placement(layer.num_batches_tracked, dtype=case.index_dtype_name)
 
@@ -316,12 +294,12 @@ def test_torch_state_dicts_load_both_ways(case: Any) -> None:
     rng = np.random.default_rng(9)
     ref = torch.nn.BatchNorm2d(3, dtype=torch.float64)
     with torch.no_grad():
-        ref.weight.copy_(torch.from_numpy(_host(case, rng.normal(1.0, 0.3, 3))))
-        ref.bias.copy_(torch.from_numpy(_host(case, rng.normal(size=3))))
+        ref.weight.copy_(torch.from_numpy(held(case, rng.normal(1.0, 0.3, 3))))
+        ref.bias.copy_(torch.from_numpy(held(case, rng.normal(size=3))))
     for _ in range(2):  # running statistics and a count that are not the initial ones
-        ref(torch.from_numpy(_host(case, rng.normal(2.0, 1.5, (4, 3, 2, 2)))))
+        ref(torch.from_numpy(held(case, rng.normal(2.0, 1.5, (4, 3, 2, 2)))))
     for name in ("running_mean", "running_var"):
-        getattr(ref, name).copy_(torch.from_numpy(_host(case, getattr(ref, name).numpy())))
+        getattr(ref, name).copy_(torch.from_numpy(held(case, getattr(ref, name).numpy())))
     state = {k: v.numpy().astype(case.dtype_name) if v.dtype.is_floating_point else v.numpy()
              for k, v in ref.state_dict().items()}
     assert state["num_batches_tracked"].dtype == np.int64
@@ -329,11 +307,11 @@ def test_torch_state_dicts_load_both_ways(case: Any) -> None:
     layer.load_state_dict(state)  # int64 count into JAX's int32 too
     case.check_placement(layer.num_batches_tracked, dtype=case.index_dtype_name)
     assert int(nb.to_numpy(layer.num_batches_tracked)) == 2
-    x = _host(case, rng.normal(size=(4, 3, 2, 2)))
+    x = held(case, rng.normal(size=(4, 3, 2, 2)))
     for training in (False, True):
         ref.train(training)
         layer.train(training)
-        _close(layer(case.asarray(x)), ref(torch.from_numpy(x)).detach().numpy(), case,
+        close(layer(case.asarray(x)), ref(torch.from_numpy(x)).detach().numpy(), case,
                f"training={training}")
     back = torch.nn.BatchNorm2d(3, dtype=torch.float64)
     back.load_state_dict({k: torch.from_numpy(nb.to_numpy(v).astype(np.float64)
@@ -536,8 +514,8 @@ def test_repr_config_state_names_and_description_as_torch() -> None:
 def test_eval_without_running_statistics_uses_the_batch(case: Any) -> None:
     layer = _layer(case, (5, 3, 7), track_running_stats=False).eval()
     ref = torch.nn.BatchNorm1d(3, track_running_stats=False, dtype=torch.float64).eval()
-    x = _host(case, np.random.default_rng(13).normal(size=(5, 3, 7)))
-    _close(layer(case.asarray(x)), ref(torch.from_numpy(x)).detach().numpy(), case, "y")
+    x = held(case, np.random.default_rng(13).normal(size=(5, 3, 7)))
+    close(layer(case.asarray(x)), ref(torch.from_numpy(x)).detach().numpy(), case, "y")
     assert layer.backend == case.backend  # placement from γ
     plain = _layer(case, (4, 3), affine=False, track_running_stats=False)
     assert plain.backend is None and plain._reference_array() is None

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _compare import close, held
 
 import nnbackend as nb
 import nnbackend.functional as F
@@ -20,11 +21,6 @@ from nnbackend.functional.embedding import embedding_backward, embedding_forward
 from nnbackend.testing import count_host_reads
 
 V, E = 11, 5
-
-
-def _host(case: Any, a: np.ndarray) -> np.ndarray:
-    """The float64 values the case's dtype holds (the reference sees the same inputs)."""
-    return a.astype(case.dtype_name).astype(np.float64)
 
 
 def _torch_reference(ids: np.ndarray, weight: np.ndarray, dy: np.ndarray,
@@ -37,13 +33,6 @@ def _torch_reference(ids: np.ndarray, weight: np.ndarray, dy: np.ndarray,
     return y.detach().numpy(), w.grad.numpy()
 
 
-def _close(got: Any, want: np.ndarray, case: Any, what: str) -> None:
-    """float64 rows to 1e-10, float32 rows to the matrix's tolerance, on the reference's scale."""
-    scale = float(np.abs(want).max()) or 1.0
-    np.testing.assert_allclose(nb.to_numpy(got), want, rtol=case.rtol, atol=case.rtol * scale,
-                               err_msg=what)
-
-
 @pytest.mark.parametrize("padding_idx", [None, 3, -2])
 @pytest.mark.parametrize("native", [True, False], ids=["native", "standard"])
 def test_functional_matches_torch(case: Any, padding_idx: int | None, native: bool) -> None:
@@ -51,7 +40,7 @@ def test_functional_matches_torch(case: Any, padding_idx: int | None, native: bo
     ids = rng.integers(0, V, (4, 6))
     ids[0, :3] = 3  # a repeated id, and the padding id (3, and 9 for -2)
     ids[1, 0] = 9
-    weight, dy = _host(case, rng.normal(size=(V, E))), _host(case, rng.normal(size=(4, 6, E)))
+    weight, dy = held(case, rng.normal(size=(V, E))), held(case, rng.normal(size=(4, 6, E)))
     y_ref, dw_ref = _torch_reference(ids, weight, dy, padding_idx)
     W = case.asarray(weight)
     y, saved = embedding_forward(case.asarray(ids, dtype=case.index_dtype_name), W, padding_idx)
@@ -61,7 +50,7 @@ def test_functional_matches_torch(case: Any, padding_idx: int | None, native: bo
     dw = embedding_backward(case.asarray(dy), saved, native=native)
     case.check_placement(dw)
     assert tuple(dw.shape) == (V, E)
-    _close(dw, dw_ref, case, "dW")
+    close(dw, dw_ref, case, "dW")
     if padding_idx is not None:
         assert not nb.to_numpy(dw)[padding_idx].any()
     y = F.embedding(case.asarray(ids, dtype="int32"), W, padding_idx)
@@ -81,14 +70,14 @@ def test_many_repeated_ids_and_rare_ids_after_frequent_ones(case: Any, native: b
     ids = rng.choice(3, size=(50, 40), p=[0.6, 0.3, 0.1])
     rare = np.arange(30, 40)
     ids[7, :10] = rare
-    weight = _host(case, rng.normal(size=(vocab, E)))
-    dy = _host(case, rng.normal(size=(50, 40, E)) * 100.0)
+    weight = held(case, rng.normal(size=(vocab, E)))
+    dy = held(case, rng.normal(size=(50, 40, E)) * 100.0)
     dy[7, :10] *= 1e-6  # rare rows small beside the frequent mass
     _, dw_ref = _torch_reference(ids, weight, dy, None)
     _, saved = embedding_forward(case.asarray(ids, dtype=case.index_dtype_name),
                                  case.asarray(weight))
     dw = nb.to_numpy(embedding_backward(case.asarray(dy), saved, native=native))
-    _close(dw[:3], dw_ref[:3], case, "frequent ids")
+    close(dw[:3], dw_ref[:3], case, "frequent ids")
     eps = np.finfo(case.dtype_name).eps
     np.testing.assert_allclose(dw[rare], dw_ref[rare], rtol=4 * eps, err_msg="rare ids")
     assert not dw[3:30].any()  # ids never seen: exact zeros
@@ -117,7 +106,7 @@ def test_every_integer_dtype_and_shape(case: Any, dtype: str) -> None:
     if dtype == "int64" and case.index_dtype_name == "int32":
         pytest.skip("no int64 on JAX without 64-bit types")
     rng = np.random.default_rng(4)
-    weight = _host(case, rng.normal(size=(V, E)))
+    weight = held(case, rng.normal(size=(V, E)))
     layer = nb.Embedding(V, E, dtype=case.dtype_name, backend=case.backend)
     layer.load_state_dict({"weight": weight.astype(case.dtype_name)})
     for shape in [(), (2, 3, 4)]:
@@ -134,22 +123,22 @@ def test_layer_in_a_sequential_matches_torch(case: Any) -> None:
     ref = ref.double()
     with torch.no_grad():
         for p in ref.parameters():
-            p.copy_(torch.from_numpy(_host(case, p.numpy())))
+            p.copy_(torch.from_numpy(held(case, p.numpy())))
     model = nb.Sequential(nb.Embedding(V, E, padding_idx=0, dtype=case.dtype_name),
                           nb.Linear(E, 3, dtype=case.dtype_name), backend=case.backend)
     model.load_state_dict({k: v.detach().numpy().astype(case.dtype_name)
                            for k, v in ref.state_dict().items()})
     ids = rng.integers(0, V, (3, 4))
     ids[0, 0] = 0
-    dy = _host(case, rng.normal(size=(3, 4, 3)))
+    dy = held(case, rng.normal(size=(3, 4, 3)))
     y_ref = ref(torch.from_numpy(ids))
     y_ref.backward(torch.from_numpy(dy))
     y, backprop = model.forward(case.asarray(ids, dtype=case.index_dtype_name))
     assert backprop(case.asarray(dy)) is None  # ids have no gradient
-    _close(y, y_ref.detach().numpy(), case, "y")
+    close(y, y_ref.detach().numpy(), case, "y")
     for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters(), strict=True):
         assert q.grad is not None
-        _close(p.grad, q.grad.numpy(), case, name)
+        close(p.grad, q.grad.numpy(), case, name)
     assert not nb.to_numpy(model[0].weight.grad)[0].any()  # the padding row
 
 
@@ -202,7 +191,7 @@ def test_torch_state_dict_loads_and_description_rebuilds(case: Any) -> None:
     layer = nb.Embedding(V, E, padding_idx=1, dtype=case.dtype_name, backend=case.backend)
     layer.load_state_dict({"weight": ref.weight.detach().numpy().astype(case.dtype_name)})
     ids = np.array([[1, 2], [10, 0]])
-    _close(layer(case.asarray(ids, dtype=case.index_dtype_name)),
+    close(layer(case.asarray(ids, dtype=case.index_dtype_name)),
            ref(torch.from_numpy(ids)).detach().numpy(), case, "y")
     assert set(layer.state_dict()) == {"weight"}
     twin = nb.layers.build(nb.layers.describe(layer), backend=case.backend)

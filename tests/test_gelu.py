@@ -12,6 +12,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
+from _compare import close
 
 import nnbackend as nb
 import nnbackend.functional as F
@@ -105,12 +106,6 @@ def _torch_reference(fn: Any, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray
     return y.detach().numpy(), t.grad.numpy()
 
 
-def _close(got: Any, want: np.ndarray, case: Any, what: str) -> None:
-    scale = float(np.abs(want).max()) or 1.0
-    np.testing.assert_allclose(nb.to_numpy(got), want, rtol=case.rtol, atol=case.rtol * scale,
-                               err_msg=what)
-
-
 ACTIVATIONS = {
     "gelu": (lambda: nb.GELU(), lambda t: torch.nn.functional.gelu(t)),
     "gelu-tanh": (lambda: nb.GELU("tanh"),
@@ -133,11 +128,11 @@ def test_layers_match_torch(case: Any, name: str) -> None:
     layer = make()
     y, backprop = layer.forward(case.asarray(x), input_grad=True)
     case.check_placement(y)
-    _close(y, y_ref, case, "y")
-    _close(layer(case.asarray(x)), y_ref, case, "y (inference)")
+    close(y, y_ref, case, "y")
+    close(layer(case.asarray(x)), y_ref, case, "y (inference)")
     dx = backprop(case.asarray(dy))
     case.check_placement(dx)
-    _close(dx, dx_ref, case, "dx")
+    close(dx, dx_ref, case, "dx")
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])

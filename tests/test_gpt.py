@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _compare import one_torch_thread  # noqa: F401 (a module-scoped autouse fixture)
 from conftest import Case
 
 import nnbackend as nb
@@ -19,16 +20,6 @@ torch = pytest.importorskip("torch")
 tnn = torch.nn
 
 V, D, HEADS, LAYERS, CONTEXT = 11, 8, 2, 2, 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """PyTorch's tiny reference ops run faster on one thread (and far faster than two on a
-    machine other work shares)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TorchGPT(tnn.Module):

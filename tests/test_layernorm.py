@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _compare import close, held
 
 import nnbackend as nb
 import nnbackend.functional as F
@@ -23,16 +24,6 @@ from nnbackend.layers.normalization import InputLayoutError
 from nnbackend.testing import count_host_reads
 
 SHAPE = (3, 4, 6)  # one input shape for every test (JAX compiles per shape)
-
-
-def _host(case: Any, a: np.ndarray) -> np.ndarray:
-    return a.astype(case.dtype_name).astype(np.float64)
-
-
-def _close(got: Any, want: np.ndarray, case: Any, what: str) -> None:
-    scale = float(np.abs(want).max()) or 1.0
-    np.testing.assert_allclose(nb.to_numpy(got), want, rtol=case.rtol, atol=case.rtol * scale,
-                               err_msg=what)
 
 
 def _torch(a: np.ndarray | None) -> torch.Tensor | None:
@@ -52,10 +43,10 @@ CONFIGS = [((6,), True, True), ((4, 6), True, False), ((6,), False, False)]
 def test_functional_matches_torch(case: Any, norm_shape: tuple[int, ...], has_weight: bool,
                                   has_bias: bool, kind: str) -> None:
     rng = np.random.default_rng(len(norm_shape))
-    x = _host(case, rng.normal(0.5, 2.0, SHAPE))
-    dy = _host(case, rng.normal(size=SHAPE))
-    weight = _host(case, rng.normal(1.0, 0.5, norm_shape)) if has_weight else None
-    bias = _host(case, rng.normal(size=norm_shape)) if has_bias and kind == "layer" else None
+    x = held(case, rng.normal(0.5, 2.0, SHAPE))
+    dy = held(case, rng.normal(size=SHAPE))
+    weight = held(case, rng.normal(1.0, 0.5, norm_shape)) if has_weight else None
+    bias = held(case, rng.normal(size=norm_shape)) if has_bias and kind == "layer" else None
     tx, tw, tb = _torch(x), _torch(weight), _torch(bias)
     if kind == "layer":
         ty = torch.nn.functional.layer_norm(tx, norm_shape, tw, tb, eps=1e-5)
@@ -78,25 +69,25 @@ def test_functional_matches_torch(case: Any, norm_shape: tuple[int, ...], has_we
         y_plain = F.rms_norm(case.asarray(x), norm_shape, w)
     case.check_placement(y)
     case.check_placement(dx)
-    _close(y, ty.detach().numpy(), case, "y")
-    _close(y_plain, ty.detach().numpy(), case, "y (plain)")
-    _close(dx, _grad(tx), case, "dx")  # type: ignore[arg-type]
+    close(y, ty.detach().numpy(), case, "y")
+    close(y_plain, ty.detach().numpy(), case, "y (plain)")
+    close(dx, _grad(tx), case, "dx")  # type: ignore[arg-type]
     for name, got, ref in (("dweight", dw, tw), ("dbias", db, tb)):
         if ref is None:
             assert got is None, name
         else:
             case.check_placement(got)
             assert tuple(got.shape) == norm_shape
-            _close(got, _grad(ref), case, name)  # type: ignore[arg-type]
+            close(got, _grad(ref), case, name)  # type: ignore[arg-type]
 
 
 def test_two_pass_statistics_on_data_with_a_large_mean(case: Any) -> None:
     """x = 100 + N(0, 1): E[x²] − E[x]² would lose ~4 digits of σ² (float32: 6e-4 relative);
     the two-pass variance keeps y to the matrix's tolerance."""
     rng = np.random.default_rng(3)
-    x = _host(case, 100.0 + rng.normal(size=SHAPE))
+    x = held(case, 100.0 + rng.normal(size=SHAPE))
     ref = torch.nn.functional.layer_norm(torch.from_numpy(x), (6,)).numpy()
-    _close(F.layer_norm(case.asarray(x), 6), ref, case, "y")
+    close(F.layer_norm(case.asarray(x), 6), ref, case, "y")
 
 
 @pytest.mark.parametrize("kind", ["layer", "rms"])
@@ -110,20 +101,20 @@ def test_layers_load_torch_state_dicts_and_train_as_torch(case: Any, kind: str) 
         layer = nb.RMSNorm(6, eps=1e-4, dtype=case.dtype_name, backend=case.backend)
     with torch.no_grad():
         for p in ref.parameters():
-            p.copy_(torch.from_numpy(_host(case, rng.normal(1.0, 0.5, tuple(p.shape)))))
+            p.copy_(torch.from_numpy(held(case, rng.normal(1.0, 0.5, tuple(p.shape)))))
     layer.load_state_dict({k: v.numpy().astype(case.dtype_name)
                            for k, v in ref.state_dict().items()})
     assert set(layer.state_dict()) == set(ref.state_dict())
-    x, dy = _host(case, rng.normal(size=SHAPE)), _host(case, rng.normal(size=SHAPE))
+    x, dy = held(case, rng.normal(size=SHAPE)), held(case, rng.normal(size=SHAPE))
     tx = torch.tensor(x, requires_grad=True)
     ty = ref(tx)
     ty.backward(torch.from_numpy(dy))
     y, backprop = layer.forward(case.asarray(x))
-    _close(y, ty.detach().numpy(), case, "y")
-    _close(layer(case.asarray(x)), ty.detach().numpy(), case, "y (inference)")
-    _close(backprop(case.asarray(dy)), tx.grad.numpy(), case, "dx")  # type: ignore[union-attr]
+    close(y, ty.detach().numpy(), case, "y")
+    close(layer(case.asarray(x)), ty.detach().numpy(), case, "y (inference)")
+    close(backprop(case.asarray(dy)), tx.grad.numpy(), case, "dx")  # type: ignore[union-attr]
     for (name, p), (_, q) in zip(layer.named_parameters(), ref.named_parameters(), strict=True):
-        _close(p.grad, q.grad.numpy(), case, name)  # type: ignore[union-attr]
+        close(p.grad, q.grad.numpy(), case, name)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("make", [

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _compare import close, held, one_torch_thread  # noqa: F401 (a module-scoped autouse fixture)
 
 import nnbackend as nb
 from nnbackend.layers.transformer import TransformerEncoderLayer
@@ -21,33 +22,13 @@ from nnbackend.testing import count_host_reads
 D, HEADS, FF, T, N = 6, 3, 10, 5, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _close(got: Any, want: Any, case: Any, what: str) -> None:
-    got = nb.to_numpy(got)
-    want = np.asarray(want)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    scale = float(np.abs(want).max()) or 1.0
-    np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.rtol * scale, err_msg=what)
-
-
-def _host(case: Any, a: np.ndarray) -> np.ndarray:
-    return np.asarray(a).astype(case.dtype_name).astype(np.float64)
-
-
 def _pair(case: Any, seed: int, **kwargs: Any) -> tuple[torch.nn.Module, TransformerEncoderLayer]:
     """PyTorch's layer with random weights (the norms' too) and ours with them loaded."""
     torch_kwargs = {k: v for k, v in kwargs.items() if k != "is_causal"}
     ref = torch.nn.TransformerEncoderLayer(D, HEADS, FF, 0.0, dtype=torch.float64,
                                            **torch_kwargs)
     rng = np.random.default_rng(seed)
-    state = {k: _host(case, rng.normal(1.0 if "norm" in k and "weight" in k else 0.0, 0.4,
+    state = {k: held(case, rng.normal(1.0 if "norm" in k and "weight" in k else 0.0, 0.4,
                                        tuple(v.shape)))
              for k, v in ref.state_dict().items()}
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
@@ -61,7 +42,7 @@ def _compare_gradients(case: Any, ref: torch.nn.Module, layer: nb.Module) -> Non
     params = dict(ref.named_parameters())
     assert [name for name, _ in layer.named_parameters()] == list(params)
     for name, p in layer.named_parameters():
-        _close(p.grad, params[name].grad.numpy(), case, f"d{name}")
+        close(p.grad, params[name].grad.numpy(), case, f"d{name}")
 
 
 # (norm_first, activation, batch_first, masks): every pair of settings once; "causal" is the
@@ -84,14 +65,14 @@ def test_layer_matches_torch(case: Any, norm_first: bool, activation: str, batch
                        norm_first=norm_first, is_causal=masks == "causal")
     rng = np.random.default_rng(2)
     shape = (N, T, D) if batch_first else (T, N, D)
-    x, dy = _host(case, rng.normal(size=shape)), _host(case, rng.normal(size=shape))
+    x, dy = held(case, rng.normal(size=shape)), held(case, rng.normal(size=shape))
     tx = torch.tensor(x, requires_grad=True)
     if masks == "causal":
         mask = torch.nn.Transformer.generate_square_subsequent_mask(T, dtype=torch.float64)
         ty = ref(tx, src_mask=mask, is_causal=True)
         inputs: Any = case.asarray(x)
     elif masks == "masks":
-        src_mask = _host(case, rng.normal(size=(T, T)))
+        src_mask = held(case, rng.normal(size=(T, T)))
         padding = np.zeros((N, T), bool)
         padding[1, -2:] = True  # True: ignored
         # PyTorch takes both masks of one type: the padding as its additive form, here bool
@@ -104,14 +85,14 @@ def test_layer_matches_torch(case: Any, norm_first: bool, activation: str, batch
     ty.backward(torch.from_numpy(dy))
     y, backprop = layer.forward(inputs)
     case.check_placement(y)
-    _close(y, ty.detach().numpy(), case, "y")
+    close(y, ty.detach().numpy(), case, "y")
     dx = backprop(case.asarray(dy))
     if isinstance(inputs, tuple):
         assert isinstance(dx, tuple) and dx[1:] == (None, None)
         dx = dx[0]
-    _close(dx, tx.grad.numpy(), case, "dsrc")
+    close(dx, tx.grad.numpy(), case, "dsrc")
     _compare_gradients(case, ref, layer)
-    _close(layer(inputs), ty.detach().numpy(), case, "inference")
+    close(layer(inputs), ty.detach().numpy(), case, "inference")
 
 
 def test_unbatched_and_fully_padded(case: Any) -> None:
@@ -122,16 +103,16 @@ def test_unbatched_and_fully_padded(case: Any) -> None:
         pytest.skip("JAX compiles every operation per shape: its row runs GPT's configuration")
     ref, layer = _pair(case, 3, batch_first=True, norm_first=True, activation="gelu")
     rng = np.random.default_rng(4)
-    x, dy = _host(case, rng.normal(size=(T, D))), _host(case, rng.normal(size=(T, D)))
+    x, dy = held(case, rng.normal(size=(T, D))), held(case, rng.normal(size=(T, D)))
     tx = torch.tensor(x, requires_grad=True)
     ty = ref(tx)
     ty.backward(torch.from_numpy(dy))
     y, backprop = layer.forward(case.asarray(x))
-    _close(y, ty.detach().numpy(), case, "y, unbatched")
-    _close(backprop(case.asarray(dy)), tx.grad.numpy(), case, "dsrc, unbatched")
+    close(y, ty.detach().numpy(), case, "y, unbatched")
+    close(backprop(case.asarray(dy)), tx.grad.numpy(), case, "dsrc, unbatched")
     padding = np.zeros((N, T), bool)
     padding[0] = True
-    xb = _host(case, rng.normal(size=(N, T, D)))
+    xb = held(case, rng.normal(size=(N, T, D)))
     y, backprop = layer.forward((case.asarray(xb), None, case.asarray(padding, dtype="bool")))
     dx = backprop(case.asarray(np.ones((N, T, D))))[0]
     assert np.isfinite(nb.to_numpy(y)).all() and np.isfinite(nb.to_numpy(dx)).all()
@@ -139,7 +120,7 @@ def test_unbatched_and_fully_padded(case: Any) -> None:
         assert np.isfinite(nb.to_numpy(p.grad)).all()
     want = ref(torch.from_numpy(xb[1:]), src_key_padding_mask=torch.from_numpy(
         np.zeros((1, T))))
-    _close(nb.to_numpy(y)[1:], want.detach().numpy(), case, "the unpadded sample")
+    close(nb.to_numpy(y)[1:], want.detach().numpy(), case, "the unpadded sample")
 
 
 @pytest.mark.parametrize(("norm_first", "activation"), [(False, "relu"), (True, "gelu")])
@@ -208,7 +189,7 @@ def test_initialisation_dropout_streams_and_description(case: Any) -> None:
     built = nb.layers.build(nb.layers.describe(layer), backend=case.backend)
     assert isinstance(built, TransformerEncoderLayer) and built.config() == layer.config()
     built.load_state_dict(layer.state_dict())
-    _close(built.eval()(x), nb.to_numpy(layer(x)), case, "rebuilt")
+    close(built.eval()(x), nb.to_numpy(layer(x)), case, "rebuilt")
 
 
 def test_refuses_bad_arguments_and_inputs(case: Any) -> None:
