@@ -21,6 +21,10 @@ Why counter-based rather than each library's own generator
   (scikit-learn's approach) would move every mask over the bus.
 - *Independent streams without coordination.* Any layer can :meth:`Generator.fork` its own
   stream from a key; no global state, no order dependence.
+- *One stream per replica of a data-parallel job.* Rank r of a job draws from replica r of the
+  same ``(seed, stream)`` (:meth:`Generator.set_replica`, :func:`set_replicas`): independent
+  masks on every rank, derived from ``(seed, stream, r, counter)``, and no state to save per
+  rank (see *Replicas* below).
 
 The cost is speed: ~25 elementwise int32 operations per element where a native generator runs
 one fused kernel (on a GPU, ~25 small kernel launches per draw). Measured for a (256, 1024)
@@ -36,10 +40,12 @@ found by C. Wellons' hash prospector (https://github.com/skeeto/hash-prospector)
 15]``, where ``[a m₁ b m₂ c]`` means x ← x ⊕ (x ≫ a); x ← x·m₁; x ← x ⊕ (x ≫ b); x ← x·m₂;
 x ← x ⊕ (x ≫ c). μ is SplitMix64's 64-bit finaliser and γ = 0x9e3779b97f4a7c15.
 
-1. Stream key, once per generator, on the host (64-bit Python arithmetic)::
+1. Stream key, once per generator, on the host (64-bit Python arithmetic), for replica r::
 
-       z = μ(seed ⊕ μ(stream + γ)),   w_j = μ(z + j·γ)  (j = 1, 2)
+       z = μ(seed ⊕ μ(stream + γ)) ⊕ μ(r·γ),   w_j = μ(z + j·γ)  (j = 1, 2)
        (b₁, b₂) = (low, high) 32 bits of w₁,   (b₃, b₄) = those of w₂
+
+   μ(0) = 0, so replica 0 has the key of a generator without replicas.
 
 2. Draw keys for counter value c (0 ≤ c < 2³²), on the host or on the device::
 
@@ -87,6 +93,30 @@ recompile). :meth:`~Generator.state` / :meth:`~Generator.from_state` /
 :meth:`~Generator.state_arrays` / :meth:`~Generator.load_state_arrays` the array form. Both
 forms draw identical values.
 
+Replicas
+--------
+A data-parallel job runs one copy of the model per rank, and each copy's dropout must draw
+its own masks (the same masks on every rank would drop the same units of every shard: a
+different, weaker regulariser than one process on the global batch). The replica index r
+(0 ≤ r < 2³², default 0) is folded into the stream key above, so replica r of ``(seed,
+stream)`` is a stream of its own, as independent of replica 0 as another stream is, and the
+draw at counter c is a function of ``(seed, stream, r, c)`` alone, the same on every backend.
+Replica 0 is the stream of a generator without replicas, bit for bit: a one-rank job draws
+the masks of single-process training.
+
+The replica is the rank's, not the stream's: :meth:`~Generator.state` leaves it out
+(``{version, seed, stream, counter}`` as ever), and :meth:`~Generator.load_state` keeps the
+generator's own replica. Every rank advances its counter by the same number of draws per step
+(same layers, same steps), so rank 0's checkpoint holds every rank's counter, and loading it on
+rank r (after :func:`set_replicas` with r) continues rank r's stream exactly.
+
+Resuming with another world size N' (a checkpoint of N ranks loaded by N' ranks): ranks
+0..N'−1 continue from the saved counter with replicas 0..N'−1. The run is reproducible (the
+same checkpoint and N' give the same masks), but it is not the run the N ranks would have
+continued: the masks of replicas N'..N−1 are no longer drawn (N' < N), or replicas N..N'−1
+draw from a stream the N-rank run never used (N' > N), and the data shards differ as well.
+Dropout-free models are unaffected (their gradient is Σ n_r g_r / B whatever N is).
+
 Examples
 --------
 >>> import nnbackend as nb
@@ -118,7 +148,7 @@ from ._libraries import library_of, to_host
 from ._typing import Array, Device, Namespace
 from .backend import Backend, get_backend
 
-__all__ = ["STATE_VERSION", "Generator"]
+__all__ = ["STATE_VERSION", "Generator", "generators", "set_replicas"]
 
 STATE_VERSION = 1
 """Version of :meth:`Generator.state`'s format (and of the hash it reproduces)."""
@@ -149,9 +179,13 @@ def _mix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def _stream_words(seed: int, stream: int) -> tuple[int, int, int, int]:
-    """(b₁, b₂, b₃, b₄) of a (seed, stream), as int32 Python ints."""
-    z = _mix64(seed ^ _mix64((stream + _GAMMA) & _M64))
+def _stream_words(seed: int, stream: int, replica: int = 0) -> tuple[int, int, int, int]:
+    """(b₁, b₂, b₃, b₄) of a (seed, stream, replica), as int32 Python ints.
+
+    The replica enters as z ⊕ μ(r·γ): μ(0) = 0 leaves replica 0's words those of the stream
+    without replicas, and r ↦ μ(r·γ) is a bijection (γ is odd), so replicas never share a z.
+    """
+    z = _mix64(seed ^ _mix64((stream + _GAMMA) & _M64)) ^ _mix64((replica * _GAMMA) & _M64)
     w1, w2 = _mix64((z + _GAMMA) & _M64), _mix64((z + 2 * _GAMMA) & _M64)
     return _int32(w1), _int32(w1 >> 32), _int32(w2), _int32(w2 >> 32)
 
@@ -289,6 +323,9 @@ class Generator:
         0 ≤ stream < 2⁶⁴: independent streams of one seed (see also :meth:`fork`).
     counter : int
         Draws already made, 0 ≤ counter < 2³²; each draw consumes one value.
+    replica : int
+        0 ≤ replica < 2³²: the rank of a data-parallel job whose copy of the stream this is
+        (see *Replicas* in the module docstring). Replica 0, the default, is the stream itself.
 
     Notes
     -----
@@ -299,13 +336,16 @@ class Generator:
     is ~25 elementwise int32 operations on arrays made there.
     """
 
-    __slots__ = ("_counter", "_seed", "_stream", "_words")
+    __slots__ = ("_counter", "_replica", "_seed", "_stream", "_words")
 
-    def __init__(self, seed: int | None = None, *, stream: int = 0, counter: int = 0) -> None:
+    def __init__(
+        self, seed: int | None = None, *, stream: int = 0, counter: int = 0, replica: int = 0
+    ) -> None:
         self._seed = secrets.randbits(64) if seed is None else _check_int(seed, "seed", 64)
         self._stream = _check_int(stream, "stream", 64)
         self._counter: Any = _check_int(counter, "counter", 32)
-        self._words = _stream_words(self._seed, self._stream)
+        self._replica = _check_int(replica, "replica", 32)
+        self._words = _stream_words(self._seed, self._stream, self._replica)
 
     # -- configuration and state ----------------------------------------------------------------
 
@@ -318,6 +358,21 @@ class Generator:
         return self._stream
 
     @property
+    def replica(self) -> int:
+        """The replica (data-parallel rank) whose copy of the stream this generator draws."""
+        return self._replica
+
+    def set_replica(self, replica: int) -> None:
+        """Draw replica ``replica``'s copy of the stream from now on (0 ≤ replica < 2³²).
+
+        The counter is kept: rank r calls it once, with its rank, before training (or after
+        loading rank 0's state, which leaves the replica alone); the draw at counter c is then
+        the one of ``(seed, stream, r, c)``.
+        """
+        self._replica = _check_int(replica, "replica", 32)
+        self._words = _stream_words(self._seed, self._stream, self._replica)
+
+    @property
     def counter(self) -> Any:
         """Draws made so far: a Python int, or a 0-d int32 array after
         :meth:`load_state_arrays` (its bits read as unsigned; it wraps after 2³² draws)."""
@@ -325,22 +380,27 @@ class Generator:
 
     def __repr__(self) -> str:
         counter = self._counter if isinstance(self._counter, int) else "<0-d int32 array>"
-        return f"Generator(seed={self._seed}, stream={self._stream}, counter={counter})"
+        replica = f", replica={self._replica}" if self._replica else ""
+        return f"Generator(seed={self._seed}, stream={self._stream}, counter={counter}{replica})"
 
     def fork(self, key: int) -> Generator:
         """A generator of the same seed on stream μ(stream·γ + key + 1), counter 0.
 
         Deterministic (the same key gives the same child) and independent of this generator's
         counter, so a model can give layer ``i`` ``gen.fork(i)`` in any order. ``0 ≤ key < 2⁶⁴``.
+        The child draws the parent's replica (a rank's fork is that rank's copy of the child).
         """
         key = _check_int(key, "fork key", 64)
-        return Generator(self._seed, stream=_mix64((self._stream * _GAMMA + key + 1) & _M64))
+        return Generator(self._seed, stream=_mix64((self._stream * _GAMMA + key + 1) & _M64),
+                         replica=self._replica)
 
     def state(self) -> dict[str, int]:
         """``{"version", "seed", "stream", "counter"}`` as plain ints, for a checkpoint.
 
-        A counter on the device is read to the host here (one small read): call it when
-        saving, not inside a step.
+        The replica is not part of it (it is the rank's, not the stream's): every rank of a
+        data-parallel job gives the same state, and rank 0's restores them all. A counter on
+        the device is read to the host here (one small read): call it when saving, not inside
+        a step.
         """
         counter = self._counter
         if not isinstance(counter, int):
@@ -349,16 +409,18 @@ class Generator:
                 "counter": counter}
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Generator:
-        """A generator continuing exactly where the one that gave ``state`` stood."""
+    def from_state(cls, state: Mapping[str, Any], *, replica: int = 0) -> Generator:
+        """A generator continuing exactly where the one that gave ``state`` stood, drawing
+        replica ``replica``'s copy of the stream (0: the stream itself)."""
         seed, stream, counter = _parse_state(state)
-        return cls(seed, stream=stream, counter=counter)
+        return cls(seed, stream=stream, counter=counter, replica=replica)
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Continue from ``state`` (as :meth:`state` returns), in place."""
+        """Continue from ``state`` (as :meth:`state` returns), in place; the generator keeps
+        its replica, so each rank loading rank 0's state continues its own copy."""
         seed, stream, counter = _parse_state(state)
         self._seed, self._stream, self._counter = seed, stream, counter
-        self._words = _stream_words(seed, stream)
+        self._words = _stream_words(seed, stream, self._replica)
 
     def state_arrays(
         self, *, backend: Any = None, xp: Namespace | None = None, device: Device = None
@@ -516,3 +578,44 @@ def _parse_state(state: Mapping[str, Any]) -> tuple[int, int, int]:
         raise ValueError(msg)
     return (_check_int(state["seed"], "seed", 64), _check_int(state["stream"], "stream", 64),
             _check_int(state["counter"], "counter", 32))
+
+
+# -- data-parallel replicas of a model's streams ------------------------------------------------
+
+
+def generators(module: Any) -> list[Generator]:
+    """Every :class:`Generator` held by ``module`` or its sub-modules, each once, in the order
+    of ``module.modules()`` and of each module's attributes.
+
+    The layers that draw (``Dropout``, ``Dropout2d``, ``MultiheadAttention``, the recurrent
+    layers) hold theirs as an attribute (``self.generator``); a Generator in a list, tuple or
+    dict attribute is found too. ``module`` is anything with a ``modules()`` method, such as
+    :class:`nnbackend.layers.Module`.
+    """
+    modules = getattr(module, "modules", None)
+    if not callable(modules):
+        msg = f"generators: expected a Module (with modules()), got {type(module).__name__}"
+        raise TypeError(msg)
+    found: dict[int, Generator] = {}
+    for sub in modules():
+        for value in vars(sub).values():
+            items = value.values() if isinstance(value, dict) else (
+                value if isinstance(value, list | tuple) else (value,))
+            for item in items:
+                if isinstance(item, Generator):
+                    found.setdefault(id(item), item)
+    return list(found.values())
+
+
+def set_replicas(module: Any, rank: int) -> list[Generator]:
+    """Make every generator of ``module`` draw replica ``rank`` of its stream (in place).
+
+    Rank r of a data-parallel job calls it once on its copy of the model, after the model's
+    state (rank 0's, broadcast or loaded from rank 0's checkpoint) is in place: loading a state
+    later keeps the replica, so the order does not matter. Rank 0's copy then draws what a
+    single process would. Returns the generators it set (empty for a model without dropout).
+    """
+    found = generators(module)
+    for gen in found:
+        gen.set_replica(rank)
+    return found
