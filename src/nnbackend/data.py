@@ -10,11 +10,33 @@ For next-token prediction, :func:`sequence_batches` serves windows of a token se
 random offsets (drawn per epoch from ``default_rng([seed, epoch])``, resumable in the same way)
 and :func:`sequence_windows` the non-overlapping windows that predict every id of a validation
 sequence exactly once.
+
+Shards for data-parallel training
+---------------------------------
+With ``world_size=N`` and ``rank=r``, :func:`batches` and :func:`sequence_batches` serve rank
+r's shard of each global batch: ``batch_size`` is the global batch B; every rank draws the same
+permutation (or offsets) from ``(seed, epoch)`` and cuts the same global batches as one process
+would, and rank r takes the contiguous rows [⌊r·b/N⌋, ⌊(r+1)·b/N⌋) of a global batch of b rows
+(:func:`shard_bounds`). Shard sizes differ by at most one row, and the shards of step k, in
+rank order, are exactly the one-process batch of step k; ``world_size=1`` is the one-process
+data set, bit for bit. Every rank serves the same number of steps (a rank with one step more
+would wait forever in its gradient all-reduce), so:
+
+- ``batch_size < world_size`` is refused (a rank would get an empty shard at every step);
+- the last, partial global batch is split like the others when it has at least N rows, and
+  left out on every rank when it has fewer (a :class:`DroppedBatchWarning` at construction
+  says how many samples per epoch that leaves out: ``N mod B``, different samples each epoch
+  when shuffled), as ``drop_last=True`` leaves out every partial batch.
+
+The global sizes b_k (:attr:`Batches.global_batch_sizes`) let the training loop weight each
+rank's loss by its share n_r / b_k of the global batch, and :attr:`Batches.samples_per_epoch`
+is the number of samples of an epoch over all ranks.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,20 +50,57 @@ from .backend import Backend, dtype_name, get_backend, to_numpy
 
 __all__ = [
     "Batches",
+    "DroppedBatchWarning",
     "SequenceBatches",
     "SequenceWindows",
     "batches",
     "sequence_batches",
     "sequence_windows",
+    "shard_bounds",
     "train_test_split",
 ]
+
+
+class DroppedBatchWarning(UserWarning):
+    """The last global batch of an epoch has fewer rows than there are ranks, so it is left
+    out on every rank (each rank must run the same steps, each with at least one row)."""
+
+
+def shard_bounds(rows: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank ``rank``'s rows [⌊r·b/N⌋, ⌊(r+1)·b/N⌋) of a global batch of b = ``rows`` rows.
+
+    The N ranges are contiguous, in rank order, cover 0..b−1 once, and differ in length by at
+    most one (each holds ⌊b/N⌋ or ⌈b/N⌉ rows).
+    """
+    return rank * rows // world_size, (rank + 1) * rows // world_size
+
+
+def _check_shard(rank: Any, world_size: Any, batch_size: int, where: str) -> tuple[int, int]:
+    """``(rank, world_size)`` as ints, 0 ≤ rank < world_size ≤ batch_size."""
+    world_size = check_int(world_size, what=f"{where}: world_size", minimum=1)
+    rank = check_int(rank, what=f"{where}: rank")
+    if rank >= world_size:
+        msg = (f"{where}: rank must lie in [0, {world_size - 1}] for world_size={world_size}, "
+               f"got {rank}")
+        raise ValueError(msg)
+    if batch_size < world_size:
+        msg = (
+            f"{where}: batch_size={batch_size} is the global batch, split over "
+            f"world_size={world_size} ranks: it must be at least {world_size}, or some rank "
+            "would have no rows at every step"
+        )
+        raise ValueError(msg)
+    return rank, world_size
 
 
 class Batches:
     """A re-iterable of ``(xb, yb)`` mini-batches on one backend; each ``iter()`` is one epoch.
 
     Build it with :func:`batches`. Every sample appears exactly once per epoch, in batches of
-    ``batch_size`` rows (the last one smaller unless ``drop_last``).
+    ``batch_size`` rows (the last one smaller unless ``drop_last``). With ``world_size`` N > 1
+    the batches are rank ``rank``'s shards of those global batches (see the module docstring):
+    rows [⌊r·b_k/N⌋, ⌊(r+1)·b_k/N⌋) of global batch k of b_k rows, with a last global batch
+    of fewer than N rows left out on every rank.
 
     Attributes
     ----------
@@ -50,7 +109,15 @@ class Batches:
     n_samples : int
         Number of samples ``N``.
     batch_size : int
-        Rows per batch ``B``; ``len(self)`` is ``⌈N / B⌉`` (``⌊N / B⌋`` with ``drop_last``).
+        Rows per global batch ``B``; ``len(self)`` is ``⌈N / B⌉`` (``⌊N / B⌋`` with
+        ``drop_last``, or when the last global batch is smaller than ``world_size``), the same
+        on every rank.
+    rank, world_size : int
+        This process's shard r and the number of shards N (0 and 1: the whole batches).
+    global_batch_sizes : tuple of int
+        b_k, the rows of global batch k over all ranks (B but for a last partial one).
+    samples_per_epoch : int
+        Σ_k b_k: the samples one epoch serves over all ranks (N minus the rows left out).
     backend : Backend
         Where the batches live.
     shuffle, drop_last : bool
@@ -72,6 +139,8 @@ class Batches:
         seed: int,
         drop_last: bool,
         backend: Backend,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.X = X
         self.y = y
@@ -81,20 +150,48 @@ class Batches:
         self.seed = seed
         self.drop_last = drop_last
         self.backend = backend
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         # Indices in the namespace's index dtype (take() needs an integer array).
         self._index_dtype = dtype_name(backend.index_dtype)
+        full, rest = divmod(self.n_samples, batch_size)
+        sizes = [batch_size] * full
+        if rest and not drop_last:
+            if rest >= world_size:
+                sizes.append(rest)
+            else:  # a shard of it would be empty on some rank: no rank takes it
+                warnings.warn(
+                    f"batches: the last global batch has {rest} row(s), fewer than the "
+                    f"world_size={world_size} ranks; it is left out on every rank, so each "
+                    f"epoch serves {self.n_samples - rest} of the {self.n_samples} samples",
+                    DroppedBatchWarning, stacklevel=3,
+                )
+        self.global_batch_sizes: tuple[int, ...] = tuple(sizes)
+        self.samples_per_epoch = sum(sizes)
+        # This rank's slice of each global batch, as positions in the epoch's order.
+        self._bounds: list[tuple[int, int]] = []
+        for step, rows in enumerate(sizes):
+            lo, hi = shard_bounds(rows, rank, world_size)
+            self._bounds.append((step * batch_size + lo, step * batch_size + hi))
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.n_samples // self.batch_size
-        return math.ceil(self.n_samples / self.batch_size)
+        return len(self.global_batch_sizes)
 
     def __repr__(self) -> str:
+        shard = (f", rank={self.rank}, world_size={self.world_size}"
+                 if self.world_size > 1 else "")
         return (
             f"Batches(n_samples={self.n_samples}, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, drop_last={self.drop_last}, backend={self.backend!r})"
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}{shard}, "
+            f"backend={self.backend!r})"
         )
+
+    def shard_rows(self, step: int, rank: int | None = None) -> tuple[int, int]:
+        """Rows [lo, hi) of global batch ``step`` that rank ``rank`` (default: this rank)
+        serves, ``(⌊r·b/N⌋, ⌊(r+1)·b/N⌋)`` for its b = ``global_batch_sizes[step]`` rows."""
+        step, rank = _check_step_rank(step, rank, self, "Batches.shard_rows")
+        return shard_bounds(self.global_batch_sizes[step], rank, self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` serve epoch ``epoch`` (its shuffle order is fixed by it)."""
@@ -108,15 +205,18 @@ class Batches:
         return np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
 
     def __iter__(self) -> Iterator[tuple[Array, Array]]:
-        epoch, size = self.epoch, self.batch_size
-        bounds = [(i, min(i + size, self.n_samples)) for i in range(0, len(self) * size, size)]
+        epoch, bounds = self.epoch, self._bounds
         if self.shuffle:
-            # One transfer of the whole permutation per epoch; batches slice it on the device.
-            # (A move to a device copies: copy=False would raise there, as CuPy's asarray does.)
-            order = self.backend.asarray(self.permutation(epoch).astype(self._index_dtype))
-            xp = self.backend.xp
+            # One transfer per epoch: this rank's part of the permutation (all of it on one
+            # rank), which the batches slice on the device. (A move to a device copies:
+            # copy=False would raise there, as CuPy's asarray does.)
+            perm = self.permutation(epoch)
+            host = np.concatenate([perm[start:stop] for start, stop in bounds])
+            order = self.backend.asarray(host.astype(self._index_dtype))
+            xp, offset = self.backend.xp, 0
             for start, stop in bounds:
-                idx = order[start:stop]
+                idx = order[offset : offset + stop - start]
+                offset += stop - start
                 yield xp.take(self.X, idx, axis=0), xp.take(self.y, idx, axis=0)
         else:
             for start, stop in bounds:  # the standard wants every axis indexed: hence `...`
@@ -134,12 +234,21 @@ def batches(
     drop_last: bool = False,
     backend: Any = None,
     dtype: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Batches:
     """Mini-batches of ``(X, y)`` on ``backend``, re-iterable once per epoch.
 
     ``X`` and ``y`` are moved to the backend's device once, here. Each epoch then yields
     ``(X[idx], y[idx])`` for consecutive slices ``idx`` of a permutation π_e of ``0..N-1``
     (the identity when ``shuffle=False``, where batches are views ``X[i:i+B]``, no copies).
+
+    With ``world_size`` N > 1, ``batch_size`` is the global batch: rank r yields, at step k,
+    rows [⌊r·b_k/N⌋, ⌊(r+1)·b_k/N⌋) of the global batch k of b_k rows that one process would
+    yield (the same π_e on every rank), so the shards of a step, in rank order, are that
+    batch. A last global batch of fewer than N rows is left out on every rank (with a
+    :class:`DroppedBatchWarning`), so every rank runs ``len()`` steps, each with a row at
+    least. Without shuffle (validation data) the shards are views of the same global batches.
 
     Parameters
     ----------
@@ -163,21 +272,34 @@ def batches(
     dtype : optional
         Floating dtype of the features: ``"float32"`` (default) or ``"float64"``, a NumPy
         dtype, or a dtype of the backend's namespace.
+    rank : int
+        This process's shard, 0 ≤ rank < ``world_size`` (its data-parallel rank).
+    world_size : int
+        The number of shards N (ranks), 1 ≤ N ≤ ``batch_size``. Every rank passes the same
+        data, ``batch_size``, ``seed`` (an explicit one: entropy would differ between
+        processes), ``shuffle`` and ``drop_last``.
 
     Returns
     -------
     Batches
-        ``len()`` is the number of batches; ``set_epoch(e)`` selects the epoch to serve next,
-        and each full pass advances it by itself.
+        ``len()`` is the number of batches (steps, equal on every rank); ``set_epoch(e)``
+        selects the epoch to serve next, and each full pass advances it by itself.
 
     Raises
     ------
     ValueError
         ``X`` or ``y`` has no sample axis, their lengths differ, ``batch_size`` is not
-        positive, or ``drop_last`` would leave no batch.
+        positive or smaller than ``world_size``, ``rank`` is not in [0, world_size − 1],
+        or no batch would be left (``drop_last`` with fewer than B samples, or fewer samples
+        than ranks).
     TypeError
-        ``batch_size`` or ``seed`` is not an integer, ``dtype`` is not a floating dtype, or
-        ``y`` is neither numeric nor bool.
+        ``batch_size``, ``seed``, ``rank`` or ``world_size`` is not an integer, ``dtype`` is
+        not a floating dtype, or ``y`` is neither numeric nor bool.
+
+    Warns
+    -----
+    DroppedBatchWarning
+        The last global batch has fewer rows than ranks, so no rank serves it.
 
     Examples
     --------
@@ -185,8 +307,10 @@ def batches(
     >>> for epoch in range(10):
     ...     for xb, yb in data:          # a new order every epoch
     ...         ...
+    >>> shard = batches(X, y, batch_size=64, seed=0, rank=1, world_size=4)  # 16 rows a step
     """
     check_int(batch_size, what="batches: batch_size", minimum=1)
+    rank, world_size = _check_shard(rank, world_size, batch_size, "batches")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     else:
@@ -200,6 +324,12 @@ def batches(
         msg = (
             f"batches: drop_last=True with batch_size={batch_size} leaves no batch of the "
             f"{n} samples"
+        )
+        raise ValueError(msg)
+    if n < world_size:
+        msg = (
+            f"batches: the {n} samples are fewer than the world_size={world_size} ranks, so "
+            "no global batch gives every rank a row"
         )
         raise ValueError(msg)
     kind = dtype_kind(y.dtype, namespace_of(y))
@@ -218,6 +348,8 @@ def batches(
         seed=int(seed),
         drop_last=drop_last,
         backend=be,
+        rank=rank,
+        world_size=world_size,
     )
 
 
@@ -329,6 +461,23 @@ def _stratified_test_indices(
     return np.concatenate(parts)
 
 
+def _check_step_rank(step: Any, rank: Any, data: Batches | SequenceBatches,
+                     where: str) -> tuple[int, int]:
+    """``step`` in [0, len(data)) and ``rank`` (None: the data's own) in [0, world_size)."""
+    step = check_int(step, what=f"{where}: step")
+    if step >= len(data):
+        msg = f"{where}: step {step} is out of range for {len(data)} steps per epoch"
+        raise IndexError(msg)
+    if rank is None:
+        return step, data.rank
+    rank = check_int(rank, what=f"{where}: rank")
+    if rank >= data.world_size:
+        msg = (f"{where}: rank must lie in [0, {data.world_size - 1}] for "
+               f"world_size={data.world_size}, got {rank}")
+        raise ValueError(msg)
+    return step, rank
+
+
 def _check_samples(X: Array, y: Array, *, where: str) -> int:
     """Both arrays have a sample axis of the same length; return that length."""
     for name, a in (("X", X), ("y", y)):
@@ -359,21 +508,27 @@ class SequenceBatches:
     Each batch is ``(x, y)`` of shape (B, T): B windows of T + 1 consecutive ids at random
     offsets o, ``x = ids[o : o + T]`` and ``y = ids[o + 1 : o + T + 1]`` (the next id of each
     position). Epoch e's offsets are drawn on the host from ``np.random.default_rng([seed,
-    e])``, so a run resumed at epoch e sees the batches an uninterrupted one would.
+    e])``, so a run resumed at epoch e sees the batches an uninterrupted one would. With
+    ``world_size`` N > 1, B is the global batch and rank r serves windows
+    [⌊r·B/N⌋, ⌊(r+1)·B/N⌋) of each step's B (the same offsets on every rank).
 
     Attributes
     ----------
     ids : array
         The whole sequence on the backend's device (its index dtype).
     context, batch_size, steps : int
-        T, B, and the batches per epoch (``len(self)``).
+        T, the global B, and the batches per epoch (``len(self)``, the same on every rank).
+    rank, world_size : int
+        This process's shard r and the number of shards N (0 and 1: the whole batches).
+    global_batch_sizes : tuple of int
+        B for every step; ``samples_per_epoch`` is steps · B windows over all ranks.
     seed, epoch : int
         The offsets' seed; the epoch the next ``iter()`` serves (each full pass advances it).
     backend : Backend
     """
 
     def __init__(self, ids: Array, *, context: int, batch_size: int, steps: int, seed: int,
-                 backend: Backend) -> None:
+                 backend: Backend, rank: int = 0, world_size: int = 1) -> None:
         self.ids = ids
         self.n_tokens = int(ids.shape[0])
         self.context = context
@@ -381,6 +536,11 @@ class SequenceBatches:
         self.steps = steps
         self.seed = seed
         self.backend = backend
+        self.rank = rank
+        self.world_size = world_size
+        self.global_batch_sizes: tuple[int, ...] = (batch_size,) * steps
+        self.samples_per_epoch = steps * batch_size
+        self._shard = shard_bounds(batch_size, rank, world_size)
         self.epoch = 0
         xp = backend.xp
         # the T + 1 positions of a window, on the device once
@@ -390,8 +550,17 @@ class SequenceBatches:
         return self.steps
 
     def __repr__(self) -> str:
+        shard = (f", rank={self.rank}, world_size={self.world_size}"
+                 if self.world_size > 1 else "")
         return (f"SequenceBatches(n_tokens={self.n_tokens}, context={self.context}, "
-                f"batch_size={self.batch_size}, steps={self.steps}, backend={self.backend!r})")
+                f"batch_size={self.batch_size}, steps={self.steps}{shard}, "
+                f"backend={self.backend!r})")
+
+    def shard_rows(self, step: int, rank: int | None = None) -> tuple[int, int]:
+        """Windows [lo, hi) of step ``step``'s B that rank ``rank`` (default: this rank)
+        serves: ``(⌊r·B/N⌋, ⌊(r+1)·B/N⌋)``, the same at every step."""
+        step, rank = _check_step_rank(step, rank, self, "SequenceBatches.shard_rows")
+        return shard_bounds(self.batch_size, rank, self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` serve epoch ``epoch`` (its offsets are fixed by it)."""
@@ -407,11 +576,13 @@ class SequenceBatches:
     def __iter__(self) -> Iterator[tuple[Array, Array]]:
         epoch, xp, T = self.epoch, self.backend.xp, self.context
         index_dtype = dtype_name(self.backend.index_dtype)
-        # One transfer per epoch: every offset; the windows are gathered on the device.
-        starts = self.backend.asarray(self.offsets(epoch).astype(index_dtype))
+        lo, hi = self._shard
+        # One transfer per epoch: this rank's offsets of every step (all of them on one rank);
+        # the windows are gathered on the device.
+        starts = self.backend.asarray(self.offsets(epoch)[:, lo:hi].astype(index_dtype))
         for step in range(self.steps):
             where = xp.reshape(starts[step, :][:, None] + self._span[None, :], (-1,))
-            window = xp.reshape(xp.take(self.ids, where, axis=0), (self.batch_size, T + 1))
+            window = xp.reshape(xp.take(self.ids, where, axis=0), (hi - lo, T + 1))
             yield window[:, :T], window[:, 1:]
         self.epoch = epoch + 1
 
@@ -424,13 +595,17 @@ def sequence_batches(
     steps_per_epoch: int | None = None,
     seed: int | None = None,
     backend: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> SequenceBatches:
     """Batches of random windows of a token sequence, for next-token prediction.
 
     The sequence moves to the backend's device once, here; each batch then gathers B windows
     of T + 1 ids there, at offsets drawn per epoch from ``default_rng([seed, epoch])``, and
     yields inputs ``x`` (B, T) and targets ``y`` (B, T), ``y[b, t] = x[b, t + 1]`` (the id after
-    ``x[b, t]``).
+    ``x[b, t]``). With ``world_size`` N > 1, B is the global batch: every rank draws the same
+    offsets and rank r yields windows [⌊r·B/N⌋, ⌊(r+1)·B/N⌋) of each step's B, so the shards
+    of a step, in rank order, are the one-process batch, and every rank runs the same steps.
 
     Parameters
     ----------
@@ -439,24 +614,30 @@ def sequence_batches(
     context : int
         T, the window's inputs.
     batch_size : int
-        B, windows per batch.
+        B, windows per (global) batch.
     steps_per_epoch : int, optional
         Batches per epoch; default ``max(1, (N − 1) // (B·T))``: an epoch predicts about as
-        many positions as the sequence has.
+        many positions as the sequence has (B the global batch: the same on every rank).
     seed : int, optional
-        The offsets' seed (non-negative); None draws fresh entropy once, here.
+        The offsets' seed (non-negative); None draws fresh entropy once, here (pass one
+        under data parallelism: every rank must draw the same offsets).
     backend : optional
         Where the batches live (see :func:`nnbackend.get_backend`).
+    rank, world_size : int
+        This process's shard r and the number of shards N, 0 ≤ r < N ≤ B.
 
     Raises
     ------
     ValueError
-        ``ids`` is not 1-D, is shorter than T + 1, or a size is not positive.
+        ``ids`` is not 1-D, is shorter than T + 1, a size is not positive, ``batch_size``
+        is smaller than ``world_size``, or ``rank`` is not in [0, world_size − 1].
     TypeError
-        ``ids`` is not integer, or a size or the seed is not an integer.
+        ``ids`` is not integer, or a size, the seed, the rank or the world size is not an
+        integer.
     """
     check_int(context, what="sequence_batches: context", minimum=1)
     check_int(batch_size, what="sequence_batches: batch_size", minimum=1)
+    rank, world_size = _check_shard(rank, world_size, batch_size, "sequence_batches")
     seed = _seed_or_entropy(seed, "sequence_batches")
     be = get_backend(backend)
     host = _token_ids(ids, "sequence_batches")
@@ -469,7 +650,8 @@ def sequence_batches(
     else:
         steps = check_int(steps_per_epoch, what="sequence_batches: steps_per_epoch", minimum=1)
     return SequenceBatches(be.asarray(host, dtype=be.index_dtype), context=int(context),
-                           batch_size=int(batch_size), steps=steps, seed=seed, backend=be)
+                           batch_size=int(batch_size), steps=steps, seed=seed, backend=be,
+                           rank=rank, world_size=world_size)
 
 
 class SequenceWindows:
