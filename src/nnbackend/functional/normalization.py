@@ -37,6 +37,28 @@ The training form is the fused one (the three terms of the chain rule through μ
 into per-channel factors: ∂L/∂x = δ·k₁ + x_c·k₂ + k₃, one pass per term), stable because it is
 written in the deviations x_c, never in E[x²].
 
+Synchronised statistics (several ranks)
+---------------------------------------
+
+With ``reduce`` (a function summing per-channel arrays over the ranks of a data-parallel group,
+e.g. ``comm.all_reduce``: :class:`nnbackend.layers.SyncBatchNorm`), training normalises with
+the statistics of the *global* batch, the concatenation of every rank's shard x⁽ʳ⁾ of n_r
+values per channel, in the same two passes (two calls, each of one array)::
+
+    [Σ x, n] ← Σ_r [Σ x⁽ʳ⁾, n_r]           (one (C + 1,) array: the sums and the count)
+    μ = Σ x / n,   x_c = x⁽ʳ⁾ − μ,   Σ x_c² ← Σ_r Σ x_c⁽ʳ⁾²,   σ² = Σ x_c² / n
+
+so every rank gets the statistics one process computes on the whole batch (to rounding) and
+the running statistics take the global μ and Σ x_c² / (n − 1). The backward sums, in one call,
+[Σ δ, Σ δ x_c] over the ranks (the gradient of the *global* loss: a data-parallel wrapper
+scales each rank's δ by n_r / B first) and divides by the global n; ∂L/∂γ and ∂L/∂β stay this
+rank's sums (the wrapper's gradient all-reduce adds them). The global count is a 0-d array on
+the device (in the input's dtype: exact to 2²⁴ values per channel in float32), so nothing is
+read back; a shard may hold a single value per channel, or none, as long as the global batch
+holds more than one (not checked: that would read the count back; n = 1 gives a NaN running
+variance). Evaluation never communicates (nor does a forward without running statistics in
+evaluation, which uses this rank's batch, as PyTorch's SyncBatchNorm does).
+
 Conventions of this module
 --------------------------
 The buffers of the library are stored back by assignment, never mutated by the math (JAX's
@@ -74,6 +96,7 @@ return ``(y, saved)`` (``saved`` holds x̂ and r); :func:`layer_norm_backward` r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -97,6 +120,10 @@ __all__ = [
     "rms_norm_forward",
 ]
 
+Reduce = Callable[[list[Array]], list[Array]]
+"""Σ over the ranks of each array of a list, returned as a list (``Communicator.all_reduce``:
+it may sum in place, so only arrays it may overwrite are passed)."""
+
 
 class BatchNormSaved(NamedTuple):
     """What :func:`batch_norm_backward` needs from the forward pass (arrays in the work layout:
@@ -118,6 +145,9 @@ class BatchNormSaved(NamedTuple):
     """Whether β was given (∂L/∂β exists)."""
     shape: tuple[int, ...]
     """The input's shape (∂L/∂x is returned in it)."""
+    global_count: Array | None = None
+    """The global number of values per channel, a 0-d array in the input's dtype, when the
+    statistics were summed over the ranks (``reduce``); else None (this rank's count)."""
 
 
 class BatchNormForward(NamedTuple):
@@ -190,6 +220,7 @@ def batch_norm_forward(
     *,
     num_batches_tracked: Array | int | None = None,
     save: bool = True,
+    reduce: Reduce | None = None,
     xp: Namespace | None = None,
     caller: str = "batch_norm_forward",
 ) -> BatchNormForward:
@@ -197,7 +228,10 @@ def batch_norm_forward(
 
     Same parameters as :func:`batch_norm`; ``save=False`` returns no ``saved`` (None) and
     builds y in the storage of x − μ (one allocation fewer: inference), ``caller`` names the
-    function or layer in errors.
+    function or layer in errors. ``reduce`` (training only; see "Synchronised statistics" in
+    the module docstring) sums the per-channel statistics over the ranks: two calls, each
+    with one array, made by every rank in the same order; this rank's input may then have one
+    value per channel, or none.
 
     Returns
     -------
@@ -212,17 +246,24 @@ def batch_norm_forward(
     shape = tuple(x.shape)
     n = _count(shape)
     batch_stats = training or running_mean is None
-    if training and n == 1:
+    synced = training and reduce is not None
+    if training and n == 1 and not synced:
         msg = (f"{caller}: expected more than 1 value per channel when training, got input of "
                f"shape {shape}")
         raise ValueError(msg)
-    work = x if x.ndim == 2 else xp.reshape(x, (shape[0], shape[1], n // shape[0]))
+    work = _work(x, shape, xp)
     if not batch_stats:
         return _eval_forward(work, running_mean, running_var, weight, bias, eps, shape, save, xp)
-    mean = _channel_sum(work, xp) / n
+    count: Any = n  # values per channel: this rank's, or the global batch's (a 0-d array)
+    if synced and reduce is not None:
+        mean, count = _global_mean(work, n, reduce, xp)
+    else:
+        mean = _channel_sum(work, xp) / n
     centered = work - _per_channel(mean, work, xp)
     squares = _channel_dot(centered, centered, xp)
-    inv_std = 1.0 / xp.sqrt(squares / n + eps)
+    if synced and reduce is not None:
+        squares = reduce([squares])[0]  # Σ x_c² over the ranks, about the global mean
+    inv_std = 1.0 / xp.sqrt(squares / count + eps)
     scale = inv_std if weight is None else weight * inv_std
     if save:
         y = centered * _per_channel(scale, work, xp)
@@ -235,9 +276,9 @@ def batch_norm_forward(
         factor = _factor(momentum, num_batches_tracked, x.dtype, xp, caller)
         keep = 1.0 - factor
         running_mean = keep * running_mean + factor * mean
-        running_var = keep * running_var + factor * (squares / (n - 1))
+        running_var = keep * running_var + factor * (squares / (count - 1))
     saved = BatchNormSaved(centered, None, None, inv_std, scale, weight is not None,
-                           bias is not None, shape) if save else None
+                           bias is not None, shape, count if synced else None) if save else None
     return BatchNormForward(_unwork(y, shape, xp), running_mean, running_var, saved)
 
 
@@ -249,6 +290,7 @@ def batch_norm_backward(
     weight_grad: bool = True,
     bias_grad: bool = True,
     overwrite: bool = False,
+    reduce: Reduce | None = None,
     xp: Namespace | None = None,
 ) -> tuple[Array | None, Array | None, Array | None]:
     """``(∂L/∂x, ∂L/∂γ, ∂L/∂β)`` from δ = ``dy`` (the input's shape) and the forward's ``saved``.
@@ -266,6 +308,12 @@ def batch_norm_backward(
         Whether ``saved``'s arrays may be overwritten (∂L/∂x is then built in the storage of
         x − μ: one allocation fewer). Only for a ``saved`` used once; ignored where arrays are
         immutable.
+    reduce : callable, optional
+        The forward's ``reduce``, required when the forward summed its statistics over the
+        ranks (``saved.global_count`` is set): [Σ δ, Σ δ x_c] are then summed over the ranks
+        in one call (made only when ∂L/∂x is asked for) and divided by the global count;
+        ∂L/∂γ and ∂L/∂β stay this rank's sums. Ignored after a forward that did not
+        communicate.
     xp : namespace, optional
         ``dy``'s namespace (looked up when omitted).
     """
@@ -274,8 +322,12 @@ def batch_norm_backward(
     if tuple(dy.shape) != shape:
         msg = f"batch_norm_backward: dy has shape {tuple(dy.shape)}, the input had {shape}"
         raise ValueError(msg)
-    n = _count(shape)
-    work = dy if dy.ndim == 2 else xp.reshape(dy, (shape[0], shape[1], n // shape[0]))
+    if saved.global_count is not None and reduce is None:
+        msg = ("batch_norm_backward: the forward summed its statistics over the ranks "
+               "(reduce=...); the backward needs the same reduce")
+        raise ValueError(msg)
+    n: Any = _count(shape)
+    work = _work(dy, shape, xp)
     weight_grad = weight_grad and saved.has_weight
     bias_grad = bias_grad and saved.has_bias
     if saved.centered is None:
@@ -287,6 +339,8 @@ def batch_norm_backward(
     dbias = sum_dy if bias_grad else None
     if not input_grad or sum_dy is None or dot is None:
         return None, dweight, dbias
+    if saved.global_count is not None and reduce is not None:  # the global batch's sums
+        sum_dy, dot, n = _global_sums(sum_dy, dot, saved.global_count, reduce, xp)
     # ∂L/∂x = δ k₁ + x_c k₂ + k₃ with k₁ = γr, k₂ = −γr·r²·Σδx_c/n, k₃ = −γr·Σδ/n.
     k2 = _per_channel(scale * (inv_std * inv_std) * dot * (-1.0 / n), work, xp)
     k3 = _per_channel(scale * sum_dy * (-1.0 / n), work, xp)
@@ -338,6 +392,37 @@ def _count(shape: tuple[int, ...]) -> int:
     for size in shape[2:]:
         n *= size
     return n
+
+
+def _work(a: Array, shape: tuple[int, ...], xp: Namespace) -> Array:
+    """The work layout: (N, C) as it is, else (N, C, L) with L the trailing sizes' product
+    (from the shape itself, so an empty shard, N = 0, has one too)."""
+    if a.ndim == 2:
+        return a
+    trailing = 1
+    for size in shape[2:]:
+        trailing *= size
+    return xp.reshape(a, (shape[0], shape[1], trailing))
+
+
+def _global_mean(work: Array, n: int, reduce: Reduce, xp: Namespace) -> tuple[Array, Array]:
+    """(μ, n) of the global batch: [Σ x, n] summed over the ranks in one call, one (C + 1,)
+    array in the input's dtype; n comes back as a 0-d array (nothing read to the host)."""
+    channels = work.shape[1]
+    local = xp.full((1,), float(n), dtype=work.dtype, device=array_api_compat.device(work))
+    total = reduce([xp.concat([_channel_sum(work, xp), local])])[0]
+    count = total[channels]
+    return total[:channels] / count, count
+
+
+def _global_sums(
+    sum_dy: Array, dot: Array, count: Array, reduce: Reduce, xp: Namespace
+) -> tuple[Array, Array, Array]:
+    """[Σ δ, Σ δ x_c] summed over the ranks in one call (a (2C,) array: the caller's own
+    ``sum_dy`` and ``dot`` are not overwritten), with the global count."""
+    channels = sum_dy.shape[0]
+    total = reduce([xp.concat([sum_dy, dot])])[0]
+    return total[:channels], total[channels:], count
 
 
 def _per_channel(v: Array, work: Array, xp: Namespace) -> Array:

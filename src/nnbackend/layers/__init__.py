@@ -22,7 +22,7 @@ from .embedding import Embedding
 from .language_model import TransformerLM
 from .linear import Linear
 from .module import Context, LoadResult, Module, Parameter
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm, SyncBatchNorm
 from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .recurrent import GRU, LSTM, RNN, RecurrentOutput
 from .sequential import Sequential
@@ -69,6 +69,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Softplus",
+    "SyncBatchNorm",
     "Tanh",
     "TransformerEncoderLayer",
     "TransformerLM",

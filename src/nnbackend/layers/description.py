@@ -71,7 +71,7 @@ from .embedding import Embedding
 from .language_model import TransformerLM
 from .linear import Linear
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm, SyncBatchNorm
 from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .recurrent import GRU, LSTM, RNN, RecurrentOutput, recurrent_state_size
 from .sequential import Sequential
@@ -603,6 +603,7 @@ def _batch_norm_size(config: Mapping[str, Any]) -> int:
 
 register(BatchNorm1d, state_size=_batch_norm_size)
 register(BatchNorm2d, state_size=_batch_norm_size)
+register(SyncBatchNorm, state_size=_batch_norm_size)
 register(Dropout2d, state_size=_nothing)
 
 # Pooling and reshaping layers hold no arrays.

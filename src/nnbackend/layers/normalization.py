@@ -1,6 +1,7 @@
 """Normalisation layers over :mod:`nnbackend.functional.normalization`, as PyTorch's:
-``BatchNorm1d``/``BatchNorm2d`` (per channel, over the batch), ``LayerNorm`` and ``RMSNorm``
-(per sample, over its trailing ``normalized_shape`` axes; sections at the end).
+``BatchNorm1d``/``BatchNorm2d`` (per channel, over the batch), ``SyncBatchNorm`` (the same over
+the global batch of a data-parallel group), ``LayerNorm`` and ``RMSNorm`` (per sample, over its
+trailing ``normalized_shape`` axes; sections at the end).
 
 ``BatchNorm1d`` takes (N, C) or (N, C, L), ``BatchNorm2d`` (N, C, H, W); both normalise each
 channel C over every other axis. State, under PyTorch's names and shapes (a ``torch.nn``
@@ -22,7 +23,7 @@ back; evaluation uses the running statistics (batch statistics when they are not
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._checks import check_flag, check_int, check_nonnegative, check_probability
 from .._libraries import library_of
@@ -30,6 +31,7 @@ from .._typing import Array, Backprop, Namespace
 from ..backend import dtype_name, get_backend
 from ..functional.normalization import (
     BatchNormForward,
+    Reduce,
     _normalized_shape,
     batch_norm_backward,
     batch_norm_forward,
@@ -40,7 +42,11 @@ from ..functional.normalization import (
 from .linear import InputShapeError
 from .module import Context, Module, Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "InputLayoutError", "LayerNorm", "RMSNorm"]
+if TYPE_CHECKING:  # layers do not import the distributed package (it is looked up lazily)
+    from ..distributed.comm import Communicator
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "InputLayoutError", "LayerNorm", "RMSNorm",
+           "SyncBatchNorm"]
 
 
 class InputLayoutError(InputShapeError):
@@ -180,7 +186,8 @@ class _BatchNorm(Module):
     def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         self._check_shape(x)
         xp, input_grad = ctx.xp, ctx.input_grad
-        y, _, _, saved = self._forward(x, xp, save=True)
+        reduce = self._reduce()
+        y, _, _, saved = self._forward(x, xp, save=True, reduce=reduce)
         weight, bias = self.weight, self.bias
         if saved is None:  # (save=True always saves: for the type checker)
             raise AssertionError
@@ -190,7 +197,8 @@ class _BatchNorm(Module):
             dx, dweight, dbias = batch_norm_backward(
                 dy, saved, input_grad=input_grad,
                 weight_grad=weight is not None and weight.requires_grad,
-                bias_grad=bias is not None and bias.requires_grad, overwrite=True, xp=xp,
+                bias_grad=bias is not None and bias.requires_grad, overwrite=True,
+                reduce=reduce, xp=xp,
             )
             if weight is not None and dweight is not None:
                 weight.accumulate_grad(dweight)
@@ -202,9 +210,14 @@ class _BatchNorm(Module):
 
     def infer(self, x: Array, ctx: Context) -> Array:
         self._check_shape(x)
-        return self._forward(x, ctx.xp, save=False).y
+        return self._forward(x, ctx.xp, save=False, reduce=self._reduce()).y
 
-    def _forward(self, x: Array, xp: Namespace, *, save: bool) -> BatchNormForward:
+    def _reduce(self) -> Reduce | None:
+        """The sum over the ranks of the batch statistics (None: this process's batch)."""
+        return None
+
+    def _forward(self, x: Array, xp: Namespace, *, save: bool,
+                 reduce: Reduce | None = None) -> BatchNormForward:
         """The functional forward with this layer's state; in training, the running statistics
         and the count stored back (after the forward succeeded)."""
         weight, bias = self.weight, self.bias
@@ -216,7 +229,7 @@ class _BatchNorm(Module):
             x, self.running_mean, self.running_var,
             None if weight is None else weight.data, None if bias is None else bias.data,
             self.training, self.momentum, self.eps, num_batches_tracked=count, save=save,
-            xp=xp, caller=repr(self),
+            reduce=reduce, xp=xp, caller=repr(self),
         )
         if update:
             mutable = library_of(xp).mutable_views
@@ -258,6 +271,147 @@ class BatchNorm2d(_BatchNorm):
 _SHARED_DOC = (_BatchNorm.__doc__ or "").split("\n", 1)[1]
 BatchNorm1d.__doc__ = (BatchNorm1d.__doc__ or "") + "\n" + _SHARED_DOC
 BatchNorm2d.__doc__ = (BatchNorm2d.__doc__ or "") + "\n" + _SHARED_DOC
+
+
+# --------------------------------------------------------------------------------------------
+# SyncBatchNorm: batch statistics of the global batch of a data-parallel group
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalisation over the global batch of a data-parallel group, as
+    ``torch.nn.SyncBatchNorm``: inputs (N, C, ...) of any rank ≥ 2.
+
+    In training, each channel's mean and variance are those of every rank's shard together:
+    per-channel sums are added over the ranks with ``comm.all_reduce`` (two calls in the
+    forward, [Σ x, n] then Σ (x − μ)²; one in the backward, [Σ δ, Σ δ (x − μ)]: see
+    "Synchronised statistics" in :mod:`nnbackend.functional.normalization`), so every rank
+    normalises as one process would on the concatenated batch, and every rank's running
+    statistics are the same (bit for bit: the ranks share the sums). ∂L/∂γ and ∂L/∂β are this
+    rank's sums, which the data-parallel wrapper's gradient all-reduce adds (it also scales
+    each rank's ∂L/∂y by n_r / B, so the backward's cross-rank sums are those of the global
+    loss). A rank's shard may have one row (or none) when the global batch has more.
+    Evaluation uses the running statistics and never communicates; in a group of one (or
+    without a launcher) the layer is :class:`BatchNorm2d`'s computation exactly, with no call.
+
+    Parameters
+    ----------
+    num_features, eps, momentum, affine, track_running_stats, bias, dtype, backend
+        As :class:`BatchNorm2d`'s (the same parameters, buffers and state-dict names: a
+        BatchNorm's state dict loads).
+    comm : Communicator, optional
+        The group whose ranks share the statistics; None: ``nnbackend.distributed.world()``,
+        looked up at each training forward (so a layer built before the job's communicator,
+        or rebuilt from a description, which records no communicator, uses the job's).
+
+    Notes
+    -----
+    Every rank must run the same training forwards and backwards in the same order (each is a
+    collective). A global batch of one value per channel is not refused (that would read the
+    count back to the host): it gives a NaN running variance.
+    """
+
+    _layouts = (("...",),)
+    _ranks = ()
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        comm: Communicator | None = None,
+        bias: bool = True,
+        dtype: Any = None,
+        backend: Any = None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
+                         dtype=dtype, backend=backend)
+        self.comm = comm
+
+    def _check_shape(self, x: Array) -> None:
+        """Raise :class:`InputLayoutError` unless x is (N, C, ...) with C channels."""
+        if x.ndim < 2 or x.shape[1] != self.num_features:
+            raise InputLayoutError(repr(self), f"(N, {self.num_features}, ...)", tuple(x.shape))
+
+    def _communicator(self) -> Communicator:
+        if self.comm is not None:
+            return self.comm
+        from ..distributed.world import world  # lazily: layers do not import distributed
+
+        return world()
+
+    def _reduce(self) -> Reduce | None:
+        """``comm.all_reduce`` in training in a group of several ranks, else None."""
+        if not self.training:
+            return None
+        comm = self._communicator()
+        return comm.all_reduce if comm.size > 1 else None
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module, comm: Communicator | None = None) -> Module:
+        """``module`` with every BatchNorm1d and BatchNorm2d in it replaced by a SyncBatchNorm,
+        as ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+
+        Each replacement holds the replaced layer's parameters (the same
+        :class:`~nnbackend.layers.Parameter` objects: an optimizer built on them still
+        updates them), buffers and training flag, under the same names and in the same
+        place (so state-dict keys and order are unchanged); containers are modified in place
+        and returned.
+
+        Parameters
+        ----------
+        module : Module
+            A layer or a model (any container: Sequential, Residual, Parallel, ...).
+        comm : Communicator, optional
+            The replacements' group (None: the job's, looked up at each forward).
+
+        Returns
+        -------
+        Module
+            ``module`` itself, or its replacement when it is itself a BatchNorm1d/2d.
+        """
+        if not isinstance(module, Module):
+            msg = (f"SyncBatchNorm.convert_sync_batchnorm: expected a Module, got "
+                   f"{type(module).__name__}")
+            raise TypeError(msg)
+        if isinstance(module, BatchNorm1d | BatchNorm2d):
+            return cls._from_batch_norm(module, comm)
+        for name, child in list(module.named_children()):
+            converted = cls.convert_sync_batchnorm(child, comm)
+            if converted is not child:
+                _replace_child(module, name, child, converted)
+        return module
+
+    @classmethod
+    def _from_batch_norm(cls, layer: _BatchNorm, comm: Communicator | None) -> SyncBatchNorm:
+        config = layer.config()
+        config["comm"] = comm
+        new = cls(**config, backend=layer.backend)  # γ and β where the layer has them
+        for name in ("weight", "bias"):  # the same Parameter objects, in the same order
+            parameter = getattr(layer, name)
+            if parameter is not None:
+                new.__dict__["_parameters"][name] = parameter
+                object.__setattr__(new, name, parameter)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(new, name, getattr(layer, name))
+        new.train(layer.training)
+        return new
+
+
+def _replace_child(parent: Module, name: str, old: Module, new: Module) -> None:
+    """``new`` in ``old``'s place in ``parent``: the same key of its registry (the order of
+    its children, so of its state dict, unchanged), its attribute, and the tuples or lists of
+    layers a container keeps beside the registry (``Sequential.layers``,
+    ``Parallel.branches``)."""
+    parent.__dict__["_modules"][name] = new
+    object.__setattr__(parent, name, new)
+    for attribute, value in list(parent.__dict__.items()):
+        if isinstance(value, tuple | list) and any(item is old for item in value):
+            replaced = [new if item is old else item for item in value]
+            object.__setattr__(parent, attribute,
+                               tuple(replaced) if isinstance(value, tuple) else replaced)
 
 
 # --------------------------------------------------------------------------------------------
