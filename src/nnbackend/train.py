@@ -10,6 +10,12 @@ One training step is::
 Nothing in a step reads a value back to the host. Per-step losses stay on the device and are
 brought back together every ``log_every`` steps (one synchronisation for the whole window), which
 is also when a NaN or infinite loss is detected and reported with the exact epoch and step.
+
+A :class:`~nnbackend.distributed.DistributedDataParallel` model trains the same way on every
+rank, each on its shard of the global batches (see :func:`nnbackend.data.batches`'s ``rank``
+and ``world_size``): the epoch records hold the loss and metrics over the whole data set
+(sums over the ranks, one host all-reduce per epoch), a non-finite loss on any rank stops every
+rank at the same window, and only rank 0 shows a progress bar.
 """
 
 from __future__ import annotations
@@ -279,6 +285,27 @@ def _resolve_metrics(metrics: Sequence[str | Metric] | None, loss_fn: Any, *, wh
 # ------------------------------------------------------------------------------------ data
 
 
+def _group_of(model: Module) -> Any:
+    """The communicator of a data-parallel model (None for any other module)."""
+    from .distributed.parallel import DistributedDataParallel
+
+    return model.comm if isinstance(model, DistributedDataParallel) else None
+
+
+def _check_reduction(model: Module, loss_fn: Any, *, where: str) -> None:
+    """A data-parallel model weights the ranks for the loss's reduction: they must agree."""
+    comm = _group_of(model)
+    if comm is None:
+        return
+    loss_reduction = "mean" if _is_mean(loss_fn) else "sum"
+    weighting = getattr(model, "reduction", "mean")
+    if loss_reduction != weighting:
+        msg = (f"{where}: the loss reduces by {loss_reduction!r} but the "
+               f"DistributedDataParallel model weights the ranks for "
+               f"reduction={weighting!r}; give it reduction={loss_reduction!r}")
+        raise ValueError(msg)
+
+
 def _as_batches(data: Any, model: Module, *, batch_size: int, shuffle: bool, seed: int | None
                 ) -> Iterable[tuple[Array, Array]]:
     """A re-iterable of (x, y) batches: ``data`` itself, or batches of an ``(X, y)`` pair."""
@@ -402,9 +429,12 @@ def fit(
     val = None if val_data is None else _as_batches(
         val_data, model, batch_size=max(batch_size, 256), shuffle=False, seed=None
     )
+    _check_reduction(model, loss_fn, where="fit")
+    comm = _group_of(model)
     history = History()
     per_epoch = len(train) if isinstance(train, Sized) else 0
-    bar = _Progress(progress, per_epoch * (epochs - initial_epoch))
+    bar = _Progress(progress and (comm is None or comm.is_root),
+                    per_epoch * (epochs - initial_epoch))
     modes = _modes(model)
     model.train()
     begun: list[Callback] = []  # the callbacks whose on_train_end is owed
@@ -489,6 +519,7 @@ def _train_epoch(
     metric_sums: dict[str, Array] = {}
     checked = False
     mean_loss = _is_mean(loss_fn)
+    comm = _group_of(model)
     samples = steps = 0
     for xb, yb in train:
         y, backprop = model.forward(xb)
@@ -510,21 +541,27 @@ def _train_epoch(
         steps += 1
         if len(window) >= log_every:
             loss_sum += _read_window(window, window_weights, xp, epoch=epoch,
-                                     first_step=steps - len(window) + 1)
+                                     first_step=steps - len(window) + 1, comm=comm)
             bar.update(len(window), loss=f"{loss_sum / samples:.4f}",
                        **_bar_metrics(bar, metric_sums, samples), **_rate(samples, start))
             window, window_weights = [], []
     if window and xp is not None:
         loss_sum += _read_window(window, window_weights, xp, epoch=epoch,
-                                 first_step=steps - len(window) + 1)
+                                 first_step=steps - len(window) + 1, comm=comm)
         bar.update(len(window))
+    metric_totals = {name: float(to_numpy(total)) for name, total in metric_sums.items()}
+    if comm is not None:  # the whole data set's: sums over the ranks (once per epoch)
+        totals = comm.all_reduce_host(np.asarray([loss_sum, samples, *metric_totals.values()],
+                                                 dtype=np.float64))
+        loss_sum, samples = float(totals[0]), int(totals[1])
+        metric_totals = dict(zip(metric_totals, (float(v) for v in totals[2:]), strict=True))
     if samples == 0:
         msg = f"fit: epoch {epoch} had no training batches"
         raise ValueError(msg)
     elapsed = time.perf_counter() - start
     record: dict[str, float] = {"epoch": float(epoch), "loss": loss_sum / samples}
-    for name, total_count in metric_sums.items():
-        record[name] = float(to_numpy(total_count)) / samples
+    for name, total_count in metric_totals.items():
+        record[name] = total_count / samples
     record["time"] = elapsed
     record["samples_per_s"] = samples / elapsed if elapsed > 0 else math.inf
     return record
@@ -536,14 +573,28 @@ def _is_mean(loss_fn: Any) -> bool:
 
 
 def _read_window(
-    losses: list[Array], weights: list[int], xp: Namespace, *, epoch: int, first_step: int
+    losses: list[Array], weights: list[int], xp: Namespace, *, epoch: int, first_step: int,
+    comm: Any = None,
 ) -> float:
     """Bring a window of per-step losses to the host at once; raise on the first non-finite.
 
-    Returns Σ loss · weight (the weight is the batch size for a mean loss, 1 for a sum).
+    Returns Σ loss · weight (the weight is the batch size for a mean loss, 1 for a sum). In a
+    data-parallel run every rank learns whether any rank's window went non-finite (one host
+    all-reduce per window), so all of them stop together instead of waiting for one another.
     """
     values = to_numpy(xp.stack(losses)).astype(np.float64)
     bad = _first_non_finite(values)
+    if comm is not None:
+        flags = np.zeros(comm.size, dtype=np.int64)
+        flags[comm.rank] = 0 if bad is None else bad + 1
+        flags = comm.all_reduce_host(flags)
+        failed = [r for r in range(comm.size) if flags[r]]
+        if failed and bad is None:
+            step = first_step + int(flags[failed[0]]) - 1
+            msg = (f"the training loss became non-finite on rank {failed[0]} at epoch {epoch}, "
+                   f"step {step} (lower the learning rate, check the inputs for NaN/inf, or "
+                   "the labels' range)")
+            raise NonFiniteLossError(msg)
     if bad is not None:
         msg = (
             f"the training loss became {values[bad]} at epoch {epoch}, step {first_step + bad} "
@@ -596,6 +647,8 @@ def evaluate(
         message names the batch.
     """
     metric_fns = _resolve_metrics(metrics, loss_fn, where="evaluate")
+    _check_reduction(model, loss_fn, where="evaluate")
+    comm = _group_of(model)
     if metric_names is not None:
         metric_fns = dict(zip(metric_names, metric_fns.values(), strict=True))
     batches = _as_batches(data, model, batch_size=batch_size, shuffle=False, seed=None)
@@ -620,17 +673,34 @@ def evaluate(
     if not losses:
         msg = "evaluate: the data had no batches"
         raise ValueError(msg)
+    loss_total = _total_loss(losses, sizes, mean_loss, comm)
     samples = sum(sizes)
-    scores = {"loss": _total_loss(losses, sizes, mean_loss) / samples}
-    scores.update({name: float(to_numpy(total)) / samples for name, total in sums.items()})
+    totals = {name: float(to_numpy(total)) for name, total in sums.items()}
+    if comm is not None:  # over the whole data set: the ranks' shards summed
+        summed = comm.all_reduce_host(np.asarray([loss_total, samples, *totals.values()],
+                                                 dtype=np.float64))
+        loss_total, samples = float(summed[0]), int(summed[1])
+        totals = dict(zip(totals, (float(v) for v in summed[2:]), strict=True))
+    scores = {"loss": loss_total / samples}
+    scores.update({name: total / samples for name, total in totals.items()})
     return scores
 
 
-def _total_loss(losses: list[Array], sizes: list[int], mean_loss: bool) -> float:
+def _total_loss(losses: list[Array], sizes: list[int], mean_loss: bool, comm: Any = None
+                ) -> float:
     """Σ over batches of loss · n (mean losses) or loss (summed ones), read to the host once;
-    a non-finite batch loss raises, naming the batch and its rows."""
+    a non-finite batch loss raises, naming the batch and its rows (on every rank of a
+    data-parallel run, which learn of it through one host all-reduce)."""
     values = to_numpy(array_namespace(losses[0]).stack(losses)).astype(np.float64)
     bad = _first_non_finite(values)
+    if comm is not None:
+        flags = np.zeros(comm.size, dtype=np.int64)
+        flags[comm.rank] = 0 if bad is None else 1
+        failed = [r for r, f in enumerate(comm.all_reduce_host(flags)) if f]
+        if failed and bad is None:
+            msg = (f"evaluate: the loss is non-finite on rank {failed[0]}'s shard; check the "
+                   "inputs for NaN/inf, the parameters, or the labels' range")
+            raise NonFiniteLossError(msg)
     if bad is not None:
         first = sum(sizes[:bad])
         msg = (

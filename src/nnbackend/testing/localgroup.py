@@ -103,7 +103,7 @@ class LocalCommunicator(Communicator):
     def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         self.log.append(("all_reduce_host", int(np.asarray(values).size)))
         everyone = self._exchange(np.array(values, copy=True))
-        total = everyone[0].copy()
+        total: np.ndarray = everyone[0].copy()
         for other in everyone[1:]:
             total = total + other
         return total
