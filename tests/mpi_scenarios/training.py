@@ -164,8 +164,10 @@ def one_process_per_rank_statistics(build: Callable[[], nb.Module], kind: str) -
 
 def scenario_results() -> list[dict[str, Any]]:
     results = []
-    runs = [("mlp-momentum", mlp, "momentum", False), ("mlp-adam-clip", mlp, "adam-clip", False),
-            ("mlp-adamw", mlp, "adamw", False), ("mlp-momentum-decay", mlp, "momentum-decay", False),
+    runs = [("mlp-momentum", mlp, "momentum", False),
+            ("mlp-adam-clip", mlp, "adam-clip", False),
+            ("mlp-adamw", mlp, "adamw", False),
+            ("mlp-momentum-decay", mlp, "momentum-decay", False),
             ("cnn-adam", cnn, "adam", True)]
     for name, build, kind, images in runs:
         for sync_bn in ((False, True) if images else (False,)):
