@@ -277,7 +277,8 @@ def batches(
     world_size : int
         The number of shards N (ranks), 1 ≤ N ≤ ``batch_size``. Every rank passes the same
         data, ``batch_size``, ``seed`` (an explicit one: entropy would differ between
-        processes), ``shuffle`` and ``drop_last``.
+        processes, so ``seed=None`` with ``shuffle`` is refused when N > 1), ``shuffle`` and
+        ``drop_last``.
 
     Returns
     -------
@@ -291,7 +292,7 @@ def batches(
         ``X`` or ``y`` has no sample axis, their lengths differ, ``batch_size`` is not
         positive or smaller than ``world_size``, ``rank`` is not in [0, world_size − 1],
         or no batch would be left (``drop_last`` with fewer than B samples, or fewer samples
-        than ranks).
+        than ranks), or ``seed`` is None with ``shuffle`` and ``world_size`` > 1.
     TypeError
         ``batch_size``, ``seed``, ``rank`` or ``world_size`` is not an integer, ``dtype`` is
         not a floating dtype, or ``y`` is neither numeric nor bool.
@@ -312,6 +313,8 @@ def batches(
     check_int(batch_size, what="batches: batch_size", minimum=1)
     rank, world_size = _check_shard(rank, world_size, batch_size, "batches")
     if seed is None:
+        if shuffle:
+            _check_shared_seed(world_size, "batches")
         seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     else:
         check_int(seed, what="batches: seed")
@@ -459,6 +462,17 @@ def _stratified_test_indices(
         rng.permutation(np.flatnonzero(inverse == k))[:t] for k, t in enumerate(take.tolist())
     ]
     return np.concatenate(parts)
+
+
+def _check_shared_seed(world_size: int, where: str) -> None:
+    """Refuse seed=None on several ranks: each process would draw its own entropy, and shards
+    of different permutations overlap and miss samples."""
+    if world_size > 1:
+        msg = (
+            f"{where}: world_size={world_size} needs an explicit seed: every rank must draw "
+            "the same order, and fresh entropy differs from process to process"
+        )
+        raise ValueError(msg)
 
 
 def _check_step_rank(step: Any, rank: Any, data: Batches | SequenceBatches,
@@ -619,8 +633,8 @@ def sequence_batches(
         Batches per epoch; default ``max(1, (N − 1) // (B·T))``: an epoch predicts about as
         many positions as the sequence has (B the global batch: the same on every rank).
     seed : int, optional
-        The offsets' seed (non-negative); None draws fresh entropy once, here (pass one
-        under data parallelism: every rank must draw the same offsets).
+        The offsets' seed (non-negative); None draws fresh entropy once, here (refused with
+        ``world_size`` > 1: every rank must draw the same offsets).
     backend : optional
         Where the batches live (see :func:`nnbackend.get_backend`).
     rank, world_size : int
@@ -630,7 +644,8 @@ def sequence_batches(
     ------
     ValueError
         ``ids`` is not 1-D, is shorter than T + 1, a size is not positive, ``batch_size``
-        is smaller than ``world_size``, or ``rank`` is not in [0, world_size − 1].
+        is smaller than ``world_size``, ``rank`` is not in [0, world_size − 1], or ``seed``
+        is None with ``world_size`` > 1.
     TypeError
         ``ids`` is not integer, or a size, the seed, the rank or the world size is not an
         integer.
@@ -638,6 +653,8 @@ def sequence_batches(
     check_int(context, what="sequence_batches: context", minimum=1)
     check_int(batch_size, what="sequence_batches: batch_size", minimum=1)
     rank, world_size = _check_shard(rank, world_size, batch_size, "sequence_batches")
+    if seed is None:
+        _check_shared_seed(world_size, "sequence_batches")
     seed = _seed_or_entropy(seed, "sequence_batches")
     be = get_backend(backend)
     host = _token_ids(ids, "sequence_batches")
