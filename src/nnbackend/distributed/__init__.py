@@ -12,15 +12,19 @@ from .comm import CommStats, Communicator, SingleProcess, store_into
 from .faults import abort_on_error, install_abort_hook
 from .mpi import MPICommunicator, cuda_aware_mpi
 from .nccl import NCCLCommunicator
-from .world import get_rank, get_world_size, init, is_initialized, launched_by_mpi, world
+from .parallel import DistributedDataParallel, ModelMismatchError
+from .world import barrier, get_rank, get_world_size, init, is_initialized, launched_by_mpi, world
 
 __all__ = [
     "CommStats",
     "Communicator",
+    "DistributedDataParallel",
     "MPICommunicator",
+    "ModelMismatchError",
     "NCCLCommunicator",
     "SingleProcess",
     "abort_on_error",
+    "barrier",
     "cuda_aware_mpi",
     "get_rank",
     "get_world_size",

@@ -36,7 +36,8 @@ from typing import Literal
 from .comm import Communicator, SingleProcess
 from .faults import install_abort_hook
 
-__all__ = ["get_rank", "get_world_size", "init", "is_initialized", "launched_by_mpi", "world"]
+__all__ = ["barrier", "get_rank", "get_world_size", "init", "is_initialized", "launched_by_mpi",
+           "world"]
 
 Engine = Literal["auto", "mpi", "nccl", "single"]
 ENGINES = ("auto", "mpi", "nccl", "single")
@@ -164,3 +165,8 @@ def get_rank() -> int:
 def get_world_size() -> int:
     """The number of ranks of :func:`world` (1 without a job)."""
     return world().size
+
+
+def barrier() -> None:
+    """Return once every rank of the job's communicator has called it (:func:`world`)."""
+    world().barrier()
