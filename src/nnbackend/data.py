@@ -25,8 +25,10 @@ would wait forever in its gradient all-reduce), so:
 - ``batch_size < world_size`` is refused (a rank would get an empty shard at every step);
 - the last, partial global batch is split like the others when it has at least N rows, and
   left out on every rank when it has fewer (a :class:`DroppedBatchWarning` at construction
-  says how many samples per epoch that leaves out: ``N mod B``, different samples each epoch
-  when shuffled), as ``drop_last=True`` leaves out every partial batch.
+  says how many samples per epoch that leaves out: the ``n_samples mod B`` of the last batch,
+  different samples each epoch when shuffled), as ``drop_last=True`` leaves out every partial
+  batch;
+- the seed must be given (``seed=None`` would draw different entropy in every process).
 
 The global sizes b_k (:attr:`Batches.global_batch_sizes`) let the training loop weight each
 rank's loss by its share n_r / b_k of the global batch, and :attr:`Batches.samples_per_epoch`
