@@ -41,7 +41,7 @@ def cupy_usable() -> bool:
 # the order of the package docstring's table: each module imports only modules above it
 MODULES = ("counting", "specs", "convspecs", "seqspecs", "floor", "convfloor", "timing",
            "workloads", "convworkloads", "seqworkloads", "memory", "breakdown", "calls", "plot",
-           "report")
+           "report", "distributed")
 
 
 def test_the_package_reexports_exactly_its_modules_public_names() -> None:

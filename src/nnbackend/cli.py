@@ -363,12 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="compare training throughput across backends")
     bench.set_defaults(_parser=bench)
-    bench.add_argument("--backends", default="numpy,cupy,torch",
+    bench.add_argument("--backends", default=None,
                        help="comma-separated: numpy, cupy, torch, gpulike, numpy-handwritten, "
-                            "nnbackend-torch, jax, all")
-    bench.add_argument("--sizes", default="small,medium,large",
+                            "nnbackend-torch, jax, all (default numpy,cupy,torch; with "
+                            "--distributed: numpy, nnbackend-torch, jax, cupy, gpulike, "
+                            "default numpy)")
+    bench.add_argument("--sizes", default=None,
                        help="comma-separated: MLP sizes small, medium, large; convolutional "
-                            "networks lenet, resblock; sequence layers transformer, lstm")
+                            "networks lenet, resblock; sequence layers transformer, lstm "
+                            "(default small,medium,large; with --distributed: medium,lenet)")
+    bench.add_argument("--distributed", action="store_true",
+                       help="data-parallel steps under an MPI launcher (`mpiexec -n N "
+                            "nnbackend bench --distributed`): time per step, bytes "
+                            "all-reduced per step and the all-reduce share, BLAS threads per "
+                            "rank set to the cores / the ranks")
     bench.add_argument("--budget", type=_positive_float, default=0.3, metavar="SECONDS",
                        help="seconds of timing per row (default 0.3; more for steadier "
                             "numbers on a busy machine)")
@@ -1303,19 +1311,30 @@ def _blas_threads() -> list[str]:
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import resolve_names, restart_without_openblas_env, run_cli
+    from .bench.distributed import resolve_ddp_names, run_distributed_cli
 
-    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-    sizes = [name.strip() for name in args.sizes.split(",") if name.strip()]
+    distributed = bool(args.distributed)
+    default_backends, default_sizes = (("numpy", "medium,lenet") if distributed
+                                       else ("numpy,cupy,torch", "small,medium,large"))
+    backends = [name.strip() for name in (args.backends or default_backends).split(",")
+                if name.strip()]
+    sizes = [name.strip() for name in (args.sizes or default_sizes).split(",") if name.strip()]
     try:
-        resolve_names(backends, sizes)
+        (resolve_ddp_names if distributed else resolve_names)(backends, sizes)
     except ValueError as exc:  # an unknown name in --backends or --sizes
         raise _UsageError(str(exc)) from exc
+    if distributed and args.plot is not None:
+        raise _UsageError("argument --plot: not with --distributed")
     if args.json is not None:
         _check_output("--json", args.json, replaces=False)
     if args.plot is not None:
         _check_plot("--plot", args.plot)
     if sys.argv[1:2] == ["bench"]:  # the command itself, not main([...]) inside a program
+        # every rank of a --distributed job too, before MPI starts: the same OpenBLAS as the
+        # single-process tables
         restart_without_openblas_env(sys.argv[1:])
+    if distributed:
+        return run_distributed_cli(backends, sizes, args.json, budget_s=args.budget)
     status: int = run_cli(backends, sizes, args.json, args.plot, budget_s=args.budget)
     return status
 

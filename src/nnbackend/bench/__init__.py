@@ -34,6 +34,10 @@ module            job
 ``report``        :class:`Row`, :func:`format_table`, :class:`GemmTimes` (the products'
                   time, measured once per library, device, size and direction),
                   :func:`resolve_names`, :func:`run`, :func:`run_cli`
+``distributed``   ``bench --distributed`` under ``mpiexec``: :func:`build_ddp_workload` (a
+                  rank's DistributedDataParallel step on its shard), :func:`measure_ranks`
+                  (every rank the same steps), :func:`set_rank_threads` (cores ÷ ranks),
+                  :func:`run_distributed_cli`
 ================  =============================================================================
 
 The convolutional networks (``--sizes lenet,resblock``) are described in
@@ -133,6 +137,19 @@ from .convworkloads import (
     torch_threads,
 )
 from .counting import CountedArray, CountingNamespace
+from .distributed import (
+    DDP_BACKENDS,
+    DistributedRow,
+    RankThreads,
+    RankTiming,
+    build_ddp_workload,
+    gradient_bytes,
+    measure_ranks,
+    resolve_ddp_names,
+    run_distributed,
+    run_distributed_cli,
+    set_rank_threads,
+)
 from .floor import NumpyMLP, flat_adam_update
 from .memory import MemoryResult, peak_rss_growth
 from .report import (
@@ -194,6 +211,7 @@ __all__ = [
     "ADAM_LR",
     "CONV_SIZES",
     "CONV_WORKLOADS",
+    "DDP_BACKENDS",
     "DROPOUT_P",
     "GEMM_NAMES",
     "OPENBLAS_ENV",
@@ -210,6 +228,7 @@ __all__ = [
     "ConvSpec",
     "CountedArray",
     "CountingNamespace",
+    "DistributedRow",
     "GemmTimes",
     "MLPSpec",
     "MatmulTimer",
@@ -218,6 +237,8 @@ __all__ = [
     "NumpyMLP",
     "NumpyResBlock",
     "Phase",
+    "RankThreads",
+    "RankTiming",
     "Row",
     "SeqSpec",
     "StepBreakdown",
@@ -227,6 +248,7 @@ __all__ = [
     "blas_kernel",
     "build_conv_model",
     "build_conv_workload",
+    "build_ddp_workload",
     "build_model",
     "build_seq_model",
     "build_seq_workload",
@@ -242,6 +264,7 @@ __all__ = [
     "format_table",
     "gemm_workload",
     "get_target",
+    "gradient_bytes",
     "host_parameters",
     "machine_info",
     "make_conv_data",
@@ -250,14 +273,19 @@ __all__ = [
     "make_seq_data",
     "measure",
     "measure_interleaved",
+    "measure_ranks",
     "openblas_env",
     "peak_rss_growth",
+    "resolve_ddp_names",
     "resolve_names",
     "restart_without_openblas_env",
     "run",
     "run_cli",
+    "run_distributed",
+    "run_distributed_cli",
     "seq_gemm_share",
     "seq_parameters",
+    "set_rank_threads",
     "step_breakdown",
     "thread_info",
     "torch_threads",
