@@ -420,21 +420,24 @@ def test_nccl_creates_its_group(fake_mpi: FakeMPI, monkeypatch: pytest.MonkeyPat
         m.setitem(sys.modules, "cupy", cupy)
         m.setitem(sys.modules, "cupyx", cupyx)
         m.setitem(sys.modules, "cupyx.distributed", distributed)
-        comm = NCCLCommunicator(FakeComm(fake_mpi, rank=5, size=6))
+        fake_mpi.COMM_WORLD = FakeComm(fake_mpi, rank=5, size=6)
+        comm = NCCLCommunicator()
     assert comm.group is group and comm.device == 1
     assert isinstance(comm.mpi, MPICommunicator)
     expected_init = ("init", 6, 5, "nccl") if new_signature else ("init", 6, 5, "nccl", True)
     assert events == [("use", 1), expected_init]
 
 
-def test_nccl_without_cupy_says_what_to_install(fake_mpi: FakeMPI,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nccl_group_errors(fake_mpi: FakeMPI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nccl_module, "select_device", lambda rank: 0)
     with monkeypatch.context() as m:
         m.setitem(sys.modules, "cupyx", None)
         m.setitem(sys.modules, "cupyx.distributed", None)
         with pytest.raises(ImportError, match=r"CuPy with NCCL: pip install \"nnbackend\[cuda12\]"):
-            NCCLCommunicator(_mpi(fake_mpi))
+            NCCLCommunicator()
+    with pytest.raises(ValueError, match=r"rank 1\): creating the NCCL group needs mpi over "
+                                         r"MPI\.COMM_WORLD.*pass group="):
+        NCCLCommunicator(_mpi(fake_mpi))  # a communicator other than COMM_WORLD
 
 
 # ------------------------------------------------------------------------------------ world

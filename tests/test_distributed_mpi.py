@@ -118,6 +118,34 @@ def test_collectives_under_mpiexec(n: int, libraries: list[str], tmp_path: Path)
                                       "broadcast": 1 + len(staged)}
 
 
+def _cuda_devices() -> tuple[int, str]:
+    from nnbackend.backend import _cupy_status
+
+    _, count, reason = _cupy_status()
+    return count, reason
+
+
+@pytest.mark.skipif(_cuda_devices()[0] < 1, reason=f"no CuPy backend: {_cuda_devices()[1]}")
+def test_nccl_under_mpiexec(tmp_path: Path) -> None:
+    """One rank per GPU (up to 2): NCCL sums and broadcasts CuPy arrays in place on the
+    device; MPI stages CuPy arrays through the host unless the library is CUDA-aware."""
+    n = min(2, _cuda_devices()[0])
+    done, _ = _launch(n, "nccl", str(tmp_path), timeout=180)
+    rows = _results(done, n, tmp_path)
+    triangle = n * (n + 1) // 2
+    for r, row in enumerate(rows):
+        assert (row["size"], row["name"]) == (n, "nccl")
+        assert row["device"] == row["current_device"] == r
+        assert row["nccl_in_place"]
+        assert row["nccl_sum64"] == (np.arange(5) * triangle).tolist()
+        assert row["nccl_sum32"] == [n * n / 2] * 4
+        assert row["nccl_bcast"] == [float(n)] * 3
+        assert row["host_int"] == [sum(range(n)), n]
+        assert row["gather"] == list(range(n))
+        assert row["mpi_cupy_same_object"]
+        assert row["mpi_cupy_sum"] == (np.arange(4) * triangle).tolist()
+
+
 def test_a_rank_that_raises_ends_the_job() -> None:
     """Rank 1 raises after init() while rank 0 waits in a barrier: without the abort hook
     the job hangs until killed; with it, mpiexec exits non-zero at once. Measured on two

@@ -7,6 +7,8 @@ MODE ``checks LIBRARIES DIR``: every rank runs the collectives below and writes
 forms it computes itself). LIBRARIES (comma-separated) adds to ``numpy`` the staged paths of
 ``torch``, ``strict`` (array-api-strict on its "device1") and ``gpulike``.
 
+MODE ``nccl DIR``: the same for the NCCL engine on CuPy arrays (where CUDA GPUs exist).
+
 MODE ``raise``: rank 1 raises after ``init()`` while the others wait in a barrier; the abort
 hook must end the job.
 """
@@ -117,6 +119,38 @@ def _backend(lib: str) -> nb.Backend:
     raise ValueError(msg)
 
 
+def nccl_checks() -> dict[str, Any]:
+    """NCCL on CuPy arrays (a one-rank group on a one-GPU machine), and MPI's host staging of
+    CuPy arrays where the MPI library is not CUDA-aware."""
+    import cupy
+
+    comm = dist.init("nccl")
+    r, n = comm.rank, comm.size
+    out: dict[str, Any] = {"rank": r, "size": n, "name": comm.name,
+                           "device": comm.device,  # type: ignore[attr-defined]
+                           "current_device": int(cupy.cuda.Device().id)}
+    a = cupy.arange(5, dtype=cupy.float64) * (r + 1)
+    b = cupy.full((2, 2), r + 0.5, dtype=cupy.float32)
+    res = comm.all_reduce([a, b])
+    c = cupy.full(3, float(r + 1), dtype=cupy.float64)
+    comm.broadcast([c], root=n - 1)
+    cupy.cuda.get_current_stream().synchronize()
+    out["nccl_in_place"] = res[0] is a and res[1] is b
+    out["nccl_sum64"] = cupy.asnumpy(a).tolist()
+    out["nccl_sum32"] = cupy.asnumpy(b).ravel().tolist()
+    out["nccl_bcast"] = cupy.asnumpy(c).tolist()
+    out["host_int"] = comm.all_reduce_host(np.array([r, 1], dtype=np.int64)).tolist()
+    out["gather"] = comm.all_gather_object(r)
+    comm.barrier()
+    mpi = dist.MPICommunicator()
+    out["cuda_aware"] = mpi.cuda_aware
+    d = cupy.arange(4, dtype=cupy.float64) * (r + 1)
+    (d2,) = mpi.all_reduce([d])
+    out["mpi_cupy_same_object"] = d2 is d
+    out["mpi_cupy_sum"] = cupy.asnumpy(d).tolist()
+    return out
+
+
 def raise_on_rank_one() -> None:
     comm = dist.init()
     print(f"READY {comm.rank} {time.time():.3f}", flush=True)
@@ -134,6 +168,10 @@ def main() -> None:
         result = checks(libraries)
         # One file per rank: the launcher interleaves the ranks' stdout without regard to lines.
         path = Path(sys.argv[3]) / f"rank{result['rank']}.json"
+        path.write_text(json.dumps(result), encoding="utf-8")
+    elif mode == "nccl":
+        result = nccl_checks()
+        path = Path(sys.argv[2]) / f"rank{result['rank']}.json"
         path.write_text(json.dumps(result), encoding="utf-8")
     elif mode == "raise":
         raise_on_rank_one()

@@ -89,7 +89,8 @@ class NCCLCommunicator(Communicator):
     group : cupyx.distributed.NCCLBackend, optional
         An NCCL group already created for these ranks. By default this rank's GPU is selected
         (:func:`select_device`) and a group of ``mpi.size`` devices is created with
-        ``cupyx.distributed.init_process_group(size, rank, backend="nccl", use_mpi=True)``.
+        ``cupyx.distributed.init_process_group(size, rank, backend="nccl", use_mpi=True)``
+        (which needs ``mpi`` to be over ``MPI.COMM_WORLD``).
 
     Attributes
     ----------
@@ -114,6 +115,12 @@ class NCCLCommunicator(Communicator):
         super().__init__(mpi.rank, mpi.size)
         self.device: int | None = None
         if group is None:
+            if mpi.comm is not mpi._MPI.COMM_WORLD:
+                # CuPy's rendezvous (use_mpi=True) hands NCCL's id around MPI.COMM_WORLD
+                msg = (f"NCCLCommunicator (rank {self.rank}): creating the NCCL group needs "
+                       "mpi over MPI.COMM_WORLD (CuPy's rendezvous uses it); for another "
+                       "communicator pass group= an NCCL group created for its ranks")
+                raise ValueError(msg)
             self.device = select_device(self.rank)
             group = _init_group(self.size, self.rank)
         self.group = group
