@@ -7,6 +7,8 @@
 - :func:`count_host_reads`: counts every read of a gpulike array on the host (``float``,
   ``bool``, ``.item()``, ``Backend.to_numpy``, ...), each with the source line that made it, so
   a test can assert that forward, backward and an optimizer step never synchronise a GPU.
+- :class:`LocalGroup`: the ranks of a data-parallel job as threads of one process, whose
+  communicators sum in rank order, for testing collective code on every backend.
 
 Examples
 --------
@@ -26,5 +28,7 @@ from __future__ import annotations
 
 from . import gpulike
 from ._host_reads import HostRead, HostReads, count_host_reads
+from .localgroup import LocalAbort, LocalCommunicator, LocalGroup
 
-__all__ = ["HostRead", "HostReads", "count_host_reads", "gpulike"]
+__all__ = ["HostRead", "HostReads", "LocalAbort", "LocalCommunicator", "LocalGroup",
+           "count_host_reads", "gpulike"]
