@@ -17,6 +17,7 @@ from _compare import close
 
 import nnbackend as nb
 from nnbackend import models, optim
+from nnbackend.distributed import SingleProcess
 from nnbackend.distributed.parallel import DistributedDataParallel, ModelMismatchError
 from nnbackend.testing import count_host_reads
 from nnbackend.testing.localgroup import LocalAbort, LocalGroup
@@ -333,3 +334,16 @@ def test_no_host_reads_in_a_step_on_the_gpulike_device(data: Any) -> None:
         return reads.count
 
     assert LocalGroup(2).run(rank) == [0, 0]
+
+
+def test_a_sync_batch_norm_of_another_group_is_refused(case: Any) -> None:
+    def rank(comm: Any) -> str:
+        model = nb.SyncBatchNorm.convert_sync_batchnorm(
+            nb.Sequential(nb.Linear(4, 4, seed=0, dtype=case.dtype_name, backend=case.backend),
+                          nb.BatchNorm1d(4, dtype=case.dtype_name, backend=case.backend)),
+            SingleProcess())
+        with pytest.raises(ValueError, match="SyncBatchNorm 1 sums over SingleProcess"):
+            DistributedDataParallel(model, comm=comm)
+        return "refused"
+
+    assert LocalGroup(2).run(rank) == ["refused", "refused"]

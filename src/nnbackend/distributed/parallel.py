@@ -148,6 +148,7 @@ class DistributedDataParallel(Module):
         self.last_global_batch = 0
         self._sync = True
         self.training = module.training
+        _check_sync_batch_norms(module, comm)
         check_same_model(module, optimizer, comm)
         from ..random import set_replicas
 
@@ -369,6 +370,18 @@ def _broadcast_buffers(module: Module, comm: Communicator) -> None:
 
 
 # ------------------------------------------------------------------------------ model checks
+
+
+def _check_sync_batch_norms(module: Module, comm: Communicator) -> None:
+    """A SyncBatchNorm must sum over the wrapper's group (its own ``comm``, or None: the job's)."""
+    from ..layers.normalization import SyncBatchNorm
+
+    for name, m in module.named_modules():
+        if isinstance(m, SyncBatchNorm) and m.comm is not None and m.comm is not comm:
+            msg = (f"DistributedDataParallel: SyncBatchNorm {name or '<root>'} sums over "
+                   f"{m.comm!r}, not over this wrapper's {comm!r}; convert it with "
+                   "SyncBatchNorm.convert_sync_batchnorm(model, comm) of the same communicator")
+            raise ValueError(msg)
 
 
 def fingerprint(module: Module, optimizer: Any = None) -> dict[str, Any]:
