@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{MODEL_DEFAULTS['cnn']['epochs']} with --model cnn; on --resume, "
                             "the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, default=None,
-                       help=default("batch_size"))
+                       help="samples (windows) per step; with --distributed the global batch, "
+                            f"shared out among the ranks {default('batch_size')}")
     train.add_argument("--schedule", choices=_SCHEDULES, default=None,
                        help=f"learning rate per epoch: constant, or cosine from --lr to 0 over "
                             f"the epochs {default('schedule')}")
@@ -333,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true",
                        help="print a machine-readable summary instead of text")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training, one process per rank: launch with "
+                            "`mpiexec -n N nnbackend train --distributed ...` (needs pip "
+                            "install \"nnbackend[mpi]\"); --batch-size is the global batch, "
+                            "rank 0 prints and saves; with CuPy, rank r takes GPU r mod the "
+                            "GPUs' count")
 
     generate = commands.add_parser(
         "generate", help="sample text from a language model checkpoint (--dataset pydoc)")
@@ -393,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Usage errors (found by argparse or, before any work, by the checks of paths, backend and
     resumed settings) raise ``SystemExit(2)`` after argparse's usage message.
     """
+    from ._cli_job import JobFailed
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
@@ -408,6 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(args)
     except _UsageError as exc:
         _usage_error(args, str(exc))
+    except JobFailed as exc:  # every rank of a --distributed run stops; rank 0 says why
+        if exc.show and exc.usage:
+            _usage_error(args, str(exc))
+        if exc.show:
+            print(f"nnbackend: error: {exc}", file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         print("nnbackend: interrupted", file=sys.stderr)
         return 130
@@ -674,52 +689,62 @@ def _train(args: argparse.Namespace) -> int:
 
     from . import checkpoint
     from .data import batches
-    from .train import evaluate, fit
+    from .train import NonFiniteLossError, evaluate, fit
 
-    if args.save is not None:
-        _check_output("--save", args.save, replaces=True)
-    plot_format = None if args.plot is None else _check_plot("--plot", args.plot)
-    meta = None if args.resume is None else checkpoint.read_metadata(args.resume)
-    _settings(args, meta)
-    if args.minutes is not None and not _holds_text(args.dataset):
-        raise _UsageError("argument --minutes: only the language models (--dataset pydoc) "
-                          "take it")
-    backend = _backend(args.backend)
+    job = _start_job(args)
+    with job.setup():  # every rank alone; then all of them stop if any failed
+        if args.save is not None:
+            _check_output("--save", args.save, replaces=True)
+        plot_format = None if args.plot is None else _check_plot("--plot", args.plot)
+        meta = None if args.resume is None else checkpoint.read_metadata(args.resume)
+        _settings(args, meta)
+        if args.minutes is not None and not _holds_text(args.dataset):
+            raise _UsageError("argument --minutes: only the language models (--dataset pydoc) "
+                              "take it")
+        backend = job.backend or _backend(args.backend)
     if _holds_text(args.dataset):
-        return _train_text(args, meta, backend, plot_format)
-    X_train, y_train, X_test, y_test = _load_data(args)
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
-    if meta is not None and _describes_its_model(meta):
-        model = _rebuilt_model(args.resume, backend, X_train[:1], n_classes)
-    else:
-        model = _build_model(args, X_train.shape[1:], n_classes, backend)
-    if args.loss == "mse":
-        loss_fn: Any = nb.MSELoss()
-        targets_train = np.eye(n_classes)[y_train]
-        targets_test = np.eye(n_classes)[y_test]
-    else:
-        loss_fn = nb.CrossEntropyLoss()
-        targets_train, targets_test = y_train, y_test
-    optimizer = _build_optimizer(args, model.parameters())
-    dtype = model.parameters()[0].dtype
-    train_data = batches(X_train, targets_train, batch_size=args.batch_size, seed=args.seed,
-                         backend=backend, dtype=dtype)
-    test_data = batches(X_test, targets_test, batch_size=1024, shuffle=False, backend=backend,
-                        dtype=dtype)
-    start_epoch = 0
-    if args.resume is not None:
-        meta = checkpoint.load(args.resume, model, optimizer)
-        if args.lr is not None:  # an explicit --lr overrides the saved learning rate
-            optimizer.lr = args.lr
-        start_epoch = int(meta.get("epoch", 0))
-        if start_epoch >= args.epochs:
-            msg = (
-                f"--resume {args.resume} is at epoch {start_epoch}; "
-                f"--epochs {args.epochs} is already done"
-            )
-            raise ValueError(msg)
-    schedule = _schedule(args, optimizer, meta)
-    recorded = _recorded_settings(args)
+        return _train_text(args, meta, backend, plot_format, job)
+    with job.setup():
+        X_train, y_train, X_test, y_test = _load_data(args)
+        n_classes = int(max(y_train.max(), y_test.max())) + 1
+        if meta is not None and _describes_its_model(meta):
+            model = _rebuilt_model(args.resume, backend, X_train[:1], n_classes)
+        else:
+            model = _build_model(args, X_train.shape[1:], n_classes, backend)
+        if args.loss == "mse":
+            loss_fn: Any = nb.MSELoss()
+            targets_train = np.eye(n_classes)[y_train]
+            targets_test = np.eye(n_classes)[y_test]
+        else:
+            loss_fn = nb.CrossEntropyLoss()
+            targets_train, targets_test = y_train, y_test
+        optimizer = _build_optimizer(args, model.parameters())
+        dtype = model.parameters()[0].dtype
+        # --batch-size is the global batch: rank r serves its rows of each (data.batches)
+        train_data = batches(X_train, targets_train, batch_size=args.batch_size,
+                             seed=args.seed, backend=backend, dtype=dtype, **job.shard)
+        test_data = batches(X_test, targets_test, batch_size=_eval_batch(len(X_test), job.size),
+                            shuffle=False, backend=backend, dtype=dtype, **job.shard)
+        start_epoch = 0
+        if args.resume is not None:
+            # every rank reads the file (its model and optimizer are then rank 0's anyway,
+            # broadcast by the wrapper); the epoch and the schedule must be rank 0's: agreed
+            # below
+            meta = checkpoint.load(args.resume, model, optimizer)
+            if args.lr is not None:  # an explicit --lr overrides the saved learning rate
+                optimizer.lr = args.lr
+            start_epoch = int(meta.get("epoch", 0))
+            if start_epoch >= args.epochs:
+                msg = (
+                    f"--resume {args.resume} is at epoch {start_epoch}; "
+                    f"--epochs {args.epochs} is already done"
+                )
+                raise ValueError(msg)
+        schedule = _schedule(args, optimizer, meta)
+        recorded = _recorded_settings(args)
+    if meta is not None:
+        job.agree(f"--resume {args.resume}: the checkpoint each rank read", meta)
+    module, model = model, job.wrap(model, optimizer)
 
     def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
         if schedule is not None:
@@ -728,40 +753,90 @@ def _train(args: argparse.Namespace) -> int:
             # dataset, seed and test_size also at the top level, where nnbackend before the
             # train_settings looked for them (so it still refuses another split)
             extra = {} if schedule is None else {_SCHEDULE_KEY: schedule.state_dict()}
-            checkpoint.save(args.save, model, optimizer, epoch=epoch, dataset=args.dataset,
-                            seed=args.seed, test_size=args.test_size, loss=record["loss"],
-                            **{_SETTINGS_KEY: recorded}, **extra)
+            job.on_root(lambda: checkpoint.save(
+                args.save, module, optimizer, epoch=epoch, dataset=args.dataset,
+                seed=args.seed, test_size=args.test_size, loss=record["loss"],
+                **{_SETTINGS_KEY: recorded}, **job.record(), **extra))
 
-    if not args.json:
-        print(f"nnbackend {nb.__version__}: {backend!r}, {args.dataset} "
-              f"({len(X_train)} train / {len(X_test)} test samples), {args.model}, "
-              f"{args.optimizer}{' (cosine schedule)' if schedule else ''}, {args.epochs} "
-              "epochs")
-    history = fit(model, loss_fn, optimizer, train_data, epochs=args.epochs,
-                  val_data=test_data, progress=not (args.no_progress or args.json),
-                  initial_epoch=start_epoch, on_epoch=end_of_epoch, metrics=["accuracy"])
-    scores = evaluate(model, loss_fn, test_data, metrics=["accuracy"])
-    if args.plot is not None and plot_format is not None:
-        _plot(history, args.plot, plot_format)
-    summary = {
-        "backend": backend.name,
-        "device": str(backend.device),
-        "dataset": args.dataset,
-        "model": args.model,
-        "epochs": args.epochs,
-        "test_loss": scores["loss"],
-        "test_accuracy": scores.get("accuracy"),
-        "train_time_s": sum(history["time"]),
-        "samples_per_s": history.last.get("samples_per_s"),
-        "history": history.epochs,
-    }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        accuracy = scores.get("accuracy", float("nan"))
-        print(f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
-              f"  ({summary['train_time_s']:.2f} s of training)")
+    with job.running(together=(NonFiniteLossError,)):
+        verbose = job.is_root and not args.json
+        if verbose:
+            ranks = "" if job.comm is None else f", {job.size} ranks ({job.comm.name})"
+            print(f"nnbackend {nb.__version__}: {backend!r}{ranks}, {args.dataset} "
+                  f"({len(X_train)} train / {len(X_test)} test samples), {args.model}, "
+                  f"{args.optimizer}{' (cosine schedule)' if schedule else ''}, "
+                  f"{args.epochs} epochs", flush=True)
+            note = None if meta is None else job.resumed_note(meta, args.batch_size)
+            if note is not None:
+                print(note, flush=True)
+        history = fit(model, loss_fn, optimizer, train_data, epochs=args.epochs,
+                      val_data=test_data, progress=not (args.no_progress or args.json),
+                      initial_epoch=start_epoch, on_epoch=end_of_epoch, metrics=["accuracy"])
+        scores = evaluate(model, loss_fn, test_data, metrics=["accuracy"])
+        if args.plot is not None and plot_format is not None and job.is_root:
+            _plot(history, args.plot, plot_format)
+        summary = {
+            "backend": backend.name,
+            "device": str(backend.device),
+            "dataset": args.dataset,
+            "model": args.model,
+            "epochs": args.epochs,
+            "test_loss": scores["loss"],
+            "test_accuracy": scores.get("accuracy"),
+            "train_time_s": sum(history["time"]),
+            "samples_per_s": history.last.get("samples_per_s"),
+            "history": history.epochs,
+            **({} if job.comm is None else {"world_size": job.size}),
+        }
+        if not job.is_root:
+            return 0
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            accuracy = scores.get("accuracy", float("nan"))
+            print(f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
+                  f"  ({summary['train_time_s']:.2f} s of training)")
     return 0
+
+
+def _eval_batch(n: int, ranks: int) -> int:
+    """The global batch of the evaluation: 1,024 rows a rank, grown (by as little as needed)
+    where the last batch would have fewer rows than ranks and be left out: every test sample
+    counts once, as in one process."""
+    size = 1024 * ranks
+    while 0 < n % size < ranks:
+        size += 1
+    return size
+
+
+def _start_job(args: argparse.Namespace) -> Any:
+    """The processes of the run: this one, or with ``--distributed`` the ranks of the MPI job
+    that launched it (MPI for CPU backends, NCCL for CuPy, where rank r takes GPU
+    r mod the GPUs' count). Not launched by MPI is a usage error saying how to launch."""
+    from ._cli_job import Job
+
+    if not getattr(args, "distributed", False):
+        return Job(usage_error=_UsageError)
+    from . import distributed as dist
+
+    if not dist.launched_by_mpi():
+        msg = ("argument --distributed: this process was not started by an MPI launcher; "
+               "start one process per rank: mpiexec -n 2 nnbackend train --distributed ... "
+               '(mpiexec comes with pip install "nnbackend[mpi]")')
+        raise _UsageError(msg)
+    backend = _backend(args.backend)
+    if backend.name != "cupy":
+        return Job(dist.init("mpi"), backend, usage_error=_UsageError)
+    request = args.backend or os.environ.get("NNBACKEND", "")
+    if ":" in request:
+        msg = (f"argument --backend: with --distributed every rank takes its own GPU (rank "
+               f"mod the GPUs' count); give cupy, not {request}")
+        raise _UsageError(msg)
+    import nnbackend as nb
+
+    comm = dist.init("nccl")
+    device = comm.device if isinstance(comm, dist.NCCLCommunicator) else None
+    return Job(comm, nb.get_backend("cupy", device=device), usage_error=_UsageError)
 
 
 # ------------------------------------------------------------------------------ text
@@ -819,9 +894,10 @@ class _StepScheduled:
             self.schedule.step()
 
 
-def _time_limit(minutes: float | None) -> list[Any]:
+def _time_limit(minutes: float | None, job: Any) -> list[Any]:
     """A callback that stops ``fit`` after the first epoch ending past ``minutes`` of training
-    (none without a limit)."""
+    (none without a limit); in a data-parallel run by rank 0's clock, so every rank stops after
+    the same epoch."""
     import time
 
     from .train import Callback
@@ -835,7 +911,7 @@ def _time_limit(minutes: float | None) -> list[Any]:
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, float], model: Any) -> bool:
-            return time.perf_counter() - self.start >= seconds
+            return bool(job.decide(time.perf_counter() - self.start >= seconds))
 
     return [TimeLimit()]
 
@@ -876,89 +952,104 @@ def _resumed_text_model(path: Path, backend: Any, corpus: Any, meta: Mapping[str
 
 
 def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backend: Any,
-                plot_format: str | None) -> int:
+                plot_format: str | None, job: Any) -> int:
     """``nnbackend train --dataset pydoc``: a character language model, its validation bits
     per character after every epoch."""
     import nnbackend as nb
 
     from . import checkpoint, datasets
     from .data import sequence_batches, sequence_windows
-    from .text import bits_per_character
-    from .train import fit
+    from .train import NonFiniteLossError, fit
 
-    corpus = datasets.load_text(args.dataset)
-    vocab_size = len(corpus.vocabulary)
-    if meta is not None and _describes_its_model(meta):
-        model = _resumed_text_model(args.resume, backend, corpus, meta)
-    else:
-        model = _build_text_model(args, vocab_size, backend)
-    optimizer = _build_optimizer(args, model.parameters())
-    train_data = sequence_batches(corpus.train, context=args.context,
-                                  batch_size=args.batch_size,
-                                  steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-                                  backend=backend)
-    valid = sequence_windows(corpus.valid, context=args.context, batch_size=256,
-                             preceding=int(corpus.train[-1]), backend=backend)
-    start_epoch = 0
-    if args.resume is not None:
-        meta = checkpoint.load(args.resume, model, optimizer)
-        if args.lr is not None:
-            optimizer.lr = args.lr
-        start_epoch = int(meta.get("epoch", 0))
-        if start_epoch >= args.epochs:
-            msg = (f"--resume {args.resume} is at epoch {start_epoch}; --epochs {args.epochs} "
-                   "is already done")
-            raise ValueError(msg)
-    schedule = _text_schedule(args, optimizer, meta, len(train_data))
-    recorded = _recorded_settings(args)
-    verbose = not args.json
+    with job.setup():  # every rank alone; then all of them stop if any failed
+        corpus = datasets.load_text(args.dataset)
+        vocab_size = len(corpus.vocabulary)
+        if meta is not None and _describes_its_model(meta):
+            model = _resumed_text_model(args.resume, backend, corpus, meta)
+        else:
+            model = _build_text_model(args, vocab_size, backend)
+        optimizer = _build_optimizer(args, model.parameters())
+        # --batch-size windows a step over all ranks: rank r serves its share of each
+        train_data = sequence_batches(corpus.train, context=args.context,
+                                      batch_size=args.batch_size,
+                                      steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                                      backend=backend, **job.shard)
+        # the whole validation text on every rank: Job.bits_per_character shards its batches
+        valid = sequence_windows(corpus.valid, context=args.context, batch_size=256,
+                                 preceding=int(corpus.train[-1]), backend=backend)
+        start_epoch = 0
+        if args.resume is not None:
+            # every rank reads the file; the wrapper then broadcasts rank 0's state
+            meta = checkpoint.load(args.resume, model, optimizer)
+            if args.lr is not None:
+                optimizer.lr = args.lr
+            start_epoch = int(meta.get("epoch", 0))
+            if start_epoch >= args.epochs:
+                msg = (f"--resume {args.resume} is at epoch {start_epoch}; --epochs "
+                       f"{args.epochs} is already done")
+                raise ValueError(msg)
+        schedule = _text_schedule(args, optimizer, meta, len(train_data))
+        recorded = _recorded_settings(args)
+    if meta is not None:
+        job.agree(f"--resume {args.resume}: the checkpoint each rank read", meta)
+    module, model = model, job.wrap(model, optimizer)
+    verbose = job.is_root and not args.json
 
     def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
         record["train_bpc"] = record["loss"] / math.log(2.0)
-        record["val_bpc"] = bits_per_character(model, valid)
+        record["val_bpc"] = job.bits_per_character(module, valid)
         if verbose:
             print(f"epoch {epoch}/{args.epochs}: train {record['train_bpc']:.4f}, validation "
                   f"{record['val_bpc']:.4f} bits per character ({record['time']:.1f} s)",
                   flush=True)
         if args.save is not None:
             extra = {} if schedule is None else {_SCHEDULE_KEY: schedule.state_dict()}
-            checkpoint.save(args.save, model, optimizer, epoch=epoch, dataset=args.dataset,
-                            seed=args.seed, loss=record["loss"], val_bpc=record["val_bpc"],
-                            corpus=corpus.record(),
-                            **{_SETTINGS_KEY: recorded,
-                               _VOCABULARY_KEY: corpus.vocabulary.to_json()}, **extra)
+            job.on_root(lambda: checkpoint.save(
+                args.save, module, optimizer, epoch=epoch, dataset=args.dataset,
+                seed=args.seed, loss=record["loss"], val_bpc=record["val_bpc"],
+                corpus=corpus.record(),
+                **{_SETTINGS_KEY: recorded, _VOCABULARY_KEY: corpus.vocabulary.to_json()},
+                **job.record(), **extra))
 
-    if verbose:
-        n_params = sum(math.prod(p.shape) for p in model.parameters())
-        print(f"nnbackend {nb.__version__}: {backend!r}, {args.dataset} (Python "
-              f"{corpus.python_version}, {corpus.n_train} train / {len(corpus.valid)} "
-              f"validation characters, {vocab_size} ids), {args.model} ({n_params} "
-              f"parameters), {args.optimizer}{' (cosine schedule)' if schedule else ''}, "
-              f"{args.epochs} epochs of {len(train_data)} steps", flush=True)
-    history = fit(model, nb.CrossEntropyLoss(), _StepScheduled(optimizer, schedule),
-                  train_data, epochs=args.epochs, metrics=(),
-                  progress=not (args.no_progress or args.json), initial_epoch=start_epoch,
-                  on_epoch=end_of_epoch, callbacks=_time_limit(args.minutes))
-    if args.plot is not None and plot_format is not None:
-        _plot_text(history, args.plot, plot_format)
-    last = history.last
-    summary = {
-        "backend": backend.name, "device": str(backend.device), "dataset": args.dataset,
-        "corpus": corpus.record(), "model": args.model, "epochs": args.epochs,
-        "epochs_run": len(history), "stopped_by_time": bool(history.stopped_early),
-        "val_bpc": last.get("val_bpc"), "train_bpc": last.get("train_bpc"),
-        "train_time_s": sum(history["time"]),
-        "steps_per_s": sum(len(train_data) for _ in history.epochs) / max(
-            sum(history["time"]), 1e-12),
-        "history": history.epochs,
-    }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        stopped = " (stopped by --minutes)" if history.stopped_early else ""
-        print(f"validation {summary['val_bpc']:.4f} bits per character after epoch "
-              f"{int(last['epoch'])}{stopped} ({summary['train_time_s']:.1f} s of training, "
-              f"{summary['steps_per_s']:.1f} steps/s)")
+    with job.running(together=(NonFiniteLossError,)):
+        if verbose:
+            n_params = sum(math.prod(p.shape) for p in module.parameters())
+            ranks = "" if job.comm is None else f", {job.size} ranks ({job.comm.name})"
+            print(f"nnbackend {nb.__version__}: {backend!r}{ranks}, {args.dataset} (Python "
+                  f"{corpus.python_version}, {corpus.n_train} train / {len(corpus.valid)} "
+                  f"validation characters, {vocab_size} ids), {args.model} ({n_params} "
+                  f"parameters), {args.optimizer}{' (cosine schedule)' if schedule else ''}, "
+                  f"{args.epochs} epochs of {len(train_data)} steps", flush=True)
+            note = None if meta is None else job.resumed_note(meta, args.batch_size)
+            if note is not None:
+                print(note, flush=True)
+        history = fit(model, nb.CrossEntropyLoss(), _StepScheduled(optimizer, schedule),
+                      train_data, epochs=args.epochs, metrics=(),
+                      progress=not (args.no_progress or args.json), initial_epoch=start_epoch,
+                      on_epoch=end_of_epoch, callbacks=_time_limit(args.minutes, job))
+        if args.plot is not None and plot_format is not None and job.is_root:
+            _plot_text(history, args.plot, plot_format)
+        last = history.last
+        summary = {
+            "backend": backend.name, "device": str(backend.device), "dataset": args.dataset,
+            "corpus": corpus.record(), "model": args.model, "epochs": args.epochs,
+            "epochs_run": len(history), "stopped_by_time": bool(history.stopped_early),
+            "val_bpc": last.get("val_bpc"), "train_bpc": last.get("train_bpc"),
+            "train_time_s": sum(history["time"]),
+            "steps_per_s": sum(len(train_data) for _ in history.epochs) / max(
+                sum(history["time"]), 1e-12),
+            "history": history.epochs,
+            **({} if job.comm is None else {"world_size": job.size}),
+        }
+        if not job.is_root:
+            return 0
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            stopped = " (stopped by --minutes)" if history.stopped_early else ""
+            print(f"validation {summary['val_bpc']:.4f} bits per character after epoch "
+                  f"{int(last['epoch'])}{stopped} ({summary['train_time_s']:.1f} s of "
+                  f"training, {summary['steps_per_s']:.1f} steps/s)")
     return 0
 
 
