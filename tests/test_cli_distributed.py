@@ -175,13 +175,15 @@ def test_a_cnn_and_the_language_models_train_with_one_output(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cnn = _summary(_launch(["--model", "cnn", "--dataset", "digits", "--backend", "numpy",
                             "--hidden", "8", "--epochs", "1", "--batch-size", "128",
-                            "--no-progress", "--json"], cwd=tmp_path))
+                            "--no-progress", "--json", "--plot", "curves.svg"], cwd=tmp_path))
     assert cnn["model"] == "cnn" and cnn["world_size"] == 2
     assert 0.0 <= cnn["test_accuracy"] <= 1.0 and math.isfinite(cnn["test_loss"])
+    assert (tmp_path / "curves.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
 
-    lstm = _summary(_launch([*TINY_TEXT, "--model", "lstm", "--hidden", "16", "--epochs", "1"],
-                            cwd=tmp_path))
-    assert lstm["model"] == "lstm" and lstm["epochs_run"] == 1
+    # --minutes: every rank stops after the epoch rank 0's clock ends (here the first)
+    lstm = _summary(_launch([*TINY_TEXT, "--model", "lstm", "--hidden", "16", "--epochs", "3",
+                             "--minutes", "1e-6"], cwd=tmp_path))
+    assert lstm["model"] == "lstm" and lstm["epochs_run"] == 1 and lstm["stopped_by_time"]
     assert 2.0 < lstm["val_bpc"] < 8.0
 
     # the GPT in float64 against one process: the same windows, and the validation bits

@@ -40,6 +40,16 @@ format 2, :func:`nnbackend.checkpoint.load_model`), so the checkpoint alone defi
 the settings still choose the data, loss, optimizer and batches. A format-1 checkpoint (no
 description) resumes as before, with the network built from the settings.
 
+``mpiexec -n N nnbackend train --distributed ...`` trains data-parallel (:mod:`nnbackend._cli_job`
+says how the ranks start, agree and fail): every rank loads the data, builds the model and reads
+a resumed checkpoint itself, then :class:`~nnbackend.distributed.DistributedDataParallel` gives
+every rank rank 0's state, and each step trains rank r's shard of a global batch of
+``--batch-size`` rows (windows), so the run computes what one process does with that batch
+size. The test set and the validation text are measured on a shard per rank and summed. Rank 0
+alone prints, shows the progress bar, writes ``--plot`` and the ``--save`` checkpoints (of the
+model itself, with ``"distributed": {"world_size": N, ...}`` in the metadata), each followed by
+a barrier. ``--resume`` under another number of ranks continues with the same global batch.
+
 ``--dataset pydoc`` trains a character language model (``--model transformer``, its default
 there: :func:`nnbackend.models.gpt`; or ``--model lstm``: :func:`nnbackend.models.char_lstm`)
 on the interpreter's help texts (:func:`nnbackend.datasets.load_text`): batches of random
