@@ -166,3 +166,34 @@ def test_the_gradient_bytes_include_the_alignment_padding() -> None:
     sizes = [math.prod(p.shape) for p in model.parameters()]
     assert sizes[0] == 150
     assert bench.gradient_bytes(model) == _padded_bytes(model) > 4 * int(np.sum(sizes))
+
+
+# ------------------------------------------------------------------------ ranks as threads
+
+
+def test_every_rank_times_the_same_steps_and_gets_the_same_result() -> None:
+    # rank 1's step is ten times rank 0's: the step counts still agree (a rank that ran one
+    # step more would wait for ever in its all-reduce), and so does the result
+    from nnbackend.testing.localgroup import LocalGroup
+
+    def work(comm: Any) -> Any:
+        grad = np.zeros(100, dtype=np.float32)
+        calls = [0]
+
+        def step() -> None:
+            calls[0] += 1
+            for _ in range(10 if comm.rank else 1):
+                np.sum(np.ones(10_000))
+            comm.all_reduce([grad])
+
+        timing = bench.measure_ranks(step, comm, budget_s=0.02)
+        return timing, calls[0]
+
+    (t0, n0), (t1, n1) = LocalGroup(2).run(work)
+    assert t0 == t1
+    assert n0 == n1 > t0.steps > 0
+    assert t0.calls == {"all_reduce": 1.0}
+    assert t0.bytes == {"all_reduce": 400.0}
+    assert len(t0.rank_seconds) == len(t0.comm_seconds["all_reduce"]) == 2
+    assert all(0 < s < 1 for s in t0.share("all_reduce"))
+    assert t0.seconds > 0

@@ -68,6 +68,12 @@ vocabulary is refused. ``--minutes M`` stops after the first epoch that ends pas
 
 ``nnbackend info --checkpoint PATH`` prints what a checkpoint holds (its model's description,
 parameters, buffers, optimizer and metadata) without loading its arrays.
+
+``mpiexec -n N nnbackend bench --distributed`` times the data-parallel training step
+(:mod:`nnbackend.bench.distributed`): every rank trains on its shard of the same global batch,
+each with its share of the cores as BLAS threads; rank 0 prints the time per step, the bytes
+all-reduced per step and the all-reduce share (``--sizes`` default ``medium,lenet``,
+``--backends`` default ``numpy``).
 """
 
 from __future__ import annotations
