@@ -192,6 +192,13 @@ def test_a_cnn_and_the_language_models_train_with_one_output(
     assert gpt["model"] == "transformer" and gpt["epochs_run"] == 2
     _assert_same_run(gpt, _in_process(capsys, *GPT), ("val_bpc", "train_bpc"))
 
+    # stopped by time after epoch 1 of 2 (the warm-up and cosine planned over both), resumed
+    # under MPI: the per-step schedule and the windows continue as in the run straight through
+    first = _summary(_launch([*GPT, "--minutes", "1e-6", "--save", "gpt.npz"], cwd=tmp_path))
+    assert first["epochs_run"] == 1 and first["stopped_by_time"]
+    resumed = _summary(_launch([*GPT, "--resume", "gpt.npz"], cwd=tmp_path))
+    _assert_same_run(_continued(first, resumed), gpt, ("val_bpc", "train_bpc"))
+
 
 def test_distributed_without_a_launcher_is_a_usage_error_saying_how_to_launch(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,6 +224,34 @@ def test_distributed_without_mpi4py_names_the_extra(
     err = capsys.readouterr().err
     assert err.startswith("nnbackend: error: ") and 'pip install "nnbackend[mpi]"' in err
     assert not world.is_initialized()
+
+
+def test_a_cupy_job_puts_rank_r_on_gpu_r_mod_count_and_its_backend_there(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NCCL start's call sequence with fakes (no GPU here): ``init("nccl")`` (which selects
+    the rank's GPU), then the backend on that GPU; ``cupy:N`` is refused (rank r takes its own)."""
+    import argparse
+
+    from nnbackend import cli
+    from nnbackend import distributed as dist
+
+    class FakeCupy:
+        name = "cupy"
+
+    comm = object.__new__(dist.NCCLCommunicator)  # as NCCLCommunicator() leaves it on rank 3
+    comm.rank, comm.size, comm.device = 3, 4, 1
+    calls: list[Any] = []
+    monkeypatch.setenv("PMI_RANK", "3")
+    monkeypatch.setenv("PMI_SIZE", "4")
+    monkeypatch.setattr(cli, "_backend", lambda request: FakeCupy())
+    monkeypatch.setattr(dist, "init", lambda engine: calls.append(("init", engine)) or comm)
+    monkeypatch.setattr(nb, "get_backend", lambda spec, *, device=None: calls.append(
+        ("get_backend", spec, device)) or "cupy on GPU 1")
+    job = cli._start_job(argparse.Namespace(distributed=True, backend="cupy"))
+    assert calls == [("init", "nccl"), ("get_backend", "cupy", 1)]
+    assert job.backend == "cupy on GPU 1" and job.shard == {"rank": 3, "world_size": 4}
+    with pytest.raises(cli._UsageError, match="every rank takes its own GPU"):
+        cli._start_job(argparse.Namespace(distributed=True, backend="cupy:0"))
 
 
 def test_models_that_differ_between_ranks_are_refused_in_one_line(tmp_path: Path) -> None:
