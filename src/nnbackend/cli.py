@@ -45,7 +45,8 @@ says how the ranks start, agree and fail): every rank loads the data, builds the
 a resumed checkpoint itself, then :class:`~nnbackend.distributed.DistributedDataParallel` gives
 every rank rank 0's state, and each step trains rank r's shard of a global batch of
 ``--batch-size`` rows (windows), so the run computes what one process does with that batch
-size. The test set and the validation text are measured on a shard per rank and summed. Rank 0
+size (but for batch normalisation, by each rank's own statistics, and dropout, by each rank's
+own masks). The test set and the validation text are measured on a shard per rank and summed. Rank 0
 alone prints, shows the progress bar, writes ``--plot`` and the ``--save`` checkpoints (of the
 model itself, with ``"distributed": {"world_size": N, ...}`` in the metadata), each followed by
 a barrier. ``--resume`` under another number of ranks continues with the same global batch.
@@ -777,7 +778,7 @@ def _train(args: argparse.Namespace) -> int:
     with job.running(together=(NonFiniteLossError,)):
         verbose = job.is_root and not args.json
         if verbose:
-            ranks = "" if job.comm is None else f", {job.size} ranks ({job.comm.name})"
+            ranks = "" if job.comm is None else f", {_ranks(job)}"
             print(f"nnbackend {nb.__version__}: {backend!r}{ranks}, {args.dataset} "
                   f"({len(X_train)} train / {len(X_test)} test samples), {args.model}, "
                   f"{args.optimizer}{' (cosine schedule)' if schedule else ''}, "
@@ -813,6 +814,11 @@ def _train(args: argparse.Namespace) -> int:
             print(f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
                   f"  ({summary['train_time_s']:.2f} s of training)")
     return 0
+
+
+def _ranks(job: Any) -> str:
+    """``2 ranks (mpi)``: the job's size and engine, for the first line of the report."""
+    return f"{job.size} rank{'' if job.size == 1 else 's'} ({job.comm.name})"
 
 
 def _eval_batch(n: int, ranks: int) -> int:
@@ -1030,7 +1036,7 @@ def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backen
     with job.running(together=(NonFiniteLossError,)):
         if verbose:
             n_params = sum(math.prod(p.shape) for p in module.parameters())
-            ranks = "" if job.comm is None else f", {job.size} ranks ({job.comm.name})"
+            ranks = "" if job.comm is None else f", {_ranks(job)}"
             print(f"nnbackend {nb.__version__}: {backend!r}{ranks}, {args.dataset} (Python "
                   f"{corpus.python_version}, {corpus.n_train} train / {len(corpus.valid)} "
                   f"validation characters, {vocab_size} ids), {args.model} ({n_params} "
