@@ -46,9 +46,10 @@ a resumed checkpoint itself, then :class:`~nnbackend.distributed.DistributedData
 every rank rank 0's state, and each step trains rank r's shard of a global batch of
 ``--batch-size`` rows (windows), so the run computes what one process does with that batch
 size (but for batch normalisation, by each rank's own statistics, and dropout, by each rank's
-own masks). The test set and the validation text are measured on a shard per rank and summed. Rank 0
-alone prints, shows the progress bar, writes ``--plot`` and the ``--save`` checkpoints (of the
-model itself, with ``"distributed": {"world_size": N, ...}`` in the metadata), each followed by
+own masks). The test set and the validation text are measured on a shard per rank and summed.
+Rank 0 alone prints (a line per epoch where its output is not a terminal, as under a launcher:
+no progress bar shows there), writes ``--plot`` and the ``--save`` checkpoints (of the model
+itself, with ``"distributed": {"world_size": N, ...}`` in the metadata), each followed by
 a barrier. ``--resume`` under another number of ranks continues with the same global batch.
 
 ``--dataset pydoc`` trains a character language model (``--model transformer``, its default
@@ -762,8 +763,16 @@ def _train(args: argparse.Namespace) -> int:
     if meta is not None:
         job.agree(f"--resume {args.resume}: the checkpoint each rank read", meta)
     module, model = model, job.wrap(model, optimizer)
+    # MPI launchers hand the ranks pipes, never a terminal, so fit shows no bar there: rank 0
+    # prints a line per epoch instead
+    epoch_lines = (job.comm is not None and job.is_root and not args.json
+                   and not args.no_progress and not sys.stderr.isatty())
 
     def end_of_epoch(epoch: int, record: dict[str, float]) -> None:
+        if epoch_lines:
+            print(f"epoch {epoch}/{args.epochs}: loss {record['loss']:.4f}, accuracy "
+                  f"{record['accuracy']:.4f}, test loss {record['val_loss']:.4f}, test "
+                  f"accuracy {record['val_accuracy']:.4f} ({record['time']:.2f} s)", flush=True)
         if schedule is not None:
             schedule.step()  # the next epoch's rate, which the checkpoint then holds
         if args.save is not None:
