@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -23,7 +24,14 @@ import numpy as np
 
 from ._typing import Namespace
 
-__all__ = ["Library", "is_host_array", "library_of", "to_host", "type_decides_namespace"]
+__all__ = [
+    "Library",
+    "is_host_array",
+    "is_traced",
+    "library_of",
+    "to_host",
+    "type_decides_namespace",
+]
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,18 @@ def type_decides_namespace(x: object, xp: Namespace) -> bool:
         or type(x).__module__.startswith("array_api_strict")
         or (hasattr(xp, "__nnbackend_library__") and type(x).__module__ == xp.__name__)
     )
+
+
+def is_traced(x: Any) -> bool:
+    """Whether ``x`` is an abstract value of a ``jax.jit`` trace (a ``jax.core.Tracer``).
+
+    A value computed from one inside a trace belongs to that trace alone: a cache that kept it
+    would hand a dead tracer to the next trace (an ``UnexpectedTracerError``) or bake one
+    trace's value into another. Caches of arrays skip such values. False without JAX imported
+    (nothing can be traced then), at the cost of one dictionary lookup.
+    """
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.core.Tracer)
 
 
 def is_host_array(x: Any) -> bool:

@@ -36,6 +36,7 @@ from .._checks import (
     dtype_kind,
     namespace_of,
 )
+from .._libraries import is_traced
 from .._native import maximizer, summer
 from .._typing import Array, Namespace
 from ..backend import is_host_array
@@ -370,15 +371,19 @@ _CLASS_RANGES: dict[tuple[int, int, int, Any, Any], Array] = {}
 
 def _class_range(classes: int, labels: Array, xp: Namespace, *, trailing: int = 0) -> Array:
     """0, 1, …, C−1 in the labels' dtype and device, of shape (C, 1, …, 1) with ``trailing``
-    unit axes (the axes after the class axis), cached (it is read, never written)."""
+    unit axes (the axes after the class axis), cached (it is read, never written; never one
+    made inside a jax.jit trace, which belongs to that trace)."""
     dev = device_of(labels, xp)
     key = (id(xp), classes, trailing, labels.dtype, dev)
     try:
         return _CLASS_RANGES[key]
     except KeyError:
+        found = _make_class_range(classes, labels, xp, trailing, dev)
+        if is_traced(found):  # made inside a jax.jit trace: it belongs to that trace alone
+            return found
         if len(_CLASS_RANGES) > 64:
             _CLASS_RANGES.clear()
-        found = _CLASS_RANGES[key] = _make_class_range(classes, labels, xp, trailing, dev)
+        _CLASS_RANGES[key] = found
         return found
     except TypeError:  # an unhashable dtype or device
         return _make_class_range(classes, labels, xp, trailing, dev)
