@@ -1,0 +1,323 @@
+"""CUDA-graph training steps (nnbackend.compile.graph): a step captured once per batch shape and
+replayed equals the eager step taken with device per-step values bit for bit over 20 steps
+(SGD with momentum and Adam, dropout, batch norm, a schedule changing the learning rate between
+steps, a last partial batch), one capture per shape, zero host reads per replayed step on the
+GPU-like device, the state the objects hold is the compiled state, eager use and checkpoint
+loads between calls are picked up, and immutable backends are refused.
+
+On the rows with mutable arrays and no CUDA device (NumPy, the GPU-like device, PyTorch CPU)
+the CPU replay double stands in for the graph engine; on the CuPy and PyTorch CUDA rows the
+real engines run (where a CUDA device exists: ci/gpu.sh)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import nnbackend as nb
+from nnbackend.backend import supports_views
+from nnbackend.compile.graph import GraphStep, ReplayDouble, UnsteadyStateError
+from nnbackend.state import load_training_state, training_state
+from nnbackend.testing import count_host_reads
+
+STEPS = 20
+ROWS = (8, 8, 5)  # one epoch: two full batches and a last, partial one
+
+
+def _on_cuda(case: Any) -> bool:
+    be = case.backend
+    return be.name == "cupy" or (be.name == "torch" and getattr(be.device, "type", "") == "cuda")
+
+
+def _engine(case: Any) -> str:
+    """The real engine where there is a CUDA device, the replay double elsewhere."""
+    if not supports_views(case.xp):
+        pytest.skip(f"{case.backend.name} arrays are immutable: GraphStep refuses them "
+                    "(test_immutable_backends_are_refused)")
+    return "auto" if _on_cuda(case) else "double"
+
+
+def _sgd(model: nb.Module) -> tuple[nb.Optimizer, list[Any]]:
+    opt = nb.SGD(model, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    return opt, [nb.StepLR(opt, 3, gamma=0.5)]
+
+
+def _adam(model: nb.Module) -> tuple[nb.Optimizer, list[Any]]:
+    opt = nb.Adam(model, lr=0.02)
+    return opt, [nb.ExponentialLR(opt, gamma=0.9)]
+
+
+OPTIMIZERS: dict[str, Callable[[nb.Module], tuple[nb.Optimizer, list[Any]]]] = {
+    "sgd-momentum-steplr": _sgd,
+    "adam-exponential": _adam,
+}
+
+
+class Run:
+    """A model with batch norm (after a Linear without bias: a bias there has no gradient but
+    rounding noise, which Adam would amplify) and dropout, an optimizer with a schedule stepped
+    after every step, and one epoch of batches (the last one partial)."""
+
+    def __init__(self, case: Any, optimizer: str) -> None:
+        dt = case.dtype_name
+        self.case = case
+        self.model = nb.Sequential(
+            nb.Linear(5, 16, bias=False, seed=0, dtype=dt), nb.BatchNorm1d(16, dtype=dt), nb.Tanh(),
+            nb.Dropout(0.25, seed=7), nb.Linear(16, 3, seed=1, dtype=dt),
+            backend=case.backend,
+        )
+        self.opt, self.scheds = OPTIMIZERS[optimizer](self.model)
+        self.loss = nb.CrossEntropyLoss()
+        rng = np.random.default_rng(42)
+        self.batches = [
+            (case.asarray(rng.normal(size=(n, 5))),
+             case.asarray(rng.integers(0, 3, size=n), dtype=case.index_dtype_name))
+            for n in ROWS
+        ]
+
+    def batch(self, t: int) -> tuple[Any, Any]:
+        return self.batches[t % len(self.batches)]
+
+    def eager_step(self, t: int, *, device_scalars: bool) -> Any:
+        """The eager step; with device_scalars, per-step values made 0-d device arrays after
+        it (as a compiled step holds them: a schedule's new rate included)."""
+        x, labels = self.batch(t)
+        y, backprop = self.model.forward(x)
+        loss, dy = self.loss(y, labels)
+        self.opt.zero_grad()
+        backprop(dy)
+        self.opt.step()
+        if device_scalars:
+            self.to_device_scalars()
+        return loss
+
+    def to_device_scalars(self) -> None:
+        load_training_state(training_state(self.model, self.opt, device_scalars=True,
+                                           copy=False),
+                            self.model, self.opt, device_scalars=True)
+
+    def schedule(self) -> None:
+        for sched in self.scheds:
+            sched.step()
+
+    def host_state(self) -> dict[str, np.ndarray]:
+        state = training_state(self.model, self.opt, schedulers=self.scheds)
+        return {k: np.asarray(nb.to_numpy(v)).copy() for k, v in state.items()}
+
+
+def _assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray], case: Any) -> None:
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name].dtype == want[name].dtype, name
+        if _on_cuda(case):
+            # Unverified on a GPU: cuBLAS may pick another algorithm for a captured GEMM than
+            # for an eager one, so the CUDA rows compare to a tolerance.
+            tol = 1e-12 if case.is_float64 else 1e-5
+            np.testing.assert_allclose(got[name], want[name], rtol=tol, atol=tol, err_msg=name)
+        else:
+            assert np.array_equal(got[name], want[name]), (
+                name, np.abs(got[name].astype(float) - want[name].astype(float)).max())
+
+
+def _train_both(case: Any, optimizer: str) -> tuple[Run, Run, GraphStep, list[tuple[Any, Any]]]:
+    eager, compiled = Run(case, optimizer), Run(case, optimizer)
+    eager.to_device_scalars()
+    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=_engine(case))
+    losses = []
+    for t in range(STEPS):
+        want = eager.eager_step(t, device_scalars=True)
+        got = step(*compiled.batch(t))
+        losses.append((got, want))
+        eager.schedule()
+        compiled.schedule()  # a Python learning rate: the next call writes it into the scalar
+        eager.to_device_scalars()
+    return eager, compiled, step, losses
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_replayed_steps_equal_the_eager_steps_over_20_steps(case: Any, optimizer: str) -> None:
+    """Same operations in the same order on the same arrays: the same bits (parameters, running
+    statistics, optimizer state, step counts, counters, each step's loss)."""
+    eager, compiled, step, losses = _train_both(case, optimizer)
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+    _assert_same({str(t): nb.to_numpy(got) for t, (got, _) in enumerate(losses)},
+                 {str(t): nb.to_numpy(want) for t, (_, want) in enumerate(losses)}, case)
+    assert compiled.opt.state[0]["step"] is not None
+    assert int(nb.to_numpy(compiled.opt.state[0]["step"])) == STEPS
+    assert compiled.model[3].generator.counter is not None
+    assert step.kind == "cuda-graph"
+    assert step.compile_seconds > 0.0
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_against_the_eager_step_with_python_per_step_values(case: Any, optimizer: str) -> None:
+    """SGD takes the same step from a device learning rate as from a Python one (bit for bit);
+    Adam's device bias corrections are a few ulp from the host's."""
+    host = Run(case, optimizer)
+    for t in range(STEPS):
+        host.eager_step(t, device_scalars=False)
+        host.schedule()
+    _, compiled, _, _ = _train_both(case, optimizer)
+    got, want = compiled.host_state(), host.host_state()
+    if optimizer.startswith("sgd") and not _on_cuda(case):
+        _assert_same(got, want, case)
+        return
+    tol = 1e-12 if case.is_float64 else 1e-5
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=tol, atol=tol, err_msg=name)
+
+
+def test_one_capture_per_batch_shape_and_none_for_a_new_learning_rate(case: Any) -> None:
+    """The fresh optimizer's first step is eager (it creates the state), then one graph for the
+    full batches and one for the partial one, over three epochs and six rate changes."""
+    _, _, step, _ = _train_both(case, "adam-exponential")
+    assert step.traces == 2
+    assert step.eager_steps == 1
+    engine = step.engine
+    if isinstance(engine, ReplayDouble):
+        assert engine.captures == 2
+        assert engine.replays == STEPS - 1
+
+
+def test_zero_host_reads_in_a_replayed_step(case: Any) -> None:
+    """Counted on the GPU-like device (CuPy's rules): no call after the captures reads a device
+    value, the learning rate written by the schedule included; the double checks every replay."""
+    if _on_cuda(case):
+        pytest.skip("host reads are counted on the GPU-like test device")
+    run = Run(case, "adam-exponential")
+    step = GraphStep(run.model, run.loss, run.opt, engine=_engine(case))
+    for t in range(len(ROWS) + 1):  # the first step, then both captures
+        step(*run.batch(t))
+    counts = []
+    for t in range(len(ROWS) + 1, STEPS):
+        run.schedule()
+        with count_host_reads() as reads:
+            step(*run.batch(t))
+        counts.append(reads.count)
+    assert counts == [0] * len(counts)
+    engine = step.engine
+    assert isinstance(engine, ReplayDouble)
+    assert engine.host_reads == [0] * engine.replays
+
+
+def test_write_back_is_the_compiled_state_and_eager_use_between_calls_is_taken(
+        case: Any, tmp_path: Any) -> None:
+    """write_back changes nothing (the objects hold the graphs' arrays); an eager step and a
+    checkpoint load on the objects between calls are picked up by the next call."""
+    eager, compiled, step, _ = _train_both(case, "sgd-momentum-steplr")
+    before = compiled.host_state()
+    step.write_back()
+    _assert_same(compiled.host_state(), before, case)
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+
+    t = STEPS
+    eager.eager_step(t, device_scalars=True)
+    compiled.eager_step(t, device_scalars=False)  # the objects used eagerly: Python rate
+    for t in range(STEPS + 1, STEPS + 4):
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+
+    # A checkpoint loaded between calls: host numbers (step counts, learning rate, random
+    # counter) and fresh optimizer arrays in the objects; the next call copies them into the
+    # graphs' arrays.
+    path = tmp_path / "run.npz"
+    nb.checkpoint.save(path, compiled.model, compiled.opt)
+    for t in range(STEPS + 4, STEPS + 6):
+        step(*compiled.batch(t))
+    nb.checkpoint.load(path, compiled.model, compiled.opt)
+    assert isinstance(compiled.opt.state[0]["step"], int)
+    traces = step.traces
+    for t in range(STEPS + 4, STEPS + 7):
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+    assert step.traces == traces
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+
+
+def test_the_returned_loss_outlives_later_calls(case: Any) -> None:
+    run = Run(case, "sgd-momentum-steplr")
+    step = GraphStep(run.model, run.loss, run.opt, engine=_engine(case))
+    kept = [step(*run.batch(t)) for t in range(6)]
+    values = [float(nb.to_numpy(loss)) for loss in kept]
+    assert len(set(values)) == len(values)
+    assert values[3] != values[0]
+
+
+def test_immutable_backends_are_refused(case: Any) -> None:
+    if supports_views(case.xp):
+        pytest.skip(f"{case.backend.name} arrays are mutable: GraphStep runs there")
+    run = Run(case, "adam-exponential")
+    with pytest.raises(ValueError, match=r"arrays \(\w+\) are immutable.*compile_step"):
+        GraphStep(run.model, run.loss, run.opt, engine="double")
+
+
+def test_auto_needs_a_cuda_device_and_batches_must_be_on_the_model(case: Any) -> None:
+    engine = _engine(case)
+    run = Run(case, "sgd-momentum-steplr")
+    if engine == "double":
+        with pytest.raises(ValueError, match=r"CUDA graphs need a CUDA device.*engine='double'"):
+            GraphStep(run.model, run.loss, run.opt, engine="auto")
+    with pytest.raises(ValueError, match="engine must be 'auto', 'double' or a GraphEngine"):
+        GraphStep(run.model, run.loss, run.opt, engine="cuda")
+    step = GraphStep(run.model, run.loss, run.opt, engine=engine)
+    x, labels = run.batch(0)
+    host = np.zeros(tuple(x.shape), dtype=case.dtype_name)
+    if case.backend.name != "numpy":
+        with pytest.raises(TypeError, match=r"the batch's x is .* but the model is on"):
+            step(host, labels)
+
+
+def test_more_shapes_than_max_graphs_take_the_eager_step(case: Any) -> None:
+    eager, compiled = Run(case, "adam-exponential"), Run(case, "adam-exponential")
+    eager.to_device_scalars()
+    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=_engine(case),
+                     max_graphs=1)
+    for t in range(7):
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+    assert step.traces == 1
+    assert step.eager_steps == 1 + 2  # the first step, and the partial batch of each epoch
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+
+
+# -- the replay double itself --------------------------------------------------------------------
+
+
+def test_the_double_catches_a_rebound_array_and_a_host_read(case: Any) -> None:
+    if case.backend.name != "gpulike":
+        pytest.skip("host reads are counted on the GPU-like test device")
+    xp = case.xp
+    held = {"a": xp.zeros((), dtype=case.dtype, device=case.backend.device)}
+
+    def fn() -> None:
+        held["a"][...] = held["a"] + 1
+
+    double = ReplayDouble()
+    handle = double.capture(fn, lambda: [("a", held["a"])])
+    double.replay(handle)
+    held["a"] = xp.asarray(held["a"], copy=True)  # what a graph would never see
+    with pytest.raises(AssertionError, match=r"other arrays than at capture for \['a'\]"):
+        double.replay(handle)
+
+    reading = double.capture(lambda: float(held["a"]) and None, lambda: [("a", held["a"])])
+    with pytest.raises(AssertionError, match="read device values on the host"):
+        double.replay(reading)
+
+
+def test_a_state_that_never_settles_is_refused(case: Any) -> None:
+    """A step that replaces a state array every time (here: the optimizer's moments handed
+    back as fresh copies after each call) cannot be captured."""
+    engine = _engine(case)
+    if engine != "double":
+        pytest.skip("the double's rows suffice for the error path")
+    run = Run(case, "adam-exponential")
+    step = GraphStep(run.model, run.loss, run.opt, engine=engine)
+    with pytest.raises(UnsteadyStateError, match="replaced arrays of the training state"):
+        for t in range(10):
+            step(*run.batch(t))
+            st = run.opt.state[0]
+            st["m"] = case.xp.asarray(st["m"], copy=True)
