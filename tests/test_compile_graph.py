@@ -19,6 +19,7 @@ import pytest
 
 import nnbackend as nb
 from nnbackend.backend import supports_views
+from nnbackend.compile.base import CompiledStep
 from nnbackend.compile.graph import GraphStep, ReplayDouble, UnsteadyStateError
 from nnbackend.state import load_training_state, training_state
 from nnbackend.testing import count_host_reads
@@ -61,9 +62,9 @@ class Run:
     rounding noise, which Adam would amplify) and dropout, an optimizer with a schedule stepped
     after every step, and one epoch of batches (the last one partial)."""
 
-    def __init__(self, case: Any, optimizer: str) -> None:
+    def __init__(self, case: Any, optimizer: str, *, clip: float | None = None) -> None:
         dt = case.dtype_name
-        self.case = case
+        self.case, self.clip = case, clip
         self.model = nb.Sequential(
             nb.Linear(5, 16, bias=False, seed=0, dtype=dt), nb.BatchNorm1d(16, dtype=dt), nb.Tanh(),
             nb.Dropout(0.25, seed=7), nb.Linear(16, 3, seed=1, dtype=dt),
@@ -89,6 +90,8 @@ class Run:
         loss, dy = self.loss(y, labels)
         self.opt.zero_grad()
         backprop(dy)
+        if self.clip is not None:
+            nb.clip_grad_norm(self.model, self.clip)
         self.opt.step()
         if device_scalars:
             self.to_device_scalars()
@@ -122,10 +125,12 @@ def _assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray], case: 
                 name, np.abs(got[name].astype(float) - want[name].astype(float)).max())
 
 
-def _train_both(case: Any, optimizer: str) -> tuple[Run, Run, GraphStep, list[tuple[Any, Any]]]:
-    eager, compiled = Run(case, optimizer), Run(case, optimizer)
+def _train_both(case: Any, optimizer: str, *, clip: float | None = None,
+                ) -> tuple[Run, Run, GraphStep, list[tuple[Any, Any]]]:
+    eager, compiled = Run(case, optimizer, clip=clip), Run(case, optimizer)
     eager.to_device_scalars()
-    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=_engine(case))
+    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=_engine(case),
+                     clip_grad_norm=clip)
     losses = []
     for t in range(STEPS):
         want = eager.eager_step(t, device_scalars=True)
@@ -150,6 +155,33 @@ def test_replayed_steps_equal_the_eager_steps_over_20_steps(case: Any, optimizer
     assert compiled.model[3].generator.counter is not None
     assert step.kind == "cuda-graph"
     assert step.compile_seconds > 0.0
+
+
+def test_with_gradient_clipping(case: Any) -> None:
+    """The norm's bound is met on some steps and not on others (a tight bound): still the eager
+    step's bits."""
+    eager, compiled, step, _ = _train_both(case, "adam-exponential", clip=0.5)
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+    assert isinstance(step, CompiledStep)
+
+
+def test_reload_takes_another_state_without_recapture(case: Any) -> None:
+    """A whole training state loaded into the objects between calls (from another run, device
+    arrays of another identity), then reload(): the next steps continue from it."""
+    eager, compiled, step, _ = _train_both(case, "sgd-momentum-steplr")
+    other = Run(case, "sgd-momentum-steplr")
+    for t in range(3):
+        other.eager_step(t, device_scalars=False)
+    state = training_state(other.model, other.opt)
+    load_training_state(state, compiled.model, compiled.opt, device_scalars=True)
+    load_training_state(state, eager.model, eager.opt, device_scalars=True)
+    step.reload()
+    traces = step.traces
+    for t in range(3, 9):
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+    assert step.traces == traces
+    _assert_same(compiled.host_state(), eager.host_state(), case)
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))

@@ -280,7 +280,6 @@ class CuPyGraphEngine(GraphEngine):
                 fn()
             finally:  # leave capture mode even when the step raised (its graph is dropped)
                 graph = self.stream.end_capture()
-        graph.upload(stream=self._cupy.cuda.get_current_stream())
         return graph
 
     def replay(self, handle: Any) -> None:
