@@ -17,6 +17,7 @@ from .backend import (
     to_numpy,
     use_backend,
 )
+from .compile import CompiledStep, compile_step
 from .data import batches, train_test_split
 from .errors import BackendUnavailableError, CheckpointError, GradcheckError
 from .layers import (
@@ -96,6 +97,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "CheckpointError",
+    "CompiledStep",
     "Conv1d",
     "Conv2d",
     "CosineAnnealingLR",
@@ -149,6 +151,7 @@ __all__ = [
     "batches",
     "checkpoint",
     "clip_grad_norm",
+    "compile_step",
     "data",
     "datasets",
     "evaluate",
