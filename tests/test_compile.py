@@ -1,0 +1,421 @@
+"""Compiled training steps (nnbackend.compile_step): on JAX one jax.jit program of the whole step
+agrees with the eager step over 20 steps for every optimizer (dropout, batch norm, a schedule
+changing the learning rate between steps, gradient clipping), traces once (twice with a last
+partial batch), writes back bit for bit, leaves no tracer in any cache or object, and resumes
+from checkpoints exactly; checkpoints of compiled and eager runs load into either. On the other
+rows compile_step gives the eager step (or the CUDA graph step where CUDA is), which must equal
+the plain eager step.
+
+JAX is float32 only here (64-bit types off): XLA fuses and reorders reductions, and Adam's bias
+corrections are computed on the device, so compiled and eager agree to a few ulp after one step
+and to 1e-5 relative after 20."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import nnbackend as nb
+from nnbackend.compile import EagerStep, JaxStep
+from nnbackend.state import training_state
+
+STEPS = 20
+ROWS = (8, 8, 5)  # one epoch: two full batches and a last, partial one
+
+
+def _sgd(model: nb.Module) -> nb.Optimizer:
+    return nb.SGD(model, lr=0.1, weight_decay=1e-3)
+
+
+def _momentum(model: nb.Module) -> nb.Optimizer:
+    return nb.SGD(model, lr=0.05, momentum=0.9, nesterov=True)
+
+
+def _adam(model: nb.Module) -> nb.Optimizer:
+    return nb.Adam(model, lr=0.02, amsgrad=True)
+
+
+def _adamw(model: nb.Module) -> nb.Optimizer:
+    decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    rest = [p for name, p in model.named_parameters() if not name.endswith("weight")]
+    return nb.AdamW([{"params": decay}, {"params": rest, "weight_decay": 0.0, "lr": 0.01}],
+                    lr=0.03, weight_decay=0.1)
+
+
+def _rmsprop(model: nb.Module) -> nb.Optimizer:
+    return nb.RMSprop(model, lr=0.01, centered=True, momentum=0.5)
+
+
+OPTIMIZERS: dict[str, Callable[[nb.Module], nb.Optimizer]] = {
+    "sgd": _sgd, "momentum": _momentum, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop,
+}
+
+
+def _kind(case: Any) -> str:
+    be = case.backend
+    if be.name == "jax":
+        return "jax-jit"
+    if be.name == "cupy" or (be.name == "torch" and getattr(be.device, "type", "") == "cuda"):
+        return "cuda-graph"
+    return "eager"
+
+
+class Run:
+    """A model with batch norm and dropout, an optimizer whose rate a schedule changes after
+    every step, fixed batches; trained eagerly or through compile_step."""
+
+    def __init__(self, case: Any, optimizer: str, *, rows: tuple[int, ...] = (8, 8, 8),
+                 clip: float | None = None) -> None:
+        self.case = case
+        self.model = nb.Sequential(
+            nb.Linear(5, 16, seed=0, dtype=case.dtype_name), nb.Tanh(),
+            nb.BatchNorm1d(16, dtype=case.dtype_name),
+            nb.Dropout(0.25, seed=7),
+            nb.Linear(16, 3, seed=1, dtype=case.dtype_name), backend=case.backend,
+        )
+        self.opt = OPTIMIZERS[optimizer](self.model)
+        self.sched = nb.StepLR(self.opt, 4, gamma=0.5)
+        self.loss = nb.CrossEntropyLoss()
+        self.clip = clip
+        rng = np.random.default_rng(42)
+        self.batches = [
+            (case.asarray(rng.normal(size=(n, 5))),
+             case.asarray(rng.integers(0, 3, size=n), dtype=case.index_dtype_name))
+            for n in rows
+        ]
+        self.step: Any = None
+
+    def compile(self) -> Any:
+        self.step = nb.compile_step(self.model, self.loss, self.opt, clip_grad_norm=self.clip)
+        return self.step
+
+    def train(self, steps: range) -> list[float]:
+        losses = []
+        for t in steps:
+            x, labels = self.batches[t % len(self.batches)]
+            if self.step is not None:
+                loss = self.step(x, labels)
+            else:
+                y, backprop = self.model.forward(x)
+                loss, dy = self.loss(y, labels)
+                self.opt.zero_grad()
+                backprop(dy)
+                if self.clip is not None:
+                    nb.clip_grad_norm(self.model, self.clip)
+                self.opt.step()
+            self.sched.step()
+            losses.append(float(nb.to_numpy(loss)))
+        return losses
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Parameters, buffers and optimizer state arrays (as the objects hold them)."""
+        if self.step is not None:
+            self.step.write_back()
+        state = training_state(self.model, self.opt)
+        return {k: nb.to_numpy(v).copy() for k, v in state.items()
+                if k.startswith(("model/", "optim/state/")) and not k.endswith("/step")}
+
+    def save(self, path: Any) -> None:
+        if self.step is not None:
+            self.step.write_back()
+        nb.checkpoint.save(path, self.model, self.opt, sched=self.sched.state_dict())
+
+    def load(self, path: Any) -> None:
+        meta = nb.checkpoint.load(path, self.model, self.opt)
+        self.sched.load_state_dict(meta["sched"])
+
+
+def _assert_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name].dtype == want[name].dtype, name
+        assert np.array_equal(got[name], want[name]), (name, np.abs(got[name] - want[name]).max())
+
+
+def _assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], *, rtol: float
+                  ) -> None:
+    """Each array to ``rtol`` of its own scale (an entry near zero on the array's scale)."""
+    assert got.keys() == want.keys()
+    for name in want:
+        scale = max(float(np.abs(want[name]).max()), 1e-3)
+        err = float(np.abs(got[name].astype(np.float64) - want[name]).max())
+        assert err <= rtol * scale, (name, err / scale)
+
+
+def _ulps(case: Any, n: float) -> float:
+    return n * float(np.finfo(case.dtype_name).eps)
+
+
+def _assert_matches_eager(case: Any, compiled: Run, eager: Run, *, steps: int) -> None:
+    """Bit for bit where the eager step runs; to float32 rounding for jax.jit (a few ulp after
+    one step, 1e-5 after 20); to the dtype's tolerance for CUDA graphs."""
+    kind = _kind(case)
+    if kind == "eager":
+        _assert_equal(compiled.arrays(), eager.arrays())
+    elif kind == "jax-jit":
+        _assert_close(compiled.arrays(), eager.arrays(),
+                      rtol=_ulps(case, 8) if steps == 1 else 1e-5)
+    else:
+        _assert_close(compiled.arrays(), eager.arrays(), rtol=case.rtol)
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[tuple[str, str], tuple[Run, Run, list[float], list[float]]]:
+    """Trained pairs shared by the tests of this module (each JAX compilation costs a few
+    tenths of a second): (compiled run, eager run, their losses), by (row, optimizer)."""
+    return {}
+
+
+def _pair(runs: dict[Any, Any], case: Any, optimizer: str
+          ) -> tuple[Run, Run, list[float], list[float]]:
+    key = (case.id, optimizer)
+    if key not in runs:
+        compiled, eager = Run(case, optimizer), Run(case, optimizer)
+        compiled.compile()
+        runs[key] = (compiled, eager, compiled.train(range(STEPS)), eager.train(range(STEPS)))
+    return runs[key]  # type: ignore[no-any-return]
+
+
+# -- agreement with the eager step --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_compiled_and_eager_steps_agree_over_20_steps(case: Any, optimizer: str,
+                                                       runs: dict[Any, Any]) -> None:
+    compiled, eager, compiled_losses, eager_losses = _pair(runs, case, optimizer)
+    step = compiled.step
+    assert step.kind == _kind(case)
+    assert isinstance(step, nb.CompiledStep)
+    lrs = [g["lr"] for g in compiled.opt.param_groups]
+    assert lrs == [g["lr"] for g in eager.opt.param_groups]
+    assert lrs == [g["lr"] * 0.5 ** (STEPS // 4) for g in OPTIMIZERS[optimizer](
+        Run(case, optimizer).model).param_groups]  # five rates over the 20 steps
+    if step.kind == "eager":
+        assert isinstance(step, EagerStep)
+        assert step.traces == 0
+        assert "nothing compiles" in step.note
+        assert compiled_losses == eager_losses
+    elif step.kind == "jax-jit":
+        assert isinstance(step, JaxStep)
+        assert step.traces == 1  # 20 steps, 5 learning rates: one program
+        assert step.steps == STEPS
+        assert step.compile_seconds > 0
+        np.testing.assert_allclose(compiled_losses, eager_losses, rtol=1e-5)
+    _assert_matches_eager(case, compiled, eager, steps=STEPS)
+
+
+def test_a_few_ulp_after_one_step(case: Any) -> None:
+    compiled, eager = Run(case, "adam"), Run(case, "adam")
+    compiled.compile()
+    compiled.train(range(1))
+    eager.train(range(1))
+    _assert_matches_eager(case, compiled, eager, steps=1)
+
+
+def test_with_gradient_clipping(case: Any) -> None:
+    compiled, eager = Run(case, "momentum", clip=0.5), Run(case, "momentum", clip=0.5)
+    compiled.compile()
+    compiled.train(range(6))
+    eager.train(range(6))
+    _assert_matches_eager(case, compiled, eager, steps=6)
+
+
+def test_a_last_partial_batch_compiles_once_more(case: Any) -> None:
+    compiled, eager = Run(case, "adam", rows=ROWS), Run(case, "adam", rows=ROWS)
+    step = compiled.compile()
+    compiled.train(range(3 * len(ROWS)))  # three epochs
+    eager.train(range(3 * len(ROWS)))
+    if step.kind != "eager":
+        assert step.traces == 2  # the full batches' program and the partial one's
+    _assert_matches_eager(case, compiled, eager, steps=3 * len(ROWS))
+
+
+def test_changing_the_training_mode_selects_another_program(case: Any) -> None:
+    compiled, eager = Run(case, "sgd"), Run(case, "sgd")
+    compiled.compile()
+    for run in (compiled, eager):
+        run.train(range(2))
+        run.model.eval()  # running statistics used, not updated; no dropout
+        run.train(range(2, 4))
+        run.model.train()
+        run.train(range(4, 6))
+    if compiled.step.kind == "jax-jit":
+        assert compiled.step.traces == 2
+    _assert_matches_eager(case, compiled, eager, steps=6)
+
+
+# -- the state between calls ----------------------------------------------------------------------
+
+
+def test_write_back_is_the_compiled_state_bit_for_bit(case: Any, runs: dict[Any, Any]) -> None:
+    compiled = _pair(runs, case, "adamw")[0]
+    step = compiled.step
+    before = {k: nb.to_numpy(v).copy() for k, v in training_state(compiled.model,
+                                                                  compiled.opt).items()}
+    step.write_back()
+    objects = training_state(compiled.model, compiled.opt)
+    if step.kind != "jax-jit":  # the objects hold the state: nothing moves
+        _assert_equal({k: nb.to_numpy(v) for k, v in objects.items()}, before)
+        return
+    held = step.state
+    lrs = [k for k in objects if k.endswith("/lr")]
+    assert sorted(objects) == sorted([*held, *lrs])
+    assert [float(objects[k]) for k in lrs] == [g["lr"] for g in compiled.opt.param_groups]
+    for key, value in held.items():
+        got, want = nb.to_numpy(objects[key]), nb.to_numpy(value)
+        assert np.array_equal(got, want), key
+        if want.dtype.kind == "f":
+            assert got.dtype == want.dtype, key
+    assert compiled.opt.state[0]["step"] == STEPS  # Python numbers again: usable eagerly
+    assert compiled.model[3].generator.counter == STEPS
+    assert nb.predict(compiled.model, compiled.batches[0][0]).shape == (8, 3)
+
+
+def test_no_tracer_is_left_in_a_cache_or_an_object(case: Any, runs: dict[Any, Any]) -> None:
+    if case.backend.name != "jax":
+        pytest.skip("tracers are jax.jit's")
+    import jax
+
+    compiled = _pair(runs, case, "rmsprop")[0]
+    partial = Run(case, "adam", rows=ROWS)
+    partial.compile()
+    partial.train(range(len(ROWS) + 1))  # both shapes traced
+    found = [where for where, value in _everything(compiled, partial)
+             if isinstance(value, jax.core.Tracer)]
+    assert found == []
+    from nnbackend.functional import losses
+
+    assert losses._CLASS_RANGES  # eager steps fill the cache; traces leave it alone
+    # and an eager step after the traces still works (it would trip over a leaked tracer)
+    eager = Run(case, "adam", rows=ROWS)
+    eager.train(range(2))
+
+
+def _everything(*runs: Run) -> Iterator[tuple[str, Any]]:
+    """Every value held by nnbackend's modules (module-level and class-level containers) and
+    by the runs' objects (modules' attributes, parameters, optimizer state and settings)."""
+    for name, module in list(sys.modules.items()):
+        if name == "nnbackend" or name.startswith("nnbackend."):
+            for attr, value in vars(module).items():
+                yield from _inside(f"{name}.{attr}", value)
+                if isinstance(value, type) and value.__module__ == name:
+                    for cattr, cvalue in vars(value).items():
+                        yield from _inside(f"{name}.{attr}.{cattr}", cvalue)
+    for k, run in enumerate(runs):
+        for path, m in run.model.named_modules():
+            for attr, value in vars(m).items():
+                yield from _inside(f"run{k}.model[{path}].{attr}", value)
+        for i, p in enumerate(run.opt.params):
+            yield from _inside(f"run{k}.params[{i}]", [p.data, p.grad])
+        for i, st in enumerate(run.opt.state):
+            yield from _inside(f"run{k}.opt.state[{i}]", st)
+        for g in run.opt.param_groups:
+            yield from _inside(f"run{k}.opt.param_groups[{g.index}]", g.settings)
+
+
+def _inside(where: str, value: Any, depth: int = 3) -> Iterator[tuple[str, Any]]:
+    yield where, value
+    if depth == 0:
+        return
+    if isinstance(value, dict):
+        for key, item in list(value.items()):
+            yield from _inside(f"{where}[{key!r}]", item, depth - 1)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in list(value):
+            yield from _inside(f"{where}[]", item, depth - 1)
+
+
+def test_the_objects_keep_their_state_until_write_back(case: Any) -> None:
+    if case.backend.name != "jax":
+        pytest.skip("the eager step and CUDA graphs step the objects themselves")
+    run = Run(case, "adam")
+    before = {k: nb.to_numpy(v).copy() for k, v in training_state(run.model, run.opt).items()}
+    run.compile()
+    run.step(*run.batches[0])
+    run.step(*run.batches[1])
+    now = {k: nb.to_numpy(v) for k, v in training_state(run.model, run.opt).items()}
+    _assert_equal(now, before)  # the fresh optimizer still has no state: nothing was stepped
+    assert run.opt.state[0] == {}
+    run.step.write_back()
+    assert run.opt.state[0]["step"] == 2
+
+
+def test_reload_takes_the_objects_state_again(case: Any) -> None:
+    """Two compiled steps, one eager step on the objects in between (write_back, eager step,
+    reload): the same as three eager steps."""
+    compiled, eager = Run(case, "rmsprop"), Run(case, "rmsprop")
+    step = compiled.compile()
+    compiled.train(range(2))
+    step.write_back()
+    step_was, compiled.step = compiled.step, None
+    compiled.train(range(2, 3))  # eagerly, on the objects
+    compiled.step = step_was
+    step.reload()
+    compiled.train(range(3, 5))
+    eager.train(range(5))
+    _assert_matches_eager(case, compiled, eager, steps=5)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def test_a_compiled_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run(
+        case: Any, tmp_path: Any) -> None:
+    whole = Run(case, "adam", rows=ROWS)
+    whole.compile()
+    whole.train(range(12))
+    first = Run(case, "adam", rows=ROWS)
+    first.compile()
+    first.train(range(6))
+    first.save(tmp_path / "run.npz")
+    resumed = Run(case, "adam", rows=ROWS)  # fresh objects ...
+    resumed.load(tmp_path / "run.npz")
+    resumed.compile()  # ... and a new compiled step over them
+    resumed.train(range(6, 12))
+    _assert_equal(resumed.arrays(), whole.arrays())
+
+
+def test_checkpoints_of_compiled_and_eager_runs_load_into_either(case: Any,
+                                                                 tmp_path: Any) -> None:
+    eager_whole, compiled_whole = Run(case, "adam"), Run(case, "adam")
+    compiled_whole.compile()
+    eager_whole.train(range(10))
+    compiled_whole.train(range(10))
+    eager_half, compiled_half = Run(case, "adam"), Run(case, "adam")
+    compiled_half.compile()
+    eager_half.train(range(5))
+    compiled_half.train(range(5))
+    eager_half.save(tmp_path / "eager.npz")
+    compiled_half.save(tmp_path / "compiled.npz")
+
+    eager_then_compiled = Run(case, "adam")
+    eager_then_compiled.load(tmp_path / "eager.npz")
+    eager_then_compiled.compile()
+    eager_then_compiled.train(range(5, 10))
+    compiled_then_eager = Run(case, "adam")
+    compiled_then_eager.load(tmp_path / "compiled.npz")
+    compiled_then_eager.train(range(5, 10))
+    _assert_matches_eager(case, eager_then_compiled, eager_whole, steps=10)
+    _assert_matches_eager(case, compiled_whole, compiled_then_eager, steps=10)
+
+
+# -- the arguments --------------------------------------------------------------------------------
+
+
+def test_arguments_are_checked(case: Any) -> None:
+    run = Run(case, "sgd")
+    other = Run(case, "sgd")
+    with pytest.raises(TypeError, match="model must be a Module"):
+        nb.compile_step(run.opt, run.loss, run.opt)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="optimizer must be an Optimizer"):
+        nb.compile_step(run.model, run.loss, run.model)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        nb.compile_step(run.model, 3, run.opt)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a parameter of the model"):
+        nb.compile_step(run.model, run.loss, other.opt)
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        nb.compile_step(run.model, run.loss, run.opt, clip_grad_norm=-1.0)
