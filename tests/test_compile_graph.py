@@ -353,3 +353,147 @@ def test_a_state_that_never_settles_is_refused(case: Any) -> None:
             step(*run.batch(t))
             st = run.opt.state[0]
             st["m"] = case.xp.asarray(st["m"], copy=True)
+
+
+# -- the CUDA engines' calls, against fakes of CuPy and PyTorch (no arrays computed) -------------
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+class _FakeEvent:
+    def __init__(self, log: _Log, stream: str) -> None:
+        self.stream = stream
+        log.calls.append(f"record {stream}")
+
+
+class _FakeCuPyStream:
+    def __init__(self, log: _Log, name: str) -> None:
+        self.log, self.name = log, name
+
+    def __enter__(self) -> _FakeCuPyStream:
+        self.log.calls.append(f"enter {self.name}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.log.calls.append(f"exit {self.name}")
+
+    def record(self) -> _FakeEvent:
+        return _FakeEvent(self.log, self.name)
+
+    def wait_event(self, event: _FakeEvent) -> None:
+        self.log.calls.append(f"{self.name} waits for {event.stream}")
+
+    def begin_capture(self) -> None:
+        self.log.calls.append("begin_capture")
+
+    def end_capture(self) -> Any:
+        self.log.calls.append("end_capture")
+        return _FakeCuPyGraph(self.log)
+
+
+class _FakeCuPyGraph:
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+
+    def launch(self, stream: Any = None) -> None:
+        self.log.calls.append(f"launch on {stream.name}")
+
+
+def _fake_cupy(log: _Log) -> Any:
+    import contextlib
+    import types
+
+    current = _FakeCuPyStream(log, "caller")
+
+    class Pool:
+        def malloc(self, size: int) -> None:  # pragma: no cover - never allocates here
+            raise AssertionError
+
+    @contextlib.contextmanager
+    def using_allocator(allocator: Any) -> Any:
+        log.calls.append("graph pool on")
+        yield
+        log.calls.append("graph pool off")
+
+    cuda = types.SimpleNamespace(
+        MemoryPool=Pool, using_allocator=using_allocator,
+        Stream=lambda non_blocking=False: _FakeCuPyStream(log, "capture"),
+        get_current_stream=lambda: current,
+    )
+    return types.SimpleNamespace(cuda=cuda)
+
+
+def test_cupy_engine_captures_on_its_stream_and_pool_and_replays_on_the_callers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from nnbackend.compile.graph import CuPyGraphEngine
+
+    log = _Log()
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
+    engine = CuPyGraphEngine()
+    engine.warmup(lambda: log.calls.append("step"))
+    assert log.calls == ["record caller", "capture waits for caller", "enter capture",
+                         "graph pool on", "step", "graph pool off", "exit capture",
+                         "record capture", "caller waits for capture"]
+    log.calls.clear()
+    graph = engine.capture(lambda: log.calls.append("step"), list)
+    assert log.calls[3:7] == ["graph pool on", "begin_capture", "step", "end_capture"]
+    log.calls.clear()
+    engine.replay(graph)
+    assert log.calls == ["launch on caller"]
+
+    def failing() -> None:
+        raise ValueError("a step that fails during capture")
+
+    log.calls.clear()
+    with pytest.raises(ValueError, match="fails during capture"):
+        engine.capture(failing, list)
+    assert "end_capture" in log.calls  # the stream left capture mode
+
+
+def test_torch_engine_warms_up_and_captures_on_one_side_stream(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    from nnbackend.compile.graph import TorchGraphEngine
+
+    log = _Log()
+
+    class Stream:
+        def __init__(self, device: Any = None, name: str = "side") -> None:
+            self.name = name
+
+        def wait_stream(self, other: Any) -> None:
+            log.calls.append(f"{self.name} waits for {other.name}")
+
+    current = Stream(name="current")
+
+    class Graph:
+        def replay(self) -> None:
+            log.calls.append("replay")
+
+    @contextlib.contextmanager
+    def on_stream(stream: Any) -> Any:
+        log.calls.append(f"on {stream.name}")
+        yield
+
+    @contextlib.contextmanager
+    def capturing(graph: Any, stream: Any = None) -> Any:
+        log.calls.append(f"capture on {stream.name}")
+        yield
+
+    for name, value in {"Stream": Stream, "CUDAGraph": Graph, "graph": capturing,
+                        "stream": on_stream, "current_stream": lambda: current}.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    engine = TorchGraphEngine("cuda:0")
+    engine.warmup(lambda: log.calls.append("step"))
+    graph = engine.capture(lambda: log.calls.append("step"), list)
+    engine.replay(graph)
+    assert log.calls == ["side waits for current", "on side", "step", "current waits for side",
+                         "side waits for current", "capture on side", "step",
+                         "current waits for side", "replay"]
