@@ -497,3 +497,28 @@ def test_torch_engine_warms_up_and_captures_on_one_side_stream(
     assert log.calls == ["side waits for current", "on side", "step", "current waits for side",
                          "side waits for current", "capture on side", "step",
                          "current waits for side", "replay"]
+
+
+def test_a_failed_capture_leaves_the_objects_usable(case: Any) -> None:
+    """An engine whose capture fails: a clear error, and the objects hold the state of before
+    the call (the eager step continues from it as if the call had not happened)."""
+    if _engine(case) != "double":
+        pytest.skip("the double's rows suffice for the error path")
+
+    class Failing(ReplayDouble):
+        def capture(self, fn: Callable[[], None], probe: Any) -> Any:
+            fn()  # the step ran (and rebound its per-step values) before the failure
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    eager, compiled = Run(case, "adam-exponential"), Run(case, "adam-exponential")
+    eager.to_device_scalars()
+    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=Failing())
+    eager.eager_step(0, device_scalars=True)
+    step(*compiled.batch(0))  # the first step is eager: no capture yet
+    with pytest.raises(RuntimeError, match=r"capturing the step as a CUDA graph \(replay-double\) "
+                                           r"failed for the batch x of shape \(8, 5\)"):
+        step(*compiled.batch(1))
+    for t in range(1, 4):
+        eager.eager_step(t, device_scalars=True)
+        compiled.eager_step(t, device_scalars=True)
+    _assert_same(compiled.host_state(), eager.host_state(), case)

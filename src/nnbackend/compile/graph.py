@@ -72,6 +72,10 @@ cost once what an eager step costs per epoch, and its replays keep the per-call 
 host-read-free step of the others). Beyond ``max_graphs`` shapes (variable-length batches)
 further shapes run the eager step on the same device state, logged once.
 
+Python-side bookkeeping of the step (``optimizer.path_stats``, warnings issued once) runs when
+the step's Python runs: under a CUDA engine in warm-ups, captures and eager steps only, not in
+replays (the replay double runs it every time).
+
 The loss and the state between calls
 ------------------------------------
 A call returns a copy of the graph's static loss buffer (one device-side copy): it stays valid
@@ -359,7 +363,6 @@ class _Shape:
     fn: Callable[[], None]
     loss: list[Array]  # [the static loss buffer] once the warm-up made it
     handle: Any = None
-    eager_only: bool = False
 
 
 def _is_per_step(key: str) -> bool:
@@ -683,7 +686,20 @@ class GraphStep:
             with engine.eager():
                 return self.backend.xp.asarray(entry.loss[0], copy=True)
         self._restore(snapshot)
-        entry.handle = engine.capture(entry.fn, self._probe(entry))
+        try:
+            entry.handle = engine.capture(entry.fn, self._probe(entry))
+        except Exception as exc:
+            # The objects may hold arrays the failed capture made: give them the device
+            # scalars and the state of before the warm-up back, so that they stay usable.
+            for name, slot in self._slots.items():
+                self._bind(name, slot)
+            self._restore(snapshot)
+            msg = (
+                f"{self._where}: capturing the step as a CUDA graph ({engine.name}) failed for "
+                f"the batch x of shape {tuple(entry.x.shape)}: {exc}. The model and optimizer "
+                "hold the state of before this call; the eager step still runs on them"
+            )
+            raise RuntimeError(msg) from exc
         self._restore(snapshot)  # a double executed the capture; a CUDA engine did not
         self._arrays = after
         self._unsettled = 0
