@@ -12,10 +12,11 @@ on CuPy (stream capture into a ``cupy.cuda.Graph``) and on PyTorch CUDA tensors
     step.write_back()                 # (the objects already hold the state: see below)
 
 .. warning:: The CUDA engines (:class:`CuPyGraphEngine`, :class:`TorchGraphEngine`) have not
-   been run on a GPU from this module's own tests on the CPU: they are exercised only where
-   ``ci/gpu.sh`` runs the test suite on a CUDA machine, and stay unverified until it has. The
-   logic around them (static buffers, device scalars, warm-up, one graph per shape, no host
-   read in a replayed step) is tested on the CPU through :class:`ReplayDouble`.
+   yet run on a GPU: they run where ``ci/gpu.sh`` runs the test suite on a CUDA machine (the
+   CuPy and PyTorch CUDA rows of the backend matrix) and are unverified until it has. The logic
+   around them (static buffers, device scalars, warm-up, one graph per shape, no host read in a
+   replayed step) is tested on the CPU through :class:`ReplayDouble`, and their calls to CuPy
+   and PyTorch against fakes of both.
 
 What a graph needs, and how the step gives it
 ---------------------------------------------
