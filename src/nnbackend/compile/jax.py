@@ -206,7 +206,10 @@ class JaxStep:
         values = self._lr_values
         for g, group in enumerate(self._groups):
             lr = group.settings["lr"]
-            if lr is not values[g] and lr != values[g]:
+            if lr.__class__ is float:
+                if lr != values[g]:
+                    self._set_lr(g, lr)
+            elif lr is not values[g]:  # a 0-d array (a state loaded with device scalars)
                 self._set_lr(g, lr)
         return arrays
 
@@ -272,12 +275,8 @@ class JaxStep:
         finally:
             saved.restore()
 
-    def _copy(self, value: Any) -> Array:
-        xp = self.backend.xp
-        if isinstance(value, int):
-            return xp.asarray(value, dtype=xp.int32)
-        return xp.asarray(self.backend.asarray(value) if not self.backend.holds(value)
-                          else value, copy=True)
+    def _copy(self, value: Array) -> Array:
+        return self.backend.xp.asarray(value, copy=True)
 
     def __repr__(self) -> str:
         return (f"JaxStep({type(self.model).__name__}, {type(self.optimizer).__name__}, "
