@@ -12,6 +12,7 @@ and to 1e-5 relative after 20."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 import nnbackend as nb
+from nnbackend.backend import supports_views
 from nnbackend.compile import EagerStep, JaxStep
 from nnbackend.state import training_state
 
@@ -403,7 +405,7 @@ def test_checkpoints_of_compiled_and_eager_runs_load_into_either(case: Any,
     _assert_matches_eager(case, compiled_whole, compiled_then_eager, steps=10)
 
 
-# -- the arguments --------------------------------------------------------------------------------
+# -- the dispatch and the arguments ------------------------------------------------------------
 
 
 def test_arguments_are_checked(case: Any) -> None:
@@ -419,3 +421,37 @@ def test_arguments_are_checked(case: Any) -> None:
         nb.compile_step(run.model, run.loss, other.opt)
     with pytest.raises(ValueError, match="clip_grad_norm"):
         nb.compile_step(run.model, run.loss, run.opt, clip_grad_norm=-1.0)
+
+
+def test_the_eager_step_says_so_once_per_backend(case: Any, caplog: Any,
+                                                 monkeypatch: Any) -> None:
+    if _kind(case) != "eager":
+        pytest.skip("this row compiles")
+    import nnbackend.compile as compile_package
+
+    monkeypatch.setattr(compile_package, "_said_eager", set())
+    with caplog.at_level(logging.INFO, logger="nnbackend.compile"):
+        first = Run(case, "sgd").compile()
+        Run(case, "sgd").compile()
+    said = [r.getMessage() for r in caplog.records if r.name == "nnbackend.compile"]
+    assert said == [f"compile_step: {first.note}"]
+    assert case.backend.name in first.note
+
+
+def test_without_the_graph_module_cuda_backends_take_the_eager_step(
+        case: Any, monkeypatch: Any) -> None:
+    """Where CUDA graphs would apply (here pretended on a row with mutable arrays) but
+    nnbackend.compile.graph cannot be imported, the eager step runs and its note says why."""
+    if _kind(case) != "eager" or not supports_views(case.xp):
+        pytest.skip("a row with mutable arrays where nothing compiles stands in for CUDA")
+    import nnbackend.compile as compile_package
+
+    monkeypatch.setattr(compile_package, "_graphs_apply", lambda library, device: True)
+    monkeypatch.setitem(sys.modules, "nnbackend.compile.graph", None)  # import fails
+    compiled, eager = Run(case, "adam"), Run(case, "adam")
+    step = compiled.compile()
+    assert isinstance(step, EagerStep)
+    assert "CUDA graphs are unavailable" in step.note
+    compiled.train(range(3))
+    eager.train(range(3))
+    _assert_equal(compiled.arrays(), eager.arrays())

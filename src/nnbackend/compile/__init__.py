@@ -119,7 +119,7 @@ def compile_step(
     library = library_of(be.xp).name
     if library == "jax":
         return JaxStep(model, loss_fn, optimizer, clip_grad_norm=clip_grad_norm, donate=donate)
-    if library == "cupy" or (library == "torch" and _on_cuda(be.device)):
+    if _graphs_apply(library, be.device):
         try:
             from .graph import GraphStep
         except ImportError as exc:
@@ -141,5 +141,8 @@ def _eager(model: Module, loss_fn: Any, optimizer: Optimizer, clip: float | None
     return EagerStep(model, loss_fn, optimizer, clip_grad_norm=clip, note=note)
 
 
-def _on_cuda(device: Any) -> bool:
-    return getattr(device, "type", str(device).split(":")[0]) == "cuda"
+def _graphs_apply(library: str, device: Any) -> bool:
+    """Whether CUDA graphs can capture the step: CuPy, or PyTorch on a CUDA device."""
+    if library == "cupy":
+        return True
+    return library == "torch" and getattr(device, "type", str(device).split(":")[0]) == "cuda"
