@@ -162,8 +162,12 @@ class JaxStep:
         if self.model.training is not self._training:
             self._training = self.model.training
             self._program = self._select()
+        values = self._lr_values
+        for g, group in enumerate(self._groups):  # a new rate (a schedule's): a new input
+            if group.settings["lr"] is not values[g]:
+                self._set_lr(g, group.settings["lr"])
         traces = self.traces
-        self._leaves, loss = self._program(self._leaves, x, y, self._lrs())
+        self._leaves, loss = self._program(self._leaves, x, y, self._lr_arrays)
         self.steps += 1
         if self.traces != traces:
             self._traced()
@@ -199,21 +203,9 @@ class JaxStep:
 
     # ------------------------------------------------------------------ the per-call path
 
-    def _lrs(self) -> list[Array]:
-        """Each group's learning rate as a 0-d device array, made again only when it changed
-        (a schedule's step): an input of the program, never a constant."""
-        arrays = self._lr_arrays
-        values = self._lr_values
-        for g, group in enumerate(self._groups):
-            lr = group.settings["lr"]
-            if lr.__class__ is float:
-                if lr != values[g]:
-                    self._set_lr(g, lr)
-            elif lr is not values[g]:  # a 0-d array (a state loaded with device scalars)
-                self._set_lr(g, lr)
-        return arrays
-
     def _set_lr(self, g: int, lr: Any) -> None:
+        """Group ``g``'s learning rate as a 0-d device array of the state's form (made once per
+        value: a call compares the group's ``lr`` with the last one by identity only)."""
         value = lr if isinstance(lr, int | float) else float(to_numpy(lr))
         array = self.backend.xp.asarray(value, dtype=self._lr_dtype)
         if len(self._lr_arrays) <= g:
