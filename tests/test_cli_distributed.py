@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import nnbackend as nb
@@ -308,3 +309,28 @@ def test_a_rank_that_fails_while_training_ends_the_job(tmp_path: Path) -> None:
     error = next(line for line in done.stderr.splitlines() if line.startswith("nnbackend: "))
     assert "ck.npz" in error and "directory" in error.lower(), done.stderr
     assert error.endswith("(rank 0 of 2; ending the job)"), done.stderr
+
+
+def test_sync_batchnorm_normalises_over_the_global_batch_and_its_checkpoint_loads_alone(
+        tmp_path: Path) -> None:
+    ckpt = tmp_path / "cnn.npz"
+    done = _launch(["--model", "cnn", "--dataset", "digits", "--backend", "numpy", "--hidden",
+                    "8", "--epochs", "1", "--batch-size", "128", "--sync-batchnorm",
+                    "--no-progress", "--json", "--save", str(ckpt)], cwd=tmp_path)
+    summary = _summary(done)
+    assert summary["world_size"] == 2 and 0.0 <= summary["test_accuracy"] <= 1.0
+    # the layers are SyncBatchNorm: in one process (a group of one) they are batch norms
+    model, _ = nb.checkpoint.load_model(ckpt, backend="numpy")
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm2d" not in kinds
+    model.train()
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    assert model(x).shape == (4, 10)
+
+
+def test_sync_batchnorm_without_distributed_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--sync-batchnorm", "--epochs", "1"])
+    assert exit_info.value.code == 2
+    assert "--sync-batchnorm: only with --distributed" in capsys.readouterr().err

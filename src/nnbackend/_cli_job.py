@@ -75,11 +75,15 @@ class Job:
         The backend the job chose for this rank (a CuPy rank's own GPU), None for one process.
     usage_error : type
         The exception class of the command's usage errors (exit status 2).
+    sync_batchnorm : bool
+        Give the model :class:`~nnbackend.SyncBatchNorm` layers in :meth:`wrap`: batch
+        statistics of the global batch, so the run is one process's on the global batch.
     """
 
     comm: Any = None
     backend: Any = None
     usage_error: type[Exception] = ValueError
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if not self.is_root:
@@ -181,7 +185,10 @@ class Job:
         if self.comm is None:
             return model
         from .distributed.parallel import DistributedDataParallel, ModelMismatchError
+        from .layers.normalization import SyncBatchNorm
 
+        if self.sync_batchnorm:  # in place: the optimizer keeps the same Parameters
+            model = SyncBatchNorm.convert_sync_batchnorm(model, self.comm)
         with self.running(together=(ModelMismatchError,)):
             return DistributedDataParallel(model, optimizer, comm=self.comm)
 

@@ -358,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "install \"nnbackend[mpi]\"); --batch-size is the global batch, "
                             "rank 0 prints and saves; with CuPy, rank r takes GPU r mod the "
                             "GPUs' count")
+    train.add_argument("--sync-batchnorm", action="store_true",
+                       help="with --distributed: batch normalisation over the global batch "
+                            "(SyncBatchNorm; the run then equals one process on --batch-size) "
+                            "instead of each rank's own rows")
 
     generate = commands.add_parser(
         "generate", help="sample text from a language model checkpoint (--dataset pydoc)")
@@ -846,7 +850,10 @@ def _start_job(args: argparse.Namespace) -> Any:
     r mod the GPUs' count). Not launched by MPI is a usage error saying how to launch."""
     from ._cli_job import Job
 
+    sync = bool(getattr(args, "sync_batchnorm", False))
     if not getattr(args, "distributed", False):
+        if sync:
+            raise _UsageError("argument --sync-batchnorm: only with --distributed")
         return Job(usage_error=_UsageError)
     from . import distributed as dist
 
@@ -857,7 +864,12 @@ def _start_job(args: argparse.Namespace) -> Any:
         raise _UsageError(msg)
     backend = _backend(args.backend)
     if backend.name != "cupy":
-        return Job(dist.init("mpi"), backend, usage_error=_UsageError)
+        comm = dist.init("mpi")
+        if comm.size > 1:  # ranks sharing cores each take their share of BLAS threads
+            from .bench.distributed import set_rank_threads
+
+            set_rank_threads(comm)
+        return Job(comm, backend, usage_error=_UsageError, sync_batchnorm=sync)
     request = args.backend or os.environ.get("NNBACKEND", "")
     if ":" in request:
         msg = (f"argument --backend: with --distributed every rank takes its own GPU (rank "
@@ -867,7 +879,8 @@ def _start_job(args: argparse.Namespace) -> Any:
 
     comm = dist.init("nccl")
     device = comm.device if isinstance(comm, dist.NCCLCommunicator) else None
-    return Job(comm, nb.get_backend("cupy", device=device), usage_error=_UsageError)
+    return Job(comm, nb.get_backend("cupy", device=device), usage_error=_UsageError,
+               sync_batchnorm=sync)
 
 
 # ------------------------------------------------------------------------------ text
