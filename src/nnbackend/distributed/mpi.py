@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,10 @@ def _query_library() -> bool:
             query.restype = ctypes.c_int
             return bool(query())
     return False
+
+
+_ABORT_GRACE_S = 0.2
+"""Seconds between writing a failing rank's message and MPI_Abort (see ``abort``)."""
 
 
 class MPICommunicator(Communicator):
@@ -256,6 +261,10 @@ class MPICommunicator(Communicator):
 
             sys.stdout.flush()
             sys.stderr.flush()
+        # MPI_Abort has the launcher kill every rank at once; Hydra can do so before it has
+        # forwarded the lines this rank just wrote (the error message was lost in about one
+        # launch in twenty here): a moment for them to reach the launcher first.
+        time.sleep(_ABORT_GRACE_S)
         self.comm.Abort(code)
         os._exit(code)  # not reached: MPI_Abort ends the process
 
