@@ -226,13 +226,22 @@ def test_with_gradient_clipping(case: Any) -> None:
     _assert_matches_eager(case, compiled, eager, steps=6)
 
 
-def test_a_last_partial_batch_compiles_once_more(case: Any) -> None:
-    compiled, eager = Run(case, "adam", rows=ROWS), Run(case, "adam", rows=ROWS)
-    step = compiled.compile()
-    compiled.train(range(3 * len(ROWS)))  # three epochs
-    eager.train(range(3 * len(ROWS)))
-    if step.kind != "eager":
-        assert step.traces == 2  # the full batches' program and the partial one's
+def _partial(runs: dict[Any, Any], case: Any) -> tuple[Run, Run]:
+    """A compiled and an eager run of three epochs whose last batch is partial (shared)."""
+    key = (case.id, "partial")
+    if key not in runs:
+        compiled, eager = Run(case, "adam", rows=ROWS), Run(case, "adam", rows=ROWS)
+        compiled.compile()
+        compiled.train(range(3 * len(ROWS)))
+        eager.train(range(3 * len(ROWS)))
+        runs[key] = (compiled, eager)
+    return runs[key]  # type: ignore[no-any-return]
+
+
+def test_a_last_partial_batch_compiles_once_more(case: Any, runs: dict[Any, Any]) -> None:
+    compiled, eager = _partial(runs, case)
+    if compiled.step.kind != "eager":
+        assert compiled.step.traces == 2  # the full batches' program and the partial one's
     _assert_matches_eager(case, compiled, eager, steps=3 * len(ROWS))
 
 
@@ -283,9 +292,7 @@ def test_no_tracer_is_left_in_a_cache_or_an_object(case: Any, runs: dict[Any, An
     import jax
 
     compiled = _pair(runs, case, "rmsprop")[0]
-    partial = Run(case, "adam", rows=ROWS)
-    partial.compile()
-    partial.train(range(len(ROWS) + 1))  # both shapes traced
+    partial = _partial(runs, case)[0]  # both shapes traced
     found = [where for where, value in _everything(compiled, partial)
              if isinstance(value, jax.core.Tracer)]
     assert found == []
@@ -365,44 +372,50 @@ def test_reload_takes_the_objects_state_again(case: Any) -> None:
 # -- checkpoints --------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory: Any) -> dict[str, tuple[Any, Any]]:
+    """Checkpoints after half the steps of a compiled and an eager run, by row."""
+    return {}
+
+
+def _checkpoints(halves: dict[str, tuple[Any, Any]], case: Any, tmp_path_factory: Any
+                 ) -> tuple[Any, Any]:
+    """(compiled run's checkpoint, eager run's checkpoint) after STEPS // 2 steps of Adam."""
+    if case.id not in halves:
+        folder = tmp_path_factory.mktemp(f"checkpoints-{case.id}")
+        compiled, eager = Run(case, "adam"), Run(case, "adam")
+        compiled.compile()
+        compiled.train(range(STEPS // 2))
+        eager.train(range(STEPS // 2))
+        compiled.save(folder / "compiled.npz")
+        eager.save(folder / "eager.npz")
+        halves[case.id] = (folder / "compiled.npz", folder / "eager.npz")
+    return halves[case.id]
+
+
 def test_a_compiled_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run(
-        case: Any, tmp_path: Any) -> None:
-    whole = Run(case, "adam", rows=ROWS)
-    whole.compile()
-    whole.train(range(12))
-    first = Run(case, "adam", rows=ROWS)
-    first.compile()
-    first.train(range(6))
-    first.save(tmp_path / "run.npz")
-    resumed = Run(case, "adam", rows=ROWS)  # fresh objects ...
-    resumed.load(tmp_path / "run.npz")
+        case: Any, runs: dict[Any, Any], halves: dict[str, Any], tmp_path_factory: Any) -> None:
+    whole = _pair(runs, case, "adam")[0]  # STEPS compiled steps in one go
+    resumed = Run(case, "adam")  # fresh objects ...
+    resumed.load(_checkpoints(halves, case, tmp_path_factory)[0])
     resumed.compile()  # ... and a new compiled step over them
-    resumed.train(range(6, 12))
+    resumed.train(range(STEPS // 2, STEPS))
     _assert_equal(resumed.arrays(), whole.arrays())
 
 
-def test_checkpoints_of_compiled_and_eager_runs_load_into_either(case: Any,
-                                                                 tmp_path: Any) -> None:
-    eager_whole, compiled_whole = Run(case, "adam"), Run(case, "adam")
-    compiled_whole.compile()
-    eager_whole.train(range(10))
-    compiled_whole.train(range(10))
-    eager_half, compiled_half = Run(case, "adam"), Run(case, "adam")
-    compiled_half.compile()
-    eager_half.train(range(5))
-    compiled_half.train(range(5))
-    eager_half.save(tmp_path / "eager.npz")
-    compiled_half.save(tmp_path / "compiled.npz")
-
+def test_checkpoints_of_compiled_and_eager_runs_load_into_either(
+        case: Any, runs: dict[Any, Any], halves: dict[str, Any], tmp_path_factory: Any) -> None:
+    compiled_whole, eager_whole = _pair(runs, case, "adam")[:2]
+    from_compiled, from_eager = _checkpoints(halves, case, tmp_path_factory)
     eager_then_compiled = Run(case, "adam")
-    eager_then_compiled.load(tmp_path / "eager.npz")
+    eager_then_compiled.load(from_eager)
     eager_then_compiled.compile()
-    eager_then_compiled.train(range(5, 10))
+    eager_then_compiled.train(range(STEPS // 2, STEPS))
     compiled_then_eager = Run(case, "adam")
-    compiled_then_eager.load(tmp_path / "compiled.npz")
-    compiled_then_eager.train(range(5, 10))
-    _assert_matches_eager(case, eager_then_compiled, eager_whole, steps=10)
-    _assert_matches_eager(case, compiled_whole, compiled_then_eager, steps=10)
+    compiled_then_eager.load(from_compiled)
+    compiled_then_eager.train(range(STEPS // 2, STEPS))
+    _assert_matches_eager(case, eager_then_compiled, eager_whole, steps=STEPS)
+    _assert_matches_eager(case, compiled_whole, compiled_then_eager, steps=STEPS)
 
 
 # -- the dispatch and the arguments ------------------------------------------------------------
