@@ -37,13 +37,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._checks import check_nonnegative
 from .._libraries import library_of
 from .._typing import Array
 from ..layers.module import Module
 from ..optim.optimizer import Optimizer
 from ..state import _scalar_backend
-from .base import CompiledStep
+from .base import CompiledStep, check_arguments
 from .eager import EagerStep
 from .jax import JaxStep
 
@@ -93,25 +92,7 @@ def compile_step(
         spans several devices, or ``clip_grad_norm`` is negative.
     """
     where = "compile_step"
-    if not isinstance(model, Module):
-        msg = f"{where}: model must be a Module, got {type(model).__name__}"
-        raise TypeError(msg)
-    if not callable(loss_fn):
-        msg = f"{where}: loss_fn must be callable, got {type(loss_fn).__name__}"
-        raise TypeError(msg)
-    if not isinstance(optimizer, Optimizer):
-        msg = f"{where}: optimizer must be an Optimizer, got {type(optimizer).__name__}"
-        raise TypeError(msg)
-    own = {id(p) for p in model.parameters()}
-    foreign = [i for i, p in enumerate(optimizer.params) if id(p) not in own]
-    if foreign:
-        msg = (
-            f"{where}: {type(optimizer).__name__} holds {optimizer.params[foreign[0]]!r} "
-            f"(params[{foreign[0]}]), which is not a parameter of the model"
-        )
-        raise ValueError(msg)
-    if clip_grad_norm is not None:
-        clip_grad_norm = check_nonnegative(clip_grad_norm, caller=where, name="clip_grad_norm")
+    clip_grad_norm = check_arguments(model, loss_fn, optimizer, clip_grad_norm, where=where)
     if not isinstance(donate, bool):
         msg = f"{where}: donate must be a bool, got {donate!r}"
         raise TypeError(msg)

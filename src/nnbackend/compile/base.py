@@ -16,11 +16,14 @@ it back into the model and optimizer on :meth:`CompiledStep.write_back`.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from .._checks import check_nonnegative
 from .._typing import Array
+from ..layers.module import Module
+from ..optim.optimizer import Optimizer
 
-__all__ = ["CompiledStep"]
+__all__ = ["CompiledStep", "check_arguments"]
 
 
 @runtime_checkable
@@ -68,3 +71,30 @@ class CompiledStep(Protocol):
         to them). A learning rate set between calls (by a schedule) needs no reload: every
         call reads each parameter group's ``lr``."""
         ...
+
+
+def check_arguments(model: Any, loss_fn: Any, optimizer: Any, clip_grad_norm: Any, *,
+                    where: str) -> float | None:
+    """Refuse what no kind of step can run: not a Module, a callable loss and an Optimizer over
+    the model's own parameters, or a negative clipping bound. Returns the bound (a float) or
+    None."""
+    if not isinstance(model, Module):
+        msg = f"{where}: model must be a Module, got {type(model).__name__}"
+        raise TypeError(msg)
+    if not callable(loss_fn):
+        msg = f"{where}: loss_fn must be callable, got {type(loss_fn).__name__}"
+        raise TypeError(msg)
+    if not isinstance(optimizer, Optimizer):
+        msg = f"{where}: optimizer must be an Optimizer, got {type(optimizer).__name__}"
+        raise TypeError(msg)
+    own = {id(p) for p in model.parameters()}
+    foreign = [i for i, p in enumerate(optimizer.params) if id(p) not in own]
+    if foreign:
+        msg = (
+            f"{where}: {type(optimizer).__name__} holds {optimizer.params[foreign[0]]!r} "
+            f"(params[{foreign[0]}]), which is not a parameter of the model"
+        )
+        raise ValueError(msg)
+    if clip_grad_norm is None:
+        return None
+    return check_nonnegative(clip_grad_norm, caller=where, name="clip_grad_norm")

@@ -68,6 +68,7 @@ from ..state import (
     load_training_state,
     training_state,
 )
+from .base import check_arguments
 
 __all__ = ["JaxStep"]
 
@@ -121,6 +122,7 @@ class JaxStep:
                  optimizer: Optimizer, *, clip_grad_norm: float | None = None,
                  donate: bool = True) -> None:
         where = "JaxStep"
+        clip_grad_norm = check_arguments(model, loss_fn, optimizer, clip_grad_norm, where=where)
         be = _scalar_backend(model, where=where)
         if be.name != "jax":
             msg = f"{where}: the model's arrays are on {be.name}, not JAX; use compile_step"
@@ -141,18 +143,18 @@ class JaxStep:
             + " and the optimizer update compiled into one XLA program"
             + (" (state buffers donated)" if donate else "")
         )
-        self._groups: list[ParamGroup] = list(optimizer.param_groups)
-        self._lr_keys = [f"optim/param_groups/{g}/lr" for g in range(len(self._groups))]
         self._lr_dtype = _scalar_float(be)
-        self._lr_values: list[Any] = [None] * len(self._groups)
-        self._lr_arrays: list[Array] = []
+        self._groups: list[ParamGroup] = []
+        self._lr_keys: list[str] = []
+        self._lr_values: list[Any] = []  # each group's lr as last seen (compared by identity)
+        self._lr_arrays: list[Array] = []  # and as the program's input
         self._programs: dict[tuple[tuple[str, ...], bool], _Program] = {}
         self._out_keys: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
         self._trace_start = 0.0
         self._keys: tuple[str, ...] = ()
         self._leaves: tuple[Array, ...] = ()
         self._training = model.training
-        self._program: _Program = self._select()
+        self._program: _Program
         self.reload()
 
     # ------------------------------------------------------------------ the protocol
@@ -185,12 +187,19 @@ class JaxStep:
         """Take the objects' state again (copies: the objects keep theirs): after a checkpoint
         load, or any eager change to the model or optimizer. A state of other keys (another
         optimizer state form) selects, and first traces, another program."""
+        groups = list(self.optimizer.param_groups)
+        lr_keys = [f"optim/param_groups/{g}/lr" for g in range(len(groups))]
         state = _initial_state(self.model, self.optimizer)
-        for key in self._lr_keys:
+        for key in lr_keys:
             del state[key]
         keys = tuple(state)
         leaves = tuple(self._copy(v) for v in state.values())  # own buffers, to donate
-        if keys != self._keys:
+        if keys != self._keys or len(groups) != len(self._groups) or any(
+                a is not b for a, b in zip(groups, self._groups, strict=True)):
+            self._groups, self._lr_keys = groups, lr_keys
+            self._lr_values, self._lr_arrays = [None] * len(groups), []
+            for g, group in enumerate(groups):
+                self._set_lr(g, group.settings["lr"])
             self._keys = keys
             self._program = self._select()
         self._leaves = leaves
@@ -208,9 +217,10 @@ class JaxStep:
         value: a call compares the group's ``lr`` with the last one by identity only)."""
         value = lr if isinstance(lr, int | float) else float(to_numpy(lr))
         array = self.backend.xp.asarray(value, dtype=self._lr_dtype)
-        if len(self._lr_arrays) <= g:
-            self._lr_arrays.extend([array] * (g + 1 - len(self._lr_arrays)))
-        self._lr_arrays[g] = array
+        if g == len(self._lr_arrays):
+            self._lr_arrays.append(array)
+        else:
+            self._lr_arrays[g] = array
         self._lr_values[g] = lr
 
     def _traced(self) -> None:
