@@ -434,6 +434,11 @@ def test_arguments_are_checked(case: Any) -> None:
         nb.compile_step(run.model, run.loss, other.opt)
     with pytest.raises(ValueError, match="clip_grad_norm"):
         nb.compile_step(run.model, run.loss, run.opt, clip_grad_norm=-1.0)
+    with pytest.raises(TypeError, match="JaxStep: model must be a Module"):
+        JaxStep(run.opt, run.loss, run.opt)  # type: ignore[arg-type]
+    if case.backend.name != "jax":
+        with pytest.raises(ValueError, match=f"on {case.backend.name}, not JAX"):
+            JaxStep(run.model, run.loss, run.opt)
 
 
 def test_the_eager_step_says_so_once_per_backend(case: Any, caplog: Any,
