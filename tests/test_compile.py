@@ -353,6 +353,21 @@ def test_the_objects_keep_their_state_until_write_back(case: Any) -> None:
     assert run.opt.state[0]["step"] == 2
 
 
+def test_without_donation_the_previous_state_stays_readable(case: Any) -> None:
+    if case.backend.name != "jax":
+        pytest.skip("buffer donation is jax.jit's")
+    kept, donated = Run(case, "momentum"), Run(case, "momentum")
+    kept.step = nb.compile_step(kept.model, kept.loss, kept.opt, donate=False)
+    donated.compile()
+    first, given = kept.step.state, donated.step.state
+    kept.train(range(3))
+    donated.train(range(3))
+    assert "donated" in donated.step.note and "donated" not in kept.step.note
+    assert np.isfinite(nb.to_numpy(first["model/0.weight"])).all()  # not deleted
+    assert given["model/0.weight"].is_deleted()  # updated in place by XLA
+    _assert_equal(kept.arrays(), donated.arrays())
+
+
 def test_reload_takes_the_objects_state_again(case: Any) -> None:
     """Two compiled steps, one eager step on the objects in between (write_back, eager step,
     reload): the same as three eager steps."""
