@@ -148,8 +148,9 @@ class DistributedDataParallel(Module):
         self.last_global_batch = 0
         self._sync = True
         self.training = module.training
-        _check_sync_batch_norms(module, comm)
+        module.arena()  # the parameters packed: one flat gradient buffer to all-reduce
         check_same_model(module, optimizer, comm)
+        _bind_sync_batch_norms(module, comm)
         from ..random import set_replicas
 
         set_replicas(module, comm.rank)
@@ -157,14 +158,16 @@ class DistributedDataParallel(Module):
 
     # ---------------------------------------------------------------- state
 
-    def broadcast_state(self, optimizer: Any = None) -> None:
+    def broadcast_state(self, optimizer: Any = None, schedulers: Sequence[Any] = ()) -> None:
         """Make every rank hold rank 0's parameters, buffers, extra state (random stream
-        counters) and, given ``optimizer``, its state: at the start, and after rank 0 (or every
-        rank) loaded a checkpoint."""
+        counters) and, given ``optimizer`` and ``schedulers``, their state (hyperparameters
+        and learning rates included): at the start, and after rank 0 (or every rank) loaded a
+        checkpoint. Schedules are not known to the constructor: pass them here after loading
+        their state on rank 0 only (or load it on every rank)."""
         comm, module = self.comm, self.module
         if comm.size == 1:
             return
-        for chunk, loose in _parameter_buckets(module.parameters(), comm, values=True):
+        for chunk, loose in _parameter_buckets(module.parameters(), values=True):
             if chunk is not None:
                 comm.broadcast([chunk.data])
             else:
@@ -177,6 +180,10 @@ class DistributedDataParallel(Module):
             state = comm.broadcast_object(optimizer.state_dict() if comm.is_root else None)
             if not comm.is_root:
                 optimizer.load_state_dict(state)
+        for schedule in schedulers:
+            saved = comm.broadcast_object(schedule.state_dict() if comm.is_root else None)
+            if not comm.is_root:
+                schedule.load_state_dict(saved)
 
     # ---------------------------------------------------------------- the protocol
 
@@ -249,13 +256,15 @@ class DistributedDataParallel(Module):
                     "find_unused_parameters=True when some parameters take no part in a step, "
                     "or freeze them (requires_grad_(False))"
                 )
+                # raised on this rank alone, as PyTorch DDP's error: the others then wait in
+                # the all-reduce until the abort hook of nnbackend.distributed.init ends the job
                 raise RuntimeError(msg)
             wanted = used
         reduced = [p for p, w in zip(params, wanted, strict=True) if w]
         for p, u, w in zip(params, used, wanted, strict=True):
             if w and not u:
                 _zero_grad_of(p)
-        for chunk, loose in _parameter_buckets(reduced, comm, values=False):
+        for chunk, loose in _parameter_buckets(reduced, values=False):
             if chunk is not None:
                 out = comm.all_reduce([chunk.grad])[0]
                 if out is not chunk.grad:
@@ -291,7 +300,7 @@ def _zero_grad_of(p: Parameter) -> None:
         p.grad = xp.zeros_like(p.data)
 
 
-def _parameter_buckets(params: Sequence[Parameter], comm: Communicator, *, values: bool
+def _parameter_buckets(params: Sequence[Parameter], *, values: bool
                        ) -> list[tuple[Any, list[Parameter]]]:
     """The collective calls that cover ``params``: ``(chunk, [])`` for a chunk of the arena
     whose flat buffer holds them (one call for the whole buffer), ``(None, loose)`` for the
@@ -309,7 +318,6 @@ def _parameter_buckets(params: Sequence[Parameter], comm: Communicator, *, value
             continue
         xp = namespace_of(p.data)
         loose.setdefault((id(xp), dtype_name(p.data.dtype)), []).append(p)
-    del comm
     return [(c, []) for c in chunks.values()] + [(None, group) for group in loose.values()]
 
 
@@ -372,35 +380,50 @@ def _broadcast_buffers(module: Module, comm: Communicator) -> None:
 # ------------------------------------------------------------------------------ model checks
 
 
-def _check_sync_batch_norms(module: Module, comm: Communicator) -> None:
-    """A SyncBatchNorm must sum over the wrapper's group (its own ``comm``, or None: the job's)."""
+def _sync_batch_norms(module: Module) -> list[tuple[str, Any]]:
     from ..layers.normalization import SyncBatchNorm
 
-    for name, m in module.named_modules():
-        if isinstance(m, SyncBatchNorm) and m.comm is not None and m.comm is not comm:
-            msg = (f"DistributedDataParallel: SyncBatchNorm {name or '<root>'} sums over "
-                   f"{m.comm!r}, not over this wrapper's {comm!r}; convert it with "
-                   "SyncBatchNorm.convert_sync_batchnorm(model, comm) of the same communicator")
-            raise ValueError(msg)
+    return [(name or "<root>", m) for name, m in module.named_modules()
+            if isinstance(m, SyncBatchNorm)]
 
 
-def fingerprint(module: Module, optimizer: Any = None) -> dict[str, Any]:
+def _bind_sync_batch_norms(module: Module, comm: Communicator) -> None:
+    """Every SyncBatchNorm sums over the wrapper's group: one without a communicator of its
+    own is given it (else it would sum over the job's world, another group than a wrapper's
+    sub-communicator or a LocalGroup's)."""
+    for _, m in _sync_batch_norms(module):
+        if m.comm is None:
+            m.comm = comm
+
+
+def fingerprint(module: Module, optimizer: Any = None, comm: Communicator | None = None
+                ) -> dict[str, Any]:
     """What must agree between the ranks: backend, the module tree, every parameter's and
     buffer's name, shape and dtype, and the optimizer's type and hyperparameters."""
     ref = module._reference_array()
     backend = None if ref is None else backend_of(ref).name
+    groups = getattr(optimizer, "param_groups", ())
     return {
         "backend": backend,
-        "modules": [f"{name or '<root>'}: {type(m).__name__}" for name, m in
-                    module.named_modules()],
+        "modules": [f"{name or '<root>'}: {type(m).__name__}({m.extra_repr()})"
+                    for name, m in module.named_modules()],
         "parameters": [f"{name} {tuple(p.shape)} {dtype_name(p.dtype)}"
+                       f"{'' if p.requires_grad else ' frozen'}"
                        for name, p in module.named_parameters()],
         "buffers": [f"{name} {tuple(b.shape)} {dtype_name(b.dtype)}"
                     for name, b in module.named_buffers()],
+        # what the collectives move: each chunk's length, and the parameters outside any
+        "buckets": [("chunk", int(chunk.data.shape[0])) if chunk is not None
+                    else ("loose", len(loose))
+                    for chunk, loose in _parameter_buckets(module.parameters(), values=True)],
+        "sync_batch_norms": [f"{name}: " + ("the job's" if m.comm is None else
+                                            "this group's" if m.comm is comm else "another's")
+                             for name, m in _sync_batch_norms(module)],
+        # the optimizer's type and layout; its values (a resumed rank 0's learning rate) are
+        # broadcast, not compared
         "optimizer": None if optimizer is None else {
             "type": type(optimizer).__name__,
-            "hyperparameters": repr(sorted(optimizer.hyperparameters().items())),
-            "parameters": len(getattr(optimizer, "params", ())),
+            "groups": [len(g.params) for g in groups],
         },
     }
 
@@ -408,7 +431,7 @@ def fingerprint(module: Module, optimizer: Any = None) -> dict[str, Any]:
 def check_same_model(module: Module, optimizer: Any, comm: Communicator) -> None:
     """Raise :class:`ModelMismatchError` on every rank when any rank's :func:`fingerprint`
     differs from rank 0's (one all-gather; every rank decides alike, so none is left waiting)."""
-    prints = comm.all_gather_object(fingerprint(module, optimizer))
+    prints = comm.all_gather_object(fingerprint(module, optimizer, comm))
     reference = prints[0]
     for rank, other in enumerate(prints[1:], start=1):
         difference = _first_difference(reference, other)
@@ -417,6 +440,12 @@ def check_same_model(module: Module, optimizer: Any, comm: Communicator) -> None
                    f"{difference} (every rank must build the same model on the same backend "
                    "and dtype, with the same optimizer)")
             raise ModelMismatchError(msg)
+    foreign = [entry for entry in reference["sync_batch_norms"] if entry.endswith("another's")]
+    if foreign:  # the same on every rank (the fingerprints agree): all raise together
+        msg = (f"DistributedDataParallel: SyncBatchNorm {foreign[0].split(':')[0]} sums over "
+               "another communicator than this wrapper's; convert the model with "
+               "SyncBatchNorm.convert_sync_batchnorm(model, comm) of the wrapper's comm")
+        raise ValueError(msg)
 
 
 def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
