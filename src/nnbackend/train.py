@@ -313,9 +313,11 @@ def _as_batches(data: Any, model: Module, *, batch_size: int, shuffle: bool, see
         from .data import batches
 
         ref = model._reference_array()
+        comm = _group_of(model)  # a data-parallel model: this rank's shard of each batch
+        shard = {} if comm is None else {"rank": comm.rank, "world_size": comm.size}
         return batches(
             data[0], data[1], batch_size=batch_size, shuffle=shuffle, seed=seed,
-            backend=model.backend, dtype=None if ref is None else ref.dtype,
+            backend=model.backend, dtype=None if ref is None else ref.dtype, **shard,
         )
     if isinstance(data, Iterator):
         msg = (
@@ -584,17 +586,13 @@ def _read_window(
     """
     values = to_numpy(xp.stack(losses)).astype(np.float64)
     bad = _first_non_finite(values)
-    if comm is not None:
-        flags = np.zeros(comm.size, dtype=np.int64)
-        flags[comm.rank] = 0 if bad is None else bad + 1
-        flags = comm.all_reduce_host(flags)
-        failed = [r for r in range(comm.size) if flags[r]]
-        if failed and bad is None:
-            step = first_step + int(flags[failed[0]]) - 1
-            msg = (f"the training loss became non-finite on rank {failed[0]} at epoch {epoch}, "
-                   f"step {step} (lower the learning rate, check the inputs for NaN/inf, or "
-                   "the labels' range)")
-            raise NonFiniteLossError(msg)
+    failed = _non_finite_elsewhere(comm, bad)
+    if failed is not None:
+        rank, where = failed
+        msg = (f"the training loss became non-finite on rank {rank} at epoch {epoch}, "
+               f"step {first_step + where} (lower the learning rate, check the inputs for "
+               "NaN/inf, or the labels' range)")
+        raise NonFiniteLossError(msg)
     if bad is not None:
         msg = (
             f"the training loss became {values[bad]} at epoch {epoch}, step {first_step + bad} "
@@ -602,6 +600,21 @@ def _read_window(
         )
         raise NonFiniteLossError(msg)
     return float(values @ np.asarray(weights, dtype=np.float64))
+
+
+def _non_finite_elsewhere(comm: Any, bad: int | None) -> tuple[int, int] | None:
+    """In a data-parallel run, tell every rank where any rank's values went non-finite (one
+    host all-reduce of a flag per rank, so that all of them stop together): ``(rank, index)``
+    of the first rank that failed when this one did not, else None."""
+    if comm is None:
+        return None
+    flags = np.zeros(comm.size, dtype=np.int64)
+    flags[comm.rank] = 0 if bad is None else bad + 1
+    flags = comm.all_reduce_host(flags)
+    failed = [r for r in range(comm.size) if flags[r]]
+    if not failed or bad is not None:
+        return None
+    return failed[0], int(flags[failed[0]]) - 1
 
 
 def _first_non_finite(values: np.ndarray) -> int | None:
@@ -693,14 +706,12 @@ def _total_loss(losses: list[Array], sizes: list[int], mean_loss: bool, comm: An
     data-parallel run, which learn of it through one host all-reduce)."""
     values = to_numpy(array_namespace(losses[0]).stack(losses)).astype(np.float64)
     bad = _first_non_finite(values)
-    if comm is not None:
-        flags = np.zeros(comm.size, dtype=np.int64)
-        flags[comm.rank] = 0 if bad is None else 1
-        failed = [r for r, f in enumerate(comm.all_reduce_host(flags)) if f]
-        if failed and bad is None:
-            msg = (f"evaluate: the loss is non-finite on rank {failed[0]}'s shard; check the "
-                   "inputs for NaN/inf, the parameters, or the labels' range")
-            raise NonFiniteLossError(msg)
+    failed = _non_finite_elsewhere(comm, bad)
+    if failed is not None:
+        msg = (f"evaluate: the loss is non-finite on rank {failed[0]}'s shard (its batch "
+               f"{failed[1] + 1}); check the inputs for NaN/inf, the parameters, or the "
+               "labels' range")
+        raise NonFiniteLossError(msg)
     if bad is not None:
         first = sum(sizes[:bad])
         msg = (
