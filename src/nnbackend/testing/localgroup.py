@@ -29,7 +29,8 @@ import numpy as np
 
 from .._checks import namespace_of
 from .._typing import Array
-from ..distributed.comm import Communicator, store_into
+from ..backend import dtype_name
+from ..distributed.comm import Communicator, _check_root, store_into
 
 __all__ = ["LocalAbort", "LocalCommunicator", "LocalGroup"]
 
@@ -46,6 +47,7 @@ class _Shared:
         self.barrier = threading.Barrier(size, timeout=timeout)
         self.slots: list[Any] = [None] * size
         self.aborted: int | None = None
+        self.failure: str | None = None  # why the group failed, when a rank knows
 
 
 class LocalCommunicator(Communicator):
@@ -58,19 +60,35 @@ class LocalCommunicator(Communicator):
         self._shared = shared
         self.log: list[tuple[str, int]] = []  # (collective, bytes): the call sequence
 
-    def _exchange(self, item: Any) -> list[Any]:
-        """Every rank's ``item``, in rank order, once all have deposited theirs."""
+    def _exchange(self, item: Any, signature: tuple[Any, ...]) -> list[Any]:
+        """Every rank's ``item``, in rank order, once all have deposited theirs.
+
+        ``signature`` (the collective, its root, the arrays' shapes and dtypes) must be the
+        same on every rank, as MPI and NCCL require: ranks that call different collectives,
+        or pass other shapes, fail here with both signatures instead of summing by
+        broadcasting or getting out of step.
+        """
         shared = self._shared
-        shared.slots[self.rank] = item
+        shared.slots[self.rank] = (signature, item)
         self._wait()
-        items = list(shared.slots)
+        deposited = list(shared.slots)
+        # checked before the next wait: every rank reads the same deposits and fails alike,
+        # none of them inside a barrier another one broke
+        for rank, (other, _) in enumerate(deposited):
+            if other != deposited[0][0]:
+                msg = (f"LocalGroup: the ranks called different collectives: rank 0 "
+                       f"{deposited[0][0]}, rank {rank} {other}")
+                shared.failure = msg  # for a rank that finds the barrier broken first
+                raise LocalAbort(msg)
         self._wait()  # nobody deposits the next item before everyone has read this one
-        return items
+        return [item for _, item in deposited]
 
     def _wait(self) -> None:
         try:
             self._shared.barrier.wait()
         except threading.BrokenBarrierError:
+            if self._shared.failure is not None:
+                raise LocalAbort(self._shared.failure) from None
             code = self._shared.aborted
             msg = (f"LocalGroup: rank {self.rank} left a collective: another rank "
                    + ("aborted" if code is not None else "failed or timed out"))
@@ -78,7 +96,7 @@ class LocalCommunicator(Communicator):
 
     def _all_reduce(self, arrays: list[Array]) -> list[Array]:
         self.log.append(("all_reduce", len(arrays)))
-        everyone = self._exchange(arrays)
+        everyone = self._exchange(arrays, ("all_reduce", *_shapes(arrays)))
         totals = []
         for i in range(len(arrays)):
             total = everyone[0][i]
@@ -89,11 +107,9 @@ class LocalCommunicator(Communicator):
         return [store_into(a, t) for a, t in zip(arrays, totals, strict=True)]
 
     def _broadcast(self, arrays: list[Array], root: int) -> list[Array]:
-        if not 0 <= root < self.size:
-            msg = f"broadcast: root {root} is not a rank of this group (0..{self.size - 1})"
-            raise ValueError(msg)
+        _check_root(root, self.size)
         self.log.append(("broadcast", len(arrays)))
-        everyone = self._exchange(arrays)
+        everyone = self._exchange(arrays, ("broadcast", root, *_shapes(arrays)))
         copies = [namespace_of(a).asarray(a, copy=True) for a in everyone[root]]
         self._wait()
         if self.rank == root:
@@ -102,7 +118,8 @@ class LocalCommunicator(Communicator):
 
     def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         self.log.append(("all_reduce_host", int(np.asarray(values).size)))
-        everyone = self._exchange(np.array(values, copy=True))
+        host = np.array(values, copy=True)
+        everyone = self._exchange(host, ("all_reduce_host", host.shape, str(host.dtype)))
         total: np.ndarray = everyone[0].copy()
         for other in everyone[1:]:
             total = total + other
@@ -110,16 +127,18 @@ class LocalCommunicator(Communicator):
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
         self.log.append(("broadcast_object", root))
-        everyone = self._exchange(pickle.dumps(obj) if self.rank == root else None)
+        everyone = self._exchange(pickle.dumps(obj) if self.rank == root else None,
+                                  ("broadcast_object", root))
         return obj if self.rank == root else pickle.loads(everyone[root])
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         self.log.append(("all_gather_object", 0))
-        return [pickle.loads(b) for b in self._exchange(pickle.dumps(obj))]
+        return [pickle.loads(b) for b in self._exchange(pickle.dumps(obj),
+                                                         ("all_gather_object",))]
 
     def barrier(self) -> None:
         self.log.append(("barrier", 0))
-        self._wait()
+        self._exchange(None, ("barrier",))
 
     def abort(self, code: int = 1) -> None:
         self._shared.aborted = code
@@ -185,3 +204,7 @@ class LocalGroup:
         if aborts:
             raise aborts[0]
         return results
+
+
+def _shapes(arrays: Sequence[Array]) -> list[tuple[tuple[int, ...], str]]:
+    return [(tuple(int(d) for d in a.shape), dtype_name(a.dtype)) for a in arrays]
