@@ -77,7 +77,8 @@ class Job:
         The exception class of the command's usage errors (exit status 2).
     sync_batchnorm : bool
         Give the model :class:`~nnbackend.SyncBatchNorm` layers in :meth:`wrap`: batch
-        statistics of the global batch, so the run is one process's on the global batch.
+        statistics of the global batch, as one process on it has (dropout masks stay per
+        rank).
     """
 
     comm: Any = None
@@ -87,8 +88,11 @@ class Job:
 
     def __post_init__(self) -> None:
         if not self.is_root:
-            # every rank would warn alike (a batch left out, ...): rank 0's is the one output
-            warnings.simplefilter("ignore")
+            # every rank warns alike of a batch left out: rank 0's is the one output (other
+            # warnings, which may be a rank's own, still show)
+            from .data import DroppedBatchWarning
+
+            warnings.simplefilter("ignore", DroppedBatchWarning)
 
     @property
     def rank(self) -> int:

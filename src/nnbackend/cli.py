@@ -360,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "GPUs' count")
     train.add_argument("--sync-batchnorm", action="store_true",
                        help="with --distributed: batch normalisation over the global batch "
-                            "(SyncBatchNorm; the run then equals one process on --batch-size) "
-                            "instead of each rank's own rows")
+                            "(SyncBatchNorm, as one process on --batch-size normalises) instead "
+                            "of each rank's own rows; dropout masks stay each rank's own. A "
+                            "checkpoint keeps its SyncBatchNorm layers when resumed")
 
     generate = commands.add_parser(
         "generate", help="sample text from a language model checkpoint (--dataset pydoc)")
@@ -837,9 +838,10 @@ def _ranks(job: Any) -> str:
 def _eval_batch(n: int, ranks: int) -> int:
     """The global batch of the evaluation: 1,024 rows a rank, grown (by as little as needed)
     where the last batch would have fewer rows than ranks and be left out: every test sample
-    counts once, as in one process."""
+    counts once, as in one process. Fewer rows than ranks: ``batches`` refuses them, saying so
+    (no batch size can give every rank a row)."""
     size = 1024 * ranks
-    while 0 < n % size < ranks:
+    while n >= ranks and 0 < n % size < ranks:
         size += 1
     return size
 
