@@ -268,7 +268,7 @@ def test_models_that_differ_between_ranks_are_refused_in_one_line(tmp_path: Path
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, done.stderr
     assert errors[0].startswith("nnbackend: error: DistributedDataParallel: rank 1's model "
-                                "differs from rank 0's: parameters")
+                                "differs from rank 0's: modules")
     assert done.stdout == ""
 
 
@@ -311,8 +311,11 @@ def test_a_rank_that_fails_while_training_ends_the_job(tmp_path: Path) -> None:
     assert error.endswith("(rank 0 of 2; ending the job)"), done.stderr
 
 
-def test_sync_batchnorm_normalises_over_the_global_batch_and_its_checkpoint_loads_alone(
+def test_sync_batchnorm_trains_sync_batch_norms_whose_checkpoint_loads_alone(
         tmp_path: Path) -> None:
+    # (that SyncBatchNorm over the ranks equals one process on the global batch is checked
+    # on a CNN without dropout in tests/test_distributed_mpi_training.py; the command's CNN
+    # draws each rank's own dropout masks)
     ckpt = tmp_path / "cnn.npz"
     done = _launch(["--model", "cnn", "--dataset", "digits", "--backend", "numpy", "--hidden",
                     "8", "--epochs", "1", "--batch-size", "128", "--sync-batchnorm",

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +76,14 @@ def test_models_that_differ_between_ranks_are_refused_on_every_rank(launch: dict
         assert all(m == messages[0] for m in messages), entry
         assert messages[0] is not None and "rank 1's model differs from rank 0's" in messages[0]
     width, dtype = launch["mismatches"]
-    assert "(8, 6)" in width["messages"][0] and "(9, 6)" in width["messages"][0]
+    assert "Linear(6→8)" in width["messages"][0] and "Linear(6→9)" in width["messages"][0]
     assert "float64" in dtype["messages"][0] and "float32" in dtype["messages"][0]
 
 
 def test_a_rank_that_raises_in_training_ends_the_job() -> None:
-    start = time.perf_counter()
+    # the bound as the launch's timeout (a job that hangs fails the test): measured
+    # 1.3 s here, imports included
     done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(SCENARIOS / "failing.py")],
-                          env=_env(), capture_output=True, text=True, timeout=60, check=False)
-    elapsed = time.perf_counter() - start
+                          env=_env(), capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode != 0
     assert "rank 1 fails after epoch 2" in done.stderr
-    assert elapsed < 30, elapsed  # measured: 1.3 s here, imports included
