@@ -63,8 +63,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..backend import dtype_name, get_backend
+from ..backend import get_backend
+from ..data import shard_bounds
 from ..distributed import Communicator, DistributedDataParallel
+from ..distributed.comm import itemsize
 from ..losses import CrossEntropyLoss
 from ..optim import Adam
 from .convspecs import ConvSpec, build_conv_model, make_conv_data
@@ -179,20 +181,11 @@ def gradient_bytes(module: Any) -> int:
     whole (the 64-byte alignment padding between slots included), plus the parameters outside
     any chunk (namespaces without views), Σ size × itemsize."""
     arena = module.arena()
-    total = sum(int(c.grad.shape[0]) * _itemsize(c.grad) for c in arena)
+    total = sum(int(c.grad.shape[0]) * itemsize(c.grad) for c in arena)
     for p in module.parameters():
         if p.requires_grad and p not in arena:
-            total += int(np.prod(p.shape)) * _itemsize(p.data)
+            total += int(np.prod(p.shape)) * itemsize(p.data)
     return total
-
-
-def _itemsize(a: Any) -> int:
-    return int(np.dtype(dtype_name(a.dtype)).itemsize)
-
-
-def _shard(rows: int, comm: Communicator) -> tuple[int, int]:
-    """This rank's rows [⌊r·B/N⌋, ⌊(r+1)·B/N⌋) of a global batch of B rows."""
-    return comm.rank * rows // comm.size, (comm.rank + 1) * rows // comm.size
 
 
 def build_ddp_workload(target: Target, spec: MLPSpec | ConvSpec, comm: Communicator, *,
@@ -212,7 +205,7 @@ def build_ddp_workload(target: Target, spec: MLPSpec | ConvSpec, comm: Communica
                f"smaller than the {comm.size} ranks (every rank needs a row)")
         raise ValueError(msg)
     be = get_backend(target.backend)
-    lo, hi = _shard(spec.batch, comm)
+    lo, hi = shard_bounds(spec.batch, comm.rank, comm.size)
     if isinstance(spec, MLPSpec):
         model = build_model(spec, be, seed=seed)
         x_host, aim_host = make_data(spec, seed=seed)

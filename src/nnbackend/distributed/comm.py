@@ -30,7 +30,7 @@ from .._checks import namespace_of
 from .._typing import Array
 from ..backend import supports_views
 
-__all__ = ["CommStats", "Communicator", "SingleProcess", "store_into"]
+__all__ = ["CommStats", "Communicator", "SingleProcess", "check_root", "itemsize", "store_into"]
 
 
 @dataclass
@@ -157,14 +157,14 @@ class SingleProcess(Communicator):
         return arrays
 
     def _broadcast(self, arrays: list[Array], root: int) -> list[Array]:
-        _check_root(root, self.size)
+        check_root(root, self.size)
         return arrays
 
     def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         return np.array(values, copy=True)
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        _check_root(root, self.size)
+        check_root(root, self.size)
         return obj
 
     def all_gather_object(self, obj: Any) -> list[Any]:
@@ -197,11 +197,12 @@ def _nbytes(arrays: Sequence[Array]) -> int:
         n = 1
         for d in a.shape:
             n *= int(d)
-        total += n * _itemsize(a)
+        total += n * itemsize(a)
     return total
 
 
-def _itemsize(a: Array) -> int:
+def itemsize(a: Array) -> int:
+    """Bytes per element of ``a``, from its dtype (no transfer)."""
     xp = namespace_of(a)
     dtype = a.dtype
     if xp.isdtype(dtype, "bool"):
@@ -211,7 +212,8 @@ def _itemsize(a: Array) -> int:
     return int(xp.iinfo(dtype).bits) // 8
 
 
-def _check_root(root: int, size: int) -> None:
+def check_root(root: int, size: int) -> None:
+    """Refuse a broadcast root that is not a rank of a group of ``size``."""
     if not 0 <= root < size:
         msg = f"broadcast: root {root} is not a rank of this group (0..{size - 1})"
         raise ValueError(msg)

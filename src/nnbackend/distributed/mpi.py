@@ -45,7 +45,7 @@ import numpy as np
 
 from .._typing import Array
 from ..backend import Backend, backend_of, dtype_name
-from .comm import Communicator, _check_root, store_into
+from .comm import Communicator, check_root, store_into
 
 __all__ = ["CUDA_AWARE_ENV", "MPICommunicator", "cuda_aware_mpi", "import_mpi"]
 
@@ -162,7 +162,7 @@ class MPICommunicator(Communicator):
         return [self._reduce_one(a) for a in arrays]
 
     def _broadcast(self, arrays: list[Array], root: int) -> list[Array]:
-        _check_root(root, self.size)
+        check_root(root, self.size)
         return [self._broadcast_one(a, root) for a in arrays]
 
     def _reduce_one(self, a: Array) -> Array:
@@ -246,7 +246,7 @@ class MPICommunicator(Communicator):
         return out
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        _check_root(root, self.size)
+        check_root(root, self.size)
         return self.comm.bcast(obj, root=root)
 
     def all_gather_object(self, obj: Any) -> list[Any]:

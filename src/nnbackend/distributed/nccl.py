@@ -31,7 +31,7 @@ import numpy as np
 
 from .._typing import Array
 from ..backend import backend_of
-from .comm import Communicator, _check_root
+from .comm import Communicator, check_root
 from .mpi import MPICommunicator
 
 __all__ = ["NCCLCommunicator", "select_device"]
@@ -152,7 +152,7 @@ class NCCLCommunicator(Communicator):
         return arrays
 
     def _broadcast(self, arrays: list[Array], root: int) -> list[Array]:
-        _check_root(root, self.size)
+        check_root(root, self.size)
         for a in arrays:
             self._check(a, "broadcast")
         for a in arrays:

@@ -30,7 +30,7 @@ import numpy as np
 from .._checks import namespace_of
 from .._typing import Array
 from ..backend import dtype_name
-from ..distributed.comm import Communicator, _check_root, store_into
+from ..distributed.comm import Communicator, check_root, store_into
 
 __all__ = ["LocalAbort", "LocalCommunicator", "LocalGroup"]
 
@@ -107,7 +107,7 @@ class LocalCommunicator(Communicator):
         return [store_into(a, t) for a, t in zip(arrays, totals, strict=True)]
 
     def _broadcast(self, arrays: list[Array], root: int) -> list[Array]:
-        _check_root(root, self.size)
+        check_root(root, self.size)
         self.log.append(("broadcast", len(arrays)))
         everyone = self._exchange(arrays, ("broadcast", root, *_shapes(arrays)))
         copies = [namespace_of(a).asarray(a, copy=True) for a in everyone[root]]
