@@ -369,8 +369,9 @@ def test_without_donation_the_previous_state_stays_readable(case: Any) -> None:
 
 
 def test_reload_takes_the_objects_state_again(case: Any) -> None:
-    """Two compiled steps, one eager step on the objects in between (write_back, eager step,
-    reload): the same as three eager steps."""
+    """Compiled steps with eager steps on the objects in between (write_back, an eager step,
+    then reload(), or nothing: the next call notices the objects changed): the same as eager
+    steps throughout."""
     compiled, eager = Run(case, "rmsprop"), Run(case, "rmsprop")
     step = compiled.compile()
     compiled.train(range(2))
@@ -380,8 +381,13 @@ def test_reload_takes_the_objects_state_again(case: Any) -> None:
     compiled.step = step_was
     step.reload()
     compiled.train(range(3, 5))
-    eager.train(range(5))
-    _assert_matches_eager(case, compiled, eager, steps=5)
+    step.write_back()
+    compiled.step = None
+    compiled.train(range(5, 6))  # eagerly again: the next call notices by itself
+    compiled.step = step_was
+    compiled.train(range(6, 8))
+    eager.train(range(8))
+    _assert_matches_eager(case, compiled, eager, steps=8)
 
 
 # -- checkpoints --------------------------------------------------------------------------------
@@ -431,6 +437,30 @@ def test_checkpoints_of_compiled_and_eager_runs_load_into_either(
     compiled_then_eager.train(range(STEPS // 2, STEPS))
     _assert_matches_eager(case, eager_then_compiled, eager_whole, steps=STEPS)
     _assert_matches_eager(case, compiled_whole, compiled_then_eager, steps=STEPS)
+
+
+def test_a_checkpoint_loaded_into_the_objects_is_taken_by_the_next_call(
+        case: Any, runs: dict[Any, Any], halves: dict[str, Any], tmp_path_factory: Any) -> None:
+    """Loaded before any call: taken without reload(). Loaded after compiled steps not written
+    back: JaxStep refuses (either state could be meant) until reload() says which."""
+    whole = _pair(runs, case, "adam")[0]
+    from_compiled = _checkpoints(halves, case, tmp_path_factory)[0]
+    run = Run(case, "adam")
+    run.compile()
+    run.load(from_compiled)  # the objects change under the step: it takes them
+    run.train(range(STEPS // 2, STEPS))
+    _assert_equal(run.arrays(), whole.arrays())
+
+    again = Run(case, "adam")
+    again.compile()
+    again.train(range(2))
+    again.load(from_compiled)
+    if again.step.kind == "jax-jit":
+        with pytest.raises(RuntimeError, match=r"2 compiled step.*write_back.*reload"):
+            again.step(*again.batches[0])
+        again.step.reload()
+    again.train(range(STEPS // 2, STEPS))
+    _assert_equal(again.arrays(), whole.arrays())
 
 
 # -- the dispatch and the arguments ------------------------------------------------------------

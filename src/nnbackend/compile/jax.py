@@ -23,7 +23,11 @@ place instead of allocating a second copy of every parameter and moment. The pro
 traced state into the objects (:func:`~nnbackend.state.load_training_state`), runs the eager
 step on them and takes the new state out; after every trace the objects are put back exactly
 as they were (no tracer stays behind in them), and they keep their pre-compilation state until
-:meth:`JaxStep.write_back`.
+:meth:`JaxStep.write_back`. A call notices when the objects changed under it (a checkpoint
+loaded into them, an eager step after a write-back: JAX rebinds every array it changes) and
+takes their state again when it had nothing newer of its own; after compiled steps that were
+not written back it refuses instead, until :meth:`JaxStep.reload` (or a write-back) says which
+state is meant.
 
 Per-step values are inputs, never constants: step counts and random counters are part of the
 state (0-d int32 arrays), and each parameter group's learning rate is read from the group on
@@ -56,7 +60,7 @@ from typing import Any
 
 from .._typing import Array
 from ..backend import Backend, to_numpy
-from ..layers.module import Module
+from ..layers.module import Module, Parameter
 from ..optim.clip import clip_grad_norm as _clip_grad_norm
 from ..optim.optimizer import Optimizer, ParamGroup, zeros_like
 from ..random import Generator
@@ -155,12 +159,17 @@ class JaxStep:
         self._leaves: tuple[Array, ...] = ()
         self._training = model.training
         self._program: _Program
+        self._watched: Parameter
+        self._watched_data: Array
+        self._synced_at = 0
         self.reload()
 
     # ------------------------------------------------------------------ the protocol
 
     def __call__(self, x: Array, y: Array) -> Array:
         """One training step on ``(x, y)`` (arrays on the model's device); returns the loss."""
+        if self._watched.data is not self._watched_data:  # the objects changed since
+            self._objects_changed()
         if self.model.training is not self._training:
             self._training = self.model.training
             self._program = self._select()
@@ -182,11 +191,18 @@ class JaxStep:
         state = self.state
         state.update(zip(self._lr_keys, (g.settings["lr"] for g in self._groups), strict=True))
         load_training_state(_stepped_only(state, self.optimizer), self.model, self.optimizer)
+        self._watch()
 
     def reload(self) -> None:
-        """Take the objects' state again (copies: the objects keep theirs): after a checkpoint
-        load, or any eager change to the model or optimizer. A state of other keys (another
-        optimizer state form) selects, and first traces, another program."""
+        """Take the objects' state again (copies: the objects keep theirs), dropping the
+        step's own: after a checkpoint load, or any eager change to the model or optimizer.
+
+        A call notices by itself that the model's parameters were replaced (a checkpoint or
+        state-dict load, an eager step: JAX arrays are rebound, never changed in place) and
+        reloads when the objects were up to date (no compiled step since the last
+        :meth:`write_back` or reload); after compiled steps it refuses instead, since either
+        state could be the one meant. A state of other keys (another optimizer state form)
+        selects, and first traces, another program."""
         groups = list(self.optimizer.param_groups)
         lr_keys = [f"optim/param_groups/{g}/lr" for g in range(len(groups))]
         state = _initial_state(self.model, self.optimizer)
@@ -203,6 +219,7 @@ class JaxStep:
             self._keys = keys
             self._program = self._select()
         self._leaves = leaves
+        self._watch()
 
     @property
     def state(self) -> dict[str, Array]:
@@ -211,6 +228,26 @@ class JaxStep:
         return dict(zip(self._keys, self._leaves, strict=True))
 
     # ------------------------------------------------------------------ the per-call path
+
+    def _watch(self) -> None:
+        """Remember the objects as they are now (in step with the step's state): the data of
+        the first trainable parameter, which every eager change to the model rebinds."""
+        params = self.optimizer.params
+        self._watched = next((p for p in params if p.requires_grad), params[0])
+        self._watched_data = self._watched.data
+        self._synced_at = self.steps
+
+    def _objects_changed(self) -> None:
+        if self.steps == self._synced_at:
+            self.reload()
+            return
+        msg = (
+            f"JaxStep: the model's parameters were replaced (a checkpoint or state-dict load, or "
+            f"an eager step) while the step held {self.steps - self._synced_at} compiled "
+            "step(s) not written back; call write_back() before using the objects eagerly, or "
+            "reload() to continue from the objects' state instead"
+        )
+        raise RuntimeError(msg)
 
     def _set_lr(self, g: int, lr: Any) -> None:
         """Group ``g``'s learning rate as a 0-d device array of the state's form (made once per
