@@ -174,8 +174,8 @@ def test_the_checkpoint_is_the_module_with_the_world_size_and_resumes_on_one_pro
 
 def test_a_cnn_and_the_language_models_train_with_one_output(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # the text report: rank 0's header, a line per epoch (no bar: the ranks write to pipes)
-    # and the result, once
+    # the text report: rank 0's header, a line per epoch (kept by a log of the job, besides
+    # the bar) and the result, once
     cnn = _launch(["--model", "cnn", "--dataset", "digits", "--backend", "numpy", "--hidden",
                    "8", "--epochs", "2", "--batch-size", "128", "--plot", "curves.svg"],
                   cwd=tmp_path)
@@ -186,6 +186,8 @@ def test_a_cnn_and_the_language_models_train_with_one_output(
     assert lines[1].startswith("epoch 1/2: loss ") and lines[2].startswith("epoch 2/2: loss ")
     assert lines[3].startswith("test loss ") and "test accuracy" in lines[3]
     assert (tmp_path / "curves.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    # rank 0's progress bar, on stderr (the launcher's pipe, forwarded to the terminal)
+    assert "batch/s" in cnn.stderr and "epoch 2/2: 100%" in cnn.stderr.replace("\r", "\n")
 
     # --minutes: every rank stops after the epoch rank 0's clock ends (here the first)
     lstm = _summary(_launch([*TINY_TEXT, "--model", "lstm", "--hidden", "16", "--epochs", "3",

@@ -768,8 +768,8 @@ def _train(args: argparse.Namespace) -> int:
     if meta is not None:
         job.agree(f"--resume {args.resume}: the checkpoint each rank read", meta)
     module, model = model, job.wrap(model, optimizer)
-    # MPI launchers hand the ranks pipes, never a terminal, so fit shows no bar there: rank 0
-    # prints a line per epoch instead
+    # MPI launchers hand the ranks pipes, never a terminal: besides the bar it forwards,
+    # rank 0 prints a line per epoch, which a log of the job keeps
     epoch_lines = (job.comm is not None and job.is_root and not args.json
                    and not args.no_progress and not sys.stderr.isatty())
 
@@ -801,7 +801,7 @@ def _train(args: argparse.Namespace) -> int:
             if note is not None:
                 print(note, flush=True)
         history = fit(model, loss_fn, optimizer, train_data, epochs=args.epochs,
-                      val_data=test_data, progress=not (args.no_progress or args.json),
+                      val_data=test_data, progress=_progress(args, job),
                       initial_epoch=start_epoch, on_epoch=end_of_epoch, metrics=["accuracy"])
         scores = evaluate(model, loss_fn, test_data, metrics=["accuracy"])
         if args.plot is not None and plot_format is not None and job.is_root:
@@ -844,6 +844,14 @@ def _eval_batch(n: int, ranks: int) -> int:
     while n >= ranks and 0 < n % size < ranks:
         size += 1
     return size
+
+
+def _progress(args: argparse.Namespace, job: Any) -> bool | str:
+    """The bar: on a terminal; under MPI on rank 0 always (the launcher hands the ranks pipes,
+    and forwards what rank 0 writes to the user's terminal); never with --no-progress, --json."""
+    if args.no_progress or args.json:
+        return False
+    return "always" if job.comm is not None else True
 
 
 def _start_job(args: argparse.Namespace) -> Any:
@@ -1071,7 +1079,7 @@ def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backen
                 print(note, flush=True)
         history = fit(model, nb.CrossEntropyLoss(), _StepScheduled(optimizer, schedule),
                       train_data, epochs=args.epochs, metrics=(),
-                      progress=not (args.no_progress or args.json), initial_epoch=start_epoch,
+                      progress=_progress(args, job), initial_epoch=start_epoch,
                       on_epoch=end_of_epoch, callbacks=_time_limit(args.minutes, job))
         if args.plot is not None and plot_format is not None and job.is_root:
             _plot_text(history, args.plot, plot_format)

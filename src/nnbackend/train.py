@@ -330,11 +330,12 @@ def _as_batches(data: Any, model: Module, *, batch_size: int, shuffle: bool, see
 
 
 class _Progress:
-    """One tqdm bar over the whole run when available and stderr is a terminal; else silent."""
+    """One tqdm bar over the whole run when available and stderr is a terminal (or when asked
+    for ``"always"``); else silent."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
+    def __init__(self, enabled: bool | str, total: int) -> None:
         self.bar: Any = None
-        if enabled and sys.stderr.isatty():
+        if enabled == "always" or (enabled and sys.stderr.isatty()):
             try:
                 from tqdm.auto import tqdm
             except ImportError:
@@ -371,7 +372,7 @@ def fit(
     val_data: Any = None,
     metrics: Sequence[str | Metric] | None = None,
     callbacks: Sequence[Callback] = (),
-    progress: bool = True,
+    progress: bool | str = True,
     batch_size: int = 32,
     seed: int | None = None,
     initial_epoch: int = 0,
@@ -408,8 +409,11 @@ def fit(
         ``on_train_end`` on every exit: after the last epoch, after an early stop, and when
         training raises (``NonFiniteLossError``, ``KeyboardInterrupt``, ...), before the
         exception propagates (so ``EarlyStopping`` restores the best weights then too).
-    progress : bool
-        Show a tqdm progress bar with loss, accuracy and samples/s (only on a terminal).
+    progress : bool or "always"
+        Show a tqdm progress bar with loss, accuracy and samples/s: True on a terminal only,
+        ``"always"`` also where stderr is a pipe (the ranks of an MPI job write to the
+        launcher's pipes, which it forwards to the user's terminal). A data-parallel model
+        shows it on rank 0 only.
     log_every : int
         Steps between host reads of the loss (for the bar and the NaN check).
     on_epoch : callable, optional
@@ -435,7 +439,7 @@ def fit(
     comm = _group_of(model)
     history = History()
     per_epoch = len(train) if isinstance(train, Sized) else 0
-    bar = _Progress(progress and (comm is None or comm.is_root),
+    bar = _Progress(progress if comm is None or comm.is_root else False,
                     per_epoch * (epochs - initial_epoch))
     modes = _modes(model)
     model.train()
