@@ -259,6 +259,23 @@ def test_changing_the_training_mode_selects_another_program(case: Any) -> None:
     _assert_matches_eager(case, compiled, eager, steps=6)
 
 
+def test_a_parameter_without_a_gradient_keeps_no_optimizer_state(case: Any) -> None:
+    """Frozen after the step was made: the program's first trace steps it with the rest (zeros
+    and a count of 0, as for every fresh parameter), finds it got no gradient and traces once
+    more; written back, it holds no state, as in the eager run."""
+    compiled, eager = Run(case, "adam"), Run(case, "adam")
+    compiled.compile()
+    for run in (compiled, eager):
+        run.model[4].bias.requires_grad = False
+    compiled.train(range(4))
+    eager.train(range(4))
+    if compiled.step.kind == "jax-jit":
+        assert compiled.step.traces == 2  # once more for the state's new keys, then stable
+    compiled.step.write_back()
+    assert compiled.opt.state[-1] == eager.opt.state[-1] == {}
+    _assert_matches_eager(case, compiled, eager, steps=4)
+
+
 # -- the state between calls ----------------------------------------------------------------------
 
 
