@@ -535,3 +535,53 @@ def test_without_the_graph_module_cuda_backends_take_the_eager_step(
     compiled.train(range(3))
     eager.train(range(3))
     _assert_equal(compiled.arrays(), eager.arrays())
+
+
+def test_return_outputs_gives_the_steps_output_too(case: Any) -> None:
+    """``compile_step(..., return_outputs=True)``: each call returns ``(loss, output)``, the
+    output of the step's own forward (training mode: dropout applied), as the eager step's; one
+    program still, the same training as without it."""
+    compiled, eager = Run(case, "adam", rows=ROWS), Run(case, "adam", rows=ROWS)
+    step = nb.compile_step(compiled.model, compiled.loss, compiled.opt, return_outputs=True)
+    got, want = [], []
+    for t in range(2 * len(ROWS)):
+        x, labels = compiled.batches[t % len(ROWS)]
+        loss, out = step(x, labels)
+        got.append((nb.to_numpy(loss).copy(), nb.to_numpy(out).copy()))
+        y, backprop = eager.model.forward(x)
+        eager_loss, dy = eager.loss(y, labels)
+        eager.opt.zero_grad()
+        backprop(dy)
+        eager.opt.step()
+        want.append((nb.to_numpy(eager_loss).copy(), nb.to_numpy(y).copy()))
+        compiled.sched.step()
+        eager.sched.step()
+    if step.kind != "eager":
+        assert step.traces == 2  # the full batches' program and the partial one's
+    compiled.step = step
+    for t, ((loss, out), (eager_loss, y)) in enumerate(zip(got, want, strict=True)):
+        assert out.shape == (ROWS[t % len(ROWS)], 3)
+        outputs = {"loss": np.asarray(loss), "output": out}
+        eager_outputs = {"loss": np.asarray(eager_loss), "output": y}
+        if step.kind == "eager":
+            _assert_equal(outputs, eager_outputs)
+        else:
+            _assert_close(outputs, eager_outputs, rtol=1e-5)
+    _assert_matches_eager(case, compiled, eager, steps=2 * len(ROWS))
+
+
+def test_a_data_parallel_model_is_refused(case: Any) -> None:
+    """Its gradients are all-reduced by host collectives inside the step: nothing compiles it."""
+    from nnbackend.distributed import DistributedDataParallel
+    from nnbackend.distributed.comm import SingleProcess
+
+    run = Run(case, "sgd")
+    wrapped = DistributedDataParallel(run.model, comm=SingleProcess())
+    with pytest.raises(ValueError, match=r"compile_step: a DistributedDataParallel model cannot "
+                                         r"be compiled.*rank 0 of 1.*compile=False"):
+        nb.compile_step(wrapped, run.loss, nb.SGD(wrapped, lr=0.1))
+    if supports_views(case.xp):
+        from nnbackend.compile.graph import GraphStep
+
+        with pytest.raises(ValueError, match="GraphStep: a DistributedDataParallel model"):
+            GraphStep(wrapped, run.loss, nb.SGD(wrapped, lr=0.1), engine="double")

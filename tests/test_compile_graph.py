@@ -522,3 +522,35 @@ def test_a_failed_capture_leaves_the_objects_usable(case: Any) -> None:
         eager.eager_step(t, device_scalars=True)
         compiled.eager_step(t, device_scalars=True)
     _assert_same(compiled.host_state(), eager.host_state(), case)
+
+
+def test_return_outputs_gives_the_steps_output_from_a_static_buffer(case: Any) -> None:
+    """With return_outputs, each call also returns the model's output of its forward (copied
+    out of a static buffer of the graph, like the loss): the eager step's output bit for bit,
+    still valid after later calls; the first call of each shape (eager warm-up kept) too."""
+    eager, compiled = Run(case, "adam-exponential"), Run(case, "adam-exponential")
+    eager.to_device_scalars()
+    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=_engine(case),
+                     return_outputs=True)
+    kept, wanted = [], []
+    for t in range(2 * len(ROWS)):
+        x, labels = eager.batch(t)
+        y, backprop = eager.model.forward(x)
+        loss, dy = eager.loss(y, labels)
+        eager.opt.zero_grad()
+        backprop(dy)
+        eager.opt.step()
+        eager.to_device_scalars()
+        got_loss, got_out = step(*compiled.batch(t))
+        kept.append((got_loss, got_out))
+        wanted.append((nb.to_numpy(loss).copy(), nb.to_numpy(y).copy()))
+        eager.schedule()
+        compiled.schedule()
+        eager.to_device_scalars()
+    assert step.traces == 2  # the full batches' graph and the partial one's
+    for t, ((got_loss, got_out), (want_loss, want_out)) in enumerate(zip(kept, wanted,
+                                                                          strict=True)):
+        assert tuple(got_out.shape) == (ROWS[t % len(ROWS)], 3)
+        _assert_same({"loss": nb.to_numpy(got_loss), "output": nb.to_numpy(got_out)},
+                     {"loss": want_loss, "output": want_out}, case)
+    _assert_same(compiled.host_state(), eager.host_state(), case)

@@ -16,10 +16,18 @@ rank, each on its shard of the global batches (see :func:`nnbackend.data.batches
 and ``world_size``): the epoch records hold the loss and metrics over the whole data set
 (sums over the ranks, one host all-reduce per epoch), a non-finite loss on any rank stops every
 rank at the same window, and only rank 0 shows a progress bar.
+
+``fit(compile=True)`` runs the steps through :func:`nnbackend.compile_step` instead (one
+``jax.jit`` program on JAX, a CUDA graph on CuPy and PyTorch CUDA, the same eager step
+elsewhere) and keeps everything else: the metrics (from the step's outputs), the windowed
+non-finite check, the callbacks and the progress bar. The compiled state is written back into
+the model and optimizer after every epoch's steps (before validation, ``on_epoch`` and the
+callbacks' ``on_epoch_end``), and when ``fit`` raises.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -47,6 +55,8 @@ __all__ = [
     "predict",
 ]
 
+_log = logging.getLogger(__name__)
+
 Metric = Callable[[Array, Array], Array]
 """``metric(prediction, target) -> 0-d array``: the *sum* of a per-sample score over the batch."""
 
@@ -67,11 +77,21 @@ class History:
     ``history.epochs`` is a list of dicts with ``epoch`` (1-based), ``loss``, each metric, their
     ``val_`` counterparts when validation data was given, ``time`` (seconds) and
     ``samples_per_s``. ``history["loss"]`` is the column of one key across epochs.
+
+    ``step_kind`` says which training step ran: ``"eager"`` (``fit(compile=False)``, or
+    ``compile=True`` where nothing compiles), ``"jax-jit"`` or ``"cuda-graph"``; ``step_note``
+    why (the compiled step's :attr:`~nnbackend.CompiledStep.note`), ``compile_seconds`` the
+    host time spent compiling (included in the first epoch's ``time``) and ``traces`` the
+    compilations (one per batch shape).
     """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
     best_epoch: int | None = None
+    step_kind: str = "eager"
+    step_note: str = "eager: fit(compile=False) runs the plain step"
+    compile_seconds: float = 0.0
+    traces: int = 0
 
     def __getitem__(self, key: str) -> list[float]:
         return [row[key] for row in self.epochs if key in row]
@@ -378,6 +398,8 @@ def fit(
     initial_epoch: int = 0,
     log_every: int = 10,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[], None] | None = None,
+    compile: bool = False,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch :class:`History`.
 
@@ -388,7 +410,8 @@ def fit(
     ----------
     model, loss_fn, optimizer
         A :class:`Module`; a loss returning ``(loss, ∂loss/∂y)``; an optimizer over the model's
-        parameters (``zero_grad()``, ``step()``).
+        parameters (``zero_grad()``, ``step()``; with ``compile=True`` an
+        :class:`~nnbackend.Optimizer` itself, not a wrapper: the compiled step runs its update).
     train_data
         A re-iterable of ``(x, y)`` batches on the model's backend (see
         :func:`nnbackend.data.batches`; its ``set_epoch`` is called when present, so a resumed
@@ -418,11 +441,29 @@ def fit(
         Steps between host reads of the loss (for the bar and the NaN check).
     on_epoch : callable, optional
         ``on_epoch(epoch, record)`` after each epoch (the command line saves checkpoints here).
+    on_step : callable, optional
+        ``on_step()`` after every optimizer step, on the host: e.g. a per-step learning-rate
+        schedule's ``step`` (a compiled step reads each group's ``lr`` at its next call, with
+        no recompilation).
+    compile : bool
+        Run the training steps through :func:`nnbackend.compile_step` (``jax.jit`` on JAX,
+        CUDA graphs on CuPy and PyTorch CUDA, the eager step elsewhere: the history's
+        ``step_kind`` and ``step_note`` say which ran, also logged once at INFO level on the
+        ``nnbackend.train`` logger). The model and optimizer hold the trained state after
+        every epoch's steps (before validation, ``on_epoch`` and the callbacks), at the end
+        and when ``fit`` raises. Loading a checkpoint into them in a callback is picked up by
+        the next step.
 
     Raises
     ------
     NonFiniteLossError
         The loss became NaN or infinite; names the epoch and the step within it.
+    TypeError
+        ``compile=True`` with an optimizer that is not an :class:`~nnbackend.Optimizer` (a
+        wrapper: move its per-step host work to ``on_step``).
+    ValueError
+        ``compile=True`` with a :class:`~nnbackend.distributed.DistributedDataParallel` model
+        (its all-reduce runs on the host, inside the step).
     """
     if epochs < initial_epoch:
         msg = f"fit: epochs={epochs} is before initial_epoch={initial_epoch}"
@@ -430,6 +471,12 @@ def fit(
     if log_every < 1:
         msg = f"fit: log_every must be >= 1, got {log_every!r}"
         raise ValueError(msg)
+    if not isinstance(compile, bool):
+        msg = f"fit: compile must be a bool, got {compile!r}"
+        raise TypeError(msg)
+    if on_step is not None and not callable(on_step):
+        msg = f"fit: on_step must be callable, got {type(on_step).__name__}"
+        raise TypeError(msg)
     metric_fns = _resolve_metrics(metrics, loss_fn, where="fit")
     train = _as_batches(train_data, model, batch_size=batch_size, shuffle=True, seed=seed)
     val = None if val_data is None else _as_batches(
@@ -438,6 +485,10 @@ def fit(
     _check_reduction(model, loss_fn, where="fit")
     comm = _group_of(model)
     history = History()
+    step = _compiled(model, loss_fn, optimizer, outputs=bool(metric_fns)) if compile else None
+    if step is not None:
+        history.step_kind, history.step_note = step.kind, step.note
+        _log.info("fit: %s", step.note)
     per_epoch = len(train) if isinstance(train, Sized) else 0
     bar = _Progress(progress if comm is None or comm.is_root else False,
                     per_epoch * (epochs - initial_epoch))
@@ -452,7 +503,11 @@ def fit(
             for epoch in range(initial_epoch + 1, epochs + 1):
                 bar.epoch(epoch, epochs)
                 record = _train_epoch(model, loss_fn, optimizer, train, metric_fns, epoch=epoch,
-                                      bar=bar, log_every=log_every)
+                                      bar=bar, log_every=log_every, step=step,
+                                      on_step=on_step)
+                if step is not None:  # validation, on_epoch and callbacks use the objects
+                    step.write_back()
+                    history.compile_seconds, history.traces = step.compile_seconds, step.traces
                 if val is not None:
                     record.update(_validate(model, loss_fn, val, metric_fns, epoch=epoch))
                 bar.update(0, **{key: f"{value:.4f}" for key, value in record.items()
@@ -469,11 +524,47 @@ def fit(
             bar.close()
             _restore(modes)
     except BaseException as error:  # KeyboardInterrupt too: callbacks end, then it propagates
+        if step is not None:
+            _write_back_after_error(step, history, error)
         _end_after_error(begun, model, history, error)
         raise
     for callback in begun:
         callback.on_train_end(model, history)
     return history
+
+
+def _compiled(model: Module, loss_fn: Callable[[Array, Array], tuple[Array, Array]],
+              optimizer: OptimizerLike, *, outputs: bool) -> Any:
+    """``fit(compile=True)``'s step: :func:`nnbackend.compile_step` over the optimizer itself
+    (returning the model's outputs for the metrics when there are any)."""
+    from .compile import compile_step
+    from .compile.base import refuse_distributed
+    from .optim.optimizer import Optimizer
+
+    where = "fit(compile=True)"
+    refuse_distributed(model, where=where)
+    if not isinstance(optimizer, Optimizer):
+        msg = (
+            f"{where}: the optimizer must be an nnbackend Optimizer, whose update the compiled "
+            f"step runs itself; got {type(optimizer).__name__}. Pass the Optimizer it wraps "
+            "and give fit the wrapper's per-step host work as on_step= (a per-step schedule's "
+            "step), or train with compile=False"
+        )
+        raise TypeError(msg)
+    return compile_step(model, loss_fn, optimizer, return_outputs=outputs)
+
+
+def _write_back_after_error(step: Any, history: History, error: BaseException) -> None:
+    """Leave the objects holding the compiled steps that ran before ``error`` (as an eager
+    run's hold its steps); a write-back that fails too is noted on ``error``."""
+    try:
+        step.write_back()
+        history.compile_seconds, history.traces = step.compile_seconds, step.traces
+    except Exception as failure:  # reported on the propagating error, not raised
+        add_note = getattr(error, "add_note", None)  # Python >= 3.11
+        if add_note is not None:
+            add_note(f"fit: writing the compiled state back also failed: {failure!r}; the "
+                     "model and optimizer hold the state of before the last write-back")
 
 
 def _validate(model: Module, loss_fn: Callable[[Array, Array], tuple[Array, Array]],
@@ -513,6 +604,8 @@ def _train_epoch(
     epoch: int,
     bar: _Progress,
     log_every: int,
+    step: Any = None,
+    on_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     set_epoch = getattr(train, "set_epoch", None)
     if set_epoch is not None:
@@ -528,14 +621,21 @@ def _train_epoch(
     comm = _group_of(model)
     samples = steps = 0
     for xb, yb in train:
-        y, backprop = model.forward(xb)
-        loss, dy = loss_fn(y, yb)
-        optimizer.zero_grad()
-        backprop(dy)
-        optimizer.step()
+        if step is None:
+            y, backprop = model.forward(xb)
+            loss, dy = loss_fn(y, yb)
+            optimizer.zero_grad()
+            backprop(dy)
+            optimizer.step()
+        elif metric_fns:
+            loss, y = step(xb, yb)
+        else:
+            loss = step(xb, yb)
+        if on_step is not None:
+            on_step()
         n = int(xb.shape[0])
         xp = xp or array_namespace(loss)
-        if not checked:  # the batches of an epoch share their shapes: check once
+        if not checked and metric_fns:  # the batches of an epoch share their shapes: once
             _check_applicable(metric_fns, y, yb, where="fit")
             checked = True
         for name, fn in metric_fns.items():

@@ -59,6 +59,7 @@ def compile_step(
     *,
     clip_grad_norm: float | None = None,
     donate: bool = True,
+    return_outputs: bool = False,
 ) -> CompiledStep:
     """The training step of ``model``, ``loss_fn`` and ``optimizer``, compiled where the
     backend allows it.
@@ -76,6 +77,10 @@ def compile_step(
         parameters) to this bound ≥ 0 before each update.
     donate : bool
         JAX: donate the state's buffers to each call (updated in place).
+    return_outputs : bool
+        ``step(x, y)`` returns ``(loss, output)`` instead: the model's output on the batch
+        (of the step's own forward, in training mode), e.g. for metrics (as ``fit`` computes
+        them).
 
     Returns
     -------
@@ -89,37 +94,44 @@ def compile_step(
         The arguments are not a Module, a callable loss and an Optimizer.
     ValueError
         The optimizer holds parameters that are not the model's, the model has no arrays or
-        spans several devices, or ``clip_grad_norm`` is negative.
+        spans several devices, ``clip_grad_norm`` is negative, or the model is a
+        :class:`~nnbackend.distributed.DistributedDataParallel` (its all-reduce runs on the
+        host, between the backward pass and the update).
     """
     where = "compile_step"
     clip_grad_norm = check_arguments(model, loss_fn, optimizer, clip_grad_norm, where=where)
-    if not isinstance(donate, bool):
-        msg = f"{where}: donate must be a bool, got {donate!r}"
-        raise TypeError(msg)
+    for name, flag in (("donate", donate), ("return_outputs", return_outputs)):
+        if not isinstance(flag, bool):
+            msg = f"{where}: {name} must be a bool, got {flag!r}"
+            raise TypeError(msg)
     be = _scalar_backend(model, where=where)
     library = library_of(be.xp).name
     if library == "jax":
-        return JaxStep(model, loss_fn, optimizer, clip_grad_norm=clip_grad_norm, donate=donate)
+        return JaxStep(model, loss_fn, optimizer, clip_grad_norm=clip_grad_norm, donate=donate,
+                       return_outputs=return_outputs)
     if _graphs_apply(library, be.device):
         try:
             from .graph import GraphStep
         except ImportError as exc:
             note = (f"eager: CUDA graphs are unavailable on {be.name} ({exc}); the plain step "
                     "runs")
-            return _eager(model, loss_fn, optimizer, clip_grad_norm, note, be.name)
-        graph: CompiledStep = GraphStep(model, loss_fn, optimizer, clip_grad_norm=clip_grad_norm)
+            return _eager(model, loss_fn, optimizer, clip_grad_norm, note, be.name,
+                          return_outputs)
+        graph: CompiledStep = GraphStep(model, loss_fn, optimizer, clip_grad_norm=clip_grad_norm,
+                                        return_outputs=return_outputs)
         return graph
     note = (f"eager: nothing compiles on {be.name} (jax.jit needs JAX, CUDA graphs CuPy or "
             "PyTorch on CUDA); the plain step runs")
-    return _eager(model, loss_fn, optimizer, clip_grad_norm, note, be.name)
+    return _eager(model, loss_fn, optimizer, clip_grad_norm, note, be.name, return_outputs)
 
 
 def _eager(model: Module, loss_fn: Any, optimizer: Optimizer, clip: float | None, note: str,
-           backend: str) -> EagerStep:
+           backend: str, return_outputs: bool) -> EagerStep:
     if backend not in _said_eager:
         _said_eager.add(backend)
         _log.info("compile_step: %s", note)
-    return EagerStep(model, loss_fn, optimizer, clip_grad_norm=clip, note=note)
+    return EagerStep(model, loss_fn, optimizer, clip_grad_norm=clip, note=note,
+                     return_outputs=return_outputs)
 
 
 def _graphs_apply(library: str, device: Any) -> bool:

@@ -23,7 +23,7 @@ from .._typing import Array
 from ..layers.module import Module
 from ..optim.optimizer import Optimizer
 
-__all__ = ["CompiledStep", "check_arguments"]
+__all__ = ["CompiledStep", "check_arguments", "refuse_distributed"]
 
 
 @runtime_checkable
@@ -57,7 +57,9 @@ class CompiledStep(Protocol):
         -------
         array
             The batch's loss, a 0-d array on the model's device (read it when needed: reading
-            waits for the step).
+            waits for the step); with ``return_outputs=True`` the pair ``(loss, output)``,
+            ``output`` the model's (N, ...) output of the step's forward (training mode), e.g.
+            for metrics. Both stay valid after later calls.
         """
         ...
 
@@ -81,6 +83,7 @@ def check_arguments(model: Any, loss_fn: Any, optimizer: Any, clip_grad_norm: An
     if not isinstance(model, Module):
         msg = f"{where}: model must be a Module, got {type(model).__name__}"
         raise TypeError(msg)
+    refuse_distributed(model, where=where)
     if not callable(loss_fn):
         msg = f"{where}: loss_fn must be callable, got {type(loss_fn).__name__}"
         raise TypeError(msg)
@@ -98,3 +101,19 @@ def check_arguments(model: Any, loss_fn: Any, optimizer: Any, clip_grad_norm: An
     if clip_grad_norm is None:
         return None
     return check_nonnegative(clip_grad_norm, caller=where, name="clip_grad_norm")
+
+
+def refuse_distributed(model: Module, *, where: str) -> None:
+    """Refuse a :class:`~nnbackend.distributed.DistributedDataParallel` model: its gradients
+    are summed over the ranks by collectives that run on the host between the backward pass
+    and the update, which neither a ``jax.jit`` program nor a CUDA graph can contain."""
+    from ..distributed.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        msg = (
+            f"{where}: a DistributedDataParallel model cannot be compiled: its gradients are "
+            "all-reduced over the ranks on the host between the backward pass and the update "
+            f"(rank {model.comm.rank} of {model.comm.size}, {model.comm.name}); train it "
+            "eagerly (compile=False)"
+        )
+        raise ValueError(msg)

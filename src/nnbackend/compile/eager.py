@@ -34,6 +34,8 @@ class EagerStep:
         parameters) to this bound before each update.
     note : str
         Why the eager step runs (``note``).
+    return_outputs : bool
+        ``step(x, y)`` returns ``(loss, output)``: the model's output on the batch too.
 
     Attributes
     ----------
@@ -50,15 +52,17 @@ class EagerStep:
 
     def __init__(self, model: Module, loss_fn: Callable[[Array, Array], tuple[Array, Array]],
                  optimizer: Optimizer, *, clip_grad_norm: float | None = None,
-                 note: str = "eager: the plain step") -> None:
+                 note: str = "eager: the plain step", return_outputs: bool = False) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.return_outputs = bool(return_outputs)
         self.clip_grad_norm = clip_grad_norm
         self.note = note
         self.traces = 0
         self.compile_seconds = 0.0
 
     def __call__(self, x: Array, y: Array) -> Array:
-        """One training step on ``(x, y)``; returns the loss (0-d, on the model's device)."""
+        """One training step on ``(x, y)``; returns the loss (0-d, on the model's device), or
+        ``(loss, output)`` with ``return_outputs``."""
         out, backprop = self.model.forward(x)
         loss, dy = self.loss_fn(out, y)
         self.optimizer.zero_grad()
@@ -66,7 +70,7 @@ class EagerStep:
         if self.clip_grad_norm is not None:
             _clip_grad_norm(self.model, self.clip_grad_norm)
         self.optimizer.step()
-        return loss
+        return (loss, out) if self.return_outputs else loss
 
     def write_back(self) -> None:
         """Nothing to do: the objects hold the state."""

@@ -81,7 +81,8 @@ The loss and the state between calls
 ------------------------------------
 A call returns a copy of the graph's static loss buffer (one device-side copy): it stays valid
 after later calls, so a caller may keep a window of losses (as ``fit`` does) before reading
-them. The model and optimizer hold the graph's arrays at every moment between calls (the
+them. With ``return_outputs=True`` the model's output is kept in a static buffer of each shape
+beside the loss's and copied out the same way. The model and optimizer hold the graph's arrays at every moment between calls (the
 kernels update them in place), so :meth:`GraphStep.write_back` copies nothing, and
 ``checkpoint.save``, ``predict`` or an eager step may use the objects at any time; an eager step
 (or a ``load_state_dict``) between calls is picked up by the next call. :meth:`GraphStep.reload`
@@ -107,6 +108,7 @@ from ..optim.clip import clip_grad_norm as _clip_grad_norm
 from ..optim.optimizer import Optimizer
 from ..random import Generator
 from ..state import _generators, _scalar_backend, training_state
+from .base import refuse_distributed
 
 __all__ = [
     "CuPyGraphEngine",
@@ -362,7 +364,7 @@ class _Shape:
     x: Array
     y: Array
     fn: Callable[[], None]
-    loss: list[Array]  # [the static loss buffer] once the warm-up made it
+    loss: list[Array]  # the static loss buffer (and output buffer) once the warm-up made them
     handle: Any = None
 
 
@@ -399,6 +401,9 @@ class GraphStep:
         (an error elsewhere); "double": :class:`ReplayDouble` (tests on the CPU).
     max_graphs : int
         Batch shapes that get a graph; further shapes take the eager step.
+    return_outputs : bool
+        ``step(x, y)`` returns ``(loss, output)``: the model's output on the batch too, kept
+        in a static buffer of the graph beside the loss's and copied out like it.
 
     Attributes
     ----------
@@ -430,11 +435,13 @@ class GraphStep:
 
     def __init__(self, model: Module, loss_fn: Callable[[Array, Array], tuple[Array, Array]],
                  optimizer: Optimizer, *, clip_grad_norm: float | None = None,
-                 engine: Any = "auto", max_graphs: int = 4) -> None:
+                 engine: Any = "auto", max_graphs: int = 4,
+                 return_outputs: bool = False) -> None:
         where = "GraphStep"
         if not isinstance(model, Module):
             msg = f"{where}: model must be a Module, got {type(model).__name__}"
             raise TypeError(msg)
+        refuse_distributed(model, where=where)
         if not isinstance(optimizer, Optimizer):
             msg = f"{where}: optimizer must be an Optimizer, got {type(optimizer).__name__}"
             raise TypeError(msg)
@@ -457,6 +464,7 @@ class GraphStep:
         self.backend = be
         self.engine = _engine_for(engine, be, where=where)
         self.max_graphs = max_graphs
+        self.return_outputs = bool(return_outputs)
         self.traces = 0
         self.compile_seconds = 0.0
         self.eager_steps = 0
@@ -478,7 +486,8 @@ class GraphStep:
     # ------------------------------------------------------------------ the protocol
 
     def __call__(self, x: Array, y: Array) -> Array:
-        """One training step on the batch ``(x, y)``; returns the loss (a fresh 0-d array)."""
+        """One training step on the batch ``(x, y)``; returns the loss (a fresh 0-d array), or
+        ``(loss, output)`` with ``return_outputs`` (fresh copies too)."""
         self._check_batch(x, "x")
         self._check_batch(y, "y")
         self._sync()
@@ -489,7 +498,6 @@ class GraphStep:
             if len(self._shapes) >= self.max_graphs:
                 return self._eager(x, y)
             entry = self._shapes[key] = self._new_shape(x, y)
-        xp = self.backend.xp
         with self.engine.eager():
             entry.x[...] = x
             entry.y[...] = y
@@ -498,8 +506,7 @@ class GraphStep:
             if loss is not None:
                 return loss
         self.engine.replay(entry.handle)
-        with self.engine.eager():
-            return xp.asarray(entry.loss[0], copy=True)
+        return self._results(entry.loss)
 
     def write_back(self) -> None:
         """Make the objects hold the compiled state: they already do (the graphs update the
@@ -618,9 +625,11 @@ class GraphStep:
     def _step_fn(self, x: Array, y: Array, loss_out: list[Array]) -> Callable[[], None]:
         """The eager step on ``x``, ``y``, then the new per-step values copied into the arrays
         the step read them from (so that a replay reads them next time) and the loss into
-        ``loss_out[0]`` (made on the first run)."""
+        ``loss_out[0]`` (made on the first run; with ``return_outputs`` the model's output into
+        ``loss_out[1]``)."""
         model, loss_fn, opt, clip = self.model, self.loss_fn, self.optimizer, self.clip_grad_norm
         be = self.backend
+        outputs = self.return_outputs
 
         def fn() -> None:
             slots = self._slots
@@ -638,7 +647,11 @@ class GraphStep:
                     self._bind(name, slot)
             if not loss_out:
                 loss_out.append(be.xp.zeros((), dtype=loss.dtype, device=be.device))
+                if outputs:
+                    loss_out.append(be.xp.zeros(out.shape, dtype=out.dtype, device=be.device))
             loss_out[0][...] = loss
+            if outputs:
+                loss_out[1][...] = out
 
         return fn
 
@@ -658,7 +671,15 @@ class GraphStep:
         with self.engine.eager():
             self._step_fn(x, y, loss)()
         self.eager_steps += 1
-        return loss[0]
+        return (loss[0], loss[1]) if self.return_outputs else loss[0]
+
+    def _results(self, buffers: list[Array]) -> Array:
+        """Fresh copies of the static loss buffer (and output buffer): they outlive the next
+        replay, which overwrites the buffers."""
+        xp = self.backend.xp
+        with self.engine.eager():
+            copies = [xp.asarray(b, copy=True) for b in buffers]
+        return (copies[0], copies[1]) if self.return_outputs else copies[0]
 
     def _capture(self, entry: _Shape) -> Array | None:
         """Warm up on a snapshot of the state and capture ``entry``'s graph; or, when the
@@ -684,8 +705,7 @@ class GraphStep:
                 )
                 raise UnsteadyStateError(msg)
             self._take_state()
-            with engine.eager():
-                return self.backend.xp.asarray(entry.loss[0], copy=True)
+            return self._results(entry.loss)
         self._restore(snapshot)
         try:
             entry.handle = engine.capture(entry.fn, self._probe(entry))
@@ -720,6 +740,7 @@ class GraphStep:
         def probe() -> list[tuple[str, Array]]:
             state = training_state(model, opt, device_scalars=True, copy=False)
             return [("x", entry.x), ("y", entry.y), ("loss", entry.loss[0]),
+                    *(("output", b) for b in entry.loss[1:]),
                     *sorted(state.items())]
 
         return probe

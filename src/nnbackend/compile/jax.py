@@ -49,7 +49,9 @@ jax.jit keeps one program per input signature: a new batch shape (the last, part
 an epoch) traces and compiles once more, and later epochs reuse both. The training mode
 (``model.train()`` / ``model.eval()``) is fixed at trace time: changing the model's top-level
 mode selects (and first compiles) the program of that mode. ``traces`` counts the traces,
-``compile_seconds`` their host time (tracing and XLA compilation).
+``compile_seconds`` their host time (tracing and XLA compilation). With
+``return_outputs=True`` the model's output of the step's forward is a second result of the
+program (for metrics, as ``fit(compile=True)`` computes them); without it XLA need not keep it.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ from .base import check_arguments
 __all__ = ["JaxStep"]
 
 _Program = Callable[[tuple[Array, ...], Array, Array, list[Array]],
-                    tuple[tuple[Array, ...], Array]]
+                    tuple[tuple[Array, ...], Array, Array | None]]
 
 
 class JaxStep:
@@ -101,6 +103,10 @@ class JaxStep:
     donate : bool
         Donate the state's buffers to each call (updated in place; the previous state's arrays
         are deleted). False keeps them (for debugging: each call then allocates a new state).
+    return_outputs : bool
+        ``step(x, y)`` returns ``(loss, output)``: the model's output on the batch (training
+        mode, as the step's forward computed it) as a second output of the program, e.g. for
+        metrics.
 
     Attributes
     ----------
@@ -124,7 +130,7 @@ class JaxStep:
 
     def __init__(self, model: Module, loss_fn: Callable[[Array, Array], tuple[Array, Array]],
                  optimizer: Optimizer, *, clip_grad_norm: float | None = None,
-                 donate: bool = True) -> None:
+                 donate: bool = True, return_outputs: bool = False) -> None:
         where = "JaxStep"
         clip_grad_norm = check_arguments(model, loss_fn, optimizer, clip_grad_norm, where=where)
         be = _scalar_backend(model, where=where)
@@ -137,6 +143,7 @@ class JaxStep:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.clip_grad_norm = clip_grad_norm
         self.donate = donate
+        self.return_outputs = bool(return_outputs)
         self.backend: Backend = be
         self.traces = 0
         self.compile_seconds = 0.0
@@ -167,7 +174,8 @@ class JaxStep:
     # ------------------------------------------------------------------ the protocol
 
     def __call__(self, x: Array, y: Array) -> Array:
-        """One training step on ``(x, y)`` (arrays on the model's device); returns the loss."""
+        """One training step on ``(x, y)`` (arrays on the model's device); returns the loss,
+        or ``(loss, output)`` with ``return_outputs``."""
         if self._watched.data is not self._watched_data:  # the objects changed since
             self._objects_changed()
         if self.model.training is not self._training:
@@ -178,11 +186,11 @@ class JaxStep:
             if group.settings["lr"] is not values[g]:
                 self._set_lr(g, group.settings["lr"])
         traces = self.traces
-        self._leaves, loss = self._program(self._leaves, x, y, self._lr_arrays)
+        self._leaves, loss, out = self._program(self._leaves, x, y, self._lr_arrays)
         self.steps += 1
         if self.traces != traces:
             self._traced()
-        return loss
+        return (loss, out) if self.return_outputs else loss
 
     def write_back(self) -> None:
         """Put the step's state into the model and optimizer (copies, bit for bit; step counts
@@ -277,7 +285,7 @@ class JaxStep:
             keys, training = key
 
             def step(leaves: tuple[Array, ...], x: Array, y: Array,
-                     lrs: list[Array]) -> tuple[tuple[Array, ...], Array]:
+                     lrs: list[Array]) -> tuple[tuple[Array, ...], Array, Array | None]:
                 return self._trace(keys, training, leaves, x, y, lrs)
 
             program = self._jax.jit(step, donate_argnums=(0,) if self.donate else ())
@@ -287,8 +295,11 @@ class JaxStep:
     # ------------------------------------------------------------------ the traced step
 
     def _trace(self, keys: tuple[str, ...], training: bool, leaves: tuple[Array, ...],
-               x: Array, y: Array, lrs: list[Array]) -> tuple[tuple[Array, ...], Array]:
-        """The eager step on traced state: runs once per trace, never per call."""
+               x: Array, y: Array, lrs: list[Array]
+               ) -> tuple[tuple[Array, ...], Array, Array | None]:
+        """The eager step on traced state: runs once per trace, never per call. The model's
+        output is a result of the program only with ``return_outputs`` (else None: XLA need
+        not keep it)."""
         self.traces += 1
         self._trace_start = time.perf_counter()
         model, opt = self.model, self.optimizer
@@ -310,7 +321,7 @@ class JaxStep:
             for key in self._lr_keys:
                 del new[key]
             self._out_keys[(keys, training)] = tuple(new)
-            return tuple(new.values()), loss
+            return tuple(new.values()), loss, out if self.return_outputs else None
         finally:
             saved.restore()
 
