@@ -855,3 +855,154 @@ def test_a_cnn_on_idx_images(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert meta["optimizer"]["param_groups"][0]["lr"] == 0.0
     assert (meta["train_settings"]["schedule"], meta["train_settings"]["hidden"]) == (
         "cosine", [120, 84])
+
+
+# ------------------------------------------------------------------ train --compile
+
+
+def _compile_run(backend: str) -> list[str]:
+    return ["train", "--backend", backend, "--dataset", "blobs", "--hidden", "16",
+            "--batch-size", "64", "--schedule", "cosine", "--seed", "2", "--dtype", "float32",
+            "--json", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def compile_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Per backend (jax: one jax.jit program a step; numpy: the eager step): uninterrupted
+    3-epoch runs with and without --compile, and their checkpoints after epoch 1 (Ctrl-C)."""
+    return {"folder": tmp_path_factory.mktemp("compile")}
+
+
+def _compiled_runs(runs: dict[str, Any], backend: str) -> dict[str, Any]:
+    if backend not in runs:
+        pytest.importorskip(backend)
+        folder, base = runs["folder"], _compile_run(backend)
+        out: dict[str, Any] = {}
+        for name, extra in (("compiled", ["--compile"]), ("plain", [])):
+            straight, cut = folder / f"{backend}-{name}.npz", folder / f"{backend}-{name}-1.npz"
+            with contextlib.redirect_stdout(io.StringIO()) as text:
+                assert main([*base, *extra, "--epochs", "3", "--save", str(straight)]) == 0
+            out[name] = (straight, json.loads(text.getvalue()))
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = _interrupted_after_one_epoch([*base, *extra, "--epochs", "3", "--save",
+                                                     str(cut)])
+            assert code == 130
+            out[f"{name}-1"] = cut
+        runs[backend] = out
+    return runs[backend]  # type: ignore[no-any-return]
+
+
+def _resumed(path: Path, backend: str, *extra: str) -> tuple[Path, dict[str, Any]]:
+    again = path.with_name(f"{path.stem}-again{'-compiled' if extra else ''}.npz")
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+        assert main(["train", "--resume", str(path), "--backend", backend, "--json",
+                     "--no-progress", "--save", str(again), *extra]) == 0
+    return again, json.loads(text.getvalue())
+
+
+def _assert_states(got: Path, want: Path, *, exact: bool) -> None:
+    resumed, uninterrupted = _state(got), _state(want)
+    assert list(resumed) == list(uninterrupted)
+    for name, value in uninterrupted.items():
+        if exact:
+            np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+        else:  # jax.jit against JAX's eager ops: float32 rounding (XLA reorders reductions)
+            np.testing.assert_allclose(resumed[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_a_compiled_run_resumed_from_its_checkpoint_equals_the_uninterrupted_one(
+        compile_runs: dict[str, Any], backend: str) -> None:
+    runs = _compiled_runs(compile_runs, backend)
+    straight, summary = runs["compiled"]
+    again, resumed = _resumed(runs["compiled-1"], backend, "--compile")
+    assert [row["epoch"] for row in resumed["history"]] == [2.0, 3.0]
+    assert [row["loss"] for row in resumed["history"]] == [
+        row["loss"] for row in summary["history"][1:]]
+    assert resumed["test_loss"] == summary["test_loss"]
+    assert _lr_of(again) == _lr_of(straight)  # the cosine schedule's, as without --compile
+    _assert_states(again, straight, exact=True)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_checkpoints_of_compiled_and_plain_runs_load_into_either(
+        compile_runs: dict[str, Any], backend: str) -> None:
+    """A --compile checkpoint resumed without it, and a plain one resumed with it, continue
+    as the uninterrupted run of the other kind: bit for bit where the eager step runs."""
+    runs = _compiled_runs(compile_runs, backend)
+    exact = backend != "jax"
+    plain_then_compiled, _ = _resumed(runs["plain-1"], backend, "--compile")
+    _assert_states(plain_then_compiled, runs["plain"][0], exact=exact)
+    compiled_then_plain, _ = _resumed(runs["compiled-1"], backend)
+    _assert_states(compiled_then_plain, runs["compiled"][0], exact=exact)
+    _assert_states(runs["compiled"][0], runs["plain"][0], exact=exact)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_the_report_says_which_step_ran_and_its_compile_time(
+        compile_runs: dict[str, Any], backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = _compiled_runs(compile_runs, backend)
+    compiled, plain = runs["compiled"][1], runs["plain"][1]
+    assert plain["step"] == "eager" and plain["compile_seconds"] == 0.0
+    assert "compile=False" in plain["step_note"]
+    if backend == "jax":
+        assert compiled["step"] == "jax-jit"
+        assert compiled["compile_seconds"] > 0 and compiled["compilations"] >= 1
+        assert compiled["compile_seconds"] < compiled["train_time_s"]
+    else:
+        assert compiled["step"] == "eager" and compiled["compile_seconds"] == 0.0
+        assert "nothing compiles on numpy" in compiled["step_note"]
+    base = [arg for arg in _compile_run(backend) if arg != "--json"]
+    assert main([*base, "--epochs", "1", "--compile"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("test loss ")
+    if backend == "jax":
+        assert re.fullmatch(r"step: jax-jit, \d compilations? in \d+\.\d\d s \(jax-jit: .*\)",
+                            lines[-2]), lines[-2]
+    else:
+        assert lines[-2].startswith("step: eager (eager: nothing compiles on numpy")
+
+
+def test_compile_is_not_for_distributed_runs(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _forbid_work(monkeypatch)
+    assert _exit_code(["train", "--compile", "--distributed"]) == 2
+    assert ("nnbackend train: error: argument --compile: not with --distributed"
+            in capsys.readouterr().err)
+
+
+_TEXT = ["train", "--dataset", "pydoc", "--d-model", "16", "--context", "16", "--batch-size",
+         "4", "--steps-per-epoch", "3", "--model", "transformer", "--heads", "2", "--layers",
+         "1", "--json", "--no-progress"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_a_compiled_language_model_steps_its_schedule_and_resumes_exactly(
+        tmp_path: Path, backend: str) -> None:
+    """The per-step warm-up and cosine, stepped on the host between the compiled calls: the
+    same rates as without --compile, and a resumed --compile run equals the uninterrupted."""
+    pytest.importorskip(backend)
+    base = [*_TEXT, "--backend", backend, "--dtype", "float32", "--epochs", "3"]
+    summaries = {}
+    for name, extra in (("compiled", ["--compile"]), ("plain", [])):
+        with contextlib.redirect_stdout(io.StringIO()) as text:
+            assert main([*base, *extra, "--save", str(tmp_path / f"{name}.npz")]) == 0
+        summaries[name] = json.loads(text.getvalue())
+    compiled, plain = summaries["compiled"], summaries["plain"]
+    assert compiled["step"] == ("jax-jit" if backend == "jax" else "eager")
+    assert _lr_of(tmp_path / "compiled.npz") == _lr_of(tmp_path / "plain.npz")
+    if backend == "jax":
+        for got, want in zip(compiled["history"], plain["history"], strict=True):
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+            assert got["val_bpc"] == pytest.approx(want["val_bpc"], rel=1e-4)
+    else:
+        assert compiled["history"] == [
+            {**row, "time": got["time"], "samples_per_s": got["samples_per_s"]}
+            for row, got in zip(plain["history"], compiled["history"], strict=True)]
+    cut = tmp_path / "cut.npz"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert _interrupted_after_one_epoch([*base, "--compile", "--save", str(cut)]) == 130
+    again, resumed = _resumed(cut, backend, "--compile")
+    assert [row["val_bpc"] for row in resumed["history"]] == [
+        row["val_bpc"] for row in compiled["history"][1:]]
+    _assert_states(again, tmp_path / "compiled.npz", exact=True)

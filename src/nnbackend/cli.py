@@ -68,6 +68,15 @@ them. The checkpoint also holds the vocabulary and the corpus's Python version a
 0 is greedy) need nothing but the file; a resume on a Python whose text gives another
 vocabulary is refused. ``--minutes M`` stops after the first epoch that ends past M minutes.
 
+``--compile`` trains with compiled steps (``fit(compile=True)``, :func:`nnbackend.compile_step`):
+one ``jax.jit`` program a step on JAX, a CUDA graph replayed per batch on CuPy and PyTorch CUDA,
+the eager step (said so) elsewhere; a language model's per-step schedule is stepped on the host
+between the compiled calls. Everything else is as without it: the checkpoints (written after
+every epoch from the state written back), ``--resume`` (a checkpoint of either kind of run
+continues in either), the records. The report says which kind of step ran and the time spent
+compiling (``"step"`` and ``"compile_seconds"`` with ``--json``). Not with ``--distributed``:
+the data-parallel step's all-reduce runs on the host.
+
 ``nnbackend info --checkpoint PATH`` prints what a checkpoint holds (its model's description,
 parameters, buffers, optimizer and metadata) without loading its arrays.
 
@@ -352,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true",
                        help="print a machine-readable summary instead of text")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--compile", action="store_true",
+                       help="compiled training steps: one jax.jit program a step on JAX, CUDA "
+                            "graphs on CuPy and PyTorch CUDA, the eager step elsewhere (said "
+                            "so); checkpoints and --resume as without it. Not with "
+                            "--distributed")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel training, one process per rank: launch with "
                             "`mpiexec -n N nnbackend train --distributed ...` (needs pip "
@@ -714,6 +728,10 @@ def _train(args: argparse.Namespace) -> int:
     from .data import batches
     from .train import NonFiniteLossError, evaluate, fit
 
+    if args.compile and args.distributed:
+        raise _UsageError("argument --compile: not with --distributed (the data-parallel "
+                          "step's all-reduce runs on the host, between the backward pass and "
+                          "the update: nothing compiles it)")
     job = _start_job(args)
     with job.setup():  # every rank alone; then all of them stop if any failed
         if args.save is not None:
@@ -802,7 +820,8 @@ def _train(args: argparse.Namespace) -> int:
                 print(note, flush=True)
         history = fit(model, loss_fn, optimizer, train_data, epochs=args.epochs,
                       val_data=test_data, progress=_progress(args, job),
-                      initial_epoch=start_epoch, on_epoch=end_of_epoch, metrics=["accuracy"])
+                      initial_epoch=start_epoch, on_epoch=end_of_epoch, metrics=["accuracy"],
+                      compile=args.compile)
         scores = evaluate(model, loss_fn, test_data, metrics=["accuracy"])
         if args.plot is not None and plot_format is not None and job.is_root:
             _plot(history, args.plot, plot_format)
@@ -816,6 +835,7 @@ def _train(args: argparse.Namespace) -> int:
             "test_accuracy": scores.get("accuracy"),
             "train_time_s": sum(history["time"]),
             "samples_per_s": history.last.get("samples_per_s"),
+            **_step_report(history),
             "history": history.epochs,
             **({} if job.comm is None else {"world_size": job.size}),
         }
@@ -824,10 +844,28 @@ def _train(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(summary))
         else:
+            if args.compile:
+                print(_step_line(history), flush=True)
             accuracy = scores.get("accuracy", float("nan"))
             print(f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
                   f"  ({summary['train_time_s']:.2f} s of training)")
     return 0
+
+
+def _step_report(history: Any) -> dict[str, Any]:
+    """The summary's entries on the training step: its kind (``"eager"``, ``"jax-jit"``,
+    ``"cuda-graph"``), why, and the compilations and their host time (in ``train_time_s``)."""
+    return {"step": history.step_kind, "step_note": history.step_note,
+            "compile_seconds": history.compile_seconds, "compilations": history.traces}
+
+
+def _step_line(history: Any) -> str:
+    """``step: jax-jit, 2 compilations in 0.83 s (...)``: the report's line on the step."""
+    if history.step_kind == "eager":
+        return f"step: eager ({history.step_note})"
+    count = history.traces
+    return (f"step: {history.step_kind}, {count} compilation{'' if count == 1 else 's'} in "
+            f"{history.compile_seconds:.2f} s ({history.step_note})")
 
 
 def _ranks(job: Any) -> str:
@@ -931,21 +969,6 @@ def _text_schedule(args: argparse.Namespace, optimizer: Any, meta: Mapping[str, 
     schedule = optim.LinearWarmup(optimizer, warmup, after=cosine)
     return schedule if meta is None else _continue_schedule(schedule, args, optimizer, meta,
                                                              inner=cosine)
-
-
-class _StepScheduled:
-    """An optimizer whose every step also advances a per-step schedule (what ``fit`` sees)."""
-
-    def __init__(self, optimizer: Any, schedule: Any) -> None:
-        self.optimizer, self.schedule = optimizer, schedule
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad()
-
-    def step(self) -> None:
-        self.optimizer.step()
-        if self.schedule is not None:
-            self.schedule.step()
 
 
 def _time_limit(minutes: float | None, job: Any) -> list[Any]:
@@ -1077,10 +1100,13 @@ def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backen
             note = None if meta is None else job.resumed_note(meta, args.batch_size)
             if note is not None:
                 print(note, flush=True)
-        history = fit(model, nb.CrossEntropyLoss(), _StepScheduled(optimizer, schedule),
-                      train_data, epochs=args.epochs, metrics=(),
-                      progress=_progress(args, job), initial_epoch=start_epoch,
-                      on_epoch=end_of_epoch, callbacks=_time_limit(args.minutes, job))
+        # the per-step schedule is stepped on the host after every step (between the
+        # compiled calls with --compile, which read each group's lr at every call)
+        history = fit(model, nb.CrossEntropyLoss(), optimizer, train_data, epochs=args.epochs,
+                      metrics=(), progress=_progress(args, job), initial_epoch=start_epoch,
+                      on_epoch=end_of_epoch, callbacks=_time_limit(args.minutes, job),
+                      on_step=None if schedule is None else schedule.step,
+                      compile=args.compile)
         if args.plot is not None and plot_format is not None and job.is_root:
             _plot_text(history, args.plot, plot_format)
         last = history.last
@@ -1092,6 +1118,7 @@ def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backen
             "train_time_s": sum(history["time"]),
             "steps_per_s": sum(len(train_data) for _ in history.epochs) / max(
                 sum(history["time"]), 1e-12),
+            **_step_report(history),
             "history": history.epochs,
             **({} if job.comm is None else {"world_size": job.size}),
         }
@@ -1100,6 +1127,8 @@ def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backen
         if args.json:
             print(json.dumps(summary))
         else:
+            if args.compile:
+                print(_step_line(history), flush=True)
             stopped = " (stopped by --minutes)" if history.stopped_early else ""
             print(f"validation {summary['val_bpc']:.4f} bits per character after epoch "
                   f"{int(last['epoch'])}{stopped} ({summary['train_time_s']:.1f} s of "
