@@ -37,6 +37,8 @@ WARMUP_STEPS = 3  # optimizer state, first-touch pages, allocator caches, oneDNN
 )
 def test_seq_step(benchmark: Any, median_seconds: Callable[[], float | None], size: str,
                   workload: str, target: bench.Target) -> None:
+    if not bench.runs(target, workload):
+        pytest.skip(f"{target.name} compiles training steps only")
     spec = bench.SEQ_SIZES[size]
     try:
         step = bench.build_seq_workload(target, spec, workload)
@@ -46,6 +48,7 @@ def test_seq_step(benchmark: Any, median_seconds: Callable[[], float | None], si
         step()
     benchmark.group = f"{size} {spec.label}, batch {spec.batch}: {workload}"
     benchmark(step)  # step() synchronises the device before returning
+    compiling = bench.workload_compile_seconds(step)
 
     seconds = median_seconds()
     if seconds is None:  # --benchmark-disable: a quick measurement of our own
@@ -60,6 +63,6 @@ def test_seq_step(benchmark: Any, median_seconds: Callable[[], float | None], si
         target, spec, workload, batch=None, seconds=seconds, gemm_seconds=gemm,
         calls=bench.count_calls(target, spec, workload),
         gemm_method=None if gemm is None else "profiler" if target.impl == "torch" else "inline",
-        peak_rss_bytes=peak,
+        peak_rss_bytes=peak, compile_seconds=compiling,
     )
     benchmark.extra_info.update(row.extra_info())

@@ -409,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(_parser=bench)
     bench.add_argument("--backends", default=None,
                        help="comma-separated: numpy, cupy, torch, gpulike, numpy-handwritten, "
-                            "nnbackend-torch, jax, all (default numpy,cupy,torch; with "
+                            "nnbackend-torch, jax, nnbackend-jax-jit, jax-jit-handwritten, "
+                            "nnbackend-cupy-graph (compiled training steps), all (default "
+                            "numpy,cupy,torch; with "
                             "--distributed: numpy, nnbackend-torch, jax, cupy, gpulike, "
                             "default numpy)")
     bench.add_argument("--sizes", default=None,

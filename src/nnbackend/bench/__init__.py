@@ -19,10 +19,13 @@ module            job
                   initial state), :func:`build_seq_model`
 ``floor``         :class:`NumpyMLP`, the hand-written NumPy floor
 ``convfloor``     :class:`NumpyLeNet`, :class:`NumpyResBlock`: the convolutional floors
+``jaxjit``        :class:`JaxJitMLP`, the hand-written ``jax.jit`` MLP step (the compiled
+                  peer)
 ``timing``        :func:`measure`, the machine it ran on (:func:`machine_info`), the BLAS
                   kernel (:func:`blas_kernel`) and the OpenBLAS settings (:data:`OPENBLAS_ENV`)
 ``workloads``     :data:`TARGETS`, :func:`get_target`, :func:`build_workload` (one step of a
-                  target), :func:`gemm_workload` (its products alone), :func:`build_torch_model`
+                  target), :func:`compiled_workload` (nnbackend's compiled step), :func:`runs`,
+                  :func:`gemm_workload` (its products alone), :func:`build_torch_model`
 ``convworkloads`` :func:`build_conv_workload`, :func:`build_torch_conv_model`,
                   :func:`conv_gemm_share` (the time inside a step's products)
 ``seqworkloads``  :func:`build_seq_workload`, :func:`build_torch_seq_model`,
@@ -66,6 +69,28 @@ target                 what runs
 ``nnbackend-cupy``     nnbackend on CuPy, where a CUDA device is usable.
 ``nnbackend-gpulike``  nnbackend on the GPU-like test device (CuPy's paths, NumPy's values).
 =====================  ==========================================================================
+
+Compiled rows (``compiled`` targets: the training steps only, :data:`COMPILED_WORKLOADS`):
+
+========================  =======================================================================
+target                    what runs
+========================  =======================================================================
+``jax-jit-handwritten``   :class:`JaxJitMLP`: a hand-written ``jax.jit`` step, pure functions
+                          over a parameters pytree, ``jax.value_and_grad``, SGD/Adam as
+                          ``tree_map``, the state donated. MLPs only.
+``nnbackend-jax-jit``     nnbackend's step compiled by :func:`nnbackend.compile_step` on JAX
+                          (one ``jax.jit`` program, state donated); MLPs, convolutional networks
+                          and sequence layers.
+``nnbackend-cupy-graph``  :func:`nnbackend.compile_step` on CuPy: the step captured as a CUDA
+                          graph and replayed, where a CUDA device is usable.
+========================  =======================================================================
+
+They are timed as the others (JAX: the clock waits for the last step's loss with
+``block_until_ready``), after a warm-up that compiles; the compilation's host time is reported
+apart (``compile_seconds``). Their calls per step are not counted (one program call), and their
+GEMM fraction is the products alone compiled into one program. The convolutional and sequence
+steps take no ∂L/∂x (a training step needs none; the FLOPs keep the eager rows' count), and the
+residual block's loss is Σ y ⊙ g, whose gradient is the eager step's fixed cotangent g.
 
 Every target starts from the same weights (nnbackend's He initialisation, seeded) and the same
 data: x ~ N(0, 1) of shape (B, n₀) in float32 and integer labels uniform in [0, C), drawn once
@@ -151,6 +176,7 @@ from .distributed import (
     set_rank_threads,
 )
 from .floor import NumpyMLP, flat_adam_update
+from .jaxjit import JaxJitMLP
 from .memory import MemoryResult, peak_rss_growth
 from .report import (
     GemmTimes,
@@ -161,6 +187,7 @@ from .report import (
     restart_without_openblas_env,
     run,
     run_cli,
+    workload_compile_seconds,
 )
 from .seqspecs import (
     SEQ_SIZES,
@@ -198,17 +225,21 @@ from .timing import (
     without_openblas_env,
 )
 from .workloads import (
+    COMPILED_WORKLOADS,
     TARGETS,
     Target,
     Workload,
     build_torch_model,
     build_workload,
+    compiled_workload,
     gemm_workload,
     get_target,
+    runs,
 )
 
 __all__ = [
     "ADAM_LR",
+    "COMPILED_WORKLOADS",
     "CONV_SIZES",
     "CONV_WORKLOADS",
     "DDP_BACKENDS",
@@ -230,6 +261,7 @@ __all__ = [
     "CountingNamespace",
     "DistributedRow",
     "GemmTimes",
+    "JaxJitMLP",
     "MLPSpec",
     "MatmulTimer",
     "MemoryResult",
@@ -256,6 +288,7 @@ __all__ = [
     "build_torch_model",
     "build_torch_seq_model",
     "build_workload",
+    "compiled_workload",
     "conv_gemm_share",
     "conv_parameters",
     "count_calls",
@@ -283,6 +316,7 @@ __all__ = [
     "run_cli",
     "run_distributed",
     "run_distributed_cli",
+    "runs",
     "seq_gemm_share",
     "seq_parameters",
     "set_rank_threads",
@@ -290,4 +324,5 @@ __all__ = [
     "thread_info",
     "torch_threads",
     "without_openblas_env",
+    "workload_compile_seconds",
 ]

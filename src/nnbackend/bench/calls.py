@@ -45,8 +45,12 @@ def count_calls(target: Target, spec: _Spec, workload: str, *,
     and the GPU-like test device, which takes CuPy's paths: the library's native fast paths
     pass the arrays to CuPy's own functions, which accept CuPy arrays only, not the counting
     proxies; PyTorch and JAX likewise) and for the convolutional floor (it calls NumPy on its
-    own buffers, not through a namespace); the sequence layers have no floor.
+    own buffers, not through a namespace); the sequence layers have no floor. None for the
+    compiled targets too: their step is one program call (its operations run inside XLA or a
+    CUDA graph, where no namespace sees them).
     """
+    if target.compiled:
+        return None
     if target.impl == "torch":
         return _count_torch(target, spec, workload, batch=batch, seed=seed)
     if target.impl == "nnbackend" and target.backend != "numpy":

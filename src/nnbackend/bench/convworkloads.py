@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_backend
+from ..backend import BackendUnavailableError, get_backend
 from ..losses import CrossEntropyLoss
 from ..optim import Adam
 from .convfloor import NumpyLeNet, NumpyResBlock
@@ -46,7 +46,15 @@ from .convspecs import (
 )
 from .counting import CountingNamespace
 from .specs import ADAM_LR, _check_workload
-from .workloads import Target, Workload, _import_torch, _nnbackend_step, _sync_for
+from .workloads import (
+    Target,
+    Workload,
+    _check_runs,
+    _import_torch,
+    _nnbackend_step,
+    _sync_for,
+    compiled_workload,
+)
 
 __all__ = [
     "GEMM_NAMES",
@@ -172,7 +180,18 @@ def build_conv_workload(
     if batch is not None and batch != spec.batch:
         spec = ConvSpec(spec.name, spec.kind, batch, spec.channels, spec.height, spec.width,
                         spec.classes)
+    _check_runs(target, workload, "build_conv_workload")
     x_host, target_host = make_conv_data(spec, seed=seed)
+    if target.impl == "jax":
+        msg = f"no hand-written jax.jit step for the convolutional networks ({spec.name})"
+        raise BackendUnavailableError(msg)
+    if target.compiled:
+        be = get_backend(target.backend)
+        model = build_conv_model(spec, be, seed=seed)
+        model.train()
+        loss_fn = CrossEntropyLoss() if spec.kind == "lenet" else _Cotangent(be.xp)
+        return compiled_workload(target, model, loss_fn, Adam(model.parameters(), lr=ADAM_LR),
+                                 be.asarray(x_host), be.asarray(target_host))
     if target.impl == "nnbackend":
         return _nnbackend_workload(target, spec, workload, x_host, target_host, seed, namespace)
     if target.impl == "floor":
@@ -217,6 +236,17 @@ def _nnbackend_workload(target: Target, spec: ConvSpec, workload: str, x_host: n
         return result
 
     return _nnbackend_step(target, step, model, optimizer=opt, loss=loss_fn)
+
+
+class _Cotangent:
+    """The residual block's "loss" for a compiled step: L = Σ y ⊙ g, whose ∂L/∂y is the fixed
+    cotangent g the eager step backpropagates (the compiled step needs a loss function)."""
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+
+    def __call__(self, y: Any, g: Any) -> tuple[Any, Any]:
+        return self.xp.sum(y * g), g
 
 
 def _set_buffer(model: Any, dotted: str, value: Any) -> None:

@@ -38,7 +38,15 @@ from .timing import (
     thread_info,
     without_openblas_env,
 )
-from .workloads import TARGETS, Target, Workload, build_workload, gemm_workload, get_target
+from .workloads import (
+    TARGETS,
+    Target,
+    Workload,
+    build_workload,
+    gemm_workload,
+    get_target,
+    runs,
+)
 
 __all__ = [
     "GemmTimes",
@@ -49,6 +57,7 @@ __all__ = [
     "restart_without_openblas_env",
     "run",
     "run_cli",
+    "workload_compile_seconds",
 ]
 
 _BACKEND_NAMES: dict[str, tuple[str, ...]] = {
@@ -58,12 +67,16 @@ _BACKEND_NAMES: dict[str, tuple[str, ...]] = {
     "torch": ("torch-cpu", "torch-cuda"),
     "nnbackend-torch": ("nnbackend-torch",),
     "jax": ("nnbackend-jax",),
+    "nnbackend-jax-jit": ("nnbackend-jax-jit",),
+    "jax-jit-handwritten": ("jax-jit-handwritten",),
+    "nnbackend-cupy-graph": ("nnbackend-cupy-graph",),
     "numpy-handwritten": ("floor",),
     "handwritten": ("floor",),
     "floor": ("floor",),
     "all": TARGETS,
 }
-_PUBLIC_BACKENDS = "numpy, cupy, torch, gpulike, numpy-handwritten, nnbackend-torch, jax, all"
+_PUBLIC_BACKENDS = ("numpy, cupy, torch, gpulike, numpy-handwritten, nnbackend-torch, jax, "
+                    "nnbackend-jax-jit, jax-jit-handwritten, nnbackend-cupy-graph, all")
 _PUBLIC_ALL_SIZES = (*_PUBLIC_SIZES, *_PUBLIC_CONV_SIZES, *_PUBLIC_SEQ_SIZES)
 Spec = MLPSpec | ConvSpec | SeqSpec
 
@@ -98,6 +111,7 @@ class Row:
     gemm_method: str | None = None
     peak_rss_bytes: int | None = None
     rss_vs_torch: float | None = None
+    compile_seconds: float | None = None
 
     def extra_info(self) -> dict[str, Any]:
         """The row as pytest-benchmark ``extra_info`` (with the thread settings)."""
@@ -108,9 +122,11 @@ class Row:
 
 def make_row(target: Target, spec: Spec, workload: str, *, batch: int | None,
              seconds: float, gemm_seconds: float | None, calls: CallCount | None,
-             gemm_method: str | None = None, peak_rss_bytes: int | None = None) -> Row:
+             gemm_method: str | None = None, peak_rss_bytes: int | None = None,
+             compile_seconds: float | None = None) -> Row:
     """Assemble a :class:`Row` from a step time, its products' time and its call count (and,
-    for the convolutional networks, how the products were timed and the peak memory)."""
+    for the convolutional networks, how the products were timed and the peak memory; for the
+    compiled targets, the host time their compilation took)."""
     batch = batch or spec.batch
     if gemm_method is None and gemm_seconds is not None:
         gemm_method = "isolated"
@@ -124,7 +140,16 @@ def make_row(target: Target, spec: Spec, workload: str, *, batch: int | None,
         calls_unit=None if calls is None else calls.unit,
         calls_by_name={} if calls is None else calls.by_name,
         gemm_method=gemm_method, peak_rss_bytes=peak_rss_bytes,
+        compile_seconds=compile_seconds,
     )
+
+
+def workload_compile_seconds(workload: Workload) -> float | None:
+    """The compilation time of a compiled target's workload (its step's ``compile_seconds``:
+    tracing and XLA compilation, or graph capture, with the calls that did it); None for the
+    others."""
+    step = workload.parts.get("compiled")
+    return None if step is None else float(step.compile_seconds)
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -138,10 +163,10 @@ def _fmt_time(seconds: float) -> str:
     return f"{us:,.1f}" if us < 1000 else f"{us:,.0f}"
 
 
-_COLUMNS = (("size", "<", 6), ("workload", "<", 10), ("target", "<", 15), ("device", "<", 6),
+_COLUMNS = (("size", "<", 6), ("workload", "<", 10), ("target", "<", 19), ("device", "<", 6),
             ("µs/step", ">", 9), ("samples/s", ">", 11), ("GFLOP/s", ">", 8),
             ("×torch", ">", 6), ("×floor", ">", 6), ("GEMM%", ">", 5), ("peak MiB", ">", 8),
-            ("mem/torch", ">", 9), ("calls/step", ">", 10))
+            ("mem/torch", ">", 9), ("compile s", ">", 9), ("calls/step", ">", 10))
 
 
 def _cells(row: Row) -> list[str]:
@@ -154,7 +179,7 @@ def _cells(row: Row) -> list[str]:
             _fmt(row.vs_floor, ".2f", "×"),
             _fmt(None if row.gemm_fraction is None else 100 * row.gemm_fraction, ".0f", "%"),
             _fmt(None if row.peak_rss_bytes is None else row.peak_rss_bytes / 2**20, ".1f"),
-            _fmt(row.rss_vs_torch, ".2f", "×"), calls]
+            _fmt(row.rss_vs_torch, ".2f", "×"), _fmt(row.compile_seconds, ".2f"), calls]
 
 
 def format_table(rows: Iterable[Row]) -> str:
@@ -182,7 +207,11 @@ likewise, PyTorch's fused attention and LSTM kernels counted whole).
 peak MiB: peak RSS growth over 3 steps of a fresh process (convolutional networks, \
 sequence layers); mem/torch: that over PyTorch eager's (below 1: less).
 calls/step: Array API calls and array operators per step (floor: NumPy calls and operators; \
-* torch: ATen operators, autograd backward included)."""
+* torch: ATen operators, autograd backward included); not counted for the compiled rows (one \
+program call per step).
+compile s: the compiled rows' compilation (tracing and XLA compilation, or CUDA graph capture), \
+host seconds of the calls that did it; the time per step excludes it. Compiled rows run the \
+training steps only; their GEMM% is the products alone in one jax.jit program."""
 
 
 # ============================================================================================
@@ -203,11 +232,11 @@ class GemmTimes:
 
     def __init__(self, *, budget_s: float) -> None:
         self.budget_s = budget_s
-        self._seconds: dict[tuple[str, str, str, bool], float] = {}
+        self._seconds: dict[tuple[str, str, str, bool, bool], float] = {}
 
     def seconds(self, target: Target, spec: MLPSpec, workload: str) -> float:
         """Seconds per step of the products of ``workload`` on ``spec`` at ``spec.batch``."""
-        key = (target.library, target.device, spec.name, workload == "forward")
+        key = (target.library, target.device, spec.name, workload == "forward", target.compiled)
         if key not in self._seconds:
             products = gemm_workload(target, spec, workload)
             self._seconds[key] = measure(products.step, sync=products.sync,
@@ -329,11 +358,14 @@ def _mlp_rows(targets: Sequence[Target], spec: MLPSpec, workload: str, *, budget
     """The rows of one MLP and workload, each target timed in turn."""
     rows = []
     for target in targets:
+        if not runs(target, workload):
+            continue
         wl = build_workload(target, spec, workload)
         timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
         rows.append(make_row(target, spec, workload, batch=None, seconds=timing.seconds,
                              gemm_seconds=gemm_times.seconds(target, spec, workload),
-                             calls=count_calls(target, spec, workload)))
+                             calls=count_calls(target, spec, workload),
+                             compile_seconds=workload_compile_seconds(wl)))
     return rows
 
 
@@ -348,6 +380,8 @@ def _conv_rows(targets: Sequence[Target], spec: ConvSpec | SeqSpec, workload: st
         targets = [t for t in targets if t.impl != "floor"]
     built: list[tuple[Target, Workload]] = []
     for target in targets:
+        if not runs(target, workload):
+            continue
         try:
             if isinstance(spec, SeqSpec):
                 wl = build_seq_workload(target, spec, workload)
@@ -360,9 +394,10 @@ def _conv_rows(targets: Sequence[Target], spec: ConvSpec | SeqSpec, workload: st
     timings = measure_interleaved([(wl.step, wl.sync) for _, wl in built],
                                   budget_s=budget_s * len(built)) if built else []
     ran = [target for target, _ in built]
+    compiled = [workload_compile_seconds(wl) for _, wl in built]
     del built
     rows = []
-    for target, timing in zip(ran, timings, strict=True):
+    for target, timing, compiling in zip(ran, timings, compiled, strict=True):
         gc.collect()
         if isinstance(spec, SeqSpec):
             share = seq_gemm_share(target, spec, workload)
@@ -375,7 +410,8 @@ def _conv_rows(targets: Sequence[Target], spec: ConvSpec | SeqSpec, workload: st
             peak = peak_rss_growth(target.name, spec.name, workload).growth_bytes
         rows.append(make_row(target, spec, workload, batch=None, seconds=timing.seconds,
                              gemm_seconds=gemm, calls=count_calls(target, spec, workload),
-                             gemm_method=method, peak_rss_bytes=peak))
+                             gemm_method=method, peak_rss_bytes=peak,
+                             compile_seconds=compiling))
     return rows
 
 
@@ -399,7 +435,10 @@ def run_cli(
         ``numpy`` (nnbackend on NumPy), ``cupy`` (nnbackend on CuPy), ``torch`` (PyTorch
         eager on the CPU, and on CUDA where available), ``nnbackend-torch`` and ``jax``
         (nnbackend on PyTorch's and JAX's CPU devices), ``gpulike`` (nnbackend on the GPU-like
-        test device), ``numpy-handwritten`` (the floor), ``all`` (every target); a
+        test device), ``numpy-handwritten`` (the floor), ``nnbackend-jax-jit`` and
+        ``nnbackend-cupy-graph`` (nnbackend's step compiled by ``compile_step``: ``jax.jit``,
+        a CUDA graph), ``jax-jit-handwritten`` (a hand-written ``jax.jit`` MLP step, the
+        compiled rows' peer), ``all`` (every target); a
         comma-separated string or a list. The floor is always measured: it is the unit of
         the ``×floor`` column. Unavailable backends are listed with the reason.
     sizes : str or sequence of str
@@ -535,6 +574,9 @@ def _header(specs: Sequence[Spec]) -> str:
     torch = sys.modules.get("torch")
     if torch is not None:
         parts.append(f"PyTorch {torch.__version__} ({threads['torch_threads']} threads)")
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        parts.append(f"JAX {jax.__version__}")
     kinds = ["MLPs, ReLU, softmax cross-entropy" if isinstance(s, MLPSpec)
              else "sequence layers" if isinstance(s, SeqSpec)
              else "convolutional networks" for s in specs]

@@ -44,7 +44,15 @@ from .convworkloads import (
 from .counting import CountingNamespace
 from .seqspecs import SeqSpec, build_seq_model, make_seq_data, seq_parameters
 from .specs import ADAM_LR, _check_workload
-from .workloads import Target, Workload, _import_torch, _nnbackend_step, _sync_for
+from .workloads import (
+    Target,
+    Workload,
+    _check_runs,
+    _import_torch,
+    _nnbackend_step,
+    _sync_for,
+    compiled_workload,
+)
 
 __all__ = [
     "TORCH_SEQ_GEMM_OPS",
@@ -131,7 +139,18 @@ def build_seq_workload(
         msg = f"build_seq_workload: {spec.name} runs {', '.join(spec.workloads)}, not {workload!r}"
         raise ValueError(msg)
     spec = spec.with_batch(batch)
+    _check_runs(target, workload, "build_seq_workload")
     x_host, target_host = make_seq_data(spec, seed=seed)
+    if target.impl == "jax":
+        msg = f"no hand-written jax.jit step for the sequence layers ({spec.name})"
+        raise BackendUnavailableError(msg)
+    if target.compiled:
+        be = get_backend(target.backend)
+        model = build_seq_model(spec, be, seed=seed)
+        model.train()
+        loss_fn = MSELoss() if spec.kind == "transformer" else _OutputLoss(MSELoss())
+        return compiled_workload(target, model, loss_fn, Adam(model.parameters(), lr=ADAM_LR),
+                                 be.asarray(x_host), be.asarray(target_host))
     if target.impl == "nnbackend":
         return _nnbackend_workload(target, spec, workload, x_host, target_host, seed, namespace)
     if target.impl == "torch":
@@ -186,6 +205,18 @@ def _nnbackend_io(spec: SeqSpec, x: Any) -> tuple[Any, Any, Any]:
     if spec.kind == "transformer":
         return x, _identity, _identity
     return x, _first, _lstm_cotangent
+
+
+class _OutputLoss:
+    """The LSTM's loss for a compiled step: ``loss(output)`` of its ``(output, (h_n, c_n))``,
+    with the states' gradients None (nothing depends on them), as the eager step's."""
+
+    def __init__(self, loss: Any) -> None:
+        self.loss = loss
+
+    def __call__(self, y: Any, aim: Any) -> tuple[Any, Any]:
+        loss, dy = self.loss(y[0], aim)
+        return loss, (dy, None)
 
 
 def _identity(value: Any) -> Any:

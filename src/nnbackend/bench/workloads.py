@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..backend import BackendUnavailableError, _import_or_unavailable, get_backend
+from ..compile import compile_step
 from ..losses import CrossEntropyLoss
 from ..optim import SGD, Adam
 from .counting import CountingNamespace
 from .floor import NumpyMLP
+from .jaxjit import JaxJitMLP
 from .specs import (
     ADAM_LR,
     SGD_LR,
@@ -28,28 +30,38 @@ from .specs import (
 from .timing import _no_sync
 
 __all__ = [
+    "COMPILED_WORKLOADS",
     "TARGETS",
     "Target",
     "Workload",
     "build_torch_model",
     "build_workload",
+    "compiled_workload",
     "gemm_workload",
     "get_target",
+    "runs",
 ]
 
 TARGETS = ("floor", "torch-cpu", "nnbackend-numpy", "nnbackend-torch", "nnbackend-jax",
-           "torch-cuda", "nnbackend-cupy", "nnbackend-gpulike")
+           "jax-jit-handwritten", "nnbackend-jax-jit", "torch-cuda", "nnbackend-cupy",
+           "nnbackend-cupy-graph", "nnbackend-gpulike")
 """Every row kind, in table order: references first, so ratios are known when rows print."""
+
+COMPILED_WORKLOADS = ("train-sgd", "train-adam")
+"""The workloads of the compiled targets (``compiled``): a compiled step is a training step."""
 
 
 @dataclass(frozen=True)
 class Target:
-    """What a row runs: ``impl`` (nnbackend, torch, floor) on ``backend`` and ``device``."""
+    """What a row runs: ``impl`` (nnbackend, torch, floor, jax) on ``backend`` and ``device``;
+    ``compiled`` for the whole step compiled into one program (``jax.jit``) or one captured
+    CUDA graph, replayed per step."""
 
     name: str
     impl: str
     backend: str
     device: str
+    compiled: bool = False
 
     @property
     def library(self) -> str:
@@ -85,9 +97,20 @@ def get_target(name: str) -> Target:
         backend = name.removeprefix("nnbackend-")
         be = get_backend(backend)
         return Target(name, "nnbackend", backend, str(be.device))
-    if name == "nnbackend-cupy":
+    if name in ("nnbackend-jax-jit", "jax-jit-handwritten"):  # JAX's default device
+        be = get_backend("jax")
+        impl = "nnbackend" if name.startswith("nnbackend") else "jax"
+        return Target(name, impl, "jax", str(be.device), compiled=True)
+    if name in ("nnbackend-cupy", "nnbackend-cupy-graph"):
         be = get_backend("cupy")
-        return Target(name, "nnbackend", "cupy", f"cuda:{be.device.id}")
+        if name == "nnbackend-cupy-graph":
+            try:
+                importlib.import_module("nnbackend.compile.graph")
+            except ImportError as exc:
+                msg = f"CUDA graphs are unavailable ({exc})"
+                raise BackendUnavailableError(msg) from exc
+        return Target(name, "nnbackend", "cupy", f"cuda:{be.device.id}",
+                      compiled=name.endswith("-graph"))
     if name == "nnbackend-gpulike":  # CuPy's code paths on the CPU (NumPy computes)
         return Target(name, "nnbackend", "gpulike", "gpulike:0")
     if name in ("torch-cpu", "torch-cuda"):
@@ -100,6 +123,19 @@ def get_target(name: str) -> Target:
         return Target(name, "torch", "torch", "cuda:0")
     msg = f"unknown benchmark target {name!r}; choose from {', '.join(TARGETS)}"
     raise ValueError(msg)
+
+
+def runs(target: Target, workload: str) -> bool:
+    """Whether ``target`` has a ``workload`` row: compiled targets run the training steps
+    (:data:`COMPILED_WORKLOADS`) only."""
+    return not target.compiled or workload in COMPILED_WORKLOADS
+
+
+def _check_runs(target: Target, workload: str, where: str) -> None:
+    if not runs(target, workload):
+        msg = (f"{where}: {target.name} compiles training steps only "
+               f"({', '.join(COMPILED_WORKLOADS)}), not {workload!r}")
+        raise ValueError(msg)
 
 
 @dataclass(frozen=True)
@@ -175,10 +211,25 @@ def build_workload(
         nnbackend and floor only: run on arrays wrapped by this counting namespace (it must
         wrap the target's namespace: ``array_api_compat.numpy`` for nnbackend on NumPy,
         ``numpy`` for the floor).
+
+    Raises
+    ------
+    ValueError
+        A compiled target and a workload that is not a training step (see :func:`runs`).
     """
     _check_workload(workload)
+    _check_runs(target, workload, "build_workload")
     batch = batch or spec.batch
     x_host, labels_host = make_data(spec, batch, seed=seed)
+    if target.impl == "jax":
+        return _jax_jit_workload(spec, workload, x_host, labels_host, seed)
+    if target.compiled:
+        be = get_backend(target.backend)
+        model = build_model(spec, be, seed=seed)
+        opt = Adam(model.parameters(), lr=ADAM_LR) if workload == "train-adam" else SGD(
+            model.parameters(), lr=SGD_LR)
+        return compiled_workload(target, model, CrossEntropyLoss(), opt,
+                                 be.asarray(x_host), be.asarray(labels_host))
     if target.impl == "nnbackend":
         return _nnbackend_workload(target, spec, workload, x_host, labels_host, seed, namespace)
     if target.impl == "floor":
@@ -220,6 +271,48 @@ def _nnbackend_workload(target: Target, spec: MLPSpec, workload: str, x_host: np
         return loss
 
     return _nnbackend_step(target, step, model)
+
+
+def compiled_workload(target: Target, model: Any, loss_fn: Any, optimizer: Any, x: Any,
+                      aim: Any) -> Workload:
+    """nnbackend's training step compiled by :func:`nnbackend.compile_step` (``jax.jit`` on
+    JAX, a CUDA graph on CuPy) on the batch ``(x, aim)``; ``parts["compiled"]`` is the step
+    (its ``compile_seconds`` and ``traces``).
+
+    Synchronisation: JAX waits for the last step's loss (``block_until_ready``: one program
+    makes the loss and the new state together), CuPy for the device.
+    """
+    step = compile_step(model, loss_fn, optimizer)
+    parts: dict[str, Any] = {"model": model, "optimizer": optimizer, "loss": loss_fn,
+                             "compiled": step}
+    if target.backend == "jax":
+        return _jax_loss_workload(lambda: step(x, aim), parts)
+    return Workload(lambda: step(x, aim), _sync_for(target), parts)
+
+
+def _jax_loss_workload(step: Callable[[], object], parts: dict[str, Any]) -> Workload:
+    """A compiled JAX step whose clock waits for its loss (``block_until_ready``)."""
+    jax = importlib.import_module("jax")
+    last: list[Any] = [None]
+
+    def run() -> object:
+        last[0] = step()
+        return last[0]
+
+    def sync() -> None:
+        jax.block_until_ready(last[0])
+
+    return Workload(run, sync, parts)
+
+
+def _jax_jit_workload(spec: MLPSpec, workload: str, x_host: np.ndarray,
+                      labels_host: np.ndarray, seed: int) -> Workload:
+    """The hand-written ``jax.jit`` step (:class:`JaxJitMLP`) from nnbackend's weights."""
+    jnp = importlib.import_module("jax.numpy")
+    params = host_parameters(build_model(spec, "numpy", seed=seed))
+    peer = JaxJitMLP(params, optimizer="adam" if workload == "train-adam" else "sgd")
+    x, labels = jnp.asarray(x_host), jnp.asarray(labels_host)
+    return _jax_loss_workload(lambda: peer(x, labels), {"model": peer, "compiled": peer})
 
 
 def _floor_workload(spec: MLPSpec, workload: str, x_host: np.ndarray, labels_host: np.ndarray,
@@ -309,7 +402,8 @@ def _torch_workload(target: Target, spec: MLPSpec, workload: str, x_host: np.nda
 
 def gemm_workload(target: Target, spec: MLPSpec, workload: str, *,
                   batch: int | None = None, seed: int = 0) -> Workload:
-    """The matrix products of one step of ``workload``, alone, on ``target``'s library.
+    """The matrix products of one step of ``workload``, alone, on ``target``'s library (for a
+    compiled JAX target, all of them in one ``jax.jit`` program).
 
     Per layer (nᵢ → nₒ): forward a Wᵀ, (B, nᵢ)·(nᵢ, nₒ); for the other workloads also δᵀ a,
     (nₒ, B)·(B, nᵢ), and, except on the first layer, δ W, (B, nₒ)·(nₒ, nᵢ). Operands are the
@@ -374,9 +468,17 @@ def gemm_workload(target: Target, spec: MLPSpec, workload: str, *,
         jnp = importlib.import_module("jax.numpy")
         jax_ops = operands(jnp.asarray)
         results: list[Any] = []
+        pairs = [(left, right) for left, right, _ in jax_ops]
+        if target.compiled:  # the products as one program too: one dispatch, as the step's
+            program = jax.jit(lambda ops: [jnp.matmul(a, b) for a, b in ops])
+
+            def jax_program() -> None:
+                results[:] = program(pairs)
+
+            return Workload(jax_program, lambda: jax.block_until_ready(results))
 
         def jax_products() -> None:
-            results[:] = [jnp.matmul(left, right) for left, right, _ in jax_ops]
+            results[:] = [jnp.matmul(left, right) for left, right in pairs]
 
         return Workload(jax_products, lambda: jax.block_until_ready(results))
     torch = _import_torch()
