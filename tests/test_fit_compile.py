@@ -282,3 +282,25 @@ def test_without_metrics_the_step_returns_the_loss_only(case: Any) -> None:
     else:
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
     _assert_states(case, compiled.arrays(), eager.arrays())
+
+
+def test_a_metric_of_the_users_is_summed_as_without_compile(case: Any) -> None:
+    """Built-in metrics may be summed by one jitted program beside a jax.jit step; a callable
+    of the user's is summed eagerly, as without compile, beside them."""
+
+    def positive_first_score(prediction: Any, target: Any) -> Any:
+        xp = case.xp
+        return xp.sum(xp.astype(prediction[:, 0] > 0, prediction.dtype))
+
+    histories = []
+    for compile in (True, False):
+        run = Run(case)
+        histories.append(fit(run.model, run.loss, run.opt, run.train, epochs=2,
+                             metrics=["accuracy", positive_first_score], progress=False,
+                             compile=compile))
+    got, want = histories
+    assert list(got.epochs[0]) == list(want.epochs[0])
+    assert "positive_first_score" in got.epochs[0]
+    for key in ("accuracy", "positive_first_score"):
+        tol = 0.0 if _kind(case) == "eager" else 1.0 / 24
+        assert np.allclose(got[key], want[key], rtol=0, atol=tol), key

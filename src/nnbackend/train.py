@@ -489,6 +489,7 @@ def fit(
     if step is not None:
         history.step_kind, history.step_note = step.kind, step.note
         _log.info("fit: %s", step.note)
+    sums = _jitted_metrics(metric_fns) if step is not None and step.kind == "jax-jit" else None
     per_epoch = len(train) if isinstance(train, Sized) else 0
     bar = _Progress(progress if comm is None or comm.is_root else False,
                     per_epoch * (epochs - initial_epoch))
@@ -504,7 +505,7 @@ def fit(
                 bar.epoch(epoch, epochs)
                 record = _train_epoch(model, loss_fn, optimizer, train, metric_fns, epoch=epoch,
                                       bar=bar, log_every=log_every, step=step,
-                                      on_step=on_step)
+                                      on_step=on_step, sums=sums)
                 if step is not None:  # validation, on_epoch and callbacks use the objects
                     step.write_back()
                     history.compile_seconds, history.traces = step.compile_seconds, step.traces
@@ -552,6 +553,36 @@ def _compiled(model: Module, loss_fn: Callable[[Array, Array], tuple[Array, Arra
         )
         raise TypeError(msg)
     return compile_step(model, loss_fn, optimizer, return_outputs=outputs)
+
+
+def _add_metrics(metric_fns: Mapping[str, Metric], sums: dict[str, Array], y: Array,
+                 target: Array) -> dict[str, Array]:
+    """The running metric sums with the batch's counts added (the first batch's as they are)."""
+    out = dict(sums)
+    for name, fn in metric_fns.items():
+        count = fn(y, target)
+        out[name] = sums[name] + count if name in sums else count
+    return out
+
+
+def _jitted_metrics(metric_fns: Mapping[str, Metric]) -> Any:
+    """On JAX beside a ``jax.jit`` step: :func:`_add_metrics` as one jitted program (one
+    dispatch a step instead of one per array operation), for the built-in metrics; None (the
+    eager sums) when a metric is a callable of the user's, which may not be traceable."""
+    if not metric_fns or any(fn not in _METRICS.values() for fn in metric_fns.values()):
+        return None
+    import jax
+
+    fns = dict(metric_fns)
+    first = jax.jit(lambda y, target: _add_metrics(fns, {}, y, target))
+    add = jax.jit(lambda sums, y, target: _add_metrics(fns, sums, y, target))
+
+    def sums(_: Mapping[str, Metric], running: dict[str, Array], y: Array, target: Array
+             ) -> dict[str, Array]:
+        out: dict[str, Array] = add(running, y, target) if running else first(y, target)
+        return out
+
+    return sums
 
 
 def _write_back_after_error(step: Any, history: History, error: BaseException) -> None:
@@ -606,6 +637,7 @@ def _train_epoch(
     log_every: int,
     step: Any = None,
     on_step: Callable[[], None] | None = None,
+    sums: Any = None,
 ) -> dict[str, float]:
     set_epoch = getattr(train, "set_epoch", None)
     if set_epoch is not None:
@@ -638,9 +670,8 @@ def _train_epoch(
         if not checked and metric_fns:  # the batches of an epoch share their shapes: once
             _check_applicable(metric_fns, y, yb, where="fit")
             checked = True
-        for name, fn in metric_fns.items():
-            count = fn(y, yb)
-            metric_sums[name] = metric_sums[name] + count if name in metric_sums else count
+        if metric_fns:
+            metric_sums = (sums or _add_metrics)(metric_fns, metric_sums, y, yb)
         window.append(loss)
         window_weights.append(n if mean_loss else 1)
         samples += n
