@@ -119,6 +119,9 @@ time per step
     resolution does not matter) with ``time.perf_counter``; the device is synchronised before
     each block's clock stops. The time per step is the minimum over the repeats of the median
     block: the median shrugs off a stray interruption, the minimum picks the quietest repeat.
+    The targets of one size and workload are timed in turns (:func:`measure_interleaved`:
+    three rounds, each target's time its fastest round's), so that a burst of other work on a
+    shared machine falls on one round of every target rather than on one target.
 samples/s, GFLOP/s
     B / time and FLOPs / time.
 GEMM fraction

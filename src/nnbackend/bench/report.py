@@ -355,13 +355,17 @@ def run(
 
 def _mlp_rows(targets: Sequence[Target], spec: MLPSpec, workload: str, *, budget_s: float,
               gemm_times: GemmTimes) -> list[Row]:
-    """The rows of one MLP and workload, each target timed in turn."""
+    """The rows of one MLP and workload: the targets' steps timed in turns
+    (:func:`measure_interleaved`: three rounds, ``budget_s`` per target in all; a burst of
+    other work then falls on one round of each target, not on one target's whole
+    measurement), then each one's products and calls."""
+    gc.collect()
+    built = [(target, build_workload(target, spec, workload)) for target in targets
+             if runs(target, workload)]
+    timings = measure_interleaved([(wl.step, wl.sync) for _, wl in built],
+                                  budget_s=budget_s * len(built)) if built else []
     rows = []
-    for target in targets:
-        if not runs(target, workload):
-            continue
-        wl = build_workload(target, spec, workload)
-        timing = measure(wl.step, sync=wl.sync, budget_s=budget_s)
+    for (target, wl), timing in zip(built, timings, strict=True):
         rows.append(make_row(target, spec, workload, batch=None, seconds=timing.seconds,
                              gemm_seconds=gemm_times.seconds(target, spec, workload),
                              calls=count_calls(target, spec, workload),
