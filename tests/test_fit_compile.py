@@ -304,3 +304,37 @@ def test_a_metric_of_the_users_is_summed_as_without_compile(case: Any) -> None:
     for key in ("accuracy", "positive_first_score"):
         tol = 0.0 if _kind(case) == "eager" else 1.0 / 24
         assert np.allclose(got[key], want[key], rtol=0, atol=tol), key
+
+
+def test_fit_with_cuda_graph_steps_on_the_replay_double(case: Any, monkeypatch: Any) -> None:
+    """What fit(compile=True) runs on CuPy and PyTorch CUDA, here with the CPU replay double
+    standing in for the CUDA engine (rows with mutable arrays and no CUDA device): the history
+    and the objects' state at every on_epoch as the eager fit's, to the few ulp that Adam's
+    bias corrections computed on the device differ by."""
+    from functools import partial
+
+    from nnbackend.backend import supports_views
+
+    if not supports_views(case.xp) or _kind(case) != "eager":
+        pytest.skip("the replay double stands in for CUDA graphs on rows with mutable arrays")
+    import nnbackend.compile as compile_package
+    from nnbackend.compile import graph
+
+    monkeypatch.setattr(compile_package, "_graphs_apply", lambda library, device: True)
+    monkeypatch.setattr(graph, "GraphStep", partial(graph.GraphStep, engine="double"))
+    compiled, eager = Run(case), Run(case)
+    history, eager_history = compiled.fit(compile=True), eager.fit(compile=False)
+    assert history.step_kind == "cuda-graph"
+    assert "replay double" in history.step_note
+    assert history.traces == 2  # the full batches' graph and the partial batch's
+    tol = 1e-12 if case.is_float64 else 1e-5
+    for row, want in zip(history.epochs, eager_history.epochs, strict=True):
+        assert row.keys() == want.keys()
+        for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+            assert row[key] == pytest.approx(want[key], rel=tol), key
+    assert compiled.steps == eager.steps
+    for (_, _, got), (_, _, want_state) in zip(compiled.seen, eager.seen, strict=True):
+        assert got.keys() == want_state.keys()
+        for name in want_state:
+            np.testing.assert_allclose(got[name], want_state[name], rtol=tol, atol=tol,
+                                       err_msg=name)
