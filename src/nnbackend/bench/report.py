@@ -211,7 +211,7 @@ calls/step: Array API calls and array operators per step (floor: NumPy calls and
 program call per step).
 compile s: the compiled rows' compilation (tracing and XLA compilation, or CUDA graph capture), \
 host seconds of the calls that did it; the time per step excludes it. Compiled rows run the \
-training steps only; their GEMM% is the products alone in one jax.jit program."""
+training steps only; their GEMM% (MLPs) is the products alone in one jax.jit program."""
 
 
 # ============================================================================================
