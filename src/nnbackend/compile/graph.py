@@ -82,12 +82,12 @@ The loss and the state between calls
 A call returns a copy of the graph's static loss buffer (one device-side copy): it stays valid
 after later calls, so a caller may keep a window of losses (as ``fit`` does) before reading
 them. With ``return_outputs=True`` the model's output is kept in a static buffer of each shape
-beside the loss's and copied out the same way. The model and optimizer hold the graph's arrays at every moment between calls (the
-kernels update them in place), so :meth:`GraphStep.write_back` copies nothing, and
-``checkpoint.save``, ``predict`` or an eager step may use the objects at any time; an eager step
-(or a ``load_state_dict``) between calls is picked up by the next call. :meth:`GraphStep.reload`
-copies the objects' values into the captured arrays again (no recapture), or drops the graphs
-when the state's structure changed.
+beside the loss's and copied out the same way. The model and optimizer hold the graph's arrays
+at every moment between calls (the kernels update them in place), so
+:meth:`GraphStep.write_back` copies nothing, and ``checkpoint.save``, ``predict`` or an eager
+step may use the objects at any time; an eager step (or a ``load_state_dict``) between calls is
+picked up by the next call. :meth:`GraphStep.reload` copies the objects' values into the
+captured arrays again (no recapture), or drops the graphs when the state's structure changed.
 """
 
 from __future__ import annotations
