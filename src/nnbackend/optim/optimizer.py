@@ -219,6 +219,9 @@ class Optimizer:
         How the steps ran: group steps and runs on the flat path, parameters skipped without a
         gradient, those stepped on their own although in the arena (by reason), and the
         parameters never packed (by reason).
+    settings_version : int
+        Advanced whenever a hyperparameter other than ``lr`` changes (assigned, or loaded):
+        a compiled step, whose program holds them as constants, compiles again then.
     """
 
     HYPERPARAMETERS: ClassVar[tuple[Hyperparameter, ...]] = ()
@@ -257,6 +260,9 @@ class Optimizer:
         self._pending: list[Fallback] = []  # parameters that left the arena, to report
         self._frozen_out: list[int] = []  # packable parameters left out because frozen
         self.path_stats = PathStats()
+        # Advanced by every change of a hyperparameter other than lr (an assignment, a load):
+        # what a compiled step compares to know that its program's constants changed.
+        self.settings_version = 0
         self._reported: set[str] = set()  # fallback reasons already warned about
         self._param_labels: list[str] = []  # how messages name each parameter
         for group in _groups_of(params, where=where):
@@ -441,6 +447,8 @@ class Optimizer:
         for g in self.param_groups:
             g.settings[name] = checked
         self.defaults[name] = checked
+        if name != "lr":
+            self.settings_version += 1
 
     def _assign(self, group: ParamGroup, key: str, value: Any) -> None:
         """``group[key] = value``: checked against the list and the group's other values."""
@@ -457,6 +465,8 @@ class Optimizer:
         checked = spec[key].check(value, where, key)
         type(self)._check_together({**group.settings, key: checked}, where=where)
         group.settings[key] = checked
+        if key != "lr":
+            self.settings_version += 1
 
     def _unknown_key(self, key: str, *, where: str) -> str:
         return (
@@ -672,6 +682,7 @@ class Optimizer:
         self.defaults = defaults
         for group, values in zip(self.param_groups, groups, strict=True):
             group.settings = values
+        self.settings_version += 1
         self.state = [
             {
                 name: value if name == "step" else backend_of(p.data).asarray(value, copy=True)
@@ -691,6 +702,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         for group, settings in zip(self.param_groups, groups, strict=True):
             group.settings = dict(settings)
+        self.settings_version += 1
 
     def _checked_hyperparameters(self, hyper: Any, *, where: str) -> dict[str, Any]:
         if not isinstance(hyper, Mapping):
