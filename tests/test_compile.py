@@ -585,3 +585,50 @@ def test_a_data_parallel_model_is_refused(case: Any) -> None:
 
         with pytest.raises(ValueError, match="GraphStep: a DistributedDataParallel model"):
             GraphStep(wrapped, run.loss, nb.SGD(wrapped, lr=0.1), engine="double")
+
+
+def test_an_optimizer_state_loaded_between_calls_is_taken(case: Any) -> None:
+    """An optimizer-only load (the model untouched) after a write-back: the next call takes
+    it, as the eager step would continue from it."""
+    compiled, eager = Run(case, "adam"), Run(case, "adam")
+    compiled.compile()
+    compiled.train(range(3))
+    eager.train(range(3))
+    compiled.step.write_back()
+    saved = eager.opt.state_dict()
+    saved["state"] = [{**st, "step": 1} for st in saved["state"]]  # another count: visible
+    compiled.opt.load_state_dict(saved)
+    eager.opt.load_state_dict(saved)
+    compiled.train(range(3, 4))
+    eager.train(range(3, 4))
+    compiled.step.write_back()
+    assert compiled.opt.state_dict()["state"][0]["step"] == 2
+    _assert_matches_eager(case, compiled, eager, steps=4)
+
+
+def test_a_changed_hyperparameter_other_than_lr_compiles_again(case: Any) -> None:
+    """momentum and weight decay are constants of the program: changing them between calls
+    compiles once more (on JAX) and the steps follow the new values, as eager ones do."""
+    compiled, eager = Run(case, "momentum"), Run(case, "momentum")
+    compiled.compile()
+    compiled.train(range(2))
+    eager.train(range(2))
+    traces = compiled.step.traces
+    for run in (compiled, eager):
+        run.opt.param_groups[0]["momentum"] = 0.5
+        run.opt.param_groups[0]["weight_decay"] = 0.05
+    compiled.train(range(2, 5))
+    eager.train(range(2, 5))
+    if compiled.step.kind == "jax-jit":
+        assert compiled.step.traces == traces + 1
+    _assert_matches_eager(case, compiled, eager, steps=5)
+
+
+def test_a_host_batch_is_refused_where_the_step_is_compiled(case: Any) -> None:
+    run = Run(case, "sgd")
+    step = run.compile()
+    if step.kind != "jax-jit":
+        pytest.skip("only a compiled step would copy host data in silently")
+    x, labels = run.batches[0]
+    with pytest.raises(TypeError, match=r"batch's x is ndarray, not an array on"):
+        step(nb.to_numpy(x), labels)

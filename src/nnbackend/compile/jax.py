@@ -159,8 +159,11 @@ class JaxStep:
         self._lr_keys: list[str] = []
         self._lr_values: list[Any] = []  # each group's lr as last seen (compared by identity)
         self._lr_arrays: list[Array] = []  # and as the program's input
-        self._programs: dict[tuple[tuple[str, ...], bool], _Program] = {}
-        self._out_keys: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
+        self._programs: dict[tuple[Any, ...], _Program] = {}
+        self._out_keys: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        # the groups' other hyperparameters: constants of a program, so part of its key
+        self._settings: tuple[Any, ...] = ()
+        self._settings_version = -1
         self._trace_start = 0.0
         self._keys: tuple[str, ...] = ()
         self._leaves: tuple[Array, ...] = ()
@@ -168,7 +171,9 @@ class JaxStep:
         self._program: _Program
         self._watched: Parameter
         self._watched_data: Array
+        self._watched_state: list[dict[str, Any]]
         self._synced_at = 0
+        self._array_type = type(be.xp.zeros((), device=be.device))  # a batch's, checked cheaply
         self.reload()
 
     # ------------------------------------------------------------------ the protocol
@@ -176,15 +181,21 @@ class JaxStep:
     def __call__(self, x: Array, y: Array) -> Array:
         """One training step on ``(x, y)`` (arrays on the model's device); returns the loss,
         or ``(loss, output)`` with ``return_outputs``."""
-        if self._watched.data is not self._watched_data:  # the objects changed since
+        if (self._watched.data is not self._watched_data
+                or self.optimizer.state is not self._watched_state):  # the objects changed
             self._objects_changed()
         if self.model.training is not self._training:
             self._training = self.model.training
             self._program = self._select()
+        if self.optimizer.settings_version != self._settings_version:
+            self._program = self._select()  # momentum, betas, ... changed: compiles again
+        if type(x) is not self._array_type or type(y) is not self._array_type:
+            self._check_batch(x, y)
         values = self._lr_values
         for g, group in enumerate(self._groups):  # a new rate (a schedule's): a new input
-            if group.settings["lr"] is not values[g]:
-                self._set_lr(g, group.settings["lr"])
+            lr, last = group.settings["lr"], values[g]
+            if lr is not last and not (type(lr) is float is type(last) and lr == last):
+                self._set_lr(g, lr)
         traces = self.traces
         self._leaves, loss, out = self._program(self._leaves, x, y, self._lr_arrays)
         self.steps += 1
@@ -243,6 +254,7 @@ class JaxStep:
         params = self.optimizer.params
         self._watched = next((p for p in params if p.requires_grad), params[0])
         self._watched_data = self._watched.data
+        self._watched_state = self.optimizer.state  # load_state_dict replaces the list
         self._synced_at = self.steps
 
     def _objects_changed(self) -> None:
@@ -257,9 +269,20 @@ class JaxStep:
         )
         raise RuntimeError(msg)
 
+    def _check_batch(self, x: Any, y: Any) -> None:
+        """Refuse a batch that is not on the model's device: jax.jit would copy host data in
+        at every call, a transfer the library makes only explicitly (``Backend.asarray``)."""
+        for name, a in (("x", x), ("y", y)):
+            if not self.backend.holds(a):
+                msg = (f"JaxStep: the batch's {name} is {type(a).__name__}, not an array on "
+                       f"{self.backend!r}; move the data once with nnbackend.data.batches or "
+                       "Backend.asarray")
+                raise TypeError(msg)
+
     def _set_lr(self, g: int, lr: Any) -> None:
         """Group ``g``'s learning rate as a 0-d device array of the state's form (made once per
-        value: a call compares the group's ``lr`` with the last one by identity only)."""
+        value: a call compares the group's ``lr`` with the last one, a Python float by value,
+        anything else by identity)."""
         value = lr if isinstance(lr, int | float) else float(to_numpy(lr))
         array = self.backend.xp.asarray(value, dtype=self._lr_dtype)
         if g == len(self._lr_arrays):
@@ -272,21 +295,27 @@ class JaxStep:
         """After a call that traced: its time, and the state's keys as the program gave them
         back (the same keys, unless a parameter received no gradient: then once more)."""
         self.compile_seconds += time.perf_counter() - self._trace_start
-        out = self._out_keys[(self._keys, self._training)]
+        out = self._out_keys[(self._keys, self._training, self._settings)]
         if out != self._keys:
             self._keys = out
             self._program = self._select()
 
     def _select(self) -> _Program:
-        """The jitted program for the current keys and training mode (made on first use)."""
-        key = (self._keys, self._training)
+        """The jitted program for the current keys, training mode and hyperparameters other
+        than the learning rates (made on first use)."""
+        if self.optimizer.settings_version != self._settings_version:
+            self._settings_version = self.optimizer.settings_version
+            self._settings = tuple(
+                tuple((k, v) for k, v in group.settings.items() if k != "lr")
+                for group in self._groups)
+        key = (self._keys, self._training, self._settings)
         program = self._programs.get(key)
         if program is None:
-            keys, training = key
+            keys, training, settings = key
 
             def step(leaves: tuple[Array, ...], x: Array, y: Array,
                      lrs: list[Array]) -> tuple[tuple[Array, ...], Array, Array | None]:
-                return self._trace(keys, training, leaves, x, y, lrs)
+                return self._trace(keys, training, settings, leaves, x, y, lrs)
 
             program = self._jax.jit(step, donate_argnums=(0,) if self.donate else ())
             self._programs[key] = program
@@ -294,8 +323,8 @@ class JaxStep:
 
     # ------------------------------------------------------------------ the traced step
 
-    def _trace(self, keys: tuple[str, ...], training: bool, leaves: tuple[Array, ...],
-               x: Array, y: Array, lrs: list[Array]
+    def _trace(self, keys: tuple[str, ...], training: bool, settings: tuple[Any, ...],
+               leaves: tuple[Array, ...], x: Array, y: Array, lrs: list[Array]
                ) -> tuple[tuple[Array, ...], Array, Array | None]:
         """The eager step on traced state: runs once per trace, never per call. The model's
         output is a result of the program only with ``return_outputs`` (else None: XLA need
@@ -320,7 +349,7 @@ class JaxStep:
             new = training_state(model, opt, device_scalars=True, copy=False)
             for key in self._lr_keys:
                 del new[key]
-            self._out_keys[(keys, training)] = tuple(new)
+            self._out_keys[(keys, training, settings)] = tuple(new)
             return tuple(new.values()), loss, out if self.return_outputs else None
         finally:
             saved.restore()
