@@ -554,3 +554,20 @@ def test_return_outputs_gives_the_steps_output_from_a_static_buffer(case: Any) -
         _assert_same({"loss": nb.to_numpy(got_loss), "output": nb.to_numpy(got_out)},
                      {"loss": want_loss, "output": want_out}, case)
     _assert_same(compiled.host_state(), eager.host_state(), case)
+
+
+# -- the arguments -------------------------------------------------------------------------------
+
+
+def test_the_arguments_are_checked_as_for_every_compiled_step(case: Any) -> None:
+    """An optimizer over parameters of another model and a negative clipping bound are refused
+    with the errors of every kind of compiled step."""
+    engine = _engine(case)
+    run, other = Run(case, "sgd-momentum-steplr"), Run(case, "sgd-momentum-steplr")
+    with pytest.raises(ValueError, match=r"GraphStep: SGD holds .* \(params\[0\]\), which is not "
+                                         r"a parameter of the model"):
+        GraphStep(run.model, run.loss, other.opt, engine=engine)
+    with pytest.raises(ValueError, match=r"GraphStep.*clip_grad_norm"):
+        GraphStep(run.model, run.loss, run.opt, engine=engine, clip_grad_norm=-1.0)
+    with pytest.raises(TypeError, match=r"GraphStep: loss_fn must be callable"):
+        GraphStep(run.model, None, run.opt, engine=engine)  # type: ignore[arg-type]

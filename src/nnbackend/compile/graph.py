@@ -107,8 +107,8 @@ from ..layers.module import Module
 from ..optim.clip import clip_grad_norm as _clip_grad_norm
 from ..optim.optimizer import Optimizer
 from ..random import Generator
-from ..state import _generators, _scalar_backend, training_state
-from .base import refuse_distributed
+from ..state import _INT32_MAX, _generators, _group_ranges, _scalar_backend, training_state
+from .base import check_arguments
 
 __all__ = [
     "CuPyGraphEngine",
@@ -120,7 +120,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_INT32_MAX = (1 << 31) - 1
 _SETTLE_LIMIT = 3  # eager steps in a row that may still change the state's structure
 Probe = Callable[[], list[tuple[str, Array]]]
 
@@ -393,7 +392,7 @@ class GraphStep:
     loss_fn : callable
         ``loss_fn(y, target) -> (loss, dy)``, as :class:`nnbackend.CrossEntropyLoss`.
     optimizer : Optimizer
-        Over ``model``'s parameters.
+        Over ``model``'s parameters (no others: checked as for every compiled step).
     clip_grad_norm : float, optional
         Clip the gradients' global norm to this bound before each update.
     engine : {"auto", "double"} or GraphEngine
@@ -422,9 +421,13 @@ class GraphStep:
 
     Raises
     ------
+    TypeError
+        Not a Module, a callable loss and an Optimizer.
     ValueError
-        The model's arrays are immutable (JAX, array-api-strict): a graph replays kernels that
-        write fixed memory in place; or ``engine="auto"`` without a CUDA device.
+        The optimizer holds a parameter that is not the model's, ``clip_grad_norm`` is
+        negative, the model is data-parallel, the model's arrays are immutable (JAX,
+        array-api-strict: a graph replays kernels that write fixed memory in place), or
+        ``engine="auto"`` without a CUDA device.
 
     Notes
     -----
@@ -438,16 +441,7 @@ class GraphStep:
                  engine: Any = "auto", max_graphs: int = 4,
                  return_outputs: bool = False) -> None:
         where = "GraphStep"
-        if not isinstance(model, Module):
-            msg = f"{where}: model must be a Module, got {type(model).__name__}"
-            raise TypeError(msg)
-        refuse_distributed(model, where=where)
-        if not isinstance(optimizer, Optimizer):
-            msg = f"{where}: optimizer must be an Optimizer, got {type(optimizer).__name__}"
-            raise TypeError(msg)
-        if not callable(loss_fn):
-            msg = f"{where}: loss_fn must be callable, got {type(loss_fn).__name__}"
-            raise TypeError(msg)
+        clip_grad_norm = check_arguments(model, loss_fn, optimizer, clip_grad_norm, where=where)
         if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 1:
             msg = f"{where}: max_graphs must be a positive int, got {max_graphs!r}"
             raise ValueError(msg)
@@ -558,10 +552,6 @@ class GraphStep:
         self._arrays = None
         self._take_state()
 
-    def _group_members(self, g: int) -> range:
-        start = sum(len(group.params) for group in self.optimizer.param_groups[:g])
-        return range(start, start + len(self.optimizer.param_groups[g].params))
-
     def _bound(self, name: str) -> Any:
         """What the objects hold now for the per-step entry ``name``."""
         fields = name.split("/")
@@ -572,7 +562,7 @@ class GraphStep:
             g = int(fields[2])
             if fields[3] == "lr":
                 return opt.param_groups[g].settings["lr"]
-            return opt.state[self._group_members(g)[0]].get("step")
+            return opt.state[_group_ranges(opt)[g][0]].get("step")
         return opt.state[int(fields[2])].get("step")
 
     def _bind(self, name: str, value: Array) -> bool:
@@ -587,7 +577,7 @@ class GraphStep:
         elif fields[1] == "param_groups" and fields[3] == "lr":
             opt.param_groups[int(fields[2])].settings["lr"] = value
         elif fields[1] == "param_groups":
-            for i in self._group_members(int(fields[2])):
+            for i in _group_ranges(opt)[int(fields[2])]:
                 opt.state[i]["step"] = value
         else:
             opt.state[int(fields[2])][fields[3]] = value
