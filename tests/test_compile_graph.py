@@ -556,6 +556,85 @@ def test_return_outputs_gives_the_steps_output_from_a_static_buffer(case: Any) -
     _assert_same(compiled.host_state(), eager.host_state(), case)
 
 
+# -- the objects usable eagerly after write_back -------------------------------------------------
+
+
+def _python_rates(run: Run) -> None:
+    """Each group's learning rate as a Python float (a schedule needs one), read once."""
+    for group in run.opt.param_groups:
+        group["lr"] = float(nb.to_numpy(group["lr"]))
+
+
+def test_write_back_leaves_python_learning_rates_for_schedules(case: Any) -> None:
+    """After write_back each group's lr is a Python float again, so schedules made (or stepped)
+    on the objects work; the next calls replay with the rate they set (no recapture)."""
+    eager, compiled = Run(case, "sgd-momentum-steplr"), Run(case, "sgd-momentum-steplr")
+    eager.to_device_scalars()
+    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=_engine(case))
+    for t in range(2 * len(ROWS)):
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+    step.write_back()
+    assert [type(g["lr"]) for g in compiled.opt.param_groups] == [float]
+    assert compiled.opt.param_groups[0]["lr"] == 0.1
+    _python_rates(eager)
+    scheds = {}
+    for name, run in (("eager", eager), ("compiled", compiled)):
+        plateau = nb.ReduceLROnPlateau(run.opt, patience=0, factor=0.5)
+        plateau.step(1.0)
+        plateau.step(2.0)  # no improvement: the rate halves
+        scheds[name] = nb.StepLR(run.opt, 2, gamma=0.1)
+    assert compiled.opt.param_groups[0]["lr"] == 0.05
+    traces = step.traces
+    for t in range(2 * len(ROWS), 4 * len(ROWS)):
+        eager.to_device_scalars()
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+        step.write_back()
+        _python_rates(eager)
+        for sched in scheds.values():
+            sched.step()
+    assert step.traces == traces
+    assert compiled.opt.param_groups[0]["lr"] == eager.opt.param_groups[0]["lr"]
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+
+
+def test_fit_compile_with_a_schedule_in_on_epoch_on_the_replay_double(
+        case: Any, monkeypatch: Any) -> None:
+    """fit(compile=True) writes the state back before on_epoch: a ReduceLROnPlateau made and
+    stepped there reads and sets Python rates, and the next epoch's replays use them."""
+    from functools import partial
+
+    import nnbackend.compile as compile_package
+    from nnbackend.compile import graph
+    from nnbackend.train import fit
+
+    if _engine(case) != "double":
+        pytest.skip("the replay double stands in for CUDA graphs on rows with mutable arrays")
+    monkeypatch.setattr(compile_package, "_graphs_apply", lambda library, device: True)
+    monkeypatch.setattr(graph, "GraphStep", partial(graph.GraphStep, engine="double"))
+    histories, rates = [], []
+    for compile in (True, False):
+        run = Run(case, "sgd-momentum-steplr")
+        made: list[Any] = []
+
+        def on_epoch(epoch: int, record: dict[str, float], run: Run = run,
+                     made: list[Any] = made) -> None:
+            if not made:  # a schedule made on the objects after the first epoch's steps
+                made.append(nb.ReduceLROnPlateau(run.opt, patience=0, factor=0.5))
+            made[0].step(float(epoch))  # never improves: the rate halves after epoch 0
+
+        data = [run.batch(t) for t in range(len(ROWS))]
+        histories.append(fit(run.model, run.loss, run.opt, data, epochs=3, progress=False,
+                             on_epoch=on_epoch, compile=compile))
+        rates.append([g["lr"] for g in run.opt.param_groups])
+    assert histories[0].step_kind == "cuda-graph"
+    assert rates[0] == rates[1] == [0.1 * 0.5 ** 2]
+    tol = 1e-12 if case.is_float64 else 1e-5
+    for got, want in zip(histories[0].epochs, histories[1].epochs, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=tol)
+
+
 # -- the arguments -------------------------------------------------------------------------------
 
 

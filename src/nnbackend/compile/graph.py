@@ -9,7 +9,7 @@ on CuPy (stream capture into a ``cupy.cuda.Graph``) and on PyTorch CUDA tensors
     step = GraphStep(model, nb.CrossEntropyLoss(), opt)
     for x, y in batches:              # arrays on the model's device
         loss = step(x, y)             # a fresh 0-d device array
-    step.write_back()                 # (the objects already hold the state: see below)
+    step.write_back()                 # Python learning rates again (see below)
 
 .. warning:: The CUDA engines (:class:`CuPyGraphEngine`, :class:`TorchGraphEngine`) have not
    yet run on a GPU: they run where ``ci/gpu.sh`` runs the test suite on a CUDA machine (the
@@ -83,11 +83,14 @@ A call returns a copy of the graph's static loss buffer (one device-side copy): 
 after later calls, so a caller may keep a window of losses (as ``fit`` does) before reading
 them. With ``return_outputs=True`` the model's output is kept in a static buffer of each shape
 beside the loss's and copied out the same way. The model and optimizer hold the graph's arrays
-at every moment between calls (the kernels update them in place), so
-:meth:`GraphStep.write_back` copies nothing, and ``checkpoint.save``, ``predict`` or an eager
-step may use the objects at any time; an eager step (or a ``load_state_dict``) between calls is
-picked up by the next call. :meth:`GraphStep.reload` copies the objects' values into the
-captured arrays again (no recapture), or drops the graphs when the state's structure changed.
+at every moment between calls (the kernels update them in place), so ``checkpoint.save``,
+``predict`` or an eager step may use the objects at any time; an eager step (or a
+``load_state_dict``) between calls is picked up by the next call. Between calls the learning
+rates are 0-d device arrays, which schedules refuse: :meth:`GraphStep.write_back` copies no
+array but puts each group's ``lr`` back as a Python float (one host read per group), and the
+next call copies it into the device scalar again. :meth:`GraphStep.reload` copies the objects'
+values into the captured arrays again (no recapture), or drops the graphs when the state's
+structure changed.
 """
 
 from __future__ import annotations
@@ -503,10 +506,17 @@ class GraphStep:
         return self._results(entry.loss)
 
     def write_back(self) -> None:
-        """Make the objects hold the compiled state: they already do (the graphs update the
-        model's and optimizer's own arrays in place, and each call leaves the per-step values
-        bound); any per-step value an eager use replaced is taken into the graphs' arrays."""
+        """Make the objects hold the compiled state, usable eagerly: they hold the graphs'
+        arrays already (the graphs update the model's and optimizer's own arrays in place, and
+        each call leaves the per-step values bound; any per-step value an eager use replaced
+        is taken into the graphs' arrays first). Each parameter group's ``lr`` is put back as
+        a Python float (one host read per group), as schedules need it; the next call copies
+        it into the graphs' device scalar again (no recapture)."""
         self._sync()
+        for group in self.optimizer.param_groups:
+            lr = group.settings["lr"]
+            if not isinstance(lr, int | float):
+                group["lr"] = float(self.backend.to_numpy(lr))
 
     def reload(self) -> None:
         """Take the objects' current state again (after a checkpoint load, an eager step, a
