@@ -2,8 +2,10 @@
 replayed equals the eager step taken with device per-step values bit for bit over 20 steps
 (SGD with momentum and Adam, dropout, batch norm, a schedule changing the learning rate between
 steps, a last partial batch), one capture per shape, zero host reads per replayed step on the
-GPU-like device, the state the objects hold is the compiled state, eager use and checkpoint
-loads between calls are picked up, and immutable backends are refused.
+GPU-like device, the state the objects hold is the compiled state (with Python learning rates
+after write_back, for schedules), eager use and checkpoint loads between calls are picked up, a
+changed setting other than the learning rate recaptures the graphs, the arguments are checked as
+for every compiled step, and immutable backends are refused.
 
 On the rows with mutable arrays and no CUDA device (NumPy, the GPU-like device, PyTorch CPU)
 the CPU replay double stands in for the graph engine; on the CuPy and PyTorch CUDA rows the
@@ -506,7 +508,7 @@ def test_a_failed_capture_leaves_the_objects_usable(case: Any) -> None:
         pytest.skip("the double's rows suffice for the error path")
 
     class Failing(ReplayDouble):
-        def capture(self, fn: Callable[[], None], probe: Any) -> Any:
+        def capture(self, fn: Callable[[], None], probe: Any, constants: Any = None) -> Any:
             fn()  # the step ran (and rebound its per-step values) before the failure
             raise RuntimeError("operation not permitted when stream is capturing")
 
@@ -633,6 +635,52 @@ def test_fit_compile_with_a_schedule_in_on_epoch_on_the_replay_double(
     tol = 1e-12 if case.is_float64 else 1e-5
     for got, want in zip(histories[0].epochs, histories[1].epochs, strict=True):
         assert got["loss"] == pytest.approx(want["loss"], rel=tol)
+
+
+# -- settings a graph holds as constants ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("optimizer", "changes"), [
+    ("sgd-momentum-steplr", {"momentum": 0.5, "weight_decay": 0.0}),
+    ("adam-exponential", {"betas": (0.8, 0.99), "eps": 1e-6}),
+])
+def test_a_changed_hyperparameter_recaptures_the_graphs(case: Any, optimizer: str,
+                                                        changes: dict[str, Any]) -> None:
+    """Settings other than the learning rate are constants of a captured graph: changing one
+    between calls drops the graphs, and each shape is captured once again with the new value
+    (the replay double asserts that no replay runs on settings changed since its capture)."""
+    eager, compiled = Run(case, optimizer), Run(case, optimizer)
+    eager.to_device_scalars()
+    step = GraphStep(compiled.model, compiled.loss, compiled.opt, engine=_engine(case))
+    for t in range(2 * len(ROWS)):
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+    assert step.traces == 2
+    for run in (eager, compiled):
+        for name, value in changes.items():
+            run.opt.param_groups[0][name] = value
+    for t in range(2 * len(ROWS), 4 * len(ROWS)):
+        eager.eager_step(t, device_scalars=True)
+        step(*compiled.batch(t))
+    assert step.traces == 4  # both shapes once more, then replays
+    engine = step.engine
+    if isinstance(engine, ReplayDouble):
+        assert engine.captures == 4
+    _assert_same(compiled.host_state(), eager.host_state(), case)
+
+
+def test_the_double_catches_a_setting_changed_since_capture(case: Any) -> None:
+    """The constants a graph holds (the optimizer's settings other than the learning rate):
+    a replay after one of them changed is what a real graph would get silently wrong."""
+    if case.backend.name != "numpy":
+        pytest.skip("no arrays computed: one row suffices")
+    settings = {"param_groups/0/momentum": 0.9}
+    double = ReplayDouble()
+    handle = double.capture(lambda: None, lambda: [], constants=lambda: dict(settings))
+    double.replay(handle)
+    settings["param_groups/0/momentum"] = 0.5
+    with pytest.raises(AssertionError, match=r"param_groups/0/momentum.*0\.9.*0\.5"):
+        double.replay(handle)
 
 
 # -- the arguments -------------------------------------------------------------------------------

@@ -37,6 +37,13 @@ runs. So:
   host-to-device copy, at the edge of the step) and the group given the scalar back: no
   recapture, the graph reads the new rate. Any other per-step value an eager use of the objects
   replaced (an eager step, a counter loaded on the host) is copied in the same way.
+* **Other settings are constants of the graph.** A parameter group's momentum, weight decay,
+  betas, eps (every setting but ``lr``) are Python values the kernels are launched with, so a
+  graph replays the values of its capture. They are recorded at capture; a call that finds one
+  changed (``group["momentum"] = 0.5``) drops the graphs, and each shape is captured once again
+  at its next call. :class:`ReplayDouble`, which reruns the step's Python and so would follow
+  the new value silently, asserts instead that no replay runs on settings changed since its
+  capture.
 * **No host synchronisation inside the step** (the library's step never reads a device value;
   :class:`ReplayDouble` asserts zero host reads per replay on the GPU-like test device).
 * **Memory only from the graph's own pool during capture.** PyTorch gives each graph a private
@@ -125,6 +132,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _SETTLE_LIMIT = 3  # eager steps in a row that may still change the state's structure
 Probe = Callable[[], list[tuple[str, Array]]]
+Constants = Callable[[], dict[str, Any]]
 
 
 class UnsteadyStateError(RuntimeError):
@@ -139,11 +147,13 @@ class GraphEngine(ABC):
     """Capture and replay of a step function ``fn() -> None`` that works on fixed arrays.
 
     ``warmup(fn)`` runs it eagerly where the capture will run (its stream and memory pool);
-    ``capture(fn, probe)`` records it and returns a handle (a CUDA engine does not execute the
-    work; a test double may: the caller restores the state after capture either way);
-    ``replay(handle)`` runs the recorded work on the arrays of capture time. ``probe()`` lists
-    the arrays the recording relies on (static buffers and every training-state array, by
-    name): a real graph ignores it, the replay double checks it.
+    ``capture(fn, probe, constants)`` records it and returns a handle (a CUDA engine does not
+    execute the work; a test double may: the caller restores the state after capture either
+    way); ``replay(handle)`` runs the recorded work on the arrays of capture time. ``probe()``
+    lists the arrays the recording relies on (static buffers and every training-state array, by
+    name); ``constants()`` the Python values the recording holds as constants (the optimizer's
+    settings other than the learning rates, by name): a real graph ignores both, the replay
+    double checks them.
     """
 
     name: str = "engine"
@@ -153,7 +163,8 @@ class GraphEngine(ABC):
         """Run ``fn`` eagerly as the capture will (its stream, its allocator)."""
 
     @abstractmethod
-    def capture(self, fn: Callable[[], None], probe: Probe) -> Any:
+    def capture(self, fn: Callable[[], None], probe: Probe,
+                constants: Constants | None = None) -> Any:
         """Record ``fn``; return a handle for :meth:`replay`."""
 
     @abstractmethod
@@ -171,6 +182,8 @@ class _Recording:
     fn: Callable[[], None]
     probe: Probe
     arrays: list[tuple[str, int]]  # (name, id) of what the recording relies on
+    constants: Constants | None = None
+    values: dict[str, Any] = field(default_factory=dict)  # the constants at capture
 
 
 @dataclass(eq=False)
@@ -185,6 +198,10 @@ class ReplayDouble(GraphEngine):
     * the objects still hold exactly the arrays of capture time, before and after the replay
       (a rebound array, or a per-step value left as a Python number, would be frozen into a
       real graph: AssertionError naming the entry);
+    * the constants of capture time (``constants()``: the optimizer's settings other than the
+      learning rates) are unchanged before the replay (a real graph replays the values it was
+      captured with whatever the settings say now, so a changed setting needs a new capture:
+      AssertionError naming the setting, its value at capture and now);
     * the replayed step reads nothing back to the host (counted with
       :func:`nnbackend.testing.count_host_reads`, which sees the GPU-like test device's reads;
       AssertionError listing them).
@@ -207,12 +224,14 @@ class ReplayDouble(GraphEngine):
         self.warmups += 1
         fn()
 
-    def capture(self, fn: Callable[[], None], probe: Probe) -> _Recording:
+    def capture(self, fn: Callable[[], None], probe: Probe,
+                constants: Constants | None = None) -> _Recording:
         before = [(name, id(a)) for name, a in probe()]
+        values = dict(constants()) if constants is not None else {}
         fn()
         self._check(before, probe, when="after capture")
         self.captures += 1
-        return _Recording(fn, probe, before)
+        return _Recording(fn, probe, before, constants, values)
 
     def replay(self, handle: Any) -> None:
         if not isinstance(handle, _Recording):
@@ -221,6 +240,7 @@ class ReplayDouble(GraphEngine):
         from ..testing import count_host_reads
 
         self._check(handle.arrays, handle.probe, when="before a replay")
+        self._check_constants(handle)
         with count_host_reads() as reads:
             handle.fn()
         self.host_reads.append(reads.count)
@@ -230,6 +250,21 @@ class ReplayDouble(GraphEngine):
             raise AssertionError(msg)
         self._check(handle.arrays, handle.probe, when="after a replay")
         self.replays += 1
+
+    @staticmethod
+    def _check_constants(handle: _Recording) -> None:
+        if handle.constants is None:
+            return
+        now = handle.constants()
+        if now == handle.values:
+            return
+        was = handle.values
+        changed = [f"{n}: {was.get(n)!r} at capture, {now.get(n)!r} now"
+                   for n in sorted(was.keys() | now.keys()) if was.get(n) != now.get(n)]
+        msg = (f"ReplayDouble: before a replay, settings the graph holds as constants changed "
+               f"since capture ({'; '.join(changed[:8])}): a CUDA graph would replay the "
+               "values of capture time; the step must capture again")
+        raise AssertionError(msg)
 
     @staticmethod
     def _check(recorded: list[tuple[str, int]], probe: Probe, *, when: str) -> None:
@@ -282,7 +317,8 @@ class CuPyGraphEngine(GraphEngine):
         with self._on_capture_stream():
             fn()
 
-    def capture(self, fn: Callable[[], None], probe: Probe) -> Any:
+    def capture(self, fn: Callable[[], None], probe: Probe,
+                constants: Constants | None = None) -> Any:
         with self._on_capture_stream():
             self.stream.begin_capture()
             try:
@@ -322,7 +358,8 @@ class TorchGraphEngine(GraphEngine):
             fn()
         cuda.current_stream().wait_stream(self.stream)
 
-    def capture(self, fn: Callable[[], None], probe: Probe) -> Any:
+    def capture(self, fn: Callable[[], None], probe: Probe,
+                constants: Constants | None = None) -> Any:
         cuda = self._torch.cuda
         graph = cuda.CUDAGraph()
         self.stream.wait_stream(cuda.current_stream())
@@ -384,6 +421,9 @@ class GraphStep:
     clipping, optimizer step) and returns the loss as a fresh 0-d device array. See the module
     docstring for what is captured, how the warm-up keeps the result equal to the eager step's,
     and how partial batches, learning-rate changes and the state between calls are handled.
+    A learning rate set between calls is read by the graphs without recapture; any other
+    setting of a parameter group (momentum, weight decay, betas, eps, ...) is a constant of the
+    captured graphs, so changing it makes the next call of each shape capture again.
 
     Parameters
     ----------
@@ -476,6 +516,7 @@ class GraphStep:
             f"rng/{key}/counter": gen for key, gen in _generators(model, where=where)}
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._arrays: dict[str, Array] | None = None  # the state the graphs work on
+        self._constants: dict[str, Any] | None = None  # the settings the graphs hold
         self._unsettled = 0
         self._logged_eager = False
         self._take_state()
@@ -488,6 +529,7 @@ class GraphStep:
         self._check_batch(x, "x")
         self._check_batch(y, "y")
         self._sync()
+        self._check_settings()
         key = (tuple(x.shape), dtype_name(x.dtype), tuple(y.shape), dtype_name(y.dtype),
                bool(getattr(self.model, "training", True)))
         entry = self._shapes.get(key)
@@ -560,7 +602,30 @@ class GraphStep:
     def _drop_graphs(self) -> None:
         self._shapes.clear()
         self._arrays = None
+        self._constants = None
         self._take_state()
+
+    def _settings(self) -> dict[str, Any]:
+        """Every parameter group's settings other than ``lr`` (momentum, weight decay, betas,
+        eps, ...), by ``param_groups/<g>/<name>``: Python values the step's kernels are
+        launched with, so a captured graph holds them as constants."""
+        return {f"param_groups/{g}/{name}": value
+                for g, group in enumerate(self.optimizer.param_groups)
+                for name, value in group.settings.items() if name != "lr"}
+
+    def _check_settings(self) -> None:
+        """Drop the graphs when a setting they hold as a constant changed since their capture
+        (each shape is captured again at its next call, once)."""
+        captured = self._constants
+        if captured is None:
+            return
+        now = self._settings()
+        if now != captured:
+            changed = sorted(n for n in now.keys() | captured.keys()
+                             if now.get(n) != captured.get(n))
+            _log.info("%s: %s changed since capture; the graphs are captured again",
+                      self._where, changed)
+            self._drop_graphs()
 
     def _bound(self, name: str) -> Any:
         """What the objects hold now for the per-step entry ``name``."""
@@ -707,8 +772,9 @@ class GraphStep:
             self._take_state()
             return self._results(entry.loss)
         self._restore(snapshot)
+        settings = self._settings()
         try:
-            entry.handle = engine.capture(entry.fn, self._probe(entry))
+            entry.handle = engine.capture(entry.fn, self._probe(entry), self._settings)
         except Exception as exc:
             # The objects may hold arrays the failed capture made: give them the device
             # scalars and the state of before the warm-up back, so that they stay usable.
@@ -723,6 +789,8 @@ class GraphStep:
             raise RuntimeError(msg) from exc
         self._restore(snapshot)  # a double executed the capture; a CUDA engine did not
         self._arrays = after
+        if self._constants is None:  # the other graphs hold the same (see _check_settings)
+            self._constants = settings
         self._unsettled = 0
         self.traces += 1
         self.compile_seconds += time.perf_counter() - start
