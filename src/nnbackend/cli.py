@@ -837,21 +837,30 @@ def _train(args: argparse.Namespace) -> int:
             "test_accuracy": scores.get("accuracy"),
             "train_time_s": sum(history["time"]),
             "samples_per_s": history.last.get("samples_per_s"),
-            **_step_report(history),
-            "history": history.epochs,
-            **({} if job.comm is None else {"world_size": job.size}),
         }
-        if not job.is_root:
-            return 0
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            if args.compile:
-                print(_step_line(history), flush=True)
-            accuracy = scores.get("accuracy", float("nan"))
-            print(f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
-                  f"  ({summary['train_time_s']:.2f} s of training)")
+        accuracy = scores.get("accuracy", float("nan"))
+        _report(args, job, history, summary,
+                f"test loss {scores['loss']:.4f}  test accuracy {accuracy:.4f}"
+                f"  ({summary['train_time_s']:.2f} s of training)")
     return 0
+
+
+def _report(args: argparse.Namespace, job: Any, history: Any, summary: dict[str, Any],
+            last_line: str) -> None:
+    """The end of a training run, on rank 0 only: ``summary`` with the step's entries, the
+    record of every epoch and the world size, as one JSON line with ``--json``; else the line
+    on the step (with ``--compile``) and ``last_line``."""
+    if not job.is_root:
+        return
+    summary.update(_step_report(history), history=history.epochs)
+    if job.comm is not None:
+        summary["world_size"] = job.size
+    if args.json:
+        print(json.dumps(summary))
+        return
+    if args.compile:
+        print(_step_line(history), flush=True)
+    print(last_line)
 
 
 def _step_report(history: Any) -> dict[str, Any]:
@@ -1120,21 +1129,12 @@ def _train_text(args: argparse.Namespace, meta: Mapping[str, Any] | None, backen
             "train_time_s": sum(history["time"]),
             "steps_per_s": sum(len(train_data) for _ in history.epochs) / max(
                 sum(history["time"]), 1e-12),
-            **_step_report(history),
-            "history": history.epochs,
-            **({} if job.comm is None else {"world_size": job.size}),
         }
-        if not job.is_root:
-            return 0
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            if args.compile:
-                print(_step_line(history), flush=True)
-            stopped = " (stopped by --minutes)" if history.stopped_early else ""
-            print(f"validation {summary['val_bpc']:.4f} bits per character after epoch "
-                  f"{int(last['epoch'])}{stopped} ({summary['train_time_s']:.1f} s of "
-                  f"training, {summary['steps_per_s']:.1f} steps/s)")
+        stopped = " (stopped by --minutes)" if history.stopped_early else ""
+        _report(args, job, history, summary,
+                f"validation {summary['val_bpc']:.4f} bits per character after epoch "
+                f"{int(last['epoch'])}{stopped} ({summary['train_time_s']:.1f} s of "
+                f"training, {summary['steps_per_s']:.1f} steps/s)")
     return 0
 
 
