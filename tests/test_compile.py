@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _kinds import expected_kind
 
 import nnbackend as nb
 from nnbackend.backend import supports_views
@@ -55,15 +56,6 @@ def _rmsprop(model: nb.Module) -> nb.Optimizer:
 OPTIMIZERS: dict[str, Callable[[nb.Module], nb.Optimizer]] = {
     "sgd": _sgd, "momentum": _momentum, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop,
 }
-
-
-def _kind(case: Any) -> str:
-    be = case.backend
-    if be.name == "jax":
-        return "jax-jit"
-    if be.name == "cupy" or (be.name == "torch" and getattr(be.device, "type", "") == "cuda"):
-        return "cuda-graph"
-    return "eager"
 
 
 class Run:
@@ -155,7 +147,7 @@ def _ulps(case: Any, n: float) -> float:
 def _assert_matches_eager(case: Any, compiled: Run, eager: Run, *, steps: int) -> None:
     """Bit for bit where the eager step runs; to float32 rounding for jax.jit (a few ulp after
     one step, 1e-5 after 20); to the dtype's tolerance for CUDA graphs."""
-    kind = _kind(case)
+    kind = expected_kind(case)
     if kind == "eager":
         _assert_equal(compiled.arrays(), eager.arrays())
     elif kind == "jax-jit":
@@ -190,7 +182,7 @@ def test_compiled_and_eager_steps_agree_over_20_steps(case: Any, optimizer: str,
                                                        runs: dict[Any, Any]) -> None:
     compiled, eager, compiled_losses, eager_losses = _pair(runs, case, optimizer)
     step = compiled.step
-    assert step.kind == _kind(case)
+    assert step.kind == expected_kind(case)
     assert isinstance(step, nb.CompiledStep)
     lrs = [g["lr"] for g in compiled.opt.param_groups]
     assert lrs == [g["lr"] for g in eager.opt.param_groups]
@@ -505,7 +497,7 @@ def test_arguments_are_checked(case: Any) -> None:
 
 def test_the_eager_step_says_so_once_per_backend(case: Any, caplog: Any,
                                                  monkeypatch: Any) -> None:
-    if _kind(case) != "eager":
+    if expected_kind(case) != "eager":
         pytest.skip("this row compiles")
     import nnbackend.compile as compile_package
 
@@ -522,7 +514,7 @@ def test_without_the_graph_module_cuda_backends_take_the_eager_step(
         case: Any, monkeypatch: Any) -> None:
     """Where CUDA graphs would apply (here pretended on a row with mutable arrays) but
     nnbackend.compile.graph cannot be imported, the eager step runs and its note says why."""
-    if _kind(case) != "eager" or not supports_views(case.xp):
+    if expected_kind(case) != "eager" or not supports_views(case.xp):
         pytest.skip("a row with mutable arrays where nothing compiles stands in for CUDA")
     import nnbackend.compile as compile_package
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _kinds import expected_kind
 
 import nnbackend as nb
 from nnbackend.data import batches
@@ -25,15 +26,6 @@ from nnbackend.train import Callback, EarlyStopping, NonFiniteLossError, fit
 
 ROWS = 40  # batches of 16: two full batches and a last, partial one of 8 per epoch
 EPOCHS = 3
-
-
-def _kind(case: Any) -> str:
-    be = case.backend
-    if be.name == "jax":
-        return "jax-jit"
-    if be.name == "cupy" or (be.name == "torch" and getattr(be.device, "type", "") == "cuda"):
-        return "cuda-graph"
-    return "eager"
 
 
 class Run:
@@ -96,7 +88,7 @@ class Run:
 
 def _assert_states(case: Any, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
     assert got.keys() == want.keys()
-    kind = _kind(case)
+    kind = expected_kind(case)
     for name in want:
         assert got[name].dtype == want[name].dtype, name
         if kind == "eager":
@@ -113,12 +105,12 @@ def _assert_histories(case: Any, got: nb.History, want: nb.History) -> None:
     for row, eager_row in zip(got.epochs, want.epochs, strict=True):
         assert row.keys() == eager_row.keys()
         for key in ("loss", "val_loss"):
-            if _kind(case) == "eager":
+            if expected_kind(case) == "eager":
                 assert row[key] == eager_row[key], key
             else:
                 assert row[key] == pytest.approx(eager_row[key], rel=1e-5), key
         for key in ("accuracy", "val_accuracy"):  # counts of arg-max matches
-            tol = 0.0 if _kind(case) == "eager" else 1.0 / 24
+            tol = 0.0 if expected_kind(case) == "eager" else 1.0 / 24
             assert abs(row[key] - eager_row[key]) <= tol, key
         assert row["epoch"] == eager_row["epoch"]
 
@@ -138,14 +130,14 @@ def _pair(pairs: dict[str, Any], case: Any) -> tuple[Run, nb.History, Run, nb.Hi
 
 def test_compiled_fit_equals_the_eager_fit(case: Any, pairs: dict[str, Any]) -> None:
     compiled, history, eager, eager_history = _pair(pairs, case)
-    assert history.step_kind == _kind(case)
+    assert history.step_kind == expected_kind(case)
     assert eager_history.step_kind == "eager"
     assert "compile=False" in eager_history.step_note
-    if _kind(case) == "jax-jit":
+    if expected_kind(case) == "jax-jit":
         assert history.traces == 2  # the full batches' program and the partial batch's
         assert history.compile_seconds > 0
         assert "jax-jit" in history.step_note
-    elif _kind(case) == "eager":
+    elif expected_kind(case) == "eager":
         assert history.traces == 0 and history.compile_seconds == 0.0
         assert "nothing compiles" in history.step_note
     _assert_histories(case, history, eager_history)
@@ -277,7 +269,7 @@ def test_without_metrics_the_step_returns_the_loss_only(case: Any) -> None:
                progress=False)
     assert list(got.epochs[0]) == list(want.epochs[0]) == [
         "epoch", "loss", "time", "samples_per_s"]
-    if _kind(case) == "eager":
+    if expected_kind(case) == "eager":
         assert got["loss"] == want["loss"]
     else:
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
@@ -302,7 +294,7 @@ def test_a_metric_of_the_users_is_summed_as_without_compile(case: Any) -> None:
     assert list(got.epochs[0]) == list(want.epochs[0])
     assert "positive_first_score" in got.epochs[0]
     for key in ("accuracy", "positive_first_score"):
-        tol = 0.0 if _kind(case) == "eager" else 1.0 / 24
+        tol = 0.0 if expected_kind(case) == "eager" else 1.0 / 24
         assert np.allclose(got[key], want[key], rtol=0, atol=tol), key
 
 
@@ -315,7 +307,7 @@ def test_fit_with_cuda_graph_steps_on_the_replay_double(case: Any, monkeypatch: 
 
     from nnbackend.backend import supports_views
 
-    if not supports_views(case.xp) or _kind(case) != "eager":
+    if not supports_views(case.xp) or expected_kind(case) != "eager":
         pytest.skip("the replay double stands in for CUDA graphs on rows with mutable arrays")
     import nnbackend.compile as compile_package
     from nnbackend.compile import graph
