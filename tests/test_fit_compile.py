@@ -185,6 +185,13 @@ def test_early_stopping_restores_the_best_weights(case: Any, tmp_path: Path) -> 
     assert restored.keys() == want.keys()
     for name in want:
         assert np.array_equal(restored[name], want[name]), name
+    # and those of an eager run of as many epochs (XLA reorders reductions: to rounding)
+    eager = Run(case)
+    eager.fit(compile=False, epochs=best)
+    tol = 1e-12 if case.is_float64 else 1e-4
+    for name, value in eager.arrays().items():
+        if name.startswith("model/"):
+            np.testing.assert_allclose(restored[name], value, rtol=tol, atol=tol, err_msg=name)
 
 
 def test_a_checkpoint_saved_in_on_epoch_resumes_the_compiled_run_exactly(
