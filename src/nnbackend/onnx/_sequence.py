@@ -138,12 +138,6 @@ def _host(param: Any, g: GraphBuilder) -> np.ndarray:
     return np.asarray(to_numpy(param.data), dtype=g.dtype)
 
 
-def _axis_length(g: GraphBuilder, x: str, axis: int, hint: str) -> str:
-    """The length of ``x`` along ``axis`` as a 0-d int64 (for Range)."""
-    shape = g.node("Shape", [x], start=axis, end=axis + 1, hint=hint)
-    return str(g.node("Squeeze", [shape, g.constant([0])], hint=hint))
-
-
 # ---------------------------------------------------------------------- Embedding
 
 
@@ -163,13 +157,15 @@ def _embedding(g: GraphBuilder, module: Embedding, x: Value, path: str) -> Value
 
 def _causal_bias(g: GraphBuilder, query: str, key: str, seq_axis: int, hint: str) -> str:
     """The (L, S) additive causal bias for the inputs' dynamic lengths: 0 where j ≤ i, −∞
-    elsewhere (the layer's mask, top-left aligned)."""
-    zero, one = g.constant(0), g.constant(1)
-    rows = g.node("Range", [zero, _axis_length(g, query, seq_axis, hint), one], hint=hint)
-    cols = g.node("Range", [zero, _axis_length(g, key, seq_axis, hint), one], hint=hint)
-    allowed = g.node("LessOrEqual", [g.node("Unsqueeze", [cols, g.constant([0])], hint=hint),
-                                     g.node("Unsqueeze", [rows, g.constant([1])], hint=hint)],
-                     hint=hint)
+    elsewhere (the layer's mask, top-left aligned): ``Trilu`` of an (L, S) all-true mask."""
+    onnx = require("onnx")
+    size = g.node("Concat", [g.node("Shape", [query], start=seq_axis, end=seq_axis + 1,
+                                    hint=hint),
+                             g.node("Shape", [key], start=seq_axis, end=seq_axis + 1,
+                                    hint=hint)], axis=0, hint=hint)
+    true = onnx.helper.make_tensor("true", onnx.TensorProto.BOOL, [1], [True])
+    allowed = g.node("Trilu", [g.node("ConstantOfShape", [size], value=true, hint=hint)],
+                     upper=0, hint=hint)
     return str(g.node("Where", [allowed, g.scalar(0.0), g.scalar(-math.inf)], hint=hint))
 
 
@@ -194,14 +190,18 @@ def _attention(g: GraphBuilder, m: MultiheadAttention, parts: Sequence[Value],
     weight = g.parameter(m.in_proj_weight, _join(path, "in_proj_weight"))
     bias = None if m.in_proj_bias is None else g.parameter(m.in_proj_bias,
                                                            _join(path, "in_proj_bias"))
+    to_heads = [0, 2, 1, 3] if m.batch_first else [1, 2, 0, 3]
     if len(parts) == 1:  # one projection GEMM, as the layer's packed path
         qkv = g.node("Reshape", [_project(g, names[0], weight, bias, hint),
-                                 g.constant([0, 0, 3, h, d])], hint=hint)
-        # (A, B, 3, H, d) -> (3, N, H, L, d): A, B = N, L (batch_first) or L, N
-        qkv = g.node("Transpose", [qkv], perm=[2, 0, 3, 1, 4] if m.batch_first
-                     else [2, 1, 3, 0, 4], hint=hint)
-        q, k, v = (g.node("Gather", [qkv, g.constant(np.asarray(i, dtype=np.int64))], axis=0,
-                          hint=hint) for i in range(3))
+                                 g.constant([0, 0, 3, h * d])], hint=hint)
+        # (A, B, 3, E) -> 3 × (A, B, 1, E) -> (A, B, H, d) -> (N, H, L, d); A, B = N, L
+        # (batch_first) or L, N
+        thirds = g.node("Split", [qkv], outputs=3, axis=2, num_outputs=3, hint=hint) \
+            if g.opset >= 18 else g.node("Split", [qkv, g.constant([1, 1, 1])], outputs=3,
+                                         axis=2, hint=hint)
+        q, k, v = (g.node("Transpose", [g.node("Reshape", [t, g.constant([0, 0, h, d])],
+                                               hint=hint)], perm=to_heads, hint=hint)
+                   for t in thirds)
     else:
         weights = g.node("Split", [weight], outputs=3, axis=0, num_outputs=3, hint=hint) \
             if g.opset >= 18 else g.node("Split", [weight, g.constant([e, e, e])], outputs=3,
@@ -212,7 +212,6 @@ def _attention(g: GraphBuilder, m: MultiheadAttention, parts: Sequence[Value],
                           if g.opset >= 18 else
                           g.node("Split", [bias, g.constant([e, e, e])], outputs=3, axis=0,
                                  hint=hint))
-        to_heads = [0, 2, 1, 3] if m.batch_first else [1, 2, 0, 3]
         q, k, v = (g.node("Transpose", [g.node("Reshape", [
             _project(g, n, w, b, hint), g.constant([0, 0, h, d])], hint=hint)],
             perm=to_heads, hint=hint) for n, w, b in zip(names, weights, biases, strict=True))
@@ -220,9 +219,9 @@ def _attention(g: GraphBuilder, m: MultiheadAttention, parts: Sequence[Value],
     scores = g.node("MatMul", [q, g.node("Transpose", [k], perm=[0, 1, 3, 2], hint=hint)],
                     hint=hint)
     if m.is_causal:
-        scores = g.node("Add", [scores, _causal_bias(g, names[0], names[-1 if len(names) == 1
-                                                                          else 1],
-                                                     seq_axis, hint)], hint=hint)
+        key = names[1] if len(names) > 1 else names[0]
+        scores = g.node("Add", [scores, _causal_bias(g, names[0], key, seq_axis, hint)],
+                        hint=hint)
     probs = g.node("Softmax", [scores], axis=-1, hint=hint)
     heads = g.node("MatMul", [probs, v], hint=hint)
     merged = g.node("Reshape", [g.node("Transpose", [heads], perm=[0, 2, 1, 3] if m.batch_first
@@ -399,7 +398,7 @@ def _recurrent(g: GraphBuilder, module: Any, x: Value, path: str) -> Value:
         seq = g.node("Unsqueeze", [seq, g.constant([1])], hint=hint)
     elif module.batch_first:
         seq = g.node("Transpose", [seq], perm=[1, 0, 2], hint=hint)
-    states = []
+    states: list[str | None] = []
     for state in (h0, c0):
         if state is None:
             states.append(None)
@@ -416,11 +415,11 @@ def _recurrent(g: GraphBuilder, module: Any, x: Value, path: str) -> Value:
     finals: list[list[str]] = [[], []]
     for layer in range(module.num_layers):
         op_inputs = [seq, *_layer_weights(g, module, layer, path), ""]  # sequence_lens: all T
-        for state in states if lstm else states[:1]:
-            if state is None:
+        for initial in states if lstm else states[:1]:
+            if initial is None:
                 op_inputs.append("")  # ONNX's zeros
             else:
-                op_inputs.append(g.node("Slice", [state, g.constant([layer * directions]),
+                op_inputs.append(g.node("Slice", [initial, g.constant([layer * directions]),
                                                   g.constant([(layer + 1) * directions]),
                                                   g.constant([0])], hint=hint))
         while op_inputs[-1] == "":
@@ -464,11 +463,10 @@ def _recurrent_output(g: GraphBuilder, module: RecurrentOutput, x: Value, path: 
         return output
     dims = output.dims()
     axis = 1 if len(dims) == 3 and module.batch_first else 0
-    last = g.node("Gather", [output.name, g.constant(np.asarray(-1, dtype=np.int64))],
-                  axis=axis, hint=path or "last")
+    hint = path or "last"
+    last = g.node("Squeeze", [g.node("Slice", [output.name, g.constant([-1]),
+                                               g.constant([np.iinfo(np.int64).max]),
+                                               g.constant([axis])], hint=hint),
+                              g.constant([axis])], hint=hint)
     y = output.derive(last, shape=[d for i, d in enumerate(dims) if i != axis])
     return _with_example(g, y, module, x, _arrays(x), path)
-
-
-def _check_onnx() -> None:  # pragma: no cover - the package imports onnx lazily
-    require("onnx")
