@@ -405,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true",
                       help="with --checkpoint: print its metadata as JSON")
 
+    from ._cli_export import add_parser as add_export_parser
+
+    add_export_parser(commands)
+
     bench = commands.add_parser("bench", help="compare training throughput across backends")
     bench.set_defaults(_parser=bench)
     bench.add_argument("--backends", default=None,
@@ -453,6 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 raise _UsageError("argument --json: only with --checkpoint")
             return _info()
+        if args.command == "export":
+            from ._cli_export import run as export
+
+            return export(args)
         return _bench(args)
     except _UsageError as exc:
         _usage_error(args, str(exc))
