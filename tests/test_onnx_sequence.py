@@ -205,6 +205,17 @@ def test_recurrent_two_layers_bidirectional_batch_first_with_initial_states(
         _matches(model, case, path, host, (host[0], host[1:]) if lstm else None)
 
 
+def test_lstm_on_one_unbatched_sequence_with_states(case: Case, tmp_path: Path,
+                                                    rng: np.random.Generator) -> None:
+    model = nb.LSTM(4, 6, num_layers=2, batch_first=True, seed=7, **_placed(case))
+    names = ("input", "h0", "c0")
+    path = _export(model, case, tmp_path, (_floats(rng, 5, 4), _floats(rng, 2, 6),
+                                           _floats(rng, 2, 6)), input_names=names)
+    for length in (50, 1):
+        host = (_floats(rng, length, 4), _floats(rng, 2, 6), _floats(rng, 2, 6))
+        _matches(model, case, path, host, (host[0], host[1:]))
+
+
 def test_recurrent_output_keeps_the_last_step(case: Case, tmp_path: Path,
                                               rng: np.random.Generator) -> None:
     model = nb.Sequential(

@@ -14,13 +14,15 @@ MultiheadAttention (self-attention of one input x, or ``(query, key, value)``)::
     y       = concat(heads) W_oᵀ + b_o
 
 with B the causal bias (0 where key j ≤ query i, −∞ elsewhere) when the layer was built with
-``is_causal``, made for the input's *dynamic* length: ``Range`` over the query's and the key's
-length and ``LessOrEqual`` (top-left aligned, as the layer's mask, also when L ≠ S).
+``is_causal``, made for the inputs' *dynamic* lengths: ``Trilu`` (lower) of an all-true (L, S)
+mask from ``ConstantOfShape``, then ``Where`` (top-left aligned, as the layer's mask, also when
+L ≠ S; no row is fully masked, so the softmax never meets a row of −∞ only).
 ``need_weights`` adds the softmax weights as a second output (averaged over the heads with
 ``ReduceMean`` when ``average_attn_weights``). Refused (UnsupportedLayerError, naming the layer
-and its path): a ``key_padding_mask`` or ``attn_mask`` input (tuples of 4 or 5), since export
-takes arrays only, and the layer itself stores no mask; the causal mask is the one exported.
-Dropout is the identity (eval mode).
+and its path): a ``key_padding_mask`` or ``attn_mask`` input (tuples of 4 or 5 arrays). The
+layer stores no mask of its own, and a mask given with the data can leave a query no key,
+which the layer answers with zeros and ONNX's Softmax with NaN; the causal mask of
+``is_causal`` (never empty) is what is exported. Dropout is the identity (eval mode).
 
 TransformerEncoderLayer
     The self-attention above and the feed-forward block from the converters of ``Linear``,
@@ -60,8 +62,11 @@ are graph inputs when the example input holds them: ``(x, h0)``, ``(x, (h0, c0))
 ``(output, (h_n, c_n))``, flattened into the graph's outputs in that order.
 
 RecurrentOutput
-    The recurrent layer's output sequence as it is, or its last step (``Gather`` of index −1
-    on the time axis).
+    The recurrent layer's output sequence as it is, or its last step (``Slice`` from −1 on the
+    time axis, then ``Squeeze``).
+
+Float64 graphs (``export(..., dtype="float64")``) are valid ONNX, but onnxruntime's CPU
+kernels of ``LSTM``, ``GRU`` and ``RNN`` (and ``Erf``, the exact GELU's) take float32 only.
 """
 
 from __future__ import annotations
@@ -143,6 +148,7 @@ def _host(param: Any, g: GraphBuilder) -> np.ndarray:
 
 @converter(Embedding)
 def _embedding(g: GraphBuilder, module: Embedding, x: Value, path: str) -> Value:
+    """y = W[ids]: ids (...) int64, y (..., E)."""
     x = _tensor(x, module, path, "its input (token ids)")
     if x.elem_type not in _INTEGER_TYPES:
         raise _refuse(module, path, "takes integer token ids; the graph's input here is "
@@ -255,6 +261,8 @@ def _attention(g: GraphBuilder, m: MultiheadAttention, parts: Sequence[Value],
 @converter(MultiheadAttention)
 def _multihead_attention(g: GraphBuilder, module: MultiheadAttention, x: Value,
                          path: str) -> Value:
+    """y (L, N, E) or (N, L, E) (and the weights with ``need_weights``) from x, or from
+    (query, key, value)."""
     parts = x.parts if x.is_tuple else (x,)
     if len(parts) != 1 and len(parts) != 3:
         raise _refuse(module, path, "exports the self-attention of one input, or a (query, "
@@ -282,6 +290,8 @@ def _feed_forward(g: GraphBuilder, m: TransformerEncoderLayer, h: Value, path: s
 @converter(TransformerEncoderLayer)
 def _encoder_layer(g: GraphBuilder, module: TransformerEncoderLayer, x: Value,
                    path: str) -> Value:
+    """Pre-norm x + f(norm(x)) or post-norm norm(x + f(x)) for the attention and the
+    feed-forward block in turn (shape of src kept)."""
     if x.is_tuple:
         raise _refuse(module, path, "exports the layer on src alone (with the causal mask of "
                       "is_causal=True); a src_mask or src_key_padding_mask input is not "
@@ -302,6 +312,7 @@ def _encoder_layer(g: GraphBuilder, module: TransformerEncoderLayer, x: Value,
 
 @converter(TransformerLM)
 def _transformer_lm(g: GraphBuilder, module: TransformerLM, x: Value, path: str) -> Value:
+    """Logits (N, T, V) from ids (N, T), T dynamic up to the positional table's C."""
     x = _tensor(x, module, path, "its input (token ids (N, T))")
     if x.ndim != 2:
         raise _refuse(module, path, f"takes token ids (N, T), got rank {x.ndim}")
@@ -385,6 +396,8 @@ def _layer_weights(g: GraphBuilder, module: Any, layer: int, path: str) -> list[
 
 @converter(RNN, LSTM, GRU)
 def _recurrent(g: GraphBuilder, module: Any, x: Value, path: str) -> Value:
+    """PyTorch's (output, h_n) or (output, (h_n, c_n)): output (T, N, D·H) ((N, T, D·H) with
+    batch_first), states (L·D, N, H); one ONNX op per stacked layer."""
     inputs, h0, c0, module_input = _recurrent_inputs(module, x, path)
     mode, hidden = module.mode, module.hidden_size
     directions = 2 if module.bidirectional else 1
@@ -456,6 +469,7 @@ def _recurrent(g: GraphBuilder, module: Any, x: Value, path: str) -> Value:
 
 @converter(RecurrentOutput)
 def _recurrent_output(g: GraphBuilder, module: RecurrentOutput, x: Value, path: str) -> Value:
+    """The output sequence of an (output, state) tuple, or its last step (N, D·H)."""
     if not x.is_tuple or len(x.parts) != 2 or x.parts[0].is_tuple:
         raise _refuse(module, path, "takes a recurrent layer's (output, state) tuple")
     output = x.parts[0]
