@@ -36,6 +36,8 @@ echo "== mypy"
 mypy src/nnbackend
 
 echo "== pytest"
+# scikit-learn's Array API dispatch needs SciPy's, which SciPy reads at its import
+export SCIPY_ARRAY_API=1
 status=0
 python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then

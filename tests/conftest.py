@@ -14,6 +14,13 @@ rows plus PyTorch's ``meta`` device, whose tensors have shapes and dtypes but no
 
 from __future__ import annotations
 
+# Before anything imports SciPy: scikit-learn's Array API dispatch (and its estimator check
+# check_array_api_input, which otherwise skips) needs SciPy's Array API support, which SciPy
+# reads from this variable once, at its import.
+import os
+
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import importlib.util
 from dataclasses import dataclass
 from typing import Any

@@ -643,7 +643,7 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         check_is_fitted(self)
         target = input_backend(X)
         backend = self._predict_backend(X, target, method)
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, reset=False, dtype=float_dtypes(target))
         dtype: str = getattr(self, "_fit_dtype", self.dtype)
         Xd = self._to_backend(backend, X, dtype, "X")
         weights = [(self._to_backend(backend, c, dtype, "coefs_").T,
@@ -656,6 +656,13 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
+
+
+def float_dtypes(target: Backend | None) -> tuple[Any, Any]:
+    """scikit-learn's accepted input dtypes (float64, float32) in the namespace the input keeps
+    (NumPy's without Array API dispatch)."""
+    xp: Any = np if target is None else target.xp
+    return (xp.float64, xp.float32)
 
 
 class _BackendParam:

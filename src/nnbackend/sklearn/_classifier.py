@@ -12,9 +12,16 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._typing import Array, Namespace
-from ._base import BaseMultilayerPerceptron, _Live, fit_context, if_stochastic, to_host_array
+from ._base import (
+    BaseMultilayerPerceptron,
+    _Live,
+    fit_context,
+    float_dtypes,
+    if_stochastic,
+    to_host_array,
+)
 from ._network import forward
-from ._placement import output_to
+from ._placement import input_backend, output_to
 
 __all__ = ["MLPClassifier"]
 
@@ -191,7 +198,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):  # type: ignore[
                         ) -> tuple[Any, Any, np.ndarray | None]:
         # Labels live on the host (classes_ may be strings): one read of y per fit.
         X, y = validate_data(self, X, to_host_array(y), multi_output=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+                             dtype=float_dtypes(input_backend(X)), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):

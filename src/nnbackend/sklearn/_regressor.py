@@ -12,7 +12,14 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .._typing import Array, Namespace
 from ..backend import backend_of
-from ._base import BaseMultilayerPerceptron, _Live, fit_context, if_stochastic, to_host_array
+from ._base import (
+    BaseMultilayerPerceptron,
+    _Live,
+    fit_context,
+    float_dtypes,
+    if_stochastic,
+    to_host_array,
+)
 from ._network import forward
 from ._placement import input_backend, is_host, output_to
 
@@ -119,7 +126,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):  # type: ignore[mi
         if not is_host(y) and (target is None or backend_of(y) != target):
             y = to_host_array(y)  # y follows X: another namespace or device goes via the host
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+                             dtype=float_dtypes(input_backend(X)), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if y.ndim == 1:
