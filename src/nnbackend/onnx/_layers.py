@@ -352,6 +352,13 @@ def _conv(g: GraphBuilder, m: Any, x: Value, path: str) -> Value:
 # ---------------------------------------------------------------------- pooling
 
 
+def _pool_sizes(n: int, k: int, s: int, p: int, d: int) -> tuple[int, int]:
+    """(PyTorch's, ONNX's) ceil_mode output size of one axis: ONNX keeps a last window that
+    starts in the right padding, PyTorch drops it."""
+    onnx_size = -(-(n + 2 * p - d * (k - 1) - 1) // s) + 1
+    return (onnx_size - 1 if (onnx_size - 1) * s >= n + p else onnx_size), onnx_size
+
+
 @converter(MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)
 def _pool(g: GraphBuilder, m: Any, x: Value, path: str) -> Value:
     a = m._args  # parsed: pairs for two spatial axes (1-d pooling as (1, k) windows)
@@ -361,27 +368,41 @@ def _pool(g: GraphBuilder, m: Any, x: Value, path: str) -> Value:
     def pick(pair: Sequence[int]) -> list[int]:
         return [int(pair[1])] if one else [int(v) for v in pair]
 
-    kernel, stride, pad = pick(a.kernel), pick(a.stride), pick(a.padding)
+    kernel, stride, pad, dilation = pick(a.kernel), pick(a.stride), pick(a.padding), \
+        pick(a.dilation)
     attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": stride, "pads": pad + pad,
                              "ceil_mode": int(a.ceil_mode)}
-    shape = (x.dims()[0], x.dims()[1], *([None] * a.dims))
+    dims = x.dims()
+    shape = (dims[0], dims[1], *([None] * a.dims))
+    ends: list[int] | None = None
+    if a.ceil_mode:
+        if any(isinstance(d, str) for d in dims[2:]):
+            raise _refuse(m, path, "ceil_mode on a dynamic spatial axis (PyTorch's and ONNX's "
+                          "output sizes differ for some sizes)")
+        sizes = [_pool_sizes(int(n), *kspd) for n, *kspd in
+                 zip(dims[2:], kernel, stride, pad, dilation, strict=True)]
+        if any(t != o for t, o in sizes):
+            ends = [t for t, _ in sizes]
     if a.kind == "max":
-        y = g.node("MaxPool", [x.name], dilations=pick(a.dilation), **attrs, hint=path)
-        return x.derive(y, shape=shape)
-    if a.divisor_override is None:
+        y = g.node("MaxPool", [x.name], dilations=dilation, **attrs, hint=path)
+    elif a.divisor_override is None:
         y = g.node("AveragePool", [x.name], count_include_pad=int(a.count_include_pad),
                    **attrs, hint=path)
-        return x.derive(y, shape=shape)
-    # sum / d = (the count_include_pad mean) · K / d, where every window holds K elements:
-    # so only without ceil_mode windows that run past the padding.
-    sizes = x.static_shape[2:]
-    for n, k, s, p in zip(sizes, kernel, stride, pad, strict=True):
-        if a.ceil_mode and (n + 2 * p - k) % s:
-            raise _refuse(m, path, "divisor_override with ceil_mode windows that extend past "
-                          "the padding (ONNX's AveragePool has no divisor)")
-    y = g.node("AveragePool", [x.name], count_include_pad=1, **attrs, hint=path)
-    scale = float(np.prod(kernel)) / float(a.divisor_override)
-    return x.derive(g.node("Mul", [y, g.scalar(scale)], hint=path), shape=shape)
+    else:
+        # sum / d = (the count_include_pad mean) · K / d, where every window holds K
+        # elements: so only without ceil_mode windows that run past the padding.
+        for n, k, st, p in zip(x.static_shape[2:], kernel, stride, pad, strict=True):
+            if a.ceil_mode and (n + 2 * p - k) % st:
+                raise _refuse(m, path, "divisor_override with ceil_mode windows that extend "
+                              "past the padding (ONNX's AveragePool has no divisor)")
+        y = g.node("AveragePool", [x.name], count_include_pad=1, **attrs, hint=path)
+        y = g.node("Mul", [y, g.scalar(float(np.prod(kernel)) / float(a.divisor_override))],
+                   hint=path)
+    if ends is not None:  # PyTorch's last window dropped where ONNX keeps it
+        axes = list(range(2, 2 + a.dims))
+        y = g.node("Slice", [y, g.constant([0] * a.dims), g.constant(ends), g.constant(axes)],
+                   hint=path)
+    return x.derive(y, shape=shape)
 
 
 def _adaptive_sizes(requested: Any, hw: tuple[int, int]) -> tuple[int, int]:
