@@ -4,6 +4,9 @@
 handwritten digits and prints the test accuracy. Usage errors exit with status 2; a run that
 fails exits with status 1 and one line naming the cause, never a traceback.
 
+``nnbackend export CKPT OUT.onnx`` writes the model a checkpoint describes as an ONNX file
+(:mod:`nnbackend._cli_export`: the example input it builds from the checkpoint's records).
+
 ``--model`` chooses the network: ``mlp`` (the default, on every data set) or ``cnn``, the
 LeNet-style CNN of :mod:`nnbackend.models` sized to the images (:func:`~nnbackend.models.cnn_for`:
 LeNet itself on ``--dataset mnist5k``, 28×28), for the image data sets only (``digits`` as
