@@ -180,11 +180,12 @@ class GraphBuilder:
         twice (tied weights, a layer used at two places) gives one initializer.
         """
         from nnbackend.backend import to_numpy
+        from nnbackend.layers import Parameter
 
         key = id(param)
         if key in self._parameters:
             return self._parameters[key][1]
-        data = getattr(param, "data", param) if not isinstance(param, np.ndarray) else param
+        data = param.data if isinstance(param, Parameter) else param
         host = data if isinstance(data, np.ndarray) else to_numpy(data)
         if np.issubdtype(host.dtype, np.floating):
             host = host.astype(self.dtype)

@@ -99,8 +99,16 @@ def convert(g: GraphBuilder, module: Any, x: Value, path: str) -> Value:
         raise TypeError(msg)
     if _has_example(y):
         return y
-    out = module(x.array)
+    out = module(backend_input(x))
     return attach(y, out, x, g.elem_type, path=path, layer=type(module).__name__)
+
+
+def backend_input(v: Value) -> Any:
+    """The example a Value holds on the backend, nested as its parts: what the module takes
+    (an array, or a tuple such as a recurrent layer's ``(x, (h0, c0))``)."""
+    if v.is_tuple:
+        return tuple(backend_input(p) for p in v.parts)
+    return v.array
 
 
 def _has_example(v: Value) -> bool:
