@@ -618,18 +618,17 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         result = scipy.optimize.minimize(
             loss_grad, packed.astype(np.float64), method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
-        if result.status != 0:
-            message = result.message
-            if isinstance(message, bytes):
-                message = message.decode("latin1")
-            warnings.warn(
-                f"lbfgs failed to converge after {result.nit} iteration(s) "
-                f"(status={result.status}):\n{message}.\n\nIncrease the number of iterations "
-                f"to improve the convergence (max_iter={self.max_iter}).\nYou might also want "
-                "to scale the data as shown in:\n    "
-                "https://scikit-learn.org/stable/modules/preprocessing.html",
-                ConvergenceWarning, stacklevel=3)
-        self.n_iter_ = min(int(result.nit), self.max_iter)
+        n_iter = min(int(result.nit), self.max_iter)
+        if result.status != 0:  # scikit-learn's warning, word for word
+            text = (f"lbfgs failed to converge after {n_iter} iteration(s) "
+                    f"(status={result.status}):\n{result.message}\n")
+            if n_iter == self.max_iter:
+                text += ("\nIncrease the number of iterations to improve the convergence "
+                         f"(max_iter={self.max_iter}).")
+            text += ("\nYou might also want to scale the data as shown in:\n"
+                     "    https://scikit-learn.org/stable/modules/preprocessing.html")
+            warnings.warn(text, ConvergenceWarning, stacklevel=3)
+        self.n_iter_ = n_iter
         self.loss_ = float(result.fun)
         coefs, intercepts = unpack(result.x)
         load_weights(live.model, coefs, intercepts)
