@@ -231,7 +231,25 @@ def test_dynamic_sequence_axis(case: Any, tmp_path: Path) -> None:
     assert dims == ["batch", "sequence", 4]
     for shape in ((3, 5, 4), (2, 7, 4), (1, 1, 4)):
         x = rng.standard_normal(shape)
-        want = nb.to_numpy(model(case.asarray(x)))
+        want = nb.to_numpy(nb.predict(model, case.asarray(x)))
+        np.testing.assert_allclose(nx.run(path, x), want, rtol=RTOL, atol=ATOL)
+
+
+def test_dynamic_length_of_convolutions(case: Any, tmp_path: Path) -> None:
+    """(N, C, L) inputs of any length L through "same" and strided convolutions and pooling."""
+    _skip_jax(case)
+    model = _on(case, nb.Sequential(
+        nb.Conv1d(2, 3, 4, padding="same", seed=1), nb.ReLU(),
+        nb.Conv1d(3, 3, 3, stride=2, padding=1, seed=2), nb.MaxPool1d(2), nb.BatchNorm1d(3)))
+    path = tmp_path / "conv.onnx"
+    rng = np.random.default_rng(4)
+    proto = nx.export(model, path, case.asarray(rng.standard_normal((2, 2, 12))),
+                      dynamic_axes={"input": {2: "length"}})
+    out = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert out[:2] == ["batch", 3] and isinstance(out[2], str)
+    for shape in ((2, 2, 12), (3, 2, 9), (1, 2, 31)):
+        x = rng.standard_normal(shape)
+        want = nb.to_numpy(nb.predict(model, case.asarray(x)))
         np.testing.assert_allclose(nx.run(path, x), want, rtol=RTOL, atol=ATOL)
 
 

@@ -323,6 +323,13 @@ def _unflatten(g: GraphBuilder, m: Unflatten, x: Value, path: str) -> Value:
 # ---------------------------------------------------------------------- convolution
 
 
+def _spatial(dims: Sequence[Dim], keeps: Sequence[bool], path: str) -> list[Dim | None]:
+    """Output spatial axes: static ones from the example (None); a dynamic one keeps its
+    name where the window keeps the size, else gets a new name (``"length@0"``)."""
+    return [None if isinstance(d, int) else (d if keep else f"{d}@{path}")
+            for d, keep in zip(dims, keeps, strict=True)]
+
+
 def _batched(m: Any, x: Value, path: str, rank: int, what: str) -> None:
     if x.ndim != rank:
         raise _refuse(m, path, f"the export takes batched input {what}, got rank {x.ndim} "
@@ -346,7 +353,10 @@ def _conv(g: GraphBuilder, m: Any, x: Value, path: str) -> Value:
                             else [])
     y = g.node("Conv", inputs, kernel_shape=kernel, strides=stride, dilations=dilation,
                pads=[*lo, *hi], group=int(m.groups), hint=path)
-    return x.derive(y, shape=(x.dims()[0], m.out_channels, *([None] * spatial)))
+    keeps = [s == 1 and lo_ + hi_ == d * (k - 1)
+             for s, lo_, hi_, d, k in zip(stride, lo, hi, dilation, kernel, strict=True)]
+    return x.derive(y, shape=(x.dims()[0], m.out_channels,
+                              *_spatial(x.dims()[2:], keeps, path)))
 
 
 # ---------------------------------------------------------------------- pooling
@@ -373,7 +383,8 @@ def _pool(g: GraphBuilder, m: Any, x: Value, path: str) -> Value:
     attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": stride, "pads": pad + pad,
                              "ceil_mode": int(a.ceil_mode)}
     dims = x.dims()
-    shape = (dims[0], dims[1], *([None] * a.dims))
+    keeps = [k == 1 and st == 1 and p == 0 for k, st, p in zip(kernel, stride, pad, strict=True)]
+    shape = (dims[0], dims[1], *_spatial(dims[2:], keeps, path))
     ends: list[int] | None = None
     if a.ceil_mode:
         if any(isinstance(d, str) for d in dims[2:]):
