@@ -7,7 +7,9 @@ on language-model checkpoints of ``nnbackend train``, and the inputs that are re
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,21 @@ from nnbackend.cli import main  # noqa: E402
 from nnbackend.onnx import UnsupportedLayerError  # noqa: E402
 
 RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """PyTorch's row on one thread (tiny tensors: two threads on two busy cores only wait;
+    measured 3 s instead of 0.05 for the two-layer LSTM under load)."""
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _leaves(value: Any) -> list[Any]:
