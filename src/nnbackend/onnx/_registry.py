@@ -99,8 +99,22 @@ def convert(g: GraphBuilder, module: Any, x: Value, path: str) -> Value:
         raise TypeError(msg)
     if _has_example(y):
         return y
-    out = module(backend_input(x))
+    out = _run_in_eval_mode(module, backend_input(x))
     return attach(y, out, x, g.elem_type, path=path, layer=type(module).__name__)
+
+
+def _run_in_eval_mode(module: Any, x: Any) -> Any:
+    """``module(x)`` in eval mode (export sets it for the whole model; a direct call of
+    :func:`convert` may not have), every module's mode restored."""
+    modes = [(m, m.training) for m in module.modules() if m.training]
+    if not modes:
+        return module(x)
+    module.eval()
+    try:
+        return module(x)
+    finally:
+        for m, training in modes:
+            object.__setattr__(m, "training", training)
 
 
 def backend_input(v: Value) -> Any:
