@@ -384,11 +384,32 @@ def test_arguments_are_checked(case: Any, tmp_path: Path) -> None:
                             nb.AvgPool2d(3, stride=2, ceil_mode=True, divisor_override=2))
     with pytest.raises(nx.UnsupportedLayerError, match=r"AvgPool2d at '1'.*divisor_override"):
         nx.export(_on(case, refused), tmp_path / "m.onnx", case.asarray(np.ones((1, 2, 6, 6))))
+    with pytest.raises(TypeError, match="neither host data"):
+        nx.export(model, tmp_path / "m.onnx", object())
     proto = nx.export(model, tmp_path / "named.onnx", x, input_names=["features"],
                       output_names=["logits"])
+    assert onnx.load(str(tmp_path / "named.onnx")) == proto
     assert [i.name for i in proto.graph.input] == ["features"]
     assert [o.name for o in proto.graph.output] == ["logits"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_graph_builder_names_constants_and_parameters() -> None:
+    """Fresh names from hints, constants deduplicated by value, a parameter (or array)
+    object once whatever its uses; node outputs named after the hint."""
+    g = nx.GraphBuilder(17, "float32")
+    assert [g.name("0.weight"), g.name("0.weight"), g.name("a b")] == \
+        ["0.weight", "0.weight_1", "a_b"]
+    assert g.constant([1, 2]) == g.constant([1, 2]) != g.constant([2, 1])
+    assert onnx.numpy_helper.to_array(g.initializers[-1]).dtype == np.int64
+    p = nb.Parameter(np.ones((2, 3), dtype=np.float64), "w")
+    w = g.parameter(p, "w")
+    assert g.parameter(p, "other") == w
+    assert onnx.numpy_helper.to_array(g.initializers[-1]).dtype == np.float32
+    a, b = g.node("Split", ["x"], outputs=2, hint="s", axis=0, num_outputs=2)
+    assert a != b and g.node("Relu", [a], hint="r") == "r:Relu"
+    with pytest.raises(ValueError, match="used twice"):
+        g.reserve("r:Relu")
 
 
 def test_missing_onnx_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
