@@ -20,7 +20,7 @@ nnbackend backend:
   with the sign of v flipped; η is ``learning_rate_init``, then η₀/(t + 1)^power_t after each
   epoch with ``"invscaling"`` (t the samples seen), η/5 with ``"adaptive"`` when the loss stops
   improving;
-* each epoch shuffles with ``sklearn.utils.shuffle`` on the estimator's ``RandomState`` (the
+* each epoch shuffles as ``sklearn.utils.shuffle`` does, on the estimator's ``RandomState`` (the
   same draws as scikit-learn's), gathers the epoch's rows on the device once
   (``xp.take``) and steps through contiguous slices of them; the early-stopping split is
   ``train_test_split`` on the same ``RandomState`` (stratified for single-output classifiers).
@@ -48,7 +48,6 @@ from sklearn.base import BaseEstimator, _fit_context, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, gen_batches
-from sklearn.utils import shuffle as shuffle_rows
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -434,7 +433,7 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle_rows(sample_idx, random_state=self._random_state)
+                    sample_idx = _shuffled(sample_idx, self._random_state)
                     order = backend.asarray(sample_idx)
                     Xe, Ye = xp.take(X_train, order, axis=0), xp.take(Y_train, order, axis=0)
                     we = None if w_train is None else xp.take(w_train, order, axis=0)
@@ -655,6 +654,14 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
+
+
+def _shuffled(indices: np.ndarray, random_state: np.random.RandomState) -> np.ndarray:
+    """``sklearn.utils.shuffle(indices, random_state=random_state)``: the same draw (a
+    ``RandomState.shuffle`` of arange(n)) without its per-call input checks."""
+    order = np.arange(indices.shape[0])
+    random_state.shuffle(order)
+    return indices[order]
 
 
 def float_dtypes(target: Backend | None) -> tuple[Any, Any]:
