@@ -384,6 +384,8 @@ def test_arguments_are_checked(case: Any, tmp_path: Path) -> None:
                             nb.AvgPool2d(3, stride=2, ceil_mode=True, divisor_override=2))
     with pytest.raises(nx.UnsupportedLayerError, match=r"AvgPool2d at '1'.*divisor_override"):
         nx.export(_on(case, refused), tmp_path / "m.onnx", case.asarray(np.ones((1, 2, 6, 6))))
+    host = nx.export(model, tmp_path / "host.onnx", np.ones((2, 5)))  # host data: cast
+    assert host.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     with pytest.raises(TypeError, match="neither host data"):
         nx.export(model, tmp_path / "m.onnx", object())
     proto = nx.export(model, tmp_path / "named.onnx", x, input_names=["features"],

@@ -175,9 +175,13 @@ def _backend(model: Any, examples: Sequence[Any]) -> Any:
 
 
 def _on_backend(backend: Any, model: Any, example: Any, i: int) -> Any:
-    """The example on the model's backend: host data transferred (floats in the model's
-    dtype), a backend array as it is."""
+    """The example on the model's backend: host data transferred, floats in the model's
+    dtype (cast on the device for a backend array, as ``predict`` does), integers as they
+    are (host ones in the backend's index dtype)."""
+    ref = model._reference_array()
     if backend.holds(example):
+        if ref is not None and _kind(example) == "f" and example.dtype != ref.dtype:
+            return backend.asarray(example, dtype=ref.dtype)
         return example
     if not isinstance(example, np.ndarray | list | tuple | int | float):
         msg = (f"ONNX export: example input {i} is a {type(example).__name__}, neither host "
@@ -185,7 +189,6 @@ def _on_backend(backend: Any, model: Any, example: Any, i: int) -> Any:
         raise TypeError(msg)
     host = np.asarray(example)
     if host.dtype.kind == "f":
-        ref = model._reference_array()
         return backend.asarray(host, dtype=None if ref is None else ref.dtype)
     if host.dtype.kind in "iub":
         return backend.asarray(host, dtype=backend.index_dtype if host.dtype.kind != "b"
@@ -212,7 +215,7 @@ def _dynamic_axes(model: Any, arrays: Sequence[Any], names: Sequence[str],
     out: dict[str, dict[int, str]] = {}
     for name, a in zip(names, arrays, strict=True):
         axes: dict[int, str] = {}
-        if a.ndim > batch_axis:
+        if a.ndim >= 2:  # (a single sample (F,) has no batch axis)
             axes[batch_axis] = "batch"
         out[name] = axes
     if spec is None:
