@@ -466,4 +466,9 @@ def test_cli_export_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "missing.npz" in capsys.readouterr().err
     assert main(["export", str(ckpt), str(tmp_path / "m.onnx")]) == 0
     assert "input input: float32 [batch, 3]" in capsys.readouterr().out
+    assert main(["export", str(ckpt), str(tmp_path / "m.onnx"), "--input-shape", "4"]) == 1
+    assert "expected input of shape (N, 3), got (1, 4)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", str(ckpt), str(tmp_path / "m.onnx"), "--input-shape", "0,x"])
+    assert "expected positive integers" in capsys.readouterr().err
     assert os.path.exists(tmp_path / "m.onnx")
