@@ -306,3 +306,14 @@ def test_import_nnbackend_does_not_import_sklearn() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_verbose_prints_what_sklearn_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    params = dict(verbose=True, early_stopping=True, max_iter=30, n_iter_no_change=2,
+                  random_state=1, solver="sgd", learning_rate="adaptive", tol=0.05)
+    printed = []
+    for est in _pair("classifier", **params):
+        _fit_recording(est, DATA["X"], DATA["multiclass"])
+        printed.append(capsys.readouterr().out)
+    assert "Validation score" in printed[1] and "Setting learning rate" in printed[1]
+    assert printed[0] == printed[1]
