@@ -84,7 +84,7 @@ from ..layers.recurrent import GRU, LSTM, RNN, RecurrentOutput
 from ..layers.transformer import TransformerEncoderLayer
 from ._deps import require
 from ._graph import Dim, GraphBuilder, Value
-from ._registry import UnsupportedLayerError, attach, convert, converter
+from ._registry import UnsupportedLayerError, attach, backend_input, convert, converter
 
 __all__: list[str] = []
 
@@ -107,13 +107,6 @@ def _refuse(module: Any, path: str, what: str) -> UnsupportedLayerError:
     return UnsupportedLayerError(msg)
 
 
-def _arrays(v: Value) -> Any:
-    """The backend arrays a Value holds, nested as its parts (a module's input)."""
-    if v.is_tuple:
-        return tuple(_arrays(p) for p in v.parts)
-    return v.array
-
-
 def _tensor(v: Value, module: Any, path: str, what: str) -> Value:
     if v.is_tuple:
         raise _refuse(module, path, f"expected one array as {what}, got a tuple of "
@@ -123,8 +116,8 @@ def _tensor(v: Value, module: Any, path: str, what: str) -> Value:
 
 def _with_example(g: GraphBuilder, y: Value, module: Any, x: Value, module_input: Any,
                   path: str) -> Value:
-    """``y`` with the module's output on ``module_input`` attached (for inputs the registry
-    cannot run the module on by itself: tuples)."""
+    """``y`` with the module's output on ``module_input`` attached: a tuple output, and an
+    LSTM's flat (x, h0, c0) input that the layer takes as (x, (h0, c0)))."""
     first = x.parts[0] if x.is_tuple else x
     return attach(y, module(module_input), first, g.elem_type, path=path,
                   layer=type(module).__name__)
@@ -273,7 +266,7 @@ def _multihead_attention(g: GraphBuilder, module: MultiheadAttention, x: Value,
         _tensor(p, module, path, "query, key or value")
     y = _attention(g, module, parts, path)
     if x.is_tuple or y.is_tuple:  # the registry runs a module on a single array only
-        return _with_example(g, y, module, x, _arrays(x), path)
+        return _with_example(g, y, module, x, backend_input(x), path)
     return y
 
 
@@ -483,4 +476,4 @@ def _recurrent_output(g: GraphBuilder, module: RecurrentOutput, x: Value, path: 
                                                g.constant([axis])], hint=hint),
                               g.constant([axis])], hint=hint)
     y = output.derive(last, shape=[d for i, d in enumerate(dims) if i != axis])
-    return _with_example(g, y, module, x, _arrays(x), path)
+    return _with_example(g, y, module, x, backend_input(x), path)
