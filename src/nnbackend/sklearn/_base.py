@@ -66,9 +66,14 @@ from ._network import (
     load_weights,
     read_weights,
 )
-from ._placement import BackendSpec, describe, input_backend, is_host, resolve
+from ._placement import BackendSpec, describe, input_backend, resolve, to_host
 
-__all__ = ["BaseMultilayerPerceptron", "fit_context", "if_stochastic"]
+__all__ = [
+    "BaseMultilayerPerceptron",
+    "fit_context",
+    "float_dtypes",
+    "if_stochastic",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -311,7 +316,7 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
     def _check_sample_weight(self, sample_weight: Any, n_samples: int) -> np.ndarray:
         """The weights as a host float64 (n,) array (scikit-learn's checks and messages); they
         are read once per fit, for the batches' sums S."""
-        host = to_host_array(sample_weight)
+        host = to_host(sample_weight)
         with config_context(array_api_dispatch=False):
             return np.asarray(_check_sample_weight(host, np.empty((n_samples, 0))),
                               dtype=np.float64)
@@ -683,11 +688,3 @@ class _BackendParam:
         except Exception:  # not available in this process: its name (a CPU can still predict
             name, dev = self.spec  # after set_params(backend="numpy"))
             return name if dev is None else f"{name}:{dev}"
-
-
-def to_host_array(x: Any) -> Any:
-    """A non-NumPy array copied to the host; host data as it is."""
-    if is_host(x):
-        return x
-    return np.array(to_numpy(x), copy=True)
-

@@ -18,10 +18,9 @@ from ._base import (
     fit_context,
     float_dtypes,
     if_stochastic,
-    to_host_array,
 )
 from ._network import forward
-from ._placement import input_backend, output_to
+from ._placement import input_backend, output_to, to_host
 
 __all__ = ["MLPClassifier"]
 
@@ -197,7 +196,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):  # type: ignore[
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool
                         ) -> tuple[Any, Any, np.ndarray | None]:
         # Labels live on the host (classes_ may be strings): one read of y per fit.
-        X, y = validate_data(self, X, to_host_array(y), multi_output=True,
+        X, y = validate_data(self, X, to_host(y), multi_output=True,
                              dtype=float_dtypes(input_backend(X)), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -268,8 +267,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):  # type: ignore[
         """
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
-            if type_of_target(to_host_array(y)).startswith("multilabel"):
-                self._label_binarizer.fit(to_host_array(y))
+            if type_of_target(to_host(y)).startswith("multilabel"):
+                self._label_binarizer.fit(to_host(y))
             else:
                 self._label_binarizer.fit(classes)
         self._fit(X, y, sample_weight=sample_weight, incremental=True)

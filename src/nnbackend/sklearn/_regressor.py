@@ -18,10 +18,9 @@ from ._base import (
     fit_context,
     float_dtypes,
     if_stochastic,
-    to_host_array,
 )
 from ._network import forward
-from ._placement import input_backend, is_host, output_to
+from ._placement import input_backend, is_host, output_to, to_host
 
 __all__ = ["MLPRegressor"]
 
@@ -124,7 +123,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):  # type: ignore[mi
                         ) -> tuple[Any, Any, np.ndarray | None]:
         target = input_backend(X)
         if not is_host(y) and (target is None or backend_of(y) != target):
-            y = to_host_array(y)  # y follows X: another namespace or device goes via the host
+            y = to_host(y)  # y follows X: another namespace or device goes via the host
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
                              dtype=float_dtypes(input_backend(X)), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
