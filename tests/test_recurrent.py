@@ -487,3 +487,23 @@ def test_a_state_of_another_dtype_is_refused() -> None:
     x = np.zeros((2, 1, 3), np.float32)
     with pytest.raises(TypeError, match=r"GRU\(3, 4\): h0 has dtype float64; expected float32"):
         layer((x, np.zeros((1, 1, 4))))
+
+
+def test_lstm_saturated_gates_match_pytorch_without_warnings(case: Case) -> None:
+    """Gate pre-activations far into both tails (|a| in the hundreds: exp(−a) overflows, sigmoid
+    gates of exactly 0 or 1) give PyTorch's float64 outputs and gradients, finite, with no
+    overflow warning (the suite turns warnings into errors), on every row."""
+    layer, reference = _pair(case, "LSTM", 3, 4)
+    x = _host(case, np.array([[[300.0, -400.0, 5.0]], [[-900.0, 800.0, -2.0]],
+                              [[1.0, 2.0, -3.0]]]))
+    d_output = np.arange(12.0).reshape(3, 1, 4) % 3 - 1.0
+    xt = torch.tensor(x, requires_grad=True)
+    out_t, _ = reference(xt)
+    (out_t * torch.tensor(d_output)).sum().backward()
+    (output, _), backprop = layer.forward(case.asarray(x))
+    _close(case, output, out_t.detach().numpy(), "output")
+    dx = backprop((case.asarray(d_output), None))
+    _close(case, dx, xt.grad.numpy(), "dx")
+    torch_grads = dict(reference.named_parameters())
+    for name, p in layer.named_parameters():
+        _close(case, p.grad, torch_grads[name].grad.numpy(), f"d{name}")

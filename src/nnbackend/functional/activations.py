@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from .._native import masked, ufunc_into
+from .._native import into_kernels, masked
 from .._typing import Array, Namespace
 from .special import blockwise, erfc, normal_cdf_slope32, standard_float32
 
@@ -165,19 +165,21 @@ def sigmoid_into(x: Array, /, *, out: Array, scratch: Array, xp: Namespace | Non
 
     ``out`` and ``scratch`` are mutable arrays of x's shape and dtype (``out`` may be ``x``
     itself; both are overwritten). On NumPy every pass writes into them through
-    ``_native.ufunc_into``: no allocation, for loops that activate a buffer step after step
+    ``_native.into_kernels``: no allocation, for loops that activate a buffer step after step
     (the recurrent layers' gates). Elsewhere ``out[...] = sigmoid(x)``.
     """
     xp = xp or array_namespace(x)
-    if not ufunc_into("greater_equal", x, 0.0, out=scratch, xp=xp):  # step = [x ≥ 0]
+    k = into_kernels(xp)
+    if not k.native:
         out[...] = sigmoid(x, xp=xp)
         return
-    ufunc_into("abs", x, out=out, xp=xp)  # e = exp(−|x|)
-    ufunc_into("negative", out, out=out, xp=xp)
-    ufunc_into("exp", out, out=out, xp=xp)
-    ufunc_into("maximum", out, scratch, out=scratch, xp=xp)  # numerator max(e, step)
-    ufunc_into("add", out, 1.0, out=out, xp=xp)
-    ufunc_into("divide", scratch, out, out=out, xp=xp)
+    k.greater_equal(x, 0.0, out=scratch)  # step = [x ≥ 0]
+    k.abs(x, out=out)  # e = exp(−|x|)
+    k.negative(out, out=out)
+    k.exp(out, out=out)
+    k.maximum(out, scratch, out=scratch)  # numerator max(e, step)
+    k.add(out, 1.0, out=out)
+    k.divide(scratch, out, out=out)
 
 
 def sigmoid_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) -> Array:

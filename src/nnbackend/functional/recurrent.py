@@ -30,18 +30,23 @@ How the work is laid out
   are mutable views (NumPy, PyTorch, CuPy) the steps run in place: the gates are activated
   inside the projection's buffer, states and gradients are written into their step's slice of
   preallocated buffers, products into reused scratch arrays (NumPy's ``out=`` through
-  ``_native.ufunc_into``/``matmul_into``: no allocation per step). Elsewhere (JAX's immutable
-  arrays, array-api-strict) the same equations run as pure functions, their results kept in
-  lists and stacked.
-- The sigmoid gates (the LSTM's i, f, o, the GRU's r, z) take the library's accurate
-  sigmoid, e = exp(−|a|), (1 or e)/(1 + e) (:func:`~nnbackend.functional.sigmoid`, a few ulp
-  of relative error for any a), the tanh gates (g, n) tanh; never the tanh form
-  ½ tanh(½ a) + ½, which cancels to 0 below a ≈ −17 in float32. In place, one step activates
-  the whole contiguous row of its gates with the sigmoid (the tanh gate's pre-activation saved
-  first, its tanh written back over it): whole-row passes cost about half as much as passes
-  over the strided blocks of the row on NumPy. The price of accuracy: on a float32 (32, 512)
-  row ~37 µs a step against ~15 µs for the tanh form (exp and six cheap passes against tanh
-  and two), ~5 % of the LSTM benchmark's forward+backward.
+  ``_native.into_kernels``/``matmul_into``: no allocation, no dispatch per step). Elsewhere
+  (JAX's immutable arrays, array-api-strict) the same equations run as pure functions, their
+  results kept in lists and stacked.
+- The sigmoid gates (the LSTM's i, f, o, the GRU's r, z) are accurate to a few ulp for every
+  normal result, the tanh gates (g, n) take tanh; never the tanh form ½ tanh(½ a) + ½, which
+  cancels to 0 below a ≈ −17 in float32. The pure steps take the library's sigmoid
+  (:func:`~nnbackend.functional.sigmoid`: e = exp(−|a|), (1 or e)/(1 + e), seven passes,
+  accurate into the subnormals). The LSTM in place keeps its gates in the order (i, f, o, g)
+  (weights and biases rows swapped once per call, the gradients' swapped back), so the three
+  sigmoid gates are one block of the row and tanh takes the other in place, and its
+  projections hold −a for the sigmoid gates (their weight rows negated, which is exact):
+  σ(a) = 1 / (1 + exp(−a)) is then three passes, exp, +1, 1/·, exact to a few ulp as long as
+  the result is normal, and 0 where it would be subnormal (exp(−a) overflows below
+  a ≈ −88.7 in float32), as PyTorch's own sigmoid. That halves the forward's elementwise work
+  against the seven-pass sigmoid over the whole row. The GRU activates its whole contiguous
+  row with :func:`~nnbackend.functional.sigmoid_into` (its n block's input projection saved
+  first).
 - Backward through time runs the steps in reverse, each with one GEMM for ∂L/∂h_{t−1} = δ_t
   W_hh, writing the pre-activation gradients δ_t (N, G·H) into a buffer; the weight gradients
   are then one GEMM each over all steps: ∂L/∂W_ih = Σ_t δ_tᵀ x_t, ∂L/∂W_hh = Σ_t δ_tᵀ h_{t−1},
@@ -89,7 +94,15 @@ import array_api_compat
 
 from .._checks import namespace_of
 from .._libraries import library_of
-from .._native import fused, masked, masked_into, matmul_into, summer, ufunc_into
+from .._native import (
+    fused,
+    into_kernels,
+    masked,
+    masked_into,
+    matmul_into,
+    overflow_ignored,
+    summer,
+)
 from .._typing import Array, Namespace
 from ..random import Generator
 from .activations import sigmoid, sigmoid_into
@@ -112,11 +125,12 @@ Weights = tuple[Array, Array, Array | None, Array | None]
 # float32, a 100 % relative error in a gate that then scales a state.
 
 
-def _tanh_gate(hidden: int, like: Array, xp: Namespace) -> Array:
-    """b (4H,) of the LSTM backward's (1 − y)(y + b): 1 on the g block, 0 on i, f, o."""
+def _tanh_gate(hidden: int, like: Array, xp: Namespace, *, block: int = 2) -> Array:
+    """b (4H,) of the LSTM backward's (1 − y)(y + b): 1 on the g block (block 2 of PyTorch's
+    order i, f, g, o; 3 of the in-place order i, f, o, g), 0 on the sigmoid gates."""
     device = array_api_compat.device(like)
-    return xp.concat([xp.full((hidden,), v, dtype=like.dtype, device=device)
-                      for v in (0.0, 0.0, 1.0, 0.0)])
+    return xp.concat([xp.full((hidden,), float(k == block), dtype=like.dtype, device=device)
+                      for k in range(4)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,14 +217,9 @@ def _kernel(step: Any, xp: Namespace) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # The same steps in place, where arrays are mutable views (NumPy, PyTorch, CuPy): each writes
-# into its step's slices of the buffers (NumPy's out= through _native.ufunc_into, saving a
-# temporary and a copy per operation; elsewhere the standard result assigned into the slice).
-
-
-def _into(name: str, *args: Any, out: Array, xp: Namespace) -> None:
-    """out[...] ← xp.<name>(*args)."""
-    if not ufunc_into(name, *args, out=out, xp=xp):
-        out[...] = getattr(xp, name)(*args)
+# into its step's slices of the buffers (NumPy's out= through _native.into_kernels, resolved
+# once per loop: no temporary, no copy, no lookup per operation; elsewhere the standard result
+# assigned into the slice).
 
 
 def _product(a: Array, b: Array, out: Array | None, xp: Namespace) -> Array:
@@ -240,6 +249,7 @@ def _transposed(w: Array, xp: Namespace) -> Array:
 
 def _rnn_forward_in_place(gx: Array, hs: _Steps, w_hh: Array, relu: bool, xp: Namespace
                           ) -> Array:
+    k = into_kernels(xp)
     w_t = _transposed(w_hh, xp)
     h = hs[0]
     for s in range(gx.shape[0]):
@@ -247,37 +257,59 @@ def _rnn_forward_in_place(gx: Array, hs: _Steps, w_hh: Array, relu: bool, xp: Na
         _product(h, w_t, a, xp)
         a += gx[s, ...]
         if relu:
-            _into("maximum", a, 0.0, out=a, xp=xp)
+            k.maximum(a, 0.0, out=a)
         else:
-            _into("tanh", a, out=a, xp=xp)
+            k.tanh(a, out=a)
         h = a
     return h
 
 
+def _swap_g_o(a: Array, hidden: int, xp: Namespace, *, negate_sigmoid_rows: bool = False
+              ) -> Array:
+    """The LSTM's gate rows (axis 0) from PyTorch's order (i, f, g, o) to (i, f, o, g), or
+    back (the swap is its own inverse); with ``negate_sigmoid_rows`` the rows of i, f and o
+    negated (what the in-place forward's projections take: see ``_lstm_forward_in_place``)."""
+    n = hidden
+    i_f, g, o = a[: 2 * n, ...], a[2 * n: 3 * n, ...], a[3 * n:, ...]
+    if negate_sigmoid_rows:
+        i_f, o = -i_f, -o
+    return xp.concat([i_f, o, g], axis=0)
+
+
 def _lstm_forward_in_place(gates: Array, hs: _Steps, cells: _Steps, tanh_cells: _Steps,
                            w_hh: Array, xp: Namespace) -> tuple[Array, Array]:
-    """Steps in place: ``gates`` (T, N, 4H) holds the input projections and becomes the
-    activations; the states go into their buffers. The whole row takes the sigmoid (one
-    contiguous pass each, the g block's wasted) after tanh of the g block went into scratch;
-    that tanh is then copied over the g block."""
+    """Steps in place, the gates in the order (i, f, o, g): the three sigmoid gates one
+    contiguous block of the row, the tanh gate the other (no copy, no wasted pass).
+
+    ``gates`` (T, N, 4H) holds the input projections with the sigmoid gates' rows negated,
+    −a_i, −a_f, −a_o, a_g (the weights and bias rows were negated, which is exact), and becomes
+    the activations; ``w_hh`` (4H, H) is in the same order and negation. Negated, the sigmoid
+    is three passes, σ(a) = 1 / (1 + exp(−a)): a few ulp of relative error for every normal
+    result (exp(−a) ≥ 1 for a < 0 is exact to an ulp, and nothing cancels); where the true value
+    is subnormal (a < −87.3 in float32) exp(−a) overflows and σ is 0, as PyTorch's own sigmoid.
+    The states go into their buffers."""
+    k = into_kernels(xp)
     n = hs[0].shape[-1]
     w_t = _transposed(w_hh, xp)
     tmp, product = _Scratch(gates, xp, tuple(gates.shape[1:]), (gates.shape[1], n)).arrays
     h, c = hs[0], cells[0]
-    for s in range(gates.shape[0]):
-        g = gates[s, ...]
-        g += _product(h, w_t, tmp, xp)
-        i, f, gg, o = g[:, :n], g[:, n: 2 * n], g[:, 2 * n: 3 * n], g[:, 3 * n:]
-        _into("tanh", gg, out=product, xp=xp)
-        sigmoid_into(g, out=g, scratch=tmp, xp=xp)  # tmp's product is spent
-        gg[...] = product
-        c_new, tc, h = cells[s + 1], tanh_cells[s], hs[s + 1]
-        _into("multiply", f, c, out=c_new, xp=xp)
-        _into("multiply", i, gg, out=product, xp=xp)
-        c_new += product
-        _into("tanh", c_new, out=tc, xp=xp)
-        _into("multiply", o, tc, out=h, xp=xp)
-        c = c_new
+    with overflow_ignored():  # exp(−a) = inf below a ≈ −88.7 (float32): σ = 1 / inf = 0
+        for s in range(gates.shape[0]):
+            g = gates[s, ...]
+            g += _product(h, w_t, tmp, xp)
+            sig, gg = g[:, : 3 * n], g[:, 3 * n:]
+            k.exp(sig, out=sig)
+            sig += 1.0
+            k.divide(1.0, sig, out=sig)
+            k.tanh(gg, out=gg)
+            i, f, o = g[:, :n], g[:, n: 2 * n], g[:, 2 * n: 3 * n]
+            c_new, tc, h = cells[s + 1], tanh_cells[s], hs[s + 1]
+            k.multiply(f, c, out=c_new)
+            k.multiply(i, gg, out=product)
+            c_new += product
+            k.tanh(c_new, out=tc)
+            k.multiply(o, tc, out=h)
+            c = c_new
     return h, c
 
 
@@ -287,6 +319,7 @@ def _gru_forward_in_place(gates: Array, hs: _Steps, hn: _Steps, w_hh: Array,
     activations; W_hn h + b_hn and the states go into their buffers. As the LSTM's: the whole
     row takes the sigmoid (contiguous passes) once the n block's input projection is saved;
     n is then written over its block."""
+    k = into_kernels(xp)
     n = hs[0].shape[-1]
     w_t = _transposed(w_hh, xp)
     tmp, product, x_n = _Scratch(gates, xp, tuple(gates.shape[1:]), (gates.shape[1], n),
@@ -300,15 +333,15 @@ def _gru_forward_in_place(gates: Array, hs: _Steps, hn: _Steps, w_hh: Array,
         if b_hn is None:
             m[...] = gh[:, 2 * n:]
         else:
-            _into("add", gh[:, 2 * n:], b_hn, out=m, xp=xp)
+            k.add(gh[:, 2 * n:], b_hn, out=m)
         x_n[...] = cand
         g += gh  # the n block's sum is not used: overwritten below
         sigmoid_into(g, out=g, scratch=tmp, xp=xp)  # tmp's product is spent (m holds its n)
-        _into("multiply", g[:, :n], m, out=product, xp=xp)
+        k.multiply(g[:, :n], m, out=product)
         x_n += product
-        _into("tanh", x_n, out=cand, xp=xp)
+        k.tanh(x_n, out=cand)
         h_new = hs[s + 1]
-        _into("subtract", h, cand, out=h_new, xp=xp)
+        k.subtract(h, cand, out=h_new)
         h_new *= g[:, n: 2 * n]
         h_new += cand
         h = h_new
@@ -317,6 +350,7 @@ def _gru_forward_in_place(gates: Array, hs: _Steps, hn: _Steps, w_hh: Array,
 
 def _rnn_backward_in_place(dh: Array, d_out: Array | None, hs: _Steps, deltas: _Steps,
                            w_hh: Array, relu: bool, xp: Namespace) -> Array:
+    k = into_kernels(xp)
     for s in range(deltas.count - 1, -1, -1):
         if d_out is not None:
             dh += d_out[s, ...]
@@ -326,7 +360,7 @@ def _rnn_backward_in_place(dh: Array, d_out: Array | None, hs: _Steps, deltas: _
             if not masked_into(dh, positive, delta, ..., xp):
                 delta[...] = masked(dh, positive, xp)
         else:
-            _into("multiply", h, h, out=delta, xp=xp)
+            k.multiply(h, h, out=delta)
             delta -= 1.0
             delta *= dh
             delta *= -1.0
@@ -337,7 +371,10 @@ def _rnn_backward_in_place(dh: Array, d_out: Array | None, hs: _Steps, deltas: _
 def _lstm_backward_in_place(dh: Array, dc: Array, d_out: Array | None, saved: _Direction,
                             deltas: _Steps, w_hh: Array, tanh_gate: Array, xp: Namespace
                             ) -> tuple[Array, Array]:
-    """Backward through time in place: δ_t into ``deltas``; ``dh`` and ``dc`` are ours."""
+    """Backward through time in place, the gates (and so δ_t, ``w_hh`` (4H, H) and
+    ``tanh_gate``) in the forward's order (i, f, o, g): δ_t into ``deltas``; ``dh`` and ``dc``
+    are ours."""
+    k = into_kernels(xp)
     assert saved.gates is not None and saved.cells is not None
     assert saved.tanh_cells is not None
     gates, cells, tanh_cells = saved.gates, saved.cells, saved.tanh_cells
@@ -348,19 +385,19 @@ def _lstm_backward_in_place(dh: Array, dc: Array, d_out: Array | None, saved: _D
         if d_out is not None:
             dh += d_out[s, ...]
         y, tc, c_prev, delta = gates[s], tanh_cells[s], cells[s], deltas[s]
-        i, f, g, o = y[:, :n], y[:, n: 2 * n], y[:, 2 * n: 3 * n], y[:, 3 * n:]
-        _into("multiply", tc, tc, out=t1, xp=xp)  # ∂c += ∂h o (1 − tanh² c)
+        i, f, o, g = y[:, :n], y[:, n: 2 * n], y[:, 2 * n: 3 * n], y[:, 3 * n:]
+        k.multiply(tc, tc, out=t1)  # ∂c += ∂h o (1 − tanh² c)
         t1 -= 1.0
         t1 *= o
         t1 *= dh
         dc -= t1
-        _into("multiply", dc, g, out=delta[:, :n], xp=xp)
-        _into("multiply", dc, c_prev, out=delta[:, n: 2 * n], xp=xp)
-        _into("multiply", dc, i, out=delta[:, 2 * n: 3 * n], xp=xp)
-        _into("multiply", dh, tc, out=delta[:, 3 * n:], xp=xp)
-        _into("subtract", 1.0, y, out=u, xp=xp)  # (1 − y)(y + b)
+        k.multiply(dc, g, out=delta[:, :n])
+        k.multiply(dc, c_prev, out=delta[:, n: 2 * n])
+        k.multiply(dh, tc, out=delta[:, 2 * n: 3 * n])
+        k.multiply(dc, i, out=delta[:, 3 * n:])
+        k.subtract(1.0, y, out=u)  # (1 − y)(y + b)
         delta *= u
-        _into("add", y, tanh_gate, out=u, xp=xp)
+        k.add(y, tanh_gate, out=u)
         delta *= u
         dc *= f
         dh_a, dh_b = dh_b, dh_a  # the product goes where dh is not
@@ -371,6 +408,7 @@ def _lstm_backward_in_place(dh: Array, dc: Array, d_out: Array | None, saved: _D
 def _gru_backward_in_place(dh: Array, d_out: Array | None, saved: _Direction,
                            deltas: _Steps, d_input_n: _Steps, w_hh: Array, xp: Namespace
                            ) -> Array:
+    k = into_kernels(xp)
     assert saved.gates is not None and saved.hn is not None
     gates, hn_steps, hs = saved.gates, saved.hn, saved.hidden
     n = dh.shape[-1]
@@ -380,21 +418,21 @@ def _gru_backward_in_place(dh: Array, d_out: Array | None, saved: _Direction,
             dh += d_out[s, ...]
         y, hn, h_prev, delta, d_n = gates[s], hn_steps[s], hs[s], deltas[s], d_input_n[s]
         r, z, cand = y[:, :n], y[:, n: 2 * n], y[:, 2 * n:]
-        _into("multiply", cand, cand, out=t1, xp=xp)  # δ_n = ∂h (1 − z)(1 − n²)
+        k.multiply(cand, cand, out=t1)  # δ_n = ∂h (1 − z)(1 − n²)
         t1 -= 1.0
-        _into("subtract", z, 1.0, out=t2, xp=xp)
+        k.subtract(z, 1.0, out=t2)
         t1 *= t2
-        _into("multiply", dh, t1, out=d_n, xp=xp)
-        _into("subtract", 1.0, r, out=t1, xp=xp)  # δ_r = δ_n (W_hn h + b_hn) r (1 − r)
+        k.multiply(dh, t1, out=d_n)
+        k.subtract(1.0, r, out=t1)  # δ_r = δ_n (W_hn h + b_hn) r (1 − r)
         t1 *= r
         t1 *= hn
-        _into("multiply", d_n, t1, out=delta[:, :n], xp=xp)
-        _into("subtract", 1.0, z, out=t1, xp=xp)  # δ_z = ∂h (h_{t−1} − n) z (1 − z)
+        k.multiply(d_n, t1, out=delta[:, :n])
+        k.subtract(1.0, z, out=t1)  # δ_z = ∂h (h_{t−1} − n) z (1 − z)
         t1 *= z
-        _into("subtract", h_prev, cand, out=t2, xp=xp)
+        k.subtract(h_prev, cand, out=t2)
         t2 *= t1
-        _into("multiply", dh, t2, out=delta[:, n: 2 * n], xp=xp)
-        _into("multiply", d_n, r, out=delta[:, 2 * n:], xp=xp)
+        k.multiply(dh, t2, out=delta[:, n: 2 * n])
+        k.multiply(d_n, r, out=delta[:, 2 * n:])
         dh_a, dh_b = dh_b, dh_a  # the product goes where dh is not
         dh_prev = _product(delta, w_hh, dh_a, xp)
         dh *= z
@@ -506,35 +544,42 @@ def _direction_forward(
             for s in range(steps):
                 h = step(gx[s, ...], h, w_hh, relu=relu, xp=xp)
                 hs[s + 1] = h
+    elif mode == "LSTM":
+        assert c0 is not None
+        if views:  # the in-place order (i, f, o, g), sigmoid rows negated (see its docstring)
+            gx = _projection(x, _swap_g_o(w_ih, hidden, xp, negate_sigmoid_rows=True),
+                             None if bias is None else
+                             _swap_g_o(bias, hidden, xp, negate_sigmoid_rows=True), xp)
+        else:
+            gx = _projection(x, w_ih, bias, xp)
+        gates = _Steps(steps, (batch, 4 * hidden), x, xp, views, buffer=gx if views else None)
+        cells = _Steps(steps + 1, (batch, hidden), x, xp, views)
+        tanh_cells = _Steps(steps, (batch, hidden), x, xp, views)
+        cells[0] = c0
+        if views:
+            h, c_last = _lstm_forward_in_place(
+                gx, hs, cells, tanh_cells,
+                _swap_g_o(w_hh, hidden, xp, negate_sigmoid_rows=True), xp)
+        else:
+            step = _kernel(_lstm_step, xp)
+            h, c = h0, c0
+            for s in range(steps):
+                g, c, tc, h = step(gx[s, ...], h, c, w_hh, xp=xp)
+                gates[s], cells[s + 1], tanh_cells[s], hs[s + 1] = g, c, tc, h
+            c_last = c
     else:
         gx = _projection(x, w_ih, bias, xp)
-        if mode == "LSTM":
-            assert c0 is not None
-            gates = _Steps(steps, (batch, 4 * hidden), x, xp, views, buffer=gx if views else None)
-            cells = _Steps(steps + 1, (batch, hidden), x, xp, views)
-            tanh_cells = _Steps(steps, (batch, hidden), x, xp, views)
-            cells[0] = c0
-            if views:
-                h, c_last = _lstm_forward_in_place(gx, hs, cells, tanh_cells, w_hh, xp)
-            else:
-                step = _kernel(_lstm_step, xp)
-                h, c = h0, c0
-                for s in range(steps):
-                    g, c, tc, h = step(gx[s, ...], h, c, w_hh, xp=xp)
-                    gates[s], cells[s + 1], tanh_cells[s], hs[s + 1] = g, c, tc, h
-                c_last = c
+        gates = _Steps(steps, (batch, 3 * hidden), x, xp, views, buffer=gx if views else None)
+        hn = _Steps(steps, (batch, hidden), x, xp, views)
+        b_hn = None if b_hh is None else b_hh[2 * hidden:]
+        if views:
+            h = _gru_forward_in_place(gx, hs, hn, w_hh, b_hn, xp)
         else:
-            gates = _Steps(steps, (batch, 3 * hidden), x, xp, views, buffer=gx if views else None)
-            hn = _Steps(steps, (batch, hidden), x, xp, views)
-            b_hn = None if b_hh is None else b_hh[2 * hidden:]
-            if views:
-                h = _gru_forward_in_place(gx, hs, hn, w_hh, b_hn, xp)
-            else:
-                step = _kernel(_gru_step, xp)
-                h = h0
-                for s in range(steps):
-                    g, m, h = step(gx[s, ...], h, w_hh, b_hn, xp=xp)
-                    gates[s], hn[s], hs[s + 1] = g, m, h
+            step = _kernel(_gru_step, xp)
+            h = h0
+            for s in range(steps):
+                g, m, h = step(gx[s, ...], h, w_hh, b_hn, xp=xp)
+                gates[s], hn[s], hs[s + 1] = g, m, h
     output = hs.stacked(1)
     if reverse:
         output = _flip(output, xp)
@@ -576,11 +621,13 @@ def _direction_backward(
     elif mode == "LSTM":
         assert saved.gates is not None and saved.cells is not None
         assert saved.tanh_cells is not None
-        tanh_gate = _tanh_gate(hidden, h0, xp)
         dc = _own(dc_last, h0, xp)
-        if views:
-            dh, dc = _lstm_backward_in_place(dh, dc, d_out, saved, deltas, w_hh, tanh_gate, xp)
+        if views:  # δ_t in the forward's order (i, f, o, g); swapped back below
+            dh, dc = _lstm_backward_in_place(dh, dc, d_out, saved, deltas,
+                                             _swap_g_o(w_hh, hidden, xp),
+                                             _tanh_gate(hidden, h0, xp, block=3), xp)
         else:
+            tanh_gate = _tanh_gate(hidden, h0, xp)
             step = _kernel(_lstm_step_back, xp)
             for s in range(steps - 1, -1, -1):
                 delta, dh, dc = step(dh, dc, None if d_out is None else d_out[s, ...],
@@ -615,6 +662,12 @@ def _direction_backward(
         d_b_hh = (total(delta_h, axis=0) if d_input_n is not None
                   else xp.asarray(d_b_ih, copy=True))
     dx = None
+    if mode == "LSTM" and views:  # the in-place order's rows back to PyTorch's
+        w_ih = _swap_g_o(w_ih, hidden, xp)
+        d_w_ih, d_w_hh = _swap_g_o(d_w_ih, hidden, xp), _swap_g_o(d_w_hh, hidden, xp)
+        if d_b_ih is not None and d_b_hh is not None:
+            d_b_ih = _swap_g_o(d_b_ih, hidden, xp)
+            d_b_hh = xp.asarray(d_b_ih, copy=True)
     if input_grad:
         dx = xp.reshape(delta_x @ w_ih, x.shape)
         if saved.reverse:
