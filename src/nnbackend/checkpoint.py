@@ -68,9 +68,7 @@ import json
 import math
 import os
 import reprlib
-import stat
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -81,6 +79,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ._checks import name_mismatch
+from ._files import atomic_output
 from .backend import backend_of, to_numpy
 from .errors import CheckpointError
 from .layers.description import AllowedClasses, DescriptionError, build, describe
@@ -233,7 +232,10 @@ def save(
             f"a checkpoint of this model ({what}) holds at most {limit}"
         )
         raise ValueError(msg)
-    _write_atomically(target, {_METADATA_KEY: np.frombuffer(payload, dtype=np.uint8), **arrays})
+    with atomic_output(target) as file:
+        # A file object, not a name: np.savez appends ".npz" to names that lack it.
+        members = {_METADATA_KEY: np.frombuffer(payload, dtype=np.uint8), **arrays}
+        np.savez(file, **cast("dict[str, Any]", members))
     return target
 
 
@@ -361,53 +363,6 @@ def _checked_user_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
             )
             raise TypeError(msg) from exc
     return dict(metadata)
-
-
-def _write_atomically(target: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write the archive to a temporary file beside ``target``, fsync it, rename it over."""
-    directory = target.parent
-    mode = _file_mode(target)
-    fd, tmp = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        try:
-            file = os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            raise
-        with file:
-            # A file object, not a name: np.savez appends ".npz" to names that lack it.
-            np.savez(file, **cast("dict[str, Any]", arrays))
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, mode)  # mkstemp creates 0o600
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _file_mode(target: Path) -> int:
-    """Permission bits for the new file: those of the file it replaces, else 0o666 & ~umask."""
-    with contextlib.suppress(OSError):
-        return stat.S_IMODE(os.stat(target).st_mode)
-    umask = os.umask(0o022)  # the only portable way to read the umask is to set it
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable where directories can be opened and synced (not on Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

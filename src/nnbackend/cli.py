@@ -93,19 +93,19 @@ all-reduced per step and the all-reduce share (``--sizes`` default ``medium,lene
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import platform
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
+
+from ._files import atomic_output
 
 __all__ = ["MODEL_DEFAULTS", "TRAIN_SETTINGS", "build_parser", "main"]
 
@@ -548,23 +548,6 @@ def _check_plot(option: str, path: Path) -> str:
     """A plot path checked as an output and for its format; returns the format."""
     _check_output(option, path, replaces=True)
     return _plot_format(option, path)
-
-
-@contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[IO[bytes]]:
-    """A file beside ``path`` renamed over it once written; removed if writing fails."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            yield file
-        umask = os.umask(0o022)  # mkstemp makes 0o600; give the file the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------ train
@@ -1163,7 +1146,7 @@ def _plot_text(history: Any, path: Path, file_format: str) -> None:
         ax.set(xlabel="epoch", ylabel="bits per character", title="bits per character")
         ax.legend()
         fig.tight_layout()
-        with _atomic_output(path) as file:
+        with atomic_output(path) as file:
             fig.savefig(file, format=file_format, dpi=100)
     finally:
         plt.close(fig)
@@ -1343,7 +1326,7 @@ def _plot(history: Any, path: Path, file_format: str) -> None:
             ax_acc.legend()
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
         fig.tight_layout()
-        with _atomic_output(path) as file:
+        with atomic_output(path) as file:
             fig.savefig(file, format=file_format, dpi=100)
     finally:
         plt.close(fig)

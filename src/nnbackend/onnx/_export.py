@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._files import atomic_output
 from ._deps import require
 from ._graph import GraphBuilder, Value, elem_type_of
 from ._registry import convert
@@ -118,7 +117,8 @@ def export(
                     graph_name=type(model).__name__,
                     doc=f"{type(model).__name__} exported by nnbackend")
     onnx.checker.check_model(proto, full_check=True)
-    write_atomically(Path(path), proto.SerializeToString())
+    with atomic_output(Path(path)) as file:
+        file.write(proto.SerializeToString())
     return proto
 
 
@@ -251,32 +251,3 @@ def _kind(a: Any) -> str:
     from nnbackend.backend import dtype_name
 
     return np.dtype(dtype_name(a.dtype)).kind
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, fsync it, rename it over."""
-    directory = target.parent if str(target.parent) else Path(".")
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, mode)  # mkstemp creates 0o600
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself durable (where directories open)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
