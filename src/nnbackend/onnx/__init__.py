@@ -20,8 +20,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
+from ..backend import to_numpy
 from ._export import MIN_OPSET, export
 from ._graph import GraphBuilder, Value
 from ._registry import UnsupportedLayerError, convert, converter, supported_layers
@@ -45,9 +47,10 @@ def run(model: str | os.PathLike[str] | Any, x: Any | Mapping[str, Any]) -> Any:
     Parameters
     ----------
     model : path or onnx.ModelProto
-    x : host array, tuple of them, or mapping {input name: array}
-        The input(s) in the graph's order; floats are cast to the graph's input dtype,
-        integers to int64.
+    x : array, tuple of them, or mapping {input name: array}
+        The input(s) in the graph's order, host data or arrays of any backend (copied to the
+        host explicitly, :func:`nnbackend.to_numpy`); floats are cast to the graph's input
+        dtype, integers to int64.
 
     Returns
     -------
@@ -67,7 +70,7 @@ def run(model: str | os.PathLike[str] | Any, x: Any | Mapping[str, Any]) -> Any:
         xs = x if isinstance(x, tuple) else (x,)
         feeds = {i.name: v for i, v in zip(graph_inputs, xs, strict=True)}
     for info in graph_inputs:
-        feeds[info.name] = _cast(np.asarray(feeds[info.name]), info.type)
+        feeds[info.name] = _cast(_host(feeds[info.name]), info.type)
     outs = session.run(None, feeds)
     return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -76,3 +79,11 @@ def _cast(a: np.ndarray, ort_type: str) -> np.ndarray:
     target = {"tensor(float)": np.float32, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(ort_type)
     return a if target is None else np.ascontiguousarray(a, dtype=target)
+
+
+def _host(value: Any) -> np.ndarray:
+    """``value`` as a NumPy array: host data as it is, a backend's array by its explicit copy
+    (never an implicit conversion, which CuPy and PyTorch's CUDA tensors refuse)."""
+    if isinstance(value, np.ndarray) or not array_api_compat.is_array_api_obj(value):
+        return np.asarray(value)
+    return to_numpy(value)
