@@ -594,3 +594,20 @@ def test_fit_evaluate_and_predict_use_their_modes_and_restore_every_modules_mode
     assert model.training and spy.training
     model(case.asarray(X[:3]))  # inference in training mode honours the mode, as PyTorch's
     assert spy.seen[-1] == ("infer", True)
+
+
+def test_predict_takes_host_token_ids_for_a_model_of_integer_inputs(case: Case) -> None:
+    """Host int64 ids reach an embedding-first model as integers (they used to be cast to the
+    parameters' float dtype and refused), batch by batch, equal to the model on the backend's
+    ids; the embedding's lookup is the independent reference for the first layer."""
+    emb = nb.Embedding(7, 3, dtype=case.dtype_name, backend=case.backend)
+    model = nb.Sequential(emb, nb.Linear(3, 2, dtype=case.dtype_name, backend=case.backend,
+                                         seed=1))
+    ids = np.array([[0, 6, 2], [5, 5, 1], [3, 4, 0]], dtype=np.int64)
+    got = nb.predict(model, ids, batch_size=2)
+    case.check_placement(got)
+    table, w = nb.to_numpy(emb.weight.data), nb.to_numpy(model[1].weight.data)
+    want = table[ids] @ w.T + nb.to_numpy(model[1].bias.data)
+    np.testing.assert_allclose(nb.to_numpy(got), want, rtol=case.rtol, atol=case.rtol)
+    with pytest.raises((TypeError, ValueError), match="Embedding"):
+        nb.predict(model, ids.astype(np.float32))

@@ -860,7 +860,8 @@ def _total_loss(losses: list[Array], sizes: list[int], mean_loss: bool, comm: An
 
 
 def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
-    """Model outputs for every row of ``X`` (host data or an array on the model's backend).
+    """Model outputs for every row of ``X`` (host data or an array on the model's backend;
+    floats are cast to the parameters' dtype, token ids of a language model kept integers).
 
     Runs in eval mode (restoring every module's mode afterwards), batch by batch
     (``batch_size`` ≥ 1 rows at a time), and returns one array on the model's device.
@@ -871,7 +872,10 @@ def predict(model: Module, X: Any, *, batch_size: int = 1024) -> Array:
         msg = "predict: the model has no parameters to take a backend from"
         raise ValueError(msg)
     ref = model._reference_array()
-    x_all = backend.asarray(X, dtype=None if ref is None else ref.dtype)
+    # floats in the parameters' dtype; token ids (a model whose input kind is integer) as
+    # the integers they are (the layer checks their dtype and range)
+    floats = model._integer_input_layer() is None
+    x_all = backend.asarray(X, dtype=ref.dtype if ref is not None and floats else None)
     xp = backend.xp
     n = x_all.shape[0]
     starts = range(0, n, batch_size) if n else (0,)
