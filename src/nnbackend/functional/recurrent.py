@@ -657,17 +657,15 @@ def _direction_backward(
     d_w_hh = delta_h.T @ xp.reshape(hs.stacked(0, steps), (rows, hidden))
     total = summer(xp)
     d_b_ih = None if b_ih is None else total(delta_x, axis=0)
+    if mode == "LSTM" and views:  # the in-place order's rows back to PyTorch's
+        w_ih = _swap_g_o(w_ih, hidden, xp)
+        d_w_ih, d_w_hh = _swap_g_o(d_w_ih, hidden, xp), _swap_g_o(d_w_hh, hidden, xp)
+        d_b_ih = None if d_b_ih is None else _swap_g_o(d_b_ih, hidden, xp)
     d_b_hh = None
     if b_hh is not None:  # the same sums but for the GRU's n block: copied, not recomputed
         d_b_hh = (total(delta_h, axis=0) if d_input_n is not None
                   else xp.asarray(d_b_ih, copy=True))
     dx = None
-    if mode == "LSTM" and views:  # the in-place order's rows back to PyTorch's
-        w_ih = _swap_g_o(w_ih, hidden, xp)
-        d_w_ih, d_w_hh = _swap_g_o(d_w_ih, hidden, xp), _swap_g_o(d_w_hh, hidden, xp)
-        if d_b_ih is not None and d_b_hh is not None:
-            d_b_ih = _swap_g_o(d_b_ih, hidden, xp)
-            d_b_hh = xp.asarray(d_b_ih, copy=True)
     if input_grad:
         dx = xp.reshape(delta_x @ w_ih, x.shape)
         if saved.reverse:
