@@ -262,6 +262,15 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
             )
             raise ValueError(msg) from exc
 
+    def _check_solver(self) -> bool:
+        """True for the stochastic solvers; scikit-learn's AttributeError for the others
+        (what ``available_if`` turns into ``hasattr(est, "partial_fit")`` being False)."""
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            msg = (f"partial_fit is only available for stochastic optimizers. {self.solver} is "
+                   "not stochastic.")
+            raise AttributeError(msg)
+        return True
+
     # ---------------------------------------------------------------- fit
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool

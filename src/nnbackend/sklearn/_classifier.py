@@ -240,13 +240,6 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):  # type: ignore[
         self._fit(X, y, sample_weight=sample_weight, incremental=False)
         return self
 
-    def _check_solver(self) -> bool:
-        if self.solver not in ("sgd", "adam"):
-            msg = (f"partial_fit is only available for stochastic optimizers. {self.solver} is "
-                   "not stochastic.")
-            raise AttributeError(msg)
-        return True
-
     @if_stochastic
     @fit_context
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
@@ -302,7 +295,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):  # type: ignore[
         kind = self._label_binarizer.y_type_
         numeric = self.classes_.dtype.kind in "biuf"
         if target is None or not numeric:  # labels on the host: scikit-learn's own decoding
-            host = np.asarray(output_to(out, backend, None))
+            host = output_to(out, backend, None)
             if self.n_outputs_ == 1:
                 host = host.ravel()
             return self._label_binarizer.inverse_transform(host)

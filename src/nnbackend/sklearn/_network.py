@@ -89,7 +89,6 @@ def load_weights(model: Sequential, coefs: Sequence[np.ndarray],
                  intercepts: Sequence[np.ndarray]) -> None:
     """Copy scikit-learn's (n_in, n_out) weights and intercepts into the network, in place
     (an optimizer's views of the parameters stay valid)."""
-    state: dict[str, Any] = {}
     names = [name for name, _ in model.named_parameters()]
     values = [a for coef, b in zip(coefs, intercepts, strict=True) for a in (coef.T, b)]
     state = dict(zip(names, values, strict=True))

@@ -154,13 +154,6 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):  # type: ignore[mi
         self._fit(X, y, sample_weight=sample_weight, incremental=False)
         return self
 
-    def _check_solver(self) -> bool:
-        if self.solver not in ("sgd", "adam"):
-            msg = (f"partial_fit is only available for stochastic optimizers. {self.solver} is "
-                   "not stochastic.")
-            raise AttributeError(msg)
-        return True
-
     @if_stochastic
     @fit_context
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
