@@ -4,7 +4,7 @@ The same code trains on NumPy (CPU) and CuPy (CUDA GPUs), or on any other Array 
 chosen by a backend flag (see :func:`get_backend`).
 """
 
-__version__ = "0.1.0"  # first: submodules (checkpoint) read it
+__version__ = "0.1.0"  # the only copy (pyproject.toml reads it); first: submodules read it
 
 from . import checkpoint, data, datasets, functional, init, optim, random, state, train
 from ._gradcheck import GradcheckReport, gradcheck, numerical_gradient
