@@ -6,23 +6,23 @@ place that knows about CuPy, PyTorch, JAX or array-api-strict by name; the math 
 
 Resolution of a backend request (:func:`get_backend`):
 
-=====================  ======================================================================
-request                result
-=====================  ======================================================================
-``None``               the innermost :func:`use_backend` default, else ``$NNBACKEND``, else
-                       ``"auto"``
-``"numpy"``            NumPy on the CPU
-``"cupy"``             CuPy on the current CUDA device (``"cupy:N"``: device ``N``); raises
-                       :class:`BackendUnavailableError` naming the cause when it cannot be met
-``"auto"``             CuPy when it imports and a CUDA device is usable, else NumPy
-``"torch"``            PyTorch through ``array_api_compat.torch`` (CPU unless ``device=``)
-``"array_api_strict"`` the strict reference implementation (useful in tests)
-``"gpulike"``          the GPU-like test device of :mod:`nnbackend.testing` (NumPy's arithmetic,
-                       CuPy's rules; ``"gpulike:1"``: its device 1)
-a namespace module     that namespace (``numpy``, ``cupy``, ``array_api_strict``,
-                       ``array_api_compat.torch``, ``jax.numpy``, ...)
-a :class:`Backend`     itself (with ``device=`` replaced when given)
-=====================  ======================================================================
+=======================  ======================================================================
+request                  result
+=======================  ======================================================================
+``None``                 the innermost :func:`use_backend` default, else ``$NNBACKEND``, else
+                         ``"auto"``
+``"numpy"``              NumPy on the CPU
+``"cupy"``               CuPy on the current CUDA device (``"cupy:N"``: device ``N``); raises
+                         :class:`BackendUnavailableError` naming the cause when it cannot be met
+``"auto"``               CuPy when it imports and a CUDA device is usable, else NumPy
+``"torch"``              PyTorch through ``array_api_compat.torch`` (CPU unless ``device=``)
+``"array_api_strict"``   the strict reference implementation (useful in tests)
+``"gpulike"``            the GPU-like test device of :mod:`nnbackend.testing` (NumPy's arithmetic,
+                         CuPy's rules; ``"gpulike:1"``: its device 1)
+a namespace module       that namespace (``numpy``, ``cupy``, ``array_api_strict``,
+                         ``array_api_compat.torch``, ``jax.numpy``, ...)
+a :class:`Backend`       itself (with ``device=`` replaced when given)
+=======================  ======================================================================
 
 Importing this module imports neither CuPy nor PyTorch and never touches a GPU: CuPy is probed
 lazily, the first time it is asked for, and the result is cached.

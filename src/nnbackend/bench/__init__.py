@@ -4,44 +4,44 @@
 the workloads, timer and counters of this package, one job per module (each imports only the
 ones listed above it):
 
-================  =============================================================================
-module            job
-================  =============================================================================
-``counting``      :class:`CountingNamespace` and :class:`CountedArray`: count a computation's
-                  array calls
-``specs``         what is benchmarked: :data:`SIZES`, :data:`WORKLOADS`, the learning rates,
-                  :func:`make_data`, :func:`build_model` and its :func:`host_parameters`
-``convspecs``     the convolutional networks: :data:`CONV_SIZES` (LeNet, a residual block),
-                  their FLOPs, :func:`make_conv_data`, :func:`conv_parameters` (the initial
-                  state), :func:`build_conv_model`
-``seqspecs``      the sequence layers: :data:`SEQ_SIZES` (a transformer encoder layer, an
-                  LSTM), their FLOPs, :func:`make_seq_data`, :func:`seq_parameters` (the
-                  initial state), :func:`build_seq_model`
-``floor``         :class:`NumpyMLP`, the hand-written NumPy floor
-``convfloor``     :class:`NumpyLeNet`, :class:`NumpyResBlock`: the convolutional floors
-``jaxjit``        :class:`JaxJitMLP`, the hand-written ``jax.jit`` MLP step (the compiled
-                  peer)
-``timing``        :func:`measure`, the machine it ran on (:func:`machine_info`), the BLAS
-                  kernel (:func:`blas_kernel`) and the OpenBLAS settings (:data:`OPENBLAS_ENV`)
-``workloads``     :data:`TARGETS`, :func:`get_target`, :func:`build_workload` (one step of a
-                  target), :func:`compiled_workload` (nnbackend's compiled step), :func:`runs`,
-                  :func:`gemm_workload` (its products alone), :func:`build_torch_model`
-``convworkloads`` :func:`build_conv_workload`, :func:`build_torch_conv_model`,
-                  :func:`conv_gemm_share` (the time inside a step's products)
-``seqworkloads``  :func:`build_seq_workload`, :func:`build_torch_seq_model`,
-                  :func:`seq_gemm_share`
-``memory``        :func:`peak_rss_growth`: a step's peak memory, in a fresh process
-``breakdown``     :func:`step_breakdown`: a convolutional step's time per layer and direction
-``calls``         :func:`count_calls`: the calls of one step
-``plot``          the ``--plot`` sweep of throughput against batch size
-``report``        :class:`Row`, :func:`format_table`, :class:`GemmTimes` (the products'
-                  time, measured once per library, device, size and direction),
-                  :func:`resolve_names`, :func:`run`, :func:`run_cli`
-``distributed``   ``bench --distributed`` under ``mpiexec``: :func:`build_ddp_workload` (a
-                  rank's DistributedDataParallel step on its shard), :func:`measure_ranks`
-                  (every rank the same steps), :func:`set_rank_threads` (cores ÷ ranks),
-                  :func:`run_distributed_cli`
-================  =============================================================================
+==================  =============================================================================
+module              job
+==================  =============================================================================
+``counting``        :class:`CountingNamespace` and :class:`CountedArray`: count a computation's
+                    array calls
+``specs``           what is benchmarked: :data:`SIZES`, :data:`WORKLOADS`, the learning rates,
+                    :func:`make_data`, :func:`build_model` and its :func:`host_parameters`
+``convspecs``       the convolutional networks: :data:`CONV_SIZES` (LeNet, a residual block),
+                    their FLOPs, :func:`make_conv_data`, :func:`conv_parameters` (the initial
+                    state), :func:`build_conv_model`
+``seqspecs``        the sequence layers: :data:`SEQ_SIZES` (a transformer encoder layer, an
+                    LSTM), their FLOPs, :func:`make_seq_data`, :func:`seq_parameters` (the
+                    initial state), :func:`build_seq_model`
+``floor``           :class:`NumpyMLP`, the hand-written NumPy floor
+``convfloor``       :class:`NumpyLeNet`, :class:`NumpyResBlock`: the convolutional floors
+``jaxjit``          :class:`JaxJitMLP`, the hand-written ``jax.jit`` MLP step (the compiled
+                    peer)
+``timing``          :func:`measure`, the machine it ran on (:func:`machine_info`), the BLAS
+                    kernel (:func:`blas_kernel`) and the OpenBLAS settings (:data:`OPENBLAS_ENV`)
+``workloads``       :data:`TARGETS`, :func:`get_target`, :func:`build_workload` (one step of a
+                    target), :func:`compiled_workload` (nnbackend's compiled step), :func:`runs`,
+                    :func:`gemm_workload` (its products alone), :func:`build_torch_model`
+``convworkloads``   :func:`build_conv_workload`, :func:`build_torch_conv_model`,
+                    :func:`conv_gemm_share` (the time inside a step's products)
+``seqworkloads``    :func:`build_seq_workload`, :func:`build_torch_seq_model`,
+                    :func:`seq_gemm_share`
+``memory``          :func:`peak_rss_growth`: a step's peak memory, in a fresh process
+``breakdown``       :func:`step_breakdown`: a convolutional step's time per layer and direction
+``calls``           :func:`count_calls`: the calls of one step
+``plot``            the ``--plot`` sweep of throughput against batch size
+``report``          :class:`Row`, :func:`format_table`, :class:`GemmTimes` (the products'
+                    time, measured once per library, device, size and direction),
+                    :func:`resolve_names`, :func:`run`, :func:`run_cli`
+``distributed``     ``bench --distributed`` under ``mpiexec``: :func:`build_ddp_workload` (a
+                    rank's DistributedDataParallel step on its shard), :func:`measure_ranks`
+                    (every rank the same steps), :func:`set_rank_threads` (cores ÷ ranks),
+                    :func:`run_distributed_cli`
+==================  =============================================================================
 
 The convolutional networks (``--sizes lenet,resblock``) are described in
 :mod:`nnbackend.bench.convspecs` (networks, FLOPs), :mod:`nnbackend.bench.convworkloads`
@@ -97,14 +97,14 @@ data: x ~ N(0, 1) of shape (B, n₀) in float32 and integer labels uniform in [0
 from ``numpy.random.default_rng(seed)``. Hidden layers use ReLU; the loss is softmax
 cross-entropy on the logits.
 
-=============  ==============================================================  =============
-workload       one step                                                        FLOPs
-=============  ==============================================================  =============
-``forward``    inference: logits = model(x), nothing retained                 2 B Σ nᵢ nₒ
-``fwd-bwd``    zero_grad, forward, loss and ∂L/∂z, backward into the grads   6 B Σ nᵢ nₒ
-``train-sgd``  fwd-bwd, then an SGD step (lr = 0.01)                          6 B Σ nᵢ nₒ
-``train-adam`` fwd-bwd, then an Adam step (lr = 1e-3, β = (0.9, 0.999))       6 B Σ nᵢ nₒ
-=============  ==============================================================  =============
+===============  ==============================================================  =============
+workload         one step                                                        FLOPs
+===============  ==============================================================  =============
+``forward``      inference: logits = model(x), nothing retained                  2 B Σ nᵢ nₒ
+``fwd-bwd``      zero_grad, forward, loss and ∂L/∂z, backward into the grads     6 B Σ nᵢ nₒ
+``train-sgd``    fwd-bwd, then an SGD step (lr = 0.01)                           6 B Σ nᵢ nₒ
+``train-adam``   fwd-bwd, then an Adam step (lr = 1e-3, β = (0.9, 0.999))        6 B Σ nᵢ nₒ
+===============  ==============================================================  =============
 
 FLOPs count the matrix products only, by the usual convention: 2 B nᵢ nₒ per layer forward
 (x Wᵀ) and twice that backward (δᵀ x and δ W), summed over the layers (nᵢ → nₒ). No target

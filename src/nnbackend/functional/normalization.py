@@ -545,7 +545,7 @@ def layer_norm(
 
     Parameters
     ----------
-    input : array (..., *normalized_shape)
+    input : array (..., ``*normalized_shape``)
         Floating.
     normalized_shape : int or tuple of int
         The trailing shape to normalise over.
@@ -658,7 +658,7 @@ def rms_norm(
 
     Parameters
     ----------
-    input : array (..., *normalized_shape)
+    input : array (..., ``*normalized_shape``)
         Floating.
     normalized_shape : int or tuple of int
         The trailing shape to normalise over.

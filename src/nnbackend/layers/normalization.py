@@ -510,7 +510,7 @@ class LayerNorm(_TrailingNorm):
     Parameters
     ----------
     normalized_shape : int or tuple of int
-        The trailing shape normalised over: inputs (..., *normalized_shape).
+        The trailing shape normalised over: inputs (..., ``*normalized_shape``).
     eps : float
         ε ≥ 0 added to the variance (PyTorch's 1e-5).
     elementwise_affine : bool
@@ -565,7 +565,7 @@ class RMSNorm(_TrailingNorm):
     Parameters
     ----------
     normalized_shape : int or tuple of int
-        The trailing shape normalised over: inputs (..., *normalized_shape).
+        The trailing shape normalised over: inputs (..., ``*normalized_shape``).
     eps : float, optional
         ε ≥ 0 added to the mean square; None (PyTorch's default): ``finfo(dtype).eps`` of the
         input's dtype.

@@ -23,7 +23,9 @@ _ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU"}  # the layers of .activations
 
 
 class TransformerEncoderLayer(Module):
-    """Self-attention and a feed-forward block, as ``torch.nn.TransformerEncoderLayer``::
+    """Self-attention and a feed-forward block, as ``torch.nn.TransformerEncoderLayer``.
+
+    ::
 
         norm_first=False (post-norm, PyTorch's default):
             x = norm1(x + dropout1(self_attn(x)))

@@ -120,7 +120,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):  # type: ignore[
         Output units: 1 for a binary problem, else the number of classes or labels.
     out_activation_ : {"softmax", "logistic"}
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Only when X had string column names.
 
     Examples
