@@ -5,14 +5,14 @@ nnbackend backend:
 
 * the network is a :class:`~nnbackend.Sequential` of :class:`~nnbackend.Linear` layers and the
   hidden activation (:mod:`._network`); the solvers ``"sgd"`` and ``"adam"`` are
-  :class:`~nnbackend.SGD` and :class:`~nnbackend.Adam` over two parameter groups, the weights
-  (L2 penalty) and the intercepts (none); ``"lbfgs"`` is SciPy's L-BFGS-B on the host, each
+  :class:`~nnbackend.SGD` and :class:`~nnbackend.Adam` over every parameter; ``"lbfgs"`` is
+  SciPy's L-BFGS-B on the host, each
   evaluation of the loss and its gradient a full-batch forward and backward on the backend;
 * the loss of a batch B with weights w (S = Σ_B w, or |B|) is scikit-learn's::
 
       L_B = loss(B) + α/(2 S) Σₗ ‖Wₗ‖²       (the intercepts are not penalised)
 
-  its gradient adds α Wₗ / S to each weight's (the groups' ``weight_decay`` = α/S per batch);
+  its gradient adds α Wₗ / S to each weight's (before the optimizer's step);
 * Adam is scikit-learn's variant: θ ← θ − α_t m / (√v + ε) with α_t = α √(1 − β₂ᵗ)/(1 − β₁ᵗ),
   which is :class:`~nnbackend.Adam`'s θ ← θ − α m̂ / (√v̂ + ε′) with ε′ = ε/√(1 − β₂ᵗ), set per
   step (a host number);
@@ -379,16 +379,16 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         return live
 
     def _make_optimizer(self, live: _Live) -> Optimizer:
-        weights = [m.weight for m in live.layers]
-        biases = [m.bias for m in live.layers]
-        groups: list[dict[str, Any]] = [{"params": weights},
-                                        {"params": biases, "weight_decay": 0.0}]
+        # One group over every parameter: the L2 penalty's gradient is added to the weights'
+        # gradients by the step (:meth:`_batch_step`), so the intercepts need no group of
+        # their own (a second group would double the optimizer's per-step calls)
+        params = list(live.model.parameters())
         opt: Optimizer
         if self.solver == "sgd":
-            opt = SGD(groups, lr=float(self.learning_rate_init), momentum=float(self.momentum),
+            opt = SGD(params, lr=float(self.learning_rate_init), momentum=float(self.momentum),
                       nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
         else:
-            opt = Adam(groups, lr=float(self.learning_rate_init),
+            opt = Adam(params, lr=float(self.learning_rate_init),
                        betas=(float(self.beta_1), float(self.beta_2)), eps=float(self.epsilon))
         saved = self.__dict__.pop("_optimizer_state", None)
         if saved is not None:
@@ -441,6 +441,8 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
                               "going to be clipped", stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         batches = list(gen_batches(n_samples, batch_size))
+        sizes = [float(s.stop - s.start) for s in batches]
+        step = self._batch_step(live, optimizer)
         self._best_device: list[Array] | None = None
 
         try:
@@ -456,14 +458,12 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
                     Xe, Ye, we, swe = X_train, Y_train, w_train, sw_host
                 if self.solver == "sgd":
                     optimizer.lr = self._learning_rate
+                totals = sizes if swe is None else [float(swe[s].sum()) for s in batches]
                 accumulated: Array | None = None
-                for s in batches:
-                    size = s.stop - s.start
-                    total = float(size) if swe is None else float(swe[s].sum())
+                for s, size, total in zip(batches, sizes, totals, strict=True):
                     wb = None if we is None else we[s.start:s.stop, ...]
-                    loss = self._step(live, optimizer, Xe[s.start:s.stop, ...],
-                                      Ye[s.start:s.stop, ...], wb, total, xp)
-                    term = loss * float(size)
+                    loss = step(Xe[s.start:s.stop, ...], Ye[s.start:s.stop, ...], wb, total)
+                    term = loss * size
                     accumulated = term if accumulated is None else accumulated + term
                 assert accumulated is not None
                 self.n_iter_ += 1
@@ -517,31 +517,47 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
     def _column(backend: Backend, values: np.ndarray, dtype: Any) -> Array:
         return backend.asarray(values.reshape(-1, 1), dtype=dtype)
 
-    def _step(self, live: _Live, optimizer: Optimizer, xb: Array, yb: Array, wb: Array | None,
-              total: float, xp: Namespace) -> Array:
-        """One batch: forward, scikit-learn's loss and gradient, one optimizer step; the
-        batch's loss stays on the device."""
-        alpha = float(self.alpha)
-        groups = optimizer.param_groups
-        if alpha:
-            decay = alpha / total
-            if groups[0]["weight_decay"] != decay:  # changes only with the batch's S
-                groups[0]["weight_decay"] = decay
-        if self.solver == "adam":
-            t = optimizer.state[0].get("step", 0) + 1
-            eps = float(self.epsilon) / math.sqrt(1.0 - float(self.beta_2) ** t)
-            optimizer.eps = eps  # type: ignore[attr-defined]  # Adam's, set in every group
-        z, backprop = live.model.forward(xb)
-        loss, dz = output_loss(self.out_activation_, z, yb, wb, total, xp)
-        if alpha:
-            penalty = xp.sum(live.layers[0].weight.data * live.layers[0].weight.data)
-            for m in live.layers[1:]:
-                penalty = penalty + xp.sum(m.weight.data * m.weight.data)
-            loss = loss + penalty * (0.5 * alpha / total)
-        optimizer.zero_grad()
-        backprop(dz)
-        optimizer.step()
-        return loss
+    def _batch_step(self, live: _Live, optimizer: Optimizer
+                    ) -> Callable[[Array, Array, Array | None, float], Array]:
+        """The training step on one batch, ``step(xb, yb, wb, S) -> loss``: forward,
+        scikit-learn's loss and gradient, one optimizer step; the loss stays on the device.
+
+        The fit's constants are resolved here once, not per batch (the step's own cost is what
+        a small data set's epoch is made of).
+        """
+        xp = live.backend.xp
+        alpha, output, model = float(self.alpha), self.out_activation_, live.model
+        layers = live.layers
+        (group,) = optimizer.param_groups
+        adam = self.solver == "adam"
+        epsilon, beta_2 = float(self.epsilon), float(self.beta_2)
+
+        def step(xb: Array, yb: Array, wb: Array | None, total: float) -> Array:
+            if adam:
+                # scikit-learn's ε (added before the bias correction) as Adam's ε′, a number
+                # that is valid by construction: written into the group without the checks
+                # of ``optimizer.eps = ...``
+                t = optimizer.state[0].get("step", 0) + 1
+                group.settings["eps"] = epsilon / math.sqrt(1.0 - beta_2 ** t)
+            z, backprop = model.forward(xb, input_grad=False)  # nothing needs ∂L/∂X
+            loss, dz = output_loss(output, z, yb, wb, total, xp)
+            optimizer.zero_grad()
+            backprop(dz)
+            if alpha:
+                # L_B + α/(2S) Σ‖W‖²: Σ‖W‖² as scikit-learn sums it (a dot of each raveled
+                # weight), and α W / S added to each weight's gradient
+                decay = alpha / total
+                flat = [xp.reshape(m.weight.data, (-1,)) for m in layers]
+                penalty = xp.vecdot(flat[0], flat[0])
+                for w in flat[1:]:
+                    penalty = penalty + xp.vecdot(w, w)
+                loss = loss + penalty * (0.5 * decay)
+                for m in layers:
+                    m.weight.accumulate_grad(m.weight.data * decay)
+            optimizer.step()
+            return loss
+
+        return step
 
     def _trigger_stopping(self, msg: str) -> bool:
         """scikit-learn's ``trigger_stopping``: stop, or divide η by 5 (``"adaptive"`` SGD)."""
