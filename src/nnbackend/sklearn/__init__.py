@@ -13,11 +13,16 @@ by the input arrays (PyTorch, CuPy, array-api-strict, ...), where the outputs th
     clf = make_pipeline(StandardScaler(), MLPClassifier(max_iter=50, backend="cupy"))
     clf.fit(X, y).score(X_test, y_test)
 
+A fitted estimator, alone or in a pipeline, converts to ONNX with skl2onnx once
+:func:`register_onnx_converters` has registered them.
+
 Importing this package imports scikit-learn (``import nnbackend`` does not).
 """
 
 from ._base import BaseMultilayerPerceptron
 from ._classifier import MLPClassifier
+from ._onnx import register_onnx_converters
 from ._regressor import MLPRegressor
 
-__all__ = ["BaseMultilayerPerceptron", "MLPClassifier", "MLPRegressor"]
+__all__ = ["BaseMultilayerPerceptron", "MLPClassifier", "MLPRegressor",
+           "register_onnx_converters"]
