@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: a fresh virtual environment, the project installed from its own
 # files with the test extras, PyTorch (the reference for the cross-checks) and CuPy (so the
-# "CuPy installed, no usable GPU" path is exercised for real), then lint, type check, tests and
-# the self-check of ci/gpu.sh (the GPU run's script, on its CPU-only path).
+# "CuPy installed, no usable GPU" path is exercised for real), then lint, type check, tests,
+# the self-check of ci/gpu.sh (the GPU run's script, on its CPU-only path) and the packaging
+# check (ci/package.sh).
 #
 #   bash ci/test.sh                 # everything
 #   bash ci/test.sh tests/test_x.py # extra arguments go to pytest
@@ -20,7 +21,7 @@ fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[test,lint,cuda12]" "torch==2.13.0"
+python -m pip install --quiet -e ".[test,lint,cuda12,release]" "torch==2.13.0"
 
 echo "== versions"
 python - <<'PY'
@@ -57,5 +58,14 @@ if [ "$gpu_status" -ne 0 ]; then
   if [ "$status" -eq 0 ]; then status=1; fi
 else
   echo "== ci/gpu.sh self-check passed"
+fi
+# The release check: the sdist and the wheel built and checked, the wheel installed alone in a
+# fresh environment outside the tree, where the digits job runs (build, twine: the release extra).
+echo "== ci/package.sh (sdist, wheel, the wheel installed alone)"
+pkg_status=0
+PYTHON="$(command -v python)" bash ci/package.sh || pkg_status=$?
+if [ "$pkg_status" -ne 0 ]; then
+  echo "== ci/package.sh FAILED (exit $pkg_status)" >&2
+  if [ "$status" -eq 0 ]; then status=1; fi
 fi
 exit "$status"
