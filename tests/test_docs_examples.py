@@ -19,7 +19,8 @@ Markers, a comment on a block's first line:
 - ``# file: NAME``: not run; written to ``NAME`` in the working directory, for a later block
   to run (a script for ``mpiexec``, say).
 
-The examples choose their backends themselves; they are not run over the test matrix.
+The examples choose their backends themselves; they are not run over the test matrix. They run
+with one BLAS and OpenMP thread: their matrix products are small.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +242,10 @@ def run_blocks(blocks: list[Block], tmp_path: Path) -> subprocess.CompletedProce
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
            "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT / "src") + os.pathsep
-           + os.environ.get("PYTHONPATH", "")}
+           + os.environ.get("PYTHONPATH", ""),
+           # the examples' products are small: one BLAS thread is faster, and much faster on
+           # a machine shared with other work (two threads waiting on each other)
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("NNBACKEND", None)  # the examples choose, or rely on the documented default
     return subprocess.run([sys.executable, "-c", DRIVER, str(spec)], cwd=work, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
@@ -250,18 +257,62 @@ def _check(done: subprocess.CompletedProcess[str]) -> None:
         f"{done.stderr[-6000:]}")
 
 
+class Runner:
+    """Runs the selected examples' processes two at a time, started as soon as the first of
+    them is needed, so that the module takes half the time on two cores; each test waits for
+    its own. Under pytest-xdist (whose workers share the cores already) each test runs its
+    example itself."""
+
+    def __init__(self, jobs: dict[str, list[Block]], base: Path, workers: int) -> None:
+        self.base = base
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.futures = {} if self.pool is None else {
+            key: self.pool.submit(self._run, key, blocks) for key, blocks in jobs.items()}
+
+    def _run(self, key: str, blocks: list[Block]) -> subprocess.CompletedProcess[str]:
+        return run_blocks(blocks, Path(tempfile.mkdtemp(dir=self.base)))
+
+    def result(self, key: str, blocks: list[Block]) -> subprocess.CompletedProcess[str]:
+        future = self.futures.get(key)
+        return self._run(key, blocks) if future is None else future.result()
+
+
+def _jobs_of(item: pytest.Item) -> tuple[str, list[Block]] | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "block" in params:
+        return params["block"].where, [params["block"]]
+    if "page" in params:
+        return str(params["page"]), blocks_of(params["page"])
+    return None
+
+
+@pytest.fixture(scope="module")
+def runner(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    jobs = {}
+    for item in request.session.items:
+        job = _jobs_of(item) if item.module is request.module else None
+        if job is not None and not item.get_closest_marker("skip"):
+            jobs[job[0]] = job[1]
+    workers = 1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1)
+    run = Runner(jobs, tmp_path_factory.mktemp("docs-examples"), workers)
+    yield run
+    if run.pool is not None:
+        run.pool.shutdown(cancel_futures=True)
+
+
 @pytest.mark.parametrize("block", readme_examples())
-def test_readme_example_runs(block: Block, tmp_path: Path) -> None:
+def test_readme_example_runs(block: Block, runner: Runner) -> None:
     """Each of README.md's Python examples runs on its own (with its fix-up, if any)."""
-    _check(run_blocks([block], tmp_path))
+    _check(runner.result(block.where, [block]))
 
 
 @pytest.mark.parametrize("page", guide_pages(), ids=lambda p: p.name)
-def test_guide_runs(page: Path, tmp_path: Path) -> None:
+def test_guide_runs(page: Path, runner: Runner) -> None:
     """A guide's Python and shell blocks run in order, in one process and one directory."""
     blocks = blocks_of(page)
     assert any(b.lang == "python" for b in blocks), f"{page.name} has no Python example"
-    _check(run_blocks(blocks, tmp_path))
+    _check(runner.result(str(page), blocks))
 
 
 def test_readme_fixups_match_one_block_each() -> None:
