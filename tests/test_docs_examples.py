@@ -10,7 +10,9 @@ Python process whose working directory is a temporary directory:
 - A guide is a tutorial: its blocks run in order in one process, sharing their variables, as
   in a notebook. Its ```` ```bash ```` blocks run in the same order, in the same directory,
   with ``bash -e`` (``nnbackend`` and ``mpiexec`` from this interpreter's environment), so a
-  guide may train with the command line and load the checkpoint in Python.
+  guide may train with the command line and load the checkpoint in Python. ```` ```console ````
+  and ```` ```text ```` blocks are shown, not run: commands that take minutes (the defaults'
+  full runs) or need a GPU; the command line's own tests cover them.
 
 Markers, a comment on a block's first line:
 
@@ -59,12 +61,14 @@ RUN_LANGS = {"python": "python", "py": "python", "bash": "bash", "sh": "bash"}
 
 @dataclass(frozen=True)
 class Block:
-    """One example: its language, code, and where it starts (file and 1-based line)."""
+    """One example: its language, code, and where it starts (file and 1-based line); ``first``
+    is the page's line of the code's first line when something was put before it."""
 
     lang: str
     code: str
     path: Path
     line: int
+    first: int | None = None
 
     @property
     def where(self) -> str:
@@ -184,7 +188,8 @@ def _apply(block: Block, fixup: Fixup | None) -> Block:
     # the prelude takes the lines before the block, so tracebacks keep the README's numbers
     prelude = fixup.prelude if fixup.prelude.endswith("\n") else fixup.prelude + "\n"
     pad = "\n" * max(block.line - 1 - prelude.count("\n"), 0)
-    return Block(block.lang, prelude + pad + code + fixup.epilogue, block.path, 1)
+    return Block(block.lang, prelude + pad + code + fixup.epilogue, block.path, block.line,
+                 first=1)
 
 
 def readme_examples() -> list[Any]:
@@ -235,7 +240,8 @@ DRIVER = textwrap.dedent("""\
 def run_blocks(blocks: list[Block], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     spec = tmp_path / "blocks.json"
     spec.write_text(json.dumps([
-        {"lang": b.lang, "code": b.code, "line": b.line, "path": str(b.path), "where": b.where}
+        {"lang": b.lang, "code": b.code, "line": b.line if b.first is None else b.first,
+         "path": str(b.path), "where": b.where}
         for b in blocks]), encoding="utf-8")
     work = tmp_path / "work"
     work.mkdir()
@@ -289,12 +295,14 @@ def _jobs_of(item: pytest.Item) -> tuple[str, list[Block]] | None:
 @pytest.fixture(scope="module")
 def runner(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
-    jobs = {}
+    jobs: dict[str, list[Block]] = {}
     for item in request.session.items:
         job = _jobs_of(item) if item.module is request.module else None
         if job is not None and not item.get_closest_marker("skip"):
             jobs[job[0]] = job[1]
     workers = 1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1)
+    # the guides first: they take longest, so the two workers finish close together
+    jobs = dict(sorted(jobs.items(), key=lambda job: len(job[1]) == 1))
     run = Runner(jobs, tmp_path_factory.mktemp("docs-examples"), workers)
     yield run
     if run.pool is not None:
