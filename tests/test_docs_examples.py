@@ -357,7 +357,8 @@ def test_api_page_lists_the_modules_all(name: str) -> None:
     """docs/api/NAME.rst documents exactly the module's ``__all__`` (the names added since
     belong on the page; the page builds one API page per name)."""
     module = importlib.import_module(f"nnbackend.{name}")
-    assert sorted(_listed(DOCS / "api" / f"{name}.rst")) == sorted(module.__all__)
+    assert sorted(_listed(DOCS / "api" / f"{name}.rst")) == sorted(module.__all__), (
+        "regenerate the API pages: python docs/api/_generate.py")
 
 
 def test_api_top_level_page_covers_all() -> None:
@@ -366,6 +367,7 @@ def test_api_top_level_page_covers_all() -> None:
     import nnbackend
 
     listed = {n.rsplit(".", 1)[-1]: n for n in _listed(DOCS / "api" / "nnbackend.rst")}
+    # after a change: python docs/api/_generate.py
     expected = {n for n in nnbackend.__all__ if n != "__version__"
                 and not isinstance(getattr(nnbackend, n), type(nnbackend))}
     assert set(listed) == expected
