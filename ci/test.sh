@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command: a fresh virtual environment, the project installed from its own
 # files with the test extras, PyTorch (the reference for the cross-checks) and CuPy (so the
-# "CuPy installed, no usable GPU" path is exercised for real), then lint, type check, tests,
-# the self-check of ci/gpu.sh (the GPU run's script, on its CPU-only path) and the packaging
-# check (ci/package.sh).
+# "CuPy installed, no usable GPU" path is exercised for real), then lint, type check, tests
+# (two pytest-xdist workers on two cores), the documentation site (ci/docs.sh), the self-check
+# of ci/gpu.sh (the GPU run's script, on its CPU-only path) and the packaging check
+# (ci/package.sh).
 #
 #   bash ci/test.sh                 # everything
 #   bash ci/test.sh tests/test_x.py # extra arguments go to pytest
@@ -21,7 +22,7 @@ fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[test,lint,cuda12,release]" "torch==2.13.0"
+python -m pip install --quiet -e ".[test,lint,docs,cuda12,release]" "torch==2.13.0"
 
 echo "== versions"
 python - <<'PY'
@@ -40,10 +41,24 @@ echo "== pytest"
 # scikit-learn's Array API dispatch needs SciPy's, which SciPy reads at its import
 export SCIPY_ARRAY_API=1
 status=0
-python -m pytest "$@" || status=$?
+# One pytest-xdist worker per core (NNBACKEND_TEST_WORKERS overrides; 0 runs in this process),
+# each with one BLAS and OpenMP thread: the tests are mostly small arrays, where threads only
+# contend, so workers on separate cores halve the suite's time.
+workers="${NNBACKEND_TEST_WORKERS:-$(python -c 'import os
+cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+print(min(cores or 1, 4))')}"
+OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python -m pytest -n "$workers" "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests (exit 5): that is a failure for this project" >&2
   status=1
+fi
+
+echo "== docs (Sphinx, warnings as errors)"
+docs_status=0
+bash ci/docs.sh || docs_status=$?
+if [ "$docs_status" -ne 0 ]; then
+  echo "== ci/docs.sh FAILED (exit $docs_status)" >&2
+  if [ "$status" -eq 0 ]; then status=1; fi
 fi
 
 # The GPU run's script, kept from rotting: its CPU-only path on a few tests and a tiny bench,
