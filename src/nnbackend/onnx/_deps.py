@@ -9,17 +9,19 @@ from types import ModuleType
 EXTRA = "nnbackend[onnx]"
 
 
-def require(module: str) -> ModuleType:
-    """Import ``module`` ("onnx", "onnxruntime"), or raise ImportError naming the extra.
+def require(module: str, *, needed_by: str = "nnbackend.onnx", extra: str = EXTRA
+            ) -> ModuleType:
+    """Import ``module`` ("onnx", "onnxruntime", "skl2onnx", ...), or raise ImportError naming
+    what needs it and the extra that installs it.
 
     Raises
     ------
     ImportError
-        When the package is missing: ``pip install "nnbackend[onnx]"`` installs it.
+        When the package is missing: ``pip install "<extra>"`` installs it.
     """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        msg = (f"nnbackend.onnx needs the {module!r} package, which is not installed: "
-               f"pip install \"{EXTRA}\" ({exc})")
+        msg = (f"{needed_by} needs the {module!r} package, which is not installed: "
+               f"pip install \"{extra}\" ({exc})")
         raise ImportError(msg) from exc

@@ -21,8 +21,9 @@ scikit-learn's MLP either).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from ..onnx._deps import require
 
 __all__ = ["register_onnx_converters"]
 
@@ -31,12 +32,7 @@ _SUPPORTED_OUTPUTS = ("identity", "logistic", "softmax")
 
 
 def _require(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        msg = (f"register_onnx_converters needs skl2onnx, which is not installed: "
-               f"pip install \"{EXTRA}\" ({exc})")
-        raise ImportError(msg) from exc
+    return require(module, needed_by="register_onnx_converters", extra=EXTRA)
 
 
 def _checked(convert: Any) -> Any:
