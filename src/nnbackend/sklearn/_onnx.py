@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..onnx._deps import require
-
 __all__ = ["register_onnx_converters"]
 
 EXTRA = "nnbackend[sklearn-onnx]"
@@ -32,6 +30,8 @@ _SUPPORTED_OUTPUTS = ("identity", "logistic", "softmax")
 
 
 def _require(module: str) -> Any:
+    from ..onnx._deps import require  # here: importing nnbackend.sklearn stays light
+
     return require(module, needed_by="register_onnx_converters", extra=EXTRA)
 
 
