@@ -2,7 +2,7 @@
 # The project's test command: a fresh virtual environment, the project installed from its own
 # files with the test extras, PyTorch (the reference for the cross-checks) and CuPy (so the
 # "CuPy installed, no usable GPU" path is exercised for real), then lint, type check, tests
-# (two pytest-xdist workers on two cores), the documentation site (ci/docs.sh), the self-check
+# (pytest-xdist, one worker per core), the documentation site (ci/docs.sh), the self-check
 # of ci/gpu.sh (the GPU run's script, on its CPU-only path) and the packaging check
 # (ci/package.sh).
 #

@@ -1,7 +1,7 @@
 """The documentation's examples, run as a reader would run them, so that none goes stale.
 
-Every fenced ```` ```python ```` block of README.md and of the guides (``docs/guides/*.md``),
-and every ``.. code-block:: python`` of the reStructuredText pages, is executed in a fresh
+Every fenced ```` ```python ```` block of README.md and of the guides (``docs/guides/*.md``,
+and the ``.. code-block:: python`` blocks of any ``docs/guides/*.rst``) is executed in a fresh
 Python process whose working directory is a temporary directory:
 
 - README.md's blocks stand alone: each runs in its own process. A few need something the README
@@ -28,6 +28,7 @@ with one BLAS and OpenMP thread: their matrix products are small.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -337,9 +338,16 @@ def test_every_guide_is_in_the_guides_index() -> None:
     assert {p.stem for p in guide_pages()} <= listed
 
 
-PUBLIC_MODULES = ("backend", "layers", "functional", "losses", "optim", "models", "data",
-                  "datasets", "text", "train", "checkpoint", "state", "random", "init",
-                  "compile", "distributed", "sklearn", "onnx", "testing", "bench")
+def _api_generator() -> Any:
+    """docs/api/_generate.py, the script that writes the API pages (its MODULES list them)."""
+    spec = importlib.util.spec_from_file_location("_api_generate", DOCS / "api" / "_generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PUBLIC_MODULES: tuple[str, ...] = tuple(_api_generator().MODULES)
 
 
 def _listed(page: Path) -> list[str]:

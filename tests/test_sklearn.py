@@ -200,6 +200,23 @@ def test_pipeline_grid_search_cross_val_score_clone() -> None:
     assert copy.backend is backend and copy.get_params() == est.get_params()
 
 
+def test_an_optimizer_state_that_does_not_fit_is_refused_and_kept() -> None:
+    """A pickled optimizer state that does not fit the network (here: two parameter groups for
+    the one the solver builds) stops partial_fit with a message, every time: it is dropped only
+    once it has loaded, never silently replaced by fresh moments."""
+    X, y = DATA["X"], DATA["multiclass"]
+    est = MLPClassifier(random_state=0, batch_size=20).partial_fit(X, y, classes=[0, 1, 2])
+    loaded = pickle.loads(pickle.dumps(est))
+    saved = loaded._optimizer_state
+    group = saved["param_groups"][0]
+    half = len(group["params"]) // 2
+    saved["param_groups"] = [{**group, "params": group["params"][:half]},
+                             {**group, "params": group["params"][half:]}]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="optimizer state this estimator holds does not fit"):
+            loaded.partial_fit(X, y)
+
+
 def test_pickle_round_trip_keeps_host_state_and_optimizer() -> None:
     X, y = DATA["X"], DATA["multiclass"]
     backend = nb.get_backend("gpulike:1")

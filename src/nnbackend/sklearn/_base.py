@@ -6,8 +6,8 @@ nnbackend backend:
 * the network is a :class:`~nnbackend.Sequential` of :class:`~nnbackend.Linear` layers and the
   hidden activation (:mod:`._network`); the solvers ``"sgd"`` and ``"adam"`` are
   :class:`~nnbackend.SGD` and :class:`~nnbackend.Adam` over every parameter; ``"lbfgs"`` is
-  SciPy's L-BFGS-B on the host, each
-  evaluation of the loss and its gradient a full-batch forward and backward on the backend;
+  SciPy's L-BFGS-B on the host, each evaluation of the loss and its gradient a full-batch
+  forward and backward on the backend;
 * the loss of a batch B with weights w (S = Σ_B w, or |B|) is scikit-learn's::
 
       L_B = loss(B) + α/(2 S) Σₗ ‖Wₗ‖²       (the intercepts are not penalised)
@@ -390,9 +390,15 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         else:
             opt = Adam(params, lr=float(self.learning_rate_init),
                        betas=(float(self.beta_1), float(self.beta_2)), eps=float(self.epsilon))
-        saved = self.__dict__.pop("_optimizer_state", None)
-        if saved is not None:
-            opt.load_state_dict(saved)
+        saved = self.__dict__.get("_optimizer_state")
+        if saved is not None:  # validated by the load; kept until it succeeds
+            try:
+                opt.load_state_dict(saved)
+            except (ValueError, TypeError, KeyError) as exc:
+                msg = (f"{self._where()}: the optimizer state this estimator holds does not fit "
+                       f"its network and solver ({exc}); fit it again to start afresh")
+                raise ValueError(msg) from exc
+            del self.__dict__["_optimizer_state"]
         return opt
 
     def _fit_stochastic(self, live: _Live, X: Array, Y: Array, Y_host: np.ndarray | None,
@@ -520,7 +526,10 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
     def _batch_step(self, live: _Live, optimizer: Optimizer
                     ) -> Callable[[Array, Array, Array | None, float], Array]:
         """The training step on one batch, ``step(xb, yb, wb, S) -> loss``: forward,
-        scikit-learn's loss and gradient, one optimizer step; the loss stays on the device.
+        scikit-learn's loss and gradient, one optimizer step.
+
+        xb (B, n_features) and yb (B, K) on the backend, wb (B, 1) the sample weights or None,
+        S = Σ wb (or B) a host number; the loss is a 0-d array that stays on the device.
 
         The fit's constants are resolved here once, not per batch (the step's own cost is what
         a small data set's epoch is made of).
@@ -536,22 +545,17 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
             if adam:
                 # scikit-learn's ε (added before the bias correction) as Adam's ε′, a number
                 # that is valid by construction: written into the group without the checks
-                # of ``optimizer.eps = ...``
+                # of ``optimizer.eps = ...`` (nor its settings_version, which only a compiled
+                # step reads; this step is never compiled)
                 t = optimizer.state[0].get("step", 0) + 1
                 group.settings["eps"] = epsilon / math.sqrt(1.0 - beta_2 ** t)
             z, backprop = model.forward(xb, input_grad=False)  # nothing needs ∂L/∂X
             loss, dz = output_loss(output, z, yb, wb, total, xp)
             optimizer.zero_grad()
             backprop(dz)
-            if alpha:
-                # L_B + α/(2S) Σ‖W‖²: Σ‖W‖² as scikit-learn sums it (a dot of each raveled
-                # weight), and α W / S added to each weight's gradient
+            if alpha:  # L_B + α/(2S) Σ‖W‖², and α W / S added to each weight's gradient
                 decay = alpha / total
-                flat = [xp.reshape(m.weight.data, (-1,)) for m in layers]
-                penalty = xp.vecdot(flat[0], flat[0])
-                for w in flat[1:]:
-                    penalty = penalty + xp.vecdot(w, w)
-                loss = loss + penalty * (0.5 * decay)
+                loss = loss + _squared_norm(layers, xp) * (0.5 * decay)
                 for m in layers:
                     m.weight.accumulate_grad(m.weight.data * decay)
             optimizer.step()
@@ -627,16 +631,17 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         def loss_grad(packed: np.ndarray) -> tuple[float, np.ndarray]:
             coefs, intercepts = unpack(packed)
             load_weights(live.model, coefs, intercepts)
-            z, backprop = live.model.forward(X)
+            z, backprop = live.model.forward(X, input_grad=False)
             loss, dz = output_loss(self.out_activation_, z, Y, w, total, xp)
             live.model.zero_grad()
             backprop(dz)
+            if alpha:
+                loss = loss + _squared_norm(live.layers, xp) * (0.5 * alpha / total)
             pieces, biases = [], []
             for m in live.layers:
                 g = m.weight.grad
                 if alpha:
                     g = g + m.weight.data * (alpha / total)
-                    loss = loss + xp.sum(m.weight.data * m.weight.data) * (0.5 * alpha / total)
                 pieces.append(xp.reshape(xp.permute_dims(g, (1, 0)), (-1,)))
                 biases.append(m.bias.grad)  # type: ignore[union-attr]
             flat = xp.concat([*pieces, *biases, xp.reshape(loss, (1,))])
@@ -684,6 +689,17 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
+
+
+def _squared_norm(layers: list[Linear], xp: Namespace) -> Array:
+    """Σₗ ‖Wₗ‖² over the layers' weights (not the intercepts), a 0-d array: a dot of each
+    raveled weight, as scikit-learn sums its penalty (the (out, in) layout ravels the same
+    values in another order: the sums agree to rounding)."""
+    flat = [xp.reshape(m.weight.data, (-1,)) for m in layers]
+    total = xp.vecdot(flat[0], flat[0])
+    for w in flat[1:]:
+        total = total + xp.vecdot(w, w)
+    return total
 
 
 def _shuffled(indices: np.ndarray, random_state: np.random.RandomState) -> np.ndarray:

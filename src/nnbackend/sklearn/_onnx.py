@@ -6,10 +6,11 @@ and shape calculators for ``sklearn.neural_network.MLPClassifier`` and ``MLPRegr
 them as they are; :func:`register_onnx_converters` registers them for nnbackend's classes::
 
     import skl2onnx
-    from nnbackend.sklearn import register_onnx_converters
+    from nnbackend.sklearn import MLPClassifier, register_onnx_converters
 
+    pipeline = make_pipeline(StandardScaler(), MLPClassifier()).fit(X, y)
     register_onnx_converters()
-    onx = skl2onnx.to_onnx(make_pipeline(StandardScaler(), clf), X[:1].astype(np.float32))
+    onx = skl2onnx.to_onnx(pipeline, X[:1].astype(np.float32), options={"zipmap": False})
 
 The graph computes in the input's dtype (float32 above, as skl2onnx does for every model),
 whatever backend and dtype the estimator trained with. The classifier takes skl2onnx's
