@@ -200,6 +200,14 @@ def test_pipeline_grid_search_cross_val_score_clone() -> None:
     assert copy.backend is backend and copy.get_params() == est.get_params()
 
 
+def test_a_batch_whose_weights_sum_to_zero_is_refused_by_name() -> None:
+    weights = np.zeros(DATA["X"].shape[0])
+    weights[0] = 1.0  # batches of 2: all but one have no weight
+    est = MLPRegressor(batch_size=2, max_iter=2, random_state=0)
+    with pytest.raises(ValueError, match=r"sample weights of batch \d+ of epoch 1 .* sum to 0"):
+        est.fit(DATA["X"], DATA["single"], sample_weight=weights)
+
+
 def test_an_optimizer_state_that_does_not_fit_is_refused_and_kept() -> None:
     """A pickled optimizer state that does not fit the network (here: two parameter groups for
     the one the solver builds) stops partial_fit with a message, every time: it is dropped only

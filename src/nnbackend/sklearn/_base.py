@@ -465,6 +465,13 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
                 if self.solver == "sgd":
                     optimizer.lr = self._learning_rate
                 totals = sizes if swe is None else [float(swe[s].sum()) for s in batches]
+                if swe is not None and 0.0 in totals:
+                    k = totals.index(0.0)
+                    msg = (f"{self._where()}.fit: the sample weights of batch {k} of epoch "
+                           f"{self.n_iter_ + 1} (its samples {batches[k].start} to "
+                           f"{batches[k].stop - 1} in the epoch's order) sum to 0, so its loss "
+                           "is undefined; give every batch some weight (a larger batch_size)")
+                    raise ValueError(msg)
                 accumulated: Array | None = None
                 for s, size, total in zip(batches, sizes, totals, strict=True):
                     wb = None if we is None else we[s.start:s.stop, ...]
