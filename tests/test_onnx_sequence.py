@@ -186,6 +186,13 @@ def test_transformer_lm_ties_one_table_and_takes_any_length_up_to_its_context(
 
 # ---------------------------------------------------------------------- recurrent layers
 
+def _input_dims(path: Path) -> dict[str, list[int | str]]:
+    """Each graph input's dimensions: its symbolic name where dynamic, else its size."""
+    graph = onnx.load(str(path)).graph
+    return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for i in graph.input}
+
+
 KINDS = {"LSTM": (nb.LSTM, {}), "GRU": (nb.GRU, {}), "RNN_TANH": (nb.RNN, {}),
          "RNN_RELU": (nb.RNN, {"nonlinearity": "relu"})}
 
@@ -213,10 +220,11 @@ def test_recurrent_two_layers_bidirectional_batch_first_with_initial_states(
         states = tuple(_floats(rng, 4, n, 6) for _ in names[1:])
         return (_floats(rng, n, length, 4), *states)
 
-    # The states' batch axis is their axis 1 whatever batch_first says (PyTorch's layout).
-    axes: dict[str, dict[int, str]] = {"input": {1: "sequence"}}
-    axes.update({name: {1: "batch"} for name in names[1:]})
-    path = _export(model, case, tmp_path, inputs(2, 5), input_names=names, dynamic_axes=axes)
+    # "auto" (the default): the states' batch axis is their axis 1 whatever batch_first says
+    # (PyTorch's layout), the input's axes batch and sequence
+    path = _export(model, case, tmp_path, inputs(2, 5), input_names=names)
+    assert _input_dims(path) == {"input": ["batch", "sequence", 4],
+                                 **{name: [4, "batch", 6] for name in names[1:]}}
     for n, length in ((2, 50), (3, 1)):
         host = inputs(n, length)
         _matches(model, case, path, host, (host[0], host[1:]) if lstm else None)
@@ -228,6 +236,7 @@ def test_lstm_on_one_unbatched_sequence_with_states(case: Case, tmp_path: Path,
     names = ("input", "h0", "c0")
     path = _export(model, case, tmp_path, (_floats(rng, 5, 4), _floats(rng, 2, 6),
                                            _floats(rng, 2, 6)), input_names=names)
+    assert _input_dims(path) == {"input": ["sequence", 4], "h0": [2, 6], "c0": [2, 6]}
     for length in (50, 1):
         host = (_floats(rng, length, 4), _floats(rng, 2, 6), _floats(rng, 2, 6))
         _matches(model, case, path, host, (host[0], host[1:]))

@@ -8,11 +8,13 @@ running each module on the example so static sizes are known; ``onnx.checker.che
 written to a temporary name beside the target and renamed over it (a failure leaves the old
 file, or none, never a partial one).
 
-Dynamic axes: the batch axis always (axis 0, or 1 for a ``MultiheadAttention`` that is not
-``batch_first``); with ``dynamic_axes="auto"`` also the sequence axis of models whose input
-is a token sequence (integer ids (N, T)) or an (N, T, F) sequence into a recurrent,
-attention or transformer layer. A mapping names them per input, as ``torch.onnx.export``'s:
-``{"input": {0: "batch", 1: "sequence"}}`` (or a list of axes, named ``"input_dim1"``...).
+Dynamic axes: the batch axis always (axis 0, or 1 for a recurrent or attention layer that is
+not ``batch_first``; axis 1 of a recurrent layer's initial states (L·D, N, H) either way; none
+for one unbatched sequence); with ``dynamic_axes="auto"`` also the sequence axis of models
+whose input is a token sequence (integer ids (N, T)), an (N, T, F) sequence into a recurrent,
+attention or transformer layer, or one (T, F) sequence into a recurrent layer. A mapping
+names them per input, as ``torch.onnx.export``'s: ``{"input": {0: "batch", 1: "sequence"}}``
+(or a list of axes, named ``"input_dim1"``...).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ MIN_OPSET = 17
 
 _SEQUENCE_LAYERS = ("RNN", "LSTM", "GRU", "MultiheadAttention", "TransformerEncoderLayer",
                     "TransformerLM", "Embedding")
+_RECURRENT_LAYERS = ("RNN", "LSTM", "GRU")
 
 
 def export(
@@ -212,10 +215,17 @@ def _dynamic_axes(model: Any, arrays: Sequence[Any], names: Sequence[str],
     """{input name: {axis: dimension name}} for the dynamic axes of each input."""
     first = _first_leaf(model)
     batch_axis = 1 if getattr(first, "batch_first", True) is False else 0
+    recurrent = type(first).__name__ in _RECURRENT_LAYERS
     out: dict[str, dict[int, str]] = {}
-    for name, a in zip(names, arrays, strict=True):
+    for i, (name, a) in enumerate(zip(names, arrays, strict=True)):
         axes: dict[int, str] = {}
-        if a.ndim >= 2:  # (a single sample (F,) has no batch axis)
+        if recurrent:
+            # batched: x (N, T, F) or (T, N, F), and the initial states (L·D, N, H), whose
+            # batch axis is 1 whatever batch_first says (PyTorch's layout); an unbatched
+            # sequence (T, F) with states (L·D, H) has none
+            if a.ndim == 3:
+                axes[batch_axis if i == 0 else 1] = "batch"
+        elif a.ndim >= 2:  # (a single sample (F,) has no batch axis)
             axes[batch_axis] = "batch"
         out[name] = axes
     if spec is None:
@@ -227,7 +237,9 @@ def _dynamic_axes(model: Any, arrays: Sequence[Any], names: Sequence[str],
         name, a = names[0], arrays[0]
         integer = _kind(a) in "iu"
         sequence_layer = type(first).__name__ in _SEQUENCE_LAYERS
-        if (integer and a.ndim >= 2) or (sequence_layer and a.ndim == 3):
+        if recurrent and a.ndim == 2:  # one unbatched sequence (T, F)
+            out[name][0] = "sequence"
+        elif (integer and a.ndim >= 2) or (sequence_layer and a.ndim == 3):
             out[name][1 - batch_axis] = "sequence"
         return out
     for key, axes_spec in spec.items():
