@@ -408,6 +408,9 @@ def test_graph_builder_names_constants_and_parameters() -> None:
         ["0.weight", "0.weight_1", "a_b"]
     assert g.constant([1, 2]) == g.constant([1, 2]) != g.constant([2, 1])
     assert onnx.numpy_helper.to_array(g.initializers[-1]).dtype == np.int64
+    g.scalar(0.5)  # a 0-d constant stays 0-d (a (1,) one would broadcast 0-d values to (1,))
+    assert tuple(g.initializers[-1].dims) == ()
+    assert g.constant(np.float32(0.5)) == g.scalar(0.5)
     p = nb.Parameter(np.ones((2, 3), dtype=np.float64), "w")
     w = g.parameter(p, "w")
     assert g.parameter(p, "other") == w

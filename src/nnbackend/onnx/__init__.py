@@ -78,7 +78,7 @@ def run(model: str | os.PathLike[str] | Any, x: Any | Mapping[str, Any]) -> Any:
 def _cast(a: np.ndarray, ort_type: str) -> np.ndarray:
     target = {"tensor(float)": np.float32, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(ort_type)
-    return a if target is None else np.ascontiguousarray(a, dtype=target)
+    return a if target is None else np.asarray(a, dtype=target, order="C")  # 0-d stays 0-d
 
 
 def _host(value: Any) -> np.ndarray:

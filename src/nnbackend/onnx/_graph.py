@@ -167,7 +167,7 @@ class GraphBuilder:
     def initializer(self, array: np.ndarray, hint: str = "") -> str:
         """Add a host array as an initializer, as it is (its own dtype); return its name."""
         onnx = require("onnx")
-        host = np.ascontiguousarray(array)
+        host = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d into (1,))
         name = self.name(hint or "const")
         self.initializers.append(onnx.numpy_helper.from_array(host, name))
         return name
@@ -204,7 +204,7 @@ class GraphBuilder:
             host = host.astype(np.int64)
         elif host.dtype.kind == "f" and not isinstance(array, np.ndarray):
             host = host.astype(self.dtype)
-        host = np.ascontiguousarray(host)
+        host = np.asarray(host, order="C")  # C order, and 0-d stays 0-d
         key = (host.dtype.str, tuple(host.shape), host.tobytes())
         name = self._constants.get(key)
         if name is None:
