@@ -234,12 +234,15 @@ def test_lstm_on_one_unbatched_sequence_with_states(case: Case, tmp_path: Path,
                                                     rng: np.random.Generator) -> None:
     model = nb.LSTM(4, 6, num_layers=2, batch_first=True, seed=7, **_placed(case))
     names = ("input", "h0", "c0")
-    path = _export(model, case, tmp_path, (_floats(rng, 5, 4), _floats(rng, 2, 6),
-                                           _floats(rng, 2, 6)), input_names=names)
+    # the example nested as the layer takes it, (x, (h0, c0)): three graph inputs
+    path = _export(model, case, tmp_path, (_floats(rng, 5, 4), (_floats(rng, 2, 6),
+                                           _floats(rng, 2, 6))), input_names=names)
     assert _input_dims(path) == {"input": ["sequence", 4], "h0": [2, 6], "c0": [2, 6]}
     for length in (50, 1):
         host = (_floats(rng, length, 4), _floats(rng, 2, 6), _floats(rng, 2, 6))
         _matches(model, case, path, host, (host[0], host[1:]))
+    nested = (host[0], (host[1], host[2]))  # run takes the nested form too
+    np.testing.assert_array_equal(nx.run(path, nested)[0], nx.run(path, host)[0])
 
 
 def test_recurrent_output_keeps_the_last_step(case: Case, tmp_path: Path,

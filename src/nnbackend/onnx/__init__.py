@@ -24,7 +24,7 @@ import array_api_compat
 import numpy as np
 
 from ..backend import to_numpy
-from ._export import MIN_OPSET, export
+from ._export import MIN_OPSET, export, flat_inputs
 from ._graph import GraphBuilder, Value
 from ._registry import UnsupportedLayerError, convert, converter, supported_layers
 
@@ -48,9 +48,10 @@ def run(model: str | os.PathLike[str] | Any, x: Any | Mapping[str, Any]) -> Any:
     ----------
     model : path or onnx.ModelProto
     x : array, tuple of them, or mapping {input name: array}
-        The input(s) in the graph's order, host data or arrays of any backend (copied to the
-        host explicitly, :func:`nnbackend.to_numpy`); floats are cast to the graph's input
-        dtype, integers to int64.
+        The input(s) in the graph's order (a nested tuple, such as an LSTM's ``(x, (h0,
+        c0))``, in depth-first order), host data or arrays of any backend (copied to the host
+        explicitly, :func:`nnbackend.to_numpy`); floats are cast to the graph's input dtype,
+        integers to int64.
 
     Returns
     -------
@@ -67,8 +68,7 @@ def run(model: str | os.PathLike[str] | Any, x: Any | Mapping[str, Any]) -> Any:
     if isinstance(x, Mapping):
         feeds = dict(x)
     else:
-        xs = x if isinstance(x, tuple) else (x,)
-        feeds = {i.name: v for i, v in zip(graph_inputs, xs, strict=True)}
+        feeds = {i.name: v for i, v in zip(graph_inputs, flat_inputs(x), strict=True)}
     for info in graph_inputs:
         feeds[info.name] = _cast(_host(feeds[info.name]), info.type)
     outs = session.run(None, feeds)

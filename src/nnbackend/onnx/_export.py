@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,9 @@ def export(
         Where to write (atomically: a temporary file beside it, then a rename).
     example_input : array or tuple of arrays
         An input the model takes, on its backend or as host data (NumPy): it fixes the rank,
-        the static sizes and, through the model's outputs, the graph's shapes.
+        the static sizes and, through the model's outputs, the graph's shapes. Tuples nest as
+        the model takes them (an LSTM's ``(x, (h0, c0))``); each array is a graph input, in
+        depth-first order.
     opset : int
         The ONNX opset of the default domain, ≥ 17 (LayerNormalization; GELU is written with
         Erf, as opset 17 has no Gelu).
@@ -92,7 +94,7 @@ def export(
     onnx = require("onnx")
     opset = _check_opset(opset, onnx)
     g = GraphBuilder(opset, dtype)
-    examples = example_input if isinstance(example_input, tuple) else (example_input,)
+    examples = flat_inputs(example_input)
     names = _names(input_names, len(examples), "input_names", "inputs")
     backend = _backend(model, examples)
     arrays = [_on_backend(backend, model, e, i) for i, e in enumerate(examples)]
@@ -106,7 +108,7 @@ def export(
             elem = g.elem_type if host.dtype.kind == "f" else elem_type_of(np.int64)
             shape = tuple(axes.get(name, {}).get(i, int(n)) for i, n in enumerate(host.shape))
             inputs.append(Value(g.reserve(name), elem, shape, host, array))
-        x = inputs[0] if len(inputs) == 1 else Value.tuple_of(*inputs)
+        x = _structured(example_input, iter(inputs)) if len(inputs) > 1 else inputs[0]
         y = convert(g, model, x, "")
     finally:
         for module, training in modes:
@@ -155,6 +157,21 @@ def _output_names(names: Sequence[str], n: int) -> list[str]:
     if len(names) == 1 and n > 1:
         names = [names[0]] + [f"{names[0]}_{i}" for i in range(1, n)]
     return _names(names, n, "output_names", "outputs")
+
+
+def flat_inputs(example: Any) -> tuple[Any, ...]:
+    """The leaves of an input: ``x`` → (x,), (x, h0) → (x, h0), (x, (h0, c0)) → (x, h0, c0)
+    (tuples nest; lists and arrays are data), one graph input each, depth first."""
+    if not isinstance(example, tuple):
+        return (example,)
+    return tuple(leaf for part in example for leaf in flat_inputs(part))
+
+
+def _structured(example: Any, leaves: Iterator[Value]) -> Value:
+    """The inputs' Values nested as ``example`` nests its arrays."""
+    if not isinstance(example, tuple):
+        return next(leaves)
+    return Value.tuple_of(*(_structured(part, leaves) for part in example))
 
 
 def _flatten(v: Value) -> list[Value]:
