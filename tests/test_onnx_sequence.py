@@ -245,6 +245,15 @@ def test_lstm_on_one_unbatched_sequence_with_states(case: Case, tmp_path: Path,
     np.testing.assert_array_equal(nx.run(path, nested)[0], nx.run(path, host)[0])
 
 
+def test_several_inputs_without_names_are_numbered(case: Case, tmp_path: Path,
+                                                  rng: np.random.Generator) -> None:
+    model = nb.GRU(3, 4, batch_first=True, seed=5, **_placed(case))
+    path = _export(model, case, tmp_path, (_floats(rng, 2, 5, 3), _floats(rng, 1, 2, 4)))
+    assert _input_dims(path) == {"input": ["batch", "sequence", 3], "input_1": [1, "batch", 4]}
+    host = (_floats(rng, 3, 7, 3), _floats(rng, 1, 3, 4))
+    _matches(model, case, path, host, host)
+
+
 def test_recurrent_output_keeps_the_last_step(case: Case, tmp_path: Path,
                                               rng: np.random.Generator) -> None:
     model = nb.Sequential(

@@ -67,8 +67,8 @@ def export(
         The ONNX opset of the default domain, ≥ 17 (LayerNormalization; GELU is written with
         Erf, as opset 17 has no Gelu).
     input_names, output_names : sequence of str
-        The graph's input and output names (one per input array; a model with a tuple output
-        gets ``output``, ``output_1``, ... when a single name is given).
+        The graph's input and output names, one per array; a single name for several gives
+        ``input``, ``input_1``, ... (``output``, ``output_1``, ... for a tuple output).
     dynamic_axes : None, "auto" or mapping
         None: the batch axis only; ``"auto"`` (the default): the batch axis, and the sequence
         axis of sequence models (see the module docstring); a mapping ``{name: {axis: dim
@@ -95,7 +95,8 @@ def export(
     opset = _check_opset(opset, onnx)
     g = GraphBuilder(opset, dtype)
     examples = flat_inputs(example_input)
-    names = _names(input_names, len(examples), "input_names", "inputs")
+    names = _names(_numbered(input_names, len(examples)), len(examples), "input_names",
+                   "inputs")
     backend = _backend(model, examples)
     arrays = [_on_backend(backend, model, e, i) for i, e in enumerate(examples)]
     axes = _dynamic_axes(model, arrays, names, dynamic_axes)
@@ -152,11 +153,16 @@ def _names(names: Sequence[str], n: int, what: str, items: str) -> list[str]:
     return names
 
 
-def _output_names(names: Sequence[str], n: int) -> list[str]:
+def _numbered(names: Sequence[str], n: int) -> list[str]:
+    """One name for n > 1 values becomes ``name``, ``name_1``, ...; others stay as given."""
     names = [names] if isinstance(names, str) else list(names)
     if len(names) == 1 and n > 1:
         names = [names[0]] + [f"{names[0]}_{i}" for i in range(1, n)]
-    return _names(names, n, "output_names", "outputs")
+    return names
+
+
+def _output_names(names: Sequence[str], n: int) -> list[str]:
+    return _names(_numbered(names, n), n, "output_names", "outputs")
 
 
 def flat_inputs(example: Any) -> tuple[Any, ...]:
