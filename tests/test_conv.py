@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import threadpoolctl
 import torch
 import torch.nn.functional as TF
 
@@ -205,6 +206,13 @@ REBUILT: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]] = {
                                                              "groups": 2}),
     "rows": ((5, 3, 5, 6), (4, 3, 3, 2), {"padding": (1, 0)}),
     "strided-unpadded": ((5, 2, 7, 6), (3, 2, 3, 3), {"stride": 2}),
+    # wide enough for the columns in whole padded rows (C._rows_of_columns)
+    "rows-flipped": ((5, 3, 5, 12), (3, 3, 3, 3), {"padding": 1}),
+    "rows-col2im": ((5, 3, 5, 12), (4, 3, 3, 3), {"padding": 1}),
+    "rows-unpadded": ((5, 2, 6, 14), (3, 2, 3, 3), {}),
+    "rows-flipped-groups-dilated": ((5, 4, 6, 16), (4, 2, 3, 3), {"padding": 2, "dilation": 2,
+                                                                  "groups": 2}),
+    "rows-same-even-kernel": ((5, 3, 5, 12), (3, 3, 2, 4), {"padding": "same"}),
 }
 
 
@@ -221,6 +229,7 @@ def test_rebuilt_columns_match_torch(case: Any, name: str, samples: int,
         pytest.skip(f"{_row(case)}: the block sizes run on {FULL_ROWS}")
     x_shape, w_shape, kwargs = REBUILT[name]
     g = C.conv_geometry(x_shape, w_shape, spatial=2, caller="test", **kwargs)
+    assert C._rows_of_columns(g) is name.startswith("rows")
     per_sample = (g.in_channels * math.prod(g.kernel) * math.prod(g.out_size)
                   * np.dtype(case.dtype_name).itemsize)
     monkeypatch.setattr(C, "KEPT_COLUMNS_BYTES", 0)
@@ -229,15 +238,17 @@ def test_rebuilt_columns_match_torch(case: Any, name: str, samples: int,
     w, w_host = _draw(case, w_shape, 28)
     b, b_host = _draw(case, (w_shape[0],), 29)
     workspace = F.ConvWorkspace()
-    for _ in range(2):  # the second step on the workspace's buffers
-        y, saved = F.conv2d_forward(x, w, b, **kwargs, workspace=workspace)
-        mutable = nb._libraries.library_of(case.xp).mutable_views
-        assert saved.block == (samples if mutable else 0)
-        dy, dy_host = _draw(case, tuple(y.shape), 30)
-        want = _torch_conv(x_host, w_host, b_host, dy_host, **kwargs)
-        _close(case, y, want[0])
-        for got, expected in zip(F.conv2d_backward(dy, saved), want[1:], strict=True):
-            _close(case, got, expected)
+    # two BLAS threads: on NumPy the blocks run in two parts (one Python thread each)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        for _ in range(2):  # the second step on the workspace's buffers
+            y, saved = F.conv2d_forward(x, w, b, **kwargs, workspace=workspace)
+            mutable = nb._libraries.library_of(case.xp).mutable_views
+            assert saved.block == (samples if mutable else 0)
+            dy, dy_host = _draw(case, tuple(y.shape), 30)
+            want = _torch_conv(x_host, w_host, b_host, dy_host, **kwargs)
+            _close(case, y, want[0])
+            for got, expected in zip(F.conv2d_backward(dy, saved), want[1:], strict=True):
+                _close(case, got, expected)
 
 
 def test_large_columns_are_rebuilt_small_ones_kept() -> None:

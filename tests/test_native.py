@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import os
+import threading
+
 import numpy as np
 import pytest
+import threadpoolctl
 
 import nnbackend as nb
 from nnbackend._native import (
+    _blas_threads,
     masked,
     matmul_into,
     maximizer,
+    parallel_parts,
+    run_parts,
     sum_into,
     summer,
     transposed_operand,
@@ -250,3 +257,66 @@ def test_transposed_operand_is_the_transpose(case: Any) -> None:
     np.testing.assert_array_equal(case.backend.to_numpy(t), held_b.swapaxes(-1, -2))
     want = held_a.astype(np.float64) @ held_b.astype(np.float64).swapaxes(-1, -2)
     np.testing.assert_allclose(case.backend.to_numpy(xa @ t), want, rtol=case.rtol, atol=case.rtol)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def test_parallel_parts_follow_numpys_blas_threads(case: Any) -> None:
+    """As many parts as NumPy's BLAS has threads (and the process has cores, and items) on
+    NumPy; one part on every other library, or when BLAS runs on one thread."""
+    on_numpy = nb._libraries.library_of(case.xp).native is np
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        assert parallel_parts(8, case.xp) == (min(2, _cores()) if on_numpy else 1)
+        assert parallel_parts(1, case.xp) == 1
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert parallel_parts(8, case.xp) == 1
+
+
+def test_run_parts_covers_the_range_once_and_restores_blas_threads() -> None:
+    """Contiguous parts cover range(n) exactly once, each part on its own thread with BLAS on
+    one thread meanwhile; afterwards BLAS has its threads back."""
+    blas = _blas_threads()
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        seen: list[tuple[int, int, int, int, str]] = []
+
+        def run(lo: int, hi: int, part: int) -> None:
+            seen.append((lo, hi, part, blas.get_num_threads(), threading.current_thread().name))
+
+        run_parts(run, 10, 3)
+        assert sorted(s[:3] for s in seen) == [(0, 3, 0), (3, 6, 1), (6, 10, 2)]
+        assert {s[3] for s in seen} == {1}
+        assert blas.get_num_threads() == 2
+        seen.clear()
+        run_parts(run, 5, 2)
+        assert sorted(s[:3] for s in seen) == [(0, 2, 0), (2, 5, 1)]
+        assert len({s[4] for s in seen}) == 2  # the caller's thread and a worker
+
+
+def test_run_parts_raises_a_parts_error_after_every_part_ends() -> None:
+    """An exception in one part is raised once the others have finished, and BLAS's threads
+    are restored; a loop inside a running loop runs in one part (BLAS threads untouched)."""
+    blas = _blas_threads()
+    finished: list[int] = []
+
+    def failing(lo: int, hi: int, part: int) -> None:
+        if part == 1:
+            msg = "part 1 failed"
+            raise ValueError(msg)
+        finished.append(part)
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with pytest.raises(ValueError, match="part 1 failed"):
+            run_parts(failing, 6, 3)
+        assert sorted(finished) == [0, 2]
+        assert blas.get_num_threads() == 2
+        inner: list[tuple[int, int, int]] = []
+
+        def outer(lo: int, hi: int, part: int) -> None:
+            if part == 0:
+                run_parts(lambda a, b, k: inner.append((a, b, k)), 4, 2)
+
+        run_parts(outer, 2, 2)
+        assert inner == [(0, 4, 0)]
+        assert blas.get_num_threads() == 2
