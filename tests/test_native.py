@@ -7,10 +7,9 @@ the standard function back), it must also give NumPy's own result bit for bit.
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
 import threading
+from typing import Any
 
 import numpy as np
 import pytest

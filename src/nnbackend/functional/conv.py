@@ -527,10 +527,9 @@ def conv_forward(x: Array, weight: Array, bias: Array | None, g: ConvGeometry, *
     block = recompute_block(g, x.dtype, xp)
     y, cols = fused(_forward_kernel, xp, static=_STATIC)(
         x, weight, bias, g=g, xp=xp, workspace=workspace, block=block)
-    if block:  # the padded input is ours (the one with a spare row always is)
-        owns = _rows_of_columns(g) or g.padding != ((0, 0), (0, 0))
-    else:
-        owns = not _input_is_cols(g)
+    # the padded input is ours when there is padding (or the spare row of whole rows)
+    padded = _rows_of_columns(g) or g.padding != ((0, 0), (0, 0))
+    owns = padded if block else not _input_is_cols(g)
     return y, ConvSaved(cols, weight, g, bias is not None, workspace, owns, block)
 
 
