@@ -1459,7 +1459,7 @@ def _version_of(module: str) -> str | None:
 def _blas_threads() -> list[str]:
     lines = []
     try:
-        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
+        from threadpoolctl import threadpool_info
 
         for pool in threadpool_info():
             where = Path(pool.get("filepath") or "?").name
