@@ -607,12 +607,22 @@ def _forward_kernel(x: Array, weight: Array, bias: Array | None, *, g: ConvGeome
     P, K = OH * OW, (C // G) * kh * kw
     x4 = xp.reshape(x, (N, C, H, W))
     if block and _rows_of_columns(g):
-        padded = _pad(x4, _with_spare_row(g.padding), xp, workspace, "xpad")
-        wide = xp.empty((N, Co, OH * padded.shape[3]), dtype=x.dtype,
-                        device=array_api_compat.device(x))
+        padded = _bordered((N, C, H, W), _with_spare_row(g.padding), x, xp, workspace, "xpad")
+        (top, _), (left, _) = g.padding
+        Wp = padded.shape[3]
+        y = xp.empty((N, Co, OH, OW), dtype=x.dtype, device=array_api_compat.device(x))
+
+        def fill(a: int, b: int) -> None:  # the block's samples into the zero border
+            padded[a:b, :, top:top + H, left:left + W] = x4[a:b]
+
+        def product(a: int, b: int, cols: Array, wide: Array) -> None:
+            _grouped_product(weight, cols, wide, xp)
+            y[a:b] = xp.reshape(wide, (b - a, Co, OH, Wp))[:, :, :, :OW]
+            if bias is not None:
+                y[a:b] += xp.reshape(bias, (Co, 1, 1))
+
         _row_column_products(padded, g.groups, g.kernel, g.dilation, OH, block, xp, workspace,
-                             lambda a, b, cols: _grouped_product(weight, cols, wide[a:b], xp))
-        y = _narrowed(wide, (OH, OW), bias, xp)
+                             product, fill=fill, side=("rowsout", (Co, OH * Wp), False))
         return xp.reshape(y, g.output_shape), padded
     if block:
         padded = _pad(x4, g.padding, xp, workspace, "xpad")
@@ -744,14 +754,23 @@ def _input_grad_flipped(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespac
     w = xp.reshape(xp.permute_dims(w, (0, 2, 1, 3)), (G, Cg, Og * kk))
     c = chunk_size(N, Cg, Og * kk, H * W)
     if block and c == 1 and 4 * rw <= W:  # δ padded is W + d_w·(k_w − 1) wide, outputs W
-        padded = _pad(dy4, _with_spare_row(pad), xp, workspace, "dypad")
-        wide = xp.empty((N, C, H * padded.shape[3]), dtype=dy3.dtype,
-                        device=array_api_compat.device(dy3))
+        padded = _bordered((N, Co, OH, OW), _with_spare_row(pad), dy3, xp, workspace, "dypad")
+        (top_, _), (left_, _) = pad
+        Wp = padded.shape[3]
+        dx = xp.empty((N, C, H, W), dtype=dy3.dtype, device=array_api_compat.device(dy3))
+
+        def fill(a: int, b: int) -> None:
+            padded[a:b, :, top_:top_ + OH, left_:left_ + OW] = dy4[a:b]
+
+        def product(a: int, b: int, cols: Array, wide: Array) -> None:
+            _grouped_product(w, cols, wide, xp)
+            dx[a:b] = xp.reshape(wide, (b - a, C, H, Wp))[:, :, :, :W]
+
         _row_column_products(padded, G, g.kernel, g.dilation, H, block, xp, workspace,
-                             lambda a, b, cols: _grouped_product(w, cols, wide[a:b], xp))
+                             product, fill=fill, side=("rowsout", (C, H * Wp), False))
         if workspace is not None:
             workspace.give("dypad", padded)
-        return xp.reshape(_narrowed(wide, (H, W), None, xp), (N, C, H * W))
+        return xp.reshape(dx, (N, C, H * W))
     padded = _pad(dy4, pad, xp, workspace, "dypad")
     if block and c == 1:
         dx = xp.empty((N, C, H * W), dtype=dy3.dtype, device=array_api_compat.device(dy3))
@@ -882,11 +901,7 @@ def _pad(x: Array, padding: tuple[Pair, Pair], xp: Namespace, workspace: ConvWor
     if not (top or bottom or left or right):
         return x
     N, C, H, W = x.shape
-    shape = (N, C, H + top + bottom, W + left + right)
-    if workspace is not None:
-        out = workspace.take(role, shape, x, xp, zeros=True)
-    else:
-        out = xp.zeros(shape, dtype=x.dtype, device=array_api_compat.device(x))
+    out = _bordered((N, C, H, W), padding, x, xp, workspace, role)
     index = (slice(None), slice(None), slice(top, top + H), slice(left, left + W))
     if array_api_compat.is_writeable_array(out):
         out[index] = x
@@ -949,12 +964,17 @@ def _blocked_weight_products(padded: Array, dyc: Array, g: ConvGeometry, block: 
     K = (g.in_channels // G) * g.kernel[0] * g.kernel[1]
     products = xp.empty((N, G, K, Og), dtype=dyc.dtype, device=array_api_compat.device(dyc))
     if _rows_of_columns(g):
-        wide = _widened(dyc, g, padded.shape[3], xp, workspace)
-        _row_column_products(
-            padded, G, g.kernel, g.dilation, g.out_size[0], block, xp, workspace,
-            lambda a, b, cols: _matmul_to(cols, wide[a:b].mT, products[a:b], xp))
-        if workspace is not None:
-            workspace.give("dyrows", wide)
+        (OH, OW), Wp, Co = g.out_size, padded.shape[3], g.out_channels
+        dy4 = xp.reshape(dyc, (N, Co, OH, OW))
+
+        def product(a: int, b: int, cols: Array, wide: Array) -> None:
+            # δ in whole rows of Wp, zero in the Wp − OW columns the products add (the
+            # buffer's zeros: only the first OW of each row are ever written)
+            xp.reshape(wide, (b - a, Co, OH, Wp))[:, :, :, :OW] = dy4[a:b]
+            _matmul_to(cols, xp.reshape(wide, (b - a, G, Og, OH * Wp)).mT, products[a:b], xp)
+
+        _row_column_products(padded, G, g.kernel, g.dilation, OH, block, xp, workspace,
+                             product, side=("dyrows", (Co, OH * Wp), True))
         return products
     for start, cols in _column_blocks(padded, G, g.kernel, g.stride, g.dilation, g.out_size,
                                       block, xp, workspace):
@@ -992,70 +1012,77 @@ def _with_spare_row(padding: tuple[Pair, Pair]) -> tuple[Pair, Pair]:
     return (top, bottom + 1), cols
 
 
-def _row_column_products(padded: Array, groups: int, kernel: Pair, dilation: Pair, OH: int,
-                         block: int, xp: Namespace, workspace: ConvWorkspace | None,
-                         product: Callable[[int, int, Array], None]) -> None:
-    """``product(start, stop, cols)`` for each block of at most ``block`` samples of the
-    padded input (N, C, Hp + 1, Wp) (a spare zero row at the bottom), ``cols`` the block's
-    columns in whole rows (n, groups, K_g, OH·Wp) (:func:`_rows_of_columns`), valid during
-    the call. The blocks run in parts, one per core, each part in its own column buffer
-    (:func:`nnbackend._native.parallel_parts`); ``product`` writes disjoint results."""
+def _row_column_products(
+    padded: Array, groups: int, kernel: Pair, dilation: Pair, OH: int, block: int,
+    xp: Namespace, workspace: ConvWorkspace | None,
+    product: Callable[[int, int, Array, Array], None], *,
+    fill: Callable[[int, int], None] | None = None,
+    side: tuple[str, tuple[int, ...], bool],
+) -> None:
+    """``product(start, stop, cols, out)`` for each block of at most ``block`` samples of the
+    padded input (N, C, Hp + 1, Wp) (a spare zero row at the bottom): ``cols`` the block's
+    columns in whole rows (n, groups, K_g, OH·Wp) (:func:`_rows_of_columns`), ``out`` a
+    buffer (n, *shape) for ``side = (role, shape, zeros)``, both valid during the call.
+    ``fill(start, stop)``, when given, first writes the block's samples into ``padded``.
+
+    The blocks run in parts, one per core, each part with its own buffers
+    (:func:`nnbackend._native.parallel_parts`): a part fills, copies, multiplies and writes
+    the results of its own samples only, so the whole pass (the zero-bordered copy of the
+    input and the narrowing of the products included) runs on every core, a block's data
+    still in that core's cache.
+    """
     N, C, rows, Wp = padded.shape
     (kh, kw), (dh, dw) = kernel, dilation
     run = OH * Wp
     plane = xp.reshape(padded, (N, C, rows * Wp))
     parts = parallel_parts(N, xp)
     largest = min(block, -(-N // parts))
-    shape = (largest, groups, C // groups * kh * kw, run)
-    if workspace is not None:
-        buffers = [workspace.take("rowcols", shape, padded, xp) for _ in range(parts)]
-    else:
-        buffers = [xp.empty(shape, dtype=padded.dtype, device=array_api_compat.device(padded))
-                   for _ in range(parts)]
+    role, shape, zeros = side
+    buffers = [(_buffer("rowcols", (largest, groups, C // groups * kh * kw, run), padded, xp,
+                        workspace),
+                _buffer(role, (largest, *shape), padded, xp, workspace, zeros=zeros))
+               for _ in range(parts)]
 
     def blocks(lo: int, hi: int, part: int) -> None:
+        cols_buffer, out_buffer = buffers[part]
         count = -(-(hi - lo) // largest)
         for k in range(count):  # blocks of equal size, within one
             start, stop = lo + (hi - lo) * k // count, lo + (hi - lo) * (k + 1) // count
-            cols = buffers[part][:stop - start]
+            if fill is not None:
+                fill(start, stop)
+            cols = cols_buffer[:stop - start]
             view = xp.reshape(cols, (stop - start, C, kh, kw, run))
             for i in range(kh):
                 for j in range(kw):
                     first = i * dh * Wp + j * dw
                     view[:, :, i, j, :] = plane[start:stop, :, first:first + run]
-            product(start, stop, cols)
+            product(start, stop, cols, out_buffer[:stop - start])
 
     run_parts(blocks, N, parts)
     if workspace is not None:
-        for buffer in buffers:
-            workspace.give("rowcols", buffer)
+        for cols_buffer, out_buffer in buffers:
+            workspace.give("rowcols", cols_buffer)
+            workspace.give(role, out_buffer)
 
 
-def _narrowed(wide: Array, out_size: Pair, bias: Array | None, xp: Namespace) -> Array:
-    """y (N, O, OH, OW) from the products over whole rows (N, O, OH·Wp): the first OW of
-    each row's Wp columns (plus the bias)."""
-    N, Co, run = wide.shape
-    OH, OW = out_size
-    rows = xp.reshape(wide, (N, Co, OH, run // OH))[:, :, :, :OW]
-    if bias is None:
-        return _copy(rows, xp)
-    return rows + xp.reshape(bias, (Co, 1, 1))
+def _buffer(role: str, shape: tuple[int, ...], like: Array, xp: Namespace,
+            workspace: ConvWorkspace | None, *, zeros: bool = False) -> Array:
+    """A buffer of ``shape`` like ``like``: the workspace's, else a new one."""
+    if workspace is not None:
+        return workspace.take(role, shape, like, xp, zeros=zeros)
+    make = xp.zeros if zeros else xp.empty
+    return make(shape, dtype=like.dtype, device=array_api_compat.device(like))
 
 
-def _widened(dyc: Array, g: ConvGeometry, Wp: int, xp: Namespace,
-             workspace: ConvWorkspace | None) -> Array:
-    """δ (N, G, O_g, OH·OW) in whole rows of Wp, (N, G, O_g, OH·Wp), zero in the Wp − OW
-    columns the products over whole rows add (so they add nothing to ∂L/∂W)."""
-    N, G, Og, _ = dyc.shape
-    OH, OW = g.out_size
-    shape = (N, G, Og, OH * Wp)
-    if workspace is not None:  # its zero columns stay zero: only the others are written
-        wide = workspace.take("dyrows", shape, dyc, xp, zeros=True)
-    else:
-        wide = xp.zeros(shape, dtype=dyc.dtype, device=array_api_compat.device(dyc))
-    view = xp.reshape(wide, (N, G, Og, OH, Wp))
-    view[:, :, :, :, :OW] = xp.reshape(dyc, (N, G, Og, OH, OW))
-    return wide
+def _bordered(shape: tuple[int, int, int, int], padding: tuple[Pair, Pair], like: Array,
+              xp: Namespace, workspace: ConvWorkspace | None, role: str) -> Array:
+    """A zero buffer (N, C, H + top + bottom, W + left + right) for an (N, C, H, W) array
+    inside the border ((top, bottom), (left, right)); only its interior is ever written, so
+    a workspace's buffer keeps its zero border."""
+    N, C, H, W = shape
+    ((top, bottom), (left, right)) = padding
+    return _buffer(role, (N, C, H + top + bottom, W + left + right), like, xp, workspace,
+                   zeros=True)
 
 
 def _grouped_product(weight: Array, cols: Array, out: Array, xp: Namespace) -> None:
