@@ -16,6 +16,7 @@ import pytest
 import threadpoolctl
 
 import nnbackend as nb
+from nnbackend import _native
 from nnbackend._native import (
     _blas_threads,
     masked,
@@ -319,3 +320,20 @@ def test_run_parts_raises_a_parts_error_after_every_part_ends() -> None:
         run_parts(outer, 2, 2)
         assert inner == [(0, 4, 0)]
         assert blas.get_num_threads() == 2
+
+
+def test_run_parts_starts_afresh_after_a_fork() -> None:
+    """The fork hook (what a forked child runs: it has none of the parent's threads) drops
+    the pool and the lock, and the next loop makes a new pool and runs its parts. The hook is
+    called directly: a real fork here would fork JAX's threads too."""
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        run_parts(lambda a, b, k: None, 4, 2)
+        assert _native._POOL
+        old_pool = _native._POOL[0]
+        _native._forget_threads_after_fork()
+        assert not _native._POOL
+        seen: list[int] = []
+        run_parts(lambda a, b, k: seen.append(k), 4, 2)
+        assert sorted(seen) == [0, 1]
+        assert _native._POOL[0] is not old_pool
+    old_pool.shutdown()

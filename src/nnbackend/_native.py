@@ -246,6 +246,19 @@ _PARALLEL = threading.Lock()  # held by the one loop whose parts run on threads
 _POOL: list[ThreadPoolExecutor] = []
 
 
+def _forget_threads_after_fork() -> None:
+    """A forked child has none of its parent's threads: a pool whose worker is gone would
+    leave submitted parts waiting forever, and the lock may have been held by a thread that
+    no longer exists. The child starts afresh."""
+    global _PARALLEL
+    _POOL.clear()
+    _PARALLEL = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
+
+
 @functools.cache
 def _blas_threads() -> Any:
     """threadpoolctl's controller of NumPy's BLAS (OpenBLAS, MKL, BLIS), or None."""
