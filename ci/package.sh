@@ -117,7 +117,7 @@ for key, want in (("Version", version), ("License-Expression", "BSD-3-Clause"),
         problems.append(f"wheel METADATA: {key} is {fields.get(key)}, expected {want!r}")
 required = [r for r in fields.get("Requires-Dist", []) if "extra ==" not in r]
 if sorted(re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0] for r in required) != [
-        "array-api-compat", "array-api-extra", "numpy"]:
+        "array-api-compat", "array-api-extra", "numpy", "threadpoolctl"]:
     problems.append(f"wheel METADATA: required dependencies are {required}")
 
 with tarfile.open(sdist) as tf:

@@ -275,7 +275,9 @@ def test_adam_factors_from_device_steps_round_like_the_host_ones(case: Any) -> N
                 ulps = 2 if case.is_float64 else 4
                 np.testing.assert_allclose(got, want, rtol=ulps * eps, atol=0)
     host = np.sqrt(1.0 - 0.99 ** steps[:10].astype(np.float64))  # the host formula, for contrast
-    assert np.abs(host / _exact_factors(0.0, 0.99, lr, steps[:10])[0] - 1).max() > 4 * 2.2e-16
+    # worse than the 2 ulp the device is held to (by how much depends on the host's pow: 3.5 ulp
+    # on an AMD EPYC with AVX2, more than 4 elsewhere)
+    assert np.abs(host / _exact_factors(0.0, 0.99, lr, steps[:10])[0] - 1).max() > 2 * 2.2e-16
 
 
 # -- counts that differ within a group, parameters never stepped --------------------------------
