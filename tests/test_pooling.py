@@ -12,6 +12,7 @@ with messages naming the function or layer and the shapes.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -118,7 +119,7 @@ def _host(case: Any, x: np.ndarray) -> np.ndarray:
 def test_forward_and_gradient_match_pytorch(case: Any, entry: Any) -> None:
     _jax_covers(case, CASES.index(entry), JAX_CASES)
     name, shape, kwargs = entry
-    rng = np.random.default_rng(abs(hash(_case_id(entry))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(_case_id(entry).encode()))  # the same in every run
     x = _host(case, rng.standard_normal(shape))
     want_y, _ = _torch(name, x, None, kwargs)
     dy = _host(case, rng.standard_normal(want_y.shape))

@@ -6,6 +6,7 @@ masks; RecurrentOutput in a Sequential; descriptions; bad input named by the lay
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import numpy as np
@@ -42,9 +43,11 @@ def _close(case: Case, got: Any, want: np.ndarray, what: str) -> None:
     got = nb.to_numpy(got)
     assert got.shape == want.shape, (what, got.shape, want.shape)
     scale = float(np.abs(want).max()) if want.size else 1.0
-    # float32 rows at the matrix's tolerance: 50 steps of two layers measured 3.5e-7 relative
-    np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.rtol * (scale or 1.0),
-                               err_msg=what)
+    # float32 rows at the matrix's tolerance: 50 steps of two layers measured 3.5e-7 relative;
+    # never below the dtype's smallest normal (a reference that small underflows in the dtype,
+    # as saturated gates' gradients of 1e-44 do in float32, in PyTorch's float32 too)
+    atol = max(case.rtol * (scale or 1.0), float(np.finfo(got.dtype).tiny))
+    np.testing.assert_allclose(got, want, rtol=case.rtol, atol=atol, err_msg=what)
 
 
 def _arguments(mode: str, **kwargs: Any) -> dict[str, Any]:
@@ -59,7 +62,8 @@ def _pair(case: Case, mode: str, input_size: int, hidden: int, **kwargs: Any
     dtype), loaded through PyTorch's state dict converted to NumPy."""
     ours_cls, torch_cls = KINDS[mode]
     kwargs = _arguments(mode, **kwargs)
-    torch.manual_seed(hash((mode, input_size, hidden)) % 1000)
+    # a seed of the arguments that is the same in every process (str hashes are salted per run)
+    torch.manual_seed(zlib.crc32(repr((mode, input_size, hidden)).encode()) % 1000)
     reference = torch_cls(input_size, hidden, dtype=torch.float64, **kwargs)
     state = {k: v.detach().numpy().astype(case.dtype_name) for k, v in
              reference.state_dict().items()}
@@ -493,6 +497,9 @@ def test_lstm_saturated_gates_match_pytorch_without_warnings(case: Case) -> None
     """Gate pre-activations far into both tails (|a| in the hundreds: exp(−a) overflows, sigmoid
     gates of exactly 0 or 1) give PyTorch's float64 outputs and gradients, finite, with no
     overflow warning (the suite turns warnings into errors), on every row."""
+    # The weights are _pair's fixed seed: with others a gate of moderate a (1 − σ(a) ≈ e^−a,
+    # which float32 holds to ulp(1)/e^−a relative) meets the ±800 inputs in ∂L/∂W, and float32
+    # (PyTorch's too) ends up 1e-4 off the float64 value, beyond the matrix's tolerance.
     layer, reference = _pair(case, "LSTM", 3, 4)
     x = _host(case, np.array([[[300.0, -400.0, 5.0]], [[-900.0, 800.0, -2.0]],
                               [[1.0, 2.0, -3.0]]]))
