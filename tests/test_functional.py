@@ -167,8 +167,10 @@ def _linear_data(case: Any, n: int = 5, fan_in: int = 4, fan_out: int = 3, seed:
     return hosts, tuple(case.asarray(h) for h in hosts)
 
 
-def test_linear_forward_matches_numpy(case: Any) -> None:
-    (xh, Wh, bh, _), (x, W, b, _) = _linear_data(case)
+# one input or one output: the products over one term are broadcast products
+@pytest.mark.parametrize(("fan_in", "fan_out"), [(4, 3), (1, 3), (4, 1)])
+def test_linear_forward_matches_numpy(case: Any, fan_in: int, fan_out: int) -> None:
+    (xh, Wh, bh, _), (x, W, b, _) = _linear_data(case, fan_in=fan_in, fan_out=fan_out)
     before = [nb.to_numpy(a).copy() for a in (x, W, b)]
     z = F.linear(x, W, b)
     case.check_placement(z)
@@ -182,8 +184,10 @@ def test_linear_forward_matches_numpy(case: Any) -> None:
         np.testing.assert_array_equal(nb.to_numpy(a), old)
 
 
-def test_linear_backward_matches_closed_form(case: Any) -> None:
-    (xh, Wh, _, dzh), (x, W, _, dz) = _linear_data(case)
+# one input or one output: the products over one term are broadcast products
+@pytest.mark.parametrize(("fan_in", "fan_out"), [(4, 3), (1, 3), (4, 1)])
+def test_linear_backward_matches_closed_form(case: Any, fan_in: int, fan_out: int) -> None:
+    (xh, Wh, _, dzh), (x, W, _, dz) = _linear_data(case, fan_in=fan_in, fan_out=fan_out)
     before = [nb.to_numpy(a).copy() for a in (x, W, dz)]
     dx, dW, db = F.linear_backward(dz, x, W, xp=case.xp)
     for g in (dx, dW, db):

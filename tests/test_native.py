@@ -91,6 +91,24 @@ def test_masked_zeroes_where_the_mask_is_false(case: Any) -> None:
     np.testing.assert_array_equal(nb.to_numpy(got).astype(np.float64), np.maximum(host, 0.0))
 
 
+def test_positive_part_is_the_standard_maximum_with_zero(case: Any) -> None:
+    """max(x, 0) bit for bit ``xp.maximum(x, 0.0)``, NaN kept, on contiguous and strided x, on
+    an x larger than any before (the shared zeros grow) and a smaller one after it."""
+    from nnbackend._native import positive_part
+
+    xp = case.backend.xp
+    x, host = _draw(case, (7, 6), 5)
+    nan = case.asarray(np.array([np.nan, -0.0, 0.0, -1.0, 2.0]))
+    big, _ = _draw(case, (300, 301), 6)
+    for a in (x, x[:, ::2], nan, big, x[:2, ...]):
+        got = positive_part(a, xp)
+        assert got.dtype == a.dtype and tuple(got.shape) == tuple(a.shape)
+        case.check_placement(got)
+        np.testing.assert_array_equal(nb.to_numpy(got), nb.to_numpy(xp.maximum(a, 0.0)))
+    np.testing.assert_array_equal(nb.to_numpy(positive_part(x, xp)).astype(np.float64),
+                                  np.maximum(host, 0.0))
+
+
 def test_windows_into_copies_the_windows_or_declines(case: Any) -> None:
     """im2col's windows (stride, dilation, chunks of samples) in one copy on NumPy, bit for
     bit the standard slices; elsewhere it declines and leaves ``out`` untouched."""

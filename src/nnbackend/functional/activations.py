@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from .._native import into_kernels, masked
+from .._native import into_kernels, masked, positive_part
 from .._typing import Array, Namespace
 from .special import blockwise, erfc, normal_cdf_slope32, standard_float32
 
@@ -95,8 +95,7 @@ def identity_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) ->
 
 def relu(x: Array, /, *, xp: Namespace | None = None) -> Array:
     """y = max(x, 0)."""
-    xp = xp or array_namespace(x)
-    return xp.maximum(x, 0.0)
+    return positive_part(x, xp or array_namespace(x))
 
 
 def relu_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) -> Array:
