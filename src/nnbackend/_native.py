@@ -27,7 +27,7 @@ __all__ = [
     "IntoKernels", "channel_operand", "fused", "into_kernels", "masked", "masked_into",
     "matmul_into", "maximizer", "nan_free", "overflow_ignored", "parallel_parts", "positive_part",
     "run_parts",
-    "scatter_add_rows", "special", "sum_into", "summer", "ufunc_into", "windows_into",
+    "scatter_add_rows", "special", "sum_into", "summed", "summer", "ufunc_into", "windows_into",
 ]
 
 Reduction = Callable[..., Array]
@@ -205,7 +205,7 @@ def sum_into(x: Array, out: Array, *, axis: int, xp: Namespace) -> bool:
     if library is None:
         return False
     if library is np:
-        if axis == 0 and x.ndim == 2 and x.dtype.kind == "f" and out.dtype == x.dtype:
+        if _column_sums(x, axis) and out.dtype == x.dtype:
             np.matmul(_ones(x.shape[0], x.dtype), x, out=out)
         else:
             np.add.reduce(x, axis=axis, out=out)  # np.sum's loop without its argument handling
@@ -214,6 +214,19 @@ def sum_into(x: Array, out: Array, *, axis: int, xp: Namespace) -> bool:
     else:
         library.sum(x, axis=axis, out=out)
     return True
+
+
+def summed(x: Array, axis: int, xp: Namespace) -> Array:
+    """Σ x along ``axis``, a new array, summed as :func:`sum_into` sums (so that a gradient
+    written into a buffer and one allocated agree bit for bit)."""
+    if _library(xp) is np and _column_sums(x, axis):
+        return np.matmul(_ones(x.shape[0], x.dtype), x)
+    return summer(xp)(x, axis=axis)
+
+
+def _column_sums(x: np.ndarray, axis: int) -> bool:
+    """Whether NumPy sums x along ``axis`` as the GEMV 1ᵀ x (a floating matrix's columns)."""
+    return axis == 0 and x.ndim == 2 and x.dtype.kind == "f"
 
 
 def channel_operand(v: Array, length: int, xp: Namespace) -> Array:

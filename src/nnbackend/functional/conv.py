@@ -118,6 +118,7 @@ from .._native import (
     parallel_parts,
     run_parts,
     sum_into,
+    summed,
     summer,
     windows_into,
 )
@@ -681,7 +682,7 @@ def _backward_kernel(
         if bias_grad_out is not None and sum_into(per_sample, bias_grad_out, axis=0, xp=xp):
             db = bias_grad_out
         else:
-            db = summer(xp)(per_sample, axis=0)
+            db = summed(per_sample, 0, xp)
     dyc = xp.reshape(_chunked(dy3, c, xp), (N // c, G, Co // G, c * P))
     dW = None
     if weight_grad:
@@ -695,7 +696,7 @@ def _backward_kernel(
         if grad_t is not None and sum_into(products, grad_t, axis=0, xp=xp):
             dW = weight_grad_out
         else:
-            dW = xp.reshape(_copy(summer(xp)(products, axis=0).mT, xp), weight.shape)
+            dW = xp.reshape(_copy(summed(products, 0, xp).mT, xp), weight.shape)
     if workspace is not None and owns_cols:
         workspace.give("xpad" if block else "cols", cols)  # δ's columns may take its buffer
     if not input_grad:

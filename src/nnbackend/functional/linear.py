@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from .._checks import namespace_of
-from .._native import matmul_into, sum_into, summer
+from .._native import matmul_into, sum_into, summed
 from .._typing import Array, Namespace
 
 __all__ = ["linear", "linear_backward"]
@@ -81,7 +81,7 @@ def linear_backward(
     elif bias_grad_out is not None and sum_into(dz, bias_grad_out, axis=0, xp=xp):
         db = bias_grad_out
     else:
-        db = summer(xp)(dz, axis=0)
+        db = summed(dz, 0, xp)
     if not input_grad:
         return None, dW, db
     dx = _product(dz, W)
