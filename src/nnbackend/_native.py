@@ -74,8 +74,9 @@ def masked(x: Array, mask: Array, xp: Namespace) -> Array:
     return x * mask if _library(xp) is not None else x * xp.astype(mask, x.dtype)
 
 
-def positive_part(x: Array, xp: Namespace) -> Array:
-    """max(x, 0), a new array (NaN stays NaN): the ReLU.
+def positive_part(x: Array, xp: Namespace, *, in_place: bool = False) -> Array:
+    """max(x, 0) (NaN stays NaN): the ReLU; a new array, or with ``in_place`` written into x
+    where it can be (NumPy, a C-contiguous x: x itself is returned; a new array elsewhere).
 
     NumPy 2's ``maximum`` has SIMD loops for two arrays but not for an array and a scalar, so
     on NumPy a C-contiguous floating x is compared with a zeros array of its shape, a view of a
@@ -84,7 +85,8 @@ def positive_part(x: Array, xp: Namespace) -> Array:
     its pages are the kernel's zero page, which costs no memory. Elsewhere ``xp.maximum(x, 0)``.
     """
     if _library(xp) is np and x.flags.c_contiguous and x.dtype.kind == "f":
-        return np.maximum(x, _zeros(x.size, x.dtype).reshape(x.shape))
+        return np.maximum(x, _zeros(x.size, x.dtype).reshape(x.shape),
+                          out=x if in_place else None)
     return xp.maximum(x, 0.0)
 
 

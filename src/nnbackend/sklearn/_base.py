@@ -55,13 +55,14 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from .._typing import Array, Namespace
 from ..backend import Backend, get_backend, to_numpy
 from ..layers import Linear, Sequential
-from ..layers.module import Context
 from ..optim import SGD, Adam, Optimizer
 from ._losses import output_loss
 from ._network import (
     HIDDEN_ACTIVATIONS,
+    backward_pass,
     build_network,
     forward,
+    forward_pass,
     init_coefs,
     linear_layers,
     load_weights,
@@ -543,15 +544,12 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         a small data set's epoch is made of).
         """
         xp = live.backend.xp
-        alpha, output, model = float(self.alpha), self.out_activation_, live.model
+        alpha, output = float(self.alpha), self.out_activation_
         layers = live.layers
         (group,) = optimizer.param_groups
         adam = self.solver == "adam"
         epsilon, beta_2 = float(self.epsilon), float(self.beta_2)
-        # The fit checked X once (namespace, device, dtype, width), so the batches go through
-        # the network's forward_pass without the public boundary's checks on every call (~5 %
-        # of a digits batch); nothing needs ∂L/∂X
-        ctx = Context.of(xp, input_grad=False)
+        activation = self.activation
 
         def step(xb: Array, yb: Array, wb: Array | None, total: float) -> Array:
             if adam:
@@ -561,10 +559,12 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
                 # step reads; this step is never compiled)
                 t = optimizer.state[0].get("step", 0) + 1
                 group.settings["eps"] = epsilon / math.sqrt(1.0 - beta_2 ** t)
-            z, backprop = model.forward_pass(xb, ctx)
-            loss, dz = output_loss(output, z, yb, wb, total, xp)
+            # scikit-learn's passes over the layers (the fit checked X once: no per-batch
+            # checks, no closures; the ReLU and its mask in place on NumPy)
+            values = forward_pass(xb, layers, activation, xp)
+            loss, dz = output_loss(output, values[-1], yb, wb, total, xp)
             optimizer.zero_grad()
-            backprop(dz)
+            backward_pass(values, dz, layers, activation, xp)
             if alpha:  # L_B + α/(2S) Σ‖W‖², and α W / S added to each weight's gradient
                 decay = alpha / total
                 loss = loss + _squared_norm(layers, xp) * (0.5 * decay)

@@ -21,16 +21,27 @@ from typing import Any
 
 import numpy as np
 
+from .._native import into_kernels, masked_into, positive_part
 from .._typing import Array, Namespace
 from ..backend import Backend, to_numpy
-from ..functional.activations import relu, sigmoid, softmax, tanh
-from ..functional.linear import linear
+from ..functional.activations import (
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    tanh,
+    tanh_backward,
+)
+from ..functional.linear import linear, linear_backward
 from ..layers import Linear, Module, ReLU, Sequential, Sigmoid, Tanh
 
 __all__ = [
     "HIDDEN_ACTIVATIONS",
+    "backward_pass",
     "build_network",
     "forward",
+    "forward_pass",
     "init_coefs",
     "linear_layers",
     "load_weights",
@@ -104,6 +115,61 @@ def read_weights(model: Sequential) -> tuple[list[np.ndarray], list[np.ndarray]]
         assert layer.bias is not None
         intercepts.append(np.array(to_numpy(layer.bias.data), copy=True))
     return coefs, intercepts
+
+
+_HIDDEN_PASSES: dict[str, tuple[Any, Any] | None] = {
+    "identity": None, "logistic": (sigmoid, sigmoid_backward), "tanh": (tanh, tanh_backward),
+    "relu": (relu, relu_backward),
+}
+
+
+def forward_pass(x: Array, layers: Sequence[Linear], activation: str, xp: Namespace
+                 ) -> list[Array]:
+    """scikit-learn's ``_forward_pass`` over the network's layers: [x, a₁, …, a_{L−1}, z_L],
+    the batch x (B, n_in), each hidden layer's activations aᵢ = f(a_{i−1} Wᵢᵀ + bᵢ) and the
+    output layer's pre-activations z_L (B, n_out), what :func:`backward_pass` needs.
+
+    Each pre-activation is a new array that nothing else holds, so the ReLU runs in place on
+    NumPy (as scikit-learn's ``inplace_relu``), saving an array per hidden layer and batch.
+    """
+    passes = _HIDDEN_PASSES[activation]
+    in_place = activation == "relu" and into_kernels(xp).native
+    values = [x]
+    last = len(layers) - 1
+    for i, layer in enumerate(layers):
+        assert layer.bias is not None
+        z = linear(values[-1], layer.weight.data, layer.bias.data, xp=xp)
+        if i < last and passes is not None:
+            z = positive_part(z, xp, in_place=True) if in_place else passes[0](z, xp=xp)
+        values.append(z)
+    return values
+
+
+def backward_pass(values: Sequence[Array], delta: Array, layers: Sequence[Linear],
+                  activation: str, xp: Namespace) -> None:
+    """scikit-learn's ``_backprop`` from δ = ∂L/∂z_L: ∂L/∂Wᵢ = δᵢᵀ a_{i−1} and ∂L/∂bᵢ = Σ δᵢ
+    accumulated into each layer's gradients (their flat buffers' views where the backend has
+    them), with δ_{i−1} = δᵢ Wᵢ ⊙ f′ from the activations aᵢ₋₁ of :func:`forward_pass`; no
+    ∂L/∂x. δᵢ Wᵢ is a new array, so on NumPy the ReLU's mask multiplies it in place.
+    """
+    passes = _HIDDEN_PASSES[activation]
+    in_place = activation == "relu" and into_kernels(xp).native
+    for i in range(len(layers) - 1, -1, -1):
+        weight, bias = layers[i].weight, layers[i].bias
+        assert bias is not None
+        dx, dW, db = linear_backward(
+            delta, values[i], weight.data, input_grad=i > 0, xp=xp,
+            weight_grad_out=weight.grad_buffer if weight.grad is None else None,
+            bias_grad_out=bias.grad_buffer if bias.grad is None else None)
+        weight.accumulate_grad(dW)
+        bias.accumulate_grad(db)
+        if dx is None:
+            break
+        a = values[i]
+        if passes is None or (in_place and masked_into(dx, a > 0.0, dx, ..., xp)):
+            delta = dx
+        else:
+            delta = passes[1](dx, a, xp=xp)
 
 
 def forward(x: Array, weights: Sequence[tuple[Array, Array]], activation: str, output: str,
