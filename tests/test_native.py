@@ -107,6 +107,11 @@ def test_positive_part_is_the_standard_maximum_with_zero(case: Any) -> None:
         np.testing.assert_array_equal(nb.to_numpy(got), nb.to_numpy(xp.maximum(a, 0.0)))
     np.testing.assert_array_equal(nb.to_numpy(positive_part(x, xp)).astype(np.float64),
                                   np.maximum(host, 0.0))
+    # in place where the library writes into x (NumPy), a new array elsewhere: the same values
+    mine = xp.asarray(x, copy=True)
+    got = positive_part(mine, xp, in_place=True)
+    np.testing.assert_array_equal(nb.to_numpy(got).astype(np.float64), np.maximum(host, 0.0))
+    assert (got is mine) == (case.backend.name == "numpy")
 
 
 def test_windows_into_copies_the_windows_or_declines(case: Any) -> None:
