@@ -71,6 +71,22 @@ def test_sum_into_writes_the_sum_or_declines(case: Any) -> None:
         np.testing.assert_array_equal(nb.to_numpy(out), np.zeros(7))
 
 
+@pytest.mark.parametrize("shape", [(33, 7), (5, 4, 3)])
+def test_summed_is_the_sum_and_sum_into_s_bits(case: Any, shape: tuple[int, ...]) -> None:
+    """Σ along axis 0 to the dtype's rounding (a matrix's column sums: NumPy's GEMV), and bit
+    for bit what sum_into writes, so gradients summed into a buffer or not agree."""
+    from nnbackend._native import summed
+
+    xp, be = case.backend.xp, case.backend
+    x, host = _draw(case, shape, 4)
+    got = summed(x, 0, xp)
+    case.check_placement(got)
+    _close(got, host.sum(axis=0), case, terms=shape[0])
+    out = be.zeros(shape[1:], dtype=case.dtype_name)
+    if sum_into(x, out, axis=0, xp=xp):
+        np.testing.assert_array_equal(nb.to_numpy(out), nb.to_numpy(got))
+
+
 def test_matmul_into_writes_the_product_or_declines(case: Any) -> None:
     xp, be = case.backend.xp, case.backend
     a, a_host = _draw(case, (9, 5), 1)

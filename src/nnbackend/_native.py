@@ -26,8 +26,8 @@ from ._typing import Array, Namespace
 __all__ = [
     "IntoKernels", "channel_operand", "fused", "into_kernels", "masked", "masked_into",
     "matmul_into", "maximizer", "nan_free", "overflow_ignored", "parallel_parts", "positive_part",
-    "run_parts",
-    "scatter_add_rows", "special", "sum_into", "summed", "summer", "ufunc_into", "windows_into",
+    "run_parts", "scatter_add_rows", "special", "sum_into", "summed", "summer", "ufunc_into",
+    "windows_into",
 ]
 
 Reduction = Callable[..., Array]
