@@ -529,8 +529,8 @@ class Recorder(Communicator):
     def _broadcast(self, arrays: list[Any], root: int) -> list[Any]:
         return arrays
 
-    def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
-        return values
+    def _all_reduce_host(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values)
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
         return obj
@@ -640,3 +640,22 @@ def test_abort_on_error(fresh_world: None, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setattr(world_module, "_world", late)
         raise ValueError("after init")
     assert late.aborted == [1]
+
+
+def test_host_all_reduces_are_counted_in_the_stats() -> None:
+    """Σ of host values over the ranks (a data-parallel forward's row counts, metric sums) is
+    recorded as ``"host"`` with its bytes, on one process and on a group of three."""
+    from nnbackend.testing.localgroup import LocalGroup
+
+    single = SingleProcess()
+    assert single.all_reduce_host(np.array([3, 4], dtype=np.int64)).tolist() == [3, 4]
+    assert single.stats.calls == {"host": 1} and single.stats.bytes == {"host": 16}
+
+    def rank(comm: Any) -> tuple[list[float], dict[str, int], dict[str, int]]:
+        total = comm.all_reduce_host(np.array([1.0, comm.rank]))
+        comm.all_reduce_host(np.array([comm.rank], dtype=np.int64))
+        return total.tolist(), dict(comm.stats.calls), dict(comm.stats.bytes)
+
+    for total, calls, nbytes in LocalGroup(3).run(rank):
+        assert total == [3.0, 3.0]
+        assert calls == {"host": 2} and nbytes == {"host": 24}

@@ -72,7 +72,8 @@ class Communicator(ABC):
     name : str
         The engine: ``"mpi"``, ``"nccl"``, ``"local"`` (threads) or ``"single"``.
     stats : CommStats
-        Calls, bytes and time of the array collectives (for the benchmark).
+        Calls, bytes and time of the collectives, the arrays' and the host values' (for the
+        benchmark).
     """
 
     name: str = "?"
@@ -123,10 +124,17 @@ class Communicator(ABC):
 
     # -- host values -------------------------------------------------------------------------
 
-    @abstractmethod
     def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         """Σ over the ranks of a small host array (counts, metric sums), on every rank: a new
-        array of the same shape and dtype (float64 or int64)."""
+        array of the same shape and dtype (float64 or int64). Recorded in :attr:`stats` as
+        ``"host"`` (a data-parallel forward's row counts are one a step)."""
+        start = time.perf_counter()
+        out = self._all_reduce_host(values)
+        self.stats.record("host", out.nbytes, time.perf_counter() - start)
+        return out
+
+    @abstractmethod
+    def _all_reduce_host(self, values: np.ndarray) -> np.ndarray: ...
 
     @abstractmethod
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
@@ -160,7 +168,7 @@ class SingleProcess(Communicator):
         check_root(root, self.size)
         return arrays
 
-    def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
+    def _all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         return np.array(values, copy=True)
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:

@@ -230,7 +230,7 @@ class MPICommunicator(Communicator):
 
     # -- host values -------------------------------------------------------------------------
 
-    def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
+    def _all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         if not isinstance(values, np.ndarray | np.generic | int | float | list | tuple):
             msg = (f"MPICommunicator.all_reduce_host (rank {self.rank}): expected host values "
                    f"(a NumPy array), got {type(values).__name__}; copy device arrays with "

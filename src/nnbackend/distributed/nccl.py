@@ -161,8 +161,8 @@ class NCCLCommunicator(Communicator):
 
     # -- host values, through MPI ------------------------------------------------------------
 
-    def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
-        return self.mpi.all_reduce_host(values)
+    def _all_reduce_host(self, values: np.ndarray) -> np.ndarray:
+        return self.mpi._all_reduce_host(values)  # recorded here, not in the MPI helper
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
         return self.mpi.broadcast_object(obj, root)

@@ -116,7 +116,7 @@ class LocalCommunicator(Communicator):
             return arrays
         return [store_into(a, c) for a, c in zip(arrays, copies, strict=True)]
 
-    def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
+    def _all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         self.log.append(("all_reduce_host", int(np.asarray(values).size)))
         host = np.array(values, copy=True)
         everyone = self._exchange(host, ("all_reduce_host", host.shape, str(host.dtype)))
