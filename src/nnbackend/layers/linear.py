@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._checks import check_int
-from .._typing import Array, Backprop
+from .._typing import Array, Backprop, Namespace
 from ..backend import dtype_name, get_backend
 from ..functional.linear import linear, linear_backward
 from ..init import Initializer, draw
@@ -134,16 +134,25 @@ class Linear(Module):
         z = linear(x, W, None if bias is None else bias.data)
 
         def backprop(dz: Array) -> Array | None:
-            dx, dW, db = linear_backward(
-                dz, x, W, input_grad=input_grad,
-                bias_grad=bias is not None and bias.requires_grad, xp=xp,
-                weight_grad_out=weight.grad_buffer if weight.grad is None else None,
-                bias_grad_out=bias.grad_buffer if bias is not None and bias.grad is None else None,
-            )
-            weight.accumulate_grad(dW)
-            if bias is not None:
-                bias.accumulate_grad(db)
-            return dx
+            return self.backward(dz, x, W, input_grad=input_grad, xp=xp)
 
         return z, backprop
+
+    def backward(self, dz: Array, x: Array, W: Array, *, input_grad: bool,
+                 xp: Namespace) -> Array | None:
+        """The backward pass of z = x Wᵀ + b from δ = ∂L/∂z: ∂L/∂W and ∂L/∂b accumulated into
+        the parameters' gradients (written straight into their flat buffers' views where the
+        backend has them; no ∂L/∂b for a frozen bias), and ∂L/∂x returned (None unless
+        ``input_grad``). ``x`` and ``W`` are the forward's input and weight array."""
+        weight, bias = self.weight, self.bias
+        dx, dW, db = linear_backward(
+            dz, x, W, input_grad=input_grad,
+            bias_grad=bias is not None and bias.requires_grad, xp=xp,
+            weight_grad_out=weight.grad_buffer if weight.grad is None else None,
+            bias_grad_out=bias.grad_buffer if bias is not None and bias.grad is None else None,
+        )
+        weight.accumulate_grad(dW)
+        if bias is not None and db is not None:
+            bias.accumulate_grad(db)
+        return dx
 

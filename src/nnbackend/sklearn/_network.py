@@ -33,7 +33,7 @@ from ..functional.activations import (
     tanh,
     tanh_backward,
 )
-from ..functional.linear import linear, linear_backward
+from ..functional.linear import linear
 from ..layers import Linear, Module, ReLU, Sequential, Sigmoid, Tanh
 
 __all__ = [
@@ -155,14 +155,8 @@ def backward_pass(values: Sequence[Array], delta: Array, layers: Sequence[Linear
     passes = _HIDDEN_PASSES[activation]
     in_place = activation == "relu" and into_kernels(xp).native
     for i in range(len(layers) - 1, -1, -1):
-        weight, bias = layers[i].weight, layers[i].bias
-        assert bias is not None
-        dx, dW, db = linear_backward(
-            delta, values[i], weight.data, input_grad=i > 0, xp=xp,
-            weight_grad_out=weight.grad_buffer if weight.grad is None else None,
-            bias_grad_out=bias.grad_buffer if bias.grad is None else None)
-        weight.accumulate_grad(dW)
-        bias.accumulate_grad(db)
+        layer = layers[i]
+        dx = layer.backward(delta, values[i], layer.weight.data, input_grad=i > 0, xp=xp)
         if dx is None:
             break
         a = values[i]
