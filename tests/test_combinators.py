@@ -59,14 +59,24 @@ def _nb_kit(case: Any) -> SimpleNamespace:
         layer.bias.data = case.asarray(np.random.default_rng(seed).standard_normal(b) * 0.5)
         return layer
 
+    def batch_norm(n: int) -> nb.BatchNorm1d:
+        layer = nb.BatchNorm1d(n, dtype=case.dtype_name, backend=case.backend)
+        seed = next(seeds)  # γ and β away from 1 and 0, so that their gradients mean something
+        layer.weight.data = case.asarray(1.0 + np.random.default_rng(seed).standard_normal(n) / 4)
+        layer.bias.data = case.asarray(np.random.default_rng(seed + 1).standard_normal(n) / 4)
+        return layer
+
     return SimpleNamespace(Linear=linear, Tanh=nb.Tanh, Sigmoid=nb.Sigmoid, Identity=nb.Identity,
-                           Sequential=nb.Sequential, Residual=nb.Residual, Parallel=nb.Parallel)
+                           ReLU=nb.ReLU, BatchNorm1d=batch_norm, Sequential=nb.Sequential,
+                           Residual=nb.Residual, Parallel=nb.Parallel)
 
 
 def _torch_kit() -> SimpleNamespace:
     return SimpleNamespace(
         Linear=lambda a, b: torch.nn.Linear(a, b, dtype=torch.float64), Tanh=torch.nn.Tanh,
-        Sigmoid=torch.nn.Sigmoid, Identity=torch.nn.Identity, Sequential=torch.nn.Sequential,
+        Sigmoid=torch.nn.Sigmoid, Identity=torch.nn.Identity, ReLU=torch.nn.ReLU,
+        BatchNorm1d=lambda n: torch.nn.BatchNorm1d(n, dtype=torch.float64),
+        Sequential=torch.nn.Sequential,
         Residual=TorchResidual, Parallel=TorchParallel,
     )
 
@@ -131,6 +141,20 @@ def _identity_branch_first(k: Any) -> Any:
     return k.Parallel(k.Identity(), k.Linear(4, 4), k.Tanh())
 
 
+def _written_in_place(k: Any) -> Any:
+    # Where a layer may write into its input or dy (layers.module, "Writing in place"): a ReLU
+    # after a Linear clips its output in place and masks the next Linear's ∂L/∂x in place;
+    # the batch norm centres the Residual's output in its storage (the ReLU after it clips
+    # its output there), the block's last ReLU shares its dy with the skip and the last ReLU
+    # its dy with the caller; the Residual's sums are taken into the block's arrays. (No bias
+    # right before a batch norm: its gradient is 0 up to rounding, no value to compare.)
+    return k.Sequential(
+        k.Linear(4, 6), k.ReLU(), k.Linear(6, 5), k.ReLU(),
+        k.Residual(k.Sequential(k.Linear(5, 5), k.ReLU(), k.Linear(5, 5), k.Tanh())),
+        k.BatchNorm1d(5), k.ReLU(), k.Linear(5, 3), k.ReLU(),
+    )
+
+
 MODELS: dict[str, tuple[tuple[int, ...], Callable[[Any], Any]]] = {
     "residual_mlp": ((N, 4), _residual_mlp),
     "parallel_add": ((N, 4), _parallel_add),
@@ -142,6 +166,7 @@ MODELS: dict[str, tuple[tuple[int, ...], Callable[[Any], Any]]] = {
     "activation_used_twice": ((N, 4), _activation_used_twice),
     "reused_across_branches": ((N, 4), _reused_across_branches),
     "identity_branch_first": ((N, 4), _identity_branch_first),
+    "written_in_place": ((16, 4), _written_in_place),  # a batch norm over 3 is ill-conditioned
 }
 
 
@@ -174,10 +199,14 @@ def test_matches_torch_autograd(case: Any, name: str) -> None:
 
     rng = np.random.default_rng(7)
     x_host = rng.standard_normal(shape).astype(case.dtype_name)
-    x = case.asarray(x_host)
+    x = case.asarray(x_host.copy())  # (NumPy's asarray would share x_host's memory)
     y, backprop = model.forward(x, input_grad=True)
     dy_host = rng.standard_normal(tuple(y.shape)).astype(case.dtype_name)
-    dx = backprop(case.asarray(dy_host))
+    dy = case.asarray(dy_host.copy())
+    dx = backprop(dy)
+    # The caller's arrays are never written (layers write in place only into their own).
+    np.testing.assert_array_equal(nb.to_numpy(x), x_host)
+    np.testing.assert_array_equal(nb.to_numpy(dy), dy_host)
 
     tx = torch.tensor(x_host.astype(np.float64), requires_grad=True)
     ty = twin(tx)

@@ -65,13 +65,18 @@ def _library(xp: Namespace) -> ModuleType | None:
     return library_of(xp).native
 
 
-def masked(x: Array, mask: Array, xp: Namespace) -> Array:
-    """x · [mask]: ``x`` where the boolean ``mask`` holds, else 0.
+def masked(x: Array, mask: Array, xp: Namespace, *, in_place: bool = False) -> Array:
+    """x · [mask]: ``x`` where the boolean ``mask`` holds, else 0; a new array, or with
+    ``in_place`` written into x where it can be (NumPy, a writeable x of the product's shape:
+    x itself is returned; a new array elsewhere).
 
     NumPy, CuPy and PyTorch multiply by a boolean array directly; the standard has no
     bool × float promotion, so elsewhere the mask is first cast to ``x``'s dtype (one more pass).
     """
-    return x * mask if _library(xp) is not None else x * xp.astype(mask, x.dtype)
+    library = _library(xp)
+    if in_place and library is np and x.flags.writeable and x.shape == mask.shape:
+        return np.multiply(x, mask, out=x)
+    return x * mask if library is not None else x * xp.astype(mask, x.dtype)
 
 
 def positive_part(x: Array, xp: Namespace, *, in_place: bool = False) -> Array:

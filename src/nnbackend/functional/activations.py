@@ -93,19 +93,22 @@ def identity_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) ->
     return dy
 
 
-def relu(x: Array, /, *, xp: Namespace | None = None) -> Array:
-    """y = max(x, 0)."""
-    return positive_part(x, xp or array_namespace(x))
+def relu(x: Array, /, *, xp: Namespace | None = None, overwrite: bool = False) -> Array:
+    """y = max(x, 0); with ``overwrite``, in x's storage where the library allows it (x may
+    then be returned: the caller must own it)."""
+    return positive_part(x, xp or array_namespace(x), in_place=overwrite)
 
 
-def relu_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None) -> Array:
-    """∂L/∂x = ∂L/∂y · [y > 0] (the subgradient at 0 is taken as 0, as in PyTorch).
+def relu_backward(dy: Array, y: Array, /, *, xp: Namespace | None = None,
+                  overwrite: bool = False) -> Array:
+    """∂L/∂x = ∂L/∂y · [y > 0] (the subgradient at 0 is taken as 0, as in PyTorch); with
+    ``overwrite``, in dy's storage where the library allows it.
 
     A multiplication by the indicator (cast to the gradient's dtype where the library cannot
     multiply by booleans): on NumPy ~18× faster than ``where`` on large arrays.
     """
     xp = xp or array_namespace(dy, y)
-    return masked(dy, y > 0.0, xp)
+    return masked(dy, y > 0.0, xp, in_place=overwrite)
 
 
 def leaky_relu(

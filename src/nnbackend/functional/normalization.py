@@ -221,14 +221,17 @@ def batch_norm_forward(
     num_batches_tracked: Array | int | None = None,
     save: bool = True,
     reduce: Reduce | None = None,
+    overwrite: bool = False,
     xp: Namespace | None = None,
     caller: str = "batch_norm_forward",
 ) -> BatchNormForward:
     """:func:`batch_norm` returning also the new running statistics and what the backward needs.
 
     Same parameters as :func:`batch_norm`; ``save=False`` returns no ``saved`` (None) and
-    builds y in the storage of x − μ (one allocation fewer: inference), ``caller`` names the
-    function or layer in errors. ``reduce`` (training only; see "Synchronised statistics" in
+    builds y in the storage of x − μ (one allocation fewer: inference); ``overwrite`` lets it
+    build x − μ (batch statistics) or, unsaved, y (running statistics) in x's storage, where
+    the library writes in place (the caller must own x); ``caller`` names the function or
+    layer in errors. ``reduce`` (training only; see "Synchronised statistics" in
     the module docstring) sums the per-channel statistics over the ranks: two calls, each
     with one array, made by every rank in the same order; this rank's input may then have one
     value per channel, or none.
@@ -253,13 +256,18 @@ def batch_norm_forward(
         raise ValueError(msg)
     work = _work(x, shape, xp)
     if not batch_stats:
-        return _eval_forward(work, running_mean, running_var, weight, bias, eps, shape, save, xp)
+        return _eval_forward(work, running_mean, running_var, weight, bias, eps, shape, save,
+                             overwrite, xp)
     count: Any = n  # values per channel: this rank's, or the global batch's (a 0-d array)
     if synced and reduce is not None:
         mean, count = _global_mean(work, n, reduce, xp)
     else:
         mean = _channel_sum(work, xp) / n
-    centered = work - _per_channel(mean, work, xp)
+    if overwrite:  # x is the caller's to spend: x − μ in its storage (rebound on JAX)
+        centered = work
+        centered -= _per_channel(mean, work, xp)
+    else:
+        centered = work - _per_channel(mean, work, xp)
     squares = _channel_dot(centered, centered, xp)
     if synced and reduce is not None:
         squares = reduce([squares])[0]  # Σ x_c² over the ranks, about the global mean
@@ -358,13 +366,19 @@ def batch_norm_backward(
 
 def _eval_forward(
     work: Array, running_mean: Array, running_var: Array, weight: Array | None,
-    bias: Array | None, eps: float, shape: tuple[int, ...], save: bool, xp: Namespace,
+    bias: Array | None, eps: float, shape: tuple[int, ...], save: bool, overwrite: bool,
+    xp: Namespace,
 ) -> BatchNormForward:
-    """y = x s + (β − μ_r s) with s = γ / √(σ²_r + ε): two passes, as PyTorch's evaluation."""
+    """y = x s + (β − μ_r s) with s = γ / √(σ²_r + ε): two passes, as PyTorch's evaluation
+    (in x's storage with ``overwrite`` when x is not saved)."""
     inv_std = 1.0 / xp.sqrt(running_var + eps)
     scale = inv_std if weight is None else weight * inv_std
     shift = -running_mean * scale if bias is None else bias - running_mean * scale
-    y = work * _per_channel(scale, work, xp)
+    if overwrite and not save:
+        y = work
+        y *= _per_channel(scale, work, xp)
+    else:
+        y = work * _per_channel(scale, work, xp)
     y += _per_channel(shift, work, xp)
     saved = BatchNormSaved(None, work, running_mean, inv_std, scale, weight is not None,
                            bias is not None, shape) if save else None

@@ -51,10 +51,29 @@ class Identity(_Activation):
 
 
 class ReLU(_Activation):
-    """y = max(x, 0); ∂L/∂x = ∂L/∂y · [y > 0]."""
+    """y = max(x, 0); ∂L/∂x = ∂L/∂y · [y > 0].
+
+    Where its context allows (``ctx.owns_input``, ``ctx.owns_grad``: see "Writing in place" in
+    :mod:`nnbackend.layers.module`), y is computed in x's storage and ∂L/∂x in dy's, as
+    PyTorch's ``ReLU(inplace=True)``; the values are the same.
+    """
 
     _fn = staticmethod(F.relu)
     _backward = staticmethod(F.relu_backward)
+    takes_ownership = True
+    hands_over_input_grad = True  # a new array, or the dy it owned
+
+    def infer(self, x: Array, ctx: Context) -> Array:
+        return F.relu(x, xp=ctx.xp, overwrite=ctx.owns_input)
+
+    def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
+        xp, input_grad, overwrite = ctx.xp, ctx.input_grad, ctx.owns_grad
+        y = F.relu(x, xp=xp, overwrite=ctx.owns_input)  # y is kept: never handed over
+
+        def backprop(dy: Array) -> Array | None:
+            return F.relu_backward(dy, y, xp=xp, overwrite=overwrite) if input_grad else None
+
+        return y, backprop
 
 
 class Sigmoid(_Activation):

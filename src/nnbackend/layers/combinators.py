@@ -77,6 +77,8 @@ class Residual(Module):
 
     in_features: int
     out_features: int
+    hands_over_output = True  # x + f(x) is new (in f(x)'s storage when the block hands it over)
+    hands_over_input_grad = True
 
     def __init__(self, block: Module) -> None:
         super().__init__()
@@ -114,7 +116,7 @@ class Residual(Module):
         with _NamedPath(self, "block"):
             fx = self.block.infer(x, ctx)
         _check_same_shape(x, fx)
-        return x + fx
+        return _added(fx, x, self.block.hands_over_output)
 
     def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         _refuse_tuple(x)
@@ -122,7 +124,7 @@ class Residual(Module):
             # ctx as it is: ∂L/∂x, and so the block's, is wanted only when the caller wants it.
             fx, block_backprop = self.block.forward_pass(x, ctx)
         _check_same_shape(x, fx)
-        y = x + fx
+        y = _added(fx, x, self.block.hands_over_output)
 
         if not ctx.input_grad:
             def backprop_params(dy: Array) -> None:
@@ -130,10 +132,21 @@ class Residual(Module):
 
             return y, backprop_params
 
+        fresh = self.block.hands_over_input_grad
+
         def backprop(dy: Array) -> Array:
-            return dy + block_backprop(dy)  # never in place: dy is the caller's
+            return _added(block_backprop(dy), dy, fresh)  # never into dy: it is the caller's
 
         return y, backprop
+
+
+def _added(owned: Array, other: Array, in_place: bool) -> Array:
+    """owned + other, written into ``owned`` when ``in_place`` (a new array nothing else holds;
+    rebound where arrays are immutable, as JAX's)."""
+    if not in_place:
+        return owned + other
+    owned += other
+    return owned
 
 
 class Parallel(Module):

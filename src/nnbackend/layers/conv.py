@@ -30,6 +30,8 @@ class _ConvNd(Module):
     """The shared body of :class:`Conv1d` and :class:`Conv2d` (``spatial`` axes)."""
 
     spatial: ClassVar[int]
+    hands_over_output = True  # y and ∂L/∂x are new arrays (the workspace lends only buffers
+    hands_over_input_grad = True  # that never leave the functional code)
     _GEOMETRIES_KEPT = 8  # input shapes remembered (the last batch of an epoch is smaller)
 
     def __init__(

@@ -69,6 +69,9 @@ class Linear(Module):
     axis, as one GEMM over all positions), ∂L/∂x = δ W.
     """
 
+    hands_over_output = True  # z and ∂L/∂x are new arrays; the backward keeps x and W only
+    hands_over_input_grad = True
+
     def __init__(
         self,
         in_features: int,

@@ -37,6 +37,20 @@ Users call the public methods, which validate at the boundary and then run the p
 Containers call their children's ``forward_pass``/``infer`` directly with arrays the library
 made, so only the outermost call pays for the checks.
 
+Writing in place, where it is safe
+----------------------------------
+A layer overwrites its input, or the dy its ``backprop`` receives, only when its context says
+it owns them (``ctx.owns_input``, ``ctx.owns_grad``). A :class:`~nnbackend.layers.Sequential`
+says so from its layers' declarations: a layer's input is owned when the layer before it
+``hands_over_output`` (returns a new array it keeps nothing of), its dy when the layer after
+it ``hands_over_input_grad``, and only a layer that ``takes_ownership`` is told. In
+``Sequential(Linear, BatchNorm1d, ReLU, Linear)`` the batch norm centres the first Linear's
+output in its own storage, the ReLU clips the batch norm's output there, and the ReLU's
+backward masks the second Linear's ∂L/∂x in place: three arrays the size of the batch's
+activations fewer per step, whose fresh pages cost the operating system a page fault each
+(PyTorch's ``ReLU(inplace=True)``, decided by the library where it cannot go wrong). The
+outermost call owns nothing: the caller's x and dy are never written.
+
 The boundary takes floating arrays in the parameters' dtype, unless the module takes integers:
 a layer of token ids declares ``input_kind = "integer"`` (``Embedding``), and a module that
 declares nothing takes what its first sub-module takes, so a ``Sequential`` or a language
@@ -184,39 +198,63 @@ class Context:
     input_grad : bool
         Whether the caller needs ∂L/∂x: when False, ``backprop`` may skip that work and return
         None (the gradients of the parameters are still accumulated).
+    owns_input : bool
+        Whether the layer may overwrite its input x (a new array that nothing else holds: the
+        output of the layer before it, which declared :attr:`Module.hands_over_output`).
+    owns_grad : bool
+        Whether ``backprop`` may overwrite the dy it receives (likewise, the ∂L/∂x of the
+        layer after it, which declared :attr:`Module.hands_over_input_grad`).
 
-    Contexts are immutable and cached (two per namespace): ``Context.of(xp, input_grad)``.
+    Only a layer that declares :attr:`Module.takes_ownership` is ever given ``owns_input`` or
+    ``owns_grad``; a container passes them on to its own layers only as :class:`Sequential
+    <nnbackend.layers.Sequential>` does, from the neighbours' declarations.
+
+    Contexts are immutable and cached (two per namespace and ownership):
+    ``Context.of(xp, input_grad)``.
     """
 
-    __slots__ = ("input_grad", "wanting_input_grad", "xp")
-    _cache: ClassVar[dict[tuple[int, bool], Context]] = {}
+    __slots__ = ("input_grad", "owns_grad", "owns_input", "wanting_input_grad", "xp")
+    _cache: ClassVar[dict[tuple[int, ...], Context]] = {}
 
-    def __init__(self, xp: Namespace, input_grad: bool) -> None:
+    def __init__(self, xp: Namespace, input_grad: bool, owns_input: bool = False,
+                 owns_grad: bool = False) -> None:
         self.xp = xp
         self.input_grad = input_grad
+        self.owns_input = owns_input
+        self.owns_grad = owns_grad
         self.wanting_input_grad: Context = self
         """The same context with ``input_grad`` True (what a container gives the layers after
         its first: their ∂L/∂x feeds the layer before)."""
 
     @classmethod
-    def of(cls, xp: Namespace, input_grad: bool) -> Context:
-        """The context for namespace ``xp`` and ``input_grad`` (one dictionary lookup; the
-        cached context holds ``xp``, so its id cannot be reused by another namespace)."""
-        ctx = cls._cache.get((id(xp), input_grad))
+    def of(cls, xp: Namespace, input_grad: bool, owns_input: bool = False,
+           owns_grad: bool = False) -> Context:
+        """The context for namespace ``xp``, ``input_grad`` and the ownership flags (one
+        dictionary lookup; the cached context holds ``xp``, so its id cannot be reused by
+        another namespace). Without ownership the key is ``(id(xp), input_grad)``, which the
+        public calls read inline."""
+        owning = (owns_input, owns_grad) if owns_input or owns_grad else ()
+        ctx = cls._cache.get((id(xp), input_grad, *owning))
         if ctx is None:
-            wanting, skipping = cls(xp, True), cls(xp, False)
+            wanting = cls(xp, True, owns_input, owns_grad)
+            skipping = cls(xp, False, owns_input, owns_grad)
             skipping.wanting_input_grad = wanting
-            cls._cache[(id(xp), True)], cls._cache[(id(xp), False)] = wanting, skipping
+            wanting_key, skipping_key = (id(xp), True, *owning), (id(xp), False, *owning)
+            cls._cache[wanting_key], cls._cache[skipping_key] = wanting, skipping
             ctx = wanting if input_grad else skipping
         return ctx
 
     def with_input_grad(self, input_grad: bool) -> Context:
         """The same context asking (or not) for ∂L/∂x."""
-        return self if input_grad == self.input_grad else Context.of(self.xp, input_grad)
+        if input_grad == self.input_grad:
+            return self
+        return Context.of(self.xp, input_grad, self.owns_input, self.owns_grad)
 
     def __repr__(self) -> str:
         name = getattr(self.xp, "__name__", type(self.xp).__name__)
-        return f"Context(xp={name}, input_grad={self.input_grad})"
+        owning = "".join(f", {flag}=True" for flag in ("owns_input", "owns_grad")
+                         if getattr(self, flag))
+        return f"Context(xp={name}, input_grad={self.input_grad}{owning})"
 
 
 _CONTEXTS = Context._cache  # read inline at the public boundary (a call less per forward)
@@ -245,6 +283,17 @@ class Module:
     None, the default: what the first registered sub-module takes (so a ``Sequential`` or a
     language model whose first sub-module is an ``Embedding`` takes integer ids), floating for
     a module without sub-modules."""
+    hands_over_output: bool = False
+    """True for a layer whose ``forward_pass`` and ``infer`` always return a new array that the
+    layer keeps no reference to (not its input, a view of it, a buffer it reuses or what its
+    backward needs): the layer after it may overwrite it. Subclasses set it as a class
+    attribute; containers compute theirs."""
+    hands_over_input_grad: bool = False
+    """True for a layer whose ``backprop`` returns a new array it keeps no reference to, or
+    the dy it was allowed to overwrite (``ctx.owns_grad``): the layer before may overwrite it."""
+    takes_ownership: bool = False
+    """True for a layer that reads ``ctx.owns_input`` / ``ctx.owns_grad`` and writes in place
+    where they allow it (the ReLU, batch normalisation); only such layers are given them."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})

@@ -102,6 +102,9 @@ class _BatchNorm(Module):
     """
 
     has_training_behaviour = True
+    takes_ownership = True  # x − μ (training) or y (inference) in an owned x's storage
+    hands_over_output = True  # y is new (or the owned x's storage); the backward keeps x − μ
+    hands_over_input_grad = True  # ∂L/∂x is built in the storage of x − μ, spent
     _layouts: ClassVar[tuple[tuple[str, ...], ...]]
     """The accepted input shapes, axis names after N and C (``()`` is (N, C))."""
     _ranks: ClassVar[tuple[int, ...]]
@@ -187,7 +190,8 @@ class _BatchNorm(Module):
         self._check_shape(x)
         xp, input_grad = ctx.xp, ctx.input_grad
         reduce = self._reduce()
-        y, _, _, saved = self._forward(x, xp, save=True, reduce=reduce)
+        y, _, _, saved = self._forward(x, xp, save=True, reduce=reduce,
+                                       overwrite=ctx.owns_input)
         weight, bias = self.weight, self.bias
         if saved is None:  # (save=True always saves: for the type checker)
             raise AssertionError
@@ -210,16 +214,17 @@ class _BatchNorm(Module):
 
     def infer(self, x: Array, ctx: Context) -> Array:
         self._check_shape(x)
-        return self._forward(x, ctx.xp, save=False, reduce=self._reduce()).y
+        return self._forward(x, ctx.xp, save=False, reduce=self._reduce(),
+                             overwrite=ctx.owns_input).y
 
     def _reduce(self) -> Reduce | None:
         """The sum over the ranks of the batch statistics (None: this process's batch)."""
         return None
 
     def _forward(self, x: Array, xp: Namespace, *, save: bool,
-                 reduce: Reduce | None = None) -> BatchNormForward:
+                 reduce: Reduce | None = None, overwrite: bool = False) -> BatchNormForward:
         """The functional forward with this layer's state; in training, the running statistics
-        and the count stored back (after the forward succeeded)."""
+        and the count stored back (after the forward succeeded); x spent when ``overwrite``."""
         weight, bias = self.weight, self.bias
         update = self.training and self.running_mean is not None
         count = None
@@ -229,7 +234,7 @@ class _BatchNorm(Module):
             x, self.running_mean, self.running_var,
             None if weight is None else weight.data, None if bias is None else bias.data,
             self.training, self.momentum, self.eps, num_batches_tracked=count, save=save,
-            reduce=reduce, xp=xp, caller=repr(self),
+            reduce=reduce, overwrite=overwrite, xp=xp, caller=repr(self),
         )
         if update:
             mutable = library_of(xp).mutable_views

@@ -52,6 +52,17 @@ class Sequential(Module):
             self._first_trainable,
         )
         _check_widths(self.layers)
+        # What each layer may overwrite (module docstring of nnbackend.layers.module): its
+        # input when the layer before hands over its output, its dy when the layer after
+        # hands over its ∂L/∂x; at the ends, what the Sequential's own caller allows.
+        first, last = (layers[0], layers[-1]) if layers else (None, None)
+        self.hands_over_output = last is not None and last.hands_over_output
+        self.hands_over_input_grad = first is not None and first.hands_over_input_grad
+        self._owns: tuple[tuple[bool, bool], ...] = tuple(
+            (layer.takes_ownership and i > 0 and layers[i - 1].hands_over_output,
+             layer.takes_ownership and i + 1 < len(layers) and layers[i + 1].hands_over_input_grad)
+            for i, layer in enumerate(layers))
+        self._context_cache: dict[tuple[int, bool], tuple[Context, tuple[Context, ...]]] = {}
         if backend is not None:
             self.to(backend)
         _check_one_placement(self)
@@ -92,25 +103,51 @@ class Sequential(Module):
 
     def infer(self, x: Array, ctx: Context) -> Array:
         layers, i = self.layers, 0
+        contexts = self._contexts(ctx, False)
         try:
             for i in range(len(layers)):
-                x = layers[i].infer(x, ctx)
+                x = layers[i].infer(x, contexts[i])
         except InputShapeError as err:  # name the layer by its index path in the model
             err.inside(type(self).__name__, i)
             raise
         return x
 
+    takes_ownership = True  # passed on to the first layer (input) and the last (dy)
+
+    def _contexts(self, ctx: Context, training: bool) -> tuple[Context, ...]:
+        """Each layer's context in a forward (``training``: ``forward_pass``, else ``infer``)
+        under ``ctx``: its namespace; ∂L/∂x wanted as ``ctx`` wants it for the first layer
+        that runs a forward pass and always after it (its ∂L/∂x feeds the layer before); what
+        the layer may overwrite. Cached per context (contexts are cached for good)."""
+        cache = self._context_cache
+        key = (id(ctx), training)
+        entry = cache.get(key)  # holding ctx, so that its id is not another's while cached
+        contexts = None if entry is None else entry[1]
+        if contexts is None:
+            start = self._shortcut if training and not ctx.input_grad else 0
+            last = len(self.layers) - 1
+            made = []
+            for i, (layer, (owns_input, owns_grad)) in enumerate(zip(self.layers, self._owns,
+                                                                      strict=True)):
+                owns_input |= i == 0 and ctx.owns_input and layer.takes_ownership
+                owns_grad |= i == last and ctx.owns_grad and layer.takes_ownership
+                input_grad = ctx.input_grad or (training and i > start)
+                made.append(Context.of(ctx.xp, input_grad, owns_input, owns_grad))
+            contexts = tuple(made)
+            cache[key] = (ctx, contexts)
+        return contexts
+
     def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
         layers, start, i = self.layers, 0, 0
         backprops = []
-        inner = ctx.wanting_input_grad
+        contexts = self._contexts(ctx, True)
         try:
             if not ctx.input_grad:  # leading layers need no backward pass when nothing before
                 start = self._shortcut  # them is trained: their outputs only
                 for i in range(start):
-                    x = layers[i].infer(x, ctx)
+                    x = layers[i].infer(x, contexts[i])
             for i in range(start, len(layers)):
-                x, backprop = layers[i].forward_pass(x, ctx if i == start else inner)
+                x, backprop = layers[i].forward_pass(x, contexts[i])
                 backprops.append(backprop)
         except InputShapeError as err:  # name the layer by its index path in the model
             err.inside(type(self).__name__, i)
