@@ -8,6 +8,7 @@ the in-place functional paths give the values of the others, on the whole backen
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -236,3 +237,95 @@ def test_batch_norm_overwriting_its_input_gives_the_same_values(case: Any,
     for got in results[1:]:
         for a, b in zip(got, results[0], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_backward_spending_dy_gives_the_same_values(case: Any) -> None:
+    from nnbackend.functional.normalization import batch_norm_backward
+
+    rng = np.random.default_rng(8)
+    x_host = rng.standard_normal((5, 3, 4)).astype(case.dtype_name)
+    dy_host = rng.standard_normal((5, 3, 4)).astype(case.dtype_name)
+    gamma, beta = case.asarray(1.0 + rng.standard_normal(3) / 4), case.asarray(rng.random(3))
+    results = []
+    for overwrite_grad in (False, True):
+        saved = batch_norm_forward(case.asarray(x_host.copy()), None, None, gamma, beta,
+                                   True).saved
+        assert saved is not None
+        dy = case.asarray(dy_host.copy())
+        grads = batch_norm_backward(dy, saved, overwrite=True, overwrite_grad=overwrite_grad)
+        results.append([nb.to_numpy(g) for g in grads])
+        if not overwrite_grad or case.backend.name == "jax":  # JAX rebinds: dy stays
+            np.testing.assert_array_equal(nb.to_numpy(dy), dy_host)
+        else:
+            assert not np.array_equal(nb.to_numpy(dy), dy_host)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ a residual block, steps
+
+
+def test_a_residual_block_in_place_matches_pytorch_step_after_step(
+        case: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The residual block of the benchmark (conv-BN-ReLU-conv-BN, the skip, a ReLU), its columns
+    rebuilt (so each convolution's y comes from the dy the step before gave back): three
+    training steps' outputs, ∂L/∂x and gradients against PyTorch autograd in float64, with
+    batch statistics and running statistics moving on both sides."""
+    torch = pytest.importorskip("torch")
+    from nnbackend.functional import conv as C
+
+    monkeypatch.setattr(C, "KEPT_COLUMNS_BYTES", 0)
+
+    def block(k: Any, conv: Any, bn: Any) -> Any:
+        return k.Sequential(k.Residual(k.Sequential(conv(1), bn(), k.ReLU(), conv(2), bn())),
+                            k.ReLU())
+
+    def conv(seed: int) -> nb.Conv2d:
+        return nb.Conv2d(3, 3, 3, padding=1, dtype=case.dtype_name, backend=case.backend,
+                         seed=seed)
+
+    model = block(nb, conv, lambda: nb.BatchNorm2d(3, dtype=case.dtype_name,
+                                                   backend=case.backend))
+
+    class TorchResidual(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.block = inner
+
+        def forward(self, x: Any) -> Any:
+            return x + self.block(x)
+
+    tk = SimpleNamespace(Sequential=torch.nn.Sequential, Residual=TorchResidual,
+                         ReLU=torch.nn.ReLU)
+    twin = block(tk, lambda seed: torch.nn.Conv2d(3, 3, 3, padding=1, dtype=torch.float64),
+                 lambda: torch.nn.BatchNorm2d(3, dtype=torch.float64))
+    twin.load_state_dict({k: torch.tensor(nb.to_numpy(v).astype(np.float64))
+                          for k, v in model.state_dict().items()})
+    tol = 1e-10 if case.is_float64 else case.rtol * 10
+    rng = np.random.default_rng(21)
+    held = []  # what the caller keeps of each step: it is never written afterwards
+    for step in range(3):
+        x_host = rng.standard_normal((4, 3, 5, 6)).astype(case.dtype_name)
+        dy_host = rng.standard_normal((4, 3, 5, 6)).astype(case.dtype_name)
+        for p in model.parameters():
+            p.grad = None
+        y, backprop = model.forward(case.asarray(x_host.copy()), input_grad=True)
+        dy = case.asarray(dy_host.copy())
+        dx = backprop(dy)
+        held += [(y, nb.to_numpy(y).copy()), (dy, dy_host), (dx, nb.to_numpy(dx).copy())]
+        twin.zero_grad()
+        tx = torch.tensor(x_host.astype(np.float64), requires_grad=True)
+        ty = twin(tx)
+        ty.backward(torch.tensor(dy_host.astype(np.float64)))
+        pairs = [("y", y, ty.detach().numpy()), ("dx", dx, tx.grad.numpy())]
+        grads = dict(twin.named_parameters())
+        pairs += [(n, p.grad, grads[n].grad.numpy()) for n, p in model.named_parameters()]
+        buffers = dict(twin.named_buffers())
+        pairs += [(n, b, buffers[n].numpy()) for n, b in model.named_buffers()]
+        for what, got, want in pairs:
+            want = np.asarray(want, dtype=np.float64)
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(nb.to_numpy(got).astype(np.float64), want, rtol=tol,
+                                       atol=tol * scale, err_msg=f"step {step}: {what}")
+    for array, values in held:
+        np.testing.assert_array_equal(nb.to_numpy(array), values)

@@ -298,6 +298,7 @@ def batch_norm_backward(
     weight_grad: bool = True,
     bias_grad: bool = True,
     overwrite: bool = False,
+    overwrite_grad: bool = False,
     reduce: Reduce | None = None,
     xp: Namespace | None = None,
 ) -> tuple[Array | None, Array | None, Array | None]:
@@ -316,6 +317,9 @@ def batch_norm_backward(
         Whether ``saved``'s arrays may be overwritten (∂L/∂x is then built in the storage of
         x − μ: one allocation fewer). Only for a ``saved`` used once; ignored where arrays are
         immutable.
+    overwrite_grad : bool
+        Whether ``dy`` may be overwritten (the caller owns it: δ γr is then formed in its
+        storage, an allocation fewer again; ignored where arrays are immutable).
     reduce : callable, optional
         The forward's ``reduce``, required when the forward summed its statistics over the
         ranks (``saved.global_count`` is set): [Σ δ, Σ δ x_c] are then summed over the ranks
@@ -356,7 +360,11 @@ def batch_norm_backward(
     if overwrite:
         dx *= k2
     dx += k3
-    dx += work * _per_channel(scale, work, xp)
+    if overwrite_grad:  # δ is the caller's to spend (rebound on JAX)
+        work *= _per_channel(scale, work, xp)
+        dx += work
+    else:
+        dx += work * _per_channel(scale, work, xp)
     return _unwork(dx, shape, xp), dweight, dbias
 
 

@@ -152,15 +152,18 @@ class Sequential(Module):
         except InputShapeError as err:  # name the layer by its index path in the model
             err.inside(type(self).__name__, i)
             raise
-        backprops.reverse()
         if not backprops and not ctx.input_grad:
             # Every layer ran by inference (none trained, none with training behaviour): no
             # ∂L/∂x was asked for, and dy passed through untouched is not one.
             return x, _no_input_grad
 
         def backprop_all(dy: Array) -> Array | None:
-            for backprop in backprops:
-                dy = backprop(dy)
+            # Last layer first, each closure dropped once it has run: what it kept for its
+            # backward is freed as the pass goes (as PyTorch's autograd frees saved tensors),
+            # so the later layers' gradients reuse that memory rather than the process's
+            # growing (a closure runs once; the public boundary refuses a second call).
+            while backprops:
+                dy = backprops.pop()(dy)
             return dy
 
         return x, backprop_all
