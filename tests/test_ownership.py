@@ -134,7 +134,11 @@ DECLARED = {
                                                                   backend=case.backend, seed=5))),
                  (2, 2, 5, 5)),
     "ReLU": (lambda case: nb.ReLU(), (3, 4)),
+    "MaxPool2d": (lambda case: nb.MaxPool2d(3, stride=2, padding=1), (2, 2, 7, 6)),
+    "MaxPool2d-tiled": (lambda case: nb.MaxPool2d(2), (2, 3, 4, 6)),
+    "MaxPool1d": (lambda case: nb.MaxPool1d(2, stride=1), (2, 3, 5)),
 }
+KEEPS_OUTPUT = {"ReLU", "MaxPool2d", "MaxPool2d-tiled", "MaxPool1d"}  # their backward reads y
 
 
 def _scribble(a: Any, value: float) -> None:
@@ -178,7 +182,7 @@ def test_declared_hand_overs_are_arrays_nothing_else_holds(case: Any, name: str,
     assert set(plain) == set(scribbled)
     for key in plain:
         np.testing.assert_array_equal(scribbled[key], plain[key], err_msg=f"{name}: {key}")
-    assert layer.hands_over_output == (name != "ReLU")  # ReLU keeps y for its backward
+    assert layer.hands_over_output == (name not in KEEPS_OUTPUT)
     assert layer.hands_over_input_grad
 
 

@@ -79,6 +79,9 @@ class _Pool(Module):
 
 class _MaxPool(_Pool):
     _kind = "max"
+    # ∂L/∂x is written into a new canvas (y is kept for the backward: not handed over; the
+    # average's ∂L/∂x may be a broadcast view, which nobody may write into)
+    hands_over_input_grad = True
 
     def __init__(
         self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
