@@ -251,35 +251,6 @@ def test_rebuilt_columns_match_torch(case: Any, name: str, samples: int,
                 _close(case, got, expected)
 
 
-def test_an_owned_output_gradient_becomes_the_next_output(case: Any,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """``recycle_output_grad``: a ∂L/∂y the caller gives up goes back to the workspace, and the
-    next forward (columns rebuilt) writes its y there; the values stay PyTorch's."""
-    _skip_jax(case, JAX_SKIP)
-    monkeypatch.setattr(C, "KEPT_COLUMNS_BYTES", 0)
-    kwargs = {"padding": 1}
-    w, w_host = _draw(case, (4, 3, 3, 3), 31)
-    b, b_host = _draw(case, (4,), 32)
-    workspace = F.ConvWorkspace()
-    mutable = nb._libraries.library_of(case.xp).mutable_views
-    given = None
-    for step in range(3):
-        x, x_host = _draw(case, (3, 3, 6, 5), 33 + step)
-        y, saved = F.conv2d_forward(x, w, b, **kwargs, workspace=workspace)
-        if given is not None and case.backend.name == "numpy":
-            assert np.shares_memory(y, given)  # the previous step's dy, written over
-        dy, dy_host = _draw(case, tuple(y.shape), 40 + step)
-        want = _torch_conv(x_host, w_host, b_host, dy_host, **kwargs)
-        _close(case, y, want[0])
-        for got, expected in zip(F.conv2d_backward(dy, saved), want[1:], strict=True):
-            _close(case, got, expected)
-        C.recycle_output_grad(dy, saved, case.xp)
-        # where arrays are mutable the workspace holds it for the next y (elsewhere none is used)
-        assert any(role == "y" and kept for (role, *_), kept in workspace._free.items()) \
-            == mutable
-        given = dy
-
-
 def test_large_columns_are_rebuilt_small_ones_kept() -> None:
     """The residual block's 3×3 16→16 convolution of (32, 16, 32, 32) float32 (18.9 MB of
     columns) keeps its padded input and rebuilds the columns in blocks of 7 samples; LeNet's

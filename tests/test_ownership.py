@@ -272,9 +272,9 @@ def test_batch_norm_backward_spending_dy_gives_the_same_values(case: Any) -> Non
 def test_a_residual_block_in_place_matches_pytorch_step_after_step(
         case: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The residual block of the benchmark (conv-BN-ReLU-conv-BN, the skip, a ReLU), its columns
-    rebuilt (so each convolution's y comes from the dy the step before gave back): three
-    training steps' outputs, ∂L/∂x and gradients against PyTorch autograd in float64, with
-    batch statistics and running statistics moving on both sides."""
+    rebuilt in blocks from workspace buffers as on the benchmark's sizes: three training steps'
+    outputs, ∂L/∂x and gradients against PyTorch autograd in float64, with batch statistics and
+    running statistics moving on both sides, and every array the caller held left intact."""
     torch = pytest.importorskip("torch")
     from nnbackend.functional import conv as C
 
@@ -333,3 +333,54 @@ def test_a_residual_block_in_place_matches_pytorch_step_after_step(
                                        atol=tol * scale, err_msg=f"step {step}: {what}")
     for array, values in held:
         np.testing.assert_array_equal(nb.to_numpy(array), values)
+
+
+# ------------------------------------------------------------------ subclasses, copies
+
+
+class KeepingLinear(nb.Linear):
+    """A Linear that keeps its output (a user's logging layer): it must not hand it over."""
+
+    def forward_pass(self, x: Any, ctx: Context) -> tuple[Any, Any]:
+        z, backprop = super().forward_pass(x, ctx)
+        self.last_output = z
+        return z, backprop
+
+
+class ClippedReLU(nb.ReLU):
+    """min(max(x, 0), 1): a ReLU subclass with a function of its own."""
+
+    _fn = staticmethod(lambda x, xp: xp.clip(F.relu(x, xp=xp), 0.0, 1.0))
+    _backward = staticmethod(lambda dy, y, xp: dy * xp.astype((y > 0.0) & (y < 1.0), dy.dtype))
+
+
+def test_a_subclass_with_its_own_forward_declares_nothing(case: Any) -> None:
+    assert not KeepingLinear.hands_over_output and not KeepingLinear.hands_over_input_grad
+    assert not ClippedReLU.takes_ownership and not ClippedReLU.hands_over_input_grad
+    assert nb.Linear.hands_over_output and nb.ReLU.takes_ownership  # the originals keep theirs
+    keeping = KeepingLinear(4, 4, dtype=case.dtype_name, backend=case.backend, seed=1)
+    clipped = ClippedReLU()
+    model = nb.Sequential(keeping, nb.ReLU(), _linear(case), clipped, _linear(case))
+    x = case.asarray(3.0 * np.random.default_rng(3).standard_normal((5, 4)))
+    y, backprop = model.forward(x, input_grad=True)
+    kept = nb.to_numpy(keeping.last_output)
+    assert (kept < 0.0).any()  # the ReLU after it did not clip it in place
+    z = nb.to_numpy(keeping(x))
+    np.testing.assert_allclose(kept, z, rtol=1e-6)
+    backprop(case.asarray(np.ones(tuple(y.shape))))
+    assert float(nb.to_numpy(clipped(case.asarray(np.array([[-1.0, 0.5, 3.0, 2.0]])))).max()) \
+        == 1.0  # its own function, not the ReLU's
+
+
+def test_a_sequential_that_ran_can_be_copied_and_pickled(case: Any) -> None:
+    import copy
+    import pickle
+
+    model = nb.Sequential(_linear(case), nb.ReLU(), _linear(case))
+    x = case.asarray(np.random.default_rng(4).standard_normal((3, 4)))
+    _, backprop = model.forward(x, input_grad=True)
+    backprop(case.asarray(np.ones((3, 4))))
+    twin = copy.deepcopy(model)
+    np.testing.assert_array_equal(nb.to_numpy(twin(x)), nb.to_numpy(model(x)))
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(nb.to_numpy(again(x)), nb.to_numpy(model(x)))

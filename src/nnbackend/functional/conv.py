@@ -52,9 +52,6 @@ it is spent by the backward. :func:`conv2d` / :func:`conv1d` return y alone. A
 columns, and in the backward the padded or widened δ and its columns, which take the forward's
 column buffer back) on libraries with mutable arrays, so a layer that trains step after step
 allocates its big buffers once (the fresh allocations cost a 3×3 16→16 convolution ~20 % more).
-With columns rebuilt in blocks (below) y is taken from there too: :func:`recycle_output_grad`
-gives it an ∂L/∂y that nothing else holds once the backward has used it (a layer told it owns
-its dy: see "Writing in place" in :mod:`nnbackend.layers.module`).
 On JAX each kernel (forward, backward) runs compiled once per geometry
 (:func:`nnbackend._native.fused`).
 
@@ -139,7 +136,6 @@ __all__ = [
     "conv2d_backward",
     "conv2d_forward",
     "conv_geometry",
-    "recycle_output_grad",
 ]
 
 Pair = tuple[int, int]
@@ -627,7 +623,7 @@ def _forward_kernel(x: Array, weight: Array, bias: Array | None, *, g: ConvGeome
         padded = _bordered((N, C, H, W), _with_spare_row(g.padding), x, xp, workspace, "xpad")
         (top, _), (left, _) = g.padding
         Wp = padded.shape[3]
-        y = xp.reshape(_buffer("y", (N, Co, P), x, xp, workspace), (N, Co, OH, OW))
+        y = xp.empty((N, Co, OH, OW), dtype=x.dtype, device=array_api_compat.device(x))
 
         def fill(a: int, b: int) -> None:  # the block's samples into the zero border
             padded[a:b, :, top:top + H, left:left + W] = x4[a:b]
@@ -643,7 +639,7 @@ def _forward_kernel(x: Array, weight: Array, bias: Array | None, *, g: ConvGeome
         return xp.reshape(y, g.output_shape), padded
     if block:
         padded = _pad(x4, g.padding, xp, workspace, "xpad")
-        y = _buffer("y", (N, Co, P), x, xp, workspace)
+        y = xp.empty((N, Co, P), dtype=x.dtype, device=array_api_compat.device(x))
         for start, cols in _column_blocks(padded, g.groups, g.kernel, g.stride, g.dilation,
                                           g.out_size, block, xp, workspace):
             _grouped_product(weight, cols, y[start:start + cols.shape[0]], xp)
@@ -1080,18 +1076,6 @@ def _row_column_products(
         for cols_buffer, out_buffer in buffers:
             workspace.give("rowcols", cols_buffer)
             workspace.give(role, out_buffer)
-
-
-def recycle_output_grad(dy: Array, saved: ConvSaved, xp: Namespace) -> None:
-    """Give ∂L/∂y back to the forward's workspace once the backward has used it, for the next
-    forward's y (columns rebuilt in blocks, whose y comes from there): only for a dy that
-    nothing else holds (a layer that owns it: ``ctx.owns_grad``). Where dy is not contiguous
-    its reshape is a copy, which is given back harmlessly."""
-    g, workspace = saved.geometry, saved.workspace
-    if workspace is None or not saved.block or tuple(dy.shape) != g.output_shape:
-        return
-    P = g.out_size[0] * g.out_size[1]
-    workspace.give("y", xp.reshape(dy, (g.batch, g.out_channels, P)))
 
 
 def _buffer(role: str, shape: tuple[int, ...], like: Array, xp: Namespace,

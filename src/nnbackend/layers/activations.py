@@ -20,6 +20,7 @@ class _Activation(Module):
 
     _fn: ClassVar[Callable[..., Array]]
     _backward: ClassVar[Callable[..., Array]]
+    _computing = ("forward_pass", "infer", "backward", "_fn", "_backward")
 
     def _kwargs(self) -> dict[str, object]:
         return {}
@@ -64,9 +65,13 @@ class ReLU(_Activation):
     hands_over_input_grad = True  # a new array, or the dy it owned
 
     def infer(self, x: Array, ctx: Context) -> Array:
+        if not self.takes_ownership:  # a subclass with a function of its own
+            return super().infer(x, ctx)
         return F.relu(x, xp=ctx.xp, overwrite=ctx.owns_input)
 
     def forward_pass(self, x: Array, ctx: Context) -> tuple[Array, Backprop]:
+        if not self.takes_ownership:
+            return super().forward_pass(x, ctx)
         xp, input_grad, overwrite = ctx.xp, ctx.input_grad, ctx.owns_grad
         y = F.relu(x, xp=xp, overwrite=ctx.owns_input)  # y is kept: never handed over
 

@@ -17,7 +17,6 @@ from ..functional.conv import (
     conv_backward,
     conv_forward,
     conv_geometry,
-    recycle_output_grad,
 )
 from ..init import Initializer, draw
 from .module import Context, Module, Parameter
@@ -31,9 +30,8 @@ class _ConvNd(Module):
     """The shared body of :class:`Conv1d` and :class:`Conv2d` (``spatial`` axes)."""
 
     spatial: ClassVar[int]
-    hands_over_output = True  # y and ∂L/∂x are arrays nothing else holds (y may be a buffer
-    hands_over_input_grad = True  # an owned dy gave back: nobody held that either)
-    takes_ownership = True  # an owned dy goes back to the workspace, for the next y
+    hands_over_output = True  # y and ∂L/∂x are new arrays (the workspace lends only buffers
+    hands_over_input_grad = True  # that never leave the functional code)
     _GEOMETRIES_KEPT = 8  # input shapes remembered (the last batch of an epoch is smaller)
 
     def __init__(
@@ -157,8 +155,6 @@ class _ConvNd(Module):
                                 self._geometry(tuple(x.shape)), xp=xp,
                                 workspace=self._workspace)
 
-        owns_grad = ctx.owns_grad
-
         def backprop(dy: Array) -> Array | None:
             with_bias = bias is not None and bias.requires_grad
             dx, dW, db = conv_backward(
@@ -172,8 +168,6 @@ class _ConvNd(Module):
                 weight.accumulate_grad(dW)
             if bias is not None and db is not None:
                 bias.accumulate_grad(db)
-            if owns_grad:
-                recycle_output_grad(dy, saved, xp)
             return dx
 
         return y, backprop

@@ -294,6 +294,19 @@ class Module:
     takes_ownership: bool = False
     """True for a layer that reads ``ctx.owns_input`` / ``ctx.owns_grad`` and writes in place
     where they allow it (the ReLU, batch normalisation); only such layers are given them."""
+    _computing: ClassVar[tuple[str, ...]] = ("forward_pass", "infer", "backward")
+    """The methods (and attributes) that make a class's forward and backward: a subclass that
+    defines any of them anew does not inherit the three declarations above."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The declarations describe the forward and backward a class wrote: a subclass that
+        # writes its own (a Linear that keeps its output, say) starts from the safe default
+        # unless it declares them itself.
+        if any(name in cls.__dict__ for name in cls._computing):
+            for flag in ("hands_over_output", "hands_over_input_grad", "takes_ownership"):
+                if flag not in cls.__dict__:
+                    setattr(cls, flag, False)
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})

@@ -56,8 +56,9 @@ class Sequential(Module):
         # input when the layer before hands over its output, its dy when the layer after
         # hands over its ∂L/∂x; at the ends, what the Sequential's own caller allows.
         first, last = (layers[0], layers[-1]) if layers else (None, None)
-        self.hands_over_output = last is not None and last.hands_over_output
-        self.hands_over_input_grad = first is not None and first.hands_over_input_grad
+        ours = type(self).takes_ownership  # (False for a subclass with a forward of its own)
+        self.hands_over_output = ours and last is not None and last.hands_over_output
+        self.hands_over_input_grad = ours and first is not None and first.hands_over_input_grad
         self._owns: tuple[tuple[bool, bool], ...] = tuple(
             (layer.takes_ownership and i > 0 and layers[i - 1].hands_over_output,
              layer.takes_ownership and i + 1 < len(layers) and layers[i + 1].hands_over_input_grad)
@@ -66,6 +67,13 @@ class Sequential(Module):
         if backend is not None:
             self.to(backend)
         _check_one_placement(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached contexts hold namespaces (modules), which copy and pickle refuse; they
+        # are rebuilt on the next forward.
+        state = dict(self.__dict__)
+        state["_context_cache"] = {}
+        return state
 
     def config(self) -> dict[str, Any]:
         """``{"layers": [...]}`` (see :mod:`nnbackend.layers.description`)."""
