@@ -143,11 +143,12 @@ def _identity_branch_first(k: Any) -> Any:
 
 def _written_in_place(k: Any) -> Any:
     # Where a layer may write into its input or dy (layers.module, "Writing in place"): a ReLU
-    # after a Linear clips its output in place and masks the next Linear's ∂L/∂x in place;
-    # the batch norm centres the Residual's output in its storage (the ReLU after it clips
-    # its output there), the block's last ReLU shares its dy with the skip and the last ReLU
-    # its dy with the caller; the Residual's sums are taken into the block's arrays. (No bias
-    # right before a batch norm: its gradient is 0 up to rounding, no value to compare.)
+    # between Linears clips the first one's output and masks the second one's ∂L/∂x in place,
+    # inside the block too; the batch norm centres the Residual's output in its storage and
+    # the ReLU after it clips the batch norm's output there; the block's Tanh keeps its output
+    # (the Residual adds into a new array), the Residual's backward adds dy into the block's
+    # ∂L/∂x, and the last ReLU leaves the caller's dy alone. (No bias right before a batch
+    # norm: its gradient is 0 up to rounding, no value to compare.)
     return k.Sequential(
         k.Linear(4, 6), k.ReLU(), k.Linear(6, 5), k.ReLU(),
         k.Residual(k.Sequential(k.Linear(5, 5), k.ReLU(), k.Linear(5, 5), k.Tanh())),

@@ -47,9 +47,10 @@ it ``hands_over_input_grad``, and only a layer that ``takes_ownership`` is told.
 ``Sequential(Linear, BatchNorm1d, ReLU, Linear)`` the batch norm centres the first Linear's
 output in its own storage, the ReLU clips the batch norm's output there, and the ReLU's
 backward masks the second Linear's ∂L/∂x in place: three arrays the size of the batch's
-activations fewer per step, whose fresh pages cost the operating system a page fault each
-(PyTorch's ``ReLU(inplace=True)``, decided by the library where it cannot go wrong). The
-outermost call owns nothing: the caller's x and dy are never written.
+activations fewer per step (PyTorch's ``ReLU(inplace=True)``, decided by the library where it
+cannot go wrong). The outermost call owns nothing: the caller's x and dy are never written.
+The declarations describe the forward and backward a class wrote: a subclass that defines
+its own (``forward_pass``, ``infer``, ``backward``) declares nothing unless it says so.
 
 The boundary takes floating arrays in the parameters' dtype, unless the module takes integers:
 a layer of token ids declares ``input_kind = "integer"`` (``Embedding``), and a module that
