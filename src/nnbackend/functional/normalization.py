@@ -298,7 +298,6 @@ def batch_norm_backward(
     weight_grad: bool = True,
     bias_grad: bool = True,
     overwrite: bool = False,
-    overwrite_grad: bool = False,
     reduce: Reduce | None = None,
     xp: Namespace | None = None,
 ) -> tuple[Array | None, Array | None, Array | None]:
@@ -317,9 +316,6 @@ def batch_norm_backward(
         Whether ``saved``'s arrays may be overwritten (∂L/∂x is then built in the storage of
         x − μ: one allocation fewer). Only for a ``saved`` used once; ignored where arrays are
         immutable.
-    overwrite_grad : bool
-        Whether ``dy`` may be overwritten (the caller owns it: δ γr is then formed in its
-        storage, an allocation fewer again; ignored where arrays are immutable).
     reduce : callable, optional
         The forward's ``reduce``, required when the forward summed its statistics over the
         ranks (``saved.global_count`` is set): [Σ δ, Σ δ x_c] are then summed over the ranks
@@ -353,18 +349,16 @@ def batch_norm_backward(
         return None, dweight, dbias
     if saved.global_count is not None and reduce is not None:  # the global batch's sums
         sum_dy, dot, n = _global_sums(sum_dy, dot, saved.global_count, reduce, xp)
-    # ∂L/∂x = δ k₁ + x_c k₂ + k₃ with k₁ = γr, k₂ = −γr·r²·Σδx_c/n, k₃ = −γr·Σδ/n.
-    k2 = _per_channel(scale * (inv_std * inv_std) * dot * (-1.0 / n), work, xp)
-    k3 = _per_channel(scale * sum_dy * (-1.0 / n), work, xp)
+    # ∂L/∂x = γr (δ + x_c k₂ + k₃) with k₂ = −r²·Σδx_c/n, k₃ = −Σδ/n (PyTorch's form): built
+    # in one array (x_c's storage with overwrite), δ read once, no temporary of x's size.
+    k2 = _per_channel((inv_std * inv_std) * dot * (-1.0 / n), work, xp)
+    k3 = _per_channel(sum_dy * (-1.0 / n), work, xp)
     dx = centered if overwrite else centered * k2
     if overwrite:
         dx *= k2
     dx += k3
-    if overwrite_grad:  # δ is the caller's to spend (rebound on JAX)
-        work *= _per_channel(scale, work, xp)
-        dx += work
-    else:
-        dx += work * _per_channel(scale, work, xp)
+    dx += work
+    dx *= _per_channel(scale, work, xp)
     return _unwork(dx, shape, xp), dweight, dbias
 
 

@@ -102,8 +102,7 @@ class _BatchNorm(Module):
     """
 
     has_training_behaviour = True
-    takes_ownership = True  # x − μ (training) or y (inference) in an owned x's storage,
-    # δ γr in an owned dy's
+    takes_ownership = True  # x − μ (training) or y (inference) in an owned x's storage
     hands_over_output = True  # y is new (or the owned x's storage); the backward keeps x − μ
     hands_over_input_grad = True  # ∂L/∂x is built in the storage of x − μ, spent
     _layouts: ClassVar[tuple[tuple[str, ...], ...]]
@@ -197,16 +196,13 @@ class _BatchNorm(Module):
         if saved is None:  # (save=True always saves: for the type checker)
             raise AssertionError
 
-        owns_grad = ctx.owns_grad
-
         def backprop(dy: Array) -> Array | None:
-            # x − μ is this closure's own (called once): ∂L/∂x is built in its storage; an
-            # owned dy is spent too.
+            # x − μ is this closure's own (called once): ∂L/∂x is built in its storage.
             dx, dweight, dbias = batch_norm_backward(
                 dy, saved, input_grad=input_grad,
                 weight_grad=weight is not None and weight.requires_grad,
                 bias_grad=bias is not None and bias.requires_grad, overwrite=True,
-                overwrite_grad=owns_grad, reduce=reduce, xp=xp,
+                reduce=reduce, xp=xp,
             )
             if weight is not None and dweight is not None:
                 weight.accumulate_grad(dweight)
