@@ -19,6 +19,7 @@ import nnbackend as nb
 from nnbackend import _native
 from nnbackend._native import (
     _blas_threads,
+    inner,
     masked,
     matmul_into,
     maximizer,
@@ -85,6 +86,25 @@ def test_summed_is_the_sum_and_sum_into_s_bits(case: Any, shape: tuple[int, ...]
     out = be.zeros(shape[1:], dtype=case.dtype_name)
     if sum_into(x, out, axis=0, xp=xp):
         np.testing.assert_array_equal(nb.to_numpy(out), nb.to_numpy(got))
+
+
+@pytest.mark.parametrize("shape", [(200, 10), (7,), (3, 4, 5)])
+def test_inner_is_the_sum_of_the_products(case: Any, shape: tuple[int, ...]) -> None:
+    """Σ a ⊙ b over every element, a 0-d array of the inputs' dtype on their device, to the
+    dtype's rounding; on NumPy it is the BLAS dot's result, and a non-contiguous operand
+    (a transposed view) takes the standard spelling and gives the same sum."""
+    xp = case.backend.xp
+    a, a_host = _draw(case, shape, 5)
+    b, b_host = _draw(case, shape, 6)
+    got = inner(a, b, xp)
+    case.check_placement(got)
+    assert got.shape == () and got.dtype == a.dtype
+    terms = int(np.prod(shape))
+    _close(got, np.sum(a_host * b_host), case, terms=terms)
+    if len(shape) == 2:
+        _close(inner(a.T, b.T, xp), np.sum(a_host * b_host), case, terms=terms)
+    if case.backend.name == "numpy":
+        np.testing.assert_array_equal(got, np.vdot(a, b))
 
 
 def test_matmul_into_writes_the_product_or_declines(case: Any) -> None:

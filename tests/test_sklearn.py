@@ -34,9 +34,8 @@ import nnbackend as nb  # noqa: E402
 from nnbackend.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 from nnbackend.sklearn._network import (  # noqa: E402
     HIDDEN_ACTIVATIONS,
-    backward_pass,
+    TrainingPasses,
     build_network,
-    forward_pass,
     init_coefs,
     linear_layers,
 )
@@ -285,30 +284,44 @@ def test_array_api_dispatch_trains_and_predicts_on_the_inputs_backend(case: Any)
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_training_passes_give_the_networks_outputs_and_gradients(case: Any,
                                                                  activation: str) -> None:
-    """The estimators' forward_pass and backward_pass (the ReLU and its mask in place on
-    NumPy) give the Sequential's own outputs and gradients, on every row, for each activation;
-    the inputs and the upstream gradient are left as they were."""
+    """The estimators' training passes (the ReLU and its mask in place on NumPy) give the
+    Sequential's own outputs and gradients, on every row, for each activation; a second
+    backward assigns the same gradients again (they are overwritten, not accumulated: the step
+    runs no zero_grad); the penalty adds c W to each weight's gradient and returns Σ‖W‖²; the
+    inputs and the upstream gradient are left as they were."""
     coefs, intercepts = init_coefs([5, 7, 4, 3], activation, np.random.RandomState(1),
                                    np.dtype(case.dtype_name))
     rng = np.random.default_rng(2)
-    x, delta = case.asarray(rng.standard_normal((6, 5))), case.asarray(rng.standard_normal((6, 3)))
+    x_host, delta_host = rng.standard_normal((6, 5)), rng.standard_normal((6, 3))
+    x, delta = case.asarray(x_host), case.asarray(delta_host)
     reference, ours = (build_network(coefs, intercepts, activation, case.backend,
                                      case.dtype_name) for _ in range(2))
     z, backprop = reference.forward(x, input_grad=False)
     backprop(delta)
-    layers = linear_layers(ours)
-    values = forward_pass(x, layers, activation, case.xp)
-    backward_pass(values, delta, layers, activation, case.xp)
+    passes = TrainingPasses(linear_layers(ours), activation, case.xp)
     tol = {"rtol": case.rtol, "atol": case.rtol}
-    case.check_placement(values[-1])
-    np.testing.assert_allclose(nb.to_numpy(values[-1]), nb.to_numpy(z), **tol)
+    for _ in range(2):
+        values = passes.forward(x)
+        passes.backward(values, delta)
+        case.check_placement(values[-1])
+        np.testing.assert_allclose(nb.to_numpy(values[-1]), nb.to_numpy(z), **tol)
+        for (name, want), got in zip(reference.named_parameters(), ours.parameters(),
+                                     strict=True):
+            assert got.grad is not None, name
+            case.check_placement(got.grad)
+            np.testing.assert_allclose(nb.to_numpy(got.grad), nb.to_numpy(want.grad), **tol,
+                                       err_msg=name)
+    squares = passes.penalize(0.25)
+    case.check_placement(squares)
+    np.testing.assert_allclose(float(nb.to_numpy(squares)),
+                               sum(float(np.sum(c.astype(np.float64) ** 2)) for c in coefs),
+                               **tol)
     for (name, want), got in zip(reference.named_parameters(), ours.parameters(), strict=True):
-        assert got.grad is not None, name
-        case.check_placement(got.grad)
-        np.testing.assert_allclose(nb.to_numpy(got.grad), nb.to_numpy(want.grad), **tol,
-                                   err_msg=name)
-    np.testing.assert_array_equal(nb.to_numpy(x), nb.to_numpy(case.asarray(
-        np.random.default_rng(2).standard_normal((6, 5)))))
+        expected = nb.to_numpy(want.grad) + (0.25 * nb.to_numpy(want.data) if "weight" in name
+                                             else 0.0)
+        np.testing.assert_allclose(nb.to_numpy(got.grad), expected, **tol, err_msg=name)
+    for given, host in ((x, x_host), (delta, delta_host)):
+        np.testing.assert_array_equal(nb.to_numpy(given), nb.to_numpy(case.asarray(host)))
 
 
 def test_backend_parameter_moves_host_data(case: Any) -> None:

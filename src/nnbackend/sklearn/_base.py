@@ -59,10 +59,9 @@ from ..optim import SGD, Adam, Optimizer
 from ._losses import output_loss
 from ._network import (
     HIDDEN_ACTIVATIONS,
-    backward_pass,
+    TrainingPasses,
     build_network,
     forward,
-    forward_pass,
     init_coefs,
     linear_layers,
     load_weights,
@@ -545,11 +544,10 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         """
         xp = live.backend.xp
         alpha, output = float(self.alpha), self.out_activation_
-        layers = live.layers
+        passes = TrainingPasses(live.layers, self.activation, xp)
         (group,) = optimizer.param_groups
         adam = self.solver == "adam"
         epsilon, beta_2 = float(self.epsilon), float(self.beta_2)
-        activation = self.activation
 
         def step(xb: Array, yb: Array, wb: Array | None, total: float) -> Array:
             if adam:
@@ -560,16 +558,13 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
                 t = optimizer.state[0].get("step", 0) + 1
                 group.settings["eps"] = epsilon / math.sqrt(1.0 - beta_2 ** t)
             # scikit-learn's passes over the layers (the fit checked X once: no per-batch
-            # checks, no closures; the ReLU and its mask in place on NumPy)
-            values = forward_pass(xb, layers, activation, xp)
+            # checks, no closures; the gradients assigned, not accumulated: no zero_grad)
+            values = passes.forward(xb)
             loss, dz = output_loss(output, values[-1], yb, wb, total, xp)
-            optimizer.zero_grad()
-            backward_pass(values, dz, layers, activation, xp)
+            passes.backward(values, dz)
             if alpha:  # L_B + α/(2S) Σ‖W‖², and α W / S added to each weight's gradient
                 decay = alpha / total
-                loss = loss + _squared_norm(layers, xp) * (0.5 * decay)
-                for m in layers:
-                    m.weight.accumulate_grad(m.weight.data * decay)
+                loss = loss + passes.penalize(decay) * (0.5 * decay)
             optimizer.step()
             return loss
 
@@ -634,6 +629,7 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         shapes = [c.shape for c in self.coefs_]
         sizes = [int(np.prod(s)) for s in shapes] + [c.shape[1] for c in self.coefs_]
         alpha = float(self.alpha)
+        passes = TrainingPasses(live.layers, self.activation, xp)
 
         def unpack(packed: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
             parts = np.split(packed, np.cumsum(sizes)[:-1])
@@ -643,18 +639,14 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         def loss_grad(packed: np.ndarray) -> tuple[float, np.ndarray]:
             coefs, intercepts = unpack(packed)
             load_weights(live.model, coefs, intercepts)
-            z, backprop = live.model.forward(X, input_grad=False)
-            loss, dz = output_loss(self.out_activation_, z, Y, w, total, xp)
-            live.model.zero_grad()
-            backprop(dz)
+            values = passes.forward(X)
+            loss, dz = output_loss(self.out_activation_, values[-1], Y, w, total, xp)
+            passes.backward(values, dz)
             if alpha:
-                loss = loss + _squared_norm(live.layers, xp) * (0.5 * alpha / total)
+                loss = loss + passes.penalize(alpha / total) * (0.5 * alpha / total)
             pieces, biases = [], []
             for m in live.layers:
-                g = m.weight.grad
-                if alpha:
-                    g = g + m.weight.data * (alpha / total)
-                pieces.append(xp.reshape(xp.permute_dims(g, (1, 0)), (-1,)))
+                pieces.append(xp.reshape(xp.permute_dims(m.weight.grad, (1, 0)), (-1,)))
                 biases.append(m.bias.grad)  # type: ignore[union-attr]
             flat = xp.concat([*pieces, *biases, xp.reshape(loss, (1,))])
             host = np.asarray(to_numpy(flat), dtype=np.float64)
@@ -701,17 +693,6 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
-
-
-def _squared_norm(layers: list[Linear], xp: Namespace) -> Array:
-    """Σₗ ‖Wₗ‖² over the layers' weights (not the intercepts), a 0-d array: a dot of each
-    raveled weight, as scikit-learn sums its penalty (the (out, in) layout ravels the same
-    values in another order: the sums agree to rounding)."""
-    flat = [xp.reshape(m.weight.data, (-1,)) for m in layers]
-    total = xp.vecdot(flat[0], flat[0])
-    for w in flat[1:]:
-        total = total + xp.vecdot(w, w)
-    return total
 
 
 def _shuffled(indices: np.ndarray, random_state: np.random.RandomState) -> np.ndarray:

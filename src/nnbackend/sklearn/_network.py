@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .._native import into_kernels, masked_into, positive_part
+from .._native import inner, into_kernels, masked_into, positive_part
 from .._typing import Array, Namespace
 from ..backend import Backend, to_numpy
 from ..functional.activations import (
@@ -33,15 +33,14 @@ from ..functional.activations import (
     tanh,
     tanh_backward,
 )
-from ..functional.linear import linear
+from ..functional.linear import linear, linear_backward
 from ..layers import Linear, Module, ReLU, Sequential, Sigmoid, Tanh
 
 __all__ = [
     "HIDDEN_ACTIVATIONS",
-    "backward_pass",
+    "TrainingPasses",
     "build_network",
     "forward",
-    "forward_pass",
     "init_coefs",
     "linear_layers",
     "load_weights",
@@ -123,47 +122,75 @@ _HIDDEN_PASSES: dict[str, tuple[Any, Any] | None] = {
 }
 
 
-def forward_pass(x: Array, layers: Sequence[Linear], activation: str, xp: Namespace
-                 ) -> list[Array]:
-    """scikit-learn's ``_forward_pass`` over the network's layers: [x, a₁, …, a_{L−1}, z_L],
-    the batch x (B, n_in), each hidden layer's activations aᵢ = f(a_{i−1} Wᵢᵀ + bᵢ) and the
-    output layer's pre-activations z_L (B, n_out), what :func:`backward_pass` needs.
+class TrainingPasses:
+    """scikit-learn's forward and backward passes over a network's Linear layers, set up once
+    per fit: what a batch's step calls and nothing more (a small data set's epoch is made of
+    its steps' fixed costs as much as of their products).
 
-    Each pre-activation is a new array that nothing else holds, so the ReLU runs in place on
-    NumPy (as scikit-learn's ``inplace_relu``), saving an array per hidden layer and batch.
+    ``forward(x)`` is scikit-learn's ``_forward_pass``: [x, a₁, …, a_{L−1}, z_L], the batch x
+    (B, n_in), each hidden layer's activations aᵢ = f(a_{i−1} Wᵢᵀ + bᵢ) and the output layer's
+    pre-activations z_L (B, n_out). Each pre-activation is a new array that nothing else holds,
+    so the ReLU runs in place on NumPy (as scikit-learn's ``inplace_relu``).
+
+    ``backward(values, δ)`` is its ``_backprop`` from δ = ∂L/∂z_L: every layer's
+    ∂L/∂Wᵢ = δᵢᵀ a_{i−1} and ∂L/∂bᵢ = Σ δᵢ *assigned* as the parameters' gradients (each
+    step's backward writes all of them: nothing to zero first), with
+    δ_{i−1} = δᵢ Wᵢ ⊙ f′(a_{i−1}); no ∂L/∂x. Where the library writes a product into an array
+    (NumPy, CuPy, PyTorch) the gradients are the arena's flat-buffer views, overwritten in place
+    step after step, where the optimizer's flat path reads them; elsewhere (JAX,
+    array-api-strict) new arrays. δᵢ Wᵢ is a new array, so on NumPy the ReLU's mask multiplies
+    it in place.
+
+    ``penalize(c)`` adds c Wᵢ to each weight's gradient (the L2 penalty's, c = α/S) and returns
+    Σᵢ ‖Wᵢ‖² (not the intercepts), a 0-d array, as scikit-learn sums it.
     """
-    passes = _HIDDEN_PASSES[activation]
-    in_place = activation == "relu" and into_kernels(xp).native
-    values = [x]
-    last = len(layers) - 1
-    for i, layer in enumerate(layers):
-        assert layer.bias is not None
-        z = linear(values[-1], layer.weight.data, layer.bias.data, xp=xp)
-        if i < last and passes is not None:
-            z = positive_part(z, xp, in_place=True) if in_place else passes[0](z, xp=xp)
-        values.append(z)
-    return values
 
+    def __init__(self, layers: Sequence[Linear], activation: str, xp: Namespace) -> None:
+        self.layers = list(layers)
+        self.xp = xp
+        self._hidden = _HIDDEN_PASSES[activation]
+        self._relu_in_place = activation == "relu" and into_kernels(xp).native
 
-def backward_pass(values: Sequence[Array], delta: Array, layers: Sequence[Linear],
-                  activation: str, xp: Namespace) -> None:
-    """scikit-learn's ``_backprop`` from δ = ∂L/∂z_L: ∂L/∂Wᵢ = δᵢᵀ a_{i−1} and ∂L/∂bᵢ = Σ δᵢ
-    accumulated into each layer's gradients (their flat buffers' views where the backend has
-    them), with δ_{i−1} = δᵢ Wᵢ ⊙ f′ from the activations aᵢ₋₁ of :func:`forward_pass`; no
-    ∂L/∂x. δᵢ Wᵢ is a new array, so on NumPy the ReLU's mask multiplies it in place.
-    """
-    passes = _HIDDEN_PASSES[activation]
-    in_place = activation == "relu" and into_kernels(xp).native
-    for i in range(len(layers) - 1, -1, -1):
-        layer = layers[i]
-        dx = layer.backward(delta, values[i], layer.weight.data, input_grad=i > 0, xp=xp)
-        if dx is None:
-            break
-        a = values[i]
-        if passes is None or (in_place and masked_into(dx, a > 0.0, dx, ..., xp)):
-            delta = dx
-        else:
-            delta = passes[1](dx, a, xp=xp)
+    def forward(self, x: Array) -> list[Array]:
+        xp, hidden = self.xp, self._hidden
+        values = [x]
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            assert layer.bias is not None
+            z = linear(values[-1], layer.weight.data, layer.bias.data, xp=xp)
+            if i < last and hidden is not None:
+                z = positive_part(z, xp, in_place=True) if self._relu_in_place else hidden[0](
+                    z, xp=xp)
+            values.append(z)
+        return values
+
+    def backward(self, values: Sequence[Array], delta: Array) -> None:
+        xp, hidden = self.xp, self._hidden
+        for i in range(len(self.layers) - 1, -1, -1):
+            weight, bias = self.layers[i].weight, self.layers[i].bias
+            assert bias is not None
+            a = values[i]
+            dx, dW, db = linear_backward(delta, a, weight.data, input_grad=i > 0, xp=xp,
+                                         weight_grad_out=weight.grad_buffer,
+                                         bias_grad_out=bias.grad_buffer)
+            weight.grad, bias.grad = dW, db
+            if dx is None:
+                break
+            if hidden is None or (self._relu_in_place and masked_into(dx, a > 0.0, dx, ..., xp)):
+                delta = dx
+            else:
+                delta = hidden[1](dx, a, xp=xp)
+
+    def penalize(self, c: float) -> Array:
+        xp = self.xp
+        total: Array | None = None
+        for layer in self.layers:
+            W = layer.weight.data
+            squares = inner(W, W, xp)
+            total = squares if total is None else total + squares
+            layer.weight.grad += c * W  # in place into the flat buffer where it is one
+        assert total is not None
+        return total
 
 
 def forward(x: Array, weights: Sequence[tuple[Array, Array]], activation: str, output: str,
