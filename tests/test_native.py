@@ -24,6 +24,7 @@ from nnbackend._native import (
     matmul_into,
     maximizer,
     parallel_parts,
+    row_sums,
     run_parts,
     sum_into,
     summer,
@@ -105,6 +106,19 @@ def test_inner_is_the_sum_of_the_products(case: Any, shape: tuple[int, ...]) -> 
         _close(inner(a.T, b.T, xp), np.sum(a_host * b_host), case, terms=terms)
     if case.backend.name == "numpy":
         np.testing.assert_array_equal(got, np.vdot(a, b))
+
+
+@pytest.mark.parametrize("shape", [(200, 10), (3, 1), (1, 7)])
+def test_row_sums_are_the_sums_along_the_last_axis(case: Any, shape: tuple[int, ...]) -> None:
+    """Σ along the last axis kept as a column (n, 1), in x's dtype and place, to the dtype's
+    rounding, from a contiguous matrix and from a transposed view."""
+    xp = case.backend.xp
+    x, host = _draw(case, shape, 7)
+    got = row_sums(x, xp)
+    case.check_placement(got)
+    assert tuple(got.shape) == (shape[0], 1) and got.dtype == x.dtype
+    _close(got, host.sum(axis=1, keepdims=True), case, terms=shape[1])
+    _close(row_sums(x.T, xp), host.T.sum(axis=1, keepdims=True), case, terms=shape[0])
 
 
 def test_matmul_into_writes_the_product_or_declines(case: Any) -> None:

@@ -23,7 +23,7 @@ below machine epsilon, where scikit-learn's term stops growing at −log ε.
 
 from __future__ import annotations
 
-from .._native import inner, maximizer, summer
+from .._native import inner, maximizer, row_sums, summer
 from .._typing import Array, Namespace
 from ..functional.activations import sigmoid
 from ..functional.losses import binary_cross_entropy_with_logits, cross_entropy, mse
@@ -118,10 +118,9 @@ def _one_hot_log_loss(z: Array, Y: Array, inv: float, xp: Namespace) -> tuple[Ar
     """
     shifted = z - maximizer(xp)(z, axis=1, keepdims=True)
     p = xp.exp(shifted)
-    total = summer(xp)
-    sum_exp = total(p, axis=1, keepdims=True)
+    sum_exp = row_sums(p, xp)
     p /= sum_exp  # the softmax, in place
-    loss = (total(xp.log(sum_exp)) - inner(Y, shifted, xp)) * inv  # Σᵢₖ Yᵢₖ sᵢₖ: one dot
+    loss = (summer(xp)(xp.log(sum_exp)) - inner(Y, shifted, xp)) * inv  # Σᵢₖ Yᵢₖ sᵢₖ: one dot
     p -= Y
     p *= inv
     return loss, p
