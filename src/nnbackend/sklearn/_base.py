@@ -631,8 +631,11 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         alpha = float(self.alpha)
         passes = TrainingPasses(live.layers, self.activation, xp)
 
+        dtype = np.dtype(self._fit_dtype)
+
         def unpack(packed: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-            parts = np.split(packed, np.cumsum(sizes)[:-1])
+            # SciPy iterates in float64: the network takes the fit's dtype
+            parts = np.split(packed.astype(dtype, copy=False), np.cumsum(sizes)[:-1])
             coefs = [p.reshape(s) for p, s in zip(parts[:len(shapes)], shapes, strict=True)]
             return coefs, list(parts[len(shapes):])
 

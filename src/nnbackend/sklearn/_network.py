@@ -135,11 +135,12 @@ class TrainingPasses:
     ``backward(values, δ)`` is its ``_backprop`` from δ = ∂L/∂z_L: every layer's
     ∂L/∂Wᵢ = δᵢᵀ a_{i−1} and ∂L/∂bᵢ = Σ δᵢ *assigned* as the parameters' gradients (each
     step's backward writes all of them: nothing to zero first), with
-    δ_{i−1} = δᵢ Wᵢ ⊙ f′(a_{i−1}); no ∂L/∂x. Where the library writes a product into an array
-    (NumPy, CuPy, PyTorch) the gradients are the arena's flat-buffer views, overwritten in place
-    step after step, where the optimizer's flat path reads them; elsewhere (JAX,
-    array-api-strict) new arrays. δᵢ Wᵢ is a new array, so on NumPy the ReLU's mask multiplies
-    it in place.
+    δ_{i−1} = δᵢ Wᵢ ⊙ f′(a_{i−1}); no ∂L/∂x. Once an optimizer has packed the parameters into
+    an arena, and where the library writes a product into an array (NumPy, CuPy, PyTorch), the
+    gradients are the arena's flat-buffer views, overwritten in place step after step, where
+    the optimizer's flat path reads them; elsewhere (JAX, array-api-strict; the L-BFGS fit,
+    which has no optimizer of ours) new arrays. δᵢ Wᵢ is a new array, so on NumPy the ReLU's
+    mask multiplies it in place.
 
     ``penalize(c)`` adds c Wᵢ to each weight's gradient (the L2 penalty's, c = α/S) and returns
     Σᵢ ‖Wᵢ‖² (not the intercepts), a 0-d array, as scikit-learn sums it.
