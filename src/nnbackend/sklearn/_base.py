@@ -630,7 +630,6 @@ class BaseMultilayerPerceptron(BaseEstimator):  # type: ignore[misc]  # untyped 
         sizes = [int(np.prod(s)) for s in shapes] + [c.shape[1] for c in self.coefs_]
         alpha = float(self.alpha)
         passes = TrainingPasses(live.layers, self.activation, xp)
-
         dtype = np.dtype(self._fit_dtype)
 
         def unpack(packed: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -142,8 +142,8 @@ class TrainingPasses:
     which has no optimizer of ours) new arrays. δᵢ Wᵢ is a new array, so on NumPy the ReLU's
     mask multiplies it in place.
 
-    ``penalize(c)`` adds c Wᵢ to each weight's gradient (the L2 penalty's, c = α/S) and returns
-    Σᵢ ‖Wᵢ‖² (not the intercepts), a 0-d array, as scikit-learn sums it.
+    ``penalize(c)``, after a backward, adds c Wᵢ to each weight's gradient (the L2 penalty's,
+    c = α/S) and returns Σᵢ ‖Wᵢ‖² (not the intercepts), a 0-d array, as scikit-learn sums it.
     """
 
     def __init__(self, layers: Sequence[Linear], activation: str, xp: Namespace) -> None:
