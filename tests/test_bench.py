@@ -23,6 +23,7 @@ import array_api_compat
 import array_api_compat.numpy
 import numpy as np
 import pytest
+import threadpoolctl
 
 import nnbackend as nb
 from nnbackend import bench
@@ -769,6 +770,55 @@ def test_conv_gemm_share_per_implementation() -> None:
         assert torch_s is not None and torch_s > 0.0
     target = bench.Target("nnbackend-cupy", "nnbackend", "cupy", "cuda:0")
     assert bench.conv_gemm_share(target, spec, "forward") is None  # asynchronous: not timed
+
+
+def test_blas_core_share_is_one_outside_the_parallel_parts_and_one_over_k_inside() -> None:
+    """Inside nnbackend's parallel parts each product runs on one of k BLAS threads: it counts
+    1/k of its seconds, so products side by side on the parts' threads add up to wall time."""
+    from nnbackend._native import run_parts
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        share = bench.blas_core_share()
+        seen: list[float] = []
+        run_parts(lambda lo, hi, part: seen.append(share()), 2, 2)
+        assert share() == 1.0
+    assert seen == [0.5, 0.5]
+
+
+def test_counting_namespace_weighs_each_timed_call() -> None:
+    """``weight`` scales every timed call's seconds (sub-namespaces' included), outside the
+    timing: a weight of 0 leaves the counts and zero seconds."""
+    ns = CountingNamespace(array_api_compat.numpy, timed=("matmul", "linalg.matrix_norm"),
+                           weight=lambda: 0.0)
+    a = ns.wrap(np.ones((3, 3)))
+    ns.matmul(a, a)
+    ns.linalg.matrix_norm(a)
+    assert ns.counts == {"matmul": 1, "linalg.matrix_norm": 1}
+    assert ns.seconds == {"matmul": 0.0, "linalg.matrix_norm": 0.0}
+
+
+def test_nnbackend_conv_gemm_share_weighs_the_parallel_parts() -> None:
+    """The residual block's convolutions run their column blocks on two threads: their
+    products' seconds are weighted by :func:`blas_core_share` (summed unweighted, two parts
+    multiplying at once would count twice their wall time)."""
+    spec = bench.CONV_SIZES["resblock"]  # the size whose columns are rebuilt (in parts)
+    target = bench.get_target("nnbackend-numpy")
+    calls: list[float] = []
+    real = bench.convworkloads.blas_core_share
+
+    def recording() -> Any:
+        share = real()
+
+        def weight() -> float:
+            calls.append(share())
+            return calls[-1]
+        return weight
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench.convworkloads, "blas_core_share", recording)
+        share = bench.conv_gemm_share(target, spec, "train-adam", steps=1)
+    assert share is not None and 0.0 < share < 1.0
+    assert 0.5 in calls and 1.0 in calls  # products in the parts, and outside them
 
 
 def test_timing_counting_namespace_times_only_the_named_calls() -> None:

@@ -30,6 +30,7 @@ import gc
 import importlib
 import statistics
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -38,7 +39,13 @@ from typing import Any
 
 from ..backend import get_backend
 from .convspecs import CONV_SIZES, ConvSpec
-from .convworkloads import GEMM_NAMES, MatmulTimer, _quiet_stderr, build_conv_workload
+from .convworkloads import (
+    GEMM_NAMES,
+    MatmulTimer,
+    _quiet_stderr,
+    blas_core_share,
+    build_conv_workload,
+)
 from .counting import CountingNamespace
 from .workloads import Target, Workload, get_target
 
@@ -163,13 +170,17 @@ def _nnbackend_breakdown(target: Target, spec: ConvSpec, workload: str,
     _instrument_nnbackend(counted, calls_clock)
     by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     original = ns._count
+    weight = blas_core_share()  # calls on parallel parts' threads add up to their wall time
+    lock = threading.Lock()
 
     def attribute(name: str, function: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
         try:
             return original(name, function, *args)
         finally:
-            by_phase[calls_clock.current][name] += time.perf_counter() - start
+            seconds = (time.perf_counter() - start) * weight()
+            with lock:
+                by_phase[calls_clock.current][name] += seconds
 
     ns._count = attribute  # type: ignore[method-assign]
     call_runs: list[dict[str, dict[str, float]]] = []

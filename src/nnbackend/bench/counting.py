@@ -9,6 +9,7 @@ is counted by name. :func:`nnbackend.bench.count_calls` uses it to count one ben
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -76,6 +77,11 @@ class CountingNamespace:
         (the proxies' unwrapping and wrapping included, a microsecond or so): how the
         benchmarks measure the time a step spends in its matrix products. Meaningful for
         libraries that compute synchronously (NumPy).
+    weight : callable, optional
+        Called after each timed call (outside its timing): the factor its seconds count with
+        (default 1). The benchmarks pass the share of the CPU's cores the call ran on
+        (:func:`nnbackend.bench.convworkloads.blas_core_share`), so that products running side
+        by side on threads add up to core time, not to more than the wall time.
 
     Attributes
     ----------
@@ -94,9 +100,13 @@ class CountingNamespace:
     """
 
     def __init__(self, xp: Any, *, timed: Iterable[str] | bool = (),
+                 weight: Callable[[], float] | None = None,
                  _counts: Counter[str] | None = None, _seconds: dict[str, float] | None = None,
-                 _prefix: str = "") -> None:
+                 _lock: threading.Lock | None = None, _prefix: str = "") -> None:
         self._xp = xp
+        self._weight = weight
+        # timed calls may run on several threads at once (nnbackend's parallel parts)
+        self._lock = threading.Lock() if _lock is None else _lock
         self._prefix = _prefix
         self._wrappers: dict[str, Any] = {}
         self._time_all = timed is True
@@ -124,7 +134,11 @@ class CountingNamespace:
             return function(*args)
         start = time.perf_counter()
         result = function(*args)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if self._weight is not None:
+            seconds *= self._weight()
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
         return result
 
     def wrap(self, value: Any) -> Any:
@@ -154,8 +168,8 @@ class CountingNamespace:
         value = getattr(self._xp, name)
         if isinstance(value, ModuleType):
             wrapper = CountingNamespace(value, timed=self._time_all or self._timed,
-                                        _counts=self.counts,
-                                        _seconds=self.seconds,
+                                        weight=self._weight, _counts=self.counts,
+                                        _seconds=self.seconds, _lock=self._lock,
                                         _prefix=f"{self._prefix}{name}.")
         elif callable(value) and not isinstance(value, type):
             wrapper = _CountingFunction(self, f"{self._prefix}{name}", value)

@@ -202,8 +202,9 @@ _LEGEND = """\
 hand-written NumPy floor (above 1: faster).
 GEMM%: the step's matrix products as a share of the step: MLPs, the products alone, timed on \
 the same library and device; convolutional networks, the time inside the products during the \
-step (PyTorch: its convolution and matrix kernels, from torch.profiler; sequence layers: \
-likewise, PyTorch's fused attention and LSTM kernels counted whole).
+step, a product on one of k parallel threads counting 1/k (PyTorch: its convolution and matrix \
+kernels, from torch.profiler; sequence layers: likewise, PyTorch's fused attention and LSTM \
+kernels counted whole).
 peak MiB: peak RSS growth over 3 steps of a fresh process (convolutional networks, \
 sequence layers); mem/torch: that over PyTorch eager's (below 1: less).
 calls/step: Array API calls and array operators per step (floor: NumPy calls and operators; \

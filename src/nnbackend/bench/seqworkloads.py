@@ -38,6 +38,7 @@ from .convworkloads import (
     GEMM_NAMES,
     TORCH_GEMM_OPS,
     _median_share,
+    blas_core_share,
     torch_profiled_share,
     torch_threads,
 )
@@ -288,7 +289,8 @@ def seq_gemm_share(target: Target, spec: SeqSpec, workload: str, *, steps: int =
     - None elsewhere (device libraries run asynchronously; CuPy's paths take no proxies).
     """
     if target.impl == "nnbackend" and target.backend == "numpy":
-        ns = CountingNamespace(get_backend("numpy").xp, timed=GEMM_NAMES)
+        ns = CountingNamespace(get_backend("numpy").xp, timed=GEMM_NAMES,
+                               weight=blas_core_share())
         wl = build_seq_workload(target, spec, workload, seed=seed, namespace=ns)
         return _median_share(wl, steps, lambda: sum(ns.seconds.values()), ns.reset)
     if target.impl == "torch" and not target.on_gpu:
