@@ -122,6 +122,7 @@ from .._checks import namespace_of
 from .._libraries import library_of
 from .._native import (
     fused,
+    into_kernels,
     matmul_into,
     parallel_parts,
     run_parts,
@@ -639,8 +640,7 @@ def _forward_kernel(x: Array, weight: Array, bias: Array | None, *, g: ConvGeome
             padded[a:b, :, top:top + H, left:left + W] = x4[a:b]
 
         def product(a: int, b: int, cols: Array, wide: Array) -> None:
-            y5[a:b] = _shifted_sum(stacked, cols, wide, kh, g.dilation[0] * Wp, OH, Wp, xp)[
-                ..., :OW]
+            _shifted_sum(stacked, cols, wide, kh, g.dilation[0] * Wp, Wp, y5[a:b], xp)
             if bias is not None:
                 y[a:b] += xp.reshape(bias, (Co, 1, 1))
 
@@ -792,7 +792,7 @@ def _input_grad_flipped(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespac
             padded[a:b, :, top_:top_ + OH, left_:left_ + OW] = dy4[a:b]
 
         def product(a: int, b: int, cols: Array, wide: Array) -> None:
-            dx5[a:b] = _shifted_sum(stacked, cols, wide, kh, dh * Wp, H, Wp, xp)[..., :W]
+            _shifted_sum(stacked, cols, wide, kh, dh * Wp, Wp, dx5[a:b], xp)
 
         length = (padded.shape[2] - 1) * Wp
         _row_column_products(padded, G, g.kernel, g.dilation, block, xp, workspace, product,
@@ -1116,26 +1116,35 @@ def _row_stacked(weight: Array, xp: Namespace) -> Array:
     return xp.reshape(xp.permute_dims(weight, (0, 3, 1, 2, 4)), (G, kh * M, Kc * kw))
 
 
-def _shifted_sum(stacked: Array, cols: Array, wide: Array, kh: int, shift: int,
-                 out_rows: int, Wp: int, xp: Namespace) -> Array:
-    """Σ_i W_i · cols[..., i·shift : i·shift + out_rows·Wp], as a view (n, G, M, out_rows, Wp)
-    of ``wide``: the convolution's products in whole rows of Wp.
+def _shifted_sum(stacked: Array, cols: Array, wide: Array, kh: int, shift: int, Wp: int,
+                 out: Array, xp: Namespace) -> None:
+    """out ← Σ_i W_i · cols[..., i·shift : i·shift + OH·Wp], narrowed to out's width: a
+    convolution's products in whole rows of Wp, summed over the kernel rows.
 
     ``stacked`` (G, kh·M, K) holds the kernel rows' weights W_i (:func:`_row_stacked`),
     ``cols`` (n, G, K, L) the row-shifted columns (:func:`_row_column_products`), ``wide``
     (n, G·kh·M, L) takes Z = [W_0; …; W_{kh−1}] · cols, one product with kh·M rows instead of
-    kh with M: kernel row i's products are Z's rows i·M… shifted by i·shift values, added
-    into the first M rows in place (long runs: out_rows·Wp values each).
+    kh with M; kernel row i's products are Z's rows i·M… shifted by i·shift values. ``out``
+    (n, G, M, OH, OW) receives their sum in kh − 1 passes that also narrow each row from Wp to
+    OW (into ``out`` itself where the library writes there: no temporary, no separate
+    narrowing copy).
     """
     n, G, _, L = cols.shape
-    M = stacked.shape[1] // kh
+    M, OH, OW = stacked.shape[1] // kh, out.shape[3], out.shape[4]
     _grouped_product(stacked, cols, wide, xp)
     z = xp.reshape(wide, (n, G, kh * M, L))
-    run = out_rows * Wp
-    total = z[:, :, :M, :run]
-    for i in range(1, kh):
-        total += z[:, :, i * M:(i + 1) * M, i * shift:i * shift + run]
-    return xp.reshape(total, (n, G, M, out_rows, Wp))
+
+    def row(i: int) -> Array:  # kernel row i's products, (n, G, M, OH, OW)
+        block = z[:, :, i * M:(i + 1) * M, i * shift:i * shift + OH * Wp]
+        return xp.reshape(block, (n, G, M, OH, Wp))[..., :OW]
+
+    if kh == 1:
+        out[...] = row(0)
+        return
+    kernels = into_kernels(xp)
+    kernels.add(row(0), row(1), out=out)
+    for i in range(2, kh):
+        kernels.add(out, row(i), out=out)
 
 
 def _buffer(role: str, shape: tuple[int, ...], like: Array, xp: Namespace,
