@@ -213,6 +213,9 @@ REBUILT: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]] = {
     "rows-flipped-groups-dilated": ((5, 4, 6, 16), (4, 2, 3, 3), {"padding": 2, "dilation": 2,
                                                                   "groups": 2}),
     "rows-same-even-kernel": ((5, 3, 5, 12), (3, 3, 2, 4), {"padding": "same"}),
+    # one kernel row (no shifted sum: conv1d's case) and one kernel column (no column shift)
+    "rows-one-kernel-row": ((5, 3, 4, 12), (4, 3, 1, 3), {"padding": (0, 1)}),
+    "rows-one-kernel-column": ((5, 3, 5, 12), (4, 3, 3, 1), {"padding": (1, 0)}),
 }
 
 
