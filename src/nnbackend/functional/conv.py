@@ -1032,9 +1032,9 @@ def _rows_of_columns(g: ConvGeometry) -> bool:
     is one contiguous run from i·d_h·Wp + j·d_w, so its columns are OH·Wp consecutive values
     per channel: ``cols[n, (c, i, j), p·Wp + q] = x̃[n, c, p + i·d_h, q + j·d_w]``, right for
     q < OW; the q ≥ OW columns read on into the next row (only the kw shifts by j·d_w are
-    copied: :func:`_row_column_products`). The
-    products run over those Wp − OW extra columns too, whose outputs are dropped (and whose
-    δ is zero in ∂L/∂W), but the copy moves runs of OH·Wp values instead of OW: on the
+    copied: :func:`_row_column_products`). The products run over those Wp − OW extra
+    columns too, whose outputs are dropped (and whose δ is zero in ∂L/∂W), but the copy
+    moves runs of OH·Wp values instead of OW: on the
     residual block's 3×3 16→16 (32, 16, 32, 32), where the 32-value runs of the windows made
     im2col the step's largest cost, its forward and backward took 14–15 ms instead of 19–38
     (AMD EPYC, OpenBLAS Haswell kernels, 2 threads; PyTorch 11–13 ms).
