@@ -79,9 +79,10 @@ class CountingNamespace:
         libraries that compute synchronously (NumPy).
     weight : callable, optional
         Called after each timed call (outside its timing): the factor its seconds count with
-        (default 1). The benchmarks pass the share of the CPU's cores the call ran on
-        (:func:`nnbackend.bench.convworkloads.blas_core_share`), so that products running side
-        by side on threads add up to core time, not to more than the wall time.
+        (default 1). The benchmarks pass the share of BLAS's threads the call ran on (1/k on
+        one of nnbackend's k parallel parts: :func:`~nnbackend.bench.blas_core_share`), so
+        that products running side by side on threads add up to the step's time they take,
+        not to more than the wall time.
 
     Attributes
     ----------
@@ -105,7 +106,6 @@ class CountingNamespace:
                  _lock: threading.Lock | None = None, _prefix: str = "") -> None:
         self._xp = xp
         self._weight = weight
-        # timed calls may run on several threads at once (nnbackend's parallel parts)
         self._lock = threading.Lock() if _lock is None else _lock
         self._prefix = _prefix
         self._wrappers: dict[str, Any] = {}
@@ -129,7 +129,8 @@ class CountingNamespace:
 
     def _count(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
         """Count a call named ``name`` and make it (timed when ``name`` is)."""
-        self.counts[name] += 1
+        with self._lock:  # calls may come from several threads (nnbackend's parallel parts)
+            self.counts[name] += 1
         if not self._time_all and name not in self._timed:
             return function(*args)
         start = time.perf_counter()
