@@ -774,8 +774,9 @@ def _input_grad_flipped(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespac
     rh, rw = dh * (kh - 1), dw * (kw - 1)
     pad = ((rh - top, rh - bottom), (rw - left, rw - right))
     dy4 = xp.reshape(dy3, (N, Co, OH, OW))
-    w = xp.flip(xp.reshape(weight, (G, Og, Cg, kk)), axis=3)  # (i, j) → (k−1−i, k−1−j)
-    w = xp.reshape(xp.permute_dims(w, (0, 2, 1, 3)), (G, Cg, Og * kk))
+    # the kernel flipped, (i, j) → (k−1−i, k−1−j), its channel axes swapped: (G, C_g, O_g, kh, kw)
+    flipped = xp.permute_dims(xp.flip(xp.reshape(weight, (G, Og, Cg, kh, kw)), axis=(3, 4)),
+                              (0, 2, 1, 3, 4))
     c = chunk_size(N, Cg, Og * kk, H * W)
     if block and c == 1 and 4 * rw <= W:  # δ padded is W + d_w·(k_w − 1) wide, outputs W
         padded = _bordered((N, Co, OH, OW), _with_spare_row(pad), dy3, xp, workspace, "dypad")
@@ -783,9 +784,6 @@ def _input_grad_flipped(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespac
         Wp = padded.shape[3]
         dx = xp.empty((N, C, H, W), dtype=dy3.dtype, device=array_api_compat.device(dy3))
         dx5 = xp.reshape(dx, (N, G, Cg, H, W))
-        # the flipped kernel with its channel axes swapped, (G, C_g, O_g, kh, kw)
-        flipped = xp.permute_dims(xp.flip(xp.reshape(weight, (G, Og, Cg, kh, kw)), axis=(3, 4)),
-                                  (0, 2, 1, 3, 4))
         stacked = _row_stacked(flipped, xp)
 
         def fill(a: int, b: int) -> None:
@@ -800,6 +798,7 @@ def _input_grad_flipped(dy3: Array, weight: Array, g: ConvGeometry, xp: Namespac
         if workspace is not None:
             workspace.give("dypad", padded)
         return xp.reshape(dx, (N, C, H * W))
+    w = xp.reshape(flipped, (G, Cg, Og * kk))  # one row per input channel: (o, i, j) flipped
     padded = _pad(dy4, pad, xp, workspace, "dypad")
     if block and c == 1:
         dx = xp.empty((N, C, H * W), dtype=dy3.dtype, device=array_api_compat.device(dy3))
