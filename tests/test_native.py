@@ -46,11 +46,14 @@ def _close(got: Any, want: np.ndarray, case: Any, terms: int = 1) -> None:
                                rtol=4 * terms * eps, atol=4 * terms * eps)
 
 
-@pytest.mark.parametrize(("axis", "keepdims"), [(None, False), (0, False), (1, True)])
+@pytest.mark.parametrize("columns", [11, 40])  # NumPy's max: rows by their transpose, or not
+@pytest.mark.parametrize(("axis", "keepdims"),
+                         [(None, False), (0, False), (1, True), (-1, False)])
 @pytest.mark.parametrize("name", ["sum", "max"])
-def test_reductions(case: Any, axis: int | None, keepdims: bool, name: str) -> None:
+def test_reductions(case: Any, axis: int | None, keepdims: bool, name: str,
+                    columns: int) -> None:
     xp = case.backend.xp
-    x, host = _draw(case, (37, 11), 0)
+    x, host = _draw(case, (37, columns), 0)
     fast = {"sum": summer, "max": maximizer}[name](xp)
     got = fast(x, axis=axis, keepdims=keepdims)
     assert got.dtype == x.dtype
@@ -60,6 +63,18 @@ def test_reductions(case: Any, axis: int | None, keepdims: bool, name: str) -> N
     if case.backend.name == "numpy":
         assert fast is not getattr(xp, name)
         np.testing.assert_array_equal(got, getattr(np, name)(x, axis=axis, keepdims=keepdims))
+
+
+@pytest.mark.parametrize("columns", [11, 40])
+def test_row_maxima_propagate_nan(case: Any, columns: int) -> None:
+    """A row holding NaN has the maximum NaN (as ``xp.max``); the other rows are exact."""
+    host = np.random.default_rng(3).standard_normal((9, columns))
+    host[4, columns // 2] = np.nan
+    x = case.backend.asarray(host, dtype=case.dtype_name)
+    got = nb.to_numpy(maximizer(case.backend.xp)(x, axis=1, keepdims=True))
+    want = nb.to_numpy(x).max(axis=1, keepdims=True)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[4, 0]) and not np.isnan(np.delete(got, 4, axis=0)).any()
 
 
 def test_sum_into_writes_the_sum_or_declines(case: Any) -> None:
