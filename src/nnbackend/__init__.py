@@ -77,7 +77,15 @@ from .optim import (
     StepLR,
     clip_grad_norm,
 )
-from .train import EarlyStopping, History, NonFiniteLossError, evaluate, fit, predict
+from .train import (
+    EarlyStopping,
+    History,
+    NonFiniteLossError,
+    evaluate,
+    fit,
+    keep_freed_memory,
+    predict,
+)
 
 __all__ = [
     "GELU",
@@ -160,6 +168,7 @@ __all__ = [
     "get_backend",
     "gradcheck",
     "init",
+    "keep_freed_memory",
     "numerical_gradient",
     "optim",
     "predict",

@@ -39,6 +39,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ._checks import check_int, namespace_of
+from ._memory import keep_freed_memory
 from ._typing import Array, Namespace
 from .backend import to_numpy
 from .layers.module import Module
@@ -52,6 +53,7 @@ __all__ = [
     "default_metrics",
     "evaluate",
     "fit",
+    "keep_freed_memory",
     "predict",
 ]
 
@@ -454,6 +456,9 @@ def fit(
         and when ``fit`` raises. Loading a checkpoint into them in a callback is picked up by
         the next step.
 
+    Host memory freed by a step is kept for the next one (:func:`keep_freed_memory`, on
+    glibc: process-wide, from the first ``fit`` on).
+
     Raises
     ------
     NonFiniteLossError
@@ -478,6 +483,7 @@ def fit(
         msg = f"fit: on_step must be callable, got {type(on_step).__name__}"
         raise TypeError(msg)
     metric_fns = _resolve_metrics(metrics, loss_fn, where="fit")
+    keep_freed_memory()  # each step's activations reused, not faulted in again (host memory)
     train = _as_batches(train_data, model, batch_size=batch_size, shuffle=True, seed=seed)
     val = None if val_data is None else _as_batches(
         val_data, model, batch_size=max(batch_size, 256), shuffle=False, seed=None
