@@ -254,6 +254,45 @@ def test_rebuilt_columns_match_torch(case: Any, name: str, samples: int,
                 _close(case, got, expected)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_kernel_row_products_are_rows_of_the_columns_gradient(case: Any, groups: int) -> None:
+    """col2im's ∂L/∂cols one kernel row at a time: kernel row i's rows of W_gᵀ δ."""
+    g = C.conv_geometry((3, 4, 6, 7), (6, 4 // groups, 3, 2), spatial=2, caller="test",
+                        groups=groups)
+    w, w_host = _draw(case, (6, 4 // groups, 3, 2), 40)
+    dy, dy_host = _draw(case, (3, groups, 6 // groups, 20), 41)
+    Og, Cg = 6 // groups, 4 // groups
+    full = np.einsum("goc,ngop->ngcp", w_host.reshape(groups, Og, Cg * 6), dy_host)
+    full = full.reshape(3, groups, Cg, 3, 2, 20)
+    for i in range(3):
+        got = C._kernel_row_product(w, dy, g, i, case.xp)
+        _close(case, got, full[:, :, :, i].reshape(3, groups, Cg * 2, 20))
+
+
+def test_col2im_holds_one_kernel_row_of_columns() -> None:
+    """LeNet's second convolution (64, 6, 14, 14) 5×5 → 16: its ∂L/∂x by col2im holds one
+    kernel row's columns at a time (1.1 MB), not all five (5.4 MB), at its peak (the host
+    allocator's, as tracemalloc sees NumPy's allocations)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 6, 14, 14), dtype=np.float32)
+    w = rng.standard_normal((16, 6, 5, 5), dtype=np.float32)
+    y, saved = F.conv2d_forward(x, w, None)
+    assert C._input_grad_method(saved.geometry) == "rows"
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    tracemalloc.start()
+    try:
+        dx, _, _ = F.conv2d_backward(dy, saved)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert dx is not None
+    # 3.5 MB (δ widened, ∂L/∂W's products, the padded plane, one kernel row's columns);
+    # the whole columns' gradient alone is 64·150·140·4 = 5.4 MB (6.8 MB at the peak)
+    assert peak < 5e6, peak
+
+
 def test_large_columns_are_rebuilt_small_ones_kept() -> None:
     """The residual block's 3×3 16→16 convolution of (32, 16, 32, 32) float32 (18.9 MB of
     columns) keeps its padded input and rebuilds the columns in blocks of 7 samples; LeNet's
