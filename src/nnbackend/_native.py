@@ -52,20 +52,10 @@ def maximizer(xp: Namespace) -> Reduction:
     classifier's logits: a softmax's shift) are taken over its transposed copy's rows, K
     elementwise ``maximum`` passes across all n rows at once, instead of n inner loops of K
     values: for (200, 10) float64 6.6 against 13 µs, (2000, 10) 28 against 92 µs (the same
-    values: a maximum is exact). Wider rows are reduced in place (64 columns: 26 against 16).
+    values: a maximum is exact). Wider rows are reduced in place (at 64 columns the
+    transposed copy would take 26 µs against the reduction's 16).
     """
     return _max_reduction if library_of(xp).native is np else xp.max
-
-
-_NARROW_ROWS = 16
-
-
-def _max_reduction(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
-    if (x.ndim == 2 and axis in (1, -1) and x.shape[1] <= _NARROW_ROWS
-            and x.dtype.kind == "f"):
-        m = np.maximum.reduce(np.ascontiguousarray(x.T), axis=0)
-        return m.reshape(x.shape[0], 1) if keepdims else m
-    return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
 
 
 def _ufunc_reduction(ufunc: Any) -> Reduction:
@@ -75,6 +65,18 @@ def _ufunc_reduction(ufunc: Any) -> Reduction:
         return reduce(x, axis=axis, keepdims=keepdims)
 
     return reduction
+
+
+_NARROW_ROWS = 16
+_maximum = _ufunc_reduction(np.maximum)
+
+
+def _max_reduction(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+    if (x.ndim == 2 and axis in (1, -1) and x.shape[1] <= _NARROW_ROWS
+            and x.dtype.kind == "f"):
+        m = _maximum(np.ascontiguousarray(x.T), axis=0)
+        return m.reshape(x.shape[0], 1) if keepdims else m
+    return _maximum(x, axis=axis, keepdims=keepdims)
 
 
 def _library(xp: Namespace) -> ModuleType | None:
