@@ -10,12 +10,12 @@ regrown heap is faulted in and zeroed by the kernel again. The residual block of
 benchmarks (2 MiB activations) faulted 3,168 pages (12.4 MiB) a step this way, in every step
 of a fresh process: 36 ms a step against 25 ms without the faults (AMD EPYC, 2 cores).
 
-:func:`keep_freed_memory` sets both thresholds to the values glibc itself reaches once a
-32 MiB array has been freed (which a warmed-up process, or a benchmark that ran something
-larger first, has already done): allocations up to 32 MiB come from the heap, and up to 64 MiB
-of free memory stays at its top. The peak memory is unchanged (what is kept was in use at the
-peak); only its return to the system after the step is skipped. :func:`nnbackend.fit` calls
-it, so ``nnbackend train`` and every ``fit`` run get it.
+:func:`keep_freed_memory` sets both thresholds to the values glibc itself reaches once an
+array of almost 32 MiB has been freed (as a warmed-up process, or a benchmark that ran
+something larger first, may have done): allocations up to 32 MiB come from the heap, and up
+to 64 MiB of free memory stays at its top. The peak memory is unchanged (what is kept was in
+use at the peak); only its return to the system after the step is skipped.
+:func:`nnbackend.fit` calls it, so ``nnbackend train`` and every ``fit`` run get it.
 """
 
 from __future__ import annotations
